@@ -1,0 +1,97 @@
+//! Per-connection state of a client stream.
+
+use crate::jid::Jid;
+use crate::node::NodeConfig;
+use crate::scram::ScramServer;
+use crate::xml::{Element, Framer, StreamHeader};
+use std::collections::{BTreeSet, VecDeque};
+use std::net::IpAddr;
+
+pub enum Stage {
+    /// Before authentication.
+    Connected,
+    /// A SCRAM exchange awaits the client's final message.
+    Scram(Box<ScramServer>),
+    /// Authenticated as this localpart; awaiting stream restart and bind.
+    Authenticated(String),
+    /// A resource is bound; `Session::jid` is set.
+    Bound,
+}
+
+pub struct Session {
+    pub peer: IpAddr,
+    pub framer: Framer,
+    pub header: Option<StreamHeader>,
+    pub header_sent: bool,
+    pub stream_id: String,
+    pub tls: bool,
+    /// `<proceed/>` was sent; nothing more is read until TLS is up.
+    pub tls_pending: bool,
+    pub stage: Stage,
+    pub opened_ms: u64,
+    pub partial_since: Option<u64>,
+    pub auth_failures: u32,
+    /// SASL failures held back to slow down password guessing: (due, bytes, then close).
+    pub delayed: VecDeque<(u64, Vec<u8>, bool)>,
+    pub timer_armed: Option<u64>,
+    pub closing: bool,
+    pub jid: Option<Jid>,
+    /// The last available presence broadcast, if the resource is available.
+    pub presence: Option<Element>,
+    pub priority: i8,
+    /// The client fetched the roster, so it gets roster pushes.
+    pub roster_requested: bool,
+    /// Full JIDs that got directed available presence and must hear of unavailability.
+    pub directed: BTreeSet<String>,
+}
+
+impl Session {
+    pub fn new(peer: IpAddr, cfg: &NodeConfig, now_ms: u64, stream_id: String) -> Session {
+        Session {
+            peer,
+            framer: Framer::new(cfg.limits),
+            header: None,
+            header_sent: false,
+            stream_id,
+            tls: false,
+            tls_pending: false,
+            stage: Stage::Connected,
+            opened_ms: now_ms,
+            partial_since: None,
+            auth_failures: 0,
+            delayed: VecDeque::new(),
+            timer_armed: None,
+            closing: false,
+            jid: None,
+            presence: None,
+            priority: 0,
+            roster_requested: false,
+            directed: BTreeSet::new(),
+        }
+    }
+
+    /// The account this session is logged in as, once authenticated.
+    pub fn user(&self) -> Option<&str> {
+        match &self.stage {
+            Stage::Authenticated(u) => Some(u),
+            Stage::Bound => self.jid.as_ref().and_then(|j| j.local()),
+            _ => None,
+        }
+    }
+
+    pub fn is_bound(&self) -> bool {
+        matches!(self.stage, Stage::Bound)
+    }
+
+    /// Available with non-negative priority: receives messages to the bare JID.
+    pub fn receives_bare_messages(&self) -> bool {
+        self.presence.is_some() && self.priority >= 0
+    }
+
+    pub fn next_deadline(&self, cfg: &NodeConfig) -> Option<u64> {
+        let handshake = (!self.is_bound()).then_some(self.opened_ms + cfg.handshake_timeout_ms);
+        let partial = self.partial_since.map(|t| t + cfg.stanza_timeout_ms);
+        let delayed = self.delayed.front().map(|d| d.0);
+        [handshake, partial, delayed].into_iter().flatten().min()
+    }
+}

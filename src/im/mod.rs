@@ -1,0 +1,303 @@
+//! Instant messaging on bound sessions (RFC 6121): routing of messages,
+//! presence and iq between local users, and the server's own iq handlers.
+
+mod presence;
+mod roster;
+
+use crate::jid::Jid;
+use crate::node::{ConnId, Node};
+use crate::stanza;
+use crate::state::Record;
+use crate::xml::{ns, Element};
+
+impl Node {
+    /// A stanza from a bound session.
+    pub(crate) fn on_stanza(&mut self, conn: ConnId, mut el: Element) {
+        if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
+            return self.stream_error(conn, "unsupported-stanza-type", "");
+        }
+        let from = self.sessions[&conn].jid.clone().expect("bound session has a jid");
+        if let Some(claimed) = el.get_attr("from") {
+            let ok = Jid::parse(claimed).is_ok_and(|j| j == from || j == from.to_bare());
+            if !ok {
+                return self.stream_error(conn, "invalid-from", "the from address is not yours");
+            }
+        }
+        el.set_attr("from", from.to_string());
+        let to = match el.get_attr("to").map(Jid::parse) {
+            None => None,
+            Some(Ok(j)) => Some(j),
+            Some(Err(_)) => {
+                el.remove_attr("to");
+                return self.bounce(conn, &el, "jid-malformed");
+            }
+        };
+        match el.name.as_str() {
+            "message" => self.on_message(conn, el, to),
+            "presence" => self.on_presence(conn, el, to),
+            _ => self.on_iq(conn, el, to),
+        }
+    }
+
+    /// Answer `el` (from the session `conn`) with a stanza error.
+    pub(crate) fn bounce(&mut self, conn: ConnId, el: &Element, condition: &str) {
+        let from = el.get_attr("to").unwrap_or(&self.cfg.domain).to_string();
+        if let Some(reply) = stanza::error_reply(el, condition, stanza::error_type_for(condition), &from) {
+            self.send_el(conn, &reply);
+        }
+    }
+
+    /// The localpart of `jid` if it names an existing local account.
+    pub(crate) fn local_account(&self, jid: &Jid) -> Option<String> {
+        let local = jid.local()?;
+        (jid.domain() == self.cfg.domain && self.state.accounts.contains_key(local)).then(|| local.to_string())
+    }
+
+    pub(crate) fn conns_of(&self, user: &str) -> Vec<ConnId> {
+        self.bound.get(user).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn available_conns(&self, user: &str) -> Vec<ConnId> {
+        self.conns_of(user)
+            .into_iter()
+            .filter(|c| self.sessions[c].presence.is_some())
+            .collect()
+    }
+
+    pub(crate) fn conn_of_full(&self, jid: &Jid) -> Option<ConnId> {
+        let user = jid.local()?;
+        self.conns_of(user)
+            .into_iter()
+            .find(|c| self.sessions[c].jid.as_ref() == Some(jid))
+    }
+
+    fn deliver(&mut self, conns: &[ConnId], el: &Element) {
+        if conns.is_empty() {
+            return;
+        }
+        let bytes = el.to_xml(ns::CLIENT).into_bytes();
+        for &c in conns {
+            self.send(c, bytes.clone());
+        }
+    }
+
+    // ---- messages ---------------------------------------------------------
+
+    fn on_message(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
+        let from = self.sessions[&conn].jid.clone().expect("bound");
+        let to = to.unwrap_or_else(|| from.to_bare());
+        self.route_message(conn, el, &to);
+    }
+
+    fn route_message(&mut self, origin: ConnId, el: Element, to: &Jid) {
+        let mtype = el.get_attr("type").unwrap_or("normal").to_string();
+        if to.domain() != self.cfg.domain {
+            return self.bounce(origin, &el, "remote-server-not-found");
+        }
+        if to.local().is_none() {
+            return; // Messages to the server itself have no recipient.
+        }
+        let Some(user) = self.local_account(to) else {
+            return self.bounce(origin, &el, "service-unavailable");
+        };
+        if to.resource().is_some() {
+            if let Some(c) = self.conn_of_full(to) {
+                return self.deliver(&[c], &el);
+            }
+        }
+        match mtype.as_str() {
+            "error" => {}
+            "groupchat" => self.bounce(origin, &el, "service-unavailable"),
+            "headline" => {
+                let targets = self.bare_message_targets(&user);
+                self.deliver(&targets, &el);
+            }
+            _ => {
+                let targets = self.bare_message_targets(&user);
+                if !targets.is_empty() {
+                    self.deliver(&targets, &el);
+                } else if el.has_child("body", ns::CLIENT) || el.has_child("subject", ns::CLIENT) {
+                    self.store_offline(origin, &user, &el);
+                }
+            }
+        }
+    }
+
+    fn bare_message_targets(&self, user: &str) -> Vec<ConnId> {
+        self.conns_of(user)
+            .into_iter()
+            .filter(|c| self.sessions[c].receives_bare_messages())
+            .collect()
+    }
+
+    fn store_offline(&mut self, origin: ConnId, user: &str, el: &Element) {
+        let queued = self.state.accounts[user].offline.len();
+        if queued >= self.cfg.offline_limit {
+            return self.bounce(origin, el, "service-unavailable");
+        }
+        let xml = el.to_xml(ns::CLIENT);
+        let stamp_ms = self.now.unix_ms;
+        self.commit(Record::OfflinePush { user: user.to_string(), stamp_ms, xml });
+    }
+
+    /// Hand stored messages to a resource that just became available.
+    pub(crate) fn deliver_offline(&mut self, conn: ConnId, user: &str) {
+        let Some(acc) = self.state.accounts.get(user) else { return };
+        let Some(last) = acc.offline.back().map(|m| m.id) else { return };
+        let domain = self.cfg.domain.clone();
+        let mut out = Vec::new();
+        for m in &acc.offline {
+            let delay = stanza::delay(&domain, m.stamp_ms).to_xml(ns::CLIENT);
+            out.push(insert_before_close(&m.xml, &delay).into_bytes());
+        }
+        for bytes in out {
+            self.send(conn, bytes);
+        }
+        self.commit(Record::OfflineDone { user: user.to_string(), upto: last });
+    }
+
+    // ---- iq -------------------------------------------------------------------
+
+    fn on_iq(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
+        let itype = el.get_attr("type").unwrap_or("");
+        let is_request = matches!(itype, "get" | "set");
+        if !is_request && !matches!(itype, "result" | "error") || el.get_attr("id").is_none() {
+            return self.bounce(conn, &el, "bad-request");
+        }
+        if is_request && el.elements().count() != 1 {
+            return self.bounce(conn, &el, "bad-request");
+        }
+        let me = self.sessions[&conn].jid.clone().expect("bound");
+        match to {
+            None => self.server_iq(conn, &el, true),
+            Some(t) if t.local().is_none() && t.resource().is_none() && t.domain() == self.cfg.domain => {
+                self.server_iq(conn, &el, false)
+            }
+            Some(t) if t == me.to_bare() => self.server_iq(conn, &el, true),
+            Some(t) if t.domain() != self.cfg.domain => {
+                if is_request {
+                    self.bounce(conn, &el, "remote-server-not-found");
+                }
+            }
+            Some(t) if t.resource().is_some() => match self.conn_of_full(&t) {
+                Some(c) => self.deliver(&[c], &el),
+                None if is_request => self.bounce(conn, &el, "service-unavailable"),
+                None => {}
+            },
+            Some(t) => {
+                // Addressed to another account's bare JID: the server answers for it.
+                if self.local_account(&t).is_none() {
+                    return self.bounce(conn, &el, "service-unavailable");
+                }
+                self.account_iq(conn, &el, &t)
+            }
+        }
+    }
+
+    /// iq addressed to the server, or (`own_account`) to the sender's bare JID.
+    fn server_iq(&mut self, conn: ConnId, el: &Element, own_account: bool) {
+        let itype = el.get_attr("type").unwrap_or("");
+        if !matches!(itype, "get" | "set") {
+            return;
+        }
+        let payload = el.elements().next().expect("checked").clone();
+        let domain = self.cfg.domain.clone();
+        let answer_from = el.get_attr("to").unwrap_or(&domain).to_string();
+        let reply = |payload: Option<Element>| stanza::iq_result(el, &answer_from, payload);
+        match (payload.name.as_str(), payload.ns.as_str(), itype) {
+            ("query", ns::ROSTER, _) if own_account => self.on_roster_iq(conn, el, &payload),
+            ("query", ns::DISCO_INFO, "get") => {
+                let info = if own_account && el.get_attr("to").is_some() {
+                    account_disco_info()
+                } else {
+                    server_disco_info()
+                };
+                self.send_el(conn, &reply(Some(info)));
+            }
+            ("query", ns::DISCO_ITEMS, "get") => {
+                self.send_el(conn, &reply(Some(Element::new("query", ns::DISCO_ITEMS))));
+            }
+            ("ping", ns::PING, "get") => self.send_el(conn, &reply(None)),
+            ("session", ns::SESSION, "set") => self.send_el(conn, &reply(None)),
+            ("query", ns::VERSION, "get") => {
+                let v = Element::new("query", ns::VERSION)
+                    .child(Element::new("name", ns::VERSION).text("Outpost"))
+                    .child(Element::new("version", ns::VERSION).text(env!("CARGO_PKG_VERSION")));
+                self.send_el(conn, &reply(Some(v)));
+            }
+            ("bind", ns::BIND, "set") => self.bounce(conn, el, "not-allowed"),
+            _ => self.bounce(conn, el, "service-unavailable"),
+        }
+    }
+
+    /// iq to another local account's bare JID (RFC 6121 §8.5.2.1.3).
+    fn account_iq(&mut self, conn: ConnId, el: &Element, target: &Jid) {
+        let itype = el.get_attr("type").unwrap_or("");
+        if !matches!(itype, "get" | "set") {
+            return;
+        }
+        let payload = el.elements().next().expect("checked");
+        let from = target.to_string();
+        match (payload.name.as_str(), payload.ns.as_str(), itype) {
+            ("query", ns::DISCO_INFO, "get") => {
+                let r = stanza::iq_result(el, &from, Some(account_disco_info()));
+                self.send_el(conn, &r);
+            }
+            ("ping", ns::PING, "get") => {
+                let r = stanza::iq_result(el, &from, None);
+                self.send_el(conn, &r);
+            }
+            _ => self.bounce(conn, el, "service-unavailable"),
+        }
+    }
+}
+
+fn server_disco_info() -> Element {
+    let mut q = Element::new("query", ns::DISCO_INFO).child(
+        Element::new("identity", ns::DISCO_INFO)
+            .attr("category", "server")
+            .attr("type", "im")
+            .attr("name", "Outpost"),
+    );
+    for f in [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::VERSION, ns::ROSTER, ns::DELAY] {
+        q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
+    }
+    q
+}
+
+fn account_disco_info() -> Element {
+    let mut q = Element::new("query", ns::DISCO_INFO).child(
+        Element::new("identity", ns::DISCO_INFO)
+            .attr("category", "account")
+            .attr("type", "registered"),
+    );
+    for f in [ns::DISCO_INFO, ns::PING] {
+        q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
+    }
+    q
+}
+
+/// Insert `child` before the closing tag of a serialised element.
+fn insert_before_close(xml: &str, child: &str) -> String {
+    match xml.rfind("</") {
+        Some(i) if xml.ends_with('>') => format!("{}{child}{}", &xml[..i], &xml[i..]),
+        _ => {
+            // `<message .../>`: reopen it.
+            let head = xml.strip_suffix("/>").unwrap_or(xml);
+            let name_end = head[1..].find([' ', '/', '>']).map_or(head.len(), |i| i + 1);
+            format!("{head}>{child}</{}>", &head[1..name_end])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn insert_before_close() {
+        assert_eq!(
+            super::insert_before_close("<message to='a'><body>x</body></message>", "<d/>"),
+            "<message to='a'><body>x</body><d/></message>"
+        );
+        assert_eq!(super::insert_before_close("<message to='a'/>", "<d/>"), "<message to='a'><d/></message>");
+    }
+}

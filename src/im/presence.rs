@@ -1,0 +1,323 @@
+//! Presence (RFC 6121 §3, §4): subscriptions between local users, broadcast,
+//! probes answered from live sessions, directed presence.
+
+use crate::jid::Jid;
+use crate::node::{ConnId, Node};
+use crate::state::RosterItem;
+use crate::xml::{ns, Element};
+
+impl Node {
+    pub(crate) fn on_presence(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
+        let ptype = el.get_attr("type").map(str::to_string);
+        match (ptype.as_deref(), to) {
+            (None | Some("unavailable"), None) => self.broadcast_presence(conn, el),
+            (None | Some("unavailable"), Some(to)) => self.directed_presence(conn, el, &to),
+            (Some(kind @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")), Some(to)) => {
+                let user = self.sessions[&conn].user().expect("bound").to_string();
+                if to.domain() != self.cfg.domain || to.local().is_none() {
+                    return self.bounce(conn, &el, "remote-server-not-found");
+                }
+                let contact = to.to_bare();
+                match kind {
+                    "subscribe" => self.subscribe(&user, &contact),
+                    "subscribed" => self.approve(&user, &contact),
+                    "unsubscribe" => {
+                        self.update_item(&user, &contact.to_string(), |i| {
+                            i.subscription = i.subscription.with_to(false);
+                            i.ask_out = false;
+                        });
+                        self.contact_side_unsubscribe(&user, &contact);
+                    }
+                    _ => {
+                        self.update_item(&user, &contact.to_string(), |i| {
+                            i.subscription = i.subscription.with_from(false);
+                            i.pending_in = false;
+                        });
+                        self.contact_side_unsubscribed(&user, &contact);
+                    }
+                }
+            }
+            (Some("probe"), _) => {} // Probes are the server's business; clients need not send them.
+            (Some("error"), Some(to)) => {
+                if let Some(c) = self.conn_of_full(&to) {
+                    self.send_el(c, &el);
+                }
+            }
+            _ => self.bounce(conn, &el, "bad-request"),
+        }
+    }
+
+    fn user_jid(&self, user: &str) -> String {
+        format!("{user}@{}", self.cfg.domain)
+    }
+
+    fn roster_item(&self, user: &str, contact: &str) -> Option<RosterItem> {
+        self.state.accounts.get(user)?.roster.get(contact).cloned()
+    }
+
+    /// Send a subscription-related presence from `from_user` to every available resource of `to_user`.
+    fn notify(&mut self, to_user: &str, from_user_jid: &str, ptype: &str) {
+        let el = Element::new("presence", ns::CLIENT)
+            .attr("from", from_user_jid)
+            .attr("to", self.user_jid(to_user))
+            .attr("type", ptype);
+        let conns = self.available_conns(to_user);
+        for c in conns {
+            self.send_el(c, &el);
+        }
+    }
+
+    /// Send the current presence of each available resource of `from` to each available resource of `to`.
+    fn share_presence(&mut self, from: &str, to: &str, unavailable: bool) {
+        let targets = self.available_conns(to);
+        for src in self.available_conns(from) {
+            let s = &self.sessions[&src];
+            let full = s.jid.as_ref().expect("bound").to_string();
+            let mut el = if unavailable {
+                Element::new("presence", ns::CLIENT).attr("type", "unavailable")
+            } else {
+                s.presence.clone().expect("available")
+            };
+            el.set_attr("from", full);
+            for &t in &targets {
+                let mut e = el.clone();
+                e.set_attr("to", self.sessions[&t].jid.as_ref().expect("bound").to_string());
+                self.send_el(t, &e);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, user: &str, contact: &Jid) {
+        let contact_key = contact.to_string();
+        let already = self.roster_item(user, &contact_key).is_some_and(|i| i.subscription.has_to());
+        if !already {
+            self.update_item(user, &contact_key, |i| {
+                i.ask_out = true;
+                i.visible = true;
+            });
+        }
+        let user_jid = self.user_jid(user);
+        let Some(cuser) = self.local_account(contact) else {
+            // No such account: it can never approve.
+            self.update_item(user, &contact_key, |i| i.ask_out = false);
+            return self.notify(user, &contact_key, "unsubscribed");
+        };
+        if self.roster_item(&cuser, &user_jid).is_some_and(|i| i.subscription.has_from()) {
+            // Already approved earlier: confirm at once.
+            return self.approve(&cuser, &Jid::parse(&user_jid).expect("own jid"));
+        }
+        self.update_item(&cuser, &user_jid, |i| i.pending_in = true);
+        self.notify(&cuser, &user_jid, "subscribe");
+    }
+
+    /// `user` approves `contact`'s request to see `user`'s presence.
+    fn approve(&mut self, user: &str, contact: &Jid) {
+        let contact_key = contact.to_string();
+        let pending = self.roster_item(user, &contact_key).is_some_and(|i| i.pending_in);
+        let already = self.roster_item(user, &contact_key).is_some_and(|i| i.subscription.has_from());
+        if !pending && !already {
+            return; // No request to approve; pre-approval is not supported.
+        }
+        self.update_item(user, &contact_key, |i| {
+            i.pending_in = false;
+            i.subscription = i.subscription.with_from(true);
+            i.visible = true;
+        });
+        let user_jid = self.user_jid(user);
+        let Some(cuser) = self.local_account(contact) else { return };
+        self.update_item(&cuser, &user_jid, |i| {
+            i.ask_out = false;
+            i.subscription = i.subscription.with_to(true);
+            i.visible = true;
+        });
+        self.notify(&cuser, &user_jid, "subscribed");
+        self.share_presence(user, &cuser, false);
+    }
+
+    /// `user` no longer wants `contact`'s presence: the contact's side.
+    pub(crate) fn contact_side_unsubscribe(&mut self, user: &str, contact: &Jid) {
+        let user_jid = self.user_jid(user);
+        let Some(cuser) = self.local_account(contact) else { return };
+        let Some(item) = self.roster_item(&cuser, &user_jid) else { return };
+        if !item.subscription.has_from() && !item.pending_in {
+            return;
+        }
+        self.update_item(&cuser, &user_jid, |i| {
+            i.subscription = i.subscription.with_from(false);
+            i.pending_in = false;
+        });
+        self.notify(&cuser, &user_jid, "unsubscribe");
+        self.share_presence(&cuser, user, true);
+    }
+
+    /// `user` cancels or denies `contact`'s subscription: the contact's side.
+    pub(crate) fn contact_side_unsubscribed(&mut self, user: &str, contact: &Jid) {
+        let user_jid = self.user_jid(user);
+        let Some(cuser) = self.local_account(contact) else { return };
+        let Some(item) = self.roster_item(&cuser, &user_jid) else { return };
+        if !item.subscription.has_to() && !item.ask_out {
+            return;
+        }
+        self.update_item(&cuser, &user_jid, |i| {
+            i.subscription = i.subscription.with_to(false);
+            i.ask_out = false;
+        });
+        self.notify(&cuser, &user_jid, "unsubscribed");
+        self.share_presence(user, &cuser, true);
+    }
+
+    /// Everyone who sees `conn`'s broadcast presence: subscribed contacts'
+    /// available resources, plus the user's own available resources.
+    fn presence_audience(&self, conn: ConnId) -> Vec<(ConnId, String)> {
+        let user = self.sessions[&conn].user().expect("bound");
+        let mut out = Vec::new();
+        if let Some(acc) = self.state.accounts.get(user) {
+            for (contact, item) in &acc.roster {
+                if !item.subscription.has_from() {
+                    continue;
+                }
+                let Ok(cj) = Jid::parse(contact) else { continue };
+                if let Some(cuser) = self.local_account(&cj) {
+                    for c in self.available_conns(&cuser) {
+                        out.push((c, contact.clone()));
+                    }
+                }
+            }
+        }
+        let own = self.user_jid(user);
+        for c in self.available_conns(user) {
+            out.push((c, own.clone()));
+        }
+        out
+    }
+
+    fn broadcast_presence(&mut self, conn: ConnId, mut el: Element) {
+        let user = self.sessions[&conn].user().expect("bound").to_string();
+        el.remove_attr("to");
+        if el.get_attr("type") == Some("unavailable") {
+            return self.go_unavailable(conn, Some(el));
+        }
+        let priority = el
+            .get_child("priority", ns::CLIENT)
+            .and_then(|p| p.text_content().trim().parse::<i8>().ok())
+            .unwrap_or(0);
+        let s = self.sessions.get_mut(&conn).expect("session");
+        let initial = s.presence.is_none();
+        s.presence = Some(el.clone());
+        s.priority = priority;
+        for (c, to) in self.presence_audience(conn) {
+            let mut e = el.clone();
+            e.set_attr("to", to);
+            self.send_el(c, &e);
+        }
+        if initial {
+            self.answer_probes(conn, &user);
+            self.deliver_pending_requests(conn, &user);
+            if priority >= 0 {
+                self.deliver_offline(conn, &user);
+            }
+        }
+    }
+
+    /// Presence of the contacts `user` is subscribed to, for a resource just come online.
+    fn answer_probes(&mut self, conn: ConnId, user: &str) {
+        let me = self.sessions[&conn].jid.as_ref().expect("bound").to_string();
+        let mut contacts: Vec<String> = self.state.accounts[user]
+            .roster
+            .iter()
+            .filter(|(_, i)| i.subscription.has_to())
+            .map(|(c, _)| c.clone())
+            .collect();
+        // Own other resources too (RFC 6121 §4.4.2).
+        contacts.push(self.user_jid(user));
+        for contact in contacts {
+            let Some(cuser) = Jid::parse(&contact).ok().and_then(|j| self.local_account(&j)) else {
+                continue;
+            };
+            for c in self.available_conns(&cuser) {
+                if c == conn {
+                    continue;
+                }
+                let s = &self.sessions[&c];
+                let mut p = s.presence.clone().expect("available");
+                p.set_attr("from", s.jid.as_ref().expect("bound").to_string());
+                p.set_attr("to", me.clone());
+                self.send_el(conn, &p);
+            }
+        }
+    }
+
+    fn deliver_pending_requests(&mut self, conn: ConnId, user: &str) {
+        let me = self.user_jid(user);
+        let pending: Vec<String> = self.state.accounts[user]
+            .roster
+            .iter()
+            .filter(|(_, i)| i.pending_in)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for contact in pending {
+            let el = Element::new("presence", ns::CLIENT)
+                .attr("from", contact)
+                .attr("to", me.clone())
+                .attr("type", "subscribe");
+            self.send_el(conn, &el);
+        }
+    }
+
+    /// Make `conn` unavailable, telling everyone who saw it available.
+    /// `el` is the client's unavailable presence (its status is kept).
+    pub(crate) fn go_unavailable(&mut self, conn: ConnId, el: Option<Element>) {
+        let Some(s) = self.sessions.get(&conn) else { return };
+        if s.presence.is_none() && s.directed.is_empty() {
+            return;
+        }
+        let full = s.jid.as_ref().expect("bound").to_string();
+        let mut el = el.unwrap_or_else(|| Element::new("presence", ns::CLIENT).attr("type", "unavailable"));
+        el.set_attr("from", full);
+        let mut audience = if s.presence.is_some() { self.presence_audience(conn) } else { Vec::new() };
+        let directed: Vec<String> = s.directed.iter().cloned().collect();
+        for d in directed {
+            let Ok(j) = Jid::parse(&d) else { continue };
+            let targets = match j.resource() {
+                Some(_) => self.conn_of_full(&j).into_iter().collect(),
+                None => self.local_account(&j).map(|u| self.available_conns(&u)).unwrap_or_default(),
+            };
+            for t in targets {
+                if !audience.iter().any(|(c, _)| *c == t) {
+                    audience.push((t, d.clone()));
+                }
+            }
+        }
+        let s = self.sessions.get_mut(&conn).expect("session");
+        s.presence = None;
+        s.directed.clear();
+        for (c, to) in audience {
+            let mut e = el.clone();
+            e.set_attr("to", to);
+            self.send_el(c, &e);
+        }
+    }
+
+    fn directed_presence(&mut self, conn: ConnId, el: Element, to: &Jid) {
+        if to.domain() != self.cfg.domain {
+            return self.bounce(conn, &el, "remote-server-not-found");
+        }
+        let Some(user) = self.local_account(to) else { return };
+        let targets = match to.resource() {
+            Some(_) => self.conn_of_full(to).into_iter().collect(),
+            None => self.available_conns(&user),
+        };
+        let available = el.get_attr("type").is_none();
+        let s = self.sessions.get_mut(&conn).expect("session");
+        if available {
+            if s.directed.len() < 1000 {
+                s.directed.insert(to.to_string());
+            }
+        } else {
+            s.directed.remove(&to.to_string());
+        }
+        for t in targets {
+            self.send_el(t, &el);
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Roster management (RFC 6121 §2): get with versioning, set, remove, pushes.
+
+use crate::jid::Jid;
+use crate::node::{ConnId, Node};
+use crate::stanza;
+use crate::state::{Record, RosterItem};
+use crate::xml::{ns, Element};
+
+const MAX_NAME_BYTES: usize = 1023;
+
+impl Node {
+    /// Change one roster item of `user` durably and push it to interested resources.
+    pub(crate) fn update_item(&mut self, user: &str, contact: &str, change: impl FnOnce(&mut RosterItem)) {
+        let Some(acc) = self.state.accounts.get(user) else { return };
+        let before = acc.roster.get(contact).cloned();
+        let mut item = before.clone().unwrap_or_default();
+        change(&mut item);
+        if before.as_ref() == Some(&item) {
+            return;
+        }
+        let empty = !item.visible && !item.pending_in && !item.ask_out && item.subscription == Default::default();
+        let was_visible = before.as_ref().is_some_and(|i| i.visible);
+        if empty {
+            if before.is_some() {
+                self.commit(Record::RosterDel { user: user.to_string(), contact: contact.to_string() });
+            }
+        } else {
+            self.commit(Record::RosterSet { user: user.to_string(), contact: contact.to_string(), item: item.clone() });
+        }
+        if item.visible || was_visible {
+            let shown = (item.visible && !empty).then_some(&item);
+            self.roster_push(user, contact, shown.cloned());
+        }
+    }
+
+    fn roster_push(&mut self, user: &str, contact: &str, item: Option<RosterItem>) {
+        let ver = self.state.accounts[user].roster_ver.to_string();
+        let query = Element::new("query", ns::ROSTER)
+            .attr("ver", ver)
+            .child(item_element(contact, item.as_ref()));
+        for c in self.conns_of(user) {
+            let s = &self.sessions[&c];
+            if !s.roster_requested {
+                continue;
+            }
+            let to = s.jid.as_ref().expect("bound").to_string();
+            let id = self.next_push_id();
+            let push = Element::new("iq", ns::CLIENT)
+                .attr("type", "set")
+                .attr("id", id)
+                .attr("to", to)
+                .child(query.clone());
+            self.send_el(c, &push);
+        }
+    }
+
+    pub(crate) fn on_roster_iq(&mut self, conn: ConnId, iq: &Element, query: &Element) {
+        let user = self.sessions[&conn].user().expect("bound").to_string();
+        let me = self.sessions[&conn].jid.as_ref().expect("bound").to_bare().to_string();
+        if iq.get_attr("type") == Some("get") {
+            self.sessions.get_mut(&conn).expect("session").roster_requested = true;
+            let acc = &self.state.accounts[&user];
+            let ver = acc.roster_ver.to_string();
+            let payload = if query.get_attr("ver") == Some(ver.as_str()) {
+                None // The client's copy is current; changes arrive as pushes.
+            } else {
+                let mut q = Element::new("query", ns::ROSTER).attr("ver", ver);
+                for (contact, item) in acc.roster.iter().filter(|(_, i)| i.visible) {
+                    q = q.child(item_element(contact, Some(item)));
+                }
+                Some(q)
+            };
+            let mut reply = stanza::iq_result(iq, &me, payload);
+            reply.remove_attr("from");
+            return self.send_el(conn, &reply);
+        }
+        let items: Vec<&Element> = query.elements().filter(|e| e.is("item", ns::ROSTER)).collect();
+        if items.len() != 1 {
+            return self.bounce_from_account(conn, iq, "bad-request");
+        }
+        let item = items[0];
+        let Some(contact) = item.get_attr("jid").and_then(|j| Jid::parse(j).ok()).map(|j| j.to_bare()) else {
+            return self.bounce_from_account(conn, iq, "bad-request");
+        };
+        let key = contact.to_string();
+        if item.get_attr("subscription") == Some("remove") {
+            let Some(existing) = self.state.accounts[&user].roster.get(&key).cloned() else {
+                return self.bounce_from_account(conn, iq, "item-not-found");
+            };
+            if existing.subscription.has_to() || existing.ask_out {
+                self.contact_side_unsubscribe(&user, &contact);
+            }
+            if existing.subscription.has_from() || existing.pending_in {
+                self.contact_side_unsubscribed(&user, &contact);
+            }
+            self.update_item(&user, &key, |i| *i = RosterItem::default());
+        } else {
+            let name = item.get_attr("name").filter(|n| !n.is_empty()).map(str::to_string);
+            let mut groups: Vec<String> = Vec::new();
+            for g in item.elements().filter(|e| e.is("group", ns::ROSTER)) {
+                let g = g.text_content();
+                if g.is_empty() || g.len() > MAX_NAME_BYTES {
+                    return self.bounce_from_account(conn, iq, "not-acceptable");
+                }
+                if groups.contains(&g) {
+                    return self.bounce_from_account(conn, iq, "bad-request");
+                }
+                groups.push(g);
+            }
+            if name.as_ref().is_some_and(|n| n.len() > MAX_NAME_BYTES) {
+                return self.bounce_from_account(conn, iq, "not-acceptable");
+            }
+            let roster = &self.state.accounts[&user].roster;
+            if !roster.contains_key(&key) && roster.len() >= self.cfg.roster_limit {
+                return self.bounce_from_account(conn, iq, "resource-constraint");
+            }
+            self.update_item(&user, &key, |i| {
+                i.name = name;
+                i.groups = groups;
+                i.visible = true;
+            });
+        }
+        let mut reply = stanza::iq_result(iq, &me, None);
+        reply.remove_attr("from");
+        self.send_el(conn, &reply);
+    }
+
+    fn bounce_from_account(&mut self, conn: ConnId, iq: &Element, condition: &str) {
+        let mut req = iq.clone();
+        req.remove_attr("to");
+        let me = self.sessions[&conn].jid.as_ref().expect("bound").to_bare().to_string();
+        if let Some(mut r) = stanza::error_reply(&req, condition, stanza::error_type_for(condition), &me) {
+            r.remove_attr("from");
+            self.send_el(conn, &r);
+        }
+    }
+}
+
+fn item_element(contact: &str, item: Option<&RosterItem>) -> Element {
+    let mut el = Element::new("item", ns::ROSTER).attr("jid", contact);
+    match item {
+        None => el.set_attr("subscription", "remove"),
+        Some(i) => {
+            if let Some(n) = &i.name {
+                el.set_attr("name", n.clone());
+            }
+            el.set_attr("subscription", i.subscription.as_str());
+            if i.ask_out {
+                el.set_attr("ask", "subscribe");
+            }
+            for g in &i.groups {
+                el = el.child(Element::new("group", ns::ROSTER).text(g.clone()));
+            }
+        }
+    }
+    el
+}

@@ -1,0 +1,15 @@
+//! Outpost: an XMPP server for sites with bad links.
+//!
+//! The sans-IO core (`xml`, `jid`, `scram`, `c2s`, `im`, `state`, `node`)
+//! consumes events with the current time and returns actions; the `shell`
+//! turns actions into socket, TLS and log I/O on one smol thread.
+
+pub mod c2s;
+pub mod im;
+pub mod jid;
+pub mod node;
+pub mod scram;
+pub mod stanza;
+pub mod state;
+pub mod store;
+pub mod xml;

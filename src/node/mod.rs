@@ -1,0 +1,316 @@
+//! The hub of the sans-IO core: owns sessions and durable state, turns
+//! events into actions. It never reads a clock, touches a socket or a file:
+//! the time arrives with every call and all output is an [`Action`].
+
+use crate::c2s::Session;
+use crate::scram::Credentials;
+use crate::state::{Record, State};
+use crate::xml::{ns, Element, Limits};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::IpAddr;
+
+pub type ConnId = u64;
+
+/// The time, as the shell (or the simulator) sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic milliseconds, for timeouts.
+    pub mono_ms: u64,
+    /// Wall-clock Unix milliseconds, for timestamps users see.
+    pub unix_ms: u64,
+}
+
+/// What the core needs to know of the configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub domain: String,
+    pub limits: Limits,
+    pub require_tls: bool,
+    /// From connect until a resource is bound.
+    pub handshake_timeout_ms: u64,
+    /// How long part of a stanza may sit unfinished.
+    pub stanza_timeout_ms: u64,
+    pub max_resources_per_user: usize,
+    pub offline_limit: usize,
+    pub roster_limit: usize,
+}
+
+impl NodeConfig {
+    pub fn new(domain: &str) -> NodeConfig {
+        NodeConfig {
+            domain: domain.to_string(),
+            limits: Limits::default(),
+            require_tls: true,
+            handshake_timeout_ms: 60_000,
+            stanza_timeout_ms: 60_000,
+            max_resources_per_user: 10,
+            offline_limit: 500,
+            roster_limit: 1000,
+        }
+    }
+}
+
+/// Account management, from the CLI, the serial console or the web page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminCommand {
+    UserAdd { user: String, creds: Credentials },
+    UserPasswd { user: String, creds: Credentials },
+    UserDel { user: String },
+    UserList,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminReply {
+    Done,
+    Users(Vec<String>),
+    Error(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Accepted { conn: ConnId, peer: IpAddr },
+    Data { conn: ConnId, bytes: Vec<u8> },
+    TlsEstablished { conn: ConnId },
+    Disconnected { conn: ConnId },
+    Admin { req: u64, cmd: AdminCommand },
+    /// The node is stopping: sessions get `<system-shutdown/>`.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Send { conn: ConnId, bytes: Vec<u8> },
+    /// Everything queued so far for `conn` is written, then TLS is started on it.
+    StartTls { conn: ConnId },
+    /// Everything queued so far for `conn` is written, then it is closed.
+    Close { conn: ConnId },
+    /// Append to the log. Sends in the same batch wait until it is durable.
+    Persist(Record),
+    AdminReply { req: u64, reply: AdminReply },
+}
+
+struct AuthFailures {
+    count: u32,
+    last_ms: u64,
+}
+
+pub struct Node {
+    pub(crate) cfg: NodeConfig,
+    pub(crate) state: State,
+    pub(crate) sessions: HashMap<ConnId, Session>,
+    /// Bound sessions per account localpart, in bind order.
+    pub(crate) bound: HashMap<String, Vec<ConnId>>,
+    auth_failures: HashMap<IpAddr, AuthFailures>,
+    rng: ChaCha20Rng,
+    actions: Vec<Action>,
+    timers: BinaryHeap<Reverse<(u64, ConnId)>>,
+    pub(crate) now: Now,
+    fake_salt_key: [u8; 32],
+    push_counter: u64,
+}
+
+impl Node {
+    /// `state` is the replay of the log; `seed` the only source of randomness.
+    pub fn new(cfg: NodeConfig, state: State, seed: [u8; 32]) -> Node {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let mut fake_salt_key = [0u8; 32];
+        rng.fill_bytes(&mut fake_salt_key);
+        Node {
+            cfg,
+            state,
+            sessions: HashMap::new(),
+            bound: HashMap::new(),
+            auth_failures: HashMap::new(),
+            rng,
+            actions: Vec::new(),
+            timers: BinaryHeap::new(),
+            now: Now::default(),
+            fake_salt_key,
+            push_counter: 0,
+        }
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// A record that captures the whole durable state, for compaction.
+    pub fn snapshot(&self) -> Record {
+        Record::Snapshot(self.state.clone())
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn handle(&mut self, now: Now, event: Event) {
+        self.now = now;
+        match event {
+            Event::Accepted { conn, peer } => {
+                let id = self.random_id();
+                self.sessions.insert(conn, Session::new(peer, &self.cfg, now.mono_ms, id));
+                self.arm_timer(conn);
+            }
+            Event::Data { conn, bytes } => {
+                self.on_data(conn, &bytes);
+                self.arm_timer(conn);
+            }
+            Event::TlsEstablished { conn } => self.on_tls_established(conn),
+            Event::Disconnected { conn } => self.end_session(conn),
+            Event::Admin { req, cmd } => {
+                let reply = self.on_admin(cmd);
+                self.actions.push(Action::AdminReply { req, reply });
+            }
+            Event::Shutdown => {
+                let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+                for conn in conns {
+                    self.stream_error(conn, "system-shutdown", "the server is stopping");
+                }
+            }
+        }
+    }
+
+    /// The earliest monotonic time at which `handle_timeout` has work.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.now = now;
+        while let Some(&Reverse((t, conn))) = self.timers.peek() {
+            if t > now.mono_ms {
+                break;
+            }
+            self.timers.pop();
+            if let Some(s) = self.sessions.get_mut(&conn) {
+                if s.timer_armed == Some(t) {
+                    s.timer_armed = None;
+                }
+                self.on_session_timer(conn);
+                self.arm_timer(conn);
+            }
+        }
+    }
+
+    pub fn drain_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    pub(crate) fn arm_timer(&mut self, conn: ConnId) {
+        let Some(s) = self.sessions.get_mut(&conn) else { return };
+        if let Some(deadline) = s.next_deadline(&self.cfg) {
+            if s.timer_armed.is_none_or(|armed| deadline < armed) {
+                s.timer_armed = Some(deadline);
+                self.timers.push(Reverse((deadline, conn)));
+            }
+        }
+    }
+
+    // ---- output helpers -------------------------------------------------
+
+    pub(crate) fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.actions.push(Action::Send { conn, bytes });
+    }
+
+    pub(crate) fn send_el(&mut self, conn: ConnId, el: &Element) {
+        self.send(conn, el.to_xml(ns::CLIENT).into_bytes());
+    }
+
+    pub(crate) fn push_action(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    /// Change durable state: apply now, persist before anything is sent.
+    pub(crate) fn commit(&mut self, record: Record) {
+        self.state.apply(&record);
+        self.actions.push(Action::Persist(record));
+    }
+
+    pub(crate) fn random_id(&mut self) -> String {
+        let mut b = [0u8; 9];
+        self.rng.fill_bytes(&mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    pub(crate) fn random_bytes(&mut self, out: &mut [u8]) {
+        self.rng.fill_bytes(out);
+    }
+
+    pub(crate) fn next_push_id(&mut self) -> String {
+        self.push_counter += 1;
+        format!("push{}", self.push_counter)
+    }
+
+    /// Salt shown for unknown users, stable per name so probing learns nothing.
+    pub(crate) fn fake_salt(&self, user: &str) -> Vec<u8> {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.fake_salt_key);
+        ring::hmac::sign(&key, user.as_bytes()).as_ref()[..16].to_vec()
+    }
+
+    /// Record an authentication failure from `peer`; returns the delay
+    /// before the failure may be reported (doubling per recent failure).
+    pub(crate) fn auth_failure_delay(&mut self, peer: IpAddr) -> u64 {
+        const FORGET_AFTER_MS: u64 = 10 * 60_000;
+        let now = self.now.mono_ms;
+        if self.auth_failures.len() > 10_000 {
+            self.auth_failures.retain(|_, f| now - f.last_ms < FORGET_AFTER_MS);
+        }
+        let f = self.auth_failures.entry(peer).or_insert(AuthFailures { count: 0, last_ms: now });
+        if now - f.last_ms > FORGET_AFTER_MS {
+            f.count = 0;
+        }
+        f.count = f.count.saturating_add(1);
+        f.last_ms = now;
+        (250u64 << (f.count - 1).min(6)).min(16_000)
+    }
+
+    // ---- admin ----------------------------------------------------------
+
+    fn on_admin(&mut self, cmd: AdminCommand) -> AdminReply {
+        match cmd {
+            AdminCommand::UserAdd { user, creds } => {
+                let user = match crate::jid::normalize_local(&user) {
+                    Ok(u) => u,
+                    Err(e) => return AdminReply::Error(format!("invalid user name: {e}")),
+                };
+                if self.state.accounts.contains_key(&user) {
+                    return AdminReply::Error(format!("user {user} already exists"));
+                }
+                self.commit(Record::AccountSet { user, creds });
+                AdminReply::Done
+            }
+            AdminCommand::UserPasswd { user, creds } => {
+                if !self.state.accounts.contains_key(&user) {
+                    return AdminReply::Error(format!("no such user: {user}"));
+                }
+                self.commit(Record::AccountSet { user, creds });
+                AdminReply::Done
+            }
+            AdminCommand::UserDel { user } => {
+                if !self.state.accounts.contains_key(&user) {
+                    return AdminReply::Error(format!("no such user: {user}"));
+                }
+                let conns: Vec<ConnId> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.user() == Some(user.as_str()))
+                    .map(|(c, _)| *c)
+                    .collect();
+                for conn in conns {
+                    self.stream_error(conn, "not-authorized", "the account was deleted");
+                }
+                self.commit(Record::AccountDel { user });
+                AdminReply::Done
+            }
+            AdminCommand::UserList => AdminReply::Users(self.state.accounts.keys().cloned().collect()),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! XML for XMPP streams: byte-level framing with limits, parsing of complete
+//! stanzas, and an element tree with an escaping writer.
+
+mod element;
+mod framer;
+mod parse;
+
+pub use element::{escape, escape_into, Element, Node};
+pub use framer::{Frame, FrameError, Framer, Limits};
+pub use parse::{parse_header, parse_stanza, ParseError, StreamHeader};
+
+pub mod ns {
+    pub const CLIENT: &str = "jabber:client";
+    pub const STREAMS: &str = "http://etherx.jabber.org/streams";
+    pub const STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+    pub const STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+    pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+    pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+    pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+    pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+    pub const ROSTER: &str = "jabber:iq:roster";
+    pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";
+    pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+    pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+    pub const PING: &str = "urn:xmpp:ping";
+    pub const DELAY: &str = "urn:xmpp:delay";
+    pub const VERSION: &str = "jabber:iq:version";
+}
