@@ -5,10 +5,12 @@
 //! turns actions into socket, TLS and log I/O on one smol thread.
 
 pub mod c2s;
+pub mod config;
 pub mod im;
 pub mod jid;
 pub mod node;
 pub mod scram;
+pub mod shell;
 pub mod stanza;
 pub mod state;
 pub mod store;

@@ -1,1 +1,140 @@
-fn main(){}
+//! The `outpost` command line (DESIGN §2).
+
+use outpost::config::Config;
+use outpost::node::{AdminCommand, AdminReply};
+use outpost::scram::{Credentials, DEFAULT_ITERATIONS};
+use outpost::shell;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: outpost [run] [-c FILE]            run the node (embedded defaults without -c)
+       outpost check [-c FILE]            validate a config and print the effective settings
+       outpost user add USER [-c FILE]    create an account (password from the terminal or stdin)
+       outpost user passwd USER [-c FILE] change a password
+       outpost user del USER [-c FILE]    delete an account
+       outpost user list [-c FILE]        list accounts
+       outpost demo                       HQ and two sites on loopback (not in this build yet)
+       outpost --version";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outpost: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Split `-c FILE` / `--config FILE` out of the arguments.
+fn take_config(args: &mut Vec<String>) -> Result<Option<PathBuf>, String> {
+    let mut found = None;
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "-c" || args[i] == "--config" {
+            if i + 1 >= args.len() {
+                return Err(format!("{} needs a file name", args[i]));
+            }
+            found = Some(PathBuf::from(args.remove(i + 1)));
+            args.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    Ok(found)
+}
+
+fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(&p).map_err(|e| e.to_string()),
+        None => Ok(Config::embedded()),
+    }
+}
+
+fn dispatch(mut args: Vec<String>) -> Result<(), String> {
+    let config_path = take_config(&mut args)?;
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["--help"] | ["-h"] | ["help"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        ["--version"] | ["-V"] => {
+            println!("outpost {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        [] | ["run"] => {
+            let cfg = load_config(config_path)?;
+            shell::logger::init(cfg.log_level.filter());
+            shell::run(cfg)
+        }
+        ["check"] => {
+            let cfg = load_config(config_path)?;
+            println!("# configuration is valid; effective settings:");
+            print!("{}", cfg.effective());
+            Ok(())
+        }
+        ["user", rest @ ..] => {
+            let cfg = load_config(config_path)?;
+            shell::logger::init(log::LevelFilter::Warn);
+            user_command(&cfg, rest)
+        }
+        ["demo"] => Err("the demo needs mirroring between nodes, which this build does not have yet".into()),
+        _ => Err(format!("unknown command\n{USAGE}")),
+    }
+}
+
+/// Accept `alice` or `alice@<our domain>`.
+fn local_name(cfg: &Config, user: &str) -> Result<String, String> {
+    let local = match user.rsplit_once('@') {
+        Some((l, d)) if d.eq_ignore_ascii_case(&cfg.domain.0) => l,
+        Some((_, d)) => return Err(format!("{user}: this node serves {}, not {d}", cfg.domain.0)),
+        None => user,
+    };
+    outpost::jid::normalize_local(local).map_err(|e| format!("{user}: invalid user name: {e}"))
+}
+
+fn user_command(cfg: &Config, args: &[&str]) -> Result<(), String> {
+    let cmd = match args {
+        ["add", user] => AdminCommand::UserAdd { user: local_name(cfg, user)?, creds: credentials()? },
+        ["passwd", user] => AdminCommand::UserPasswd { user: local_name(cfg, user)?, creds: credentials()? },
+        ["del", user] => AdminCommand::UserDel { user: local_name(cfg, user)? },
+        ["list"] => AdminCommand::UserList,
+        _ => return Err(format!("bad user command\n{USAGE}")),
+    };
+    match shell::admin::execute(cfg, cmd)? {
+        AdminReply::Done => Ok(()),
+        AdminReply::Users(users) => {
+            for u in users {
+                println!("{u}@{}", cfg.domain.0);
+            }
+            Ok(())
+        }
+        AdminReply::Error(e) => Err(e),
+    }
+}
+
+/// Read a password (twice on a terminal, one line from a pipe) and derive
+/// the SCRAM credentials here, so the password never reaches the node.
+fn credentials() -> Result<Credentials, String> {
+    let password = if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password("password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("again: ").map_err(|e| e.to_string())?;
+        if p != again {
+            return Err("the passwords differ".into());
+        }
+        p
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if password.is_empty() {
+        return Err("empty password".into());
+    }
+    let salt = shell::random_seed();
+    Ok(Credentials::derive(&password, &salt[..16], DEFAULT_ITERATIONS))
+}

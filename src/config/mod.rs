@@ -1,0 +1,359 @@
+//! The TOML configuration (DESIGN §2): parsing with errors that name the
+//! file, line and problem; validation; the embedded default.
+
+use crate::jid::normalize_domain;
+use crate::node::NodeConfig;
+use crate::xml::Limits;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// A domain name, normalised; refused at parse time if malformed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Domain(pub String);
+
+impl<'de> Deserialize<'de> for Domain {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Domain, D::Error> {
+        let s = String::deserialize(d)?;
+        normalize_domain(&s)
+            .map(Domain)
+            .map_err(|e| serde::de::Error::custom(format!("invalid domain {s:?}: {e}")))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub domain: Domain,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_log_level")]
+    pub log_level: LogLevel,
+    #[serde(default)]
+    pub c2s: C2s,
+    #[serde(default)]
+    pub muc: Muc,
+    #[serde(default)]
+    pub link: Link,
+    #[serde(default)]
+    pub upstream: Vec<Upstream>,
+    #[serde(default)]
+    pub admin: Admin,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct C2s {
+    pub listen: SocketAddr,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub require_tls: bool,
+    pub max_stanza_bytes: usize,
+    pub max_depth: usize,
+    pub max_attrs: usize,
+    /// Seconds from connect until a resource must be bound.
+    pub handshake_timeout: u64,
+    /// Seconds a stanza may be left unfinished.
+    pub stanza_timeout: u64,
+    pub max_connections: usize,
+    pub max_resources_per_user: usize,
+    pub offline_limit: usize,
+    pub roster_limit: usize,
+}
+
+impl Default for C2s {
+    fn default() -> C2s {
+        let limits = Limits::default();
+        C2s {
+            listen: "127.0.0.1:5222".parse().expect("literal"),
+            cert: None,
+            key: None,
+            require_tls: true,
+            max_stanza_bytes: limits.max_stanza_bytes,
+            max_depth: limits.max_depth,
+            max_attrs: limits.max_attrs,
+            handshake_timeout: 60,
+            stanza_timeout: 60,
+            max_connections: 1000,
+            max_resources_per_user: 10,
+            offline_limit: 500,
+            roster_limit: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Muc {
+    /// Defaults to `conference.<domain>`.
+    pub service: Option<Domain>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// Where this node accepts links from mirroring sites.
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub peer: Vec<Peer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub domain: Domain,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub muc: Domain,
+    pub connect: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub http: Option<SocketAddr>,
+    pub serial: Option<PathBuf>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./outpost-data")
+}
+fn default_log_level() -> LogLevel {
+    LogLevel::Info
+}
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// The embedded default (domain `localhost`, data in `./outpost-data`).
+    pub fn embedded() -> Config {
+        Config::parse(EMBEDDED_DEFAULT, "<embedded default>").expect("the embedded default is valid")
+    }
+
+    /// Load from a file; relative paths in it are relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {name}: {e}")))?;
+        let mut cfg = Config::parse(&text, &name)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        Ok(cfg)
+    }
+
+    pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError(format!("{name}: {}", e.to_string().trim_end())))?;
+        cfg.validate().map_err(|e| ConfigError(format!("{name}: {e}")))?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        if let Some(p) = self.c2s.cert.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.c2s.key.as_mut() {
+            fix(p);
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let c = &self.c2s;
+        if c.cert.is_some() != c.key.is_some() {
+            return Err("[c2s] cert and key must be set together".into());
+        }
+        if !(512..=16 * 1024 * 1024).contains(&c.max_stanza_bytes) {
+            return Err("[c2s] max_stanza_bytes must be between 512 and 16777216".into());
+        }
+        if !(2..=256).contains(&c.max_depth) {
+            return Err("[c2s] max_depth must be between 2 and 256".into());
+        }
+        if !(8..=1024).contains(&c.max_attrs) {
+            return Err("[c2s] max_attrs must be between 8 and 1024".into());
+        }
+        for (key, v) in [("handshake_timeout", c.handshake_timeout), ("stanza_timeout", c.stanza_timeout)] {
+            if v == 0 || v > 3600 {
+                return Err(format!("[c2s] {key} must be between 1 and 3600 seconds"));
+            }
+        }
+        for (key, v) in [
+            ("max_connections", c.max_connections),
+            ("max_resources_per_user", c.max_resources_per_user),
+            ("roster_limit", c.roster_limit),
+        ] {
+            if v == 0 {
+                return Err(format!("[c2s] {key} must be at least 1"));
+            }
+        }
+        if self.muc_service() == self.domain.0 {
+            return Err("[muc] service must differ from domain".into());
+        }
+        Ok(())
+    }
+
+    pub fn muc_service(&self) -> String {
+        match &self.muc.service {
+            Some(d) => d.0.clone(),
+            None => format!("conference.{}", self.domain.0),
+        }
+    }
+
+    pub fn node_config(&self) -> NodeConfig {
+        let c = &self.c2s;
+        NodeConfig {
+            domain: self.domain.0.clone(),
+            limits: Limits {
+                max_stanza_bytes: c.max_stanza_bytes,
+                max_depth: c.max_depth,
+                max_attrs: c.max_attrs,
+            },
+            require_tls: c.require_tls,
+            handshake_timeout_ms: c.handshake_timeout * 1000,
+            stanza_timeout_ms: c.stanza_timeout * 1000,
+            max_resources_per_user: c.max_resources_per_user,
+            offline_limit: c.offline_limit,
+            roster_limit: c.roster_limit,
+        }
+    }
+
+    pub fn cert_paths(&self) -> (PathBuf, PathBuf, bool) {
+        match (&self.c2s.cert, &self.c2s.key) {
+            (Some(c), Some(k)) => (c.clone(), k.clone(), false),
+            _ => (self.data_dir.join("cert.pem"), self.data_dir.join("key.pem"), true),
+        }
+    }
+
+    /// The effective settings as TOML, for `outpost check`.
+    pub fn effective(&self) -> String {
+        let mut shown = self.clone();
+        shown.muc.service = Some(Domain(self.muc_service()));
+        toml::to_string(&shown).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_matches_the_contract() {
+        let c = Config::embedded();
+        assert_eq!(c.domain.0, "localhost");
+        assert_eq!(c.c2s.listen.to_string(), "127.0.0.1:5222");
+        assert_eq!(c.muc_service(), "conference.localhost");
+        assert_eq!(c.admin.http.unwrap().to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./outpost-data"));
+        assert!(c.c2s.require_tls);
+    }
+
+    #[test]
+    fn full_contract_parses() {
+        let c = Config::parse(
+            r#"
+            domain = "Raleigh.Example"
+            data_dir = "/var/lib/outpost"
+            [c2s]
+            listen = "0.0.0.0:5222"
+            cert = "/etc/outpost/cert.pem"
+            key = "/etc/outpost/key.pem"
+            [muc]
+            service = "conf.raleigh.example"
+            [link]
+            listen = "0.0.0.0:5270"
+            [[link.peer]]
+            domain = "fairfax.example"
+            fingerprint = "ab:cd"
+            [[upstream]]
+            muc = "conference.fairfax.example"
+            connect = "hq.fairfax.example:5270"
+            fingerprint = "ef:01"
+            [admin]
+            http = "0.0.0.0:8080"
+            serial = "/dev/ttyS0"
+            "#,
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.domain.0, "raleigh.example");
+        assert_eq!(c.link.peer[0].domain.0, "fairfax.example");
+        assert_eq!(c.upstream[0].connect, "hq.fairfax.example:5270");
+        let again = Config::parse(&c.effective(), "effective").unwrap();
+        assert_eq!(again.effective(), c.effective());
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_problem() {
+        let err = Config::parse("domain = \"localhost\"\n[c2s]\nlisten = \"nowhere\"\n", "site.toml").unwrap_err().0;
+        assert!(err.starts_with("site.toml:"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("invalid socket address"), "{err}");
+        let err = Config::parse("domain = \"bad domain\"\n", "x.toml").unwrap_err().0;
+        assert!(err.contains("line 1") && err.contains("invalid domain"), "{err}");
+        let err = Config::parse("domain = \"a\"\ndomian = 1\n", "x.toml").unwrap_err().0;
+        assert!(err.contains("line 2") && err.contains("unknown field `domian`"), "{err}");
+        let err = Config::parse("domain = \"a\"\n[c2s]\ncert = \"x\"\n", "x.toml").unwrap_err().0;
+        assert!(err.contains("cert and key"), "{err}");
+        let err = Config::parse("domain = \"a\"\n[c2s]\nmax_depth = 1000\n", "x.toml").unwrap_err().0;
+        assert!(err.contains("max_depth"), "{err}");
+        let err = Config::parse("[c2s\n", "x.toml").unwrap_err().0;
+        assert!(err.contains("line 1"), "{err}");
+        let err = Config::parse("log_level = \"loud\"\ndomain=\"a\"", "x.toml").unwrap_err().0;
+        assert!(err.contains("line 1") && err.contains("loud"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("o.toml");
+        std::fs::write(&p, "domain = \"x.example\"\ndata_dir = \"data\"\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        let err = Config::load(&dir.path().join("missing.toml")).unwrap_err().0;
+        assert!(err.contains("missing.toml"), "{err}");
+    }
+}

@@ -1,0 +1,307 @@
+//! The I/O shell: one thread, one `smol::LocalExecutor`. It owns sockets,
+//! TLS, timers, the admin socket and the log file, and feeds the core.
+
+pub mod admin;
+mod conn;
+pub mod datadir;
+pub mod logger;
+mod tls;
+
+use crate::config::Config;
+use crate::node::{Action, AdminReply, ConnId, Event, Node, Now};
+use crate::state::KIND_SNAPSHOT;
+use crate::store::{FileStorage, Log};
+use conn::{ConnHandle, Out};
+use datadir::{admin_socket, open_state, DataLock, LockError};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use smol::channel::{self, Receiver, Sender};
+use smol::{Async, LocalExecutor, Timer};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A connection whose unwritten output exceeds this is cut off.
+const MAX_QUEUED_BYTES: usize = 1024 * 1024;
+/// Events handled per batch before one group commit.
+const MAX_BATCH: usize = 256;
+/// Compact when the log holds this much more than the last snapshot.
+const COMPACT_SLACK_BYTES: u64 = 4 * 1024 * 1024;
+
+pub fn random_seed() -> [u8; 32] {
+    use ring::rand::SecureRandom;
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut seed).expect("the OS has randomness");
+    seed
+}
+
+pub fn random_u64() -> u64 {
+    u64::from_le_bytes(random_seed()[..8].try_into().expect("8 bytes"))
+}
+
+struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: self.start.elapsed().as_millis() as u64,
+            unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+    fn instant(&self, mono_ms: u64) -> Instant {
+        self.start + Duration::from_millis(mono_ms)
+    }
+}
+
+/// Run the node until SIGINT or SIGTERM.
+pub fn run(cfg: Config) -> Result<(), String> {
+    // One executor for the life of the process; tasks borrow it for 'static.
+    let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
+    future::block_on(ex.run(serve(ex, cfg)))
+}
+
+type Conns = Rc<RefCell<HashMap<ConnId, ConnHandle>>>;
+type AdminWaiters = Rc<RefCell<HashMap<u64, Sender<AdminReply>>>>;
+
+async fn serve<'a>(ex: &'a LocalExecutor<'a>, cfg: Config) -> Result<(), String> {
+    let _lock = match DataLock::acquire(&cfg.data_dir) {
+        Ok(l) => l,
+        Err(LockError::Busy) => {
+            return Err(format!("another outpost is already running on {}", cfg.data_dir.display()))
+        }
+        Err(LockError::Io(e)) => return Err(e),
+    };
+    let (mut log, state) = open_state(&cfg.data_dir, random_u64())?;
+    let tls = futures_rustls::TlsAcceptor::from(tls::server_config(&cfg)?);
+    let mut node = Node::new(cfg.node_config(), state, random_seed());
+
+    let listener = Async::<TcpListener>::bind(cfg.c2s.listen)
+        .map_err(|e| format!("cannot listen for clients on {}: {e}", cfg.c2s.listen))?;
+    let sock_path = admin_socket(&cfg.data_dir);
+    let _ = std::fs::remove_file(&sock_path); // Stale from a crash; we hold the lock.
+    let admin = Async::<UnixListener>::bind(&sock_path)
+        .map_err(|e| format!("cannot create admin socket {}: {e}", sock_path.display()))?;
+    restrict_to_owner(&sock_path);
+
+    let (events_tx, events_rx) = channel::bounded::<Event>(1024);
+    let conns: Conns = Rc::default();
+    let waiters: AdminWaiters = Rc::default();
+    let live_tasks = Rc::new(Cell::new(0usize));
+
+    ex.spawn(accept_clients(ex, listener, cfg.c2s.max_connections, conns.clone(), events_tx.clone(), tls, live_tasks.clone()))
+        .detach();
+    ex.spawn(accept_admin(ex, admin, waiters.clone(), events_tx.clone())).detach();
+    let signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    {
+        let tx = events_tx.clone();
+        ex.spawn(async move {
+            use futures_lite::StreamExt;
+            let mut signals = signals;
+            if let Some(Ok(sig)) = signals.next().await {
+                log::info!("received {sig:?}, shutting down");
+                let _ = tx.send(Event::Shutdown).await;
+            }
+        })
+        .detach();
+    }
+    log::info!(
+        "outpost {} serving {} on {} (data in {})",
+        env!("CARGO_PKG_VERSION"),
+        cfg.domain.0,
+        cfg.c2s.listen,
+        cfg.data_dir.display()
+    );
+
+    let clock = Clock { start: Instant::now() };
+    let mut last_snapshot_len = 0u64;
+    let mut shutting_down = false;
+    loop {
+        let first = next_event(&events_rx, node.next_deadline(), &clock).await;
+        let mut batch = Vec::new();
+        batch.extend(first);
+        while batch.len() < MAX_BATCH {
+            match events_rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        for event in batch {
+            shutting_down |= matches!(event, Event::Shutdown);
+            node.handle(clock.now(), event);
+        }
+        node.handle_timeout(clock.now());
+        apply_actions(&mut node, &mut log, &conns, &waiters)?;
+        if log.bytes_since_snapshot() > COMPACT_SLACK_BYTES + 2 * last_snapshot_len {
+            let snapshot = node.snapshot().encode();
+            last_snapshot_len = snapshot.len() as u64;
+            log.compact(KIND_SNAPSHOT, &snapshot, random_u64())
+                .map_err(|e| format!("log compaction failed: {e}"))?;
+            log::info!("log: compacted to a {last_snapshot_len}-byte snapshot");
+        }
+        if shutting_down {
+            break;
+        }
+    }
+    // Let connection tasks write their goodbyes, within reason.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while live_tasks.get() > 0 && Instant::now() < deadline {
+        future::or(async { let _ = events_rx.recv().await; }, async { Timer::after(Duration::from_millis(20)).await; }).await;
+    }
+    let _ = std::fs::remove_file(&sock_path);
+    log::info!("stopped");
+    Ok(())
+}
+
+async fn next_event(events: &Receiver<Event>, deadline: Option<u64>, clock: &Clock) -> Option<Event> {
+    match deadline {
+        None => events.recv().await.ok(),
+        Some(d) => {
+            future::or(async { events.recv().await.ok() }, async {
+                Timer::at(clock.instant(d)).await;
+                None
+            })
+            .await
+        }
+    }
+}
+
+/// Persist first (one group commit), then release sends and replies.
+fn apply_actions(node: &mut Node, log: &mut Log<FileStorage>, conns: &Conns, waiters: &AdminWaiters) -> Result<(), String> {
+    let actions = node.drain_actions();
+    for a in &actions {
+        if let Action::Persist(r) = a {
+            log.append(r.kind(), &r.encode());
+        }
+    }
+    // Nothing may be acknowledged that is not durable: a failed write stops the node.
+    log.commit().map_err(|e| format!("cannot write the log, stopping: {e}"))?;
+    for a in actions {
+        match a {
+            Action::Persist(_) => {}
+            Action::Send { conn, bytes } => {
+                let mut map = conns.borrow_mut();
+                let Some(h) = map.get(&conn) else { continue };
+                let queued = h.queued.get() + bytes.len();
+                if queued > MAX_QUEUED_BYTES {
+                    log::info!("c2s {conn}: client is not reading; disconnecting");
+                    h.tx.close();
+                    map.remove(&conn);
+                    continue;
+                }
+                h.queued.set(queued);
+                let _ = h.tx.try_send(Out::Bytes(bytes));
+            }
+            Action::StartTls { conn } => {
+                if let Some(h) = conns.borrow().get(&conn) {
+                    let _ = h.tx.try_send(Out::StartTls);
+                }
+            }
+            Action::Close { conn } => {
+                if let Some(h) = conns.borrow_mut().remove(&conn) {
+                    let _ = h.tx.try_send(Out::Close);
+                }
+            }
+            Action::AdminReply { req, reply } => {
+                if let Some(tx) = waiters.borrow_mut().remove(&req) {
+                    let _ = tx.try_send(reply);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn accept_clients<'a>(
+    ex: &'a LocalExecutor<'a>,
+    listener: Async<TcpListener>,
+    max_connections: usize,
+    conns: Conns,
+    events: Sender<Event>,
+    tls: futures_rustls::TlsAcceptor,
+    live_tasks: Rc<Cell<usize>>,
+) {
+    let mut next_id: ConnId = 1;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!("c2s accept failed: {e}");
+                Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if live_tasks.get() >= max_connections {
+            log::warn!("c2s: refusing {peer}: {max_connections} connections already open");
+            continue;
+        }
+        let _ = stream.get_ref().set_nodelay(true);
+        let conn = next_id;
+        next_id += 1;
+        let (tx, rx) = channel::unbounded();
+        let queued = Rc::new(Cell::new(0));
+        conns.borrow_mut().insert(conn, ConnHandle { tx, queued: queued.clone() });
+        if events.send(Event::Accepted { conn, peer: peer.ip() }).await.is_err() {
+            return;
+        }
+        live_tasks.set(live_tasks.get() + 1);
+        let live = live_tasks.clone();
+        let (events, tls, conns) = (events.clone(), tls.clone(), conns.clone());
+        ex.spawn(async move {
+            conn::serve(conn, stream, rx, queued, events, tls).await;
+            conns.borrow_mut().remove(&conn);
+            live.set(live.get() - 1);
+        })
+        .detach();
+    }
+}
+
+async fn accept_admin<'a>(ex: &'a LocalExecutor<'a>, listener: Async<UnixListener>, waiters: AdminWaiters, events: Sender<Event>) {
+    let mut next_req = 1u64;
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let req = next_req;
+        next_req += 1;
+        let (waiters, events) = (waiters.clone(), events.clone());
+        ex.spawn(async move {
+            let mut prefix = [0u8; 4];
+            if stream.read_exact(&mut prefix).await.is_err() {
+                return;
+            }
+            let reply = match admin::frame_len(prefix) {
+                None => AdminReply::Error("request too large".into()),
+                Some(len) => {
+                    let mut body = vec![0u8; len];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    match postcard::from_bytes(&body) {
+                        Err(e) => AdminReply::Error(format!("malformed request: {e}")),
+                        Ok(cmd) => {
+                            let (tx, rx) = channel::bounded(1);
+                            waiters.borrow_mut().insert(req, tx);
+                            if events.send(Event::Admin { req, cmd }).await.is_err() {
+                                return;
+                            }
+                            match rx.recv().await {
+                                Ok(r) => r,
+                                Err(_) => return,
+                            }
+                        }
+                    }
+                }
+            };
+            let _ = stream.write_all(&admin::encode_frame(&reply)).await;
+        })
+        .detach();
+    }
+}
+
+fn restrict_to_owner(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}

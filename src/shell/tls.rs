@@ -1,0 +1,54 @@
+//! TLS for c2s: load the configured certificate or generate a self-signed one.
+
+use crate::config::Config;
+use rustls::crypto::ring::default_provider;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::Arc;
+
+pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, String> {
+    let (cert_path, key_path, generated) = cfg.cert_paths();
+    if generated && !(cert_path.exists() && key_path.exists()) {
+        generate_self_signed(&cfg.domain.0, &cert_path, &key_path)?;
+        log::info!("tls: generated a self-signed certificate for {} in {}", cfg.domain.0, cert_path.display());
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect())
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert_path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate found in {}", cert_path.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| format!("cannot read private key {}: {e}", key_path.display()))?;
+    let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate {} and key {} do not work together: {e}", cert_path.display(), key_path.display()))?;
+    // Tickets cost link bytes and memory and buy little for long-lived XMPP streams.
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+fn generate_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Result<(), String> {
+    let names = vec![domain.to_string(), format!("*.{domain}")];
+    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    write_private(key_path, certified.key_pair.serialize_pem().as_bytes())?;
+    std::fs::write(cert_path, certified.cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert_path.display()))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(data).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
