@@ -11,6 +11,7 @@ pub mod jid;
 pub mod node;
 pub mod scram;
 pub mod shell;
+pub mod sim;
 pub mod stanza;
 pub mod state;
 pub mod store;

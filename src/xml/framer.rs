@@ -96,6 +96,13 @@ pub struct Framer {
     attrs_in_tag: usize,
     entity: FixedVec<u8, 12>,
     seen_declaration_or_header: bool,
+    /// Where the current tag's name lies in `unit`; `name_end == 0` while it is being read.
+    name_begin: usize,
+    name_end: usize,
+    /// Name ranges in `unit` of the elements open inside the current stanza.
+    open: Vec<(usize, usize)>,
+    /// Qualified name of the stream root, which the stream close must match.
+    stream_name: Vec<u8>,
 }
 
 impl Framer {
@@ -108,6 +115,10 @@ impl Framer {
             attrs_in_tag: 0,
             entity: FixedVec::new(),
             seen_declaration_or_header: false,
+            name_begin: 0,
+            name_end: 0,
+            open: Vec::new(),
+            stream_name: Vec::new(),
         }
     }
 
@@ -192,6 +203,8 @@ impl Framer {
                         if self.depth == 0 {
                             return Err(FrameError::NotWellFormed("end tag before the stream header"));
                         }
+                        self.name_begin = self.unit.len();
+                        self.name_end = 0;
                         self.scan = Scan::Tag {
                             end: true,
                             quote: 0,
@@ -217,6 +230,8 @@ impl Framer {
                     }
                     b if is_name_start(b) => {
                         self.attrs_in_tag = 0;
+                        self.name_begin = self.unit.len() - 1;
+                        self.name_end = 0;
                         self.scan = Scan::Tag {
                             end: false,
                             quote: 0,
@@ -294,6 +309,12 @@ impl Framer {
                     }
                     return Ok(());
                 }
+                if self.name_end == 0 && (b.is_ascii_whitespace() || b == b'/' || b == b'>') {
+                    self.name_end = self.unit.len() - 1;
+                    if self.name_end == self.name_begin {
+                        return Err(FrameError::NotWellFormed("tag without a name"));
+                    }
+                }
                 match b {
                     b'"' | b'\'' => {
                         if end {
@@ -308,7 +329,7 @@ impl Framer {
                     b'>' => {
                         self.scan = Scan::Content;
                         if end {
-                            self.close_element(out);
+                            self.close_element(out)?;
                         } else if slash {
                             self.empty_element(out)?;
                         } else {
@@ -327,9 +348,12 @@ impl Framer {
     fn open_element(&mut self, out: &mut Vec<Frame>) -> Result<(), FrameError> {
         if self.depth == 0 {
             self.seen_declaration_or_header = true;
+            self.stream_name = self.unit[self.name_begin..self.name_end].to_vec();
             out.push(Frame::StreamOpen(std::mem::take(&mut self.unit)));
         } else if self.depth > self.limits.max_depth {
             return Err(FrameError::PolicyViolation("elements nested too deeply"));
+        } else {
+            self.open.push((self.name_begin, self.name_end));
         }
         self.depth += 1;
         Ok(())
@@ -346,7 +370,15 @@ impl Framer {
         }
     }
 
-    fn close_element(&mut self, out: &mut Vec<Frame>) {
+    fn close_element(&mut self, out: &mut Vec<Frame>) -> Result<(), FrameError> {
+        let name = &self.unit[self.name_begin..self.name_end];
+        let matches = match self.open.pop() {
+            Some((b, e)) => self.unit[b..e] == *name,
+            None => *name == self.stream_name[..],
+        };
+        if !matches {
+            return Err(FrameError::NotWellFormed("end tag does not match the start tag"));
+        }
         self.depth -= 1;
         match self.depth {
             0 => {
@@ -357,6 +389,7 @@ impl Framer {
             1 => out.push(Frame::Stanza(std::mem::take(&mut self.unit))),
             _ => {}
         }
+        Ok(())
     }
 }
 
@@ -466,7 +499,16 @@ mod tests {
 
     #[test]
     fn broken_xml_is_not_well_formed() {
-        for bad in ["<message <body>", "text at stream level", "<1abc/>", "<m a='<'/>", "<m>&am p;</m>"] {
+        for bad in [
+            "<message <body>",
+            "text at stream level",
+            "<1abc/>",
+            "<m a='<'/>",
+            "<m>&am p;</m>",
+            "<message><body>x</message>",
+            "</message>",
+            "<a></b>",
+        ] {
             let err = frames(&format!("{HEADER}{bad}")).unwrap_err();
             assert_eq!(err.condition(), "not-well-formed", "{bad}");
         }

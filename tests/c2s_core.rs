@@ -1,0 +1,452 @@
+//! The c2s and IM state machines driven without sockets, on a virtual clock.
+
+use outpost::node::{AdminCommand, AdminReply, NodeConfig};
+use outpost::sim::SimNode;
+
+fn node() -> SimNode {
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.handshake_timeout_ms = 10_000;
+    cfg.stanza_timeout_ms = 5_000;
+    cfg.limits.max_stanza_bytes = 4096;
+    let mut sim = SimNode::new(cfg, 7);
+    sim.add_user("alice", "wonderland");
+    sim.add_user("bob", "builder");
+    sim
+}
+
+fn stream_error_of(out: &str) -> Option<&str> {
+    let i = out.find("<stream:error><")? + "<stream:error><".len();
+    let j = out[i..].find([' ', '/', '>'])? + i;
+    Some(&out[i..j])
+}
+
+/// Connect, open the stream and negotiate TLS; ready for SASL.
+fn tls_stream(sim: &mut SimNode) -> u64 {
+    let c = sim.connect();
+    let h = sim.header();
+    sim.send(c, &h);
+    sim.send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    sim.send(c, &h);
+    sim.take(c);
+    c
+}
+
+#[test]
+fn login_offers_starttls_then_scram_then_bind() {
+    let mut sim = node();
+    let c = sim.connect();
+    let h = sim.header();
+    sim.send(c, &h);
+    let out = sim.take(c);
+    assert!(out.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"), "{out}");
+    assert!(!out.contains("mechanism"), "no SASL before TLS: {out}");
+    sim.send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    assert!(sim.take(c).contains("<proceed"));
+    sim.send(c, &h);
+    let out = sim.take(c);
+    for m in ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] {
+        assert!(out.contains(&format!("<mechanism>{m}</mechanism>")), "{out}");
+    }
+    sim.authenticate(c, "alice", "wonderland").unwrap();
+    sim.send(c, &h);
+    assert!(sim.take(c).contains("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"));
+    sim.send(c, "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+    let out = sim.take(c);
+    assert!(out.contains("<jid>alice@localhost/outpost-"), "server-generated resource: {out}");
+}
+
+#[test]
+fn sasl_before_tls_is_refused_and_plain_is_never_offered_in_clear() {
+    let mut sim = node();
+    let c = sim.connect();
+    let h = sim.header();
+    sim.send(c, &h);
+    sim.take(c);
+    sim.send(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>");
+    assert!(sim.take(c).contains("<encryption-required/>"));
+
+    // With TLS optional, SCRAM is offered in clear but PLAIN still is not.
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.require_tls = false;
+    let mut sim = SimNode::new(cfg, 1);
+    sim.add_user("alice", "wonderland");
+    let c = sim.connect();
+    sim.send(c, &h);
+    let out = sim.take(c);
+    assert!(out.contains("SCRAM-SHA-256") && !out.contains("PLAIN"), "{out}");
+    sim.send(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>");
+    assert!(sim.take(c).contains("<encryption-required/>"));
+    sim.authenticate(c, "alice", "wonderland").unwrap();
+}
+
+#[test]
+fn plain_over_tls_works_and_checks_the_password() {
+    let mut sim = node();
+    let c = tls_stream(&mut sim);
+    // "\0alice\0wrong"
+    sim.send(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdyb25n</auth>");
+    assert_eq!(sim.take(c), "", "the failure is held back");
+    sim.advance(250);
+    assert!(sim.take(c).contains("<not-authorized/>"));
+    sim.send(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>");
+    assert!(sim.take(c).contains("<success"));
+}
+
+#[test]
+fn wrong_passwords_get_growing_delays_then_the_stream_is_closed() {
+    let mut sim = node();
+    let c = tls_stream(&mut sim);
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        let before = sim.now.mono_ms;
+        let err = sim.authenticate(c, "alice", "guess").unwrap_err();
+        assert!(err.contains("<not-authorized/>"), "{err}");
+        delays.push(sim.now.mono_ms - before);
+    }
+    assert!(delays.windows(2).all(|w| w[1] > w[0]), "delays grow: {delays:?}");
+    assert!(sim.is_closed(c));
+    // Unknown users fail the same way, at the same step.
+    let c = tls_stream(&mut sim);
+    let err = sim.authenticate(c, "mallory", "x").unwrap_err();
+    assert!(err.contains("<not-authorized/>"), "{err}");
+}
+
+#[test]
+fn bad_input_gets_the_right_stream_error_and_other_sessions_carry_on() {
+    let cases: &[(&str, &str)] = &[
+        ("<message><body>x</message>", "not-well-formed"),
+        ("<message><body>&xxe;</body></message>", "restricted-xml"),
+        ("<!DOCTYPE foo [<!ENTITY xxe SYSTEM 'file:///etc/passwd'>]>", "restricted-xml"),
+        ("<!-- hello -->", "restricted-xml"),
+        ("<foo:bar/>", "invalid-namespace"),
+        ("<x xmlns='urn:unknown'/>", "unsupported-stanza-type"),
+    ];
+    for (input, expected) in cases {
+        let mut sim = node();
+        let alice = sim.login("alice", "wonderland", "a");
+        let bob = sim.login("bob", "builder", "b");
+        sim.send(bob, "<presence/>");
+        sim.send(alice, "<presence/>");
+        sim.take(bob);
+        sim.take(alice);
+        sim.send(alice, input);
+        let out = sim.take(alice);
+        assert_eq!(stream_error_of(&out), Some(*expected), "{input}: {out}");
+        assert!(out.ends_with("</stream:stream>"));
+        assert!(sim.is_closed(alice));
+        // Bob still has a working session.
+        sim.send(bob, "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>");
+        assert!(sim.take(bob).contains("type='result'"));
+    }
+}
+
+#[test]
+fn oversize_stanza_is_a_policy_violation() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    let body = "x".repeat(5000);
+    sim.send(alice, &format!("<message to='bob@localhost'><body>{body}"));
+    let out = sim.take(alice);
+    assert_eq!(stream_error_of(&out), Some("policy-violation"), "{out}");
+    assert!(sim.is_closed(alice));
+}
+
+#[test]
+fn stream_header_errors() {
+    let cases = [
+        ("<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>", "invalid-namespace"),
+        ("<stream:stream xmlns='jabber:client' xmlns:stream='urn:wrong' to='localhost' version='1.0'>", "invalid-namespace"),
+        ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='elsewhere.example' version='1.0'>", "host-unknown"),
+        ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>", "host-unknown"),
+        ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost'>", "unsupported-version"),
+    ];
+    for (header, expected) in cases {
+        let mut sim = node();
+        let c = sim.connect();
+        sim.send(c, header);
+        let out = sim.take(c);
+        assert!(out.starts_with("<?xml version='1.0'?><stream:stream"), "our header comes first: {out}");
+        assert_eq!(stream_error_of(&out), Some(expected), "{header}");
+    }
+}
+
+#[test]
+fn stanzas_before_authentication_are_not_authorized() {
+    let mut sim = node();
+    let c = tls_stream(&mut sim);
+    sim.send(c, "<message to='bob@localhost'><body>hi</body></message>");
+    assert_eq!(stream_error_of(&sim.take(c)), Some("not-authorized"));
+}
+
+#[test]
+fn malformed_jid_in_a_stanza_is_bounced_with_jid_malformed() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(alice, "<message to='bad@@jid' id='m1' type='chat'><body>x</body></message>");
+    let out = sim.take(alice);
+    assert!(out.contains("type='error'") && out.contains("<jid-malformed"), "{out}");
+    assert!(!sim.is_closed(alice));
+}
+
+#[test]
+fn silent_clients_are_timed_out() {
+    let mut sim = node();
+    let idle = sim.connect();
+    sim.advance(9_999);
+    assert!(!sim.is_closed(idle));
+    sim.advance(1);
+    assert_eq!(stream_error_of(&sim.take(idle)), Some("connection-timeout"));
+    assert!(sim.is_closed(idle));
+
+    // A bound client that leaves a stanza half-written.
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(alice, "<message to='bob@localhost'><bo");
+    sim.advance(4_999);
+    assert!(!sim.is_closed(alice));
+    sim.advance(1);
+    assert_eq!(stream_error_of(&sim.take(alice)), Some("connection-timeout"));
+
+    // A bound client that is merely quiet stays.
+    let bob = sim.login("bob", "builder", "b");
+    sim.advance(3_600_000);
+    assert!(!sim.is_closed(bob));
+}
+
+#[test]
+fn resource_conflict_replaces_the_old_session() {
+    let mut sim = node();
+    let first = sim.login("alice", "wonderland", "phone");
+    let second = sim.login("alice", "wonderland", "phone");
+    assert_eq!(stream_error_of(&sim.take(first)), Some("conflict"));
+    assert!(sim.is_closed(first));
+    sim.send(second, "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert!(sim.take(second).contains("type='result'"));
+}
+
+#[test]
+fn message_to_bare_jid_reaches_every_available_resource() {
+    let mut sim = node();
+    let b1 = sim.login("bob", "builder", "laptop");
+    let b2 = sim.login("bob", "builder", "phone");
+    let b3 = sim.login("bob", "builder", "away-negative");
+    sim.send(b1, "<presence/>");
+    sim.send(b2, "<presence><priority>5</priority></presence>");
+    sim.send(b3, "<presence><priority>-1</priority></presence>");
+    let alice = sim.login("alice", "wonderland", "a");
+    for c in [b1, b2, b3] {
+        sim.take(c);
+    }
+    sim.send(alice, "<message to='bob@localhost' type='chat' id='m1'><body>hello</body></message>");
+    for c in [b1, b2] {
+        let out = sim.take(c);
+        assert!(out.contains("from='alice@localhost/a'") && out.contains("<body>hello</body>"), "{out}");
+    }
+    assert_eq!(sim.take(b3), "", "negative priority gets no bare-JID messages");
+    // A full JID reaches only that resource, even with negative priority.
+    sim.send(alice, "<message to='bob@localhost/away-negative' type='chat'><body>direct</body></message>");
+    assert!(sim.take(b3).contains("direct"));
+    assert_eq!(sim.take(b1), "");
+}
+
+#[test]
+fn offline_messages_are_durable_and_delivered_with_delay_on_presence() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    let persisted = sim.persisted;
+    sim.send(alice, "<message to='bob@localhost' type='chat' id='o1'><body>first</body></message>");
+    sim.send(alice, "<message to='bob@localhost/gone' type='chat' id='o2'><body>second</body></message>");
+    sim.send(alice, "<message to='bob@localhost' type='chat' id='o3'><active xmlns='http://jabber.org/protocol/chatstates'/></message>");
+    assert_eq!(sim.persisted, persisted + 2, "chat states alone are not stored");
+    sim.crash_and_restart();
+    let bob = sim.login("bob", "builder", "b");
+    assert_eq!(sim.take(bob), "", "nothing before initial presence");
+    sim.send(bob, "<presence/>");
+    let out = sim.take(bob);
+    let first = out.find("first").expect("first delivered");
+    let second = out.find("second").expect("second delivered");
+    assert!(first < second, "in order: {out}");
+    assert!(out.contains("<delay xmlns='urn:xmpp:delay' from='localhost' stamp='2026-"), "{out}");
+    // Delivered once only.
+    sim.disconnect(bob);
+    let bob = sim.login("bob", "builder", "b");
+    sim.send(bob, "<presence/>");
+    assert!(!sim.take(bob).contains("first"));
+}
+
+#[test]
+fn offline_storage_is_bounded() {
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.offline_limit = 3;
+    let mut sim = SimNode::new(cfg, 3);
+    sim.add_user("alice", "wonderland");
+    sim.add_user("bob", "builder");
+    let alice = sim.login("alice", "wonderland", "a");
+    for i in 0..3 {
+        sim.send(alice, &format!("<message to='bob@localhost' id='{i}'><body>{i}</body></message>"));
+    }
+    assert_eq!(sim.take(alice), "");
+    sim.send(alice, "<message to='bob@localhost' id='full'><body>too many</body></message>");
+    assert!(sim.take(alice).contains("<service-unavailable"));
+}
+
+#[test]
+fn messages_to_unknown_users_and_other_domains_bounce() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(alice, "<message to='nobody@localhost' id='x'><body>x</body></message>");
+    assert!(sim.take(alice).contains("<service-unavailable"));
+    sim.send(alice, "<message to='bob@elsewhere.example' id='y'><body>x</body></message>");
+    assert!(sim.take(alice).contains("<remote-server-not-found"));
+}
+
+#[test]
+fn subscription_handshake_and_presence_between_two_users() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    let bob = sim.login("bob", "builder", "b");
+    for c in [alice, bob] {
+        sim.send(c, "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+        sim.send(c, "<presence/>");
+        sim.take(c);
+    }
+    sim.send(alice, "<presence to='bob@localhost' type='subscribe'/>");
+    let out = sim.take(alice);
+    assert!(out.contains("jid='bob@localhost'") && out.contains("ask='subscribe'"), "roster push: {out}");
+    let out = sim.take(bob);
+    assert!(out.contains("from='alice@localhost'") && out.contains("type='subscribe'"), "{out}");
+    sim.send(bob, "<presence to='alice@localhost' type='subscribed'/>");
+    let out = sim.take(alice);
+    assert!(out.contains("type='subscribed'"), "{out}");
+    assert!(out.contains("subscription='to'"), "{out}");
+    assert!(out.contains("from='bob@localhost/b'"), "bob's presence follows approval: {out}");
+    assert!(sim.take(bob).contains("subscription='from'"));
+    // Bob changes status: alice sees it.
+    sim.send(bob, "<presence><show>away</show></presence>");
+    assert!(sim.take(alice).contains("<show>away</show>"));
+    // Alice's presence does not reach bob (he is not subscribed to her).
+    sim.send(alice, "<presence><show>dnd</show></presence>");
+    assert!(!sim.take(bob).contains("dnd"));
+    // Bob goes offline: alice is told.
+    sim.disconnect(bob);
+    let out = sim.take(alice);
+    assert!(out.contains("from='bob@localhost/b'") && out.contains("type='unavailable'"), "{out}");
+    // Roster survives a restart, and a fresh login gets bob's presence by probe.
+    sim.crash_and_restart();
+    let bob = sim.login("bob", "builder", "b");
+    sim.send(bob, "<presence><status>back</status></presence>");
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(alice, "<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>");
+    let out = sim.take(alice);
+    assert!(out.contains("<item jid='bob@localhost' subscription='to'/>"), "{out}");
+    sim.send(alice, "<presence/>");
+    assert!(sim.take(alice).contains("<status>back</status>"));
+}
+
+#[test]
+fn unsubscribing_withdraws_presence_on_both_sides() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    let bob = sim.login("bob", "builder", "b");
+    for c in [alice, bob] {
+        sim.send(c, "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+        sim.send(c, "<presence/>");
+    }
+    sim.send(alice, "<presence to='bob@localhost' type='subscribe'/>");
+    sim.send(bob, "<presence to='alice@localhost' type='subscribed'/>");
+    sim.take(alice);
+    sim.take(bob);
+    sim.send(alice, "<presence to='bob@localhost' type='unsubscribe'/>");
+    let out = sim.take(alice);
+    assert!(out.contains("subscription='none'"), "{out}");
+    assert!(out.contains("from='bob@localhost/b'") && out.contains("type='unavailable'"), "{out}");
+    let out = sim.take(bob);
+    assert!(out.contains("type='unsubscribe'") && out.contains("subscription='none'"), "{out}");
+    sim.send(bob, "<presence><show>xa</show></presence>");
+    assert!(!sim.take(alice).contains("xa"));
+}
+
+#[test]
+fn pending_subscription_request_waits_for_login() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(alice, "<presence to='bob@localhost' type='subscribe'/>");
+    sim.crash_and_restart();
+    let bob = sim.login("bob", "builder", "b");
+    sim.send(bob, "<presence/>");
+    let out = sim.take(bob);
+    assert!(out.contains("from='alice@localhost'") && out.contains("type='subscribe'"), "{out}");
+}
+
+#[test]
+fn roster_set_versioning_and_remove() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(alice, "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+    let out = sim.take(alice);
+    assert!(out.contains("ver='0'"), "{out}");
+    sim.send(alice, "<iq type='set' id='s'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' name='Bob'><group>Friends</group></item></query></iq>");
+    let out = sim.take(alice);
+    assert!(out.contains("name='Bob'") && out.contains("<group>Friends</group>") && out.contains("ver='1'"), "push: {out}");
+    assert!(out.contains("id='s'") && out.contains("type='result'"), "{out}");
+    sim.send(alice, "<iq type='get' id='r'><query xmlns='jabber:iq:roster' ver='1'/></iq>");
+    let out = sim.take(alice);
+    assert!(out.contains("type='result'") && !out.contains("<item"), "up to date: {out}");
+    sim.send(alice, "<iq type='set' id='d'><query xmlns='jabber:iq:roster'><item jid='bob@localhost'><group>A</group><group>A</group></item></query></iq>");
+    assert!(sim.take(alice).contains("<bad-request"));
+    sim.send(alice, "<iq type='set' id='rm'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='remove'/></query></iq>");
+    assert!(sim.take(alice).contains("subscription='remove'"));
+    sim.send(alice, "<iq type='set' id='rm2'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='remove'/></query></iq>");
+    assert!(sim.take(alice).contains("<item-not-found"));
+}
+
+#[test]
+fn server_iq_disco_ping_and_unknown_payloads() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(alice, "<iq type='get' id='d' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    let out = sim.take(alice);
+    assert!(out.contains("category='server'") && out.contains("var='urn:xmpp:ping'"), "{out}");
+    sim.send(alice, "<iq type='get' id='i' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    assert!(sim.take(alice).contains("type='result'"));
+    sim.send(alice, "<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert!(sim.take(alice).contains("type='result'"));
+    sim.send(alice, "<iq type='get' id='u' to='localhost'><query xmlns='urn:example:unknown'/></iq>");
+    assert!(sim.take(alice).contains("<service-unavailable"));
+    sim.send(alice, "<iq type='get' id='n'/>");
+    assert!(sim.take(alice).contains("<bad-request"));
+    sim.send(alice, "<iq type='get' id='f' to='bob@localhost/none'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert!(sim.take(alice).contains("<service-unavailable"));
+    let bob = sim.login("bob", "builder", "b");
+    sim.send(alice, "<iq type='get' id='f2' to='bob@localhost/b'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert!(sim.take(bob).contains("from='alice@localhost/a'"));
+}
+
+#[test]
+fn spoofed_from_is_a_stream_error() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(alice, "<message from='bob@localhost/b' to='alice@localhost'><body>x</body></message>");
+    assert_eq!(stream_error_of(&sim.take(alice)), Some("invalid-from"));
+}
+
+#[test]
+fn deleting_a_user_ends_their_sessions_and_login() {
+    let mut sim = node();
+    let bob = sim.login("bob", "builder", "b");
+    assert_eq!(sim.admin(AdminCommand::UserDel { user: "bob".into() }), AdminReply::Done);
+    assert_eq!(stream_error_of(&sim.take(bob)), Some("not-authorized"));
+    let c = tls_stream(&mut sim);
+    assert!(sim.authenticate(c, "bob", "builder").is_err());
+    assert!(matches!(sim.admin(AdminCommand::UserList), AdminReply::Users(u) if u == vec!["alice".to_string()]));
+}
+
+#[test]
+fn pipelined_auth_and_restart_in_one_read_are_handled() {
+    let mut sim = node();
+    let c = tls_stream(&mut sim);
+    let h = sim.header();
+    // "\0alice\0wonderland", then the restarted stream header in the same packet.
+    sim.send(c, &format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>{h}"));
+    let out = sim.take(c);
+    assert!(out.contains("<success") && out.contains("<bind"), "{out}");
+}
