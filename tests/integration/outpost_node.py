@@ -1,0 +1,75 @@
+"""Start and stop real outpost processes for the integration tests."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = Path(os.environ.get("OUTPOST_BIN", ROOT / "target" / "debug" / "outpost"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, proc, deadline_s=15.0):
+    """Return once the port accepts connections; fail if the process dies."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"outpost exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"outpost did not listen on {port}")
+
+
+class Node:
+    def __init__(self, workdir: Path, **c2s):
+        self.dir = workdir
+        self.port = free_port()
+        self.config = workdir / "outpost.toml"
+        self.log_path = workdir / "outpost.log"
+        settings = {"listen": f'"127.0.0.1:{self.port}"', **c2s}
+        lines = ['domain = "localhost"', 'data_dir = "data"', 'log_level = "debug"', "[c2s]"]
+        lines += [f"{k} = {v}" for k, v in settings.items()]
+        self.config.write_text("\n".join(lines) + "\n")
+        self.proc = None
+
+    def start(self):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([str(BINARY), "run", "-c", str(self.config)], stdout=log, stderr=log)
+        wait_for_port(self.port, self.proc)
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def restart(self, hard=False):
+        self.kill9() if hard else self.stop()
+        self.start()
+
+    def cli(self, *args, stdin=None):
+        return subprocess.run([str(BINARY), *args, "-c", str(self.config)], input=stdin, capture_output=True, text=True)
+
+    def add_user(self, user, password):
+        r = self.cli("user", "add", user, stdin=password + "\n")
+        assert r.returncode == 0, r.stderr
+
+    def log_text(self):
+        return self.log_path.read_text()
