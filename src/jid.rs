@@ -42,7 +42,11 @@ impl Jid {
         let local = local.map(normalize_local).transpose()?;
         let domain = normalize_domain(domain)?;
         let resource = resource.map(check_resource).transpose()?;
-        Ok(Jid { local, domain, resource })
+        Ok(Jid {
+            local,
+            domain,
+            resource,
+        })
     }
 
     pub fn new(local: Option<&str>, domain: &str, resource: Option<&str>) -> Result<Jid, JidError> {
@@ -123,7 +127,9 @@ fn check_len(s: &str, what: &'static str) -> Result<(), JidError> {
 
 pub fn normalize_local(s: &str) -> Result<String, JidError> {
     check_len(s, "empty localpart")?;
-    if s.chars().any(|c| LOCAL_FORBIDDEN.contains(&c) || c.is_whitespace() || c.is_control()) {
+    if s.chars()
+        .any(|c| LOCAL_FORBIDDEN.contains(&c) || c.is_whitespace() || c.is_control())
+    {
         return Err(JidError("forbidden character in localpart"));
     }
     let lower = s.to_lowercase();
@@ -207,7 +213,9 @@ fn escape_code(c1: char, c2: char) -> Option<char> {
 }
 
 fn starts_escape(rest: &[char]) -> bool {
-    rest.len() >= 2 && rest[0].is_ascii_hexdigit() && escape_code(rest[0], rest[1]).is_some()
+    rest.len() >= 2
+        && rest[0].is_ascii_hexdigit()
+        && escape_code(rest[0], rest[1]).is_some()
         && !rest[0].is_ascii_uppercase()
         && !rest[1].is_ascii_uppercase()
 }
@@ -243,15 +251,28 @@ mod tests {
         assert_eq!(j.resource(), Some("Balcony"));
         assert_eq!(j.to_string(), "juliet@example.com/Balcony");
         assert_eq!(j.to_bare().to_string(), "juliet@example.com");
-        assert_eq!(Jid::parse("example.com/a/b").unwrap().resource(), Some("a/b"));
+        assert_eq!(
+            Jid::parse("example.com/a/b").unwrap().resource(),
+            Some("a/b")
+        );
         assert_eq!(Jid::parse("example.com.").unwrap().domain(), "example.com");
     }
 
     #[test]
     fn rejects_malformed() {
         for bad in [
-            "", "@example.com", "a@", "a@b/", "a b@example.com", "a@exa mple.com", "a\"b@c",
-            "a@b@c", "a@.com", "a@x..y", "a<b@c", "a@b/\u{7}",
+            "",
+            "@example.com",
+            "a@",
+            "a@b/",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a\"b@c",
+            "a@b@c",
+            "a@.com",
+            "a@x..y",
+            "a<b@c",
+            "a@b/\u{7}",
         ] {
             assert!(Jid::parse(bad).is_err(), "{bad:?} should be refused");
         }

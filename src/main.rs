@@ -82,7 +82,9 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
             shell::logger::init(log::LevelFilter::Warn);
             user_command(&cfg, rest)
         }
-        ["demo"] => Err("the demo needs mirroring between nodes, which this build does not have yet".into()),
+        ["demo"] => {
+            Err("the demo needs mirroring between nodes, which this build does not have yet".into())
+        }
         _ => Err(format!("unknown command\n{USAGE}")),
     }
 }
@@ -91,7 +93,12 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
 fn local_name(cfg: &Config, user: &str) -> Result<String, String> {
     let local = match user.rsplit_once('@') {
         Some((l, d)) if d.eq_ignore_ascii_case(&cfg.domain.0) => l,
-        Some((_, d)) => return Err(format!("{user}: this node serves {}, not {d}", cfg.domain.0)),
+        Some((_, d)) => {
+            return Err(format!(
+                "{user}: this node serves {}, not {d}",
+                cfg.domain.0
+            ))
+        }
         None => user,
     };
     outpost::jid::normalize_local(local).map_err(|e| format!("{user}: invalid user name: {e}"))
@@ -99,9 +106,17 @@ fn local_name(cfg: &Config, user: &str) -> Result<String, String> {
 
 fn user_command(cfg: &Config, args: &[&str]) -> Result<(), String> {
     let cmd = match args {
-        ["add", user] => AdminCommand::UserAdd { user: local_name(cfg, user)?, creds: credentials()? },
-        ["passwd", user] => AdminCommand::UserPasswd { user: local_name(cfg, user)?, creds: credentials()? },
-        ["del", user] => AdminCommand::UserDel { user: local_name(cfg, user)? },
+        ["add", user] => AdminCommand::UserAdd {
+            user: local_name(cfg, user)?,
+            creds: credentials()?,
+        },
+        ["passwd", user] => AdminCommand::UserPasswd {
+            user: local_name(cfg, user)?,
+            creds: credentials()?,
+        },
+        ["del", user] => AdminCommand::UserDel {
+            user: local_name(cfg, user)?,
+        },
         ["list"] => AdminCommand::UserList,
         _ => return Err(format!("bad user command\n{USAGE}")),
     };
@@ -129,12 +144,19 @@ fn credentials() -> Result<Credentials, String> {
         p
     } else {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
         line.trim_end_matches(['\r', '\n']).to_string()
     };
     if password.is_empty() {
         return Err("empty password".into());
     }
     let salt = shell::random_seed();
-    Ok(Credentials::derive(&password, &salt[..16], DEFAULT_ITERATIONS))
+    Ok(Credentials::derive(
+        &password,
+        &salt[..16],
+        DEFAULT_ITERATIONS,
+    ))
 }

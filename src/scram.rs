@@ -53,12 +53,20 @@ impl Hash {
     fn salted_password(self, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
         let mut out = vec![0u8; self.len()];
         let iterations = NonZeroU32::new(iterations.max(1)).expect("nonzero");
-        pbkdf2::derive(self.pbkdf2(), iterations, salt, password.as_bytes(), &mut out);
+        pbkdf2::derive(
+            self.pbkdf2(),
+            iterations,
+            salt,
+            password.as_bytes(),
+            &mut out,
+        );
         out
     }
 
     fn hmac_of(self, key: &[u8], data: &[u8]) -> Vec<u8> {
-        hmac::sign(&hmac::Key::new(self.hmac(), key), data).as_ref().to_vec()
+        hmac::sign(&hmac::Key::new(self.hmac(), key), data)
+            .as_ref()
+            .to_vec()
     }
 
     fn h(self, data: &[u8]) -> Vec<u8> {
@@ -197,7 +205,9 @@ fn split_gs2(text: &str) -> Result<(String, Option<String>, &str), SaslError> {
     }
     let authzid = match authz {
         "" => None,
-        a => Some(decode_saslname(a.strip_prefix("a=").ok_or(SaslError::MalformedRequest)?)?),
+        a => Some(decode_saslname(
+            a.strip_prefix("a=").ok_or(SaslError::MalformedRequest)?,
+        )?),
     };
     Ok((format!("{cb},{authz},"), authzid, bare))
 }
@@ -224,7 +234,11 @@ impl ScramServer {
             .next()
             .and_then(|p| p.strip_prefix("r="))
             .ok_or(SaslError::MalformedRequest)?;
-        if client_nonce.is_empty() || !client_nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
+        if client_nonce.is_empty()
+            || !client_nonce
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+        {
             return Err(SaslError::MalformedRequest);
         }
         let nonce = format!("{client_nonce}{server_nonce}");
@@ -271,12 +285,19 @@ impl ScramServer {
             return Err(SaslError::MalformedRequest);
         }
         let keys = self.keys.as_ref().ok_or(SaslError::NotAuthorized)?;
-        let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, self.server_first, without_proof
+        );
         let client_signature = self.hash.hmac_of(&keys.stored_key, auth_message.as_bytes());
         if proof.len() != client_signature.len() {
             return Err(SaslError::NotAuthorized);
         }
-        let client_key: Vec<u8> = proof.iter().zip(&client_signature).map(|(a, b)| a ^ b).collect();
+        let client_key: Vec<u8> = proof
+            .iter()
+            .zip(&client_signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
         if !constant_time_eq(&self.hash.h(&client_key), &keys.stored_key) {
             return Err(SaslError::NotAuthorized);
         }
@@ -307,7 +328,10 @@ pub struct ScramClient {
 
 impl ScramClient {
     pub fn new(hash: Hash, username: &str, password: &str, nonce: &str) -> (ScramClient, String) {
-        let bare = format!("n={},r={nonce}", username.replace('=', "=3D").replace(',', "=2C"));
+        let bare = format!(
+            "n={},r={nonce}",
+            username.replace('=', "=3D").replace(',', "=2C")
+        );
         let first = format!("n,,{bare}");
         (
             ScramClient {
@@ -344,7 +368,11 @@ impl ScramClient {
         let without_proof = format!("c={},r={nonce}", B64.encode("n,,"));
         let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
         let signature = self.hash.hmac_of(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
         let server_key = self.hash.hmac_of(&salted, b"Server Key");
         self.server_signature = Some(self.hash.hmac_of(&server_key, auth_message.as_bytes()));
         Ok(format!("{without_proof},p={}", B64.encode(proof)))
@@ -433,19 +461,38 @@ mod tests {
         let (server, sfirst) =
             ScramServer::start(Hash::Sha256, first.as_bytes(), None, "xyz", b"fakesalt").unwrap();
         let cfinal = client.respond(&sfirst).unwrap();
-        assert_eq!(server.finish(cfinal.as_bytes()), Err(SaslError::NotAuthorized));
+        assert_eq!(
+            server.finish(cfinal.as_bytes()),
+            Err(SaslError::NotAuthorized)
+        );
     }
 
     #[test]
     fn malformed_messages() {
-        for bad in [&b"p=tls-unique,,n=u,r=a"[..], b"n,,r=a", b"x", b"n,,n=u,r=", b"n,,n=a=b,r=x"] {
+        for bad in [
+            &b"p=tls-unique,,n=u,r=a"[..],
+            b"n,,r=a",
+            b"x",
+            b"n,,n=u,r=",
+            b"n,,n=a=b,r=x",
+        ] {
             assert!(ScramServer::start(Hash::Sha256, bad, None, "x", b"s").is_err());
         }
         let creds = Credentials::derive("p", b"s", 4096);
-        let (server, _) = ScramServer::start(Hash::Sha256, b"n,,n=u,r=a", Some(&creds), "b", b"").unwrap();
-        assert_eq!(server.finish(b"c=biws,r=ab"), Err(SaslError::MalformedRequest));
-        assert_eq!(server.finish(b"c=biws,r=WRONG,p=AAAA"), Err(SaslError::MalformedRequest));
-        assert_eq!(server.finish(b"c=biws,r=ab,p=!!!"), Err(SaslError::IncorrectEncoding));
+        let (server, _) =
+            ScramServer::start(Hash::Sha256, b"n,,n=u,r=a", Some(&creds), "b", b"").unwrap();
+        assert_eq!(
+            server.finish(b"c=biws,r=ab"),
+            Err(SaslError::MalformedRequest)
+        );
+        assert_eq!(
+            server.finish(b"c=biws,r=WRONG,p=AAAA"),
+            Err(SaslError::MalformedRequest)
+        );
+        assert_eq!(
+            server.finish(b"c=biws,r=ab,p=!!!"),
+            Err(SaslError::IncorrectEncoding)
+        );
     }
 
     #[test]

@@ -4,7 +4,12 @@ use crate::xml::{ns, Element};
 
 /// RFC 6120 §8.3 error reply to `req`, or None if `req` is itself an error
 /// (errors are never answered with errors). `from` is who answers.
-pub fn error_reply(req: &Element, condition: &str, error_type: &str, from: &str) -> Option<Element> {
+pub fn error_reply(
+    req: &Element,
+    condition: &str,
+    error_type: &str,
+    from: &str,
+) -> Option<Element> {
     if req.get_attr("type") == Some("error") {
         return None;
     }
@@ -17,11 +22,13 @@ pub fn error_reply(req: &Element, condition: &str, error_type: &str, from: &str)
     }
     reply.set_attr("from", from);
     reply.set_attr("type", "error");
-    Some(reply.child(
-        Element::new("error", ns::CLIENT)
-            .attr("type", error_type)
-            .child(Element::new(condition, ns::STANZA_ERRORS)),
-    ))
+    Some(
+        reply.child(
+            Element::new("error", ns::CLIENT)
+                .attr("type", error_type)
+                .child(Element::new(condition, ns::STANZA_ERRORS)),
+        ),
+    )
 }
 
 /// The RFC 6120 error type that goes with a condition.
@@ -53,12 +60,12 @@ pub fn iq_result(req: &Element, from: &str, payload: Option<Element>) -> Element
 
 /// Stream error followed by the stream close, as bytes.
 pub fn stream_error(condition: &str, text: &str) -> Vec<u8> {
-    let mut s = format!(
-        "<stream:error><{condition} xmlns='{}'/>",
-        ns::STREAM_ERRORS
-    );
+    let mut s = format!("<stream:error><{condition} xmlns='{}'/>", ns::STREAM_ERRORS);
     if !text.is_empty() {
-        s.push_str(&format!("<text xmlns='{}' xml:lang='en'>", ns::STREAM_ERRORS));
+        s.push_str(&format!(
+            "<text xmlns='{}' xml:lang='en'>",
+            ns::STREAM_ERRORS
+        ));
         crate::xml::escape_into(&mut s, text, false);
         s.push_str("</text>");
     }
@@ -117,10 +124,15 @@ mod tests {
     fn errors_are_not_answered() {
         let e = Element::new("message", ns::CLIENT).attr("type", "error");
         assert!(error_reply(&e, "bad-request", "modify", "x").is_none());
-        let m = Element::new("message", ns::CLIENT).attr("from", "a@b/c").attr("id", "7");
+        let m = Element::new("message", ns::CLIENT)
+            .attr("from", "a@b/c")
+            .attr("id", "7");
         let r = error_reply(&m, "service-unavailable", "cancel", "d@b").unwrap();
         assert_eq!(r.get_attr("to"), Some("a@b/c"));
         assert_eq!(r.get_attr("id"), Some("7"));
-        assert!(r.get_child("error", ns::CLIENT).unwrap().has_child("service-unavailable", ns::STANZA_ERRORS));
+        assert!(r
+            .get_child("error", ns::CLIENT)
+            .unwrap()
+            .has_child("service-unavailable", ns::STANZA_ERRORS));
     }
 }

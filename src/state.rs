@@ -95,13 +95,32 @@ pub struct State {
 pub enum Record {
     /// Replaces the whole state (written by compaction).
     Snapshot(State),
-    AccountSet { user: String, creds: Credentials },
-    AccountDel { user: String },
-    RosterSet { user: String, contact: String, item: RosterItem },
-    RosterDel { user: String, contact: String },
-    OfflinePush { user: String, stamp_ms: u64, xml: String },
+    AccountSet {
+        user: String,
+        creds: Credentials,
+    },
+    AccountDel {
+        user: String,
+    },
+    RosterSet {
+        user: String,
+        contact: String,
+        item: RosterItem,
+    },
+    RosterDel {
+        user: String,
+        contact: String,
+    },
+    OfflinePush {
+        user: String,
+        stamp_ms: u64,
+        xml: String,
+    },
     /// Drop offline messages with id <= `upto` (they were delivered).
-    OfflineDone { user: String, upto: u64 },
+    OfflineDone {
+        user: String,
+        upto: u64,
+    },
 }
 
 impl Record {
@@ -143,7 +162,11 @@ impl State {
             Record::AccountDel { user } => {
                 self.accounts.remove(user);
             }
-            Record::RosterSet { user, contact, item } => {
+            Record::RosterSet {
+                user,
+                contact,
+                item,
+            } => {
                 if let Some(acc) = self.accounts.get_mut(user) {
                     let was_visible = acc.roster.get(contact).is_some_and(|i| i.visible);
                     if item.visible || was_visible {
@@ -159,7 +182,11 @@ impl State {
                     }
                 }
             }
-            Record::OfflinePush { user, stamp_ms, xml } => {
+            Record::OfflinePush {
+                user,
+                stamp_ms,
+                xml,
+            } => {
                 if let Some(acc) = self.accounts.get_mut(user) {
                     let id = acc.next_offline_id;
                     acc.next_offline_id += 1;
@@ -189,15 +216,33 @@ mod tests {
     fn records_round_trip_and_replay_gives_the_same_state() {
         let creds = Credentials::derive("pw", b"salt", 4096);
         let records = vec![
-            Record::AccountSet { user: "a".into(), creds: creds.clone() },
+            Record::AccountSet {
+                user: "a".into(),
+                creds: creds.clone(),
+            },
             Record::RosterSet {
                 user: "a".into(),
                 contact: "b@localhost".into(),
-                item: RosterItem { visible: true, subscription: Subscription::To, ..Default::default() },
+                item: RosterItem {
+                    visible: true,
+                    subscription: Subscription::To,
+                    ..Default::default()
+                },
             },
-            Record::OfflinePush { user: "a".into(), stamp_ms: 5, xml: "<message/>".into() },
-            Record::OfflinePush { user: "a".into(), stamp_ms: 6, xml: "<message/>".into() },
-            Record::OfflineDone { user: "a".into(), upto: 1 },
+            Record::OfflinePush {
+                user: "a".into(),
+                stamp_ms: 5,
+                xml: "<message/>".into(),
+            },
+            Record::OfflinePush {
+                user: "a".into(),
+                stamp_ms: 6,
+                xml: "<message/>".into(),
+            },
+            Record::OfflineDone {
+                user: "a".into(),
+                upto: 1,
+            },
         ];
         let mut direct = State::default();
         let mut replayed = State::default();

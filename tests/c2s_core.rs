@@ -38,21 +38,35 @@ fn login_offers_starttls_then_scram_then_bind() {
     let h = sim.header();
     sim.send(c, &h);
     let out = sim.take(c);
-    assert!(out.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"), "{out}");
+    assert!(
+        out.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"),
+        "{out}"
+    );
     assert!(!out.contains("mechanism"), "no SASL before TLS: {out}");
     sim.send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
     assert!(sim.take(c).contains("<proceed"));
     sim.send(c, &h);
     let out = sim.take(c);
     for m in ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] {
-        assert!(out.contains(&format!("<mechanism>{m}</mechanism>")), "{out}");
+        assert!(
+            out.contains(&format!("<mechanism>{m}</mechanism>")),
+            "{out}"
+        );
     }
     sim.authenticate(c, "alice", "wonderland").unwrap();
     sim.send(c, &h);
-    assert!(sim.take(c).contains("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"));
-    sim.send(c, "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+    assert!(sim
+        .take(c)
+        .contains("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"));
+    sim.send(
+        c,
+        "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+    );
     let out = sim.take(c);
-    assert!(out.contains("<jid>alice@localhost/outpost-"), "server-generated resource: {out}");
+    assert!(
+        out.contains("<jid>alice@localhost/outpost-"),
+        "server-generated resource: {out}"
+    );
 }
 
 #[test]
@@ -73,7 +87,10 @@ fn sasl_before_tls_is_refused_and_plain_is_never_offered_in_clear() {
     let c = sim.connect();
     sim.send(c, &h);
     let out = sim.take(c);
-    assert!(out.contains("SCRAM-SHA-256") && !out.contains("PLAIN"), "{out}");
+    assert!(
+        out.contains("SCRAM-SHA-256") && !out.contains("PLAIN"),
+        "{out}"
+    );
     sim.send(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>");
     assert!(sim.take(c).contains("<encryption-required/>"));
     sim.authenticate(c, "alice", "wonderland").unwrap();
@@ -84,7 +101,10 @@ fn plain_over_tls_works_and_checks_the_password() {
     let mut sim = node();
     let c = tls_stream(&mut sim);
     // "\0alice\0wrong"
-    sim.send(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdyb25n</auth>");
+    sim.send(
+        c,
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdyb25n</auth>",
+    );
     assert_eq!(sim.take(c), "", "the failure is held back");
     sim.advance(250);
     assert!(sim.take(c).contains("<not-authorized/>"));
@@ -103,7 +123,10 @@ fn wrong_passwords_get_growing_delays_then_the_stream_is_closed() {
         assert!(err.contains("<not-authorized/>"), "{err}");
         delays.push(sim.now.mono_ms - before);
     }
-    assert!(delays.windows(2).all(|w| w[1] > w[0]), "delays grow: {delays:?}");
+    assert!(
+        delays.windows(2).all(|w| w[1] > w[0]),
+        "delays grow: {delays:?}"
+    );
     assert!(sim.is_closed(c));
     // Unknown users fail the same way, at the same step.
     let c = tls_stream(&mut sim);
@@ -116,7 +139,10 @@ fn bad_input_gets_the_right_stream_error_and_other_sessions_carry_on() {
     let cases: &[(&str, &str)] = &[
         ("<message><body>x</message>", "not-well-formed"),
         ("<message><body>&xxe;</body></message>", "restricted-xml"),
-        ("<!DOCTYPE foo [<!ENTITY xxe SYSTEM 'file:///etc/passwd'>]>", "restricted-xml"),
+        (
+            "<!DOCTYPE foo [<!ENTITY xxe SYSTEM 'file:///etc/passwd'>]>",
+            "restricted-xml",
+        ),
         ("<!-- hello -->", "restricted-xml"),
         ("<foo:bar/>", "invalid-namespace"),
         ("<x xmlns='urn:unknown'/>", "unsupported-stanza-type"),
@@ -135,7 +161,10 @@ fn bad_input_gets_the_right_stream_error_and_other_sessions_carry_on() {
         assert!(out.ends_with("</stream:stream>"));
         assert!(sim.is_closed(alice));
         // Bob still has a working session.
-        sim.send(bob, "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>");
+        sim.send(
+            bob,
+            "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
         assert!(sim.take(bob).contains("type='result'"));
     }
 }
@@ -165,7 +194,10 @@ fn stream_header_errors() {
         let c = sim.connect();
         sim.send(c, header);
         let out = sim.take(c);
-        assert!(out.starts_with("<?xml version='1.0'?><stream:stream"), "our header comes first: {out}");
+        assert!(
+            out.starts_with("<?xml version='1.0'?><stream:stream"),
+            "our header comes first: {out}"
+        );
         assert_eq!(stream_error_of(&out), Some(expected), "{header}");
     }
 }
@@ -182,9 +214,15 @@ fn stanzas_before_authentication_are_not_authorized() {
 fn malformed_jid_in_a_stanza_is_bounced_with_jid_malformed() {
     let mut sim = node();
     let alice = sim.login("alice", "wonderland", "a");
-    sim.send(alice, "<message to='bad@@jid' id='m1' type='chat'><body>x</body></message>");
+    sim.send(
+        alice,
+        "<message to='bad@@jid' id='m1' type='chat'><body>x</body></message>",
+    );
     let out = sim.take(alice);
-    assert!(out.contains("type='error'") && out.contains("<jid-malformed"), "{out}");
+    assert!(
+        out.contains("type='error'") && out.contains("<jid-malformed"),
+        "{out}"
+    );
     assert!(!sim.is_closed(alice));
 }
 
@@ -204,7 +242,10 @@ fn silent_clients_are_timed_out() {
     sim.advance(4_999);
     assert!(!sim.is_closed(alice));
     sim.advance(1);
-    assert_eq!(stream_error_of(&sim.take(alice)), Some("connection-timeout"));
+    assert_eq!(
+        stream_error_of(&sim.take(alice)),
+        Some("connection-timeout")
+    );
 
     // A bound client that is merely quiet stays.
     let bob = sim.login("bob", "builder", "b");
@@ -219,7 +260,10 @@ fn resource_conflict_replaces_the_old_session() {
     let second = sim.login("alice", "wonderland", "phone");
     assert_eq!(stream_error_of(&sim.take(first)), Some("conflict"));
     assert!(sim.is_closed(first));
-    sim.send(second, "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>");
+    sim.send(
+        second,
+        "<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
     assert!(sim.take(second).contains("type='result'"));
 }
 
@@ -236,14 +280,27 @@ fn message_to_bare_jid_reaches_every_available_resource() {
     for c in [b1, b2, b3] {
         sim.take(c);
     }
-    sim.send(alice, "<message to='bob@localhost' type='chat' id='m1'><body>hello</body></message>");
+    sim.send(
+        alice,
+        "<message to='bob@localhost' type='chat' id='m1'><body>hello</body></message>",
+    );
     for c in [b1, b2] {
         let out = sim.take(c);
-        assert!(out.contains("from='alice@localhost/a'") && out.contains("<body>hello</body>"), "{out}");
+        assert!(
+            out.contains("from='alice@localhost/a'") && out.contains("<body>hello</body>"),
+            "{out}"
+        );
     }
-    assert_eq!(sim.take(b3), "", "negative priority gets no bare-JID messages");
+    assert_eq!(
+        sim.take(b3),
+        "",
+        "negative priority gets no bare-JID messages"
+    );
     // A full JID reaches only that resource, even with negative priority.
-    sim.send(alice, "<message to='bob@localhost/away-negative' type='chat'><body>direct</body></message>");
+    sim.send(
+        alice,
+        "<message to='bob@localhost/away-negative' type='chat'><body>direct</body></message>",
+    );
     assert!(sim.take(b3).contains("direct"));
     assert_eq!(sim.take(b1), "");
 }
@@ -253,10 +310,20 @@ fn offline_messages_are_durable_and_delivered_with_delay_on_presence() {
     let mut sim = node();
     let alice = sim.login("alice", "wonderland", "a");
     let persisted = sim.persisted;
-    sim.send(alice, "<message to='bob@localhost' type='chat' id='o1'><body>first</body></message>");
-    sim.send(alice, "<message to='bob@localhost/gone' type='chat' id='o2'><body>second</body></message>");
+    sim.send(
+        alice,
+        "<message to='bob@localhost' type='chat' id='o1'><body>first</body></message>",
+    );
+    sim.send(
+        alice,
+        "<message to='bob@localhost/gone' type='chat' id='o2'><body>second</body></message>",
+    );
     sim.send(alice, "<message to='bob@localhost' type='chat' id='o3'><active xmlns='http://jabber.org/protocol/chatstates'/></message>");
-    assert_eq!(sim.persisted, persisted + 2, "chat states alone are not stored");
+    assert_eq!(
+        sim.persisted,
+        persisted + 2,
+        "chat states alone are not stored"
+    );
     sim.crash_and_restart();
     let bob = sim.login("bob", "builder", "b");
     assert_eq!(sim.take(bob), "", "nothing before initial presence");
@@ -265,7 +332,10 @@ fn offline_messages_are_durable_and_delivered_with_delay_on_presence() {
     let first = out.find("first").expect("first delivered");
     let second = out.find("second").expect("second delivered");
     assert!(first < second, "in order: {out}");
-    assert!(out.contains("<delay xmlns='urn:xmpp:delay' from='localhost' stamp='2026-"), "{out}");
+    assert!(
+        out.contains("<delay xmlns='urn:xmpp:delay' from='localhost' stamp='2026-"),
+        "{out}"
+    );
     // Delivered once only.
     sim.disconnect(bob);
     let bob = sim.login("bob", "builder", "b");
@@ -282,10 +352,16 @@ fn offline_storage_is_bounded() {
     sim.add_user("bob", "builder");
     let alice = sim.login("alice", "wonderland", "a");
     for i in 0..3 {
-        sim.send(alice, &format!("<message to='bob@localhost' id='{i}'><body>{i}</body></message>"));
+        sim.send(
+            alice,
+            &format!("<message to='bob@localhost' id='{i}'><body>{i}</body></message>"),
+        );
     }
     assert_eq!(sim.take(alice), "");
-    sim.send(alice, "<message to='bob@localhost' id='full'><body>too many</body></message>");
+    sim.send(
+        alice,
+        "<message to='bob@localhost' id='full'><body>too many</body></message>",
+    );
     assert!(sim.take(alice).contains("<service-unavailable"));
 }
 
@@ -293,9 +369,15 @@ fn offline_storage_is_bounded() {
 fn messages_to_unknown_users_and_other_domains_bounce() {
     let mut sim = node();
     let alice = sim.login("alice", "wonderland", "a");
-    sim.send(alice, "<message to='nobody@localhost' id='x'><body>x</body></message>");
+    sim.send(
+        alice,
+        "<message to='nobody@localhost' id='x'><body>x</body></message>",
+    );
     assert!(sim.take(alice).contains("<service-unavailable"));
-    sim.send(alice, "<message to='bob@elsewhere.example' id='y'><body>x</body></message>");
+    sim.send(
+        alice,
+        "<message to='bob@elsewhere.example' id='y'><body>x</body></message>",
+    );
     assert!(sim.take(alice).contains("<remote-server-not-found"));
 }
 
@@ -305,20 +387,32 @@ fn subscription_handshake_and_presence_between_two_users() {
     let alice = sim.login("alice", "wonderland", "a");
     let bob = sim.login("bob", "builder", "b");
     for c in [alice, bob] {
-        sim.send(c, "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+        sim.send(
+            c,
+            "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+        );
         sim.send(c, "<presence/>");
         sim.take(c);
     }
     sim.send(alice, "<presence to='bob@localhost' type='subscribe'/>");
     let out = sim.take(alice);
-    assert!(out.contains("jid='bob@localhost'") && out.contains("ask='subscribe'"), "roster push: {out}");
+    assert!(
+        out.contains("jid='bob@localhost'") && out.contains("ask='subscribe'"),
+        "roster push: {out}"
+    );
     let out = sim.take(bob);
-    assert!(out.contains("from='alice@localhost'") && out.contains("type='subscribe'"), "{out}");
+    assert!(
+        out.contains("from='alice@localhost'") && out.contains("type='subscribe'"),
+        "{out}"
+    );
     sim.send(bob, "<presence to='alice@localhost' type='subscribed'/>");
     let out = sim.take(alice);
     assert!(out.contains("type='subscribed'"), "{out}");
     assert!(out.contains("subscription='to'"), "{out}");
-    assert!(out.contains("from='bob@localhost/b'"), "bob's presence follows approval: {out}");
+    assert!(
+        out.contains("from='bob@localhost/b'"),
+        "bob's presence follows approval: {out}"
+    );
     assert!(sim.take(bob).contains("subscription='from'"));
     // Bob changes status: alice sees it.
     sim.send(bob, "<presence><show>away</show></presence>");
@@ -329,15 +423,24 @@ fn subscription_handshake_and_presence_between_two_users() {
     // Bob goes offline: alice is told.
     sim.disconnect(bob);
     let out = sim.take(alice);
-    assert!(out.contains("from='bob@localhost/b'") && out.contains("type='unavailable'"), "{out}");
+    assert!(
+        out.contains("from='bob@localhost/b'") && out.contains("type='unavailable'"),
+        "{out}"
+    );
     // Roster survives a restart, and a fresh login gets bob's presence by probe.
     sim.crash_and_restart();
     let bob = sim.login("bob", "builder", "b");
     sim.send(bob, "<presence><status>back</status></presence>");
     let alice = sim.login("alice", "wonderland", "a");
-    sim.send(alice, "<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>");
+    sim.send(
+        alice,
+        "<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>",
+    );
     let out = sim.take(alice);
-    assert!(out.contains("<item jid='bob@localhost' subscription='to'/>"), "{out}");
+    assert!(
+        out.contains("<item jid='bob@localhost' subscription='to'/>"),
+        "{out}"
+    );
     sim.send(alice, "<presence/>");
     assert!(sim.take(alice).contains("<status>back</status>"));
 }
@@ -348,7 +451,10 @@ fn unsubscribing_withdraws_presence_on_both_sides() {
     let alice = sim.login("alice", "wonderland", "a");
     let bob = sim.login("bob", "builder", "b");
     for c in [alice, bob] {
-        sim.send(c, "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+        sim.send(
+            c,
+            "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+        );
         sim.send(c, "<presence/>");
     }
     sim.send(alice, "<presence to='bob@localhost' type='subscribe'/>");
@@ -358,9 +464,15 @@ fn unsubscribing_withdraws_presence_on_both_sides() {
     sim.send(alice, "<presence to='bob@localhost' type='unsubscribe'/>");
     let out = sim.take(alice);
     assert!(out.contains("subscription='none'"), "{out}");
-    assert!(out.contains("from='bob@localhost/b'") && out.contains("type='unavailable'"), "{out}");
+    assert!(
+        out.contains("from='bob@localhost/b'") && out.contains("type='unavailable'"),
+        "{out}"
+    );
     let out = sim.take(bob);
-    assert!(out.contains("type='unsubscribe'") && out.contains("subscription='none'"), "{out}");
+    assert!(
+        out.contains("type='unsubscribe'") && out.contains("subscription='none'"),
+        "{out}"
+    );
     sim.send(bob, "<presence><show>xa</show></presence>");
     assert!(!sim.take(alice).contains("xa"));
 }
@@ -374,23 +486,43 @@ fn pending_subscription_request_waits_for_login() {
     let bob = sim.login("bob", "builder", "b");
     sim.send(bob, "<presence/>");
     let out = sim.take(bob);
-    assert!(out.contains("from='alice@localhost'") && out.contains("type='subscribe'"), "{out}");
+    assert!(
+        out.contains("from='alice@localhost'") && out.contains("type='subscribe'"),
+        "{out}"
+    );
 }
 
 #[test]
 fn roster_set_versioning_and_remove() {
     let mut sim = node();
     let alice = sim.login("alice", "wonderland", "a");
-    sim.send(alice, "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+    sim.send(
+        alice,
+        "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+    );
     let out = sim.take(alice);
     assert!(out.contains("ver='0'"), "{out}");
     sim.send(alice, "<iq type='set' id='s'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' name='Bob'><group>Friends</group></item></query></iq>");
     let out = sim.take(alice);
-    assert!(out.contains("name='Bob'") && out.contains("<group>Friends</group>") && out.contains("ver='1'"), "push: {out}");
-    assert!(out.contains("id='s'") && out.contains("type='result'"), "{out}");
-    sim.send(alice, "<iq type='get' id='r'><query xmlns='jabber:iq:roster' ver='1'/></iq>");
+    assert!(
+        out.contains("name='Bob'")
+            && out.contains("<group>Friends</group>")
+            && out.contains("ver='1'"),
+        "push: {out}"
+    );
+    assert!(
+        out.contains("id='s'") && out.contains("type='result'"),
+        "{out}"
+    );
+    sim.send(
+        alice,
+        "<iq type='get' id='r'><query xmlns='jabber:iq:roster' ver='1'/></iq>",
+    );
     let out = sim.take(alice);
-    assert!(out.contains("type='result'") && !out.contains("<item"), "up to date: {out}");
+    assert!(
+        out.contains("type='result'") && !out.contains("<item"),
+        "up to date: {out}"
+    );
     sim.send(alice, "<iq type='set' id='d'><query xmlns='jabber:iq:roster'><item jid='bob@localhost'><group>A</group><group>A</group></item></query></iq>");
     assert!(sim.take(alice).contains("<bad-request"));
     sim.send(alice, "<iq type='set' id='rm'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='remove'/></query></iq>");
@@ -405,19 +537,34 @@ fn server_iq_disco_ping_and_unknown_payloads() {
     let alice = sim.login("alice", "wonderland", "a");
     sim.send(alice, "<iq type='get' id='d' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
     let out = sim.take(alice);
-    assert!(out.contains("category='server'") && out.contains("var='urn:xmpp:ping'"), "{out}");
+    assert!(
+        out.contains("category='server'") && out.contains("var='urn:xmpp:ping'"),
+        "{out}"
+    );
     sim.send(alice, "<iq type='get' id='i' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
     assert!(sim.take(alice).contains("type='result'"));
-    sim.send(alice, "<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    sim.send(
+        alice,
+        "<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
     assert!(sim.take(alice).contains("type='result'"));
-    sim.send(alice, "<iq type='get' id='u' to='localhost'><query xmlns='urn:example:unknown'/></iq>");
+    sim.send(
+        alice,
+        "<iq type='get' id='u' to='localhost'><query xmlns='urn:example:unknown'/></iq>",
+    );
     assert!(sim.take(alice).contains("<service-unavailable"));
     sim.send(alice, "<iq type='get' id='n'/>");
     assert!(sim.take(alice).contains("<bad-request"));
-    sim.send(alice, "<iq type='get' id='f' to='bob@localhost/none'><ping xmlns='urn:xmpp:ping'/></iq>");
+    sim.send(
+        alice,
+        "<iq type='get' id='f' to='bob@localhost/none'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
     assert!(sim.take(alice).contains("<service-unavailable"));
     let bob = sim.login("bob", "builder", "b");
-    sim.send(alice, "<iq type='get' id='f2' to='bob@localhost/b'><ping xmlns='urn:xmpp:ping'/></iq>");
+    sim.send(
+        alice,
+        "<iq type='get' id='f2' to='bob@localhost/b'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
     assert!(sim.take(bob).contains("from='alice@localhost/a'"));
 }
 
@@ -425,7 +572,10 @@ fn server_iq_disco_ping_and_unknown_payloads() {
 fn spoofed_from_is_a_stream_error() {
     let mut sim = node();
     let alice = sim.login("alice", "wonderland", "a");
-    sim.send(alice, "<message from='bob@localhost/b' to='alice@localhost'><body>x</body></message>");
+    sim.send(
+        alice,
+        "<message from='bob@localhost/b' to='alice@localhost'><body>x</body></message>",
+    );
     assert_eq!(stream_error_of(&sim.take(alice)), Some("invalid-from"));
 }
 
@@ -433,11 +583,16 @@ fn spoofed_from_is_a_stream_error() {
 fn deleting_a_user_ends_their_sessions_and_login() {
     let mut sim = node();
     let bob = sim.login("bob", "builder", "b");
-    assert_eq!(sim.admin(AdminCommand::UserDel { user: "bob".into() }), AdminReply::Done);
+    assert_eq!(
+        sim.admin(AdminCommand::UserDel { user: "bob".into() }),
+        AdminReply::Done
+    );
     assert_eq!(stream_error_of(&sim.take(bob)), Some("not-authorized"));
     let c = tls_stream(&mut sim);
     assert!(sim.authenticate(c, "bob", "builder").is_err());
-    assert!(matches!(sim.admin(AdminCommand::UserList), AdminReply::Users(u) if u == vec!["alice".to_string()]));
+    assert!(
+        matches!(sim.admin(AdminCommand::UserList), AdminReply::Users(u) if u == vec!["alice".to_string()])
+    );
 }
 
 #[test]

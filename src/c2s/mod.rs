@@ -21,7 +21,9 @@ impl Node {
     pub(crate) fn on_data(&mut self, conn: ConnId, bytes: &[u8]) {
         let mut rest = bytes;
         while !rest.is_empty() {
-            let Some(s) = self.sessions.get_mut(&conn) else { return };
+            let Some(s) = self.sessions.get_mut(&conn) else {
+                return;
+            };
             if s.closing || s.tls_pending {
                 // Bytes after <starttls/> in plaintext are discarded (RFC 6120 §5.4.3.3).
                 return;
@@ -85,7 +87,9 @@ impl Node {
     fn on_stream_open(&mut self, conn: ConnId, raw: &[u8]) {
         let id = self.random_id();
         let header_bytes = self.our_header(&id);
-        let Some(s) = self.sessions.get_mut(&conn) else { return };
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         s.stream_id = id;
         s.header_sent = true;
         self.send(conn, header_bytes);
@@ -94,19 +98,34 @@ impl Node {
             Err(e) => return self.stream_error(conn, e.condition(), "unparseable stream header"),
         };
         if header.ns != ns::STREAMS || header.name != "stream" {
-            return self.stream_error(conn, "invalid-namespace", "the root must be <stream> in the streams namespace");
+            return self.stream_error(
+                conn,
+                "invalid-namespace",
+                "the root must be <stream> in the streams namespace",
+            );
         }
         if header.default_ns != ns::CLIENT {
-            return self.stream_error(conn, "invalid-namespace", "the default namespace must be jabber:client");
+            return self.stream_error(
+                conn,
+                "invalid-namespace",
+                "the default namespace must be jabber:client",
+            );
         }
         let to_ok = header
             .attr("to")
             .and_then(|t| normalize_domain(t).ok())
             .is_some_and(|d| d == self.cfg.domain);
         if !to_ok {
-            return self.stream_error(conn, "host-unknown", "this server does not serve that domain");
+            return self.stream_error(
+                conn,
+                "host-unknown",
+                "this server does not serve that domain",
+            );
         }
-        let major = header.attr("version").and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
+        let major = header
+            .attr("version")
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok());
         if major != Some(1) {
             return self.stream_error(conn, "unsupported-version", "version 1.0 is required");
         }
@@ -130,14 +149,19 @@ impl Node {
                 ));
             }
             _ if !s.tls && self.cfg.require_tls => {
-                f.push_str(&format!("<starttls xmlns='{}'><required/></starttls>", ns::TLS));
+                f.push_str(&format!(
+                    "<starttls xmlns='{}'><required/></starttls>",
+                    ns::TLS
+                ));
             }
             _ => {
                 if !s.tls {
                     f.push_str(&format!("<starttls xmlns='{}'/>", ns::TLS));
                 }
                 f.push_str(&format!("<mechanisms xmlns='{}'>", ns::SASL));
-                f.push_str("<mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>");
+                f.push_str(
+                    "<mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>",
+                );
                 if s.tls {
                     f.push_str("<mechanism>PLAIN</mechanism>");
                 }
@@ -149,7 +173,9 @@ impl Node {
     }
 
     fn on_element(&mut self, conn: ConnId, el: Element) {
-        let Some(s) = self.sessions.get(&conn) else { return };
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
         let (tls, bound) = (s.tls, s.is_bound());
         if bound {
             return self.on_stanza(conn, el);
@@ -172,13 +198,19 @@ impl Node {
             return self.on_preauth_iq(conn, &el);
         }
         if el.ns == ns::CLIENT && matches!(el.name.as_str(), "message" | "presence" | "iq") {
-            return self.stream_error(conn, "not-authorized", "authenticate and bind a resource first");
+            return self.stream_error(
+                conn,
+                "not-authorized",
+                "authenticate and bind a resource first",
+            );
         }
         self.stream_error(conn, "unsupported-stanza-type", "")
     }
 
     fn on_starttls(&mut self, conn: ConnId) {
-        let Some(s) = self.sessions.get_mut(&conn) else { return };
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         if s.tls || !matches!(s.stage, Stage::Connected) {
             return self.stream_error(conn, "policy-violation", "TLS is already negotiated");
         }
@@ -248,7 +280,10 @@ impl Node {
         };
         let user = self.sasl_user(&authcid);
         let ok = user.as_ref().is_some_and(|u| {
-            self.state.accounts.get(u).is_some_and(|a| a.creds.verify_password(&password))
+            self.state
+                .accounts
+                .get(u)
+                .is_some_and(|a| a.creds.verify_password(&password))
         });
         match user {
             Some(u) if ok => {
@@ -275,7 +310,10 @@ impl Node {
                 return self.sasl_failure(conn, "invalid-authzid", false);
             }
         }
-        let creds = user.as_ref().and_then(|u| self.state.accounts.get(u)).map(|a| a.creds.clone());
+        let creds = user
+            .as_ref()
+            .and_then(|u| self.state.accounts.get(u))
+            .map(|a| a.creds.clone());
         let mut nonce = [0u8; 18];
         self.random_bytes(&mut nonce);
         let nonce = B64.encode(nonce);
@@ -286,7 +324,11 @@ impl Node {
                 // Bind the exchange to the normalised account name.
                 server.username = user.unwrap_or_default();
                 self.sessions.get_mut(&conn).expect("session").stage = Stage::Scram(server);
-                let challenge = format!("<challenge xmlns='{}'>{}</challenge>", ns::SASL, B64.encode(server_first));
+                let challenge = format!(
+                    "<challenge xmlns='{}'>{}</challenge>",
+                    ns::SASL,
+                    B64.encode(server_first)
+                );
                 self.send(conn, challenge.into_bytes());
             }
             Err(e) => self.sasl_failure(conn, e.condition(), false),
@@ -302,7 +344,9 @@ impl Node {
             return self.sasl_failure(conn, "incorrect-encoding", false);
         };
         match server.finish(&msg) {
-            Ok(server_final) => self.sasl_success(conn, server.username.clone(), Some(server_final)),
+            Ok(server_final) => {
+                self.sasl_success(conn, server.username.clone(), Some(server_final))
+            }
             Err(SaslError::NotAuthorized) => self.sasl_failure(conn, "not-authorized", true),
             Err(e) => self.sasl_failure(conn, e.condition(), false),
         }
@@ -310,7 +354,10 @@ impl Node {
 
     fn sasl_success(&mut self, conn: ConnId, user: String, additional: Option<String>) {
         let body = additional.map(|a| B64.encode(a)).unwrap_or_default();
-        self.send(conn, format!("<success xmlns='{}'>{body}</success>", ns::SASL).into_bytes());
+        self.send(
+            conn,
+            format!("<success xmlns='{}'>{body}</success>", ns::SASL).into_bytes(),
+        );
         let s = self.sessions.get_mut(&conn).expect("session");
         log::info!("c2s {conn}: {user} authenticated from {}", s.peer);
         s.stage = Stage::Authenticated(user);
@@ -340,12 +387,16 @@ impl Node {
     }
 
     fn on_preauth_iq(&mut self, conn: ConnId, el: &Element) {
-        let Stage::Authenticated(user) = &self.sessions[&conn].stage else { return };
+        let Stage::Authenticated(user) = &self.sessions[&conn].stage else {
+            return;
+        };
         let user = user.clone();
         let domain = self.cfg.domain.clone();
         match (el.get_attr("type"), el.get_child("bind", ns::BIND)) {
             (Some("set"), Some(bind)) => {
-                let requested = bind.get_child("resource", ns::BIND).map(|r| r.text_content());
+                let requested = bind
+                    .get_child("resource", ns::BIND)
+                    .map(|r| r.text_content());
                 self.bind(conn, &user, requested.as_deref(), el);
             }
             _ => {
@@ -380,7 +431,11 @@ impl Node {
         }
         if let Some(old) = conflict {
             // RFC 6120 §7.7.2.2: the new session wins; the old one is told why.
-            self.stream_error(old, "conflict", "replaced by a new session with the same resource");
+            self.stream_error(
+                old,
+                "conflict",
+                "replaced by a new session with the same resource",
+            );
         }
         let s = self.sessions.get_mut(&conn).expect("session");
         s.jid = Some(jid.clone());
@@ -390,7 +445,10 @@ impl Node {
         let result = stanza::iq_result(
             iq,
             &domain,
-            Some(Element::new("bind", ns::BIND).child(Element::new("jid", ns::BIND).text(jid.to_string()))),
+            Some(
+                Element::new("bind", ns::BIND)
+                    .child(Element::new("jid", ns::BIND).text(jid.to_string())),
+            ),
         );
         let mut result = result;
         result.remove_attr("to");
@@ -400,7 +458,9 @@ impl Node {
 
     /// Send a stream error, close the stream and forget the session.
     pub(crate) fn stream_error(&mut self, conn: ConnId, condition: &str, text: &str) {
-        let Some(s) = self.sessions.get(&conn) else { return };
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
         if s.closing {
             return;
         }
@@ -416,7 +476,9 @@ impl Node {
 
     /// The connection is gone (or going): withdraw presence and forget it.
     pub(crate) fn end_session(&mut self, conn: ConnId) {
-        let Some(s) = self.sessions.get_mut(&conn) else { return };
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         s.closing = true;
         if s.is_bound() {
             self.go_unavailable(conn, None);
@@ -436,25 +498,39 @@ impl Node {
     pub(crate) fn on_session_timer(&mut self, conn: ConnId) {
         let now = self.now.mono_ms;
         loop {
-            let Some(s) = self.sessions.get_mut(&conn) else { return };
+            let Some(s) = self.sessions.get_mut(&conn) else {
+                return;
+            };
             match s.delayed.front() {
                 Some((due, _, _)) if *due <= now => {
                     let (_, bytes, close) = s.delayed.pop_front().expect("front");
                     self.send(conn, bytes);
                     if close {
-                        return self.stream_error(conn, "policy-violation", "too many authentication failures");
+                        return self.stream_error(
+                            conn,
+                            "policy-violation",
+                            "too many authentication failures",
+                        );
                     }
                 }
                 _ => break,
             }
         }
         let cfg = self.cfg.clone();
-        let Some(s) = self.sessions.get(&conn) else { return };
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
         if !s.is_bound() && now >= s.opened_ms + cfg.handshake_timeout_ms {
             log::info!("c2s {conn}: handshake not completed in time");
-            return self.stream_error(conn, "connection-timeout", "the stream was not negotiated in time");
+            return self.stream_error(
+                conn,
+                "connection-timeout",
+                "the stream was not negotiated in time",
+            );
         }
-        if s.partial_since.is_some_and(|t| now >= t + cfg.stanza_timeout_ms) {
+        if s.partial_since
+            .is_some_and(|t| now >= t + cfg.stanza_timeout_ms)
+        {
             log::info!("c2s {conn}: stanza not completed in time");
             self.stream_error(conn, "connection-timeout", "a stanza was left unfinished");
         }

@@ -166,7 +166,8 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// The embedded default (domain `localhost`, data in `./outpost-data`).
     pub fn embedded() -> Config {
-        Config::parse(EMBEDDED_DEFAULT, "<embedded default>").expect("the embedded default is valid")
+        Config::parse(EMBEDDED_DEFAULT, "<embedded default>")
+            .expect("the embedded default is valid")
     }
 
     /// Load from a file; relative paths in it are relative to the file's directory.
@@ -181,9 +182,10 @@ impl Config {
     }
 
     pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
-        let cfg: Config =
-            toml::from_str(text).map_err(|e| ConfigError(format!("{name}: {}", e.to_string().trim_end())))?;
-        cfg.validate().map_err(|e| ConfigError(format!("{name}: {e}")))?;
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError(format!("{name}: {}", e.to_string().trim_end())))?;
+        cfg.validate()
+            .map_err(|e| ConfigError(format!("{name}: {e}")))?;
         Ok(cfg)
     }
 
@@ -216,7 +218,10 @@ impl Config {
         if !(8..=1024).contains(&c.max_attrs) {
             return Err("[c2s] max_attrs must be between 8 and 1024".into());
         }
-        for (key, v) in [("handshake_timeout", c.handshake_timeout), ("stanza_timeout", c.stanza_timeout)] {
+        for (key, v) in [
+            ("handshake_timeout", c.handshake_timeout),
+            ("stanza_timeout", c.stanza_timeout),
+        ] {
             if v == 0 || v > 3600 {
                 return Err(format!("[c2s] {key} must be between 1 and 3600 seconds"));
             }
@@ -264,7 +269,11 @@ impl Config {
     pub fn cert_paths(&self) -> (PathBuf, PathBuf, bool) {
         match (&self.c2s.cert, &self.c2s.key) {
             (Some(c), Some(k)) => (c.clone(), k.clone(), false),
-            _ => (self.data_dir.join("cert.pem"), self.data_dir.join("key.pem"), true),
+            _ => (
+                self.data_dir.join("cert.pem"),
+                self.data_dir.join("key.pem"),
+                true,
+            ),
         }
     }
 
@@ -328,21 +337,42 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_line_and_problem() {
-        let err = Config::parse("domain = \"localhost\"\n[c2s]\nlisten = \"nowhere\"\n", "site.toml").unwrap_err().0;
+        let err = Config::parse(
+            "domain = \"localhost\"\n[c2s]\nlisten = \"nowhere\"\n",
+            "site.toml",
+        )
+        .unwrap_err()
+        .0;
         assert!(err.starts_with("site.toml:"), "{err}");
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("invalid socket address"), "{err}");
-        let err = Config::parse("domain = \"bad domain\"\n", "x.toml").unwrap_err().0;
-        assert!(err.contains("line 1") && err.contains("invalid domain"), "{err}");
-        let err = Config::parse("domain = \"a\"\ndomian = 1\n", "x.toml").unwrap_err().0;
-        assert!(err.contains("line 2") && err.contains("unknown field `domian`"), "{err}");
-        let err = Config::parse("domain = \"a\"\n[c2s]\ncert = \"x\"\n", "x.toml").unwrap_err().0;
+        let err = Config::parse("domain = \"bad domain\"\n", "x.toml")
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("line 1") && err.contains("invalid domain"),
+            "{err}"
+        );
+        let err = Config::parse("domain = \"a\"\ndomian = 1\n", "x.toml")
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("line 2") && err.contains("unknown field `domian`"),
+            "{err}"
+        );
+        let err = Config::parse("domain = \"a\"\n[c2s]\ncert = \"x\"\n", "x.toml")
+            .unwrap_err()
+            .0;
         assert!(err.contains("cert and key"), "{err}");
-        let err = Config::parse("domain = \"a\"\n[c2s]\nmax_depth = 1000\n", "x.toml").unwrap_err().0;
+        let err = Config::parse("domain = \"a\"\n[c2s]\nmax_depth = 1000\n", "x.toml")
+            .unwrap_err()
+            .0;
         assert!(err.contains("max_depth"), "{err}");
         let err = Config::parse("[c2s\n", "x.toml").unwrap_err().0;
         assert!(err.contains("line 1"), "{err}");
-        let err = Config::parse("log_level = \"loud\"\ndomain=\"a\"", "x.toml").unwrap_err().0;
+        let err = Config::parse("log_level = \"loud\"\ndomain=\"a\"", "x.toml")
+            .unwrap_err()
+            .0;
         assert!(err.contains("line 1") && err.contains("loud"), "{err}");
     }
 
@@ -353,7 +383,9 @@ mod tests {
         std::fs::write(&p, "domain = \"x.example\"\ndata_dir = \"data\"\n").unwrap();
         let c = Config::load(&p).unwrap();
         assert_eq!(c.data_dir, dir.path().join("data"));
-        let err = Config::load(&dir.path().join("missing.toml")).unwrap_err().0;
+        let err = Config::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .0;
         assert!(err.contains("missing.toml"), "{err}");
     }
 }

@@ -16,7 +16,10 @@ impl Node {
         if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
             return self.stream_error(conn, "unsupported-stanza-type", "");
         }
-        let from = self.sessions[&conn].jid.clone().expect("bound session has a jid");
+        let from = self.sessions[&conn]
+            .jid
+            .clone()
+            .expect("bound session has a jid");
         if let Some(claimed) = el.get_attr("from") {
             let ok = Jid::parse(claimed).is_ok_and(|j| j == from || j == from.to_bare());
             if !ok {
@@ -42,7 +45,9 @@ impl Node {
     /// Answer `el` (from the session `conn`) with a stanza error.
     pub(crate) fn bounce(&mut self, conn: ConnId, el: &Element, condition: &str) {
         let from = el.get_attr("to").unwrap_or(&self.cfg.domain).to_string();
-        if let Some(reply) = stanza::error_reply(el, condition, stanza::error_type_for(condition), &from) {
+        if let Some(reply) =
+            stanza::error_reply(el, condition, stanza::error_type_for(condition), &from)
+        {
             self.send_el(conn, &reply);
         }
     }
@@ -50,7 +55,8 @@ impl Node {
     /// The localpart of `jid` if it names an existing local account.
     pub(crate) fn local_account(&self, jid: &Jid) -> Option<String> {
         let local = jid.local()?;
-        (jid.domain() == self.cfg.domain && self.state.accounts.contains_key(local)).then(|| local.to_string())
+        (jid.domain() == self.cfg.domain && self.state.accounts.contains_key(local))
+            .then(|| local.to_string())
     }
 
     pub(crate) fn conns_of(&self, user: &str) -> Vec<ConnId> {
@@ -137,13 +143,21 @@ impl Node {
         }
         let xml = el.to_xml(ns::CLIENT);
         let stamp_ms = self.now.unix_ms;
-        self.commit(Record::OfflinePush { user: user.to_string(), stamp_ms, xml });
+        self.commit(Record::OfflinePush {
+            user: user.to_string(),
+            stamp_ms,
+            xml,
+        });
     }
 
     /// Hand stored messages to a resource that just became available.
     pub(crate) fn deliver_offline(&mut self, conn: ConnId, user: &str) {
-        let Some(acc) = self.state.accounts.get(user) else { return };
-        let Some(last) = acc.offline.back().map(|m| m.id) else { return };
+        let Some(acc) = self.state.accounts.get(user) else {
+            return;
+        };
+        let Some(last) = acc.offline.back().map(|m| m.id) else {
+            return;
+        };
         let domain = self.cfg.domain.clone();
         let mut out = Vec::new();
         for m in &acc.offline {
@@ -153,7 +167,10 @@ impl Node {
         for bytes in out {
             self.send(conn, bytes);
         }
-        self.commit(Record::OfflineDone { user: user.to_string(), upto: last });
+        self.commit(Record::OfflineDone {
+            user: user.to_string(),
+            upto: last,
+        });
     }
 
     // ---- iq -------------------------------------------------------------------
@@ -170,7 +187,11 @@ impl Node {
         let me = self.sessions[&conn].jid.clone().expect("bound");
         match to {
             None => self.server_iq(conn, &el, true),
-            Some(t) if t.local().is_none() && t.resource().is_none() && t.domain() == self.cfg.domain => {
+            Some(t)
+                if t.local().is_none()
+                    && t.resource().is_none()
+                    && t.domain() == self.cfg.domain =>
+            {
                 self.server_iq(conn, &el, false)
             }
             Some(t) if t == me.to_bare() => self.server_iq(conn, &el, true),
@@ -259,7 +280,14 @@ fn server_disco_info() -> Element {
             .attr("type", "im")
             .attr("name", "Outpost"),
     );
-    for f in [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::VERSION, ns::ROSTER, ns::DELAY] {
+    for f in [
+        ns::DISCO_INFO,
+        ns::DISCO_ITEMS,
+        ns::PING,
+        ns::VERSION,
+        ns::ROSTER,
+        ns::DELAY,
+    ] {
         q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
     }
     q
@@ -284,7 +312,9 @@ fn insert_before_close(xml: &str, child: &str) -> String {
         _ => {
             // `<message .../>`: reopen it.
             let head = xml.strip_suffix("/>").unwrap_or(xml);
-            let name_end = head[1..].find([' ', '/', '>']).map_or(head.len(), |i| i + 1);
+            let name_end = head[1..]
+                .find([' ', '/', '>'])
+                .map_or(head.len(), |i| i + 1);
             format!("{head}>{child}</{}>", &head[1..name_end])
         }
     }
@@ -298,6 +328,9 @@ mod tests {
             super::insert_before_close("<message to='a'><body>x</body></message>", "<d/>"),
             "<message to='a'><body>x</body><d/></message>"
         );
-        assert_eq!(super::insert_before_close("<message to='a'/>", "<d/>"), "<message to='a'><d/></message>");
+        assert_eq!(
+            super::insert_before_close("<message to='a'/>", "<d/>"),
+            "<message to='a'><d/></message>"
+        );
     }
 }

@@ -12,7 +12,10 @@ impl Node {
         match (ptype.as_deref(), to) {
             (None | Some("unavailable"), None) => self.broadcast_presence(conn, el),
             (None | Some("unavailable"), Some(to)) => self.directed_presence(conn, el, &to),
-            (Some(kind @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")), Some(to)) => {
+            (
+                Some(kind @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")),
+                Some(to),
+            ) => {
                 let user = self.sessions[&conn].user().expect("bound").to_string();
                 if to.domain() != self.cfg.domain || to.local().is_none() {
                     return self.bounce(conn, &el, "remote-server-not-found");
@@ -81,7 +84,10 @@ impl Node {
             el.set_attr("from", full);
             for &t in &targets {
                 let mut e = el.clone();
-                e.set_attr("to", self.sessions[&t].jid.as_ref().expect("bound").to_string());
+                e.set_attr(
+                    "to",
+                    self.sessions[&t].jid.as_ref().expect("bound").to_string(),
+                );
                 self.send_el(t, &e);
             }
         }
@@ -89,7 +95,9 @@ impl Node {
 
     fn subscribe(&mut self, user: &str, contact: &Jid) {
         let contact_key = contact.to_string();
-        let already = self.roster_item(user, &contact_key).is_some_and(|i| i.subscription.has_to());
+        let already = self
+            .roster_item(user, &contact_key)
+            .is_some_and(|i| i.subscription.has_to());
         if !already {
             self.update_item(user, &contact_key, |i| {
                 i.ask_out = true;
@@ -102,7 +110,10 @@ impl Node {
             self.update_item(user, &contact_key, |i| i.ask_out = false);
             return self.notify(user, &contact_key, "unsubscribed");
         };
-        if self.roster_item(&cuser, &user_jid).is_some_and(|i| i.subscription.has_from()) {
+        if self
+            .roster_item(&cuser, &user_jid)
+            .is_some_and(|i| i.subscription.has_from())
+        {
             // Already approved earlier: confirm at once.
             return self.approve(&cuser, &Jid::parse(&user_jid).expect("own jid"));
         }
@@ -113,8 +124,12 @@ impl Node {
     /// `user` approves `contact`'s request to see `user`'s presence.
     fn approve(&mut self, user: &str, contact: &Jid) {
         let contact_key = contact.to_string();
-        let pending = self.roster_item(user, &contact_key).is_some_and(|i| i.pending_in);
-        let already = self.roster_item(user, &contact_key).is_some_and(|i| i.subscription.has_from());
+        let pending = self
+            .roster_item(user, &contact_key)
+            .is_some_and(|i| i.pending_in);
+        let already = self
+            .roster_item(user, &contact_key)
+            .is_some_and(|i| i.subscription.has_from());
         if !pending && !already {
             return; // No request to approve; pre-approval is not supported.
         }
@@ -124,7 +139,9 @@ impl Node {
             i.visible = true;
         });
         let user_jid = self.user_jid(user);
-        let Some(cuser) = self.local_account(contact) else { return };
+        let Some(cuser) = self.local_account(contact) else {
+            return;
+        };
         self.update_item(&cuser, &user_jid, |i| {
             i.ask_out = false;
             i.subscription = i.subscription.with_to(true);
@@ -137,8 +154,12 @@ impl Node {
     /// `user` no longer wants `contact`'s presence: the contact's side.
     pub(crate) fn contact_side_unsubscribe(&mut self, user: &str, contact: &Jid) {
         let user_jid = self.user_jid(user);
-        let Some(cuser) = self.local_account(contact) else { return };
-        let Some(item) = self.roster_item(&cuser, &user_jid) else { return };
+        let Some(cuser) = self.local_account(contact) else {
+            return;
+        };
+        let Some(item) = self.roster_item(&cuser, &user_jid) else {
+            return;
+        };
         if !item.subscription.has_from() && !item.pending_in {
             return;
         }
@@ -153,8 +174,12 @@ impl Node {
     /// `user` cancels or denies `contact`'s subscription: the contact's side.
     pub(crate) fn contact_side_unsubscribed(&mut self, user: &str, contact: &Jid) {
         let user_jid = self.user_jid(user);
-        let Some(cuser) = self.local_account(contact) else { return };
-        let Some(item) = self.roster_item(&cuser, &user_jid) else { return };
+        let Some(cuser) = self.local_account(contact) else {
+            return;
+        };
+        let Some(item) = self.roster_item(&cuser, &user_jid) else {
+            return;
+        };
         if !item.subscription.has_to() && !item.ask_out {
             return;
         }
@@ -176,7 +201,9 @@ impl Node {
                 if !item.subscription.has_from() {
                     continue;
                 }
-                let Ok(cj) = Jid::parse(contact) else { continue };
+                let Ok(cj) = Jid::parse(contact) else {
+                    continue;
+                };
                 if let Some(cuser) = self.local_account(&cj) {
                     for c in self.available_conns(&cuser) {
                         out.push((c, contact.clone()));
@@ -221,7 +248,11 @@ impl Node {
 
     /// Presence of the contacts `user` is subscribed to, for a resource just come online.
     fn answer_probes(&mut self, conn: ConnId, user: &str) {
-        let me = self.sessions[&conn].jid.as_ref().expect("bound").to_string();
+        let me = self.sessions[&conn]
+            .jid
+            .as_ref()
+            .expect("bound")
+            .to_string();
         let mut contacts: Vec<String> = self.state.accounts[user]
             .roster
             .iter()
@@ -231,7 +262,10 @@ impl Node {
         // Own other resources too (RFC 6121 §4.4.2).
         contacts.push(self.user_jid(user));
         for contact in contacts {
-            let Some(cuser) = Jid::parse(&contact).ok().and_then(|j| self.local_account(&j)) else {
+            let Some(cuser) = Jid::parse(&contact)
+                .ok()
+                .and_then(|j| self.local_account(&j))
+            else {
                 continue;
             };
             for c in self.available_conns(&cuser) {
@@ -267,20 +301,30 @@ impl Node {
     /// Make `conn` unavailable, telling everyone who saw it available.
     /// `el` is the client's unavailable presence (its status is kept).
     pub(crate) fn go_unavailable(&mut self, conn: ConnId, el: Option<Element>) {
-        let Some(s) = self.sessions.get(&conn) else { return };
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
         if s.presence.is_none() && s.directed.is_empty() {
             return;
         }
         let full = s.jid.as_ref().expect("bound").to_string();
-        let mut el = el.unwrap_or_else(|| Element::new("presence", ns::CLIENT).attr("type", "unavailable"));
+        let mut el =
+            el.unwrap_or_else(|| Element::new("presence", ns::CLIENT).attr("type", "unavailable"));
         el.set_attr("from", full);
-        let mut audience = if s.presence.is_some() { self.presence_audience(conn) } else { Vec::new() };
+        let mut audience = if s.presence.is_some() {
+            self.presence_audience(conn)
+        } else {
+            Vec::new()
+        };
         let directed: Vec<String> = s.directed.iter().cloned().collect();
         for d in directed {
             let Ok(j) = Jid::parse(&d) else { continue };
             let targets = match j.resource() {
                 Some(_) => self.conn_of_full(&j).into_iter().collect(),
-                None => self.local_account(&j).map(|u| self.available_conns(&u)).unwrap_or_default(),
+                None => self
+                    .local_account(&j)
+                    .map(|u| self.available_conns(&u))
+                    .unwrap_or_default(),
             };
             for t in targets {
                 if !audience.iter().any(|(c, _)| *c == t) {
@@ -302,7 +346,9 @@ impl Node {
         if to.domain() != self.cfg.domain {
             return self.bounce(conn, &el, "remote-server-not-found");
         }
-        let Some(user) = self.local_account(to) else { return };
+        let Some(user) = self.local_account(to) else {
+            return;
+        };
         let targets = match to.resource() {
             Some(_) => self.conn_of_full(to).into_iter().collect(),
             None => self.available_conns(&user),

@@ -10,22 +10,39 @@ const MAX_NAME_BYTES: usize = 1023;
 
 impl Node {
     /// Change one roster item of `user` durably and push it to interested resources.
-    pub(crate) fn update_item(&mut self, user: &str, contact: &str, change: impl FnOnce(&mut RosterItem)) {
-        let Some(acc) = self.state.accounts.get(user) else { return };
+    pub(crate) fn update_item(
+        &mut self,
+        user: &str,
+        contact: &str,
+        change: impl FnOnce(&mut RosterItem),
+    ) {
+        let Some(acc) = self.state.accounts.get(user) else {
+            return;
+        };
         let before = acc.roster.get(contact).cloned();
         let mut item = before.clone().unwrap_or_default();
         change(&mut item);
         if before.as_ref() == Some(&item) {
             return;
         }
-        let empty = !item.visible && !item.pending_in && !item.ask_out && item.subscription == Default::default();
+        let empty = !item.visible
+            && !item.pending_in
+            && !item.ask_out
+            && item.subscription == Default::default();
         let was_visible = before.as_ref().is_some_and(|i| i.visible);
         if empty {
             if before.is_some() {
-                self.commit(Record::RosterDel { user: user.to_string(), contact: contact.to_string() });
+                self.commit(Record::RosterDel {
+                    user: user.to_string(),
+                    contact: contact.to_string(),
+                });
             }
         } else {
-            self.commit(Record::RosterSet { user: user.to_string(), contact: contact.to_string(), item: item.clone() });
+            self.commit(Record::RosterSet {
+                user: user.to_string(),
+                contact: contact.to_string(),
+                item: item.clone(),
+            });
         }
         if item.visible || was_visible {
             let shown = (item.visible && !empty).then_some(&item);
@@ -56,9 +73,17 @@ impl Node {
 
     pub(crate) fn on_roster_iq(&mut self, conn: ConnId, iq: &Element, query: &Element) {
         let user = self.sessions[&conn].user().expect("bound").to_string();
-        let me = self.sessions[&conn].jid.as_ref().expect("bound").to_bare().to_string();
+        let me = self.sessions[&conn]
+            .jid
+            .as_ref()
+            .expect("bound")
+            .to_bare()
+            .to_string();
         if iq.get_attr("type") == Some("get") {
-            self.sessions.get_mut(&conn).expect("session").roster_requested = true;
+            self.sessions
+                .get_mut(&conn)
+                .expect("session")
+                .roster_requested = true;
             let acc = &self.state.accounts[&user];
             let ver = acc.roster_ver.to_string();
             let payload = if query.get_attr("ver") == Some(ver.as_str()) {
@@ -74,12 +99,19 @@ impl Node {
             reply.remove_attr("from");
             return self.send_el(conn, &reply);
         }
-        let items: Vec<&Element> = query.elements().filter(|e| e.is("item", ns::ROSTER)).collect();
+        let items: Vec<&Element> = query
+            .elements()
+            .filter(|e| e.is("item", ns::ROSTER))
+            .collect();
         if items.len() != 1 {
             return self.bounce_from_account(conn, iq, "bad-request");
         }
         let item = items[0];
-        let Some(contact) = item.get_attr("jid").and_then(|j| Jid::parse(j).ok()).map(|j| j.to_bare()) else {
+        let Some(contact) = item
+            .get_attr("jid")
+            .and_then(|j| Jid::parse(j).ok())
+            .map(|j| j.to_bare())
+        else {
             return self.bounce_from_account(conn, iq, "bad-request");
         };
         let key = contact.to_string();
@@ -95,7 +127,10 @@ impl Node {
             }
             self.update_item(&user, &key, |i| *i = RosterItem::default());
         } else {
-            let name = item.get_attr("name").filter(|n| !n.is_empty()).map(str::to_string);
+            let name = item
+                .get_attr("name")
+                .filter(|n| !n.is_empty())
+                .map(str::to_string);
             let mut groups: Vec<String> = Vec::new();
             for g in item.elements().filter(|e| e.is("group", ns::ROSTER)) {
                 let g = g.text_content();
@@ -128,8 +163,15 @@ impl Node {
     fn bounce_from_account(&mut self, conn: ConnId, iq: &Element, condition: &str) {
         let mut req = iq.clone();
         req.remove_attr("to");
-        let me = self.sessions[&conn].jid.as_ref().expect("bound").to_bare().to_string();
-        if let Some(mut r) = stanza::error_reply(&req, condition, stanza::error_type_for(condition), &me) {
+        let me = self.sessions[&conn]
+            .jid
+            .as_ref()
+            .expect("bound")
+            .to_bare()
+            .to_string();
+        if let Some(mut r) =
+            stanza::error_reply(&req, condition, stanza::error_type_for(condition), &me)
+        {
             r.remove_attr("from");
             self.send_el(conn, &r);
         }

@@ -72,25 +72,48 @@ pub enum AdminReply {
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    Accepted { conn: ConnId, peer: IpAddr },
-    Data { conn: ConnId, bytes: Vec<u8> },
-    TlsEstablished { conn: ConnId },
-    Disconnected { conn: ConnId },
-    Admin { req: u64, cmd: AdminCommand },
+    Accepted {
+        conn: ConnId,
+        peer: IpAddr,
+    },
+    Data {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    TlsEstablished {
+        conn: ConnId,
+    },
+    Disconnected {
+        conn: ConnId,
+    },
+    Admin {
+        req: u64,
+        cmd: AdminCommand,
+    },
     /// The node is stopping: sessions get `<system-shutdown/>`.
     Shutdown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Send { conn: ConnId, bytes: Vec<u8> },
+    Send {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
     /// Everything queued so far for `conn` is written, then TLS is started on it.
-    StartTls { conn: ConnId },
+    StartTls {
+        conn: ConnId,
+    },
     /// Everything queued so far for `conn` is written, then it is closed.
-    Close { conn: ConnId },
+    Close {
+        conn: ConnId,
+    },
     /// Append to the log. Sends in the same batch wait until it is durable.
     Persist(Record),
-    AdminReply { req: u64, reply: AdminReply },
+    AdminReply {
+        req: u64,
+        reply: AdminReply,
+    },
 }
 
 struct AuthFailures {
@@ -156,7 +179,8 @@ impl Node {
         match event {
             Event::Accepted { conn, peer } => {
                 let id = self.random_id();
-                self.sessions.insert(conn, Session::new(peer, &self.cfg, now.mono_ms, id));
+                self.sessions
+                    .insert(conn, Session::new(peer, &self.cfg, now.mono_ms, id));
                 self.arm_timer(conn);
             }
             Event::Data { conn, bytes } => {
@@ -205,7 +229,9 @@ impl Node {
     }
 
     pub(crate) fn arm_timer(&mut self, conn: ConnId) {
-        let Some(s) = self.sessions.get_mut(&conn) else { return };
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         if let Some(deadline) = s.next_deadline(&self.cfg) {
             if s.timer_armed.is_none_or(|armed| deadline < armed) {
                 s.timer_armed = Some(deadline);
@@ -261,9 +287,13 @@ impl Node {
         const FORGET_AFTER_MS: u64 = 10 * 60_000;
         let now = self.now.mono_ms;
         if self.auth_failures.len() > 10_000 {
-            self.auth_failures.retain(|_, f| now - f.last_ms < FORGET_AFTER_MS);
+            self.auth_failures
+                .retain(|_, f| now - f.last_ms < FORGET_AFTER_MS);
         }
-        let f = self.auth_failures.entry(peer).or_insert(AuthFailures { count: 0, last_ms: now });
+        let f = self.auth_failures.entry(peer).or_insert(AuthFailures {
+            count: 0,
+            last_ms: now,
+        });
         if now - f.last_ms > FORGET_AFTER_MS {
             f.count = 0;
         }
@@ -310,7 +340,9 @@ impl Node {
                 self.commit(Record::AccountDel { user });
                 AdminReply::Done
             }
-            AdminCommand::UserList => AdminReply::Users(self.state.accounts.keys().cloned().collect()),
+            AdminCommand::UserList => {
+                AdminReply::Users(self.state.accounts.keys().cloned().collect())
+            }
         }
     }
 }

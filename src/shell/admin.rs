@@ -29,7 +29,10 @@ pub fn execute(cfg: &Config, cmd: AdminCommand) -> Result<AdminReply, String> {
     let sock = admin_socket(&cfg.data_dir);
     match UnixStream::connect(&sock) {
         Ok(stream) => return request(stream, &cmd),
-        Err(e) => log::debug!("admin socket {}: {e}; trying the log directly", sock.display()),
+        Err(e) => log::debug!(
+            "admin socket {}: {e}; trying the log directly",
+            sock.display()
+        ),
     }
     let _lock = match DataLock::acquire(&cfg.data_dir) {
         Ok(l) => l,
@@ -55,7 +58,8 @@ pub fn execute(cfg: &Config, cmd: AdminCommand) -> Result<AdminReply, String> {
             _ => {}
         }
     }
-    log.commit().map_err(|e| format!("cannot write the log: {e}"))?;
+    log.commit()
+        .map_err(|e| format!("cannot write the log: {e}"))?;
     reply.ok_or_else(|| "the node gave no answer".to_string())
 }
 

@@ -123,14 +123,22 @@ pub async fn serve(
                 }
             }
             Step::Out(Some(Out::StartTls)) => {
-                if io.flush().await.is_err() || !start_tls(conn, &mut io, &out, &tls, &events).await {
+                if io.flush().await.is_err() || !start_tls(conn, &mut io, &out, &tls, &events).await
+                {
                     break;
                 }
             }
             Step::Out(Some(Out::Close)) | Step::Out(None) => break,
             Step::Read(Ok(0)) | Step::Read(Err(_)) => break,
             Step::Read(Ok(n)) => {
-                if events.send(Event::Data { conn, bytes: buf[..n].to_vec() }).await.is_err() {
+                if events
+                    .send(Event::Data {
+                        conn,
+                        bytes: buf[..n].to_vec(),
+                    })
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -142,7 +150,13 @@ pub async fn serve(
 
 /// Run the TLS handshake, unless the core closes the connection meanwhile
 /// (its handshake timeout covers a client that stalls here).
-async fn start_tls(conn: ConnId, io: &mut Io, out: &Receiver<Out>, tls: &TlsAcceptor, events: &Sender<Event>) -> bool {
+async fn start_tls(
+    conn: ConnId,
+    io: &mut Io,
+    out: &Receiver<Out>,
+    tls: &TlsAcceptor,
+    events: &Sender<Event>,
+) -> bool {
     let Io::Plain(stream) = std::mem::replace(io, Io::Gone) else {
         return false;
     };

@@ -18,13 +18,22 @@ pub enum LockError {
 
 impl DataLock {
     pub fn acquire(dir: &Path) -> Result<DataLock, LockError> {
-        fs::create_dir_all(dir).map_err(|e| LockError::Io(format!("cannot create data directory {}: {e}", dir.display())))?;
+        fs::create_dir_all(dir).map_err(|e| {
+            LockError::Io(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
         let path = dir.join("lock");
-        let file = File::create(&path).map_err(|e| LockError::Io(format!("cannot open {}: {e}", path.display())))?;
+        let file = File::create(&path)
+            .map_err(|e| LockError::Io(format!("cannot open {}: {e}", path.display())))?;
         match file.try_lock() {
             Ok(()) => Ok(DataLock { _file: file }),
             Err(fs::TryLockError::WouldBlock) => Err(LockError::Busy),
-            Err(fs::TryLockError::Error(e)) => Err(LockError::Io(format!("cannot lock {}: {e}", path.display()))),
+            Err(fs::TryLockError::Error(e)) => Err(LockError::Io(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
         }
     }
 }
@@ -42,7 +51,8 @@ pub fn admin_socket(data_dir: &Path) -> PathBuf {
 /// by another version, and guessing would lose data).
 pub fn open_state(data_dir: &Path, salt: u64) -> Result<(Log<FileStorage>, State), String> {
     let dir = log_dir(data_dir);
-    let storage = FileStorage::open(&dir).map_err(|e| format!("cannot open log directory {}: {e}", dir.display()))?;
+    let storage = FileStorage::open(&dir)
+        .map_err(|e| format!("cannot open log directory {}: {e}", dir.display()))?;
     let mut state = State::default();
     let mut decode_error = None;
     let (log, recovery) = Log::open(storage, salt, |raw| {
@@ -51,12 +61,19 @@ pub fn open_state(data_dir: &Path, salt: u64) -> Result<(Log<FileStorage>, State
         }
         match Record::decode(&raw.payload) {
             Ok(r) => state.apply(&r),
-            Err(e) => decode_error = Some(format!("log record {} (kind {}) cannot be decoded: {e}", raw.seq, raw.kind)),
+            Err(e) => {
+                decode_error = Some(format!(
+                    "log record {} (kind {}) cannot be decoded: {e}",
+                    raw.seq, raw.kind
+                ))
+            }
         }
     })
     .map_err(|e| format!("cannot read log in {}: {e}", dir.display()))?;
     if let Some(e) = decode_error {
-        return Err(format!("{e}; was the log written by a newer outpost? Refusing to start."));
+        return Err(format!(
+            "{e}; was the log written by a newer outpost? Refusing to start."
+        ));
     }
     if let Some((seg, offset, reason, discarded)) = recovery.truncated {
         log::warn!(
@@ -67,6 +84,10 @@ pub fn open_state(data_dir: &Path, salt: u64) -> Result<(Log<FileStorage>, State
     for seg in &recovery.segments_removed {
         log::warn!("log: removed segment {seg:016x} that followed the damage");
     }
-    log::info!("log: replayed {} records from {}", recovery.records, dir.display());
+    log::info!(
+        "log: replayed {} records from {}",
+        recovery.records,
+        dir.display()
+    );
     Ok((log, state))
 }

@@ -14,7 +14,9 @@ impl Log for StderrLogger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let target = r.target().strip_prefix("outpost::").unwrap_or(r.target());
         let _ = writeln!(
             std::io::stderr().lock(),

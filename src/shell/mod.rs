@@ -33,7 +33,9 @@ const COMPACT_SLACK_BYTES: u64 = 4 * 1024 * 1024;
 pub fn random_seed() -> [u8; 32] {
     use ring::rand::SecureRandom;
     let mut seed = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut seed).expect("the OS has randomness");
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .expect("the OS has randomness");
     seed
 }
 
@@ -49,7 +51,9 @@ impl Clock {
     fn now(&self) -> Now {
         Now {
             mono_ms: self.start.elapsed().as_millis() as u64,
-            unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         }
     }
     fn instant(&self, mono_ms: u64) -> Instant {
@@ -71,7 +75,10 @@ async fn serve<'a>(ex: &'a LocalExecutor<'a>, cfg: Config) -> Result<(), String>
     let _lock = match DataLock::acquire(&cfg.data_dir) {
         Ok(l) => l,
         Err(LockError::Busy) => {
-            return Err(format!("another outpost is already running on {}", cfg.data_dir.display()))
+            return Err(format!(
+                "another outpost is already running on {}",
+                cfg.data_dir.display()
+            ))
         }
         Err(LockError::Io(e)) => return Err(e),
     };
@@ -92,11 +99,21 @@ async fn serve<'a>(ex: &'a LocalExecutor<'a>, cfg: Config) -> Result<(), String>
     let waiters: AdminWaiters = Rc::default();
     let live_tasks = Rc::new(Cell::new(0usize));
 
-    ex.spawn(accept_clients(ex, listener, cfg.c2s.max_connections, conns.clone(), events_tx.clone(), tls, live_tasks.clone()))
+    ex.spawn(accept_clients(
+        ex,
+        listener,
+        cfg.c2s.max_connections,
+        conns.clone(),
+        events_tx.clone(),
+        tls,
+        live_tasks.clone(),
+    ))
+    .detach();
+    ex.spawn(accept_admin(ex, admin, waiters.clone(), events_tx.clone()))
         .detach();
-    ex.spawn(accept_admin(ex, admin, waiters.clone(), events_tx.clone())).detach();
-    let signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     {
         let tx = events_tx.clone();
         ex.spawn(async move {
@@ -117,7 +134,9 @@ async fn serve<'a>(ex: &'a LocalExecutor<'a>, cfg: Config) -> Result<(), String>
         cfg.data_dir.display()
     );
 
-    let clock = Clock { start: Instant::now() };
+    let clock = Clock {
+        start: Instant::now(),
+    };
     let mut last_snapshot_len = 0u64;
     let mut shutting_down = false;
     loop {
@@ -150,14 +169,26 @@ async fn serve<'a>(ex: &'a LocalExecutor<'a>, cfg: Config) -> Result<(), String>
     // Let connection tasks write their goodbyes, within reason.
     let deadline = Instant::now() + Duration::from_secs(2);
     while live_tasks.get() > 0 && Instant::now() < deadline {
-        future::or(async { let _ = events_rx.recv().await; }, async { Timer::after(Duration::from_millis(20)).await; }).await;
+        future::or(
+            async {
+                let _ = events_rx.recv().await;
+            },
+            async {
+                Timer::after(Duration::from_millis(20)).await;
+            },
+        )
+        .await;
     }
     let _ = std::fs::remove_file(&sock_path);
     log::info!("stopped");
     Ok(())
 }
 
-async fn next_event(events: &Receiver<Event>, deadline: Option<u64>, clock: &Clock) -> Option<Event> {
+async fn next_event(
+    events: &Receiver<Event>,
+    deadline: Option<u64>,
+    clock: &Clock,
+) -> Option<Event> {
     match deadline {
         None => events.recv().await.ok(),
         Some(d) => {
@@ -171,7 +202,12 @@ async fn next_event(events: &Receiver<Event>, deadline: Option<u64>, clock: &Clo
 }
 
 /// Persist first (one group commit), then release sends and replies.
-fn apply_actions(node: &mut Node, log: &mut Log<FileStorage>, conns: &Conns, waiters: &AdminWaiters) -> Result<(), String> {
+fn apply_actions(
+    node: &mut Node,
+    log: &mut Log<FileStorage>,
+    conns: &Conns,
+    waiters: &AdminWaiters,
+) -> Result<(), String> {
     let actions = node.drain_actions();
     for a in &actions {
         if let Action::Persist(r) = a {
@@ -179,7 +215,8 @@ fn apply_actions(node: &mut Node, log: &mut Log<FileStorage>, conns: &Conns, wai
         }
     }
     // Nothing may be acknowledged that is not durable: a failed write stops the node.
-    log.commit().map_err(|e| format!("cannot write the log, stopping: {e}"))?;
+    log.commit()
+        .map_err(|e| format!("cannot write the log, stopping: {e}"))?;
     for a in actions {
         match a {
             Action::Persist(_) => {}
@@ -244,8 +281,21 @@ async fn accept_clients<'a>(
         next_id += 1;
         let (tx, rx) = channel::unbounded();
         let queued = Rc::new(Cell::new(0));
-        conns.borrow_mut().insert(conn, ConnHandle { tx, queued: queued.clone() });
-        if events.send(Event::Accepted { conn, peer: peer.ip() }).await.is_err() {
+        conns.borrow_mut().insert(
+            conn,
+            ConnHandle {
+                tx,
+                queued: queued.clone(),
+            },
+        );
+        if events
+            .send(Event::Accepted {
+                conn,
+                peer: peer.ip(),
+            })
+            .await
+            .is_err()
+        {
             return;
         }
         live_tasks.set(live_tasks.get() + 1);
@@ -260,10 +310,17 @@ async fn accept_clients<'a>(
     }
 }
 
-async fn accept_admin<'a>(ex: &'a LocalExecutor<'a>, listener: Async<UnixListener>, waiters: AdminWaiters, events: Sender<Event>) {
+async fn accept_admin<'a>(
+    ex: &'a LocalExecutor<'a>,
+    listener: Async<UnixListener>,
+    waiters: AdminWaiters,
+    events: Sender<Event>,
+) {
     let mut next_req = 1u64;
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
         let req = next_req;
         next_req += 1;
         let (waiters, events) = (waiters.clone(), events.clone());

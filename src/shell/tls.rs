@@ -12,7 +12,11 @@ pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, String> {
     let (cert_path, key_path, generated) = cfg.cert_paths();
     if generated && !(cert_path.exists() && key_path.exists()) {
         generate_self_signed(&cfg.domain.0, &cert_path, &key_path)?;
-        log::info!("tls: generated a self-signed certificate for {} in {}", cfg.domain.0, cert_path.display());
+        log::info!(
+            "tls: generated a self-signed certificate for {} in {}",
+            cfg.domain.0,
+            cert_path.display()
+        );
     }
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
         .and_then(|it| it.collect())
@@ -27,7 +31,13 @@ pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, String> {
         .map_err(|e| format!("tls: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate {} and key {} do not work together: {e}", cert_path.display(), key_path.display()))?;
+        .map_err(|e| {
+            format!(
+                "certificate {} and key {} do not work together: {e}",
+                cert_path.display(),
+                key_path.display()
+            )
+        })?;
     // Tickets cost link bytes and memory and buy little for long-lived XMPP streams.
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
@@ -35,9 +45,11 @@ pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, String> {
 
 fn generate_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Result<(), String> {
     let names = vec![domain.to_string(), format!("*.{domain}")];
-    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    let certified = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
     write_private(key_path, certified.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(cert_path, certified.cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert_path.display()))
+    std::fs::write(cert_path, certified.cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
@@ -50,5 +62,6 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(data).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    f.write_all(data)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

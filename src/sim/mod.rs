@@ -34,7 +34,10 @@ fn seed_bytes(seed: u64) -> [u8; 32] {
 
 fn replay(storage: MemStorage) -> (Log<MemStorage>, State) {
     let mut state = State::default();
-    let (log, _) = Log::open(storage, 1, |raw| state.apply(&Record::decode(&raw.payload).expect("decodable"))).expect("replay");
+    let (log, _) = Log::open(storage, 1, |raw| {
+        state.apply(&Record::decode(&raw.payload).expect("decodable"))
+    })
+    .expect("replay");
     (log, state)
 }
 
@@ -46,7 +49,10 @@ impl SimNode {
             log,
             cfg,
             seed,
-            now: Now { mono_ms: 0, unix_ms: 1_795_000_000_000 },
+            now: Now {
+                mono_ms: 0,
+                unix_ms: 1_795_000_000_000,
+            },
             next_conn: 1,
             outbox: HashMap::new(),
             closed: HashSet::new(),
@@ -70,7 +76,10 @@ impl SimNode {
                 Action::Persist(_) => {}
                 Action::Send { conn, bytes } => {
                     if !self.closed.contains(&conn) {
-                        self.outbox.entry(conn).or_default().push_str(&String::from_utf8(bytes).expect("utf-8"));
+                        self.outbox
+                            .entry(conn)
+                            .or_default()
+                            .push_str(&String::from_utf8(bytes).expect("utf-8"));
                     }
                 }
                 Action::StartTls { conn } => tls.push(conn),
@@ -95,12 +104,18 @@ impl SimNode {
     pub fn connect(&mut self) -> ConnId {
         let conn = self.next_conn;
         self.next_conn += 1;
-        self.event(Event::Accepted { conn, peer: IpAddr::V4(Ipv4Addr::LOCALHOST) });
+        self.event(Event::Accepted {
+            conn,
+            peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        });
         conn
     }
 
     pub fn send(&mut self, conn: ConnId, data: &str) {
-        self.event(Event::Data { conn, bytes: data.as_bytes().to_vec() });
+        self.event(Event::Data {
+            conn,
+            bytes: data.as_bytes().to_vec(),
+        });
     }
 
     pub fn disconnect(&mut self, conn: ConnId) {
@@ -132,7 +147,13 @@ impl SimNode {
 
     pub fn add_user(&mut self, user: &str, password: &str) {
         let creds = crate::scram::Credentials::derive(password, user.as_bytes(), 4096);
-        assert_eq!(self.admin(AdminCommand::UserAdd { user: user.into(), creds }), AdminReply::Done);
+        assert_eq!(
+            self.admin(AdminCommand::UserAdd {
+                user: user.into(),
+                creds
+            }),
+            AdminReply::Done
+        );
     }
 
     /// Power loss and restart: unsynced log bytes are lost (none are, since
@@ -168,7 +189,8 @@ impl SimNode {
         assert!(self.take(conn).contains("<proceed"));
         self.send(conn, &header);
         assert!(self.take(conn).contains("SCRAM-SHA-256"));
-        self.authenticate(conn, user, password).expect("login succeeds");
+        self.authenticate(conn, user, password)
+            .expect("login succeeds");
         self.send(conn, &header);
         assert!(self.take(conn).contains("urn:ietf:params:xml:ns:xmpp-bind"));
         self.send(
@@ -176,7 +198,10 @@ impl SimNode {
             &format!("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"),
         );
         let out = self.take(conn);
-        assert!(out.contains(&format!("{user}@{}/{resource}", self.cfg.domain)), "{out}");
+        assert!(
+            out.contains(&format!("{user}@{}/{resource}", self.cfg.domain)),
+            "{out}"
+        );
         conn
     }
 
@@ -188,11 +213,24 @@ impl SimNode {
             &format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>", B64.encode(first)),
         );
         let out = self.take(conn);
-        let challenge = between(&out, "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>", "</challenge>")
-            .ok_or_else(|| out.clone())?;
-        let server_first = String::from_utf8(B64.decode(challenge).expect("base64")).expect("utf-8");
-        let fin = client.respond(&server_first).map_err(|e| format!("{e:?}"))?;
-        self.send(conn, &format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", B64.encode(fin)));
+        let challenge = between(
+            &out,
+            "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>",
+            "</challenge>",
+        )
+        .ok_or_else(|| out.clone())?;
+        let server_first =
+            String::from_utf8(B64.decode(challenge).expect("base64")).expect("utf-8");
+        let fin = client
+            .respond(&server_first)
+            .map_err(|e| format!("{e:?}"))?;
+        self.send(
+            conn,
+            &format!(
+                "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+                B64.encode(fin)
+            ),
+        );
         // A failure may be held back; let the clock run until an answer arrives.
         let mut out = self.take(conn);
         for _ in 0..100 {
@@ -202,7 +240,11 @@ impl SimNode {
             self.advance(250);
             out = self.take(conn);
         }
-        match between(&out, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>", "</success>") {
+        match between(
+            &out,
+            "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>",
+            "</success>",
+        ) {
             Some(v) => {
                 let v = String::from_utf8(B64.decode(v).expect("base64")).expect("utf-8");
                 assert!(client.verify_server(&v), "server signature");

@@ -78,11 +78,17 @@ impl<S: Storage> Log<S> {
                 continue;
             }
             let data = storage.read(seg)?;
-            let (good_len, salt, reason) =
-                scan_segment(&data, &mut expected_seq, &mut recovery, &mut bytes_since_snapshot, &mut apply);
+            let (good_len, salt, reason) = scan_segment(
+                &data,
+                &mut expected_seq,
+                &mut recovery,
+                &mut bytes_since_snapshot,
+                &mut apply,
+            );
             if let Some(reason) = reason {
                 bad = true;
-                recovery.truncated = Some((seg, good_len as u64, reason, (data.len() - good_len) as u64));
+                recovery.truncated =
+                    Some((seg, good_len as u64, reason, (data.len() - good_len) as u64));
                 if good_len < HEADER_LEN {
                     storage.remove(seg)?;
                     recovery.segments_removed.push(seg);
@@ -313,7 +319,10 @@ mod tests {
         log.append(1, b"three");
         log.commit().unwrap();
         let (_, got, _) = replay(log.storage().clone());
-        assert_eq!(got.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(), vec![b"one".to_vec(), b"three".to_vec()]);
+        assert_eq!(
+            got.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+            vec![b"one".to_vec(), b"three".to_vec()]
+        );
     }
 
     #[test]
@@ -399,7 +408,10 @@ mod tests {
         assert_eq!(log.storage().segments().unwrap(), vec![2]);
         let (_, got, _) = replay(log.storage().clone());
         assert_eq!(got.len(), 2);
-        assert_eq!((got[0].kind, got[0].payload.as_slice()), (9, &b"snapshot"[..]));
+        assert_eq!(
+            (got[0].kind, got[0].payload.as_slice()),
+            (9, &b"snapshot"[..])
+        );
         assert_eq!(got[1].payload, b"after");
     }
 
@@ -409,7 +421,9 @@ mod tests {
         log.append(1, b"a");
         log.commit().unwrap();
         log.storage().faults.fail_after_bytes = Some(30);
-        assert!(log.compact(9, b"a big snapshot that does not fit", 5).is_err());
+        assert!(log
+            .compact(9, b"a big snapshot that does not fit", 5)
+            .is_err());
         let mut s = log.storage().clone();
         s.faults = Default::default();
         let (_, got, rec) = replay(s);

@@ -38,7 +38,10 @@ impl FileStorage {
     fn file(&mut self, seg: u64) -> io::Result<&mut File> {
         if self.open.as_ref().map(|(s, _)| *s) != Some(seg) {
             let existed = self.path(seg).exists();
-            let f = OpenOptions::new().create(true).append(true).open(self.path(seg))?;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.path(seg))?;
             if !existed {
                 // The new directory entry must be durable too.
                 File::open(&self.dir)?.sync_all()?;
@@ -152,12 +155,20 @@ impl Storage for MemStorage {
             if *left < data.len() {
                 let partial = *left;
                 *left = 0;
-                self.segs.entry(seg).or_default().data.extend_from_slice(&data[..partial]);
+                self.segs
+                    .entry(seg)
+                    .or_default()
+                    .data
+                    .extend_from_slice(&data[..partial]);
                 return Err(io::Error::other("injected: no space left"));
             }
             *left -= data.len();
         }
-        self.segs.entry(seg).or_default().data.extend_from_slice(data);
+        self.segs
+            .entry(seg)
+            .or_default()
+            .data
+            .extend_from_slice(data);
         Ok(())
     }
     fn sync(&mut self, seg: u64) -> io::Result<()> {

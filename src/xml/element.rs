@@ -52,7 +52,10 @@ impl Element {
     }
 
     pub fn get_attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn set_attr(&mut self, name: &str, value: impl Into<String>) {

@@ -201,7 +201,9 @@ impl Framer {
                 match b {
                     b'/' => {
                         if self.depth == 0 {
-                            return Err(FrameError::NotWellFormed("end tag before the stream header"));
+                            return Err(FrameError::NotWellFormed(
+                                "end tag before the stream header",
+                            ));
                         }
                         self.name_begin = self.unit.len();
                         self.name_end = 0;
@@ -244,22 +246,30 @@ impl Framer {
             Scan::Declaration { question } => {
                 self.keep(b)?;
                 if self.unit.len() == 6 && !self.unit.starts_with(b"<?xml") {
-                    return Err(FrameError::RestrictedXml("processing instructions are not allowed"));
+                    return Err(FrameError::RestrictedXml(
+                        "processing instructions are not allowed",
+                    ));
                 }
                 if self.unit.len() == 6 && !b.is_ascii_whitespace() {
-                    return Err(FrameError::RestrictedXml("processing instructions are not allowed"));
+                    return Err(FrameError::RestrictedXml(
+                        "processing instructions are not allowed",
+                    ));
                 }
                 if question && b == b'>' {
                     self.unit.clear();
                     self.scan = Scan::Content;
                 } else {
-                    self.scan = Scan::Declaration { question: b == b'?' };
+                    self.scan = Scan::Declaration {
+                        question: b == b'?',
+                    };
                 }
             }
             Scan::Bang { seen } => {
                 self.keep(b)?;
                 if CDATA_OPEN[seen as usize] != b {
-                    return Err(FrameError::RestrictedXml("comments and DOCTYPE are not allowed"));
+                    return Err(FrameError::RestrictedXml(
+                        "comments and DOCTYPE are not allowed",
+                    ));
                 }
                 self.scan = if seen as usize + 1 == CDATA_OPEN.len() {
                     Scan::CData { brackets: 0 }
@@ -292,7 +302,8 @@ impl Framer {
                     } else {
                         Scan::Content
                     };
-                } else if self.entity.push(b).is_err() || !(b.is_ascii_alphanumeric() || b == b'#') {
+                } else if self.entity.push(b).is_err() || !(b.is_ascii_alphanumeric() || b == b'#')
+                {
                     return Err(FrameError::NotWellFormed("malformed entity reference"));
                 }
             }
@@ -300,12 +311,19 @@ impl Framer {
                 self.keep(b)?;
                 if quote != 0 {
                     if b == quote {
-                        self.scan = Scan::Tag { end, quote: 0, slash: false };
+                        self.scan = Scan::Tag {
+                            end,
+                            quote: 0,
+                            slash: false,
+                        };
                     } else if b == b'<' {
                         return Err(FrameError::NotWellFormed("'<' in an attribute value"));
                     } else if b == b'&' {
                         self.entity.clear();
-                        self.scan = Scan::Entity { in_tag: true, quote };
+                        self.scan = Scan::Entity {
+                            in_tag: true,
+                            quote,
+                        };
                     }
                     return Ok(());
                 }
@@ -324,7 +342,11 @@ impl Framer {
                         if self.attrs_in_tag > self.limits.max_attrs {
                             return Err(FrameError::PolicyViolation("too many attributes"));
                         }
-                        self.scan = Scan::Tag { end, quote: b, slash: false };
+                        self.scan = Scan::Tag {
+                            end,
+                            quote: b,
+                            slash: false,
+                        };
                     }
                     b'>' => {
                         self.scan = Scan::Content;
@@ -336,9 +358,21 @@ impl Framer {
                             self.open_element(out)?;
                         }
                     }
-                    b'/' => self.scan = Scan::Tag { end, quote: 0, slash: true },
+                    b'/' => {
+                        self.scan = Scan::Tag {
+                            end,
+                            quote: 0,
+                            slash: true,
+                        }
+                    }
                     b'<' => return Err(FrameError::NotWellFormed("'<' inside a tag")),
-                    _ => self.scan = Scan::Tag { end, quote: 0, slash: false },
+                    _ => {
+                        self.scan = Scan::Tag {
+                            end,
+                            quote: 0,
+                            slash: false,
+                        }
+                    }
                 }
             }
         }
@@ -361,7 +395,9 @@ impl Framer {
 
     fn empty_element(&mut self, out: &mut Vec<Frame>) -> Result<(), FrameError> {
         match self.depth {
-            0 => Err(FrameError::NotWellFormed("the stream header cannot be an empty element")),
+            0 => Err(FrameError::NotWellFormed(
+                "the stream header cannot be an empty element",
+            )),
             1 => {
                 out.push(Frame::Stanza(std::mem::take(&mut self.unit)));
                 Ok(())
@@ -377,7 +413,9 @@ impl Framer {
             None => *name == self.stream_name[..],
         };
         if !matches {
-            return Err(FrameError::NotWellFormed("end tag does not match the start tag"));
+            return Err(FrameError::NotWellFormed(
+                "end tag does not match the start tag",
+            ));
         }
         self.depth -= 1;
         match self.depth {
@@ -429,14 +467,19 @@ mod tests {
         let out = frames(&input).unwrap();
         assert_eq!(out.len(), 4);
         assert!(matches!(&out[0], Frame::StreamOpen(h) if h.starts_with(b"<stream:stream")));
-        assert_eq!(out[1], stanza("<message to='a@b'><body>hi &amp; bye</body></message>"));
+        assert_eq!(
+            out[1],
+            stanza("<message to='a@b'><body>hi &amp; bye</body></message>")
+        );
         assert_eq!(out[2], stanza("<presence/>"));
         assert_eq!(out[3], Frame::StreamClose);
     }
 
     #[test]
     fn byte_at_a_time_gives_the_same_frames() {
-        let input = format!("{HEADER}<iq type='get' id='a&apos;b>'><q><![CDATA[<not a tag> ]] ]>]]></q></iq>");
+        let input = format!(
+            "{HEADER}<iq type='get' id='a&apos;b>'><q><![CDATA[<not a tag> ]] ]>]]></q></iq>"
+        );
         let whole = frames(&input).unwrap();
         let mut f = Framer::new(Limits::default());
         let mut out = Vec::new();
@@ -444,7 +487,10 @@ mod tests {
             f.feed(std::slice::from_ref(b), &mut out).unwrap();
         }
         assert_eq!(whole, out);
-        assert_eq!(out[1], stanza("<iq type='get' id='a&apos;b>'><q><![CDATA[<not a tag> ]] ]>]]></q></iq>"));
+        assert_eq!(
+            out[1],
+            stanza("<iq type='get' id='a&apos;b>'><q><![CDATA[<not a tag> ]] ]>]]></q></iq>")
+        );
     }
 
     #[test]
@@ -457,7 +503,8 @@ mod tests {
     fn partial_stanza_is_held_until_complete() {
         let mut f = Framer::new(Limits::default());
         let mut out = Vec::new();
-        f.feed(format!("{HEADER}<message><bo").as_bytes(), &mut out).unwrap();
+        f.feed(format!("{HEADER}<message><bo").as_bytes(), &mut out)
+            .unwrap();
         assert_eq!(out.len(), 1);
         assert!(f.has_partial());
         f.feed(b"dy>x</body></message>", &mut out).unwrap();
@@ -485,10 +532,15 @@ mod tests {
             assert_eq!(err.condition(), "restricted-xml", "{bad}");
         }
         assert_eq!(
-            frames("<!DOCTYPE stream><stream:stream>").unwrap_err().condition(),
+            frames("<!DOCTYPE stream><stream:stream>")
+                .unwrap_err()
+                .condition(),
             "restricted-xml"
         );
-        assert_eq!(frames("<?xml-stylesheet x?>").unwrap_err().condition(), "restricted-xml");
+        assert_eq!(
+            frames("<?xml-stylesheet x?>").unwrap_err().condition(),
+            "restricted-xml"
+        );
     }
 
     #[test]
@@ -543,7 +595,9 @@ mod tests {
         assert_eq!(err.condition(), "policy-violation");
         let mut f = Framer::new(limits);
         f.feed(HEADER.as_bytes(), &mut out).unwrap();
-        let err = f.feed(b"<a u='1' v='1' w='1' x='1' y='2' z='3'/>", &mut out).unwrap_err();
+        let err = f
+            .feed(b"<a u='1' v='1' w='1' x='1' y='2' z='3'/>", &mut out)
+            .unwrap_err();
         assert_eq!(err.condition(), "policy-violation");
     }
 

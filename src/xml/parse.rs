@@ -37,7 +37,10 @@ pub struct StreamHeader {
 
 impl StreamHeader {
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -59,38 +62,33 @@ fn resolved_ns(r: &ResolveResult) -> Result<String, ParseError> {
 pub fn parse_header(raw: &[u8]) -> Result<StreamHeader, ParseError> {
     let text = std::str::from_utf8(raw).map_err(nwf)?;
     let mut reader = NsReader::from_str(text);
-    loop {
-        let (res, ev) = reader.read_resolved_event().map_err(nwf)?;
-        match ev {
-            Event::Start(start) => {
-                let ns = resolved_ns(&res)?;
-                let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
-                let qname = String::from_utf8_lossy(start.name().as_ref()).into_owned();
-                let mut default_ns = String::new();
-                let mut attrs = Vec::new();
-                for a in start.attributes() {
-                    let a = a.map_err(nwf)?;
-                    let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
-                    let value = a.unescape_value().map_err(nwf)?.into_owned();
-                    if key == "xmlns" {
-                        default_ns = value;
-                    } else if !key.starts_with("xmlns:") {
-                        attrs.push((key, value));
-                    }
-                }
-                return Ok(StreamHeader {
-                    ns,
-                    name,
-                    default_ns,
-                    attrs,
-                    qname,
-                    raw: raw.to_vec(),
-                });
-            }
-            Event::Eof => return Err(nwf("empty stream header")),
-            _ => return Err(nwf("unexpected content before the stream header")),
+    let (res, ev) = reader.read_resolved_event().map_err(nwf)?;
+    let Event::Start(start) = ev else {
+        return Err(nwf("expected the stream header"));
+    };
+    let ns = resolved_ns(&res)?;
+    let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+    let qname = String::from_utf8_lossy(start.name().as_ref()).into_owned();
+    let mut default_ns = String::new();
+    let mut attrs = Vec::new();
+    for a in start.attributes() {
+        let a = a.map_err(nwf)?;
+        let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+        let value = a.unescape_value().map_err(nwf)?.into_owned();
+        if key == "xmlns" {
+            default_ns = value;
+        } else if !key.starts_with("xmlns:") {
+            attrs.push((key, value));
         }
     }
+    Ok(StreamHeader {
+        ns,
+        name,
+        default_ns,
+        attrs,
+        qname,
+        raw: raw.to_vec(),
+    })
 }
 
 /// Parse one complete stanza in the namespace scope of `header`.
