@@ -605,3 +605,54 @@ fn pipelined_auth_and_restart_in_one_read_are_handled() {
     let out = sim.take(c);
     assert!(out.contains("<success") && out.contains("<bind"), "{out}");
 }
+
+#[test]
+fn carbons_copy_conversations_to_the_other_resources() {
+    let mut sim = node();
+    let phone = sim.login("alice", "wonderland", "phone");
+    let laptop = sim.login("alice", "wonderland", "laptop");
+    let quiet = sim.login("alice", "wonderland", "no-carbons");
+    for c in [phone, laptop, quiet] {
+        sim.send(c, "<presence/>");
+    }
+    for c in [phone, laptop] {
+        sim.send(
+            c,
+            "<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>",
+        );
+        assert!(sim.take(c).contains("id='c'"));
+    }
+    let bob = sim.login("bob", "builder", "b");
+    sim.take(quiet);
+    sim.send(
+        bob,
+        "<message to='alice@localhost/phone' type='chat'><body>to the phone</body></message>",
+    );
+    assert!(sim.take(phone).contains("to the phone"));
+    let copy = sim.take(laptop);
+    assert!(copy.contains("<received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client'"), "{copy}");
+    assert!(
+        copy.contains("from='alice@localhost' to='alice@localhost/laptop'"),
+        "{copy}"
+    );
+    assert_eq!(sim.take(quiet), "", "carbons are opt-in");
+    sim.send(
+        phone,
+        "<message to='bob@localhost' type='chat'><body>from the phone</body></message>",
+    );
+    assert!(sim
+        .take(laptop)
+        .contains("<sent xmlns='urn:xmpp:carbons:2'>"));
+    sim.send(phone, "<message to='bob@localhost' type='chat'><body>secret</body><private xmlns='urn:xmpp:carbons:2'/></message>");
+    assert_eq!(sim.take(laptop), "", "private messages are not copied");
+    sim.send(
+        laptop,
+        "<iq type='set' id='d'><disable xmlns='urn:xmpp:carbons:2'/></iq>",
+    );
+    sim.take(laptop);
+    sim.send(
+        bob,
+        "<message to='alice@localhost/phone' type='chat'><body>again</body></message>",
+    );
+    assert_eq!(sim.take(laptop), "");
+}

@@ -43,6 +43,8 @@ pub struct Session {
     pub roster_requested: bool,
     /// Full JIDs that got directed available presence and must hear of unavailability.
     pub directed: BTreeSet<String>,
+    /// XEP-0280: copies of the account's one-to-one messages are wanted.
+    pub carbons: bool,
 }
 
 impl Session {
@@ -67,6 +69,7 @@ impl Session {
             priority: 0,
             roster_requested: false,
             directed: BTreeSet::new(),
+            carbons: false,
         }
     }
 

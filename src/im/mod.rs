@@ -1,6 +1,7 @@
 //! Instant messaging on bound sessions (RFC 6121): routing of messages,
 //! presence and iq between local users, and the server's own iq handlers.
 
+mod carbons;
 mod presence;
 mod roster;
 
@@ -92,41 +93,46 @@ impl Node {
     fn on_message(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
         let from = self.sessions[&conn].jid.clone().expect("bound");
         let to = to.unwrap_or_else(|| from.to_bare());
-        self.route_message(conn, el, &to);
+        let sender = from.local().expect("accounts have a localpart").to_string();
+        if self.route_message(conn, &el, &to) && carbons::eligible(&el) {
+            self.carbon_copies(&sender, &[conn], "sent", &el);
+        }
     }
 
-    fn route_message(&mut self, origin: ConnId, el: Element, to: &Jid) {
+    /// Route a message from session `origin`; false if it was refused.
+    fn route_message(&mut self, origin: ConnId, el: &Element, to: &Jid) -> bool {
         let mtype = el.get_attr("type").unwrap_or("normal").to_string();
         if to.domain() != self.cfg.domain {
-            return self.bounce(origin, &el, "remote-server-not-found");
+            self.bounce(origin, el, "remote-server-not-found");
+            return false;
         }
         if to.local().is_none() {
-            return; // Messages to the server itself have no recipient.
+            return true; // Messages to the server itself have no recipient.
         }
         let Some(user) = self.local_account(to) else {
-            return self.bounce(origin, &el, "service-unavailable");
+            self.bounce(origin, el, "service-unavailable");
+            return false;
         };
-        if to.resource().is_some() {
-            if let Some(c) = self.conn_of_full(to) {
-                return self.deliver(&[c], &el);
+        let direct = to.resource().and_then(|_| self.conn_of_full(to));
+        let delivered = match (direct, mtype.as_str()) {
+            (Some(c), _) => vec![c],
+            (None, "error") => vec![],
+            (None, "groupchat") => {
+                self.bounce(origin, el, "service-unavailable");
+                return false;
             }
+            (None, _) => self.bare_message_targets(&user),
+        };
+        self.deliver(&delivered, el);
+        let storable = !matches!(mtype.as_str(), "error" | "groupchat" | "headline")
+            && (el.has_child("body", ns::CLIENT) || el.has_child("subject", ns::CLIENT));
+        if delivered.is_empty() && storable {
+            return self.store_offline(origin, &user, el);
         }
-        match mtype.as_str() {
-            "error" => {}
-            "groupchat" => self.bounce(origin, &el, "service-unavailable"),
-            "headline" => {
-                let targets = self.bare_message_targets(&user);
-                self.deliver(&targets, &el);
-            }
-            _ => {
-                let targets = self.bare_message_targets(&user);
-                if !targets.is_empty() {
-                    self.deliver(&targets, &el);
-                } else if el.has_child("body", ns::CLIENT) || el.has_child("subject", ns::CLIENT) {
-                    self.store_offline(origin, &user, &el);
-                }
-            }
+        if carbons::eligible(el) {
+            self.carbon_copies(&user, &delivered, "received", el);
         }
+        true
     }
 
     fn bare_message_targets(&self, user: &str) -> Vec<ConnId> {
@@ -136,10 +142,11 @@ impl Node {
             .collect()
     }
 
-    fn store_offline(&mut self, origin: ConnId, user: &str, el: &Element) {
+    fn store_offline(&mut self, origin: ConnId, user: &str, el: &Element) -> bool {
         let queued = self.state.accounts[user].offline.len();
         if queued >= self.cfg.offline_limit {
-            return self.bounce(origin, el, "service-unavailable");
+            self.bounce(origin, el, "service-unavailable");
+            return false;
         }
         let xml = el.to_xml(ns::CLIENT);
         let stamp_ms = self.now.unix_ms;
@@ -148,6 +155,7 @@ impl Node {
             stamp_ms,
             xml,
         });
+        true
     }
 
     /// Hand stored messages to a resource that just became available.
@@ -239,6 +247,13 @@ impl Node {
                 self.send_el(conn, &reply(Some(Element::new("query", ns::DISCO_ITEMS))));
             }
             ("ping", ns::PING, "get") => self.send_el(conn, &reply(None)),
+            ("enable" | "disable", ns::CARBONS, "set")
+                if own_account || el.get_attr("to").is_none() =>
+            {
+                let on = payload.name == "enable";
+                self.sessions.get_mut(&conn).expect("session").carbons = on;
+                self.send_el(conn, &reply(None));
+            }
             ("session", ns::SESSION, "set") => self.send_el(conn, &reply(None)),
             ("query", ns::VERSION, "get") => {
                 let v = Element::new("query", ns::VERSION)
@@ -287,6 +302,7 @@ fn server_disco_info() -> Element {
         ns::VERSION,
         ns::ROSTER,
         ns::DELAY,
+        ns::CARBONS,
     ] {
         q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
     }

@@ -44,11 +44,19 @@ pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, String> {
 }
 
 fn generate_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Result<(), String> {
+    let fail = |e: rcgen::Error| format!("cannot generate a certificate: {e}");
     let names = vec![domain.to_string(), format!("*.{domain}")];
-    let certified = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
-    write_private(key_path, certified.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(cert_path, certified.cert.pem())
+    let mut params = rcgen::CertificateParams::new(names).map_err(fail)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, domain);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Outpost (self-signed)");
+    let key = rcgen::KeyPair::generate().map_err(fail)?;
+    let cert = params.self_signed(&key).map_err(fail)?;
+    write_private(key_path, key.serialize_pem().as_bytes())?;
+    std::fs::write(cert_path, cert.pem())
         .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))
 }
 

@@ -25,4 +25,7 @@ pub mod ns {
     pub const PING: &str = "urn:xmpp:ping";
     pub const DELAY: &str = "urn:xmpp:delay";
     pub const VERSION: &str = "jabber:iq:version";
+    pub const CARBONS: &str = "urn:xmpp:carbons:2";
+    pub const FORWARD: &str = "urn:xmpp:forward:0";
+    pub const HINTS: &str = "urn:xmpp:hints";
 }
