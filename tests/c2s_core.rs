@@ -247,8 +247,11 @@ fn silent_clients_are_timed_out() {
         Some("connection-timeout")
     );
 
-    // A bound client that is merely quiet stays.
+    // A bound client that is merely quiet stays, and gets whitespace keepalives.
     let bob = sim.login("bob", "builder", "b");
+    sim.take(bob);
+    sim.advance(60_000);
+    assert_eq!(sim.take(bob), " ");
     sim.advance(3_600_000);
     assert!(!sim.is_closed(bob));
 }

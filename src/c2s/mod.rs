@@ -441,6 +441,7 @@ impl Node {
         s.jid = Some(jid.clone());
         s.stage = Stage::Bound;
         s.partial_since = None;
+        s.keepalive_due = self.now.mono_ms + self.cfg.keepalive_ms;
         self.bound.entry(user.to_string()).or_default().push(conn);
         let result = stanza::iq_result(
             iq,
@@ -516,11 +517,16 @@ impl Node {
                 _ => break,
             }
         }
-        let cfg = self.cfg.clone();
+        let cfg = &self.cfg;
+        let (handshake_ms, stanza_ms, keepalive_ms) = (
+            cfg.handshake_timeout_ms,
+            cfg.stanza_timeout_ms,
+            cfg.keepalive_ms,
+        );
         let Some(s) = self.sessions.get(&conn) else {
             return;
         };
-        if !s.is_bound() && now >= s.opened_ms + cfg.handshake_timeout_ms {
+        if !s.is_bound() && now >= s.opened_ms + handshake_ms {
             log::info!("c2s {conn}: handshake not completed in time");
             return self.stream_error(
                 conn,
@@ -528,11 +534,13 @@ impl Node {
                 "the stream was not negotiated in time",
             );
         }
-        if s.partial_since
-            .is_some_and(|t| now >= t + cfg.stanza_timeout_ms)
-        {
+        if s.partial_since.is_some_and(|t| now >= t + stanza_ms) {
             log::info!("c2s {conn}: stanza not completed in time");
-            self.stream_error(conn, "connection-timeout", "a stanza was left unfinished");
+            return self.stream_error(conn, "connection-timeout", "a stanza was left unfinished");
+        }
+        if s.is_bound() && now >= s.keepalive_due {
+            self.sessions.get_mut(&conn).expect("session").keepalive_due = now + keepalive_ms;
+            self.send(conn, b" ".to_vec());
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Session {
     pub directed: BTreeSet<String>,
     /// XEP-0280: copies of the account's one-to-one messages are wanted.
     pub carbons: bool,
+    /// When the next whitespace keepalive is due (bound streams only).
+    pub keepalive_due: u64,
 }
 
 impl Session {
@@ -70,6 +72,7 @@ impl Session {
             roster_requested: false,
             directed: BTreeSet::new(),
             carbons: false,
+            keepalive_due: 0,
         }
     }
 
@@ -95,6 +98,10 @@ impl Session {
         let handshake = (!self.is_bound()).then_some(self.opened_ms + cfg.handshake_timeout_ms);
         let partial = self.partial_since.map(|t| t + cfg.stanza_timeout_ms);
         let delayed = self.delayed.front().map(|d| d.0);
-        [handshake, partial, delayed].into_iter().flatten().min()
+        let keepalive = self.is_bound().then_some(self.keepalive_due);
+        [handshake, partial, delayed, keepalive]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

@@ -80,6 +80,8 @@ pub struct C2s {
     pub handshake_timeout: u64,
     /// Seconds a stanza may be left unfinished.
     pub stanza_timeout: u64,
+    /// Seconds between whitespace keepalives on an established stream.
+    pub keepalive_interval: u64,
     pub max_connections: usize,
     pub max_resources_per_user: usize,
     pub offline_limit: usize,
@@ -99,6 +101,7 @@ impl Default for C2s {
             max_attrs: limits.max_attrs,
             handshake_timeout: 60,
             stanza_timeout: 60,
+            keepalive_interval: 60,
             max_connections: 1000,
             max_resources_per_user: 10,
             offline_limit: 500,
@@ -221,6 +224,7 @@ impl Config {
         for (key, v) in [
             ("handshake_timeout", c.handshake_timeout),
             ("stanza_timeout", c.stanza_timeout),
+            ("keepalive_interval", c.keepalive_interval),
         ] {
             if v == 0 || v > 3600 {
                 return Err(format!("[c2s] {key} must be between 1 and 3600 seconds"));
@@ -260,6 +264,7 @@ impl Config {
             require_tls: c.require_tls,
             handshake_timeout_ms: c.handshake_timeout * 1000,
             stanza_timeout_ms: c.stanza_timeout * 1000,
+            keepalive_ms: c.keepalive_interval * 1000,
             max_resources_per_user: c.max_resources_per_user,
             offline_limit: c.offline_limit,
             roster_limit: c.roster_limit,

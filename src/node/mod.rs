@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub handshake_timeout_ms: u64,
     /// How long part of a stanza may sit unfinished.
     pub stanza_timeout_ms: u64,
+    /// A bound stream gets a whitespace keepalive this often, so a dead
+    /// peer is noticed by a failing write and its presence withdrawn.
+    pub keepalive_ms: u64,
     pub max_resources_per_user: usize,
     pub offline_limit: usize,
     pub roster_limit: usize,
@@ -47,6 +50,7 @@ impl NodeConfig {
             require_tls: true,
             handshake_timeout_ms: 60_000,
             stanza_timeout_ms: 60_000,
+            keepalive_ms: 60_000,
             max_resources_per_user: 10,
             offline_limit: 500,
             roster_limit: 1000,
