@@ -77,7 +77,7 @@ fn mutate(rng: &mut Rng, input: &str) -> Vec<u8> {
 
 #[test]
 fn mutated_streams_never_panic_and_never_disturb_others() {
-    let mut rng = Rng(0x5eed_0f_0u64 | 1);
+    let mut rng = Rng(0x05ee_d0f0_u64 | 1);
     let mut cfg = NodeConfig::new("localhost");
     cfg.limits.max_stanza_bytes = 2048;
     let mut sim = SimNode::new(cfg, 11);
