@@ -36,7 +36,7 @@ impl Node {
         let wrapped = Element::new(direction, ns::CARBONS)
             .child(Element::new("forwarded", ns::FORWARD).child(el.clone()));
         for c in targets {
-            let to = self.sessions[&c].jid.as_ref().expect("bound").to_string();
+            let to = self.jid_of(c).to_string();
             let mut copy = Element::new("message", ns::CLIENT)
                 .attr("from", bare.clone())
                 .attr("to", to)

@@ -17,10 +17,7 @@ impl Node {
         if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
             return self.stream_error(conn, "unsupported-stanza-type", "");
         }
-        let from = self.sessions[&conn]
-            .jid
-            .clone()
-            .expect("bound session has a jid");
+        let from = self.jid_of(conn).clone();
         if let Some(claimed) = el.get_attr("from") {
             let ok = Jid::parse(claimed).is_ok_and(|j| j == from || j == from.to_bare());
             if !ok {
@@ -60,6 +57,14 @@ impl Node {
             .then(|| local.to_string())
     }
 
+    /// The full JID of a bound session.
+    pub(crate) fn jid_of(&self, conn: ConnId) -> &Jid {
+        self.sessions[&conn]
+            .jid
+            .as_ref()
+            .expect("bound sessions have a JID")
+    }
+
     pub(crate) fn conns_of(&self, user: &str) -> Vec<ConnId> {
         self.bound.get(user).cloned().unwrap_or_default()
     }
@@ -91,7 +96,7 @@ impl Node {
     // ---- messages ---------------------------------------------------------
 
     fn on_message(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
-        let from = self.sessions[&conn].jid.clone().expect("bound");
+        let from = self.jid_of(conn).clone();
         let to = to.unwrap_or_else(|| from.to_bare());
         let sender = from.local().expect("accounts have a localpart").to_string();
         if self.route_message(conn, &el, &to) && carbons::eligible(&el) {
@@ -192,7 +197,7 @@ impl Node {
         if is_request && el.elements().count() != 1 {
             return self.bounce(conn, &el, "bad-request");
         }
-        let me = self.sessions[&conn].jid.clone().expect("bound");
+        let me = self.jid_of(conn).clone();
         match to {
             None => self.server_iq(conn, &el, true),
             Some(t)

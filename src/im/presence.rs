@@ -84,10 +84,7 @@ impl Node {
             el.set_attr("from", full);
             for &t in &targets {
                 let mut e = el.clone();
-                e.set_attr(
-                    "to",
-                    self.sessions[&t].jid.as_ref().expect("bound").to_string(),
-                );
+                e.set_attr("to", self.jid_of(t).to_string());
                 self.send_el(t, &e);
             }
         }
@@ -248,11 +245,7 @@ impl Node {
 
     /// Presence of the contacts `user` is subscribed to, for a resource just come online.
     fn answer_probes(&mut self, conn: ConnId, user: &str) {
-        let me = self.sessions[&conn]
-            .jid
-            .as_ref()
-            .expect("bound")
-            .to_string();
+        let me = self.jid_of(conn).to_string();
         let mut contacts: Vec<String> = self.state.accounts[user]
             .roster
             .iter()

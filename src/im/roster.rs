@@ -73,12 +73,7 @@ impl Node {
 
     pub(crate) fn on_roster_iq(&mut self, conn: ConnId, iq: &Element, query: &Element) {
         let user = self.sessions[&conn].user().expect("bound").to_string();
-        let me = self.sessions[&conn]
-            .jid
-            .as_ref()
-            .expect("bound")
-            .to_bare()
-            .to_string();
+        let me = self.jid_of(conn).to_bare().to_string();
         if iq.get_attr("type") == Some("get") {
             self.sessions
                 .get_mut(&conn)
@@ -163,12 +158,7 @@ impl Node {
     fn bounce_from_account(&mut self, conn: ConnId, iq: &Element, condition: &str) {
         let mut req = iq.clone();
         req.remove_attr("to");
-        let me = self.sessions[&conn]
-            .jid
-            .as_ref()
-            .expect("bound")
-            .to_bare()
-            .to_string();
+        let me = self.jid_of(conn).to_bare().to_string();
         if let Some(mut r) =
             stanza::error_reply(&req, condition, stanza::error_type_for(condition), &me)
         {
