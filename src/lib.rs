@@ -8,6 +8,7 @@ pub mod c2s;
 pub mod config;
 pub mod im;
 pub mod jid;
+pub mod muc;
 pub mod node;
 pub mod scram;
 pub mod shell;

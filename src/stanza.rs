@@ -95,6 +95,65 @@ pub fn timestamp(unix_ms: u64) -> String {
     )
 }
 
+/// Parse an XEP-0082 DateTime (`2026-11-21T05:30:00Z`, optional fraction
+/// and numeric offset) into Unix milliseconds.
+pub fn parse_timestamp(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut ms = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let padded = format!("{:0<3}", &frac[..digits.min(3)]);
+        ms = padded.parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset_s = match rest {
+        "Z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            sign * (rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60)
+        }
+    };
+    let days = days_from_civil(y, mo as u32, d as u32);
+    let total = ((days * 86_400 + h * 3600 + mi * 60 + sec - offset_s) * 1000) + ms;
+    u64::try_from(total).ok()
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -109,6 +168,21 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Insert `child` before the closing tag of a serialised element.
+pub fn insert_before_close(xml: &str, child: &str) -> String {
+    match xml.rfind("</") {
+        Some(i) if xml.ends_with('>') => format!("{}{child}{}", &xml[..i], &xml[i..]),
+        _ => {
+            // `<message .../>`: reopen it.
+            let head = xml.strip_suffix("/>").unwrap_or(xml);
+            let name_end = head[1..]
+                .find([' ', '/', '>'])
+                .map_or(head.len(), |i| i + 1);
+            format!("{head}>{child}</{}>", &head[1..name_end])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +192,30 @@ mod tests {
         assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(timestamp(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(timestamp(1_795_000_000_000), "2026-11-18T11:06:40.000Z");
+    }
+
+    #[test]
+    fn timestamps_parse_back() {
+        for ms in [0, 951_782_400_123, 1_795_000_000_000, 4_102_444_799_999] {
+            assert_eq!(parse_timestamp(&timestamp(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_timestamp("2026-11-18T12:06:40+01:00"),
+            Some(1_795_000_000_000)
+        );
+        assert_eq!(
+            parse_timestamp("2026-11-18T11:06:40Z"),
+            Some(1_795_000_000_000)
+        );
+        for bad in [
+            "",
+            "2026-11-18",
+            "2026-13-18T11:06:40Z",
+            "2026-11-18T11:06:40",
+            "2026-11-18T11:06:40.Z",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
     }
 
     #[test]

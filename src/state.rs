@@ -4,6 +4,7 @@
 //! and hands it to the shell to append to the log, so the state after a
 //! restart is exactly the replay of the log.
 
+use crate::muc::model::{RoomRecord, RoomState};
 use crate::scram::Credentials;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -89,6 +90,8 @@ pub struct Account {
 pub struct State {
     /// Keyed by the account's localpart.
     pub accounts: BTreeMap<String, Account>,
+    /// Rooms this node masters, keyed by the room's localpart.
+    pub rooms: BTreeMap<String, RoomState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +123,10 @@ pub enum Record {
     OfflineDone {
         user: String,
         upto: u64,
+    },
+    Room {
+        room: String,
+        change: RoomRecord,
     },
 }
 
@@ -203,6 +210,9 @@ impl State {
                         acc.offline.pop_front();
                     }
                 }
+            }
+            Record::Room { room, change } => {
+                crate::muc::model::apply(&mut self.rooms, room, change)
             }
         }
     }

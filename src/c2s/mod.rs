@@ -482,6 +482,7 @@ impl Node {
         };
         s.closing = true;
         if s.is_bound() {
+            self.leave_all_rooms(conn);
             self.go_unavailable(conn, None);
             let user = self.sessions[&conn].user().map(str::to_string);
             if let Some(user) = user {

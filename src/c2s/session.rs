@@ -47,6 +47,8 @@ pub struct Session {
     pub carbons: bool,
     /// When the next whitespace keepalive is due (bound streams only).
     pub keepalive_due: u64,
+    /// Rooms this session has joined, by room localpart.
+    pub rooms: BTreeSet<String>,
 }
 
 impl Session {
@@ -73,6 +75,7 @@ impl Session {
             directed: BTreeSet::new(),
             carbons: false,
             keepalive_due: 0,
+            rooms: BTreeSet::new(),
         }
     }
 

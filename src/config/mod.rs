@@ -110,11 +110,47 @@ impl Default for C2s {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Muc {
     /// Defaults to `conference.<domain>`.
     pub service: Option<Domain>,
+    #[serde(default = "default_max_rooms")]
+    pub max_rooms: usize,
+    /// Upper bound on any room's maximum of occupants.
+    #[serde(default = "default_max_occupants")]
+    pub max_occupants: u32,
+    /// Archive retention per room: messages kept.
+    #[serde(default = "default_archive_messages")]
+    pub archive_messages: usize,
+    /// Archive retention per room: bytes kept.
+    #[serde(default = "default_archive_bytes")]
+    pub archive_bytes: u64,
+}
+
+impl Default for Muc {
+    fn default() -> Muc {
+        Muc {
+            service: None,
+            max_rooms: default_max_rooms(),
+            max_occupants: default_max_occupants(),
+            archive_messages: default_archive_messages(),
+            archive_bytes: default_archive_bytes(),
+        }
+    }
+}
+
+fn default_max_rooms() -> usize {
+    crate::node::MucLimits::default().max_rooms
+}
+fn default_max_occupants() -> u32 {
+    crate::node::MucLimits::default().max_users
+}
+fn default_archive_messages() -> usize {
+    crate::node::MucLimits::default().archive_messages
+}
+fn default_archive_bytes() -> u64 {
+    crate::node::MucLimits::default().archive_bytes
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -256,6 +292,14 @@ impl Config {
         let c = &self.c2s;
         NodeConfig {
             domain: self.domain.0.clone(),
+            muc_service: self.muc_service(),
+            muc: crate::node::MucLimits {
+                max_rooms: self.muc.max_rooms,
+                max_users: self.muc.max_occupants,
+                archive_messages: self.muc.archive_messages,
+                archive_bytes: self.muc.archive_bytes,
+                ..Default::default()
+            },
             limits: Limits {
                 max_stanza_bytes: c.max_stanza_bytes,
                 max_depth: c.max_depth,

@@ -33,6 +33,10 @@ impl Node {
                 return self.bounce(conn, &el, "jid-malformed");
             }
         };
+        if let Some(t) = to.as_ref().filter(|t| self.is_muc_service(t)) {
+            let t = t.clone();
+            return self.on_muc_stanza(conn, el, t);
+        }
         match el.name.as_str() {
             "message" => self.on_message(conn, el, to),
             "presence" => self.on_presence(conn, el, to),
@@ -105,7 +109,7 @@ impl Node {
     }
 
     /// Route a message from session `origin`; false if it was refused.
-    fn route_message(&mut self, origin: ConnId, el: &Element, to: &Jid) -> bool {
+    pub(crate) fn route_message(&mut self, origin: ConnId, el: &Element, to: &Jid) -> bool {
         let mtype = el.get_attr("type").unwrap_or("normal").to_string();
         if to.domain() != self.cfg.domain {
             self.bounce(origin, el, "remote-server-not-found");
@@ -175,7 +179,7 @@ impl Node {
         let mut out = Vec::new();
         for m in &acc.offline {
             let delay = stanza::delay(&domain, m.stamp_ms).to_xml(ns::CLIENT);
-            out.push(insert_before_close(&m.xml, &delay).into_bytes());
+            out.push(stanza::insert_before_close(&m.xml, &delay).into_bytes());
         }
         for bytes in out {
             self.send(conn, bytes);
@@ -249,7 +253,15 @@ impl Node {
                 self.send_el(conn, &reply(Some(info)));
             }
             ("query", ns::DISCO_ITEMS, "get") => {
-                self.send_el(conn, &reply(Some(Element::new("query", ns::DISCO_ITEMS))));
+                let mut q = Element::new("query", ns::DISCO_ITEMS);
+                if !own_account {
+                    q = q.child(
+                        Element::new("item", ns::DISCO_ITEMS)
+                            .attr("jid", self.cfg.muc_service.clone())
+                            .attr("name", "Chatrooms"),
+                    );
+                }
+                self.send_el(conn, &reply(Some(q)));
             }
             ("ping", ns::PING, "get") => self.send_el(conn, &reply(None)),
             ("enable" | "disable", ns::CARBONS, "set")
@@ -326,31 +338,18 @@ fn account_disco_info() -> Element {
     q
 }
 
-/// Insert `child` before the closing tag of a serialised element.
-fn insert_before_close(xml: &str, child: &str) -> String {
-    match xml.rfind("</") {
-        Some(i) if xml.ends_with('>') => format!("{}{child}{}", &xml[..i], &xml[i..]),
-        _ => {
-            // `<message .../>`: reopen it.
-            let head = xml.strip_suffix("/>").unwrap_or(xml);
-            let name_end = head[1..]
-                .find([' ', '/', '>'])
-                .map_or(head.len(), |i| i + 1);
-            format!("{head}>{child}</{}>", &head[1..name_end])
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use crate::stanza::insert_before_close;
+
     #[test]
-    fn insert_before_close() {
+    fn insert_before_close_works() {
         assert_eq!(
-            super::insert_before_close("<message to='a'><body>x</body></message>", "<d/>"),
+            insert_before_close("<message to='a'><body>x</body></message>", "<d/>"),
             "<message to='a'><body>x</body><d/></message>"
         );
         assert_eq!(
-            super::insert_before_close("<message to='a'/>", "<d/>"),
+            insert_before_close("<message to='a'/>", "<d/>"),
             "<message to='a'><d/></message>"
         );
     }

@@ -219,6 +219,8 @@ impl Node {
         let user = self.sessions[&conn].user().expect("bound").to_string();
         el.remove_attr("to");
         if el.get_attr("type") == Some("unavailable") {
+            // Joined rooms count as directed presence: the session leaves them.
+            self.leave_all_rooms(conn);
             return self.go_unavailable(conn, Some(el));
         }
         let priority = el

@@ -24,10 +24,38 @@ pub struct Now {
     pub unix_ms: u64,
 }
 
+/// Bounds on the MUC service.
+#[derive(Debug, Clone)]
+pub struct MucLimits {
+    pub max_rooms: usize,
+    /// Upper bound for a room's configured maximum of occupants.
+    pub max_users: u32,
+    pub rooms_per_session: usize,
+    /// Archive retention per room.
+    pub archive_messages: usize,
+    pub archive_bytes: u64,
+    pub mam_max_page: usize,
+}
+
+impl Default for MucLimits {
+    fn default() -> MucLimits {
+        MucLimits {
+            max_rooms: 1000,
+            max_users: 1000,
+            rooms_per_session: 100,
+            archive_messages: 10_000,
+            archive_bytes: 8 * 1024 * 1024,
+            mam_max_page: 250,
+        }
+    }
+}
+
 /// What the core needs to know of the configuration.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub domain: String,
+    pub muc_service: String,
+    pub muc: MucLimits,
     pub limits: Limits,
     pub require_tls: bool,
     /// From connect until a resource is bound.
@@ -46,6 +74,8 @@ impl NodeConfig {
     pub fn new(domain: &str) -> NodeConfig {
         NodeConfig {
             domain: domain.to_string(),
+            muc_service: format!("conference.{domain}"),
+            muc: MucLimits::default(),
             limits: Limits::default(),
             require_tls: true,
             handshake_timeout_ms: 60_000,
@@ -131,6 +161,8 @@ pub struct Node {
     pub(crate) sessions: HashMap<ConnId, Session>,
     /// Bound sessions per account localpart, in bind order.
     pub(crate) bound: HashMap<String, Vec<ConnId>>,
+    /// Who is in each room now, by room localpart.
+    pub(crate) live_rooms: HashMap<String, crate::muc::LiveRoom>,
     auth_failures: HashMap<IpAddr, AuthFailures>,
     rng: ChaCha20Rng,
     actions: Vec<Action>,
@@ -146,11 +178,12 @@ impl Node {
         let mut rng = ChaCha20Rng::from_seed(seed);
         let mut fake_salt_key = [0u8; 32];
         rng.fill_bytes(&mut fake_salt_key);
-        Node {
+        let mut node = Node {
             cfg,
             state,
             sessions: HashMap::new(),
             bound: HashMap::new(),
+            live_rooms: HashMap::new(),
             auth_failures: HashMap::new(),
             rng,
             actions: Vec::new(),
@@ -158,7 +191,9 @@ impl Node {
             now: Now::default(),
             fake_salt_key,
             push_counter: 0,
-        }
+        };
+        node.drop_rooms_that_died_with_their_occupants();
+        node
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -198,6 +233,7 @@ impl Node {
                 self.actions.push(Action::AdminReply { req, reply });
             }
             Event::Shutdown => {
+                self.muc_shutdown();
                 let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
                 for conn in conns {
                     self.stream_error(conn, "system-shutdown", "the server is stopping");

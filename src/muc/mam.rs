@@ -1,0 +1,188 @@
+//! The room archive, queried with XEP-0313 (v2) and paged with RSM (XEP-0059).
+
+use super::form::DATA;
+use super::mns;
+use super::model::{Affiliation, Archived};
+use crate::jid::Jid;
+use crate::node::{ConnId, Node};
+use crate::stanza;
+use crate::xml::{escape, ns, Element};
+
+const DEFAULT_PAGE: usize = 50;
+
+pub(super) fn query_form() -> Element {
+    let field = |var: &str, kind: &str| {
+        Element::new("field", DATA)
+            .attr("var", var)
+            .attr("type", kind)
+    };
+    Element::new("x", DATA)
+        .attr("type", "form")
+        .child(field("FORM_TYPE", "hidden").child(Element::new("value", DATA).text(mns::MAM)))
+        .child(field("with", "jid-single"))
+        .child(field("start", "text-single"))
+        .child(field("end", "text-single"))
+}
+
+struct Query {
+    start: Option<u64>,
+    end: Option<u64>,
+    with_nick: Option<String>,
+    max: usize,
+    after: Option<String>,
+    /// `Some("")` asks for the last page.
+    before: Option<String>,
+}
+
+impl Node {
+    pub(super) fn muc_mam(&mut self, conn: ConnId, el: &Element, room: &str, query: &Element) {
+        let rs = &self.state.rooms[room];
+        let bare = self.jid_of(conn).to_bare().to_string();
+        let aff = rs.affiliation(&bare);
+        if !rs.config.archiving {
+            return self.bounce(conn, el, "service-unavailable");
+        }
+        if aff == Affiliation::Outcast || (rs.config.members_only && aff < Affiliation::Member) {
+            return self.bounce(conn, el, "forbidden");
+        }
+        let q = match self.parse_query(room, query) {
+            Ok(q) => q,
+            Err(condition) => return self.bounce(conn, el, condition),
+        };
+        let matching: Vec<&Archived> = rs
+            .archive
+            .iter()
+            .filter(|m| q.start.is_none_or(|s| m.stamp_ms >= s))
+            .filter(|m| q.end.is_none_or(|e| m.stamp_ms <= e))
+            .filter(|m| q.with_nick.as_ref().is_none_or(|n| &m.nick == n))
+            .collect();
+        let position = |id: &str| matching.iter().position(|m| m.stanza_id == id);
+        let (from, to, complete) = match (&q.before, &q.after) {
+            (Some(before), _) => {
+                let end = if before.is_empty() {
+                    matching.len()
+                } else {
+                    match position(before) {
+                        Some(i) => i,
+                        None => return self.bounce(conn, el, "item-not-found"),
+                    }
+                };
+                let start = end.saturating_sub(q.max);
+                (start, end, start == 0)
+            }
+            (None, Some(after)) => {
+                let Some(i) = position(after) else {
+                    return self.bounce(conn, el, "item-not-found");
+                };
+                let end = (i + 1 + q.max).min(matching.len());
+                (i + 1, end, end == matching.len())
+            }
+            (None, None) => {
+                let end = q.max.min(matching.len());
+                (0, end, end == matching.len())
+            }
+        };
+        let room_jid = self.room_jid(room);
+        let to_attr = escape(&self.jid_of(conn).to_string());
+        let queryid = query.get_attr("queryid").map(escape);
+        let page: Vec<(String, String)> = matching[from..to]
+            .iter()
+            .map(|m| {
+                (
+                    m.stanza_id.clone(),
+                    result_xml(m, &to_attr, &room_jid, queryid.as_deref()),
+                )
+            })
+            .collect();
+        let total = matching.len();
+        for (_, xml) in &page {
+            self.send(conn, xml.clone().into_bytes());
+        }
+        let mut set = Element::new("set", mns::RSM);
+        if let (Some((first, _)), Some((last, _))) = (page.first(), page.last()) {
+            set = set
+                .child(
+                    Element::new("first", mns::RSM)
+                        .attr("index", from.to_string())
+                        .text(first.clone()),
+                )
+                .child(Element::new("last", mns::RSM).text(last.clone()));
+        }
+        set = set.child(Element::new("count", mns::RSM).text(total.to_string()));
+        let mut fin = Element::new("fin", mns::MAM).child(set);
+        if complete {
+            fin.set_attr("complete", "true");
+        }
+        let reply = stanza::iq_result(el, &room_jid, Some(fin));
+        self.send_el(conn, &reply);
+    }
+
+    fn parse_query(&self, room: &str, query: &Element) -> Result<Query, &'static str> {
+        let mut q = Query {
+            start: None,
+            end: None,
+            with_nick: None,
+            max: DEFAULT_PAGE,
+            after: None,
+            before: None,
+        };
+        if let Some(x) = query.get_child("x", DATA) {
+            for f in x.elements().filter(|f| f.is("field", DATA)) {
+                let value = f
+                    .get_child("value", DATA)
+                    .map(|v| v.text_content())
+                    .unwrap_or_default();
+                match f.get_attr("var") {
+                    Some("FORM_TYPE") if value != mns::MAM => return Err("bad-request"),
+                    Some("start") => {
+                        q.start = Some(stanza::parse_timestamp(&value).ok_or("bad-request")?)
+                    }
+                    Some("end") => {
+                        q.end = Some(stanza::parse_timestamp(&value).ok_or("bad-request")?)
+                    }
+                    Some("with") => {
+                        let j = Jid::parse(&value).map_err(|_| "jid-malformed")?;
+                        let ours = j.local() == Some(room) && self.is_muc_service(&j);
+                        // In a room, `with` names an occupant; anything else matches nothing.
+                        q.with_nick = Some(if ours {
+                            j.resource().unwrap_or("").to_string()
+                        } else {
+                            "\u{0}".into()
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(set) = query.get_child("set", mns::RSM) {
+            if let Some(m) = set.get_child("max", mns::RSM) {
+                q.max = m
+                    .text_content()
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| "bad-request")?;
+            }
+            q.after = set.get_child("after", mns::RSM).map(|a| a.text_content());
+            q.before = set.get_child("before", mns::RSM).map(|b| b.text_content());
+        }
+        q.max = q.max.min(self.cfg.muc.mam_max_page);
+        Ok(q)
+    }
+}
+
+fn result_xml(m: &Archived, to: &str, room_jid: &str, queryid: Option<&str>) -> String {
+    let queryid = queryid
+        .map(|q| format!(" queryid='{q}'"))
+        .unwrap_or_default();
+    let delay = stanza::delay(room_jid, m.stamp_ms).to_xml(ns::FORWARD);
+    format!(
+        "<message to='{to}' from='{}'><result xmlns='{}'{queryid} id='{}'><forwarded xmlns='{}'>{}<message xmlns='{}'{}</forwarded></result></message>",
+        escape(room_jid),
+        mns::MAM,
+        escape(&m.stanza_id),
+        ns::FORWARD,
+        delay,
+        ns::CLIENT,
+        &m.xml["<message".len()..]
+    )
+}

@@ -1,0 +1,1011 @@
+//! Multi-user chat (XEP-0045): the rooms this node masters, on its MUC
+//! service (`[muc] service`). Durable room state lives in `state.rooms` and
+//! changes only through room records; who is in a room is live state here.
+//!
+//! Every room message gets its `stanza-id` (XEP-0359) and a per-room
+//! sequence number where it is first submitted, so mirrors (a later stage)
+//! can keep the master's order and identity.
+
+mod admin;
+pub mod form;
+mod live;
+mod mam;
+pub mod model;
+
+pub use live::{LiveRoom, Occupant, Role};
+
+use crate::jid::Jid;
+use crate::node::{ConnId, Node};
+use crate::stanza;
+use crate::state::Record;
+use crate::xml::{escape, ns, Element, Node as XmlNode};
+use model::{Affiliation, Archived, RoomRecord, RoomState, Subject};
+
+pub mod muc_ns {
+    pub const MUC: &str = "http://jabber.org/protocol/muc";
+    pub const USER: &str = "http://jabber.org/protocol/muc#user";
+    pub const ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+    pub const OWNER: &str = "http://jabber.org/protocol/muc#owner";
+    pub const SID: &str = "urn:xmpp:sid:0";
+    pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+    pub const MAM: &str = "urn:xmpp:mam:2";
+    pub const RSM: &str = "http://jabber.org/protocol/rsm";
+    pub const SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
+    pub const STABLE_ID: &str = "http://jabber.org/protocol/muc#stable_id";
+}
+use muc_ns as mns;
+
+/// What a joining client asked for in `<history/>`.
+#[derive(Default)]
+struct HistoryRequest {
+    maxstanzas: Option<usize>,
+    maxchars: Option<usize>,
+    seconds: Option<u64>,
+    since: Option<u64>,
+}
+
+impl HistoryRequest {
+    fn from_join(x: Option<&Element>) -> HistoryRequest {
+        let Some(h) = x.and_then(|x| x.get_child("history", mns::MUC)) else {
+            return HistoryRequest::default();
+        };
+        let num = |a: &str| h.get_attr(a).and_then(|v| v.parse::<u64>().ok());
+        HistoryRequest {
+            maxstanzas: num("maxstanzas").map(|n| n as usize),
+            maxchars: num("maxchars").map(|n| n as usize),
+            seconds: num("seconds"),
+            since: h.get_attr("since").and_then(stanza::parse_timestamp),
+        }
+    }
+}
+
+impl Node {
+    pub(crate) fn is_muc_service(&self, jid: &Jid) -> bool {
+        jid.domain() == self.cfg.muc_service
+    }
+
+    pub(crate) fn room_jid(&self, room: &str) -> String {
+        format!("{room}@{}", self.cfg.muc_service)
+    }
+
+    fn occupant_jid(&self, room: &str, nick: &str) -> String {
+        format!("{room}@{}/{nick}", self.cfg.muc_service)
+    }
+
+    /// XEP-0421: stable per person and room, unlinkable across rooms.
+    fn occupant_id(&self, room: &str, bare: &str) -> String {
+        use base64::Engine;
+        let salt = &self.state.rooms[room].salt;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(salt);
+        ctx.update(bare.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&ctx.finish().as_ref()[..12])
+    }
+
+    fn role_for(&self, room: &str, affiliation: Affiliation) -> Role {
+        let moderated = self.state.rooms[room].config.moderated;
+        match affiliation {
+            Affiliation::Owner | Affiliation::Admin => Role::Moderator,
+            Affiliation::Member => Role::Participant,
+            _ if moderated => Role::Visitor,
+            _ => Role::Participant,
+        }
+    }
+
+    fn live(&self, room: &str) -> Option<&LiveRoom> {
+        self.live_rooms.get(room)
+    }
+
+    /// Deliver a stanza from a room to one session of an occupant.
+    fn room_send(&mut self, to: &Jid, mut el: Element) {
+        if let Some(c) = self.conn_of_full(to) {
+            el.set_attr("to", to.to_string());
+            self.send_el(c, &el);
+        }
+    }
+
+    pub(crate) fn on_muc_stanza(&mut self, conn: ConnId, el: Element, to: Jid) {
+        let Some(room) = to.local().map(str::to_string) else {
+            return self.muc_service_stanza(conn, &el);
+        };
+        let nick = to.resource().map(str::to_string);
+        match (el.name.as_str(), nick) {
+            ("presence", Some(nick)) => self.muc_presence(conn, el, &room, &nick),
+            ("presence", None) if el.get_attr("type") != Some("error") => {
+                self.bounce(conn, &el, "jid-malformed")
+            }
+            ("message", None) => self.muc_room_message(conn, el, &room),
+            ("message", Some(nick)) => self.muc_private_message(conn, el, &room, &nick),
+            ("iq", None) => self.muc_room_iq(conn, &el, &room),
+            ("iq", Some(nick)) => self.muc_occupant_iq(conn, el, &room, &nick),
+            _ => {}
+        }
+    }
+
+    fn muc_service_stanza(&mut self, conn: ConnId, el: &Element) {
+        if el.name != "iq" || !matches!(el.get_attr("type"), Some("get" | "set")) {
+            return;
+        }
+        let service = self.cfg.muc_service.clone();
+        let payload = el.elements().next().cloned();
+        let reply = match payload
+            .as_ref()
+            .map(|p| (p.name.as_str(), p.ns.as_str(), el.get_attr("type")))
+        {
+            Some(("query", ns::DISCO_INFO, Some("get"))) => {
+                let mut q = Element::new("query", ns::DISCO_INFO).child(
+                    Element::new("identity", ns::DISCO_INFO)
+                        .attr("category", "conference")
+                        .attr("type", "text")
+                        .attr("name", "Chatrooms"),
+                );
+                for f in [
+                    ns::DISCO_INFO,
+                    ns::DISCO_ITEMS,
+                    mns::MUC,
+                    mns::SELF_PING,
+                    mns::STABLE_ID,
+                ] {
+                    q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
+                }
+                q
+            }
+            Some(("query", ns::DISCO_ITEMS, Some("get"))) => {
+                let mut q = Element::new("query", ns::DISCO_ITEMS);
+                for (name, r) in &self.state.rooms {
+                    if r.config.public && !r.locked {
+                        let mut item =
+                            Element::new("item", ns::DISCO_ITEMS).attr("jid", self.room_jid(name));
+                        if !r.config.name.is_empty() {
+                            item.set_attr("name", r.config.name.clone());
+                        }
+                        q = q.child(item);
+                    }
+                }
+                q
+            }
+            Some(("ping", ns::PING, Some("get"))) => {
+                return self.send_el(conn, &stanza::iq_result(el, &service, None));
+            }
+            _ => return self.bounce(conn, el, "service-unavailable"),
+        };
+        self.send_el(conn, &stanza::iq_result(el, &service, Some(reply)));
+    }
+
+    // ---- presence: join, leave, nick change, status ----------------------------
+
+    fn muc_presence(&mut self, conn: ConnId, el: Element, room: &str, nick: &str) {
+        let from = self.jid_of(conn).clone();
+        let current = self.live(room).and_then(|l| l.nick_of(&from));
+        match el.get_attr("type") {
+            Some("unavailable") => {
+                if current.is_some() {
+                    self.muc_leave(room, &from, Some(&el));
+                }
+            }
+            Some(_) => {} // Presence errors and subscriptions mean nothing to a room.
+            None => match current {
+                Some(n) if n == nick => self.muc_status_change(room, nick, &el),
+                Some(old) => self.muc_nick_change(conn, room, &old, nick, &el),
+                None => self.muc_join(conn, el, room, nick),
+            },
+        }
+    }
+
+    /// The client's presence without MUC payloads: what others see of it.
+    fn occupant_payload(el: &Element) -> Element {
+        let mut p = Element::new("presence", ns::CLIENT);
+        for c in &el.children {
+            if let XmlNode::Element(e) = c {
+                if e.ns == mns::MUC || e.ns == mns::USER || e.ns == mns::OCCUPANT_ID {
+                    continue;
+                }
+            }
+            p.children.push(c.clone());
+        }
+        p
+    }
+
+    fn muc_join(&mut self, conn: ConnId, el: Element, room: &str, nick: &str) {
+        let from = self.jid_of(conn).clone();
+        let bare = from.to_bare().to_string();
+        let x = el.get_child("x", mns::MUC);
+        let mut created = false;
+        if !self.state.rooms.contains_key(room) {
+            if self.state.rooms.len() >= self.cfg.muc.max_rooms {
+                return self.presence_error(conn, &el, "resource-constraint");
+            }
+            let mut salt = vec![0u8; 16];
+            self.random_bytes(&mut salt);
+            self.commit_room(
+                room,
+                RoomRecord::Create {
+                    owner: bare.clone(),
+                    salt,
+                },
+            );
+            created = true;
+        }
+        if self.sessions[&conn].rooms.len() >= self.cfg.muc.rooms_per_session {
+            return self.presence_error(conn, &el, "resource-constraint");
+        }
+        let rs = &self.state.rooms[room];
+        let affiliation = rs.affiliation(&bare);
+        let live = self.live_rooms.get(room);
+        let occupants = live.map_or(0, |l| l.occupants.len());
+        let same_person = live
+            .and_then(|l| l.occupants.get(nick))
+            .map(|o| o.bare == bare);
+        let error = if rs.locked && affiliation != Affiliation::Owner {
+            Some("item-not-found")
+        } else if affiliation == Affiliation::Outcast {
+            Some("forbidden")
+        } else if rs.config.members_only && affiliation < Affiliation::Member {
+            Some("registration-required")
+        } else if rs.config.password.is_some()
+            && affiliation < Affiliation::Admin
+            && x.and_then(|x| x.get_child("password", mns::MUC))
+                .map(|p| p.text_content())
+                != rs.config.password
+        {
+            Some("not-authorized")
+        } else if same_person == Some(false) {
+            Some("conflict")
+        } else if same_person.is_none()
+            && occupants >= rs.config.max_users as usize
+            && affiliation < Affiliation::Admin
+        {
+            Some("service-unavailable")
+        } else {
+            None
+        };
+        if let Some(condition) = error {
+            return self.presence_error(conn, &el, condition);
+        }
+        let history = HistoryRequest::from_join(x);
+        let role = self.role_for(room, affiliation);
+        let payload = Self::occupant_payload(&el);
+        let live = self.live_rooms.entry(room.to_string()).or_default();
+        let first_session = match live.occupants.get_mut(nick) {
+            Some(o) => {
+                o.sessions.push(from.clone());
+                o.presence = payload;
+                false
+            }
+            None => {
+                live.occupants.insert(
+                    nick.to_string(),
+                    Occupant {
+                        bare: bare.clone(),
+                        sessions: vec![from.clone()],
+                        role,
+                        presence: payload,
+                    },
+                );
+                true
+            }
+        };
+        self.sessions
+            .get_mut(&conn)
+            .expect("session")
+            .rooms
+            .insert(room.to_string());
+
+        // 1. Everyone else's presence, to the new session.
+        let sees = self.sees_jids(room, role);
+        let others: Vec<String> = self.live_rooms[room]
+            .occupants
+            .keys()
+            .filter(|n| *n != nick)
+            .cloned()
+            .collect();
+        for other in others {
+            let p = self.occupant_presence(room, &other, sees, &[], false);
+            self.room_send(&from, p);
+        }
+        // 2. Self-presence with 110 and the codes that apply.
+        let rs = &self.state.rooms[room];
+        let mut codes = vec![110];
+        if rs.config.whois_anyone {
+            codes.push(100);
+        }
+        if rs.config.archiving {
+            codes.push(170);
+        }
+        if created {
+            codes.push(201);
+        }
+        let me = self.occupant_presence(room, nick, sees, &codes, false);
+        self.room_send(&from, me);
+        // 3. The newcomer's presence, to everyone else.
+        if first_session {
+            self.broadcast_presence_of(room, nick, &[], false, Some(&from));
+        }
+        // 4. History, 5. subject.
+        self.send_history(room, &from, &history);
+        self.send_subject(room, &from);
+        log::debug!("muc {room}: {from} joined as {nick}");
+    }
+
+    fn presence_error(&mut self, conn: ConnId, el: &Element, condition: &str) {
+        let from = el.get_attr("to").unwrap_or_default().to_string();
+        let mut reply = Element::new("presence", ns::CLIENT)
+            .attr("from", from)
+            .attr("type", "error");
+        if let Some(id) = el.get_attr("id") {
+            reply.set_attr("id", id);
+        }
+        reply = reply.child(Element::new("x", mns::MUC)).child(
+            Element::new("error", ns::CLIENT)
+                .attr("type", stanza::error_type_for(condition))
+                .child(Element::new(condition, ns::STANZA_ERRORS)),
+        );
+        let to = self.jid_of(conn).to_string();
+        reply.set_attr("to", to);
+        self.send_el(conn, &reply);
+    }
+
+    fn sees_jids(&self, room: &str, viewer: Role) -> bool {
+        self.state.rooms[room].config.whois_anyone || viewer == Role::Moderator
+    }
+
+    /// The presence of occupant `nick` as a viewer sees it.
+    fn occupant_presence(
+        &self,
+        room: &str,
+        nick: &str,
+        show_jid: bool,
+        codes: &[u16],
+        unavailable: bool,
+    ) -> Element {
+        let occ = &self.live_rooms[room].occupants[nick];
+        let rs = &self.state.rooms[room];
+        let mut p = if unavailable {
+            Element::new("presence", ns::CLIENT).attr("type", "unavailable")
+        } else {
+            occ.presence.clone()
+        };
+        p.set_attr("from", self.occupant_jid(room, nick));
+        let affiliation = rs.affiliation(&occ.bare);
+        let role = if unavailable {
+            "none"
+        } else {
+            occ.role.as_str()
+        };
+        let mut item = Element::new("item", mns::USER)
+            .attr("affiliation", affiliation.as_str())
+            .attr("role", role);
+        if show_jid {
+            item.set_attr("jid", occ.sessions[0].to_string());
+        }
+        let mut x = Element::new("x", mns::USER).child(item);
+        for c in codes {
+            x = x.child(Element::new("status", mns::USER).attr("code", c.to_string()));
+        }
+        p.child(x).child(
+            Element::new("occupant-id", mns::OCCUPANT_ID)
+                .attr("id", self.occupant_id(room, &occ.bare)),
+        )
+    }
+
+    /// Send occupant `nick`'s presence to every session in the room
+    /// (except `skip`); its own sessions get status 110 as well.
+    fn broadcast_presence_of(
+        &mut self,
+        room: &str,
+        nick: &str,
+        codes: &[u16],
+        unavailable: bool,
+        skip: Option<&Jid>,
+    ) {
+        let Some(live) = self.live(room) else { return };
+        let recipients: Vec<(String, Jid)> = live.all_sessions();
+        for (vnick, session) in recipients {
+            if Some(&session) == skip {
+                continue;
+            }
+            let viewer_role = self.live_rooms[room].occupants[&vnick].role;
+            let mut all_codes = codes.to_vec();
+            if vnick == nick {
+                all_codes.insert(0, 110);
+            }
+            let p = self.occupant_presence(
+                room,
+                nick,
+                self.sees_jids(room, viewer_role),
+                &all_codes,
+                unavailable,
+            );
+            self.room_send(&session, p);
+        }
+    }
+
+    fn send_history(&mut self, room: &str, to: &Jid, req: &HistoryRequest) {
+        let rs = &self.state.rooms[room];
+        let mut limit = rs.config.history_length as usize;
+        if let Some(m) = req.maxstanzas {
+            limit = limit.min(m);
+        }
+        let oldest = req
+            .seconds
+            .map(|s| self.now.unix_ms.saturating_sub(s * 1000));
+        let room_jid = self.room_jid(room);
+        let to_attr = escape(&to.to_string());
+        let mut chars = 0usize;
+        let mut picked = Vec::new();
+        for m in rs.archive.iter().rev() {
+            if picked.len() >= limit
+                || oldest.is_some_and(|o| m.stamp_ms < o)
+                || req.since.is_some_and(|s| m.stamp_ms <= s)
+            {
+                break;
+            }
+            let delay = stanza::delay(&room_jid, m.stamp_ms).to_xml(ns::CLIENT);
+            let xml = stanza::insert_before_close(
+                &format!("<message to='{to_attr}'{}", &m.xml[8..]),
+                &delay,
+            );
+            chars += xml.chars().count();
+            if req.maxchars.is_some_and(|max| chars > max) {
+                break;
+            }
+            picked.push(xml);
+        }
+        let Some(conn) = self.conn_of_full(to) else {
+            return;
+        };
+        for xml in picked.into_iter().rev() {
+            self.send(conn, xml.into_bytes());
+        }
+    }
+
+    fn send_subject(&mut self, room: &str, to: &Jid) {
+        let (from, text) = match &self.state.rooms[room].subject {
+            Some(s) if !s.nick.is_empty() => (self.occupant_jid(room, &s.nick), s.text.clone()),
+            Some(s) => (self.room_jid(room), s.text.clone()),
+            None => (self.room_jid(room), String::new()),
+        };
+        let mut subject = Element::new("subject", ns::CLIENT);
+        if !text.is_empty() {
+            subject = subject.text(text);
+        }
+        let m = Element::new("message", ns::CLIENT)
+            .attr("from", from)
+            .attr("type", "groupchat")
+            .attr("id", format!("subject-{}", self.random_id()))
+            .child(subject);
+        self.room_send(to, m);
+    }
+
+    fn muc_status_change(&mut self, room: &str, nick: &str, el: &Element) {
+        let payload = Self::occupant_payload(el);
+        if let Some(o) = self
+            .live_rooms
+            .get_mut(room)
+            .and_then(|l| l.occupants.get_mut(nick))
+        {
+            o.presence = payload;
+        }
+        self.broadcast_presence_of(room, nick, &[], false, None);
+    }
+
+    fn muc_nick_change(&mut self, conn: ConnId, room: &str, old: &str, new: &str, el: &Element) {
+        let from = self.jid_of(conn).clone();
+        let bare = from.to_bare().to_string();
+        let live = &self.live_rooms[room];
+        if live.occupants.get(new).is_some_and(|o| o.bare != bare) {
+            return self.presence_error(conn, el, "conflict");
+        }
+        if live.occupants[old].sessions.len() > 1 || live.occupants.contains_key(new) {
+            // Other sessions share the old nick, or the new one is already ours: keep it simple and refuse.
+            return self.presence_error(conn, el, "not-acceptable");
+        }
+        // Unavailable from the old nick with 303 and the new nick, to everyone.
+        let recipients = live.all_sessions();
+        for (vnick, session) in recipients {
+            let viewer_role = self.live_rooms[room].occupants[&vnick].role;
+            let mut codes = vec![303];
+            if vnick == old {
+                codes.insert(0, 110);
+            }
+            let mut p =
+                self.occupant_presence(room, old, self.sees_jids(room, viewer_role), &codes, true);
+            if let Some(x) = p.children.iter_mut().find_map(|c| match c {
+                XmlNode::Element(e) if e.is("x", mns::USER) => Some(e),
+                _ => None,
+            }) {
+                if let Some(XmlNode::Element(item)) = x.children.first_mut() {
+                    item.set_attr("nick", new);
+                    item.set_attr("role", self.live_rooms[room].occupants[old].role.as_str());
+                }
+            }
+            self.room_send(&session, p);
+        }
+        let live = self.live_rooms.get_mut(room).expect("room");
+        let mut occ = live.occupants.remove(old).expect("occupant");
+        occ.presence = Self::occupant_payload(el);
+        live.occupants.insert(new.to_string(), occ);
+        self.broadcast_presence_of(room, new, &[], false, None);
+    }
+
+    /// A session leaves (or is gone). Others hear of it when the person's
+    /// last session under that nick leaves.
+    pub(crate) fn muc_leave(&mut self, room: &str, session: &Jid, el: Option<&Element>) {
+        let Some(nick) = self.live(room).and_then(|l| l.nick_of(session)) else {
+            return;
+        };
+        let role = self.live_rooms[room].occupants[&nick].role;
+        let mut own = self.occupant_presence(room, &nick, self.sees_jids(room, role), &[110], true);
+        if let Some(status) = el.and_then(|e| e.get_child("status", ns::CLIENT)) {
+            own.children.insert(0, XmlNode::Element(status.clone()));
+        }
+        self.room_send(session, own.clone());
+        if let Some(c) = self.conn_of_full(session) {
+            self.sessions
+                .get_mut(&c)
+                .expect("session")
+                .rooms
+                .remove(room);
+        }
+        let live = self.live_rooms.get_mut(room).expect("room");
+        let occ = live.occupants.get_mut(&nick).expect("occupant");
+        occ.sessions.retain(|s| s != session);
+        if occ.sessions.is_empty() {
+            let bare = occ.bare.clone();
+            let unavailable = el.and_then(|e| e.get_child("status", ns::CLIENT)).cloned();
+            // Tell the others while the occupant is still known, then forget it.
+            occ.sessions.push(session.clone());
+            let recipients: Vec<(String, Jid)> = self.live_rooms[room]
+                .all_sessions()
+                .into_iter()
+                .filter(|(n, _)| *n != nick)
+                .collect();
+            for (vnick, s) in recipients {
+                let viewer_role = self.live_rooms[room].occupants[&vnick].role;
+                let mut p = self.occupant_presence(
+                    room,
+                    &nick,
+                    self.sees_jids(room, viewer_role),
+                    &[],
+                    true,
+                );
+                if let Some(st) = &unavailable {
+                    p.children.insert(0, XmlNode::Element(st.clone()));
+                }
+                self.room_send(&s, p);
+            }
+            let live = self.live_rooms.get_mut(room).expect("room");
+            live.occupants.remove(&nick);
+            log::debug!("muc {room}: {bare} left as {nick}");
+        }
+        self.maybe_close_room(room);
+    }
+
+    /// An empty room goes away unless it is persistent.
+    fn maybe_close_room(&mut self, room: &str) {
+        if self.live(room).is_some_and(|l| l.occupants.is_empty()) {
+            self.live_rooms.remove(room);
+            let temporary = self
+                .state
+                .rooms
+                .get(room)
+                .is_some_and(|r| !r.config.persistent || r.locked);
+            if temporary {
+                self.commit_room(room, RoomRecord::Destroy);
+            }
+        }
+    }
+
+    /// Leave every room a session is in (it went unavailable or disconnected).
+    pub(crate) fn leave_all_rooms(&mut self, conn: ConnId) {
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
+        let (Some(jid), rooms) = (s.jid.clone(), s.rooms.clone()) else {
+            return;
+        };
+        for room in rooms {
+            self.muc_leave(&room, &jid, None);
+        }
+    }
+
+    /// The node is stopping: every occupant is told with status 332.
+    pub(crate) fn muc_shutdown(&mut self) {
+        let rooms: Vec<String> = self.live_rooms.keys().cloned().collect();
+        for room in rooms {
+            for (nick, session) in self.live_rooms[&room].all_sessions() {
+                let role = self.live_rooms[&room].occupants[&nick].role;
+                let p = self.occupant_presence(
+                    &room,
+                    &nick,
+                    self.sees_jids(&room, role),
+                    &[110, 332],
+                    true,
+                );
+                self.room_send(&session, p);
+            }
+        }
+        self.live_rooms.clear();
+        self.drop_rooms_that_died_with_their_occupants();
+    }
+
+    pub(crate) fn commit_room(&mut self, room: &str, change: RoomRecord) {
+        self.commit(Record::Room {
+            room: room.to_string(),
+            change,
+        });
+    }
+
+    // ---- messages ----------------------------------------------------------
+
+    fn muc_room_message(&mut self, conn: ConnId, el: Element, room: &str) {
+        if el.get_attr("type") == Some("error") {
+            return;
+        }
+        if !self.state.rooms.contains_key(room) {
+            return self.bounce(conn, &el, "item-not-found");
+        }
+        let sender = self.jid_of(conn).clone();
+        if let Some(x) = el.get_child("x", mns::USER) {
+            if x.has_child("invite", mns::USER) {
+                return self.muc_invite(conn, &el, room, x);
+            }
+        }
+        let Some(nick) = self.live(room).and_then(|l| l.nick_of(&sender)) else {
+            return self.bounce(conn, &el, "not-acceptable");
+        };
+        if el.get_attr("type") != Some("groupchat") {
+            return self.bounce(conn, &el, "bad-request");
+        }
+        let role = self.live_rooms[room].occupants[&nick].role;
+        let config = &self.state.rooms[room].config;
+        if let (Some(subject), false) = (
+            el.get_child("subject", ns::CLIENT),
+            el.has_child("body", ns::CLIENT),
+        ) {
+            let allowed =
+                role == Role::Moderator || (config.subject_by_anyone && role >= Role::Participant);
+            if !allowed {
+                return self.bounce(conn, &el, "forbidden");
+            }
+            let text = subject.text_content();
+            let stamp_ms = self.now.unix_ms;
+            self.commit_room(
+                room,
+                RoomRecord::Subject {
+                    subject: Subject {
+                        text,
+                        nick: nick.clone(),
+                        stamp_ms,
+                    },
+                },
+            );
+            let mut out = Element::new("message", ns::CLIENT)
+                .attr("from", self.occupant_jid(room, &nick))
+                .attr("type", "groupchat")
+                .child(subject.clone());
+            if let Some(id) = el.get_attr("id") {
+                out.set_attr("id", id);
+            }
+            return self.broadcast_message(room, &out);
+        }
+        if role == Role::Visitor {
+            return self.bounce(conn, &el, "forbidden");
+        }
+        self.submit_groupchat(room, &nick, &sender.to_bare().to_string(), &el);
+    }
+
+    /// Stamp a groupchat message with its identity and order, archive it and
+    /// send one copy to every session in the room (the sender's included,
+    /// keeping the client's id).
+    fn submit_groupchat(&mut self, room: &str, nick: &str, real_bare: &str, el: &Element) {
+        let room_jid = self.room_jid(room);
+        let stanza_id = self.random_id();
+        let mut out = Element::new("message", ns::CLIENT)
+            .attr("from", self.occupant_jid(room, nick))
+            .attr("type", "groupchat");
+        if let Some(id) = el.get_attr("id") {
+            out.set_attr("id", id);
+        }
+        for c in &el.children {
+            if let XmlNode::Element(e) = c {
+                // A client may not forge the room's stanza-id or an occupant-id.
+                let forged_id =
+                    e.is("stanza-id", mns::SID) && e.get_attr("by") == Some(room_jid.as_str());
+                if forged_id || e.ns == mns::OCCUPANT_ID {
+                    continue;
+                }
+            }
+            out.children.push(c.clone());
+        }
+        out = out
+            .child(
+                Element::new("stanza-id", mns::SID)
+                    .attr("id", stanza_id.clone())
+                    .attr("by", room_jid),
+            )
+            .child(
+                Element::new("occupant-id", mns::OCCUPANT_ID)
+                    .attr("id", self.occupant_id(room, real_bare)),
+            );
+        if el.has_child("body", ns::CLIENT) {
+            let msg = Archived {
+                seq: self.state.rooms[room].next_seq,
+                stanza_id,
+                stamp_ms: self.now.unix_ms,
+                nick: nick.to_string(),
+                real: real_bare.to_string(),
+                xml: out.to_xml(ns::CLIENT),
+            };
+            self.commit_room(room, RoomRecord::Message { msg });
+            self.trim_archive(room);
+        }
+        self.broadcast_message(room, &out);
+    }
+
+    /// Keep the archive within the configured count and bytes.
+    fn trim_archive(&mut self, room: &str) {
+        let rs = &self.state.rooms[room];
+        let (max_n, max_bytes) = (self.cfg.muc.archive_messages, self.cfg.muc.archive_bytes);
+        let (mut n, mut bytes) = (rs.archive.len(), rs.archive_bytes);
+        let mut upto = None;
+        for m in &rs.archive {
+            if n <= max_n && bytes <= max_bytes {
+                break;
+            }
+            n -= 1;
+            bytes -= m.xml.len() as u64;
+            upto = Some(m.seq);
+        }
+        if let Some(upto) = upto {
+            self.commit_room(room, RoomRecord::Trim { upto });
+        }
+    }
+
+    /// One serialisation, then only the `to` differs per recipient.
+    fn broadcast_message(&mut self, room: &str, out: &Element) {
+        let Some(live) = self.live(room) else { return };
+        let sessions: Vec<Jid> = live
+            .occupants
+            .values()
+            .flat_map(|o| o.sessions.iter().cloned())
+            .collect();
+        let body = out.to_xml(ns::CLIENT);
+        let rest = &body["<message".len()..];
+        for s in sessions {
+            if let Some(c) = self.conn_of_full(&s) {
+                let bytes = format!("<message to='{}'{rest}", escape(&s.to_string())).into_bytes();
+                self.send(c, bytes);
+            }
+        }
+    }
+
+    fn muc_private_message(&mut self, conn: ConnId, el: Element, room: &str, nick: &str) {
+        if el.get_attr("type") == Some("error") {
+            return;
+        }
+        let sender = self.jid_of(conn).clone();
+        let Some(live) = self.live(room) else {
+            return self.bounce(conn, &el, "item-not-found");
+        };
+        let Some(from_nick) = live.nick_of(&sender) else {
+            return self.bounce(conn, &el, "not-acceptable");
+        };
+        if el.get_attr("type") == Some("groupchat") {
+            return self.bounce(conn, &el, "bad-request");
+        }
+        let Some(target) = live.occupants.get(nick) else {
+            return self.bounce(conn, &el, "item-not-found");
+        };
+        let sessions = target.sessions.clone();
+        let mut out = el.clone();
+        out.set_attr("from", self.occupant_jid(room, &from_nick));
+        if !out.has_child("x", mns::USER) {
+            out = out.child(Element::new("x", mns::USER));
+        }
+        for s in sessions {
+            self.room_send(&s, out.clone());
+        }
+    }
+
+    /// Mediated invitation (XEP-0045 §7.8.2).
+    fn muc_invite(&mut self, conn: ConnId, el: &Element, room: &str, x: &Element) {
+        let sender = self.jid_of(conn).clone();
+        let bare = sender.to_bare().to_string();
+        let Some(nick) = self.live(room).and_then(|l| l.nick_of(&sender)) else {
+            return self.bounce(conn, el, "not-acceptable");
+        };
+        let role = self.live_rooms[room].occupants[&nick].role;
+        let rs = &self.state.rooms[room];
+        let affiliation = rs.affiliation(&bare);
+        if !(rs.config.allow_invites
+            || role == Role::Moderator
+            || affiliation >= Affiliation::Admin)
+        {
+            return self.bounce(conn, el, "forbidden");
+        }
+        let members_only = rs.config.members_only;
+        let password = rs.config.password.clone();
+        let room_jid = self.room_jid(room);
+        let invites: Vec<Element> = x
+            .elements()
+            .filter(|e| e.is("invite", mns::USER))
+            .cloned()
+            .collect();
+        for invite in invites {
+            let Some(invitee) = invite
+                .get_attr("to")
+                .and_then(|t| Jid::parse(t).ok())
+                .map(|j| j.to_bare())
+            else {
+                return self.bounce(conn, el, "jid-malformed");
+            };
+            let invitee_bare = invitee.to_string();
+            if members_only
+                && affiliation >= Affiliation::Admin
+                && rs_affiliation(self, room, &invitee_bare) < Affiliation::Member
+            {
+                self.commit_room(
+                    room,
+                    RoomRecord::Affiliate {
+                        jid: invitee_bare.clone(),
+                        affiliation: Affiliation::Member,
+                    },
+                );
+            }
+            let mut inv = Element::new("invite", mns::USER).attr("from", bare.clone());
+            if let Some(reason) = invite.get_child("reason", mns::USER) {
+                inv = inv.child(reason.clone());
+            }
+            let mut ux = Element::new("x", mns::USER).child(inv);
+            if let Some(pw) = &password {
+                ux = ux.child(Element::new("password", mns::USER).text(pw.clone()));
+            }
+            let msg = Element::new("message", ns::CLIENT)
+                .attr("from", room_jid.clone())
+                .attr("to", invitee_bare)
+                .attr("id", self.random_id())
+                .child(
+                    Element::new("body", ns::CLIENT)
+                        .text(format!("{bare} invites you to the room {room_jid}")),
+                )
+                .child(ux);
+            self.route_message(conn, &msg, &invitee);
+        }
+    }
+
+    // ---- iq ------------------------------------------------------------------
+
+    fn muc_occupant_iq(&mut self, conn: ConnId, el: Element, room: &str, nick: &str) {
+        let sender = self.jid_of(conn).clone();
+        let Some(live) = self.live(room) else {
+            return self.bounce(conn, &el, "item-not-found");
+        };
+        let Some(from_nick) = live.nick_of(&sender) else {
+            // XEP-0410: a client that is not joined learns it from this error.
+            return self.bounce(conn, &el, "not-acceptable");
+        };
+        let is_ping = el.get_attr("type") == Some("get") && el.has_child("ping", ns::PING);
+        if is_ping && from_nick == nick {
+            let r = stanza::iq_result(&el, &self.occupant_jid(room, nick), None);
+            return self.send_el(conn, &r);
+        }
+        // Anything else is relayed between occupants, hiding real JIDs.
+        let Some(target) = live.occupants.get(nick).map(|o| o.sessions[0].clone()) else {
+            return self.bounce(conn, &el, "item-not-found");
+        };
+        let mut out = el;
+        out.set_attr("from", self.occupant_jid(room, &from_nick));
+        self.room_send(&target, out);
+    }
+
+    fn muc_room_iq(&mut self, conn: ConnId, el: &Element, room: &str) {
+        let itype = el.get_attr("type").unwrap_or("");
+        if !matches!(itype, "get" | "set") {
+            return;
+        }
+        let Some(rs) = self.state.rooms.get(room) else {
+            return self.bounce(conn, el, "item-not-found");
+        };
+        let payload = el
+            .elements()
+            .next()
+            .cloned()
+            .expect("iq requests have one payload");
+        let bare = self.jid_of(conn).to_bare().to_string();
+        if rs.locked && rs.affiliation(&bare) != Affiliation::Owner {
+            return self.bounce(conn, el, "item-not-found");
+        }
+        let room_jid = self.room_jid(room);
+        match (payload.name.as_str(), payload.ns.as_str(), itype) {
+            ("query", ns::DISCO_INFO, "get") => {
+                let info = self.room_disco_info(room);
+                self.send_el(conn, &stanza::iq_result(el, &room_jid, Some(info)));
+            }
+            ("query", ns::DISCO_ITEMS, "get") => {
+                let q = Element::new("query", ns::DISCO_ITEMS);
+                self.send_el(conn, &stanza::iq_result(el, &room_jid, Some(q)));
+            }
+            ("ping", ns::PING, "get") => {
+                self.send_el(conn, &stanza::iq_result(el, &room_jid, None))
+            }
+            ("query", mns::OWNER, _) => self.muc_owner(conn, el, room, &payload),
+            ("query", mns::ADMIN, _) => self.muc_admin(conn, el, room, &payload),
+            ("query", mns::MAM, "set") => self.muc_mam(conn, el, room, &payload),
+            ("query", mns::MAM, "get") => {
+                let q = Element::new("query", mns::MAM).child(mam::query_form());
+                self.send_el(conn, &stanza::iq_result(el, &room_jid, Some(q)));
+            }
+            _ => self.bounce(conn, el, "service-unavailable"),
+        }
+    }
+
+    fn room_disco_info(&self, room: &str) -> Element {
+        let rs = &self.state.rooms[room];
+        let c = &rs.config;
+        let mut q = Element::new("query", ns::DISCO_INFO).child(
+            Element::new("identity", ns::DISCO_INFO)
+                .attr("category", "conference")
+                .attr("type", "text")
+                .attr(
+                    "name",
+                    if c.name.is_empty() {
+                        room.to_string()
+                    } else {
+                        c.name.clone()
+                    },
+                ),
+        );
+        let pick = |on: bool, a: &'static str, b: &'static str| if on { a } else { b };
+        let mut features = vec![
+            mns::MUC,
+            mns::STABLE_ID,
+            mns::OCCUPANT_ID,
+            mns::SELF_PING,
+            ns::DISCO_INFO,
+            pick(c.persistent, "muc_persistent", "muc_temporary"),
+            pick(c.public, "muc_public", "muc_hidden"),
+            pick(c.members_only, "muc_membersonly", "muc_open"),
+            pick(c.moderated, "muc_moderated", "muc_unmoderated"),
+            pick(
+                c.password.is_some(),
+                "muc_passwordprotected",
+                "muc_unsecured",
+            ),
+            pick(c.whois_anyone, "muc_nonanonymous", "muc_semianonymous"),
+        ];
+        if c.archiving {
+            features.push(mns::MAM);
+        }
+        for f in features {
+            q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
+        }
+        let occupants = self.live(room).map_or(0, |l| l.occupants.len());
+        let subject = rs.subject.as_ref().map(|s| s.text.as_str()).unwrap_or("");
+        q.child(form::roominfo(c, occupants, subject))
+    }
+}
+
+fn rs_affiliation(node: &Node, room: &str, bare: &str) -> Affiliation {
+    node.state
+        .rooms
+        .get(room)
+        .map_or(Affiliation::None, |r: &RoomState| r.affiliation(bare))
+}
+
+impl Node {
+    /// After a restart rooms are empty: temporary (and never configured)
+    /// rooms do not survive that.
+    pub(crate) fn drop_rooms_that_died_with_their_occupants(&mut self) {
+        let dead: Vec<String> = self
+            .state
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.config.persistent || r.locked)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for room in dead {
+            self.commit_room(&room, RoomRecord::Destroy);
+        }
+    }
+}
