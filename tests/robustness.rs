@@ -30,6 +30,13 @@ const STANZAS: &[&str] = &[
     "<iq type='get' id='d' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
     "<message to='bob@localhost/b'><body><![CDATA[<x>]]></body><x xmlns='urn:e' a=\"'\"/></message>",
     "<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>",
+    "<presence to='r@conference.localhost/N'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='2'/></x></presence>",
+    "<message to='r@conference.localhost' type='groupchat' id='g'><body>hi</body></message>",
+    "<iq type='set' id='o' to='r@conference.localhost'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>",
+    "<iq type='set' id='a' to='r@conference.localhost'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='N' role='none'/></query></iq>",
+    "<iq type='set' id='q' to='r@conference.localhost'><query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><max>2</max><before/></set></query></iq>",
+    "<presence to='r@conference.localhost/M'/>",
+    "<message to='r@conference.localhost/N' type='chat'><body>pm</body></message>",
 ];
 
 const NASTY: &[&str] = &[

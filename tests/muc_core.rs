@@ -1,0 +1,737 @@
+//! The MUC service (XEP-0045, XEP-0313, XEP-0359, XEP-0421, XEP-0410) driven
+//! without sockets.
+
+use outpost::node::NodeConfig;
+use outpost::sim::SimNode;
+
+const ROOM: &str = "room@conference.localhost";
+
+fn setup() -> (SimNode, u64, u64, u64) {
+    let mut sim = SimNode::new(NodeConfig::new("localhost"), 9);
+    for (u, p) in [("alice", "a"), ("bob", "b"), ("carol", "c")] {
+        sim.add_user(u, p);
+    }
+    let a = sim.login("alice", "a", "pc");
+    let b = sim.login("bob", "b", "pc");
+    let c = sim.login("carol", "c", "pc");
+    (sim, a, b, c)
+}
+
+fn join(sim: &mut SimNode, conn: u64, nick: &str, extra: &str) -> String {
+    sim.send(
+        conn,
+        &format!("<presence to='{ROOM}/{nick}'><x xmlns='http://jabber.org/protocol/muc'>{extra}</x></presence>"),
+    );
+    sim.take(conn)
+}
+
+fn configure(sim: &mut SimNode, owner: u64, fields: &[(&str, &str)]) -> String {
+    let mut form = String::from("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>");
+    for (k, v) in fields {
+        form.push_str(&format!("<field var='{k}'><value>{v}</value></field>"));
+    }
+    form.push_str("</x>");
+    sim.send(
+        owner,
+        &format!("<iq type='set' id='cfg' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'>{form}</query></iq>"),
+    );
+    sim.take(owner)
+}
+
+/// Alice creates the room with the given settings; returns after unlocking.
+fn room_with(sim: &mut SimNode, alice: u64, fields: &[(&str, &str)]) {
+    let out = join(sim, alice, "Alice", "");
+    assert!(out.contains("code='201'"), "{out}");
+    let out = configure(sim, alice, fields);
+    assert!(
+        out.contains("id='cfg'") && out.contains("type='result'"),
+        "{out}"
+    );
+}
+
+fn say(sim: &mut SimNode, conn: u64, id: &str, body: &str) {
+    sim.send(
+        conn,
+        &format!("<message to='{ROOM}' type='groupchat' id='{id}'><body>{body}</body></message>"),
+    );
+}
+
+fn error_of(out: &str) -> Option<&str> {
+    let i = out.find("urn:ietf:params:xml:ns:xmpp-stanzas")?;
+    let start = out[..i].rfind('<')? + 1;
+    let end = out[start..].find(' ')? + start;
+    Some(&out[start..end])
+}
+
+#[test]
+fn creating_a_room_locks_it_until_configured() {
+    let (mut sim, alice, bob, _) = setup();
+    let out = join(&mut sim, alice, "Alice", "");
+    assert!(
+        out.contains("affiliation='owner' role='moderator'"),
+        "{out}"
+    );
+    assert!(
+        out.contains("code='110'") && out.contains("code='201'"),
+        "{out}"
+    );
+    assert_eq!(
+        error_of(&join(&mut sim, bob, "Bob", "")),
+        Some("item-not-found")
+    );
+    // An empty submission makes an instant room.
+    sim.send(alice, &format!("<iq type='set' id='inst' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
+    assert!(sim.take(alice).contains("type='result'"));
+    assert!(join(&mut sim, bob, "Bob", "").contains("code='110'"));
+}
+
+#[test]
+fn join_sequence_presence_then_self_then_history_then_subject() {
+    let (mut sim, alice, bob, carol) = setup();
+    room_with(&mut sim, alice, &[]);
+    sim.send(
+        alice,
+        &format!(
+            "<message to='{ROOM}' type='groupchat'><subject>Topic of the day</subject></message>"
+        ),
+    );
+    say(&mut sim, alice, "h1", "first");
+    say(&mut sim, alice, "h2", "second");
+    join(&mut sim, carol, "Carol", "");
+    sim.take(alice);
+    let out = join(&mut sim, bob, "Bob", "");
+    let alice_p = out
+        .find(&format!("from='{ROOM}/Alice'"))
+        .expect("alice's presence");
+    let carol_p = out
+        .find(&format!("<presence from='{ROOM}/Carol'"))
+        .expect("carol's presence");
+    let own = out.find("code='110'").expect("self-presence");
+    let first = out.find("<body>first</body>").expect("history");
+    let second = out.find("<body>second</body>").expect("history");
+    let subject = out
+        .find("<subject>Topic of the day</subject>")
+        .expect("subject");
+    assert!(
+        alice_p < own && carol_p < own && own < first && first < second && second < subject,
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("<delay xmlns='urn:xmpp:delay' from='{ROOM}'")),
+        "history is delayed: {out}"
+    );
+    assert!(
+        out.contains("<occupant-id xmlns='urn:xmpp:occupant-id:0'"),
+        "{out}"
+    );
+    assert!(out.contains("code='170'"), "archiving is announced: {out}");
+    // Semi-anonymous by default: bob does not see alice's real JID, alice (moderator) sees bob's.
+    assert!(!out.contains("jid='alice@localhost/pc'"), "{out}");
+    let seen = sim.take(alice);
+    assert!(
+        seen.contains(&format!("from='{ROOM}/Bob'")) && seen.contains("jid='bob@localhost/pc'"),
+        "{seen}"
+    );
+}
+
+#[test]
+fn messages_are_reflected_with_the_client_id_and_one_stanza_id_everywhere() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[]);
+    join(&mut sim, bob, "Bob", "");
+    sim.take(alice);
+    say(&mut sim, bob, "client-id-1", "hello room");
+    let to_bob = sim.take(bob);
+    let to_alice = sim.take(alice);
+    for out in [&to_bob, &to_alice] {
+        assert!(
+            out.contains("id='client-id-1'") && out.contains(&format!("from='{ROOM}/Bob'")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("by='{ROOM}'")), "{out}");
+    }
+    let sid = |s: &str| {
+        outpost::sim::between(s, "<stanza-id xmlns='urn:xmpp:sid:0' id='", "'")
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(sid(&to_bob), sid(&to_alice));
+    let oid = |s: &str| {
+        outpost::sim::between(s, "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='", "'")
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(oid(&to_bob), oid(&to_alice));
+    // A forged stanza-id from the client is dropped.
+    sim.send(bob, &format!("<message to='{ROOM}' type='groupchat'><body>x</body><stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='{ROOM}'/></message>"));
+    assert!(!sim.take(alice).contains("forged"));
+}
+
+#[test]
+fn history_limits() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[]);
+    for i in 0..10 {
+        say(
+            &mut sim,
+            alice,
+            &format!("m{i}"),
+            &format!("message number {i}"),
+        );
+        sim.advance(60_000);
+    }
+    let count = |out: &str| out.matches("<body>message number").count();
+    let out = join(&mut sim, bob, "Bob", "<history maxstanzas='3'/>");
+    assert_eq!(count(&out), 3, "{out}");
+    assert!(out.contains("number 9") && out.contains("number 7") && !out.contains("number 6"));
+    sim.send(
+        bob,
+        &format!("<presence to='{ROOM}/Bob' type='unavailable'/>"),
+    );
+    assert_eq!(
+        count(&join(&mut sim, bob, "Bob", "<history maxstanzas='0'/>")),
+        0
+    );
+    sim.send(
+        bob,
+        &format!("<presence to='{ROOM}/Bob' type='unavailable'/>"),
+    );
+    // Within the last 150 s: messages 8 and 9 (sent 120 s and 60 s ago).
+    assert_eq!(
+        count(&join(&mut sim, bob, "Bob", "<history seconds='150'/>")),
+        2
+    );
+    sim.send(
+        bob,
+        &format!("<presence to='{ROOM}/Bob' type='unavailable'/>"),
+    );
+    let one = join(&mut sim, bob, "Bob", "<history maxstanzas='1'/>");
+    let one_len = one[one.find("<message").unwrap()..]
+        .find("</message>")
+        .unwrap()
+        + 10;
+    sim.send(
+        bob,
+        &format!("<presence to='{ROOM}/Bob' type='unavailable'/>"),
+    );
+    assert_eq!(
+        count(&join(
+            &mut sim,
+            bob,
+            "Bob",
+            &format!("<history maxchars='{}'/>", one_len * 2 + 5)
+        )),
+        2
+    );
+    sim.send(
+        bob,
+        &format!("<presence to='{ROOM}/Bob' type='unavailable'/>"),
+    );
+    let since = outpost::stanza::timestamp(sim.now.unix_ms - 200_000);
+    assert_eq!(
+        count(&join(
+            &mut sim,
+            bob,
+            "Bob",
+            &format!("<history since='{since}'/>")
+        )),
+        3
+    );
+}
+
+#[test]
+fn taken_nick_is_a_conflict_and_the_same_person_may_share_it() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[]);
+    assert_eq!(
+        error_of(&join(&mut sim, bob, "Alice", "")),
+        Some("conflict")
+    );
+    let second = sim.login("alice", "a", "phone");
+    let out = join(&mut sim, second, "Alice", "");
+    assert!(out.contains("code='110'"), "{out}");
+    assert_eq!(sim.take(alice), "", "no new presence for a second session");
+    say(&mut sim, bob, "x", "to both sessions");
+    assert_eq!(
+        error_of(&sim.take(bob)),
+        Some("not-acceptable"),
+        "bob is not in the room"
+    );
+    join(&mut sim, bob, "Bob", "");
+    say(&mut sim, bob, "x", "to both sessions");
+    assert!(sim.take(alice).contains("to both sessions"));
+    assert!(sim.take(second).contains("to both sessions"));
+}
+
+#[test]
+fn nick_change_status_303() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[]);
+    join(&mut sim, bob, "Bob", "");
+    sim.take(alice);
+    sim.send(bob, &format!("<presence to='{ROOM}/Robert'/>"));
+    let out = sim.take(alice);
+    let gone = out
+        .find(&format!("type='unavailable' from='{ROOM}/Bob'"))
+        .expect("old nick leaves");
+    assert!(
+        out.contains("code='303'") && out.contains("nick='Robert'"),
+        "{out}"
+    );
+    assert!(
+        out[gone..].contains(&format!("from='{ROOM}/Robert'")),
+        "{out}"
+    );
+    let own = sim.take(bob);
+    assert!(
+        own.contains("code='110'") && own.contains("code='303'"),
+        "{own}"
+    );
+    say(&mut sim, bob, "n", "new name");
+    assert!(sim.take(alice).contains(&format!("from='{ROOM}/Robert'")));
+}
+
+#[test]
+fn subject_needs_permission() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[]);
+    join(&mut sim, bob, "Bob", "");
+    sim.send(
+        bob,
+        &format!("<message to='{ROOM}' type='groupchat' id='s'><subject>mine</subject></message>"),
+    );
+    assert_eq!(error_of(&sim.take(bob)), Some("forbidden"));
+    configure(&mut sim, alice, &[("muc#roomconfig_changesubject", "1")]);
+    sim.take(bob);
+    sim.send(
+        bob,
+        &format!("<message to='{ROOM}' type='groupchat'><subject>mine</subject></message>"),
+    );
+    assert!(sim.take(alice).contains("<subject>mine</subject>"));
+}
+
+#[test]
+fn private_messages_between_occupants() {
+    let (mut sim, alice, bob, carol) = setup();
+    room_with(&mut sim, alice, &[]);
+    join(&mut sim, bob, "Bob", "");
+    sim.take(alice);
+    sim.send(
+        bob,
+        &format!("<message to='{ROOM}/Alice' type='chat' id='pm'><body>psst</body></message>"),
+    );
+    let out = sim.take(alice);
+    assert!(
+        out.contains(&format!("from='{ROOM}/Bob'")) && out.contains("psst"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<x xmlns='http://jabber.org/protocol/muc#user'/>"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("bob@localhost"),
+        "real JID stays hidden: {out}"
+    );
+    sim.send(
+        bob,
+        &format!("<message to='{ROOM}/Nobody' type='chat'><body>x</body></message>"),
+    );
+    assert_eq!(error_of(&sim.take(bob)), Some("item-not-found"));
+    sim.send(
+        carol,
+        &format!("<message to='{ROOM}/Alice' type='chat'><body>x</body></message>"),
+    );
+    assert_eq!(error_of(&sim.take(carol)), Some("not-acceptable"));
+}
+
+#[test]
+fn self_ping_is_answered_by_the_room() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[]);
+    sim.send(
+        alice,
+        &format!("<iq type='get' id='sp' to='{ROOM}/Alice'><ping xmlns='urn:xmpp:ping'/></iq>"),
+    );
+    let out = sim.take(alice);
+    assert!(
+        out.contains("id='sp'") && out.contains("type='result'"),
+        "{out}"
+    );
+    sim.send(
+        bob,
+        &format!("<iq type='get' id='sp2' to='{ROOM}/Bob'><ping xmlns='urn:xmpp:ping'/></iq>"),
+    );
+    assert_eq!(error_of(&sim.take(bob)), Some("not-acceptable"));
+}
+
+#[test]
+fn join_errors_password_members_only_banned_full() {
+    let (mut sim, alice, bob, carol) = setup();
+    room_with(
+        &mut sim,
+        alice,
+        &[
+            ("muc#roomconfig_passwordprotectedroom", "1"),
+            ("muc#roomconfig_roomsecret", "sesame"),
+            ("muc#roomconfig_maxusers", "10"),
+        ],
+    );
+    assert_eq!(
+        error_of(&join(&mut sim, bob, "Bob", "")),
+        Some("not-authorized")
+    );
+    assert_eq!(
+        error_of(&join(&mut sim, bob, "Bob", "<password>wrong</password>")),
+        Some("not-authorized")
+    );
+    assert!(join(&mut sim, bob, "Bob", "<password>sesame</password>").contains("code='110'"));
+    configure(
+        &mut sim,
+        alice,
+        &[
+            ("muc#roomconfig_passwordprotectedroom", "0"),
+            ("muc#roomconfig_membersonly", "1"),
+        ],
+    );
+    let out = sim.take(bob);
+    assert!(out.contains("code='322'"), "non-members are removed: {out}");
+    assert_eq!(
+        error_of(&join(&mut sim, carol, "Carol", "")),
+        Some("registration-required")
+    );
+    // Ban carol: forbidden.
+    configure(
+        &mut sim,
+        alice,
+        &[
+            ("muc#roomconfig_membersonly", "0"),
+            ("muc#roomconfig_maxusers", "10"),
+        ],
+    );
+    sim.send(alice, &format!("<iq type='set' id='ban' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast' jid='carol@localhost'><reason>spam</reason></item></query></iq>"));
+    assert!(sim.take(alice).contains("id='ban'"));
+    assert_eq!(
+        error_of(&join(&mut sim, carol, "Carol", "")),
+        Some("forbidden")
+    );
+    // Full room.
+    let mut sim2 = SimNode::new(NodeConfig::new("localhost"), 3);
+    for u in ["alice", "bob", "carol"] {
+        sim2.add_user(u, "p");
+    }
+    let (a, b, c) = (
+        sim2.login("alice", "p", "x"),
+        sim2.login("bob", "p", "x"),
+        sim2.login("carol", "p", "x"),
+    );
+    room_with(&mut sim2, a, &[("muc#roomconfig_maxusers", "10")]);
+    configure(&mut sim2, a, &[]);
+    let out = {
+        // maxusers must be at least 1; use a form value of 2 to fill with alice and bob.
+        let mut form = String::new();
+        form.push_str("<field var='muc#roomconfig_maxusers'><value>2</value></field>");
+        sim2.send(a, &format!("<iq type='set' id='c2' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>{form}</x></query></iq>"));
+        sim2.take(a)
+    };
+    assert!(out.contains("type='result'"), "{out}");
+    join(&mut sim2, b, "Bob", "");
+    assert_eq!(
+        error_of(&join(&mut sim2, c, "Carol", "")),
+        Some("service-unavailable")
+    );
+}
+
+#[test]
+fn kick_ban_and_permissions() {
+    let (mut sim, alice, bob, carol) = setup();
+    room_with(&mut sim, alice, &[]);
+    join(&mut sim, bob, "Bob", "");
+    join(&mut sim, carol, "Carol", "");
+    sim.take(alice);
+    sim.take(bob);
+    // Bob (participant) may not kick.
+    sim.send(bob, &format!("<iq type='set' id='k' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Carol' role='none'/></query></iq>"));
+    assert_eq!(error_of(&sim.take(bob)), Some("forbidden"));
+    // Nor change affiliations.
+    sim.send(bob, &format!("<iq type='set' id='a' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='carol@localhost' affiliation='member'/></query></iq>"));
+    assert_eq!(error_of(&sim.take(bob)), Some("forbidden"));
+    // Alice kicks carol: 307 with reason and actor.
+    sim.send(alice, &format!("<iq type='set' id='k' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Carol' role='none'><reason>be nice</reason></item></query></iq>"));
+    let out = sim.take(carol);
+    assert!(
+        out.contains("code='307'")
+            && out.contains("code='110'")
+            && out.contains("be nice")
+            && out.contains("nick='Alice'"),
+        "{out}"
+    );
+    assert!(sim.take(bob).contains("code='307'"));
+    // An admin may not kick the owner.
+    sim.send(alice, &format!("<iq type='set' id='adm' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='bob@localhost' affiliation='admin'/></query></iq>"));
+    assert!(sim.take(alice).contains("id='adm'"));
+    assert!(
+        sim.take(bob).contains("role='moderator'"),
+        "admins become moderators"
+    );
+    sim.send(bob, &format!("<iq type='set' id='k2' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Alice' role='none'/></query></iq>"));
+    assert_eq!(error_of(&sim.take(bob)), Some("not-allowed"));
+    // The last owner cannot step down.
+    sim.send(alice, &format!("<iq type='set' id='own' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='alice@localhost' affiliation='member'/></query></iq>"));
+    assert_eq!(error_of(&sim.take(alice)), Some("conflict"));
+    // Ban while present: 301.
+    join(&mut sim, carol, "Carol", "");
+    sim.send(bob, &format!("<iq type='set' id='b' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='carol@localhost' affiliation='outcast'/></query></iq>"));
+    assert!(sim.take(carol).contains("code='301'"));
+    // The outcast list is visible to admins.
+    sim.send(bob, &format!("<iq type='get' id='l' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast'/></query></iq>"));
+    assert!(sim.take(bob).contains("jid='carol@localhost'"));
+    // Malformed admin request.
+    sim.send(alice, &format!("<iq type='set' id='bad' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='x@localhost' affiliation='king'/></query></iq>"));
+    assert_eq!(error_of(&sim.take(alice)), Some("bad-request"));
+}
+
+#[test]
+fn moderated_rooms_need_voice() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[("muc#roomconfig_moderatedroom", "1")]);
+    let out = join(&mut sim, bob, "Bob", "");
+    assert!(out.contains("role='visitor'"), "{out}");
+    say(&mut sim, bob, "v", "can I talk?");
+    assert_eq!(error_of(&sim.take(bob)), Some("forbidden"));
+    sim.send(alice, &format!("<iq type='set' id='voice' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Bob' role='participant'/></query></iq>"));
+    sim.take(alice);
+    assert!(sim.take(bob).contains("role='participant'"));
+    say(&mut sim, bob, "v2", "now I can");
+    assert!(sim.take(alice).contains("now I can"));
+}
+
+#[test]
+fn owner_config_form_and_bad_forms() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[("muc#roomconfig_roomname", "Ops room")]);
+    sim.send(alice, &format!("<iq type='get' id='f' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>"));
+    let out = sim.take(alice);
+    assert!(
+        out.contains("var='muc#roomconfig_roomname'") && out.contains("<value>Ops room</value>"),
+        "{out}"
+    );
+    assert!(configure(
+        &mut sim,
+        alice,
+        &[("muc#roomconfig_persistentroom", "maybe")]
+    )
+    .contains("<bad-request"));
+    join(&mut sim, bob, "Bob", "");
+    assert_eq!(error_of(&configure(&mut sim, bob, &[])), Some("forbidden"));
+}
+
+#[test]
+fn invitations_are_mediated_and_add_members() {
+    let (mut sim, alice, _, carol) = setup();
+    room_with(&mut sim, alice, &[("muc#roomconfig_membersonly", "1")]);
+    sim.send(carol, "<presence/>");
+    sim.take(carol);
+    sim.send(alice, &format!("<message to='{ROOM}'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='carol@localhost'><reason>join us</reason></invite></x></message>"));
+    let out = sim.take(carol);
+    assert!(
+        out.contains(&format!("from='{ROOM}'"))
+            && out.contains("<invite from='alice@localhost'>")
+            && out.contains("join us"),
+        "{out}"
+    );
+    assert!(
+        join(&mut sim, carol, "Carol", "").contains("code='110'"),
+        "the invitee became a member"
+    );
+}
+
+#[test]
+fn disco_on_service_and_room() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(
+        &mut sim,
+        alice,
+        &[
+            ("muc#roomconfig_persistentroom", "1"),
+            ("muc#roomconfig_roomname", "Ops"),
+        ],
+    );
+    sim.send(bob, &format!("<iq type='get' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
+    let out = sim.take(bob);
+    for f in [
+        "http://jabber.org/protocol/muc",
+        "muc_persistent",
+        "muc_open",
+        "muc_semianonymous",
+        "http://jabber.org/protocol/muc#stable_id",
+        "urn:xmpp:mam:2",
+        "urn:xmpp:occupant-id:0",
+        "http://jabber.org/protocol/muc#self-ping-optimization",
+    ] {
+        assert!(out.contains(&format!("var='{f}'")), "{f}: {out}");
+    }
+    assert!(
+        out.contains("muc#roominfo") && out.contains("name='Ops'"),
+        "{out}"
+    );
+    sim.send(bob, "<iq type='get' id='s' to='conference.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    assert!(sim.take(bob).contains(&format!("jid='{ROOM}' name='Ops'")));
+    sim.send(bob, "<iq type='get' id='t' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    assert!(sim.take(bob).contains("jid='conference.localhost'"));
+}
+
+#[test]
+fn mam_pages_through_the_archive() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[]);
+    for i in 0..10 {
+        say(&mut sim, alice, &format!("m{i}"), &format!("archived {i}"));
+    }
+    join(&mut sim, bob, "Bob", "<history maxstanzas='0'/>");
+    let query = |rsm: &str| {
+        format!("<iq type='set' id='q' to='{ROOM}'><query xmlns='urn:xmpp:mam:2' queryid='qq'><set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query></iq>")
+    };
+    sim.send(bob, &query("<max>4</max>"));
+    let page1 = sim.take(bob);
+    assert_eq!(
+        page1
+            .matches("<result xmlns='urn:xmpp:mam:2' queryid='qq'")
+            .count(),
+        4,
+        "{page1}"
+    );
+    assert!(
+        page1.contains("archived 0")
+            && page1.contains("archived 3")
+            && !page1.contains("archived 4")
+    );
+    assert!(
+        page1.contains("<fin xmlns='urn:xmpp:mam:2'>") && !page1.contains("complete='true'"),
+        "{page1}"
+    );
+    assert!(page1.contains("<count>10</count>"), "{page1}");
+    let last = outpost::sim::between(&page1, "<last>", "</last>")
+        .unwrap()
+        .to_string();
+    sim.send(bob, &query(&format!("<max>10</max><after>{last}</after>")));
+    let page2 = sim.take(bob);
+    assert_eq!(page2.matches("<result ").count(), 6);
+    assert!(page2.contains("complete='true'"), "{page2}");
+    sim.send(bob, &query("<max>3</max><before/>"));
+    let tail = sim.take(bob);
+    assert!(
+        tail.contains("archived 7") && tail.contains("archived 9") && !tail.contains("archived 6"),
+        "{tail}"
+    );
+    // The archive's stanza-ids are the ones delivered live.
+    assert!(
+        tail.contains("<forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay'"),
+        "{tail}"
+    );
+    sim.send(bob, &query("<after>no-such-id</after>"));
+    assert_eq!(error_of(&sim.take(bob)), Some("item-not-found"));
+    // Filter by occupant.
+    say(&mut sim, bob, "b", "from bob");
+    sim.send(bob, &format!("<iq type='set' id='w' to='{ROOM}'><query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:xmpp:mam:2</value></field><field var='with'><value>{ROOM}/Bob</value></field></x></query></iq>"));
+    let mine = sim.take(bob);
+    assert_eq!(mine.matches("<result ").count(), 1, "{mine}");
+}
+
+#[test]
+fn persistent_rooms_survive_a_restart_and_temporary_ones_do_not() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(
+        &mut sim,
+        alice,
+        &[
+            ("muc#roomconfig_persistentroom", "1"),
+            ("muc#roomconfig_roomname", "Kept"),
+        ],
+    );
+    sim.send(
+        alice,
+        &format!("<message to='{ROOM}' type='groupchat'><subject>kept subject</subject></message>"),
+    );
+    say(&mut sim, alice, "k", "kept message");
+    sim.send(alice, &format!("<iq type='set' id='m' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='bob@localhost' affiliation='member'/></query></iq>"));
+    sim.send(bob, "<presence to='temp@conference.localhost/Bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    sim.crash_and_restart();
+    let (alice, bob) = (sim.login("alice", "a", "pc"), sim.login("bob", "b", "pc"));
+    let out = join(&mut sim, bob, "Bob", "");
+    assert!(
+        out.contains("kept message")
+            && out.contains("kept subject")
+            && out.contains("affiliation='member'"),
+        "{out}"
+    );
+    assert!(!out.contains("code='201'"));
+    let out = join(&mut sim, alice, "Alice", "");
+    assert!(out.contains("affiliation='owner'"), "{out}");
+    sim.send(bob, "<presence to='temp@conference.localhost/Bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    assert!(
+        sim.take(bob).contains("code='201'"),
+        "the temporary room was gone and is created anew"
+    );
+}
+
+#[test]
+fn shutdown_tells_occupants_with_332() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[]);
+    join(&mut sim, bob, "Bob", "");
+    sim.event(outpost::node::Event::Shutdown);
+    let out = sim.take(bob);
+    assert!(
+        out.contains("code='332'") && out.contains("type='unavailable'"),
+        "{out}"
+    );
+}
+
+#[test]
+fn leaving_tells_the_others_and_the_last_one_out_closes_a_temporary_room() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[]);
+    join(&mut sim, bob, "Bob", "");
+    sim.take(alice);
+    sim.send(
+        bob,
+        &format!("<presence to='{ROOM}/Bob' type='unavailable'><status>bye</status></presence>"),
+    );
+    let out = sim.take(alice);
+    assert!(
+        out.contains(&format!("type='unavailable' from='{ROOM}/Bob'"))
+            && out.contains("<status>bye</status>"),
+        "{out}"
+    );
+    assert!(sim.take(bob).contains("code='110'"));
+    sim.disconnect(alice); // Disconnecting leaves every room.
+    assert!(sim.node.state().rooms.is_empty());
+}
+
+#[test]
+fn join_leave_flood_does_not_grow_state() {
+    let (mut sim, alice, _, _) = setup();
+    for i in 0..500 {
+        join(&mut sim, alice, "Alice", "");
+        sim.send(
+            alice,
+            &format!("<presence to='{ROOM}/Alice' type='unavailable'/>"),
+        );
+        sim.send(alice, &format!("<presence to='r{i}@conference.localhost/A'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+        sim.send(
+            alice,
+            &format!("<presence to='r{i}@conference.localhost/A' type='unavailable'/>"),
+        );
+        sim.take(alice);
+    }
+    assert!(sim.node.state().rooms.is_empty());
+    // Joined-room count per session is bounded.
+    let mut last = String::new();
+    for i in 0..150 {
+        last = join(&mut sim, alice, "A", "").replace(ROOM, &format!("x{i}"));
+        sim.send(alice, &format!("<presence to='x{i}@conference.localhost/A'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+        last = sim.take(alice) + &last;
+    }
+    assert_eq!(error_of(&last), Some("resource-constraint"), "{last}");
+}
