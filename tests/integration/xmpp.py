@@ -23,8 +23,8 @@ class Client(slixmpp.ClientXMPP):
     def __init__(self, jid, password, mech=None):
         super().__init__(jid, password, sasl_mech=mech)
         self.ssl_context = insecure_context()
-        self.register_plugin("xep_0199")
-        self.register_plugin("xep_0203")
+        for plugin in ("xep_0199", "xep_0203", "xep_0030", "xep_0004", "xep_0045", "xep_0059", "xep_0313", "xep_0359"):
+            self.register_plugin(plugin)
         self.messages = []
         self.presences = []
         self.tls = False
@@ -35,6 +35,7 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("tls_success", self._tls)
         self.add_event_handler("message", self._message)
         self.add_event_handler("presence", self._presence)
+        self.add_event_handler("groupchat_presence", self._presence)
 
     def _tls(self, _):
         self.tls = True
