@@ -1,0 +1,86 @@
+"""Start outpost and Prosody side by side on loopback for benchmarks."""
+
+import contextlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+from outpost_node import free_port, wait_for_port  # noqa: E402
+
+OUTPOST = ROOT / "target" / "release" / "outpost"
+PASSWORD = "benchmark-secret"
+
+
+def rss_kb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time the process has used so far."""
+    import os
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def outpost(workdir: Path, users: int):
+    """Yield (pid, port, data_dir) of an outpost with user0..user{n-1}."""
+    if not OUTPOST.exists():
+        sys.exit("build first: cargo build --release")
+    port = free_port()
+    cfg = workdir / "outpost.toml"
+    cfg.write_text(f'domain = "localhost"\ndata_dir = "data"\nlog_level = "warn"\n'
+                   f'[c2s]\nlisten = "127.0.0.1:{port}"\nmax_connections = {users + 50}\n')
+    for i in range(users):
+        subprocess.run([str(OUTPOST), "user", "add", f"user{i}", "-c", str(cfg)],
+                       input=PASSWORD + "\n", text=True, check=True, capture_output=True)
+    proc = subprocess.Popen([str(OUTPOST), "run", "-c", str(cfg)])
+    try:
+        wait_for_port(port, proc)
+        yield proc.pid, port, workdir / "data"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+
+
+@contextlib.contextmanager
+def prosody(workdir: Path, users: int, cert_dir: Path):
+    """Yield (pid, port) of Prosody 0.12 with the same accounts and a MUC component."""
+    port = free_port()
+    data = workdir / "prosody-data"
+    accounts = data / "localhost" / "accounts"
+    accounts.mkdir(parents=True)
+    for i in range(users):
+        (accounts / f"user{i}.dat").write_text(f'return {{ ["password"] = "{PASSWORD}"; }};\n')
+    cfg = workdir / "prosody.cfg.lua"
+    cfg.write_text(f"""
+run_as_root = true
+daemonize = false
+pidfile = "{workdir}/prosody.pid"
+data_path = "{data}"
+log = {{ warn = "{workdir}/prosody.log" }}
+c2s_ports = {{ {port} }}
+s2s_ports = {{ }}
+component_ports = {{ }}
+interfaces = {{ "127.0.0.1" }}
+authentication = "internal_plain"
+c2s_require_encryption = true
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "presence"; "version"; "uptime"; "time"; "private"; "vcard_legacy"; "carbons"; "pep"; "blocklist"; "offline" }}
+modules_disabled = {{ "s2s"; "http"; "bosh"; "websocket" }}
+ssl = {{ certificate = "{cert_dir}/cert.pem"; key = "{cert_dir}/key.pem" }}
+VirtualHost "localhost"
+Component "conference.localhost" "muc"
+""")
+    proc = subprocess.Popen(["prosody", "-F", "--config", str(cfg)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        yield proc.pid, port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
