@@ -373,16 +373,7 @@ impl Node {
             Change::Role {
                 nick,
                 role: Some(role),
-            } => {
-                if let Some(o) = self
-                    .live_rooms
-                    .get_mut(room)
-                    .and_then(|l| l.occupants.get_mut(&nick))
-                {
-                    o.role = role;
-                    self.broadcast_presence_of(room, &nick, &[], false, None);
-                }
-            }
+            } => self.set_role(room, &nick, role),
             Change::Affiliation { jid, affiliation } => {
                 self.commit_room(
                     room,
@@ -403,17 +394,19 @@ impl Node {
                         self.remove_occupant(room, &nick, 321, actor, reason);
                     } else {
                         let role = self.role_for(room, affiliation);
-                        if let Some(o) = self
-                            .live_rooms
-                            .get_mut(room)
-                            .and_then(|l| l.occupants.get_mut(&nick))
-                        {
-                            o.role = role;
-                        }
-                        self.broadcast_presence_of(room, &nick, &[], false, None);
+                        self.set_role(room, &nick, role);
                     }
                 }
             }
+        }
+    }
+
+    /// Give an occupant a new role and tell the room.
+    fn set_role(&mut self, room: &str, nick: &str, role: Role) {
+        let live = self.live_rooms.get_mut(room);
+        if let Some(o) = live.and_then(|l| l.occupants.get_mut(nick)) {
+            o.role = role;
+            self.broadcast_presence_of(room, nick, &[], false, None);
         }
     }
 }
