@@ -8,6 +8,7 @@ pub mod c2s;
 pub mod config;
 pub mod im;
 pub mod jid;
+pub mod link;
 pub mod muc;
 pub mod node;
 pub mod scram;

@@ -35,7 +35,7 @@ impl Node {
         };
         if let Some(t) = to.as_ref().filter(|t| self.is_muc_service(t)) {
             let t = t.clone();
-            return self.on_muc_stanza(conn, el, t);
+            return self.on_muc_stanza(&crate::muc::Origin::Local(conn), el, t);
         }
         match el.name.as_str() {
             "message" => self.on_message(conn, el, to),

@@ -5,8 +5,9 @@ use super::form::{self, DATA};
 use super::live::Role;
 use super::mns;
 use super::model::{Affiliation, RoomRecord};
+use super::Origin;
 use crate::jid::Jid;
-use crate::node::{ConnId, Node};
+use crate::node::Node;
 use crate::stanza;
 use crate::xml::{ns, Element, Node as XmlNode};
 
@@ -22,39 +23,39 @@ enum Change {
 }
 
 impl Node {
-    pub(super) fn muc_owner(&mut self, conn: ConnId, el: &Element, room: &str, query: &Element) {
-        let bare = self.jid_of(conn).to_bare().to_string();
+    pub(super) fn muc_owner(&mut self, origin: &Origin, el: &Element, room: &str, query: &Element) {
+        let bare = self.origin_jid(origin).to_bare().to_string();
         if self.state.rooms[room].affiliation(&bare) != Affiliation::Owner {
-            return self.bounce(conn, el, "forbidden");
+            return self.bounce_to(origin, el, "forbidden");
         }
         let room_jid = self.room_jid(room);
         let limit = self.cfg.muc.max_users;
         if el.get_attr("type") == Some("get") {
             let f = form::config_form(&self.state.rooms[room].config, limit);
             let q = Element::new("query", mns::OWNER).child(f);
-            return self.send_el(conn, &stanza::iq_result(el, &room_jid, Some(q)));
+            return self.reply(origin, &stanza::iq_result(el, &room_jid, Some(q)));
         }
         if let Some(x) = query.get_child("x", DATA) {
             if form::is_form(x, "cancel") {
                 if self.state.rooms[room].locked {
                     self.destroy_room(room, None, None);
                 }
-                return self.send_el(conn, &stanza::iq_result(el, &room_jid, None));
+                return self.reply(origin, &stanza::iq_result(el, &room_jid, None));
             }
             if !form::is_form(x, "submit") {
-                return self.bounce(conn, el, "bad-request");
+                return self.bounce_to(origin, el, "bad-request");
             }
             let before = self.state.rooms[room].config.clone();
             let config = match form::apply_submission(x, &before, limit) {
                 Ok(c) => c,
                 Err(e) => {
                     log::debug!("muc {room}: bad configuration form: {e}");
-                    return self.bounce(conn, el, "bad-request");
+                    return self.bounce_to(origin, el, "bad-request");
                 }
             };
             let now_members_only = config.members_only && !before.members_only;
             self.commit_room(room, RoomRecord::Configure { config });
-            self.send_el(conn, &stanza::iq_result(el, &room_jid, None));
+            self.reply(origin, &stanza::iq_result(el, &room_jid, None));
             self.notify_config_change(room);
             if now_members_only {
                 let outsiders: Vec<String> = self
@@ -79,9 +80,9 @@ impl Node {
             let alt = d.get_attr("jid").map(str::to_string);
             let reason = d.get_child("reason", mns::OWNER).map(|r| r.text_content());
             self.destroy_room(room, alt, reason);
-            return self.send_el(conn, &stanza::iq_result(el, &room_jid, None));
+            return self.reply(origin, &stanza::iq_result(el, &room_jid, None));
         }
-        self.bounce(conn, el, "bad-request")
+        self.bounce_to(origin, el, "bad-request")
     }
 
     /// Status 104: the configuration changed.
@@ -199,8 +200,8 @@ impl Node {
         self.maybe_close_room(room);
     }
 
-    pub(super) fn muc_admin(&mut self, conn: ConnId, el: &Element, room: &str, query: &Element) {
-        let me = self.jid_of(conn).clone();
+    pub(super) fn muc_admin(&mut self, origin: &Origin, el: &Element, room: &str, query: &Element) {
+        let me = self.origin_jid(origin);
         let bare = me.to_bare().to_string();
         let actor_aff = self.state.rooms[room].affiliation(&bare);
         let actor_nick = self.live(room).and_then(|l| l.nick_of(&me));
@@ -217,7 +218,7 @@ impl Node {
             .filter(|e| e.is("item", mns::ADMIN))
             .collect();
         if items.is_empty() {
-            return self.bounce(conn, el, "bad-request");
+            return self.bounce_to(origin, el, "bad-request");
         }
         let room_jid = self.room_jid(room);
         if el.get_attr("type") == Some("get") {
@@ -225,7 +226,7 @@ impl Node {
             let mut q = Element::new("query", mns::ADMIN);
             if let Some(a) = item.get_attr("affiliation").and_then(Affiliation::parse) {
                 if actor_aff < Affiliation::Admin {
-                    return self.bounce(conn, el, "forbidden");
+                    return self.bounce_to(origin, el, "forbidden");
                 }
                 for (jid, _) in self.state.rooms[room]
                     .affiliations
@@ -240,7 +241,7 @@ impl Node {
                 }
             } else if let Some(r) = item.get_attr("role").and_then(Role::parse) {
                 if actor_role != Role::Moderator {
-                    return self.bounce(conn, el, "forbidden");
+                    return self.bounce_to(origin, el, "forbidden");
                 }
                 for (nick, o) in self
                     .live(room)
@@ -261,9 +262,9 @@ impl Node {
                     }
                 }
             } else {
-                return self.bounce(conn, el, "bad-request");
+                return self.bounce_to(origin, el, "bad-request");
             }
-            return self.send_el(conn, &stanza::iq_result(el, &room_jid, Some(q)));
+            return self.reply(origin, &stanza::iq_result(el, &room_jid, Some(q)));
         }
         // Set: check every item first, then apply all (the request is atomic).
         let mut changes = Vec::new();
@@ -279,7 +280,7 @@ impl Node {
                         "none" => None,
                         r => match Role::parse(r) {
                             Some(r) => Some(r),
-                            None => return self.bounce(conn, el, "bad-request"),
+                            None => return self.bounce_to(origin, el, "bad-request"),
                         },
                     };
                     Change::Role {
@@ -290,17 +291,17 @@ impl Node {
                 (_, None, Some(jid), Some(aff)) => {
                     let (Ok(j), Some(affiliation)) = (Jid::parse(jid), Affiliation::parse(aff))
                     else {
-                        return self.bounce(conn, el, "bad-request");
+                        return self.bounce_to(origin, el, "bad-request");
                     };
                     Change::Affiliation {
                         jid: j.to_bare().to_string(),
                         affiliation,
                     }
                 }
-                _ => return self.bounce(conn, el, "bad-request"),
+                _ => return self.bounce_to(origin, el, "bad-request"),
             };
             if let Err(condition) = self.check_change(room, actor_aff, actor_role, &change) {
-                return self.bounce(conn, el, condition);
+                return self.bounce_to(origin, el, condition);
             }
             let reason = item
                 .get_child("reason", mns::ADMIN)
@@ -310,7 +311,7 @@ impl Node {
         for (change, reason) in changes {
             self.apply_change(room, change, actor_nick.as_deref(), reason.as_deref());
         }
-        self.send_el(conn, &stanza::iq_result(el, &room_jid, None));
+        self.reply(origin, &stanza::iq_result(el, &room_jid, None));
     }
 
     fn check_change(

@@ -3,8 +3,9 @@
 use super::form::DATA;
 use super::mns;
 use super::model::{Affiliation, Archived};
+use super::Origin;
 use crate::jid::Jid;
-use crate::node::{ConnId, Node};
+use crate::node::Node;
 use crate::stanza;
 use crate::xml::{escape, ns, Element};
 
@@ -35,19 +36,19 @@ struct Query {
 }
 
 impl Node {
-    pub(super) fn muc_mam(&mut self, conn: ConnId, el: &Element, room: &str, query: &Element) {
+    pub(super) fn muc_mam(&mut self, origin: &Origin, el: &Element, room: &str, query: &Element) {
         let rs = &self.state.rooms[room];
-        let bare = self.jid_of(conn).to_bare().to_string();
+        let bare = self.origin_jid(origin).to_bare().to_string();
         let aff = rs.affiliation(&bare);
         if !rs.config.archiving {
-            return self.bounce(conn, el, "service-unavailable");
+            return self.bounce_to(origin, el, "service-unavailable");
         }
         if aff == Affiliation::Outcast || (rs.config.members_only && aff < Affiliation::Member) {
-            return self.bounce(conn, el, "forbidden");
+            return self.bounce_to(origin, el, "forbidden");
         }
         let q = match self.parse_query(room, query) {
             Ok(q) => q,
-            Err(condition) => return self.bounce(conn, el, condition),
+            Err(condition) => return self.bounce_to(origin, el, condition),
         };
         let matching: Vec<&Archived> = rs
             .archive
@@ -64,7 +65,7 @@ impl Node {
                 } else {
                     match position(before) {
                         Some(i) => i,
-                        None => return self.bounce(conn, el, "item-not-found"),
+                        None => return self.bounce_to(origin, el, "item-not-found"),
                     }
                 };
                 let start = end.saturating_sub(q.max);
@@ -72,7 +73,7 @@ impl Node {
             }
             (None, Some(after)) => {
                 let Some(i) = position(after) else {
-                    return self.bounce(conn, el, "item-not-found");
+                    return self.bounce_to(origin, el, "item-not-found");
                 };
                 let end = (i + 1 + q.max).min(matching.len());
                 (i + 1, end, end == matching.len())
@@ -83,7 +84,7 @@ impl Node {
             }
         };
         let room_jid = self.room_jid(room);
-        let to_attr = escape(&self.jid_of(conn).to_string());
+        let to_attr = escape(&self.origin_jid(origin).to_string());
         let queryid = query.get_attr("queryid").map(escape);
         let page: Vec<(String, String)> = matching[from..to]
             .iter()
@@ -96,7 +97,7 @@ impl Node {
             .collect();
         let total = matching.len();
         for (_, xml) in &page {
-            self.send(conn, xml.clone().into_bytes());
+            self.reply_raw(origin, xml.clone());
         }
         let mut set = Element::new("set", mns::RSM);
         if let (Some((first, _)), Some((last, _))) = (page.first(), page.last()) {
@@ -114,7 +115,7 @@ impl Node {
             fin.set_attr("complete", "true");
         }
         let reply = stanza::iq_result(el, &room_jid, Some(fin));
-        self.send_el(conn, &reply);
+        self.reply(origin, &reply);
     }
 
     fn parse_query(&self, room: &str, query: &Element) -> Result<Query, &'static str> {

@@ -14,6 +14,13 @@ pub mod model;
 
 pub use live::{LiveRoom, Occupant, Role};
 
+/// Who sent a stanza to a room: a session here, or a user at a mirroring site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Local(ConnId),
+    Remote { peer: String, jid: Jid },
+}
+
 use crate::jid::Jid;
 use crate::node::{ConnId, Node};
 use crate::stanza;
@@ -96,7 +103,71 @@ impl Node {
         self.live_rooms.get(room)
     }
 
-    /// Deliver a stanza from a room to one session of an occupant.
+    pub(crate) fn origin_jid(&self, origin: &Origin) -> Jid {
+        match origin {
+            Origin::Local(conn) => self.jid_of(*conn).clone(),
+            Origin::Remote { jid, .. } => jid.clone(),
+        }
+    }
+
+    /// Answer whoever sent a stanza.
+    pub(crate) fn reply(&mut self, origin: &Origin, el: &Element) {
+        match origin {
+            Origin::Local(conn) => self.send_el(*conn, el),
+            Origin::Remote { jid, .. } => {
+                let jid = jid.clone();
+                self.send_to_jid(&jid, el.clone());
+            }
+        }
+    }
+
+    /// Answer with already serialised XML (archive results).
+    pub(crate) fn reply_raw(&mut self, origin: &Origin, xml: String) {
+        match origin {
+            Origin::Local(conn) => self.send(*conn, xml.into_bytes()),
+            Origin::Remote { .. } => match crate::xml::parse_fragment(&xml) {
+                Ok(el) => self.reply(origin, &el),
+                Err(e) => log::warn!("muc: cannot relay a reply: {e:?}"),
+            },
+        }
+    }
+
+    pub(crate) fn bounce_to(&mut self, origin: &Origin, el: &Element, condition: &str) {
+        let from = el
+            .get_attr("to")
+            .unwrap_or(&self.cfg.muc_service)
+            .to_string();
+        let mut req = el.clone();
+        req.set_attr("from", self.origin_jid(origin).to_string());
+        if let Some(reply) =
+            stanza::error_reply(&req, condition, stanza::error_type_for(condition), &from)
+        {
+            self.reply(origin, &reply);
+        }
+    }
+
+    /// A stanza from a room to one user, wherever they are: a local session
+    /// (or the account, for invitations), or a user at a linked site.
+    pub(crate) fn send_to_jid(&mut self, to: &Jid, mut el: Element) {
+        el.set_attr("to", to.to_string());
+        if let Some(c) = self.conn_of_full(to) {
+            return self.send_el(c, &el);
+        }
+        self.send_to_remote_user(to, el);
+    }
+
+    /// An invitation or other message from a room to a bare or full JID.
+    fn deliver_from_room(&mut self, to: &Jid, el: &Element) {
+        if to.domain() == self.cfg.domain {
+            // Local accounts: normal routing, offline storage included.
+            self.route_message(crate::node::NO_CONN, el, to);
+        } else {
+            self.send_to_remote_user(to, el.clone());
+        }
+    }
+
+    /// Deliver a broadcast-type stanza to one local session of an occupant.
+    /// Occupants at mirroring sites are served by their site from one copy.
     fn room_send(&mut self, to: &Jid, mut el: Element) {
         if let Some(c) = self.conn_of_full(to) {
             el.set_attr("to", to.to_string());
@@ -104,25 +175,28 @@ impl Node {
         }
     }
 
-    pub(crate) fn on_muc_stanza(&mut self, conn: ConnId, el: Element, to: Jid) {
+    pub(crate) fn on_muc_stanza(&mut self, origin: &Origin, el: Element, to: Jid) {
+        if !self.is_muc_service(&to) {
+            return;
+        }
         let Some(room) = to.local().map(str::to_string) else {
-            return self.muc_service_stanza(conn, &el);
+            return self.muc_service_stanza(origin, &el);
         };
         let nick = to.resource().map(str::to_string);
         match (el.name.as_str(), nick) {
-            ("presence", Some(nick)) => self.muc_presence(conn, el, &room, &nick),
+            ("presence", Some(nick)) => self.muc_presence(origin, el, &room, &nick),
             ("presence", None) if el.get_attr("type") != Some("error") => {
-                self.bounce(conn, &el, "jid-malformed")
+                self.bounce_to(origin, &el, "jid-malformed")
             }
-            ("message", None) => self.muc_room_message(conn, el, &room),
-            ("message", Some(nick)) => self.muc_private_message(conn, el, &room, &nick),
-            ("iq", None) => self.muc_room_iq(conn, &el, &room),
-            ("iq", Some(nick)) => self.muc_occupant_iq(conn, el, &room, &nick),
+            ("message", None) => self.muc_room_message(origin, el, &room),
+            ("message", Some(nick)) => self.muc_private_message(origin, el, &room, &nick),
+            ("iq", None) => self.muc_room_iq(origin, &el, &room),
+            ("iq", Some(nick)) => self.muc_occupant_iq(origin, el, &room, &nick),
             _ => {}
         }
     }
 
-    fn muc_service_stanza(&mut self, conn: ConnId, el: &Element) {
+    fn muc_service_stanza(&mut self, origin: &Origin, el: &Element) {
         if el.name != "iq" || !matches!(el.get_attr("type"), Some("get" | "set")) {
             return;
         }
@@ -165,17 +239,17 @@ impl Node {
                 q
             }
             Some(("ping", ns::PING, Some("get"))) => {
-                return self.send_el(conn, &stanza::iq_result(el, &service, None));
+                return self.reply(origin, &stanza::iq_result(el, &service, None));
             }
-            _ => return self.bounce(conn, el, "service-unavailable"),
+            _ => return self.bounce_to(origin, el, "service-unavailable"),
         };
-        self.send_el(conn, &stanza::iq_result(el, &service, Some(reply)));
+        self.reply(origin, &stanza::iq_result(el, &service, Some(reply)));
     }
 
     // ---- presence: join, leave, nick change, status ----------------------------
 
-    fn muc_presence(&mut self, conn: ConnId, el: Element, room: &str, nick: &str) {
-        let from = self.jid_of(conn).clone();
+    fn muc_presence(&mut self, origin: &Origin, el: Element, room: &str, nick: &str) {
+        let from = self.origin_jid(origin);
         let current = self.live(room).and_then(|l| l.nick_of(&from));
         match el.get_attr("type") {
             Some("unavailable") => {
@@ -186,8 +260,8 @@ impl Node {
             Some(_) => {} // Presence errors and subscriptions mean nothing to a room.
             None => match current {
                 Some(n) if n == nick => self.muc_status_change(room, nick, &el),
-                Some(old) => self.muc_nick_change(conn, room, &old, nick, &el),
-                None => self.muc_join(conn, el, room, nick),
+                Some(old) => self.muc_nick_change(origin, room, &old, nick, &el),
+                None => self.muc_join(origin, el, room, nick),
             },
         }
     }
@@ -206,14 +280,14 @@ impl Node {
         p
     }
 
-    fn muc_join(&mut self, conn: ConnId, el: Element, room: &str, nick: &str) {
-        let from = self.jid_of(conn).clone();
+    fn muc_join(&mut self, origin: &Origin, el: Element, room: &str, nick: &str) {
+        let from = self.origin_jid(origin);
         let bare = from.to_bare().to_string();
         let x = el.get_child("x", mns::MUC);
         let mut created = false;
         if !self.state.rooms.contains_key(room) {
             if self.state.rooms.len() >= self.cfg.muc.max_rooms {
-                return self.presence_error(conn, &el, "resource-constraint");
+                return self.presence_error(origin, &el, "resource-constraint");
             }
             let mut salt = vec![0u8; 16];
             self.random_bytes(&mut salt);
@@ -226,8 +300,10 @@ impl Node {
             );
             created = true;
         }
-        if self.sessions[&conn].rooms.len() >= self.cfg.muc.rooms_per_session {
-            return self.presence_error(conn, &el, "resource-constraint");
+        if let Origin::Local(conn) = origin {
+            if self.sessions[conn].rooms.len() >= self.cfg.muc.rooms_per_session {
+                return self.presence_error(origin, &el, "resource-constraint");
+            }
         }
         let rs = &self.state.rooms[room];
         let affiliation = rs.affiliation(&bare);
@@ -260,7 +336,7 @@ impl Node {
             None
         };
         if let Some(condition) = error {
-            return self.presence_error(conn, &el, condition);
+            return self.presence_error(origin, &el, condition);
         }
         let history = HistoryRequest::from_join(x);
         let role = self.role_for(room, affiliation);
@@ -285,11 +361,10 @@ impl Node {
                 true
             }
         };
-        self.sessions
-            .get_mut(&conn)
-            .expect("session")
-            .rooms
-            .insert(room.to_string());
+        if let Origin::Local(conn) = origin {
+            let s = self.sessions.get_mut(conn).expect("session");
+            s.rooms.insert(room.to_string());
+        }
 
         // 1. Everyone else's presence, to the new session.
         let sees = self.sees_jids(room, role);
@@ -327,7 +402,7 @@ impl Node {
         log::debug!("muc {room}: {from} joined as {nick}");
     }
 
-    fn presence_error(&mut self, conn: ConnId, el: &Element, condition: &str) {
+    fn presence_error(&mut self, origin: &Origin, el: &Element, condition: &str) {
         let from = el.get_attr("to").unwrap_or_default().to_string();
         let mut reply = Element::new("presence", ns::CLIENT)
             .attr("from", from)
@@ -340,9 +415,9 @@ impl Node {
                 .attr("type", stanza::error_type_for(condition))
                 .child(Element::new(condition, ns::STANZA_ERRORS)),
         );
-        let to = self.jid_of(conn).to_string();
+        let to = self.origin_jid(origin).to_string();
         reply.set_attr("to", to);
-        self.send_el(conn, &reply);
+        self.reply(origin, &reply);
     }
 
     fn sees_jids(&self, room: &str, viewer: Role) -> bool {
@@ -489,16 +564,16 @@ impl Node {
         self.broadcast_presence_of(room, nick, &[], false, None);
     }
 
-    fn muc_nick_change(&mut self, conn: ConnId, room: &str, old: &str, new: &str, el: &Element) {
-        let from = self.jid_of(conn).clone();
+    fn muc_nick_change(&mut self, origin: &Origin, room: &str, old: &str, new: &str, el: &Element) {
+        let from = self.origin_jid(origin);
         let bare = from.to_bare().to_string();
         let live = &self.live_rooms[room];
         if live.occupants.get(new).is_some_and(|o| o.bare != bare) {
-            return self.presence_error(conn, el, "conflict");
+            return self.presence_error(origin, el, "conflict");
         }
         if live.occupants[old].sessions.len() > 1 || live.occupants.contains_key(new) {
             // Other sessions share the old nick, or the new one is already ours: keep it simple and refuse.
-            return self.presence_error(conn, el, "not-acceptable");
+            return self.presence_error(origin, el, "not-acceptable");
         }
         // Unavailable from the old nick with 303 and the new nick, to everyone.
         let recipients = live.all_sessions();
@@ -638,24 +713,24 @@ impl Node {
 
     // ---- messages ----------------------------------------------------------
 
-    fn muc_room_message(&mut self, conn: ConnId, el: Element, room: &str) {
+    fn muc_room_message(&mut self, origin: &Origin, el: Element, room: &str) {
         if el.get_attr("type") == Some("error") {
             return;
         }
         if !self.state.rooms.contains_key(room) {
-            return self.bounce(conn, &el, "item-not-found");
+            return self.bounce_to(origin, &el, "item-not-found");
         }
-        let sender = self.jid_of(conn).clone();
+        let sender = self.origin_jid(origin);
         if let Some(x) = el.get_child("x", mns::USER) {
             if x.has_child("invite", mns::USER) {
-                return self.muc_invite(conn, &el, room, x);
+                return self.muc_invite(origin, &el, room, x);
             }
         }
         let Some(nick) = self.live(room).and_then(|l| l.nick_of(&sender)) else {
-            return self.bounce(conn, &el, "not-acceptable");
+            return self.bounce_to(origin, &el, "not-acceptable");
         };
         if el.get_attr("type") != Some("groupchat") {
-            return self.bounce(conn, &el, "bad-request");
+            return self.bounce_to(origin, &el, "bad-request");
         }
         let role = self.live_rooms[room].occupants[&nick].role;
         let config = &self.state.rooms[room].config;
@@ -666,7 +741,7 @@ impl Node {
             let allowed =
                 role == Role::Moderator || (config.subject_by_anyone && role >= Role::Participant);
             if !allowed {
-                return self.bounce(conn, &el, "forbidden");
+                return self.bounce_to(origin, &el, "forbidden");
             }
             let text = subject.text_content();
             let stamp_ms = self.now.unix_ms;
@@ -690,7 +765,7 @@ impl Node {
             return self.broadcast_message(room, &out);
         }
         if role == Role::Visitor {
-            return self.bounce(conn, &el, "forbidden");
+            return self.bounce_to(origin, &el, "forbidden");
         }
         self.submit_groupchat(room, &nick, &sender.to_bare().to_string(), &el);
     }
@@ -780,22 +855,22 @@ impl Node {
         }
     }
 
-    fn muc_private_message(&mut self, conn: ConnId, el: Element, room: &str, nick: &str) {
+    fn muc_private_message(&mut self, origin: &Origin, el: Element, room: &str, nick: &str) {
         if el.get_attr("type") == Some("error") {
             return;
         }
-        let sender = self.jid_of(conn).clone();
+        let sender = self.origin_jid(origin);
         let Some(live) = self.live(room) else {
-            return self.bounce(conn, &el, "item-not-found");
+            return self.bounce_to(origin, &el, "item-not-found");
         };
         let Some(from_nick) = live.nick_of(&sender) else {
-            return self.bounce(conn, &el, "not-acceptable");
+            return self.bounce_to(origin, &el, "not-acceptable");
         };
         if el.get_attr("type") == Some("groupchat") {
-            return self.bounce(conn, &el, "bad-request");
+            return self.bounce_to(origin, &el, "bad-request");
         }
         let Some(target) = live.occupants.get(nick) else {
-            return self.bounce(conn, &el, "item-not-found");
+            return self.bounce_to(origin, &el, "item-not-found");
         };
         let sessions = target.sessions.clone();
         let mut out = el.clone();
@@ -804,16 +879,16 @@ impl Node {
             out = out.child(Element::new("x", mns::USER));
         }
         for s in sessions {
-            self.room_send(&s, out.clone());
+            self.send_to_jid(&s, out.clone());
         }
     }
 
     /// Mediated invitation (XEP-0045 §7.8.2).
-    fn muc_invite(&mut self, conn: ConnId, el: &Element, room: &str, x: &Element) {
-        let sender = self.jid_of(conn).clone();
+    fn muc_invite(&mut self, origin: &Origin, el: &Element, room: &str, x: &Element) {
+        let sender = self.origin_jid(origin);
         let bare = sender.to_bare().to_string();
         let Some(nick) = self.live(room).and_then(|l| l.nick_of(&sender)) else {
-            return self.bounce(conn, el, "not-acceptable");
+            return self.bounce_to(origin, el, "not-acceptable");
         };
         let role = self.live_rooms[room].occupants[&nick].role;
         let rs = &self.state.rooms[room];
@@ -822,7 +897,7 @@ impl Node {
             || role == Role::Moderator
             || affiliation >= Affiliation::Admin)
         {
-            return self.bounce(conn, el, "forbidden");
+            return self.bounce_to(origin, el, "forbidden");
         }
         let members_only = rs.config.members_only;
         let password = rs.config.password.clone();
@@ -838,7 +913,7 @@ impl Node {
                 .and_then(|t| Jid::parse(t).ok())
                 .map(|j| j.to_bare())
             else {
-                return self.bounce(conn, el, "jid-malformed");
+                return self.bounce_to(origin, el, "jid-malformed");
             };
             let invitee_bare = invitee.to_string();
             if members_only
@@ -870,73 +945,73 @@ impl Node {
                         .text(format!("{bare} invites you to the room {room_jid}")),
                 )
                 .child(ux);
-            self.route_message(conn, &msg, &invitee);
+            self.deliver_from_room(&invitee, &msg);
         }
     }
 
     // ---- iq ------------------------------------------------------------------
 
-    fn muc_occupant_iq(&mut self, conn: ConnId, el: Element, room: &str, nick: &str) {
-        let sender = self.jid_of(conn).clone();
+    fn muc_occupant_iq(&mut self, origin: &Origin, el: Element, room: &str, nick: &str) {
+        let sender = self.origin_jid(origin);
         let Some(live) = self.live(room) else {
-            return self.bounce(conn, &el, "item-not-found");
+            return self.bounce_to(origin, &el, "item-not-found");
         };
         let Some(from_nick) = live.nick_of(&sender) else {
             // XEP-0410: a client that is not joined learns it from this error.
-            return self.bounce(conn, &el, "not-acceptable");
+            return self.bounce_to(origin, &el, "not-acceptable");
         };
         let is_ping = el.get_attr("type") == Some("get") && el.has_child("ping", ns::PING);
         if is_ping && from_nick == nick {
             let r = stanza::iq_result(&el, &self.occupant_jid(room, nick), None);
-            return self.send_el(conn, &r);
+            return self.reply(origin, &r);
         }
         // Anything else is relayed between occupants, hiding real JIDs.
         let Some(target) = live.occupants.get(nick).map(|o| o.sessions[0].clone()) else {
-            return self.bounce(conn, &el, "item-not-found");
+            return self.bounce_to(origin, &el, "item-not-found");
         };
         let mut out = el;
         out.set_attr("from", self.occupant_jid(room, &from_nick));
-        self.room_send(&target, out);
+        self.send_to_jid(&target, out);
     }
 
-    fn muc_room_iq(&mut self, conn: ConnId, el: &Element, room: &str) {
+    fn muc_room_iq(&mut self, origin: &Origin, el: &Element, room: &str) {
         let itype = el.get_attr("type").unwrap_or("");
         if !matches!(itype, "get" | "set") {
             return;
         }
         let Some(rs) = self.state.rooms.get(room) else {
-            return self.bounce(conn, el, "item-not-found");
+            return self.bounce_to(origin, el, "item-not-found");
         };
         let payload = el
             .elements()
             .next()
             .cloned()
             .expect("iq requests have one payload");
-        let bare = self.jid_of(conn).to_bare().to_string();
+        let bare = self.origin_jid(origin).to_bare().to_string();
         if rs.locked && rs.affiliation(&bare) != Affiliation::Owner {
-            return self.bounce(conn, el, "item-not-found");
+            return self.bounce_to(origin, el, "item-not-found");
         }
         let room_jid = self.room_jid(room);
         match (payload.name.as_str(), payload.ns.as_str(), itype) {
             ("query", ns::DISCO_INFO, "get") => {
                 let info = self.room_disco_info(room);
-                self.send_el(conn, &stanza::iq_result(el, &room_jid, Some(info)));
+                self.reply(origin, &stanza::iq_result(el, &room_jid, Some(info)));
             }
             ("query", ns::DISCO_ITEMS, "get") => {
                 let q = Element::new("query", ns::DISCO_ITEMS);
-                self.send_el(conn, &stanza::iq_result(el, &room_jid, Some(q)));
+                self.reply(origin, &stanza::iq_result(el, &room_jid, Some(q)));
             }
             ("ping", ns::PING, "get") => {
-                self.send_el(conn, &stanza::iq_result(el, &room_jid, None))
+                self.reply(origin, &stanza::iq_result(el, &room_jid, None))
             }
-            ("query", mns::OWNER, _) => self.muc_owner(conn, el, room, &payload),
-            ("query", mns::ADMIN, _) => self.muc_admin(conn, el, room, &payload),
-            ("query", mns::MAM, "set") => self.muc_mam(conn, el, room, &payload),
+            ("query", mns::OWNER, _) => self.muc_owner(origin, el, room, &payload),
+            ("query", mns::ADMIN, _) => self.muc_admin(origin, el, room, &payload),
+            ("query", mns::MAM, "set") => self.muc_mam(origin, el, room, &payload),
             ("query", mns::MAM, "get") => {
                 let q = Element::new("query", mns::MAM).child(mam::query_form());
-                self.send_el(conn, &stanza::iq_result(el, &room_jid, Some(q)));
+                self.reply(origin, &stanza::iq_result(el, &room_jid, Some(q)));
             }
-            _ => self.bounce(conn, el, "service-unavailable"),
+            _ => self.bounce_to(origin, el, "service-unavailable"),
         }
     }
 
@@ -1006,6 +1081,19 @@ impl Node {
             .collect();
         for room in dead {
             self.commit_room(&room, RoomRecord::Destroy);
+        }
+    }
+}
+
+impl Node {
+    /// A stanza for a user at another node: over the link to that node's
+    /// domain if there is one, else it cannot be delivered (no federation).
+    pub(crate) fn send_to_remote_user(&mut self, to: &Jid, el: Element) {
+        if !self.link_deliver_stanza(to, &el) {
+            log::debug!(
+                "muc: no link towards {}; dropped a stanza for {to}",
+                to.domain()
+            );
         }
     }
 }

@@ -15,6 +15,9 @@ use std::net::IpAddr;
 
 pub type ConnId = u64;
 
+/// A connection id that names no session: replies addressed to it go nowhere.
+pub const NO_CONN: ConnId = ConnId::MAX;
+
 /// The time, as the shell (or the simulator) sees it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Now {

@@ -7,7 +7,7 @@ mod parse;
 
 pub use element::{escape, escape_into, Element, Node};
 pub use framer::{Frame, FrameError, Framer, Limits};
-pub use parse::{parse_header, parse_stanza, ParseError, StreamHeader};
+pub use parse::{parse_fragment, parse_header, parse_stanza, ParseError, StreamHeader};
 
 pub mod ns {
     pub const CLIENT: &str = "jabber:client";

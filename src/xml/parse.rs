@@ -91,6 +91,15 @@ pub fn parse_header(raw: &[u8]) -> Result<StreamHeader, ParseError> {
     })
 }
 
+/// Parse a standalone element (as stored in the log or carried on a link)
+/// whose default namespace is `jabber:client`.
+pub fn parse_fragment(xml: &str) -> Result<Element, ParseError> {
+    let header = parse_header(
+        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+    )?;
+    parse_stanza(&header, xml.as_bytes())
+}
+
 /// Parse one complete stanza in the namespace scope of `header`.
 pub fn parse_stanza(header: &StreamHeader, raw: &[u8]) -> Result<Element, ParseError> {
     let mut doc = Vec::with_capacity(header.raw.len() + raw.len() + header.qname.len() + 3);
