@@ -12,3 +12,5 @@ impl Node {
         false
     }
 }
+
+pub mod event;

@@ -1,0 +1,472 @@
+//! The typed events a link carries, and their XML codec (DMUC3 as corrected,
+//! see docs/protocol.md). Routing works on `LinkEvent`; only the codec knows
+//! the wire form, so a compact codec can replace it later.
+
+use crate::jid::Jid;
+use crate::muc::model::{Affiliation, Archived, RoomConfig, Subject};
+use crate::muc::Role;
+use crate::xml::{ns, Element};
+
+pub const DMUC: &str = "urn:xmpp:dmuc:0";
+
+/// What a mirror needs to know about one occupant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OccupantInfo {
+    pub nick: String,
+    pub bare: String,
+    /// Full JID of the occupant's first session.
+    pub jid: String,
+    pub affiliation: Affiliation,
+    pub role: Role,
+    pub occupant_id: String,
+    /// The occupant's presence payload (show, status…), as a `<presence/>`.
+    pub presence: Element,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OccupantChange {
+    Joined,
+    Updated,
+    Left { status: Option<String> },
+    Renamed { new_nick: String },
+    /// Kicked (307), banned (301), affiliation lost (321), members-only (322).
+    Removed { code: u16, actor: Option<String>, reason: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    // ---- site to master -----------------------------------------------------
+    /// A site user joins `room` (the master's room localpart).
+    Join { room: String, nick: String, from: Jid, presence: Element },
+    /// Status or nick change of a site user already in the room.
+    Update { room: String, nick: String, from: Jid, presence: Element },
+    Leave { room: String, from: Jid, presence: Element },
+    /// A site user's groupchat message, its stanza-id minted at the site.
+    Groupchat { room: String, from: Jid, stanza_id: String, message: Element },
+    /// Any other stanza between a user and a room, either way (private
+    /// messages, iq, invitations, errors, answers).
+    Relay { from: Jid, to: Jid, stanza: Element },
+
+    // ---- master to site -----------------------------------------------------
+    /// Everything a new mirror needs: config, affiliations, subject, who is
+    /// in, recent history, and the next sequence number.
+    Snapshot {
+        room: String,
+        config: RoomConfig,
+        affiliations: Vec<(String, Affiliation)>,
+        subject: Option<Subject>,
+        occupants: Vec<OccupantInfo>,
+        history: Vec<Archived>,
+        next_seq: u64,
+    },
+    Occupant { room: String, info: OccupantInfo, change: OccupantChange },
+    Message { room: String, msg: Archived },
+    Subject { room: String, seq: u64, subject: Subject },
+    Config { room: String, config: RoomConfig },
+    Affiliation { room: String, jid: String, affiliation: Affiliation },
+    Destroyed { room: String, alt: Option<String>, reason: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+fn bad(what: impl Into<String>) -> DecodeError {
+    DecodeError(what.into())
+}
+
+fn flag(b: bool) -> &'static str {
+    if b {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+fn el(name: &str) -> Element {
+    Element::new(name, DMUC)
+}
+
+fn config_el(name: &str, c: &RoomConfig) -> Element {
+    let mut e = el(name)
+        .attr("name", c.name.clone())
+        .attr("description", c.description.clone())
+        .attr("persistent", flag(c.persistent))
+        .attr("public", flag(c.public))
+        .attr("members-only", flag(c.members_only))
+        .attr("max-users", c.max_users.to_string())
+        .attr("moderated", flag(c.moderated))
+        .attr("whois", if c.whois_anyone { "anyone" } else { "moderators" })
+        .attr("change-subject", flag(c.subject_by_anyone))
+        .attr("allow-invites", flag(c.allow_invites))
+        .attr("history", c.history_length.to_string())
+        .attr("archiving", flag(c.archiving));
+    if let Some(p) = &c.password {
+        e.set_attr("password", p.clone());
+    }
+    e
+}
+
+fn archived_el(m: &Archived) -> Result<Element, DecodeError> {
+    let message = crate::xml::parse_fragment(&m.xml).map_err(|e| bad(format!("archived message: {e:?}")))?;
+    Ok(el("m")
+        .attr("seq", m.seq.to_string())
+        .attr("id", m.stanza_id.clone())
+        .attr("stamp", crate::stanza::timestamp(m.stamp_ms))
+        .attr("nick", m.nick.clone())
+        .attr("real", m.real.clone())
+        .child(message))
+}
+
+fn occupant_el(info: &OccupantInfo) -> Element {
+    el("occupant")
+        .attr("nick", info.nick.clone())
+        .attr("bare", info.bare.clone())
+        .attr("jid", info.jid.clone())
+        .attr("affiliation", info.affiliation.as_str())
+        .attr("role", info.role.as_str())
+        .attr("oid", info.occupant_id.clone())
+        .child(info.presence.clone())
+}
+
+impl LinkEvent {
+    pub fn encode(&self) -> Element {
+        match self {
+            LinkEvent::Join { room, nick, from, presence } => el("join")
+                .attr("room", room.clone())
+                .attr("nick", nick.clone())
+                .attr("from", from.to_string())
+                .child(presence.clone()),
+            LinkEvent::Update { room, nick, from, presence } => el("update")
+                .attr("room", room.clone())
+                .attr("nick", nick.clone())
+                .attr("from", from.to_string())
+                .child(presence.clone()),
+            LinkEvent::Leave { room, from, presence } => el("leave")
+                .attr("room", room.clone())
+                .attr("from", from.to_string())
+                .child(presence.clone()),
+            LinkEvent::Groupchat { room, from, stanza_id, message } => el("groupchat")
+                .attr("room", room.clone())
+                .attr("from", from.to_string())
+                .attr("id", stanza_id.clone())
+                .child(message.clone()),
+            LinkEvent::Relay { from, to, stanza } => el("relay")
+                .attr("from", from.to_string())
+                .attr("to", to.to_string())
+                .child(stanza.clone()),
+            LinkEvent::Snapshot { room, config, affiliations, subject, occupants, history, next_seq } => {
+                let mut e = el("snapshot")
+                    .attr("room", room.clone())
+                    .attr("next-seq", next_seq.to_string())
+                    .child(config_el("config", config));
+                for (jid, a) in affiliations {
+                    e = e.child(el("affiliation").attr("jid", jid.clone()).attr("affiliation", a.as_str()));
+                }
+                if let Some(s) = subject {
+                    e = e.child(subject_el(s));
+                }
+                for o in occupants {
+                    e = e.child(occupant_el(o));
+                }
+                for m in history {
+                    if let Ok(m) = archived_el(m) {
+                        e = e.child(m);
+                    }
+                }
+                e
+            }
+            LinkEvent::Occupant { room, info, change } => {
+                let mut e = occupant_el(info).attr("room", room.clone());
+                match change {
+                    OccupantChange::Joined => e.set_attr("change", "joined"),
+                    OccupantChange::Updated => e.set_attr("change", "updated"),
+                    OccupantChange::Left { status } => {
+                        e.set_attr("change", "left");
+                        if let Some(s) = status {
+                            e.set_attr("status", s.clone());
+                        }
+                    }
+                    OccupantChange::Renamed { new_nick } => {
+                        e.set_attr("change", "renamed");
+                        e.set_attr("new-nick", new_nick.clone());
+                    }
+                    OccupantChange::Removed { code, actor, reason } => {
+                        e.set_attr("change", "removed");
+                        e.set_attr("code", code.to_string());
+                        if let Some(a) = actor {
+                            e.set_attr("actor", a.clone());
+                        }
+                        if let Some(r) = reason {
+                            e.set_attr("reason", r.clone());
+                        }
+                    }
+                }
+                e
+            }
+            LinkEvent::Message { room, msg } => match archived_el(msg) {
+                Ok(m) => el("message").attr("room", room.clone()).child(m),
+                Err(_) => el("message").attr("room", room.clone()),
+            },
+            LinkEvent::Subject { room, seq, subject } => {
+                subject_el(subject).attr("room", room.clone()).attr("seq", seq.to_string())
+            }
+            LinkEvent::Config { room, config } => config_el("config", config).attr("room", room.clone()),
+            LinkEvent::Affiliation { room, jid, affiliation } => el("affiliation")
+                .attr("room", room.clone())
+                .attr("jid", jid.clone())
+                .attr("affiliation", affiliation.as_str()),
+            LinkEvent::Destroyed { room, alt, reason } => {
+                let mut e = el("destroyed").attr("room", room.clone());
+                if let Some(a) = alt {
+                    e.set_attr("alt", a.clone());
+                }
+                if let Some(r) = reason {
+                    e = e.text(r.clone());
+                }
+                e
+            }
+        }
+    }
+
+    pub fn decode(e: &Element) -> Result<LinkEvent, DecodeError> {
+        if e.ns != DMUC {
+            return Err(bad(format!("unknown namespace {}", e.ns)));
+        }
+        let attr = |n: &str| e.get_attr(n).map(str::to_string).ok_or_else(|| bad(format!("<{}> lacks '{n}'", e.name)));
+        let jid = |n: &str| -> Result<Jid, DecodeError> {
+            Jid::parse(&attr(n)?).map_err(|_| bad(format!("<{}> has a malformed '{n}'", e.name)))
+        };
+        let child = |name: &str, namespace: &str| {
+            e.get_child(name, namespace).cloned().ok_or_else(|| bad(format!("<{}> lacks <{name}/>", e.name)))
+        };
+        let first_child = || e.elements().next().cloned().ok_or_else(|| bad(format!("<{}> is empty", e.name)));
+        Ok(match e.name.as_str() {
+            "join" => LinkEvent::Join {
+                room: attr("room")?,
+                nick: attr("nick")?,
+                from: jid("from")?,
+                presence: child("presence", ns::CLIENT)?,
+            },
+            "update" => LinkEvent::Update {
+                room: attr("room")?,
+                nick: attr("nick")?,
+                from: jid("from")?,
+                presence: child("presence", ns::CLIENT)?,
+            },
+            "leave" => LinkEvent::Leave { room: attr("room")?, from: jid("from")?, presence: child("presence", ns::CLIENT)? },
+            "groupchat" => LinkEvent::Groupchat {
+                room: attr("room")?,
+                from: jid("from")?,
+                stanza_id: attr("id")?,
+                message: child("message", ns::CLIENT)?,
+            },
+            "relay" => LinkEvent::Relay { from: jid("from")?, to: jid("to")?, stanza: first_child()? },
+            "snapshot" => {
+                let config = decode_config(&child("config", DMUC)?)?;
+                let mut affiliations = Vec::new();
+                let mut occupants = Vec::new();
+                let mut history = Vec::new();
+                let mut subject = None;
+                for c in e.elements() {
+                    match c.name.as_str() {
+                        "affiliation" => affiliations.push((
+                            c.get_attr("jid").ok_or_else(|| bad("affiliation without jid"))?.to_string(),
+                            decode_affiliation(c)?,
+                        )),
+                        "occupant" => occupants.push(decode_occupant(c)?),
+                        "m" => history.push(decode_archived(c)?),
+                        "subject" => subject = Some(decode_subject(c)?),
+                        _ => {}
+                    }
+                }
+                LinkEvent::Snapshot {
+                    room: attr("room")?,
+                    config,
+                    affiliations,
+                    subject,
+                    occupants,
+                    history,
+                    next_seq: number(&attr("next-seq")?)?,
+                }
+            }
+            "occupant" => {
+                let change = match attr("change")?.as_str() {
+                    "joined" => OccupantChange::Joined,
+                    "updated" => OccupantChange::Updated,
+                    "left" => OccupantChange::Left { status: e.get_attr("status").map(str::to_string) },
+                    "renamed" => OccupantChange::Renamed { new_nick: attr("new-nick")? },
+                    "removed" => OccupantChange::Removed {
+                        code: number(&attr("code")?)? as u16,
+                        actor: e.get_attr("actor").map(str::to_string),
+                        reason: e.get_attr("reason").map(str::to_string),
+                    },
+                    other => return Err(bad(format!("unknown occupant change {other:?}"))),
+                };
+                LinkEvent::Occupant { room: attr("room")?, info: decode_occupant(e)?, change }
+            }
+            "message" => LinkEvent::Message { room: attr("room")?, msg: decode_archived(&child("m", DMUC)?)? },
+            "subject" => LinkEvent::Subject { room: attr("room")?, seq: number(&attr("seq")?)?, subject: decode_subject(e)? },
+            "config" => LinkEvent::Config { room: attr("room")?, config: decode_config(e)? },
+            "affiliation" => {
+                LinkEvent::Affiliation { room: attr("room")?, jid: attr("jid")?, affiliation: decode_affiliation(e)? }
+            }
+            "destroyed" => LinkEvent::Destroyed {
+                room: attr("room")?,
+                alt: e.get_attr("alt").map(str::to_string),
+                reason: Some(e.text_content()).filter(|t| !t.is_empty()),
+            },
+            other => return Err(bad(format!("unknown event <{other}/>"))),
+        })
+    }
+}
+
+fn number(s: &str) -> Result<u64, DecodeError> {
+    s.parse().map_err(|_| bad(format!("not a number: {s:?}")))
+}
+
+fn decode_flag(e: &Element, n: &str) -> Result<bool, DecodeError> {
+    match e.get_attr(n) {
+        Some("1") => Ok(true),
+        Some("0") | None => Ok(false),
+        Some(v) => Err(bad(format!("'{n}' is not 0 or 1: {v:?}"))),
+    }
+}
+
+fn decode_config(e: &Element) -> Result<RoomConfig, DecodeError> {
+    Ok(RoomConfig {
+        name: e.get_attr("name").unwrap_or("").to_string(),
+        description: e.get_attr("description").unwrap_or("").to_string(),
+        persistent: decode_flag(e, "persistent")?,
+        public: decode_flag(e, "public")?,
+        members_only: decode_flag(e, "members-only")?,
+        password: e.get_attr("password").map(str::to_string),
+        max_users: number(e.get_attr("max-users").unwrap_or("100"))? as u32,
+        moderated: decode_flag(e, "moderated")?,
+        whois_anyone: e.get_attr("whois") == Some("anyone"),
+        subject_by_anyone: decode_flag(e, "change-subject")?,
+        allow_invites: decode_flag(e, "allow-invites")?,
+        history_length: number(e.get_attr("history").unwrap_or("20"))? as u32,
+        archiving: decode_flag(e, "archiving")?,
+    })
+}
+
+fn decode_affiliation(e: &Element) -> Result<Affiliation, DecodeError> {
+    e.get_attr("affiliation").and_then(Affiliation::parse).ok_or_else(|| bad("bad affiliation"))
+}
+
+fn subject_el(s: &Subject) -> Element {
+    el("subject")
+        .attr("nick", s.nick.clone())
+        .attr("stamp", crate::stanza::timestamp(s.stamp_ms))
+        .text(s.text.clone())
+}
+
+fn decode_subject(e: &Element) -> Result<Subject, DecodeError> {
+    Ok(Subject {
+        text: e.text_content(),
+        nick: e.get_attr("nick").unwrap_or("").to_string(),
+        stamp_ms: e.get_attr("stamp").and_then(crate::stanza::parse_timestamp).ok_or_else(|| bad("bad stamp"))?,
+    })
+}
+
+fn decode_occupant(e: &Element) -> Result<OccupantInfo, DecodeError> {
+    let get = |n: &str| e.get_attr(n).map(str::to_string).ok_or_else(|| bad(format!("occupant lacks '{n}'")));
+    Ok(OccupantInfo {
+        nick: get("nick")?,
+        bare: get("bare")?,
+        jid: get("jid")?,
+        affiliation: decode_affiliation(e)?,
+        role: e.get_attr("role").and_then(Role::parse).ok_or_else(|| bad("bad role"))?,
+        occupant_id: get("oid")?,
+        presence: e.get_child("presence", ns::CLIENT).cloned().unwrap_or_else(|| Element::new("presence", ns::CLIENT)),
+    })
+}
+
+fn decode_archived(e: &Element) -> Result<Archived, DecodeError> {
+    let get = |n: &str| e.get_attr(n).map(str::to_string).ok_or_else(|| bad(format!("<m> lacks '{n}'")));
+    let message = e.get_child("message", ns::CLIENT).ok_or_else(|| bad("<m> without a message"))?;
+    Ok(Archived {
+        seq: number(&get("seq")?)?,
+        stanza_id: get("id")?,
+        stamp_ms: crate::stanza::parse_timestamp(&get("stamp")?).ok_or_else(|| bad("bad stamp"))?,
+        nick: get("nick")?,
+        real: get("real")?,
+        xml: message.to_xml(ns::CLIENT),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(ev: LinkEvent) {
+        let xml = ev.encode().to_xml(DMUC);
+        let parsed = crate::xml::parse_stanza(
+            &crate::xml::parse_header(format!("<stream:stream xmlns='{DMUC}' xmlns:stream='http://etherx.jabber.org/streams'>").as_bytes()).unwrap(),
+            xml.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(LinkEvent::decode(&parsed).unwrap(), ev, "{xml}");
+    }
+
+    #[test]
+    fn events_survive_the_codec() {
+        let from = Jid::parse("wayne@raleigh.example/TV").unwrap();
+        let presence = Element::new("presence", ns::CLIENT).child(Element::new("show", ns::CLIENT).text("away"));
+        let message = crate::xml::parse_fragment("<message type='groupchat' id='x'><body>hi &amp; bye</body></message>").unwrap();
+        let archived = Archived {
+            seq: 7,
+            stanza_id: "sid".into(),
+            stamp_ms: 1_795_000_000_000,
+            nick: "Wayne".into(),
+            real: "wayne@raleigh.example".into(),
+            xml: message.to_xml(ns::CLIENT),
+        };
+        let info = OccupantInfo {
+            nick: "Wayne".into(),
+            bare: "wayne@raleigh.example".into(),
+            jid: from.to_string(),
+            affiliation: Affiliation::Member,
+            role: Role::Participant,
+            occupant_id: "oid".into(),
+            presence: presence.clone(),
+        };
+        for ev in [
+            LinkEvent::Join { room: "chat".into(), nick: "Wayne".into(), from: from.clone(), presence: presence.clone() },
+            LinkEvent::Groupchat { room: "chat".into(), from: from.clone(), stanza_id: "s1".into(), message: message.clone() },
+            LinkEvent::Relay { from: from.clone(), to: Jid::parse("chat@conf.x/Kevin").unwrap(), stanza: message.clone() },
+            LinkEvent::Message { room: "chat".into(), msg: archived.clone() },
+            LinkEvent::Occupant {
+                room: "chat".into(),
+                info: info.clone(),
+                change: OccupantChange::Removed { code: 307, actor: Some("Kevin".into()), reason: Some("calm".into()) },
+            },
+            LinkEvent::Snapshot {
+                room: "chat".into(),
+                config: RoomConfig { password: Some("pw".into()), ..RoomConfig::default() },
+                affiliations: vec![("kevin@fairfax.example".into(), Affiliation::Owner)],
+                subject: Some(Subject { text: "topic".into(), nick: "Kevin".into(), stamp_ms: 1_795_000_000_000 }),
+                occupants: vec![info.clone()],
+                history: vec![archived.clone()],
+                next_seq: 8,
+            },
+            LinkEvent::Destroyed { room: "chat".into(), alt: Some("other@conf.x".into()), reason: Some("moved".into()) },
+        ] {
+            round_trip(ev);
+        }
+    }
+
+    #[test]
+    fn malformed_events_are_refused() {
+        for xml in [
+            "<join xmlns='urn:xmpp:dmuc:0' room='r'/>",
+            "<join xmlns='urn:xmpp:dmuc:0' room='r' nick='n' from='bad@@jid'><presence xmlns='jabber:client'/></join>",
+            "<occupant xmlns='urn:xmpp:dmuc:0' room='r' change='exploded' nick='n' bare='b' jid='j' affiliation='none' role='participant' oid='o'/>",
+            "<teleport xmlns='urn:xmpp:dmuc:0'/>",
+            "<join xmlns='urn:other'/>",
+        ] {
+            let el = crate::xml::parse_fragment(xml).unwrap();
+            assert!(LinkEvent::decode(&el).is_err(), "{xml}");
+        }
+    }
+}
