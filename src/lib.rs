@@ -9,6 +9,7 @@ pub mod config;
 pub mod im;
 pub mod jid;
 pub mod link;
+pub mod mirror;
 pub mod muc;
 pub mod node;
 pub mod scram;

@@ -92,6 +92,21 @@ pub struct State {
     pub accounts: BTreeMap<String, Account>,
     /// Rooms this node masters, keyed by the room's localpart.
     pub rooms: BTreeMap<String, RoomState>,
+    /// Link bookkeeping per peer (a site's domain, or an upstream MUC service).
+    pub links: BTreeMap<String, LinkState>,
+}
+
+/// What survives a restart of a link: the events not yet acknowledged by the
+/// peer (to resend), and how far the peer's events have been applied (to
+/// recognise resent ones).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct LinkState {
+    /// Sequence number the next outgoing event gets (0 before the first).
+    pub next_out: u64,
+    /// Sent, not yet acknowledged: (sequence number, encoded event).
+    pub unacked: VecDeque<(u64, String)>,
+    /// Sequence number of the last event received and applied.
+    pub last_in: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +142,22 @@ pub enum Record {
     Room {
         room: String,
         change: RoomRecord,
+    },
+    /// An event queued for a peer, durable before it is sent.
+    LinkOut {
+        peer: String,
+        seq: u64,
+        xml: String,
+    },
+    /// The peer has applied our events up to `upto`.
+    LinkAcked {
+        peer: String,
+        upto: u64,
+    },
+    /// We have applied the peer's event `seq`.
+    LinkIn {
+        peer: String,
+        seq: u64,
     },
 }
 
@@ -213,6 +244,20 @@ impl State {
             }
             Record::Room { room, change } => {
                 crate::muc::model::apply(&mut self.rooms, room, change)
+            }
+            Record::LinkOut { peer, seq, xml } => {
+                let l = self.links.entry(peer.clone()).or_default();
+                l.next_out = seq + 1;
+                l.unacked.push_back((*seq, xml.clone()));
+            }
+            Record::LinkAcked { peer, upto } => {
+                let l = self.links.entry(peer.clone()).or_default();
+                while l.unacked.front().is_some_and(|(s, _)| s <= upto) {
+                    l.unacked.pop_front();
+                }
+            }
+            Record::LinkIn { peer, seq } => {
+                self.links.entry(peer.clone()).or_default().last_in = *seq
             }
         }
     }

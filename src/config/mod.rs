@@ -293,6 +293,11 @@ impl Config {
         NodeConfig {
             domain: self.domain.0.clone(),
             muc_service: self.muc_service(),
+            link: crate::node::LinkConfig {
+                upstreams: self.upstream.iter().map(|u| u.muc.0.clone()).collect(),
+                peers: self.link.peer.iter().map(|p| p.domain.0.clone()).collect(),
+                ..Default::default()
+            },
             muc: crate::node::MucLimits {
                 max_rooms: self.muc.max_rooms,
                 max_users: self.muc.max_occupants,

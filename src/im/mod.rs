@@ -37,6 +37,10 @@ impl Node {
             let t = t.clone();
             return self.on_muc_stanza(&crate::muc::Origin::Local(conn), el, t);
         }
+        if let Some(t) = to.as_ref().filter(|t| self.is_mirrored_service(t)) {
+            let t = t.clone();
+            return self.on_mirror_stanza(conn, el, t);
+        }
         match el.name.as_str() {
             "message" => self.on_message(conn, el, to),
             "presence" => self.on_presence(conn, el, to),

@@ -27,25 +27,56 @@ pub struct OccupantInfo {
 pub enum OccupantChange {
     Joined,
     Updated,
-    Left { status: Option<String> },
-    Renamed { new_nick: String },
+    Left {
+        status: Option<String>,
+    },
+    Renamed {
+        new_nick: String,
+    },
     /// Kicked (307), banned (301), affiliation lost (321), members-only (322).
-    Removed { code: u16, actor: Option<String>, reason: Option<String> },
+    Removed {
+        code: u16,
+        actor: Option<String>,
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
     // ---- site to master -----------------------------------------------------
     /// A site user joins `room` (the master's room localpart).
-    Join { room: String, nick: String, from: Jid, presence: Element },
+    Join {
+        room: String,
+        nick: String,
+        from: Jid,
+        presence: Element,
+    },
     /// Status or nick change of a site user already in the room.
-    Update { room: String, nick: String, from: Jid, presence: Element },
-    Leave { room: String, from: Jid, presence: Element },
+    Update {
+        room: String,
+        nick: String,
+        from: Jid,
+        presence: Element,
+    },
+    Leave {
+        room: String,
+        from: Jid,
+        presence: Element,
+    },
     /// A site user's groupchat message, its stanza-id minted at the site.
-    Groupchat { room: String, from: Jid, stanza_id: String, message: Element },
+    Groupchat {
+        room: String,
+        from: Jid,
+        stanza_id: String,
+        message: Element,
+    },
     /// Any other stanza between a user and a room, either way (private
     /// messages, iq, invitations, errors, answers).
-    Relay { from: Jid, to: Jid, stanza: Element },
+    Relay {
+        from: Jid,
+        to: Jid,
+        stanza: Element,
+    },
 
     // ---- master to site -----------------------------------------------------
     /// Everything a new mirror needs: config, affiliations, subject, who is
@@ -59,12 +90,34 @@ pub enum LinkEvent {
         history: Vec<Archived>,
         next_seq: u64,
     },
-    Occupant { room: String, info: OccupantInfo, change: OccupantChange },
-    Message { room: String, msg: Archived },
-    Subject { room: String, seq: u64, subject: Subject },
-    Config { room: String, config: RoomConfig },
-    Affiliation { room: String, jid: String, affiliation: Affiliation },
-    Destroyed { room: String, alt: Option<String>, reason: Option<String> },
+    Occupant {
+        room: String,
+        info: OccupantInfo,
+        change: OccupantChange,
+    },
+    Message {
+        room: String,
+        msg: Archived,
+    },
+    Subject {
+        room: String,
+        seq: u64,
+        subject: Subject,
+    },
+    Config {
+        room: String,
+        config: RoomConfig,
+    },
+    Affiliation {
+        room: String,
+        jid: String,
+        affiliation: Affiliation,
+    },
+    Destroyed {
+        room: String,
+        alt: Option<String>,
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +148,14 @@ fn config_el(name: &str, c: &RoomConfig) -> Element {
         .attr("members-only", flag(c.members_only))
         .attr("max-users", c.max_users.to_string())
         .attr("moderated", flag(c.moderated))
-        .attr("whois", if c.whois_anyone { "anyone" } else { "moderators" })
+        .attr(
+            "whois",
+            if c.whois_anyone {
+                "anyone"
+            } else {
+                "moderators"
+            },
+        )
         .attr("change-subject", flag(c.subject_by_anyone))
         .attr("allow-invites", flag(c.allow_invites))
         .attr("history", c.history_length.to_string())
@@ -107,7 +167,8 @@ fn config_el(name: &str, c: &RoomConfig) -> Element {
 }
 
 fn archived_el(m: &Archived) -> Result<Element, DecodeError> {
-    let message = crate::xml::parse_fragment(&m.xml).map_err(|e| bad(format!("archived message: {e:?}")))?;
+    let message =
+        crate::xml::parse_fragment(&m.xml).map_err(|e| bad(format!("archived message: {e:?}")))?;
     Ok(el("m")
         .attr("seq", m.seq.to_string())
         .attr("id", m.stanza_id.clone())
@@ -131,21 +192,40 @@ fn occupant_el(info: &OccupantInfo) -> Element {
 impl LinkEvent {
     pub fn encode(&self) -> Element {
         match self {
-            LinkEvent::Join { room, nick, from, presence } => el("join")
+            LinkEvent::Join {
+                room,
+                nick,
+                from,
+                presence,
+            } => el("join")
                 .attr("room", room.clone())
                 .attr("nick", nick.clone())
                 .attr("from", from.to_string())
                 .child(presence.clone()),
-            LinkEvent::Update { room, nick, from, presence } => el("update")
+            LinkEvent::Update {
+                room,
+                nick,
+                from,
+                presence,
+            } => el("update")
                 .attr("room", room.clone())
                 .attr("nick", nick.clone())
                 .attr("from", from.to_string())
                 .child(presence.clone()),
-            LinkEvent::Leave { room, from, presence } => el("leave")
+            LinkEvent::Leave {
+                room,
+                from,
+                presence,
+            } => el("leave")
                 .attr("room", room.clone())
                 .attr("from", from.to_string())
                 .child(presence.clone()),
-            LinkEvent::Groupchat { room, from, stanza_id, message } => el("groupchat")
+            LinkEvent::Groupchat {
+                room,
+                from,
+                stanza_id,
+                message,
+            } => el("groupchat")
                 .attr("room", room.clone())
                 .attr("from", from.to_string())
                 .attr("id", stanza_id.clone())
@@ -154,13 +234,25 @@ impl LinkEvent {
                 .attr("from", from.to_string())
                 .attr("to", to.to_string())
                 .child(stanza.clone()),
-            LinkEvent::Snapshot { room, config, affiliations, subject, occupants, history, next_seq } => {
+            LinkEvent::Snapshot {
+                room,
+                config,
+                affiliations,
+                subject,
+                occupants,
+                history,
+                next_seq,
+            } => {
                 let mut e = el("snapshot")
                     .attr("room", room.clone())
                     .attr("next-seq", next_seq.to_string())
                     .child(config_el("config", config));
                 for (jid, a) in affiliations {
-                    e = e.child(el("affiliation").attr("jid", jid.clone()).attr("affiliation", a.as_str()));
+                    e = e.child(
+                        el("affiliation")
+                            .attr("jid", jid.clone())
+                            .attr("affiliation", a.as_str()),
+                    );
                 }
                 if let Some(s) = subject {
                     e = e.child(subject_el(s));
@@ -190,7 +282,11 @@ impl LinkEvent {
                         e.set_attr("change", "renamed");
                         e.set_attr("new-nick", new_nick.clone());
                     }
-                    OccupantChange::Removed { code, actor, reason } => {
+                    OccupantChange::Removed {
+                        code,
+                        actor,
+                        reason,
+                    } => {
                         e.set_attr("change", "removed");
                         e.set_attr("code", code.to_string());
                         if let Some(a) = actor {
@@ -207,11 +303,17 @@ impl LinkEvent {
                 Ok(m) => el("message").attr("room", room.clone()).child(m),
                 Err(_) => el("message").attr("room", room.clone()),
             },
-            LinkEvent::Subject { room, seq, subject } => {
-                subject_el(subject).attr("room", room.clone()).attr("seq", seq.to_string())
+            LinkEvent::Subject { room, seq, subject } => subject_el(subject)
+                .attr("room", room.clone())
+                .attr("seq", seq.to_string()),
+            LinkEvent::Config { room, config } => {
+                config_el("config", config).attr("room", room.clone())
             }
-            LinkEvent::Config { room, config } => config_el("config", config).attr("room", room.clone()),
-            LinkEvent::Affiliation { room, jid, affiliation } => el("affiliation")
+            LinkEvent::Affiliation {
+                room,
+                jid,
+                affiliation,
+            } => el("affiliation")
                 .attr("room", room.clone())
                 .attr("jid", jid.clone())
                 .attr("affiliation", affiliation.as_str()),
@@ -232,14 +334,25 @@ impl LinkEvent {
         if e.ns != DMUC {
             return Err(bad(format!("unknown namespace {}", e.ns)));
         }
-        let attr = |n: &str| e.get_attr(n).map(str::to_string).ok_or_else(|| bad(format!("<{}> lacks '{n}'", e.name)));
+        let attr = |n: &str| {
+            e.get_attr(n)
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("<{}> lacks '{n}'", e.name)))
+        };
         let jid = |n: &str| -> Result<Jid, DecodeError> {
             Jid::parse(&attr(n)?).map_err(|_| bad(format!("<{}> has a malformed '{n}'", e.name)))
         };
         let child = |name: &str, namespace: &str| {
-            e.get_child(name, namespace).cloned().ok_or_else(|| bad(format!("<{}> lacks <{name}/>", e.name)))
+            e.get_child(name, namespace)
+                .cloned()
+                .ok_or_else(|| bad(format!("<{}> lacks <{name}/>", e.name)))
         };
-        let first_child = || e.elements().next().cloned().ok_or_else(|| bad(format!("<{}> is empty", e.name)));
+        let first_child = || {
+            e.elements()
+                .next()
+                .cloned()
+                .ok_or_else(|| bad(format!("<{}> is empty", e.name)))
+        };
         Ok(match e.name.as_str() {
             "join" => LinkEvent::Join {
                 room: attr("room")?,
@@ -253,14 +366,22 @@ impl LinkEvent {
                 from: jid("from")?,
                 presence: child("presence", ns::CLIENT)?,
             },
-            "leave" => LinkEvent::Leave { room: attr("room")?, from: jid("from")?, presence: child("presence", ns::CLIENT)? },
+            "leave" => LinkEvent::Leave {
+                room: attr("room")?,
+                from: jid("from")?,
+                presence: child("presence", ns::CLIENT)?,
+            },
             "groupchat" => LinkEvent::Groupchat {
                 room: attr("room")?,
                 from: jid("from")?,
                 stanza_id: attr("id")?,
                 message: child("message", ns::CLIENT)?,
             },
-            "relay" => LinkEvent::Relay { from: jid("from")?, to: jid("to")?, stanza: first_child()? },
+            "relay" => LinkEvent::Relay {
+                from: jid("from")?,
+                to: jid("to")?,
+                stanza: first_child()?,
+            },
             "snapshot" => {
                 let config = decode_config(&child("config", DMUC)?)?;
                 let mut affiliations = Vec::new();
@@ -270,7 +391,9 @@ impl LinkEvent {
                 for c in e.elements() {
                     match c.name.as_str() {
                         "affiliation" => affiliations.push((
-                            c.get_attr("jid").ok_or_else(|| bad("affiliation without jid"))?.to_string(),
+                            c.get_attr("jid")
+                                .ok_or_else(|| bad("affiliation without jid"))?
+                                .to_string(),
                             decode_affiliation(c)?,
                         )),
                         "occupant" => occupants.push(decode_occupant(c)?),
@@ -293,8 +416,12 @@ impl LinkEvent {
                 let change = match attr("change")?.as_str() {
                     "joined" => OccupantChange::Joined,
                     "updated" => OccupantChange::Updated,
-                    "left" => OccupantChange::Left { status: e.get_attr("status").map(str::to_string) },
-                    "renamed" => OccupantChange::Renamed { new_nick: attr("new-nick")? },
+                    "left" => OccupantChange::Left {
+                        status: e.get_attr("status").map(str::to_string),
+                    },
+                    "renamed" => OccupantChange::Renamed {
+                        new_nick: attr("new-nick")?,
+                    },
                     "removed" => OccupantChange::Removed {
                         code: number(&attr("code")?)? as u16,
                         actor: e.get_attr("actor").map(str::to_string),
@@ -302,14 +429,30 @@ impl LinkEvent {
                     },
                     other => return Err(bad(format!("unknown occupant change {other:?}"))),
                 };
-                LinkEvent::Occupant { room: attr("room")?, info: decode_occupant(e)?, change }
+                LinkEvent::Occupant {
+                    room: attr("room")?,
+                    info: decode_occupant(e)?,
+                    change,
+                }
             }
-            "message" => LinkEvent::Message { room: attr("room")?, msg: decode_archived(&child("m", DMUC)?)? },
-            "subject" => LinkEvent::Subject { room: attr("room")?, seq: number(&attr("seq")?)?, subject: decode_subject(e)? },
-            "config" => LinkEvent::Config { room: attr("room")?, config: decode_config(e)? },
-            "affiliation" => {
-                LinkEvent::Affiliation { room: attr("room")?, jid: attr("jid")?, affiliation: decode_affiliation(e)? }
-            }
+            "message" => LinkEvent::Message {
+                room: attr("room")?,
+                msg: decode_archived(&child("m", DMUC)?)?,
+            },
+            "subject" => LinkEvent::Subject {
+                room: attr("room")?,
+                seq: number(&attr("seq")?)?,
+                subject: decode_subject(e)?,
+            },
+            "config" => LinkEvent::Config {
+                room: attr("room")?,
+                config: decode_config(e)?,
+            },
+            "affiliation" => LinkEvent::Affiliation {
+                room: attr("room")?,
+                jid: attr("jid")?,
+                affiliation: decode_affiliation(e)?,
+            },
             "destroyed" => LinkEvent::Destroyed {
                 room: attr("room")?,
                 alt: e.get_attr("alt").map(str::to_string),
@@ -351,7 +494,9 @@ fn decode_config(e: &Element) -> Result<RoomConfig, DecodeError> {
 }
 
 fn decode_affiliation(e: &Element) -> Result<Affiliation, DecodeError> {
-    e.get_attr("affiliation").and_then(Affiliation::parse).ok_or_else(|| bad("bad affiliation"))
+    e.get_attr("affiliation")
+        .and_then(Affiliation::parse)
+        .ok_or_else(|| bad("bad affiliation"))
 }
 
 fn subject_el(s: &Subject) -> Element {
@@ -365,26 +510,45 @@ fn decode_subject(e: &Element) -> Result<Subject, DecodeError> {
     Ok(Subject {
         text: e.text_content(),
         nick: e.get_attr("nick").unwrap_or("").to_string(),
-        stamp_ms: e.get_attr("stamp").and_then(crate::stanza::parse_timestamp).ok_or_else(|| bad("bad stamp"))?,
+        stamp_ms: e
+            .get_attr("stamp")
+            .and_then(crate::stanza::parse_timestamp)
+            .ok_or_else(|| bad("bad stamp"))?,
     })
 }
 
 fn decode_occupant(e: &Element) -> Result<OccupantInfo, DecodeError> {
-    let get = |n: &str| e.get_attr(n).map(str::to_string).ok_or_else(|| bad(format!("occupant lacks '{n}'")));
+    let get = |n: &str| {
+        e.get_attr(n)
+            .map(str::to_string)
+            .ok_or_else(|| bad(format!("occupant lacks '{n}'")))
+    };
     Ok(OccupantInfo {
         nick: get("nick")?,
         bare: get("bare")?,
         jid: get("jid")?,
         affiliation: decode_affiliation(e)?,
-        role: e.get_attr("role").and_then(Role::parse).ok_or_else(|| bad("bad role"))?,
+        role: e
+            .get_attr("role")
+            .and_then(Role::parse)
+            .ok_or_else(|| bad("bad role"))?,
         occupant_id: get("oid")?,
-        presence: e.get_child("presence", ns::CLIENT).cloned().unwrap_or_else(|| Element::new("presence", ns::CLIENT)),
+        presence: e
+            .get_child("presence", ns::CLIENT)
+            .cloned()
+            .unwrap_or_else(|| Element::new("presence", ns::CLIENT)),
     })
 }
 
 fn decode_archived(e: &Element) -> Result<Archived, DecodeError> {
-    let get = |n: &str| e.get_attr(n).map(str::to_string).ok_or_else(|| bad(format!("<m> lacks '{n}'")));
-    let message = e.get_child("message", ns::CLIENT).ok_or_else(|| bad("<m> without a message"))?;
+    let get = |n: &str| {
+        e.get_attr(n)
+            .map(str::to_string)
+            .ok_or_else(|| bad(format!("<m> lacks '{n}'")))
+    };
+    let message = e
+        .get_child("message", ns::CLIENT)
+        .ok_or_else(|| bad("<m> without a message"))?;
     Ok(Archived {
         seq: number(&get("seq")?)?,
         stanza_id: get("id")?,
@@ -412,8 +576,12 @@ mod tests {
     #[test]
     fn events_survive_the_codec() {
         let from = Jid::parse("wayne@raleigh.example/TV").unwrap();
-        let presence = Element::new("presence", ns::CLIENT).child(Element::new("show", ns::CLIENT).text("away"));
-        let message = crate::xml::parse_fragment("<message type='groupchat' id='x'><body>hi &amp; bye</body></message>").unwrap();
+        let presence = Element::new("presence", ns::CLIENT)
+            .child(Element::new("show", ns::CLIENT).text("away"));
+        let message = crate::xml::parse_fragment(
+            "<message type='groupchat' id='x'><body>hi &amp; bye</body></message>",
+        )
+        .unwrap();
         let archived = Archived {
             seq: 7,
             stanza_id: "sid".into(),
@@ -432,25 +600,57 @@ mod tests {
             presence: presence.clone(),
         };
         for ev in [
-            LinkEvent::Join { room: "chat".into(), nick: "Wayne".into(), from: from.clone(), presence: presence.clone() },
-            LinkEvent::Groupchat { room: "chat".into(), from: from.clone(), stanza_id: "s1".into(), message: message.clone() },
-            LinkEvent::Relay { from: from.clone(), to: Jid::parse("chat@conf.x/Kevin").unwrap(), stanza: message.clone() },
-            LinkEvent::Message { room: "chat".into(), msg: archived.clone() },
+            LinkEvent::Join {
+                room: "chat".into(),
+                nick: "Wayne".into(),
+                from: from.clone(),
+                presence: presence.clone(),
+            },
+            LinkEvent::Groupchat {
+                room: "chat".into(),
+                from: from.clone(),
+                stanza_id: "s1".into(),
+                message: message.clone(),
+            },
+            LinkEvent::Relay {
+                from: from.clone(),
+                to: Jid::parse("chat@conf.x/Kevin").unwrap(),
+                stanza: message.clone(),
+            },
+            LinkEvent::Message {
+                room: "chat".into(),
+                msg: archived.clone(),
+            },
             LinkEvent::Occupant {
                 room: "chat".into(),
                 info: info.clone(),
-                change: OccupantChange::Removed { code: 307, actor: Some("Kevin".into()), reason: Some("calm".into()) },
+                change: OccupantChange::Removed {
+                    code: 307,
+                    actor: Some("Kevin".into()),
+                    reason: Some("calm".into()),
+                },
             },
             LinkEvent::Snapshot {
                 room: "chat".into(),
-                config: RoomConfig { password: Some("pw".into()), ..RoomConfig::default() },
+                config: RoomConfig {
+                    password: Some("pw".into()),
+                    ..RoomConfig::default()
+                },
                 affiliations: vec![("kevin@fairfax.example".into(), Affiliation::Owner)],
-                subject: Some(Subject { text: "topic".into(), nick: "Kevin".into(), stamp_ms: 1_795_000_000_000 }),
+                subject: Some(Subject {
+                    text: "topic".into(),
+                    nick: "Kevin".into(),
+                    stamp_ms: 1_795_000_000_000,
+                }),
                 occupants: vec![info.clone()],
                 history: vec![archived.clone()],
                 next_seq: 8,
             },
-            LinkEvent::Destroyed { room: "chat".into(), alt: Some("other@conf.x".into()), reason: Some("moved".into()) },
+            LinkEvent::Destroyed {
+                room: "chat".into(),
+                alt: Some("other@conf.x".into()),
+                reason: Some("moved".into()),
+            },
         ] {
             round_trip(ev);
         }

@@ -1,16 +1,429 @@
 //! Node-to-node links (the DMUC protocol): typed events between a master
-//! and its mirroring sites, carried with acknowledgements and resumption.
-
-use crate::jid::Jid;
-use crate::node::Node;
-use crate::xml::Element;
-
-impl Node {
-    /// Send a stanza for a user at a linked node. False if no link serves
-    /// that user's domain.
-    pub(crate) fn link_deliver_stanza(&mut self, _to: &Jid, _el: &Element) -> bool {
-        false
-    }
-}
+//! and its mirroring sites, carried exactly once across reconnects and
+//! restarts.
+//!
+//! Each side numbers the events it sends. An event is made durable (a
+//! `LinkOut` record) before it is written, and stays queued until the peer
+//! acknowledges it (`<a h='N'/>`, a `LinkAcked` record). A new connection
+//! starts with `<hello received='N'/>`: the last event applied from the other
+//! side, which then resends everything after N. Events at or below the
+//! last applied number are recognised and skipped. See docs/protocol.md.
 
 pub mod event;
+
+use crate::jid::Jid;
+use crate::node::{ConnId, Node};
+use crate::state::Record;
+use crate::xml::{ns, parse_header, parse_stanza, Element, Frame, Framer, StreamHeader};
+use event::{LinkEvent, DMUC};
+
+/// A received event is acknowledged at once after this many.
+const ACK_EVERY: u32 = 32;
+
+/// One connection carrying a link.
+pub struct LinkConn {
+    pub peer: String,
+    framer: Framer,
+    header: Option<StreamHeader>,
+    /// The peer's `<hello/>` has arrived: events flow.
+    established: bool,
+    last_rx: u64,
+    last_tx: u64,
+    unacked_in: u32,
+    ack_due: Option<u64>,
+    pub(crate) timer_armed: Option<u64>,
+}
+
+impl Node {
+    fn is_upstream(&self, peer: &str) -> bool {
+        self.cfg.link.upstreams.iter().any(|u| u == peer)
+    }
+
+    fn is_site(&self, peer: &str) -> bool {
+        self.cfg.link.peers.iter().any(|p| p == peer)
+    }
+
+    pub(crate) fn on_link_up(&mut self, conn: ConnId, peer: String) {
+        if !self.is_upstream(&peer) && !self.is_site(&peer) {
+            log::warn!("link {conn}: {peer} is not a configured peer; closing");
+            return self.push_action(crate::node::Action::Close { conn });
+        }
+        if let Some(old) = self.link_of_peer.get(&peer).copied() {
+            log::info!("link {peer}: a new connection replaces the old one");
+            self.close_link(old);
+        }
+        let now = self.now.mono_ms;
+        let mut limits = self.cfg.limits;
+        // Snapshots carry history: allow larger frames than client stanzas.
+        limits.max_stanza_bytes = limits.max_stanza_bytes.max(4 * 1024 * 1024);
+        self.links.insert(
+            conn,
+            LinkConn {
+                peer: peer.clone(),
+                framer: Framer::new(limits),
+                header: None,
+                established: false,
+                last_rx: now,
+                last_tx: now,
+                unacked_in: 0,
+                ack_due: None,
+                timer_armed: None,
+            },
+        );
+        self.link_of_peer.insert(peer.clone(), conn);
+        let received = self.state.links.get(&peer).map_or(0, |l| l.last_in);
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream xmlns='{DMUC}' xmlns:stream='{}' from='{}' version='1.0'><hello received='{received}'/>",
+            ns::STREAMS,
+            crate::xml::escape(&self.cfg.domain)
+        );
+        self.link_write(conn, header.into_bytes());
+        self.arm_link_timer(conn);
+        log::info!("link {peer}: connected");
+    }
+
+    fn link_write(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        if let Some(l) = self.links.get_mut(&conn) {
+            l.last_tx = self.now.mono_ms;
+            self.send(conn, bytes);
+        }
+    }
+
+    pub(crate) fn on_link_data(&mut self, conn: ConnId, bytes: &[u8]) {
+        let now = self.now.mono_ms;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let Some(l) = self.links.get_mut(&conn) else {
+                return;
+            };
+            l.last_rx = now;
+            match l.framer.next_frame(rest) {
+                Ok((used, frame)) => {
+                    rest = &rest[used..];
+                    if let Some(frame) = frame {
+                        self.on_link_frame(conn, frame);
+                    }
+                }
+                Err(e) => {
+                    return self
+                        .link_protocol_error(conn, &format!("{}: {}", e.condition(), e.text()))
+                }
+            }
+        }
+        self.arm_link_timer(conn);
+    }
+
+    fn on_link_frame(&mut self, conn: ConnId, frame: Frame) {
+        match frame {
+            Frame::StreamOpen(raw) => match parse_header(&raw) {
+                Ok(h) if h.ns == ns::STREAMS && h.default_ns == DMUC => {
+                    let l = self.links.get_mut(&conn).expect("link");
+                    if self.cfg.link.peers.contains(&l.peer)
+                        && h.attr("from") != Some(l.peer.as_str())
+                    {
+                        let peer = l.peer.clone();
+                        return self.link_protocol_error(
+                            conn,
+                            &format!("stream from {:?} on the link of {peer}", h.attr("from")),
+                        );
+                    }
+                    self.links.get_mut(&conn).expect("link").header = Some(h);
+                }
+                _ => self.link_protocol_error(conn, "not a DMUC stream header"),
+            },
+            Frame::StreamClose => self.close_link(conn),
+            Frame::Stanza(raw) => {
+                let Some(header) = self.links.get(&conn).and_then(|l| l.header.as_ref()) else {
+                    return self.link_protocol_error(conn, "element before the stream header");
+                };
+                match parse_stanza(header, &raw) {
+                    Ok(el) => self.on_link_element(conn, el),
+                    Err(e) => self.link_protocol_error(conn, &format!("{e:?}")),
+                }
+            }
+        }
+    }
+
+    fn on_link_element(&mut self, conn: ConnId, el: Element) {
+        let peer = self.links[&conn].peer.clone();
+        if el.ns != DMUC {
+            return self.link_protocol_error(
+                conn,
+                &format!("element <{}> in namespace {}", el.name, el.ns),
+            );
+        }
+        let number = |a: &str| el.get_attr(a).and_then(|v| v.parse::<u64>().ok());
+        match el.name.as_str() {
+            "hello" => {
+                let Some(received) = number("received") else {
+                    return self.link_protocol_error(conn, "hello without 'received'");
+                };
+                let sent = self
+                    .state
+                    .links
+                    .get(&peer)
+                    .map_or(0, |l| l.next_out.saturating_sub(1));
+                if received > sent {
+                    return self.link_protocol_error(
+                        conn,
+                        &format!("peer claims event {received} but only {sent} were ever sent (data restored from an old backup?)"),
+                    );
+                }
+                self.acknowledged(&peer, received);
+                self.links.get_mut(&conn).expect("link").established = true;
+                self.dial_backoff.remove(&peer);
+                let resend: Vec<(u64, String)> = self
+                    .state
+                    .links
+                    .get(&peer)
+                    .map(|l| l.unacked.iter().cloned().collect())
+                    .unwrap_or_default();
+                if !resend.is_empty() {
+                    log::info!("link {peer}: resuming, resending {} events", resend.len());
+                }
+                for (seq, xml) in resend {
+                    self.link_write(conn, format!("<e n='{seq}'>{xml}</e>").into_bytes());
+                }
+            }
+            "e" => {
+                let Some(seq) = number("n") else {
+                    return self.link_protocol_error(conn, "event without a number");
+                };
+                let last = self.state.links.get(&peer).map_or(0, |l| l.last_in);
+                if seq <= last {
+                    return self.schedule_ack(conn); // A resend of something already applied.
+                }
+                if seq != last + 1 {
+                    return self.link_protocol_error(
+                        conn,
+                        &format!("event {seq} after {last}: events were lost"),
+                    );
+                }
+                let Some(payload) = el.elements().next() else {
+                    return self.link_protocol_error(conn, "empty event");
+                };
+                match LinkEvent::decode(payload) {
+                    Ok(ev) => self.on_link_event(&peer, ev),
+                    // A well-framed event we cannot use is refused, not retried forever.
+                    Err(e) => log::warn!("link {peer}: refused event {seq}: {}", e.0),
+                }
+                self.commit(Record::LinkIn { peer, seq });
+                self.schedule_ack(conn);
+            }
+            "a" => {
+                let Some(h) = number("h") else {
+                    return self.link_protocol_error(conn, "ack without 'h'");
+                };
+                let l = self.state.links.get(&peer);
+                let sent = l.map_or(0, |l| l.next_out.saturating_sub(1));
+                let acked = l
+                    .and_then(|l| l.unacked.front())
+                    .map_or(sent, |(s, _)| s - 1);
+                if h > sent || h < acked {
+                    return self.link_protocol_error(
+                        conn,
+                        &format!("ack {h} outside the window {acked}..={sent}"),
+                    );
+                }
+                self.acknowledged(&peer, h);
+            }
+            other => self.link_protocol_error(conn, &format!("unknown element <{other}/>")),
+        }
+    }
+
+    fn acknowledged(&mut self, peer: &str, upto: u64) {
+        let pending = self
+            .state
+            .links
+            .get(peer)
+            .and_then(|l| l.unacked.front())
+            .is_some_and(|(s, _)| *s <= upto);
+        if pending {
+            self.commit(Record::LinkAcked {
+                peer: peer.to_string(),
+                upto,
+            });
+        }
+    }
+
+    fn schedule_ack(&mut self, conn: ConnId) {
+        let delay = self.cfg.link.ack_delay_ms;
+        let now = self.now.mono_ms;
+        let l = self.links.get_mut(&conn).expect("link");
+        l.unacked_in += 1;
+        if l.unacked_in >= ACK_EVERY {
+            self.send_ack(conn);
+        } else if l.ack_due.is_none() {
+            l.ack_due = Some(now + delay);
+            self.arm_link_timer(conn);
+        }
+    }
+
+    fn send_ack(&mut self, conn: ConnId) {
+        let Some(l) = self.links.get_mut(&conn) else {
+            return;
+        };
+        l.unacked_in = 0;
+        l.ack_due = None;
+        let h = self.state.links.get(&l.peer).map_or(0, |s| s.last_in);
+        self.link_write(conn, format!("<a h='{h}'/>").into_bytes());
+    }
+
+    /// Queue an event for `peer`: durable first, then sent if the link is up.
+    pub(crate) fn link_send(&mut self, peer: &str, ev: &LinkEvent) {
+        let xml = ev.encode().to_xml(DMUC);
+        let seq = self.state.links.get(peer).map_or(1, |l| l.next_out.max(1));
+        let queued = self.state.links.get(peer).map_or(0, |l| l.unacked.len());
+        if queued >= self.cfg.link.max_unacked {
+            let oldest = seq - queued as u64;
+            log::warn!("link {peer}: {queued} events unacknowledged; dropping the oldest");
+            self.commit(Record::LinkAcked {
+                peer: peer.to_string(),
+                upto: oldest,
+            });
+        }
+        self.commit(Record::LinkOut {
+            peer: peer.to_string(),
+            seq,
+            xml: xml.clone(),
+        });
+        if let Some(&conn) = self.link_of_peer.get(peer) {
+            if self.links[&conn].established {
+                self.link_write(conn, format!("<e n='{seq}'>{xml}</e>").into_bytes());
+            }
+        }
+    }
+
+    /// The peer that serves `jid`'s domain, if any: a site whose users these
+    /// are, or the upstream whose MUC service this is.
+    pub(crate) fn peer_for_domain(&self, domain: &str) -> Option<String> {
+        let d = domain.to_string();
+        (self.is_site(&d) || self.is_upstream(&d)).then_some(d)
+    }
+
+    /// Send a stanza for a user at a linked node. False if no link serves
+    /// that user's domain.
+    pub(crate) fn link_deliver_stanza(&mut self, to: &Jid, el: &Element) -> bool {
+        let Some(peer) = self.peer_for_domain(to.domain()) else {
+            return false;
+        };
+        let Some(from) = el.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
+            return false;
+        };
+        let mut stanza = el.clone();
+        stanza.set_attr("to", to.to_string());
+        self.link_send(
+            &peer,
+            &LinkEvent::Relay {
+                from,
+                to: to.clone(),
+                stanza,
+            },
+        );
+        true
+    }
+
+    fn link_protocol_error(&mut self, conn: ConnId, what: &str) {
+        let peer = self
+            .links
+            .get(&conn)
+            .map(|l| l.peer.clone())
+            .unwrap_or_default();
+        log::warn!("link {peer}: protocol error, closing: {what}");
+        self.link_write(
+            conn,
+            crate::stanza::stream_error("undefined-condition", what),
+        );
+        self.close_link(conn);
+    }
+
+    fn close_link(&mut self, conn: ConnId) {
+        if self.links.contains_key(&conn) {
+            self.push_action(crate::node::Action::Close { conn });
+            self.on_link_down(conn);
+        }
+    }
+
+    pub(crate) fn on_link_down(&mut self, conn: ConnId) {
+        let Some(l) = self.links.remove(&conn) else {
+            return;
+        };
+        if self.link_of_peer.get(&l.peer) == Some(&conn) {
+            self.link_of_peer.remove(&l.peer);
+            log::info!("link {}: disconnected", l.peer);
+            if self.is_upstream(&l.peer) {
+                self.schedule_dial(&l.peer);
+            }
+        }
+    }
+
+    /// Dial again later: doubling backoff with ±25 % jitter.
+    pub(crate) fn schedule_dial(&mut self, peer: &str) {
+        let cfg = &self.cfg.link;
+        let (min, max) = (cfg.backoff_min_ms, cfg.backoff_max_ms);
+        let backoff = self
+            .dial_backoff
+            .get(peer)
+            .map_or(min, |b| (b * 2).min(max));
+        self.dial_backoff.insert(peer.to_string(), backoff);
+        let jitter = self.random_below(backoff / 2 + 1);
+        let at = self.now.mono_ms + backoff - backoff / 4 + jitter;
+        self.dial_due.insert(peer.to_string(), at);
+    }
+
+    fn arm_link_timer(&mut self, conn: ConnId) {
+        let cfg = &self.cfg.link;
+        let Some(l) = self.links.get_mut(&conn) else {
+            return;
+        };
+        let deadline = [
+            Some(l.last_tx + cfg.keepalive_ms),
+            Some(l.last_rx + cfg.dead_ms),
+            l.ack_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("at least one deadline");
+        if l.timer_armed.is_none_or(|armed| deadline < armed) {
+            l.timer_armed = Some(deadline);
+            self.push_timer(deadline, conn);
+        }
+    }
+
+    pub(crate) fn on_link_timer(&mut self, conn: ConnId) {
+        let now = self.now.mono_ms;
+        let cfg = self.cfg.link.clone();
+        let Some(l) = self.links.get(&conn) else {
+            return;
+        };
+        if now >= l.last_rx + cfg.dead_ms {
+            log::warn!(
+                "link {}: nothing heard for {} s; closing",
+                l.peer,
+                cfg.dead_ms / 1000
+            );
+            return self.close_link(conn);
+        }
+        if l.ack_due.is_some_and(|t| now >= t) {
+            self.send_ack(conn);
+        }
+        if self
+            .links
+            .get(&conn)
+            .is_some_and(|l| now >= l.last_tx + cfg.keepalive_ms)
+        {
+            self.link_write(conn, b" ".to_vec());
+        }
+        self.arm_link_timer(conn);
+    }
+
+    /// Apply one event from `peer`.
+    fn on_link_event(&mut self, peer: &str, ev: LinkEvent) {
+        if self.is_site(peer) {
+            self.on_site_event(peer, ev);
+        } else {
+            self.on_upstream_event(peer, ev);
+        }
+    }
+}

@@ -7,9 +7,11 @@ use super::mns;
 use super::model::{Affiliation, RoomRecord};
 use super::Origin;
 use crate::jid::Jid;
+use crate::link::event::OccupantChange;
 use crate::node::Node;
 use crate::stanza;
 use crate::xml::{ns, Element, Node as XmlNode};
+use std::collections::BTreeSet;
 
 enum Change {
     Role {
@@ -55,6 +57,7 @@ impl Node {
             };
             let now_members_only = config.members_only && !before.members_only;
             self.commit_room(room, RoomRecord::Configure { config });
+            self.notify_config(room);
             self.reply(origin, &stanza::iq_result(el, &room_jid, None));
             self.notify_config_change(room);
             if now_members_only {
@@ -106,6 +109,8 @@ impl Node {
     }
 
     fn destroy_room(&mut self, room: &str, alt: Option<String>, reason: Option<String>) {
+        let peers = self.room_peers(room);
+        self.notify_destroyed(room, &peers, alt.clone(), reason.clone());
         let mut destroy = Element::new("destroy", mns::USER);
         if let Some(j) = alt {
             destroy.set_attr("jid", j);
@@ -181,6 +186,12 @@ impl Node {
             }
             self.room_send(&s, p);
         }
+        let removed = OccupantChange::Removed {
+            code,
+            actor: actor.map(str::to_string),
+            reason: reason.map(str::to_string),
+        };
+        self.notify_occupant(room, nick, removed, &BTreeSet::new());
         let occ = self
             .live_rooms
             .get_mut(room)
@@ -383,6 +394,7 @@ impl Node {
                         affiliation,
                     },
                 );
+                self.notify_affiliation(room, &jid, affiliation);
                 let nicks = self
                     .live(room)
                     .map(|l| l.nicks_of_bare(&jid))
@@ -408,6 +420,7 @@ impl Node {
         if let Some(o) = live.and_then(|l| l.occupants.get_mut(nick)) {
             o.role = role;
             self.broadcast_presence_of(room, nick, &[], false, None);
+            self.notify_occupant(room, nick, OccupantChange::Updated, &BTreeSet::new());
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct Occupant {
     pub role: Role,
     /// The client's presence payload (show, status, caps…), without MUC elements.
     pub presence: Element,
+    /// XEP-0421 id, minted by the master.
+    pub occupant_id: String,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -36,8 +36,8 @@ struct Query {
 }
 
 impl Node {
-    pub(super) fn muc_mam(&mut self, origin: &Origin, el: &Element, room: &str, query: &Element) {
-        let rs = &self.state.rooms[room];
+    pub(crate) fn muc_mam(&mut self, origin: &Origin, el: &Element, room: &str, query: &Element) {
+        let rs = self.room_state(room);
         let bare = self.origin_jid(origin).to_bare().to_string();
         let aff = rs.affiliation(&bare);
         if !rs.config.archiving {
@@ -143,7 +143,7 @@ impl Node {
                     }
                     Some("with") => {
                         let j = Jid::parse(&value).map_err(|_| "jid-malformed")?;
-                        let ours = j.local() == Some(room) && self.is_muc_service(&j);
+                        let ours = j.to_bare().to_string() == self.room_jid(room);
                         // In a room, `with` names an occupant; anything else matches nothing.
                         q.with_nick = Some(if ours {
                             j.resource().unwrap_or("").to_string()

@@ -11,6 +11,7 @@ pub mod form;
 mod live;
 mod mam;
 pub mod model;
+mod sites;
 
 pub use live::{LiveRoom, Occupant, Role};
 
@@ -22,11 +23,13 @@ pub enum Origin {
 }
 
 use crate::jid::Jid;
+use crate::link::event::{LinkEvent, OccupantChange};
 use crate::node::{ConnId, Node};
 use crate::stanza;
 use crate::state::Record;
 use crate::xml::{escape, ns, Element, Node as XmlNode};
 use model::{Affiliation, Archived, RoomRecord, RoomState, Subject};
+use std::collections::BTreeSet;
 
 pub mod muc_ns {
     pub const MUC: &str = "http://jabber.org/protocol/muc";
@@ -43,8 +46,8 @@ pub mod muc_ns {
 use muc_ns as mns;
 
 /// What a joining client asked for in `<history/>`.
-#[derive(Default)]
-struct HistoryRequest {
+#[derive(Default, Debug, Clone)]
+pub(crate) struct HistoryRequest {
     maxstanzas: Option<usize>,
     maxchars: Option<usize>,
     seconds: Option<u64>,
@@ -52,7 +55,7 @@ struct HistoryRequest {
 }
 
 impl HistoryRequest {
-    fn from_join(x: Option<&Element>) -> HistoryRequest {
+    pub(crate) fn from_join(x: Option<&Element>) -> HistoryRequest {
         let Some(h) = x.and_then(|x| x.get_child("history", mns::MUC)) else {
             return HistoryRequest::default();
         };
@@ -71,12 +74,25 @@ impl Node {
         jid.domain() == self.cfg.muc_service
     }
 
+    /// A room's JID from its key: the localpart of a room mastered here, or
+    /// the JID itself for a mirrored room.
     pub(crate) fn room_jid(&self, room: &str) -> String {
+        if room.contains('@') {
+            return room.to_string();
+        }
         format!("{room}@{}", self.cfg.muc_service)
     }
 
+    /// Durable state of a room mastered here, or the replica of a mirrored one.
+    pub(crate) fn room_state(&self, room: &str) -> &RoomState {
+        match self.state.rooms.get(room) {
+            Some(r) => r,
+            None => &self.mirrors[room].state,
+        }
+    }
+
     fn occupant_jid(&self, room: &str, nick: &str) -> String {
-        format!("{room}@{}/{nick}", self.cfg.muc_service)
+        format!("{}/{nick}", self.room_jid(room))
     }
 
     /// XEP-0421: stable per person and room, unlinkable across rooms.
@@ -90,7 +106,7 @@ impl Node {
     }
 
     fn role_for(&self, room: &str, affiliation: Affiliation) -> Role {
-        let moderated = self.state.rooms[room].config.moderated;
+        let moderated = self.room_state(room).config.moderated;
         match affiliation {
             Affiliation::Owner | Affiliation::Admin => Role::Moderator,
             Affiliation::Member => Role::Participant,
@@ -341,6 +357,8 @@ impl Node {
         let history = HistoryRequest::from_join(x);
         let role = self.role_for(room, affiliation);
         let payload = Self::occupant_payload(&el);
+        let occupant_id = self.occupant_id(room, &bare);
+        let peers_before = self.room_peers(room);
         let live = self.live_rooms.entry(room.to_string()).or_default();
         let first_session = match live.occupants.get_mut(nick) {
             Some(o) => {
@@ -356,6 +374,7 @@ impl Node {
                         sessions: vec![from.clone()],
                         role,
                         presence: payload,
+                        occupant_id,
                     },
                 );
                 true
@@ -399,6 +418,7 @@ impl Node {
         // 4. History, 5. subject.
         self.send_history(room, &from, &history);
         self.send_subject(room, &from);
+        self.notify_join(origin, room, nick, &peers_before);
         log::debug!("muc {room}: {from} joined as {nick}");
     }
 
@@ -420,12 +440,12 @@ impl Node {
         self.reply(origin, &reply);
     }
 
-    fn sees_jids(&self, room: &str, viewer: Role) -> bool {
-        self.state.rooms[room].config.whois_anyone || viewer == Role::Moderator
+    pub(crate) fn sees_jids(&self, room: &str, viewer: Role) -> bool {
+        self.room_state(room).config.whois_anyone || viewer == Role::Moderator
     }
 
     /// The presence of occupant `nick` as a viewer sees it.
-    fn occupant_presence(
+    pub(crate) fn occupant_presence(
         &self,
         room: &str,
         nick: &str,
@@ -434,7 +454,7 @@ impl Node {
         unavailable: bool,
     ) -> Element {
         let occ = &self.live_rooms[room].occupants[nick];
-        let rs = &self.state.rooms[room];
+        let rs = self.room_state(room);
         let mut p = if unavailable {
             Element::new("presence", ns::CLIENT).attr("type", "unavailable")
         } else {
@@ -458,14 +478,13 @@ impl Node {
             x = x.child(Element::new("status", mns::USER).attr("code", c.to_string()));
         }
         p.child(x).child(
-            Element::new("occupant-id", mns::OCCUPANT_ID)
-                .attr("id", self.occupant_id(room, &occ.bare)),
+            Element::new("occupant-id", mns::OCCUPANT_ID).attr("id", occ.occupant_id.clone()),
         )
     }
 
     /// Send occupant `nick`'s presence to every session in the room
     /// (except `skip`); its own sessions get status 110 as well.
-    fn broadcast_presence_of(
+    pub(crate) fn broadcast_presence_of(
         &mut self,
         room: &str,
         nick: &str,
@@ -495,8 +514,8 @@ impl Node {
         }
     }
 
-    fn send_history(&mut self, room: &str, to: &Jid, req: &HistoryRequest) {
-        let rs = &self.state.rooms[room];
+    pub(crate) fn send_history(&mut self, room: &str, to: &Jid, req: &HistoryRequest) {
+        let rs = self.room_state(room);
         let mut limit = rs.config.history_length as usize;
         if let Some(m) = req.maxstanzas {
             limit = limit.min(m);
@@ -534,8 +553,8 @@ impl Node {
         }
     }
 
-    fn send_subject(&mut self, room: &str, to: &Jid) {
-        let (from, text) = match &self.state.rooms[room].subject {
+    pub(crate) fn send_subject(&mut self, room: &str, to: &Jid) {
+        let (from, text) = match &self.room_state(room).subject {
             Some(s) if !s.nick.is_empty() => (self.occupant_jid(room, &s.nick), s.text.clone()),
             Some(s) => (self.room_jid(room), s.text.clone()),
             None => (self.room_jid(room), String::new()),
@@ -562,6 +581,7 @@ impl Node {
             o.presence = payload;
         }
         self.broadcast_presence_of(room, nick, &[], false, None);
+        self.notify_occupant(room, nick, OccupantChange::Updated, &BTreeSet::new());
     }
 
     fn muc_nick_change(&mut self, origin: &Origin, room: &str, old: &str, new: &str, el: &Element) {
@@ -575,8 +595,12 @@ impl Node {
             // Other sessions share the old nick, or the new one is already ours: keep it simple and refuse.
             return self.presence_error(origin, el, "not-acceptable");
         }
+        let renamed = OccupantChange::Renamed {
+            new_nick: new.to_string(),
+        };
+        self.notify_occupant(room, old, renamed, &BTreeSet::new());
         // Unavailable from the old nick with 303 and the new nick, to everyone.
-        let recipients = live.all_sessions();
+        let recipients = self.live_rooms[room].all_sessions();
         for (vnick, session) in recipients {
             let viewer_role = self.live_rooms[room].occupants[&vnick].role;
             let mut codes = vec![303];
@@ -601,6 +625,7 @@ impl Node {
         occ.presence = Self::occupant_payload(el);
         live.occupants.insert(new.to_string(), occ);
         self.broadcast_presence_of(room, new, &[], false, None);
+        self.notify_occupant(room, new, OccupantChange::Updated, &BTreeSet::new());
     }
 
     /// A session leaves (or is gone). Others hear of it when the person's
@@ -630,6 +655,13 @@ impl Node {
             let unavailable = el.and_then(|e| e.get_child("status", ns::CLIENT)).cloned();
             // Tell the others while the occupant is still known, then forget it.
             occ.sessions.push(session.clone());
+            let status = unavailable.as_ref().map(|s| s.text_content());
+            self.notify_occupant(
+                room,
+                &nick,
+                OccupantChange::Left { status },
+                &BTreeSet::new(),
+            );
             let recipients: Vec<(String, Jid)> = self.live_rooms[room]
                 .all_sessions()
                 .into_iter()
@@ -680,13 +712,22 @@ impl Node {
             return;
         };
         for room in rooms {
-            self.muc_leave(&room, &jid, None);
+            if room.contains('@') {
+                self.mirror_leave(&room, &jid);
+            } else {
+                self.muc_leave(&room, &jid, None);
+            }
         }
     }
 
     /// The node is stopping: every occupant is told with status 332.
     pub(crate) fn muc_shutdown(&mut self) {
-        let rooms: Vec<String> = self.live_rooms.keys().cloned().collect();
+        let rooms: Vec<String> = self
+            .live_rooms
+            .keys()
+            .filter(|r| !r.contains('@'))
+            .cloned()
+            .collect();
         for room in rooms {
             for (nick, session) in self.live_rooms[&room].all_sessions() {
                 let role = self.live_rooms[&room].occupants[&nick].role;
@@ -714,6 +755,17 @@ impl Node {
     // ---- messages ----------------------------------------------------------
 
     fn muc_room_message(&mut self, origin: &Origin, el: Element, room: &str) {
+        self.muc_room_message_with_id(origin, el, room, None)
+    }
+
+    /// A message to a room; `minted` is the stanza-id a mirroring site gave it.
+    pub(crate) fn muc_room_message_with_id(
+        &mut self,
+        origin: &Origin,
+        el: Element,
+        room: &str,
+        minted: Option<String>,
+    ) {
         if el.get_attr("type") == Some("error") {
             return;
         }
@@ -745,14 +797,24 @@ impl Node {
             }
             let text = subject.text_content();
             let stamp_ms = self.now.unix_ms;
+            let subject_record = Subject {
+                text,
+                nick: nick.clone(),
+                stamp_ms,
+            };
+            let seq = self.state.rooms[room].next_seq;
             self.commit_room(
                 room,
                 RoomRecord::Subject {
-                    subject: Subject {
-                        text,
-                        nick: nick.clone(),
-                        stamp_ms,
-                    },
+                    subject: subject_record.clone(),
+                },
+            );
+            self.notify_room(
+                room,
+                LinkEvent::Subject {
+                    room: room.to_string(),
+                    seq,
+                    subject: subject_record,
                 },
             );
             let mut out = Element::new("message", ns::CLIENT)
@@ -767,15 +829,33 @@ impl Node {
         if role == Role::Visitor {
             return self.bounce_to(origin, &el, "forbidden");
         }
-        self.submit_groupchat(room, &nick, &sender.to_bare().to_string(), &el);
+        self.submit_groupchat(room, &nick, &sender.to_bare().to_string(), &el, minted);
     }
 
     /// Stamp a groupchat message with its identity and order, archive it and
     /// send one copy to every session in the room (the sender's included,
     /// keeping the client's id).
-    fn submit_groupchat(&mut self, room: &str, nick: &str, real_bare: &str, el: &Element) {
+    fn submit_groupchat(
+        &mut self,
+        room: &str,
+        nick: &str,
+        real_bare: &str,
+        el: &Element,
+        minted: Option<String>,
+    ) {
         let room_jid = self.room_jid(room);
-        let stanza_id = self.random_id();
+        // An id minted at a site is kept; a resubmission of it is a duplicate.
+        if let Some(id) = &minted {
+            if self.state.rooms[room]
+                .archive
+                .iter()
+                .rev()
+                .any(|m| &m.stanza_id == id)
+            {
+                return;
+            }
+        }
+        let stanza_id = minted.unwrap_or_else(|| self.random_id());
         let mut out = Element::new("message", ns::CLIENT)
             .attr("from", self.occupant_jid(room, nick))
             .attr("type", "groupchat");
@@ -812,8 +892,15 @@ impl Node {
                 real: real_bare.to_string(),
                 xml: out.to_xml(ns::CLIENT),
             };
-            self.commit_room(room, RoomRecord::Message { msg });
+            self.commit_room(room, RoomRecord::Message { msg: msg.clone() });
             self.trim_archive(room);
+            self.notify_room(
+                room,
+                LinkEvent::Message {
+                    room: room.to_string(),
+                    msg,
+                },
+            );
         }
         self.broadcast_message(room, &out);
     }
@@ -1016,7 +1103,7 @@ impl Node {
     }
 
     fn room_disco_info(&self, room: &str) -> Element {
-        let rs = &self.state.rooms[room];
+        let rs = self.room_state(room);
         let c = &rs.config;
         let mut q = Element::new("query", ns::DISCO_INFO).child(
             Element::new("identity", ns::DISCO_INFO)

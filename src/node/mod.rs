@@ -53,12 +53,48 @@ impl Default for MucLimits {
     }
 }
 
+/// Links to other nodes.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// MUC services of other nodes whose rooms are mirrored here (this node dials them).
+    pub upstreams: Vec<String>,
+    /// Domains of sites allowed to mirror this node's rooms.
+    pub peers: Vec<String>,
+    /// Idle time after which a whitespace keepalive is sent.
+    pub keepalive_ms: u64,
+    /// Silence after which the link is taken for dead and closed.
+    pub dead_ms: u64,
+    /// How long a received event may wait for its acknowledgement.
+    pub ack_delay_ms: u64,
+    /// Redial backoff bounds (doubling, with ±25 % jitter).
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Unacknowledged outgoing events kept per peer.
+    pub max_unacked: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> LinkConfig {
+        LinkConfig {
+            upstreams: Vec::new(),
+            peers: Vec::new(),
+            keepalive_ms: 30_000,
+            dead_ms: 120_000,
+            ack_delay_ms: 200,
+            backoff_min_ms: 1_000,
+            backoff_max_ms: 60_000,
+            max_unacked: 50_000,
+        }
+    }
+}
+
 /// What the core needs to know of the configuration.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub domain: String,
     pub muc_service: String,
     pub muc: MucLimits,
+    pub link: LinkConfig,
     pub limits: Limits,
     pub require_tls: bool,
     /// From connect until a resource is bound.
@@ -79,6 +115,7 @@ impl NodeConfig {
             domain: domain.to_string(),
             muc_service: format!("conference.{domain}"),
             muc: MucLimits::default(),
+            link: LinkConfig::default(),
             limits: Limits::default(),
             require_tls: true,
             handshake_timeout_ms: 60_000,
@@ -112,6 +149,15 @@ pub enum Event {
     Accepted {
         conn: ConnId,
         peer: IpAddr,
+    },
+    /// A link connection to `peer` is up (TLS done and the peer's key checked).
+    LinkUp {
+        conn: ConnId,
+        peer: String,
+    },
+    /// Dialing `peer` failed; the core schedules the next attempt.
+    DialFailed {
+        peer: String,
     },
     Data {
         conn: ConnId,
@@ -147,6 +193,10 @@ pub enum Action {
     },
     /// Append to the log. Sends in the same batch wait until it is durable.
     Persist(Record),
+    /// Open a link to this upstream (the shell knows its address and key).
+    Dial {
+        peer: String,
+    },
     AdminReply {
         req: u64,
         reply: AdminReply,
@@ -164,8 +214,17 @@ pub struct Node {
     pub(crate) sessions: HashMap<ConnId, Session>,
     /// Bound sessions per account localpart, in bind order.
     pub(crate) bound: HashMap<String, Vec<ConnId>>,
-    /// Who is in each room now, by room localpart.
+    /// Who is in each room now, by room localpart (mastered here) or room
+    /// JID (mirrored from another node).
     pub(crate) live_rooms: HashMap<String, crate::muc::LiveRoom>,
+    /// Replicas of mirrored rooms, by room JID.
+    pub(crate) mirrors: HashMap<String, crate::mirror::Mirror>,
+    /// Link connections, and which one serves each peer.
+    pub(crate) links: HashMap<ConnId, crate::link::LinkConn>,
+    pub(crate) link_of_peer: HashMap<String, ConnId>,
+    /// When each upstream is to be dialed next, and its current backoff.
+    pub(crate) dial_due: std::collections::BTreeMap<String, u64>,
+    pub(crate) dial_backoff: HashMap<String, u64>,
     auth_failures: HashMap<IpAddr, AuthFailures>,
     rng: ChaCha20Rng,
     actions: Vec<Action>,
@@ -187,6 +246,11 @@ impl Node {
             sessions: HashMap::new(),
             bound: HashMap::new(),
             live_rooms: HashMap::new(),
+            mirrors: HashMap::new(),
+            links: HashMap::new(),
+            link_of_peer: HashMap::new(),
+            dial_due: std::collections::BTreeMap::new(),
+            dial_backoff: HashMap::new(),
             auth_failures: HashMap::new(),
             rng,
             actions: Vec::new(),
@@ -196,6 +260,9 @@ impl Node {
             push_counter: 0,
         };
         node.drop_rooms_that_died_with_their_occupants();
+        for upstream in node.cfg.link.upstreams.clone() {
+            node.dial_due.insert(upstream, 0);
+        }
         node
     }
 
@@ -225,12 +292,20 @@ impl Node {
                     .insert(conn, Session::new(peer, &self.cfg, now.mono_ms, id));
                 self.arm_timer(conn);
             }
+            Event::Data { conn, bytes } if self.links.contains_key(&conn) => {
+                self.on_link_data(conn, &bytes)
+            }
             Event::Data { conn, bytes } => {
                 self.on_data(conn, &bytes);
                 self.arm_timer(conn);
             }
             Event::TlsEstablished { conn } => self.on_tls_established(conn),
+            Event::Disconnected { conn } if self.links.contains_key(&conn) => {
+                self.on_link_down(conn)
+            }
             Event::Disconnected { conn } => self.end_session(conn),
+            Event::LinkUp { conn, peer } => self.on_link_up(conn, peer),
+            Event::DialFailed { peer } => self.schedule_dial(&peer),
             Event::Admin { req, cmd } => {
                 let reply = self.on_admin(cmd);
                 self.actions.push(Action::AdminReply { req, reply });
@@ -247,7 +322,9 @@ impl Node {
 
     /// The earliest monotonic time at which `handle_timeout` has work.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        let dial = self.dial_due.values().min().copied();
+        [timer, dial].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
@@ -263,6 +340,23 @@ impl Node {
                 }
                 self.on_session_timer(conn);
                 self.arm_timer(conn);
+            } else if let Some(l) = self.links.get_mut(&conn) {
+                if l.timer_armed == Some(t) {
+                    l.timer_armed = None;
+                }
+                self.on_link_timer(conn);
+            }
+        }
+        let due: Vec<String> = self
+            .dial_due
+            .iter()
+            .filter(|(_, t)| **t <= now.mono_ms)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in due {
+            self.dial_due.remove(&peer);
+            if !self.link_of_peer.contains_key(&peer) {
+                self.actions.push(Action::Dial { peer });
             }
         }
     }
@@ -307,6 +401,14 @@ impl Node {
         let mut b = [0u8; 9];
         self.rng.fill_bytes(&mut b);
         b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    pub(crate) fn random_below(&mut self, n: u64) -> u64 {
+        self.rng.next_u64() % n.max(1)
+    }
+
+    pub(crate) fn push_timer(&mut self, at: u64, conn: ConnId) {
+        self.timers.push(Reverse((at, conn)));
     }
 
     pub(crate) fn random_bytes(&mut self, out: &mut [u8]) {

@@ -154,7 +154,12 @@ async fn serve<'a>(ex: &'a LocalExecutor<'a>, cfg: Config) -> Result<(), String>
             node.handle(clock.now(), event);
         }
         node.handle_timeout(clock.now());
-        apply_actions(&mut node, &mut log, &conns, &waiters)?;
+        let mut dials = Vec::new();
+        apply_actions(&mut node, &mut log, &conns, &waiters, &mut dials)?;
+        for peer in dials {
+            log::warn!("link {peer}: dialing is not available in this build");
+            node.handle(clock.now(), Event::DialFailed { peer });
+        }
         if log.bytes_since_snapshot() > COMPACT_SLACK_BYTES + 2 * last_snapshot_len {
             let snapshot = node.snapshot().encode();
             last_snapshot_len = snapshot.len() as u64;
@@ -207,6 +212,7 @@ fn apply_actions(
     log: &mut Log<FileStorage>,
     conns: &Conns,
     waiters: &AdminWaiters,
+    dials: &mut Vec<String>,
 ) -> Result<(), String> {
     let actions = node.drain_actions();
     for a in &actions {
@@ -248,6 +254,7 @@ fn apply_actions(
                     let _ = tx.try_send(reply);
                 }
             }
+            Action::Dial { peer } => dials.push(peer),
         }
     }
     Ok(())

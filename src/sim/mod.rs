@@ -22,6 +22,8 @@ pub struct SimNode {
     outbox: HashMap<ConnId, String>,
     closed: HashSet<ConnId>,
     admin_replies: Vec<AdminReply>,
+    /// Upstreams the node asked to dial, oldest first.
+    pub dials: Vec<String>,
     /// Records persisted so far (for assertions on durability order).
     pub persisted: usize,
 }
@@ -57,6 +59,7 @@ impl SimNode {
             outbox: HashMap::new(),
             closed: HashSet::new(),
             admin_replies: Vec::new(),
+            dials: Vec::new(),
             persisted: 0,
         }
     }
@@ -87,6 +90,7 @@ impl SimNode {
                     self.closed.insert(conn);
                 }
                 Action::AdminReply { reply, .. } => self.admin_replies.push(reply),
+                Action::Dial { peer } => self.dials.push(peer),
             }
         }
         // The simulated handshake always succeeds at once.

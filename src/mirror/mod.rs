@@ -1,0 +1,675 @@
+//! Mirrored rooms (the site side of DMUC): a local replica of a room
+//! mastered on another node, created when the first local user joins and
+//! dropped when the last one leaves.
+//!
+//! The master decides everything (admission, order, roles); the mirror
+//! renders the room to local users from its replica, so the link carries one
+//! copy of each room event for the whole site. A local user's message is
+//! delivered locally at once with a stanza-id minted here, and submitted to
+//! the master, which keeps that id and gives the message its place in order.
+
+use crate::jid::Jid;
+use crate::link::event::{LinkEvent, OccupantChange, OccupantInfo};
+use crate::muc::model::{Affiliation, RoomState};
+use crate::muc::{muc_ns as mns, Occupant};
+use crate::node::{ConnId, Node};
+use crate::stanza;
+use crate::xml::{escape, ns, Element, Node as XmlNode};
+use std::collections::HashSet;
+
+/// Messages kept in a replica for history and archive queries.
+const REPLICA_HISTORY: usize = 1000;
+
+pub struct Mirror {
+    /// The upstream MUC service (the link's peer key).
+    pub upstream: String,
+    /// The room's localpart at the master.
+    pub room: String,
+    pub state: RoomState,
+    /// The master's snapshot has arrived.
+    pub synced: bool,
+    /// Local sessions whose join awaits the master's answer, with the history they asked for.
+    pending: Vec<(Jid, crate::muc::HistoryRequest)>,
+    /// Stanza-ids of local messages delivered here before the master's echo.
+    delivered_early: HashSet<String>,
+    /// Sequence number of the last master event applied.
+    pub last_seq: u64,
+}
+
+impl Node {
+    pub(crate) fn is_mirrored_service(&self, jid: &Jid) -> bool {
+        self.cfg.link.upstreams.iter().any(|u| u == jid.domain())
+    }
+
+    /// A local user's stanza to a room on an upstream MUC service.
+    pub(crate) fn on_mirror_stanza(&mut self, conn: ConnId, el: Element, to: Jid) {
+        let me = self.jid_of(conn).clone();
+        let upstream = to.domain().to_string();
+        let Some(room) = to.local().map(str::to_string) else {
+            return self.relay_up(&upstream, &me, &to, el); // The service itself (disco…).
+        };
+        let key = to.to_bare().to_string();
+        let joined_nick = self.live_rooms.get(&key).and_then(|l| l.nick_of(&me));
+        match (el.name.as_str(), to.resource()) {
+            ("presence", Some(nick)) => {
+                let nick = nick.to_string();
+                match (el.get_attr("type"), joined_nick) {
+                    (Some("unavailable"), Some(_)) => {
+                        let presence = strip_addressing(&el);
+                        self.link_send(
+                            &upstream,
+                            &LinkEvent::Leave {
+                                room,
+                                from: me,
+                                presence,
+                            },
+                        );
+                    }
+                    (None, Some(_)) => {
+                        let presence = strip_addressing(&el);
+                        self.link_send(
+                            &upstream,
+                            &LinkEvent::Update {
+                                room,
+                                nick,
+                                from: me,
+                                presence,
+                            },
+                        );
+                    }
+                    (None, None) => self.mirror_join(conn, &upstream, &room, &key, &nick, &el),
+                    _ => {}
+                }
+            }
+            ("message", None) if el.get_attr("type") == Some("groupchat") => {
+                let is_subject =
+                    el.has_child("subject", ns::CLIENT) && !el.has_child("body", ns::CLIENT);
+                match joined_nick {
+                    None => self.bounce(conn, &el, "not-acceptable"),
+                    Some(nick) if !is_subject => self.mirror_groupchat(conn, &key, &nick, el),
+                    Some(_) => self.relay_up(&upstream, &me, &to, el),
+                }
+            }
+            ("iq", Some(nick))
+                if el.get_attr("type") == Some("get") && el.has_child("ping", ns::PING) =>
+            {
+                // Self-ping (XEP-0410) is answered here: it must work while the link is slow.
+                if joined_nick.as_deref() == Some(nick) {
+                    let r = stanza::iq_result(&el, &to.to_string(), None);
+                    self.send_el(conn, &r);
+                } else {
+                    self.bounce(conn, &el, "not-acceptable");
+                }
+            }
+            ("iq", None)
+                if el.get_attr("type") == Some("set") && el.has_child("query", mns::MAM) =>
+            {
+                // The site's copy answers archive queries.
+                if self.mirrors.get(&key).is_some_and(|m| m.synced) && joined_nick.is_some() {
+                    let query = el.get_child("query", mns::MAM).expect("checked").clone();
+                    self.mirror_mam(conn, &el, &key, &query);
+                } else {
+                    self.relay_up(&upstream, &me, &to, el);
+                }
+            }
+            _ => self.relay_up(&upstream, &me, &to, el),
+        }
+    }
+
+    fn relay_up(&mut self, upstream: &str, from: &Jid, to: &Jid, el: Element) {
+        let stanza = strip_addressing(&el);
+        self.link_send(
+            upstream,
+            &LinkEvent::Relay {
+                from: from.clone(),
+                to: to.clone(),
+                stanza,
+            },
+        );
+    }
+
+    fn mirror_join(
+        &mut self,
+        conn: ConnId,
+        upstream: &str,
+        room: &str,
+        key: &str,
+        nick: &str,
+        el: &Element,
+    ) {
+        let me = self.jid_of(conn).clone();
+        if self.sessions[&conn].rooms.len() >= self.cfg.muc.rooms_per_session {
+            return self.bounce(conn, el, "resource-constraint");
+        }
+        let first = !self.mirrors.contains_key(key);
+        let m = self
+            .mirrors
+            .entry(key.to_string())
+            .or_insert_with(|| Mirror {
+                upstream: upstream.to_string(),
+                room: room.to_string(),
+                state: RoomState::new("", Vec::new()),
+                synced: false,
+                pending: Vec::new(),
+                delivered_early: HashSet::new(),
+                last_seq: 0,
+            });
+        m.pending.retain(|(p, _)| p != &me);
+        let history = crate::muc::HistoryRequest::from_join(el.get_child("x", mns::MUC));
+        m.pending.push((me.clone(), history));
+        self.live_rooms.entry(key.to_string()).or_default();
+        self.sessions
+            .get_mut(&conn)
+            .expect("session")
+            .rooms
+            .insert(key.to_string());
+        if first {
+            log::info!("mirror {key}: created for {me}");
+        }
+        let presence = strip_addressing(el);
+        self.link_send(
+            upstream,
+            &LinkEvent::Join {
+                room: room.to_string(),
+                nick: nick.to_string(),
+                from: me,
+                presence,
+            },
+        );
+    }
+
+    fn mirror_groupchat(&mut self, conn: ConnId, key: &str, nick: &str, el: Element) {
+        let me = self.jid_of(conn).clone();
+        let occ = &self.live_rooms[key].occupants[nick];
+        if occ.role == crate::muc::Role::Visitor {
+            return self.bounce(conn, &el, "forbidden");
+        }
+        let occupant_id = occ.occupant_id.clone();
+        let random = self.random_id();
+        let stanza_id = format!("{}-{random}", self.cfg.domain);
+        // Local delivery at once, with the identity the message keeps everywhere.
+        let mut out = Element::new("message", ns::CLIENT)
+            .attr("from", format!("{key}/{nick}"))
+            .attr("type", "groupchat");
+        if let Some(id) = el.get_attr("id") {
+            out.set_attr("id", id);
+        }
+        for c in &el.children {
+            if let XmlNode::Element(e) = c {
+                if e.ns == mns::SID || e.ns == mns::OCCUPANT_ID {
+                    continue;
+                }
+            }
+            out.children.push(c.clone());
+        }
+        out = out
+            .child(
+                Element::new("stanza-id", mns::SID)
+                    .attr("id", stanza_id.clone())
+                    .attr("by", key),
+            )
+            .child(Element::new("occupant-id", mns::OCCUPANT_ID).attr("id", occupant_id));
+        self.mirror_broadcast(key, &out.to_xml(ns::CLIENT));
+        let m = self.mirrors.get_mut(key).expect("mirror");
+        m.delivered_early.insert(stanza_id.clone());
+        let (upstream, room) = (m.upstream.clone(), m.room.clone());
+        let message = strip_addressing(&el);
+        self.link_send(
+            &upstream,
+            &LinkEvent::Groupchat {
+                room,
+                from: me,
+                stanza_id,
+                message,
+            },
+        );
+    }
+
+    /// One serialised message to every local session in a mirrored room.
+    fn mirror_broadcast(&mut self, key: &str, xml: &str) {
+        let Some(live) = self.live_rooms.get(key) else {
+            return;
+        };
+        let sessions: Vec<Jid> = live
+            .occupants
+            .values()
+            .flat_map(|o| o.sessions.iter().cloned())
+            .collect();
+        let rest = &xml["<message".len()..];
+        for s in sessions {
+            if let Some(c) = self.conn_of_full(&s) {
+                self.send(
+                    c,
+                    format!("<message to='{}'{rest}", escape(&s.to_string())).into_bytes(),
+                );
+            }
+        }
+    }
+
+    /// An event from the master of rooms we mirror.
+    pub(crate) fn on_upstream_event(&mut self, peer: &str, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Relay { from, to, stanza } => self.relay_down(peer, from, to, stanza),
+            LinkEvent::Snapshot {
+                room,
+                config,
+                affiliations,
+                subject,
+                occupants,
+                history,
+                next_seq,
+            } => {
+                let key = format!("{room}@{peer}");
+                let Some(m) = self.mirrors.get_mut(&key) else {
+                    return;
+                };
+                m.state.config = config;
+                m.state.affiliations = affiliations.into_iter().collect();
+                m.state.subject = subject;
+                m.state.archive = history.into_iter().collect();
+                m.state.next_seq = next_seq;
+                m.state.locked = false;
+                m.last_seq = next_seq.saturating_sub(1);
+                m.synced = true;
+                let live = self.live_rooms.entry(key.clone()).or_default();
+                for info in occupants {
+                    live.occupants
+                        .insert(info.nick.clone(), remote_occupant(&info));
+                }
+                log::info!("mirror {key}: synchronised at event {next_seq}");
+            }
+            LinkEvent::Occupant { room, info, change } => {
+                self.mirror_occupant(&format!("{room}@{peer}"), info, change)
+            }
+            LinkEvent::Message { room, msg } => {
+                let key = format!("{room}@{peer}");
+                let Some(m) = self.mirrors.get_mut(&key) else {
+                    return;
+                };
+                if msg.seq <= m.last_seq {
+                    return; // Already applied (e.g. part of the snapshot).
+                }
+                m.last_seq = msg.seq;
+                m.state.next_seq = msg.seq + 1;
+                let early = m.delivered_early.remove(&msg.stanza_id);
+                let xml = msg.xml.clone();
+                m.state.archive.push_back(msg);
+                if m.state.archive.len() > REPLICA_HISTORY {
+                    m.state.archive.pop_front();
+                }
+                if !early {
+                    self.mirror_broadcast(&key, &xml);
+                }
+            }
+            LinkEvent::Subject { room, seq, subject } => {
+                let key = format!("{room}@{peer}");
+                let Some(m) = self.mirrors.get_mut(&key) else {
+                    return;
+                };
+                m.last_seq = m.last_seq.max(seq);
+                m.state.subject = Some(subject);
+                for s in self.local_sessions(&key) {
+                    self.send_subject(&key, &s);
+                }
+            }
+            LinkEvent::Config { room, config } => {
+                if let Some(m) = self.mirrors.get_mut(&format!("{room}@{peer}")) {
+                    m.state.config = config;
+                }
+            }
+            LinkEvent::Affiliation {
+                room,
+                jid,
+                affiliation,
+            } => {
+                if let Some(m) = self.mirrors.get_mut(&format!("{room}@{peer}")) {
+                    if affiliation == Affiliation::None {
+                        m.state.affiliations.remove(&jid);
+                    } else {
+                        m.state.affiliations.insert(jid, affiliation);
+                    }
+                }
+            }
+            LinkEvent::Destroyed { room, alt, reason } => {
+                self.mirror_destroyed(&format!("{room}@{peer}"), alt, reason)
+            }
+            _ => log::warn!("link {peer}: refused a site-to-master event from the master"),
+        }
+    }
+
+    fn local_sessions(&self, key: &str) -> Vec<Jid> {
+        let Some(live) = self.live_rooms.get(key) else {
+            return Vec::new();
+        };
+        live.occupants
+            .values()
+            .flat_map(|o| o.sessions.iter())
+            .filter(|s| s.domain() == self.cfg.domain)
+            .cloned()
+            .collect()
+    }
+
+    fn mirror_occupant(&mut self, key: &str, info: OccupantInfo, change: OccupantChange) {
+        if !self.mirrors.contains_key(key) {
+            return;
+        }
+        let jid = Jid::parse(&info.jid).ok();
+        let nick = info.nick.clone();
+        self.mirrors
+            .get_mut(key)
+            .expect("mirror")
+            .state
+            .affiliations
+            .insert(info.bare.clone(), info.affiliation);
+        match change {
+            OccupantChange::Joined => {
+                let live = self.live_rooms.entry(key.to_string()).or_default();
+                let local_joiner = jid
+                    .as_ref()
+                    .and_then(|j| self.mirrors[key].pending.iter().find(|(p, _)| p == j))
+                    .cloned();
+                match live.occupants.get_mut(&nick) {
+                    Some(o) => {
+                        if let Some((j, _)) = &local_joiner {
+                            if !o.sessions.contains(j) {
+                                o.sessions.push(j.clone());
+                            }
+                        }
+                        o.role = info.role;
+                        o.presence = info.presence.clone();
+                    }
+                    None => {
+                        let mut o = remote_occupant(&info);
+                        if let Some((j, _)) = &local_joiner {
+                            o.sessions = vec![j.clone()];
+                        }
+                        live.occupants.insert(nick.clone(), o);
+                    }
+                }
+                match local_joiner {
+                    Some((j, history)) => {
+                        self.mirrors
+                            .get_mut(key)
+                            .expect("mirror")
+                            .pending
+                            .retain(|(p, _)| p != &j);
+                        self.finish_local_join(key, &nick, &j, &history);
+                    }
+                    None => self.broadcast_presence_of(key, &nick, &[], false, None),
+                }
+            }
+            OccupantChange::Updated => {
+                if let Some(o) = self
+                    .live_rooms
+                    .get_mut(key)
+                    .and_then(|l| l.occupants.get_mut(&nick))
+                {
+                    o.role = info.role;
+                    o.presence = info.presence;
+                    self.broadcast_presence_of(key, &nick, &[], false, None);
+                }
+            }
+            OccupantChange::Renamed { new_nick } => {
+                let Some(live) = self.live_rooms.get_mut(key) else {
+                    return;
+                };
+                let Some(occ) = live.occupants.remove(&nick) else {
+                    return;
+                };
+                live.occupants.insert(nick.clone(), occ.clone());
+                self.render_departure(key, &nick, &[303], Some(&new_nick), None);
+                let live = self.live_rooms.get_mut(key).expect("room");
+                live.occupants.remove(&nick);
+                live.occupants.insert(new_nick.clone(), occ);
+                self.broadcast_presence_of(key, &new_nick, &[], false, None);
+            }
+            OccupantChange::Left { status } => {
+                self.render_departure(key, &nick, &[], None, status.as_deref());
+                self.forget_occupant(key, &nick);
+            }
+            OccupantChange::Removed { code, .. } => {
+                self.render_departure(key, &nick, &[code], None, None);
+                self.forget_occupant(key, &nick);
+            }
+        }
+    }
+
+    /// The join sequence for a local session, rendered from the replica.
+    fn finish_local_join(
+        &mut self,
+        key: &str,
+        nick: &str,
+        session: &Jid,
+        history: &crate::muc::HistoryRequest,
+    ) {
+        let role = self.live_rooms[key].occupants[nick].role;
+        let sees = self.room_state(key).config.whois_anyone || role == crate::muc::Role::Moderator;
+        let others: Vec<String> = self.live_rooms[key]
+            .occupants
+            .keys()
+            .filter(|n| *n != nick)
+            .cloned()
+            .collect();
+        let Some(conn) = self.conn_of_full(session) else {
+            return;
+        };
+        for other in others {
+            let mut p = self.occupant_presence(key, &other, sees, &[], false);
+            p.set_attr("to", session.to_string());
+            self.send_el(conn, &p);
+        }
+        let mut codes = vec![110];
+        if self.room_state(key).config.whois_anyone {
+            codes.push(100);
+        }
+        if self.room_state(key).config.archiving {
+            codes.push(170);
+        }
+        let mut me = self.occupant_presence(key, nick, sees, &codes, false);
+        me.set_attr("to", session.to_string());
+        self.send_el(conn, &me);
+        // Others at the site see the newcomer.
+        self.broadcast_presence_of(key, nick, &[], false, Some(session));
+        self.send_history(key, session, history);
+        self.send_subject(key, session);
+    }
+
+    /// Unavailable presence of `nick` to every local session, its own with 110.
+    fn render_departure(
+        &mut self,
+        key: &str,
+        nick: &str,
+        codes: &[u16],
+        new_nick: Option<&str>,
+        status: Option<&str>,
+    ) {
+        for (vnick, session) in self.live_rooms[key].all_sessions() {
+            if session.domain() != self.cfg.domain {
+                continue;
+            }
+            let viewer_role = self.live_rooms[key].occupants[&vnick].role;
+            let sees = self.room_state(key).config.whois_anyone
+                || viewer_role == crate::muc::Role::Moderator;
+            let mut all = codes.to_vec();
+            if vnick == nick {
+                all.insert(0, 110);
+            }
+            let mut p = self.occupant_presence(key, nick, sees, &all, true);
+            if let Some(n) = new_nick {
+                set_item_attr(&mut p, "nick", n);
+            }
+            if let Some(s) = status {
+                p.children.insert(
+                    0,
+                    XmlNode::Element(Element::new("status", ns::CLIENT).text(s)),
+                );
+            }
+            if let Some(c) = self.conn_of_full(&session) {
+                p.set_attr("to", session.to_string());
+                self.send_el(c, &p);
+            }
+        }
+    }
+
+    fn forget_occupant(&mut self, key: &str, nick: &str) {
+        let Some(occ) = self
+            .live_rooms
+            .get_mut(key)
+            .and_then(|l| l.occupants.remove(nick))
+        else {
+            return;
+        };
+        for s in &occ.sessions {
+            if let Some(c) = self.conn_of_full(s) {
+                self.sessions
+                    .get_mut(&c)
+                    .expect("session")
+                    .rooms
+                    .remove(key);
+            }
+        }
+        self.maybe_drop_mirror(key);
+    }
+
+    /// The replica goes when no local user is in the room or joining it.
+    fn maybe_drop_mirror(&mut self, key: &str) {
+        let local = !self.local_sessions(key).is_empty();
+        let pending = self.mirrors.get(key).is_some_and(|m| !m.pending.is_empty());
+        if !local && !pending {
+            self.mirrors.remove(key);
+            self.live_rooms.remove(key);
+            log::info!("mirror {key}: no local occupants left; dropped");
+        }
+    }
+
+    fn mirror_destroyed(&mut self, key: &str, alt: Option<String>, reason: Option<String>) {
+        let mut destroy = Element::new("destroy", mns::USER);
+        if let Some(a) = alt {
+            destroy.set_attr("jid", a);
+        }
+        if let Some(r) = reason {
+            destroy = destroy.child(Element::new("reason", mns::USER).text(r));
+        }
+        for (nick, session) in self
+            .live_rooms
+            .get(key)
+            .map(|l| l.all_sessions())
+            .unwrap_or_default()
+        {
+            let Some(c) = self.conn_of_full(&session) else {
+                continue;
+            };
+            let p = Element::new("presence", ns::CLIENT)
+                .attr("from", format!("{key}/{nick}"))
+                .attr("to", session.to_string())
+                .attr("type", "unavailable")
+                .child(
+                    Element::new("x", mns::USER)
+                        .child(
+                            Element::new("item", mns::USER)
+                                .attr("affiliation", "none")
+                                .attr("role", "none"),
+                        )
+                        .child(destroy.clone()),
+                );
+            self.send_el(c, &p);
+            self.sessions
+                .get_mut(&c)
+                .expect("session")
+                .rooms
+                .remove(key);
+        }
+        self.mirrors.remove(key);
+        self.live_rooms.remove(key);
+    }
+
+    /// A stanza from the master's side for one of our users.
+    fn relay_down(&mut self, peer: &str, from: Jid, to: Jid, mut stanza: Element) {
+        if to.domain() != self.cfg.domain || from.domain() != peer {
+            return log::warn!("link {peer}: refused a relay from {from} to {to}");
+        }
+        stanza.set_attr("from", from.to_string());
+        stanza.set_attr("to", to.to_string());
+        let key = from.to_bare().to_string();
+        // A refused join reaches only the one user (DMUC §3.2.2).
+        if stanza.name == "presence" && stanza.get_attr("type") == Some("error") {
+            if let Some(m) = self.mirrors.get_mut(&key) {
+                m.pending.retain(|(p, _)| p != &to);
+                if let Some(c) = self.conn_of_full(&to) {
+                    self.sessions
+                        .get_mut(&c)
+                        .expect("session")
+                        .rooms
+                        .remove(&key);
+                }
+                self.maybe_drop_mirror(&key);
+            }
+        }
+        match self.conn_of_full(&to) {
+            Some(c) => self.send_el(c, &stanza),
+            None if stanza.name == "message" => {
+                self.route_message(crate::node::NO_CONN, &stanza, &to);
+            }
+            None => {}
+        }
+    }
+
+    /// A local session leaves a mirrored room (it went away).
+    pub(crate) fn mirror_leave(&mut self, key: &str, session: &Jid) {
+        let Some(m) = self.mirrors.get_mut(key) else {
+            return;
+        };
+        m.pending.retain(|(p, _)| p != session);
+        let (upstream, room) = (m.upstream.clone(), m.room.clone());
+        let presence = Element::new("presence", ns::CLIENT).attr("type", "unavailable");
+        self.link_send(
+            &upstream,
+            &LinkEvent::Leave {
+                room,
+                from: session.clone(),
+                presence,
+            },
+        );
+        // Other local occupants hear of it when the master confirms; the
+        // session itself is gone, so nothing is rendered for it.
+        if let Some(live) = self.live_rooms.get_mut(key) {
+            for o in live.occupants.values_mut() {
+                o.sessions.retain(|s| s != session);
+            }
+        }
+    }
+
+    fn mirror_mam(&mut self, conn: ConnId, el: &Element, key: &str, query: &Element) {
+        self.muc_mam(&crate::muc::Origin::Local(conn), el, key, query);
+    }
+}
+
+fn remote_occupant(info: &OccupantInfo) -> Occupant {
+    Occupant {
+        bare: info.bare.clone(),
+        sessions: Jid::parse(&info.jid).into_iter().collect(),
+        role: info.role,
+        presence: info.presence.clone(),
+        occupant_id: info.occupant_id.clone(),
+    }
+}
+
+/// The stanza without `from`/`to`: the event carries the addressing.
+fn strip_addressing(el: &Element) -> Element {
+    let mut e = el.clone();
+    e.remove_attr("from");
+    e.remove_attr("to");
+    e
+}
+
+fn set_item_attr(p: &mut Element, name: &str, value: &str) {
+    for c in p.children.iter_mut() {
+        if let XmlNode::Element(x) = c {
+            if x.is("x", mns::USER) {
+                if let Some(XmlNode::Element(item)) = x.children.first_mut() {
+                    item.set_attr(name, value);
+                }
+            }
+        }
+    }
+}

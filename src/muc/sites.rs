@@ -1,0 +1,253 @@
+//! The master's side of mirroring: stanzas of users at mirroring sites
+//! enter rooms as `Origin::Remote`, and each room change goes once to each
+//! site that has occupants in the room (DMUC: one copy per site).
+
+use super::model::Affiliation;
+use super::Origin;
+use crate::jid::Jid;
+use crate::link::event::{LinkEvent, OccupantChange, OccupantInfo};
+use crate::node::Node;
+use std::collections::BTreeSet;
+
+impl Node {
+    /// Sites that have at least one occupant in a room mastered here.
+    pub(crate) fn room_peers(&self, room: &str) -> BTreeSet<String> {
+        let mut peers = BTreeSet::new();
+        if room.contains('@') {
+            return peers; // A mirrored room: its master does the fan-out.
+        }
+        if let Some(live) = self.live_rooms.get(room) {
+            for o in live.occupants.values() {
+                for s in &o.sessions {
+                    if s.domain() != self.cfg.domain {
+                        if let Some(p) = self.peer_for_domain(s.domain()) {
+                            peers.insert(p);
+                        }
+                    }
+                }
+            }
+        }
+        peers
+    }
+
+    pub(crate) fn occupant_info(&self, room: &str, nick: &str) -> OccupantInfo {
+        let o = &self.live_rooms[room].occupants[nick];
+        OccupantInfo {
+            nick: nick.to_string(),
+            bare: o.bare.clone(),
+            jid: o.sessions[0].to_string(),
+            affiliation: self.room_state(room).affiliation(&o.bare),
+            role: o.role,
+            occupant_id: o.occupant_id.clone(),
+            presence: o.presence.clone(),
+        }
+    }
+
+    pub(crate) fn notify_peers(&mut self, peers: &BTreeSet<String>, ev: LinkEvent) {
+        for p in peers {
+            self.link_send(p, &ev);
+        }
+    }
+
+    /// Tell every site in the room (and `also`, a site whose occupant just
+    /// left) about a change of occupant `nick`.
+    pub(crate) fn notify_occupant(
+        &mut self,
+        room: &str,
+        nick: &str,
+        change: OccupantChange,
+        also: &BTreeSet<String>,
+    ) {
+        let mut peers = self.room_peers(room);
+        peers.extend(also.iter().cloned());
+        if peers.is_empty()
+            || !self
+                .live_rooms
+                .get(room)
+                .is_some_and(|l| l.occupants.contains_key(nick))
+        {
+            return;
+        }
+        let info = self.occupant_info(room, nick);
+        self.notify_peers(
+            &peers,
+            LinkEvent::Occupant {
+                room: room.to_string(),
+                info,
+                change,
+            },
+        );
+    }
+
+    /// A site that joins its first occupant gets the whole room.
+    pub(crate) fn send_snapshot(&mut self, peer: &str, room: &str) {
+        let rs = &self.state.rooms[room];
+        let keep = rs.config.history_length as usize;
+        let history = rs
+            .archive
+            .iter()
+            .skip(rs.archive.len().saturating_sub(keep))
+            .cloned()
+            .collect();
+        let ev = LinkEvent::Snapshot {
+            room: room.to_string(),
+            config: rs.config.clone(),
+            affiliations: rs
+                .affiliations
+                .iter()
+                .map(|(j, a)| (j.clone(), *a))
+                .collect(),
+            subject: rs.subject.clone(),
+            occupants: self.live_rooms[room]
+                .occupants
+                .keys()
+                .map(|n| self.occupant_info(room, n))
+                .collect(),
+            history,
+            next_seq: rs.next_seq,
+        };
+        self.link_send(peer, &ev);
+    }
+
+    /// After a join at the master: the joiner's site gets the room if it had
+    /// no occupants yet, then every site learns of the newcomer.
+    pub(crate) fn notify_join(
+        &mut self,
+        origin: &Origin,
+        room: &str,
+        nick: &str,
+        peers_before: &BTreeSet<String>,
+    ) {
+        if let Origin::Remote { peer, .. } = origin {
+            if !peers_before.contains(peer) {
+                self.send_snapshot(&peer.clone(), room);
+            }
+        }
+        self.notify_occupant(room, nick, OccupantChange::Joined, &BTreeSet::new());
+    }
+
+    pub(crate) fn notify_room(&mut self, room: &str, ev: LinkEvent) {
+        let peers = self.room_peers(room);
+        self.notify_peers(&peers, ev);
+    }
+
+    /// An event from a mirroring site.
+    pub(crate) fn on_site_event(&mut self, peer: &str, ev: LinkEvent) {
+        let from = match &ev {
+            LinkEvent::Join { from, .. }
+            | LinkEvent::Update { from, .. }
+            | LinkEvent::Leave { from, .. }
+            | LinkEvent::Groupchat { from, .. }
+            | LinkEvent::Relay { from, .. } => from.clone(),
+            _ => return log::warn!("link {peer}: refused a master-to-site event from a site"),
+        };
+        // A site speaks only for its own users.
+        if from.domain() != peer || from.resource().is_none() {
+            return log::warn!("link {peer}: refused an event on behalf of {from}");
+        }
+        let origin = Origin::Remote {
+            peer: peer.to_string(),
+            jid: from.clone(),
+        };
+        match ev {
+            LinkEvent::Join {
+                room,
+                nick,
+                presence,
+                ..
+            }
+            | LinkEvent::Update {
+                room,
+                nick,
+                presence,
+                ..
+            } => {
+                let Some(to) = self.room_occupant_jid(&room, &nick) else {
+                    return;
+                };
+                let mut p = presence;
+                p.set_attr("from", from.to_string());
+                p.set_attr("to", to.to_string());
+                p.remove_attr("type");
+                self.on_muc_stanza(&origin, p, to);
+            }
+            LinkEvent::Leave { room, presence, .. } => {
+                let Some(nick) = self.live_rooms.get(&room).and_then(|l| l.nick_of(&from)) else {
+                    return;
+                };
+                let Some(to) = self.room_occupant_jid(&room, &nick) else {
+                    return;
+                };
+                let mut p = presence;
+                p.set_attr("from", from.to_string());
+                p.set_attr("to", to.to_string());
+                p.set_attr("type", "unavailable");
+                self.on_muc_stanza(&origin, p, to);
+            }
+            LinkEvent::Groupchat {
+                room,
+                stanza_id,
+                message,
+                ..
+            } => {
+                let mut m = message;
+                m.set_attr("from", from.to_string());
+                m.set_attr("to", self.room_jid(&room));
+                m.set_attr("type", "groupchat");
+                self.muc_room_message_with_id(&origin, m, &room, Some(stanza_id));
+            }
+            LinkEvent::Relay { to, stanza, .. } => {
+                let mut s = stanza;
+                s.set_attr("from", from.to_string());
+                if self.is_muc_service(&to) {
+                    self.on_muc_stanza(&origin, s, to);
+                } else {
+                    log::debug!("link {peer}: relay to {to} is not for a room here");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn room_occupant_jid(&self, room: &str, nick: &str) -> Option<Jid> {
+        Jid::parse(&format!("{room}@{}/{nick}", self.cfg.muc_service)).ok()
+    }
+
+    pub(crate) fn notify_affiliation(&mut self, room: &str, jid: &str, affiliation: Affiliation) {
+        let ev = LinkEvent::Affiliation {
+            room: room.to_string(),
+            jid: jid.to_string(),
+            affiliation,
+        };
+        self.notify_room(room, ev);
+    }
+
+    pub(crate) fn notify_config(&mut self, room: &str) {
+        let config = self.state.rooms[room].config.clone();
+        self.notify_room(
+            room,
+            LinkEvent::Config {
+                room: room.to_string(),
+                config,
+            },
+        );
+    }
+
+    /// Peers that had occupants in a room that is being destroyed.
+    pub(crate) fn notify_destroyed(
+        &mut self,
+        room: &str,
+        peers: &BTreeSet<String>,
+        alt: Option<String>,
+        reason: Option<String>,
+    ) {
+        self.notify_peers(
+            peers,
+            LinkEvent::Destroyed {
+                room: room.to_string(),
+                alt,
+                reason,
+            },
+        );
+    }
+}
