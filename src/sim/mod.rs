@@ -3,6 +3,10 @@
 //! without sockets. Tests use it for every behaviour of the core; later
 //! issues grow it into a multi-node network with shaped links.
 
+mod network;
+
+pub use network::{Network, Shape};
+
 use crate::node::{Action, AdminCommand, AdminReply, ConnId, Event, Node, NodeConfig, Now};
 use crate::scram::{Hash, ScramClient};
 use crate::state::{Record, State};
@@ -102,6 +106,22 @@ impl SimNode {
 
     pub fn event(&mut self, event: Event) {
         self.node.handle(self.now, event);
+        self.process();
+    }
+
+    /// A fresh connection id, for a link the network opens.
+    pub fn alloc_conn(&mut self) -> ConnId {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        conn
+    }
+
+    /// Set the virtual clock (the network keeps all nodes in step) and fire due timers.
+    pub fn set_time(&mut self, mono_ms: u64) {
+        let delta = mono_ms.saturating_sub(self.now.mono_ms);
+        self.now.mono_ms += delta;
+        self.now.unix_ms += delta;
+        self.node.handle_timeout(self.now);
         self.process();
     }
 

@@ -1,0 +1,373 @@
+//! Mirroring (DMUC) across a simulated network: HQ masters the room, two
+//! sites mirror it; one copy of each room event crosses each link.
+
+use outpost::node::{Event, NodeConfig};
+use outpost::sim::{between, Network, Shape};
+
+const ROOM: &str = "chat@conference.fairfax.example";
+const HQ: usize = 0;
+const RALEIGH: usize = 1;
+const DURHAM: usize = 2;
+
+fn hq_config() -> NodeConfig {
+    let mut c = NodeConfig::new("fairfax.example");
+    c.link.peers = vec!["raleigh.example".into(), "durham.example".into()];
+    c
+}
+
+fn site_config(domain: &str) -> NodeConfig {
+    let mut c = NodeConfig::new(domain);
+    c.link.upstreams = vec!["conference.fairfax.example".into()];
+    c
+}
+
+struct World {
+    net: Network,
+    kevin: u64,
+    wayne: u64,
+    keith: u64,
+    dana: u64,
+}
+
+fn world() -> World {
+    let mut net = Network::new();
+    net.add_node(hq_config(), 1);
+    net.add_node(site_config("raleigh.example"), 2);
+    net.add_node(site_config("durham.example"), 3);
+    net.add_link(RALEIGH, HQ, Shape::default());
+    net.add_link(DURHAM, HQ, Shape::default());
+    net.node(HQ).add_user("kevin", "k");
+    net.node(RALEIGH).add_user("wayne", "w");
+    net.node(RALEIGH).add_user("keith", "k");
+    net.node(DURHAM).add_user("dana", "d");
+    let kevin = net.node(HQ).login("kevin", "k", "hq");
+    let wayne = net.node(RALEIGH).login("wayne", "w", "tv");
+    let keith = net.node(RALEIGH).login("keith", "k", "tv");
+    let dana = net.node(DURHAM).login("dana", "d", "tv");
+    net.advance(100); // Sites dial HQ.
+                      // Kevin creates the room at HQ.
+    join(&mut net, HQ, kevin, "Kevin");
+    net.node(HQ).send(kevin, &format!("<iq type='set' id='inst' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
+    net.settle();
+    net.node(HQ).take(kevin);
+    World {
+        net,
+        kevin,
+        wayne,
+        keith,
+        dana,
+    }
+}
+
+fn join(net: &mut Network, node: usize, conn: u64, nick: &str) -> String {
+    net.node(node).send(
+        conn,
+        &format!(
+            "<presence to='{ROOM}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ),
+    );
+    net.settle();
+    net.node(node).take(conn)
+}
+
+fn say(net: &mut Network, node: usize, conn: u64, body: &str) {
+    net.node(node).send(
+        conn,
+        &format!(
+            "<message to='{ROOM}' type='groupchat' id='c-{body}'><body>{body}</body></message>"
+        ),
+    );
+}
+
+fn stanza_id(out: &str, body: &str) -> String {
+    let at = out
+        .find(&format!("<body>{body}</body>"))
+        .expect("the message");
+    between(&out[at..], "<stanza-id xmlns='urn:xmpp:sid:0' id='", "'")
+        .expect("a stanza-id")
+        .to_string()
+}
+
+#[test]
+fn a_site_user_joins_a_room_at_hq_through_the_mirror() {
+    let mut w = world();
+    w.net.node(HQ).send(
+        w.kevin,
+        &format!("<message to='{ROOM}' type='groupchat'><subject>Ops</subject></message>"),
+    );
+    say(&mut w.net, HQ, w.kevin, "before-wayne");
+    w.net.settle();
+    w.net.node(HQ).take(w.kevin);
+    let out = join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    let kevin_p = out
+        .find(&format!("from='{ROOM}/Kevin'"))
+        .expect("kevin's presence");
+    let own = out.find("code='110'").expect("self-presence");
+    let history = out.find("<body>before-wayne</body>").expect("history");
+    let subject = out.find("<subject>Ops</subject>").expect("subject");
+    assert!(kevin_p < own && own < history && history < subject, "{out}");
+    assert!(
+        out.contains("affiliation='owner' role='moderator'"),
+        "{out}"
+    );
+    let seen = w.net.node(HQ).take(w.kevin);
+    assert!(
+        seen.contains(&format!("from='{ROOM}/Wayne'"))
+            && seen.contains("jid='wayne@raleigh.example/tv'"),
+        "{seen}"
+    );
+}
+
+#[test]
+fn one_copy_per_site_and_the_same_stanza_id_everywhere() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, DURHAM, w.dana, "Dana");
+    w.net.node(HQ).take(w.kevin);
+    w.net.reset_counters();
+    say(&mut w.net, HQ, w.kevin, "one");
+    w.net.advance(1000);
+    let (_, one_occupant) = w.net.link_bytes(RALEIGH);
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    w.net.advance(1000);
+    w.net.reset_counters();
+    say(&mut w.net, HQ, w.kevin, "two");
+    w.net.advance(1000);
+    let (_, two_occupants) = w.net.link_bytes(RALEIGH);
+    assert!(one_occupant > 0);
+    // Equal up to an acknowledgement (`<a h='N'/>`) landing in one window and not the other.
+    assert!(
+        two_occupants.abs_diff(one_occupant) <= 16,
+        "one copy per site: {one_occupant} vs {two_occupants}"
+    );
+    let at_wayne = w.net.node(RALEIGH).take(w.wayne);
+    let at_keith = w.net.node(RALEIGH).take(w.keith);
+    let at_dana = w.net.node(DURHAM).take(w.dana);
+    let at_kevin = w.net.node(HQ).take(w.kevin);
+    let id = stanza_id(&at_kevin, "two");
+    for out in [&at_wayne, &at_keith, &at_dana] {
+        assert_eq!(stanza_id(out, "two"), id);
+    }
+}
+
+#[test]
+fn a_site_message_is_delivered_locally_at_once_and_keeps_its_id() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    join(&mut w.net, DURHAM, w.dana, "Dana");
+    for (n, c) in [(HQ, w.kevin), (RALEIGH, w.wayne), (RALEIGH, w.keith)] {
+        w.net.node(n).take(c);
+    }
+    say(&mut w.net, RALEIGH, w.wayne, "from-raleigh");
+    // Before anything crosses the link, the site has delivered it.
+    let keith_now = w.net.node(RALEIGH).take(w.keith);
+    let wayne_now = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        keith_now.contains("from-raleigh") && wayne_now.contains("id='c-from-raleigh'"),
+        "{keith_now}"
+    );
+    let id = stanza_id(&keith_now, "from-raleigh");
+    w.net.settle();
+    let kevin = w.net.node(HQ).take(w.kevin);
+    assert_eq!(
+        stanza_id(&kevin, "from-raleigh"),
+        id,
+        "the site's id is kept at HQ"
+    );
+    assert_eq!(
+        stanza_id(&w.net.node(DURHAM).take(w.dana), "from-raleigh"),
+        id
+    );
+    assert!(
+        !w.net.node(RALEIGH).take(w.keith).contains("from-raleigh"),
+        "no duplicate at the site"
+    );
+    // HQ's archive holds it once, under that id.
+    assert_eq!(
+        w.net.node(HQ).node.state().rooms["chat"]
+            .archive
+            .iter()
+            .filter(|m| m.stanza_id == id)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn join_errors_reach_only_the_failing_user() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.node(RALEIGH).take(w.wayne);
+    let out = join(&mut w.net, RALEIGH, w.keith, "Kevin");
+    assert!(
+        out.contains("type='error'") && out.contains("<conflict"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("to='keith@raleigh.example/tv'")),
+        "{out}"
+    );
+    assert_eq!(
+        w.net.node(RALEIGH).take(w.wayne),
+        "",
+        "wayne hears nothing of it"
+    );
+    // Keith can still join under a free nick.
+    assert!(join(&mut w.net, RALEIGH, w.keith, "Keith").contains("code='110'"));
+}
+
+#[test]
+fn leaving_and_the_mirror_going_away() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.node(HQ).take(w.kevin);
+    w.net.node(RALEIGH).send(
+        w.keith,
+        &format!("<presence to='{ROOM}/Keith' type='unavailable'/>"),
+    );
+    w.net.settle();
+    assert!(w.net.node(RALEIGH).take(w.keith).contains("code='110'"));
+    assert!(w
+        .net
+        .node(RALEIGH)
+        .take(w.wayne)
+        .contains(&format!("from='{ROOM}/Keith'")));
+    assert!(w
+        .net
+        .node(HQ)
+        .take(w.kevin)
+        .contains(&format!("from='{ROOM}/Keith'")));
+    w.net.node(RALEIGH).disconnect(w.wayne);
+    w.net.settle();
+    assert!(w
+        .net
+        .node(HQ)
+        .take(w.kevin)
+        .contains(&format!("type='unavailable' from='{ROOM}/Wayne'")));
+    // With no local occupant left the site keeps no copy, and HQ sends it nothing more.
+    w.net.reset_counters();
+    say(&mut w.net, HQ, w.kevin, "nobody-at-raleigh");
+    w.net.advance(1000);
+    let (_, down) = w.net.link_bytes(RALEIGH);
+    assert!(down < 40, "only acks and keepalives, got {down} bytes");
+}
+
+#[test]
+fn moderation_at_hq_reaches_site_users() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    w.net.node(RALEIGH).take(w.keith);
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='k' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Wayne' role='none'><reason>calm</reason></item></query></iq>"));
+    w.net.settle();
+    let wayne = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        wayne.contains("code='307'") && wayne.contains("code='110'"),
+        "{wayne}"
+    );
+    assert!(w.net.node(RALEIGH).take(w.keith).contains("code='307'"));
+    // A site user's admin action is decided by HQ: Keith may not kick Kevin.
+    w.net.node(RALEIGH).send(w.keith, &format!("<iq type='set' id='k2' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Kevin' role='none'/></query></iq>"));
+    w.net.settle();
+    let out = w.net.node(RALEIGH).take(w.keith);
+    assert!(
+        out.contains("id='k2'") && out.contains("<forbidden"),
+        "{out}"
+    );
+}
+
+#[test]
+fn private_messages_between_nodes() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.node(HQ).take(w.kevin);
+    w.net.node(RALEIGH).send(
+        w.wayne,
+        &format!("<message to='{ROOM}/Kevin' type='chat'><body>psst</body></message>"),
+    );
+    w.net.settle();
+    let out = w.net.node(HQ).take(w.kevin);
+    assert!(
+        out.contains(&format!("from='{ROOM}/Wayne'")) && out.contains("psst"),
+        "{out}"
+    );
+    w.net.node(HQ).send(
+        w.kevin,
+        &format!("<message to='{ROOM}/Wayne' type='chat'><body>back</body></message>"),
+    );
+    w.net.settle();
+    let out = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        out.contains(&format!("from='{ROOM}/Kevin'")) && out.contains("back"),
+        "{out}"
+    );
+}
+
+#[test]
+fn events_queued_while_the_link_is_cut_arrive_once_after_reconnect() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.cut(RALEIGH);
+    say(&mut w.net, HQ, w.kevin, "while-cut");
+    w.net.advance(500);
+    assert!(!w.net.node(RALEIGH).take(w.wayne).contains("while-cut"));
+    w.net.restore(RALEIGH);
+    w.net.advance(5_000); // Redial with backoff, hello, resend.
+    let out = w.net.node(RALEIGH).take(w.wayne);
+    assert_eq!(out.matches("<body>while-cut</body>").count(), 1, "{out}");
+    // Acknowledged: nothing stays queued at HQ.
+    w.net.advance(1_000);
+    assert!(w.net.node(HQ).node.state().links["raleigh.example"]
+        .unacked
+        .is_empty());
+}
+
+#[test]
+fn self_ping_is_answered_at_the_site() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.reset_counters();
+    w.net.node(RALEIGH).send(
+        w.wayne,
+        &format!("<iq type='get' id='sp' to='{ROOM}/Wayne'><ping xmlns='urn:xmpp:ping'/></iq>"),
+    );
+    assert!(w.net.node(RALEIGH).take(w.wayne).contains("id='sp'"));
+    w.net.settle();
+    assert_eq!(w.net.link_bytes(RALEIGH), (0, 0));
+}
+
+#[test]
+fn a_site_may_speak_only_for_its_own_users() {
+    let mut w = world();
+    // A forged join from raleigh's link on behalf of a durham user.
+    let hq = w.net.node(HQ);
+    let conn = hq.alloc_conn();
+    hq.event(Event::LinkUp {
+        conn,
+        peer: "raleigh.example".into(),
+    });
+    hq.take(conn);
+    let forged = "<stream:stream xmlns='urn:xmpp:dmuc:0' xmlns:stream='http://etherx.jabber.org/streams' from='raleigh.example' version='1.0'><hello received='0'/>\
+        <e n='1'><join room='chat' nick='Mallory' from='dana@durham.example/x'><presence xmlns='jabber:client'/></join></e>";
+    hq.send(conn, forged);
+    assert!(!hq.node.state().rooms.is_empty());
+    hq.take(w.kevin);
+    w.net.settle();
+    assert!(
+        !w.net.node(HQ).take(w.kevin).contains("Mallory"),
+        "the forged join was refused"
+    );
+    // Malformed frames close that link only.
+    let hq = w.net.node(HQ);
+    hq.send(conn, "<e n='2'><join/></e><bogus/>");
+    assert!(hq.is_closed(conn));
+    let out = join(&mut w.net, DURHAM, w.dana, "Dana");
+    assert!(
+        out.contains("code='110'"),
+        "other links are unaffected: {out}"
+    );
+}
