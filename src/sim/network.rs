@@ -181,11 +181,10 @@ impl Network {
                     busy = true;
                     let w = &mut self.wires[wi];
                     let dir = usize::from(!to_master);
-                    let transmit = if w.shape.rate == 0 {
-                        0
-                    } else {
-                        out.len() as u64 * 1000 / w.shape.rate
-                    };
+                    // Unlimited when the rate is 0.
+                    let transmit = (out.len() as u64 * 1000)
+                        .checked_div(w.shape.rate)
+                        .unwrap_or(0);
                     let start = w.free_at[dir].max(self.now_ms);
                     w.free_at[dir] = start + transmit;
                     if to_master {
