@@ -204,10 +204,7 @@ fn join_errors_reach_only_the_failing_user() {
         out.contains("type='error'") && out.contains("<conflict"),
         "{out}"
     );
-    assert!(
-        out.contains(&format!("to='keith@raleigh.example/tv'")),
-        "{out}"
-    );
+    assert!(out.contains("to='keith@raleigh.example/tv'"), "{out}");
     assert_eq!(
         w.net.node(RALEIGH).take(w.wayne),
         "",
