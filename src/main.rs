@@ -75,6 +75,12 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
             let cfg = load_config(config_path)?;
             println!("# configuration is valid; effective settings:");
             print!("{}", cfg.effective());
+            match shell::link::existing_fingerprint(&cfg.data_dir) {
+                Some(fp) => println!("# this node's link key fingerprint: {fp}"),
+                None => println!(
+                    "# this node's link key is generated on first start (see `outpost check` then)"
+                ),
+            }
             Ok(())
         }
         ["user", rest @ ..] => {

@@ -278,6 +278,38 @@ impl Config {
         if self.muc_service() == self.domain.0 {
             return Err("[muc] service must differ from domain".into());
         }
+        for p in &self.link.peer {
+            if !crate::shell::link::is_fingerprint(&p.fingerprint) {
+                return Err(format!("[[link.peer]] {}: fingerprint must be the base64 SHA-256 that `outpost check` shows", p.domain.0));
+            }
+            if p.domain.0 == self.domain.0 {
+                return Err(format!(
+                    "[[link.peer]] {} is this node's own domain",
+                    p.domain.0
+                ));
+            }
+        }
+        for u in &self.upstream {
+            if !crate::shell::link::is_fingerprint(&u.fingerprint) {
+                return Err(format!("[[upstream]] {}: fingerprint must be the base64 SHA-256 that `outpost check` shows", u.muc.0));
+            }
+            if !u
+                .connect
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            {
+                return Err(format!(
+                    "[[upstream]] {}: connect must be host:port, not {:?}",
+                    u.muc.0, u.connect
+                ));
+            }
+            if u.muc.0 == self.muc_service() {
+                return Err(format!(
+                    "[[upstream]] {} is this node's own MUC service",
+                    u.muc.0
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -370,11 +402,11 @@ mod tests {
             listen = "0.0.0.0:5270"
             [[link.peer]]
             domain = "fairfax.example"
-            fingerprint = "ab:cd"
+            fingerprint = "K1b4sOl5ChbtKVh1SZ2NtOXsAfdxNUQpx4LD7gy4EPE="
             [[upstream]]
             muc = "conference.fairfax.example"
             connect = "hq.fairfax.example:5270"
-            fingerprint = "ef:01"
+            fingerprint = "u1JYjkXzqkQXN2s+SjA+yw5cVKDojQfkBDt+Ixh5FQY="
             [admin]
             http = "0.0.0.0:8080"
             serial = "/dev/ttyS0"
@@ -422,6 +454,10 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(err.contains("max_depth"), "{err}");
+        let err = Config::parse("domain = \"a\"\n[[upstream]]\nmuc = \"conf.b\"\nconnect = \"b:5270\"\nfingerprint = \"ab:cd\"\n", "x.toml")
+            .unwrap_err()
+            .0;
+        assert!(err.contains("fingerprint must be"), "{err}");
         let err = Config::parse("[c2s\n", "x.toml").unwrap_err().0;
         assert!(err.contains("line 1"), "{err}");
         let err = Config::parse("log_level = \"loud\"\ndomain=\"a\"", "x.toml")

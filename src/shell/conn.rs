@@ -29,9 +29,12 @@ pub struct ConnHandle {
     pub queued: Rc<Cell<usize>>,
 }
 
-enum Io {
+/// A connection's byte stream: plain (before STARTTLS), or TLS as the
+/// server (clients, sites linking in) or as the client (dialing upstream).
+pub enum Io {
     Plain(Async<TcpStream>),
     Tls(Box<TlsStream<Async<TcpStream>>>),
+    TlsClient(Box<futures_rustls::client::TlsStream<Async<TcpStream>>>),
     Gone,
 }
 
@@ -40,6 +43,7 @@ impl Io {
         match self {
             Io::Plain(s) => s.read(buf).await,
             Io::Tls(s) => s.read(buf).await,
+            Io::TlsClient(s) => s.read(buf).await,
             Io::Gone => Ok(0),
         }
     }
@@ -47,6 +51,7 @@ impl Io {
         match self {
             Io::Plain(s) => s.write_all(data).await,
             Io::Tls(s) => s.write_all(data).await,
+            Io::TlsClient(s) => s.write_all(data).await,
             Io::Gone => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -54,6 +59,7 @@ impl Io {
         match self {
             Io::Plain(s) => s.flush().await,
             Io::Tls(s) => s.flush().await,
+            Io::TlsClient(s) => s.flush().await,
             Io::Gone => Ok(()),
         }
     }
@@ -61,6 +67,7 @@ impl Io {
         let _ = match self {
             Io::Plain(s) => s.close().await,
             Io::Tls(s) => s.close().await,
+            Io::TlsClient(s) => s.close().await,
             Io::Gone => Ok(()),
         };
     }
@@ -73,13 +80,12 @@ enum Step {
 
 pub async fn serve(
     conn: ConnId,
-    stream: Async<TcpStream>,
+    mut io: Io,
     out: Receiver<Out>,
     queued: Rc<Cell<usize>>,
     events: Sender<Event>,
     tls: TlsAcceptor,
 ) {
-    let mut io = Io::Plain(stream);
     let mut buf = vec![0u8; READ_BUF];
     loop {
         // Output first: it drains what the core produced before reading more.

@@ -4,6 +4,7 @@
 pub mod admin;
 mod conn;
 pub mod datadir;
+pub mod link;
 pub mod logger;
 mod tls;
 
@@ -21,6 +22,7 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A connection whose unwritten output exceeds this is cut off.
@@ -71,7 +73,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
 type Conns = Rc<RefCell<HashMap<ConnId, ConnHandle>>>;
 type AdminWaiters = Rc<RefCell<HashMap<u64, Sender<AdminReply>>>>;
 
-async fn serve<'a>(ex: &'a LocalExecutor<'a>, cfg: Config) -> Result<(), String> {
+async fn serve(ex: &'static LocalExecutor<'static>, cfg: Config) -> Result<(), String> {
     let _lock = match DataLock::acquire(&cfg.data_dir) {
         Ok(l) => l,
         Err(LockError::Busy) => {
@@ -99,16 +101,37 @@ async fn serve<'a>(ex: &'a LocalExecutor<'a>, cfg: Config) -> Result<(), String>
     let waiters: AdminWaiters = Rc::default();
     let live_tasks = Rc::new(Cell::new(0usize));
 
-    ex.spawn(accept_clients(
+    let wiring = Wiring {
         ex,
+        conns: conns.clone(),
+        events: events_tx.clone(),
+        c2s_tls: tls,
+        live_tasks: live_tasks.clone(),
+        next_id: Rc::new(Cell::new(1)),
+    };
+    ex.spawn(accept_clients(
+        wiring.clone(),
         listener,
         cfg.c2s.max_connections,
-        conns.clone(),
-        events_tx.clone(),
-        tls,
-        live_tasks.clone(),
     ))
     .detach();
+    let link_tls = link::setup(&cfg)?;
+    log::info!(
+        "link: this node's key fingerprint is {}",
+        link_tls.fingerprint
+    );
+    if let (Some(addr), Some(server)) = (cfg.link.listen, link_tls.server.clone()) {
+        let l = Async::<TcpListener>::bind(addr)
+            .map_err(|e| format!("cannot listen for links on {addr}: {e}"))?;
+        ex.spawn(accept_links(
+            wiring.clone(),
+            l,
+            server,
+            link_tls.peer_by_key.clone(),
+        ))
+        .detach();
+        log::info!("link: accepting sites on {addr}");
+    }
     ex.spawn(accept_admin(ex, admin, waiters.clone(), events_tx.clone()))
         .detach();
     let signals =
@@ -157,8 +180,7 @@ async fn serve<'a>(ex: &'a LocalExecutor<'a>, cfg: Config) -> Result<(), String>
         let mut dials = Vec::new();
         apply_actions(&mut node, &mut log, &conns, &waiters, &mut dials)?;
         for peer in dials {
-            log::warn!("link {peer}: dialing is not available in this build");
-            node.handle(clock.now(), Event::DialFailed { peer });
+            dial(&wiring, peer, &link_tls.upstreams);
         }
         if log.bytes_since_snapshot() > COMPACT_SLACK_BYTES + 2 * last_snapshot_len {
             let snapshot = node.snapshot().encode();
@@ -260,16 +282,49 @@ fn apply_actions(
     Ok(())
 }
 
-async fn accept_clients<'a>(
+/// What every connection task shares: the executor, the core's event
+/// channel, the output queues, the id counter.
+#[derive(Clone)]
+struct Wiring<'a> {
     ex: &'a LocalExecutor<'a>,
-    listener: Async<TcpListener>,
-    max_connections: usize,
     conns: Conns,
     events: Sender<Event>,
-    tls: futures_rustls::TlsAcceptor,
+    c2s_tls: futures_rustls::TlsAcceptor,
     live_tasks: Rc<Cell<usize>>,
-) {
-    let mut next_id: ConnId = 1;
+    next_id: Rc<Cell<ConnId>>,
+}
+
+impl<'a> Wiring<'a> {
+    /// Register a connection, tell the core (`first` names the event), and
+    /// run its task until it closes.
+    async fn start(&self, io: conn::Io, first: impl FnOnce(ConnId) -> Event) {
+        let conn = self.next_id.get();
+        self.next_id.set(conn + 1);
+        let (tx, rx) = channel::unbounded();
+        let queued = Rc::new(Cell::new(0));
+        self.conns.borrow_mut().insert(
+            conn,
+            ConnHandle {
+                tx,
+                queued: queued.clone(),
+            },
+        );
+        if self.events.send(first(conn)).await.is_err() {
+            return;
+        }
+        self.live_tasks.set(self.live_tasks.get() + 1);
+        let w = self.clone();
+        self.ex
+            .spawn(async move {
+                conn::serve(conn, io, rx, queued, w.events.clone(), w.c2s_tls.clone()).await;
+                w.conns.borrow_mut().remove(&conn);
+                w.live_tasks.set(w.live_tasks.get() - 1);
+            })
+            .detach();
+    }
+}
+
+async fn accept_clients(w: Wiring<'_>, listener: Async<TcpListener>, max_connections: usize) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -279,42 +334,128 @@ async fn accept_clients<'a>(
                 continue;
             }
         };
-        if live_tasks.get() >= max_connections {
+        if w.live_tasks.get() >= max_connections {
             log::warn!("c2s: refusing {peer}: {max_connections} connections already open");
             continue;
         }
         let _ = stream.get_ref().set_nodelay(true);
-        let conn = next_id;
-        next_id += 1;
-        let (tx, rx) = channel::unbounded();
-        let queued = Rc::new(Cell::new(0));
-        conns.borrow_mut().insert(
+        w.start(conn::Io::Plain(stream), |conn| Event::Accepted {
             conn,
-            ConnHandle {
-                tx,
-                queued: queued.clone(),
-            },
-        );
-        if events
-            .send(Event::Accepted {
-                conn,
-                peer: peer.ip(),
-            })
-            .await
-            .is_err()
-        {
-            return;
-        }
-        live_tasks.set(live_tasks.get() + 1);
-        let live = live_tasks.clone();
-        let (events, tls, conns) = (events.clone(), tls.clone(), conns.clone());
+            peer: peer.ip(),
+        })
+        .await;
+    }
+}
+
+/// How long a link's TCP connect plus TLS handshake may take.
+const LINK_HANDSHAKE: Duration = Duration::from_secs(30);
+
+/// Sites connect here; each must present a configured peer's key.
+async fn accept_links(
+    w: Wiring<'static>,
+    listener: Async<TcpListener>,
+    tls: Arc<rustls::ServerConfig>,
+    peers: HashMap<String, String>,
+) {
+    let acceptor = futures_rustls::TlsAcceptor::from(tls);
+    loop {
+        let Ok((stream, addr)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.get_ref().set_nodelay(true);
+        let (w, acceptor, peers) = (w.clone(), acceptor.clone(), peers.clone());
+        let ex = w.ex;
         ex.spawn(async move {
-            conn::serve(conn, stream, rx, queued, events, tls).await;
-            conns.borrow_mut().remove(&conn);
-            live.set(live.get() - 1);
+            let handshake = async { Some(acceptor.accept(stream).await) };
+            let timeout = async {
+                Timer::after(LINK_HANDSHAKE).await;
+                None
+            };
+            let tls = match future::or(handshake, timeout).await {
+                Some(Ok(t)) => t,
+                Some(Err(e)) => return log::warn!("link: refused a connection from {addr}: {e}"),
+                None => return log::warn!("link: {addr} did not finish the TLS handshake in time"),
+            };
+            let key = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(link::spki_fingerprint);
+            let Some(peer) = key
+                .and_then(|k| k.ok())
+                .and_then(|k| peers.get(&k).cloned())
+            else {
+                return log::warn!("link: {addr} presented no configured key");
+            };
+            log::info!("link {peer}: accepted from {addr}");
+            w.start(conn::Io::Tls(Box::new(tls)), |conn| Event::LinkUp {
+                conn,
+                peer,
+            })
+            .await;
         })
         .detach();
     }
+}
+
+/// Dial an upstream; the core hears `LinkUp` or `DialFailed`.
+fn dial(
+    w: &Wiring<'static>,
+    peer: String,
+    upstreams: &HashMap<String, (String, Arc<rustls::ClientConfig>)>,
+) {
+    let Some((addr, config)) = upstreams.get(&peer).cloned() else {
+        return log::warn!("link {peer}: no [[upstream]] entry");
+    };
+    let w = w.clone();
+    let ex = w.ex;
+    ex.spawn(async move {
+        let attempt = async {
+            let addrs = smol::net::resolve(addr.as_str())
+                .await
+                .map_err(|e| format!("cannot resolve {addr}: {e}"))?;
+            let mut last = format!("{addr} has no address");
+            for a in addrs {
+                match Async::<std::net::TcpStream>::connect(a).await {
+                    Ok(stream) => {
+                        let _ = stream.get_ref().set_nodelay(true);
+                        let name = rustls_pki_types::ServerName::try_from(peer.clone())
+                            .map_err(|e| format!("bad server name {peer}: {e}"))?;
+                        let connector = futures_rustls::TlsConnector::from(config.clone());
+                        return connector
+                            .connect(name, stream)
+                            .await
+                            .map_err(|e| format!("TLS with {a}: {e}"));
+                    }
+                    Err(e) => last = format!("cannot connect to {a}: {e}"),
+                }
+            }
+            Err(last)
+        };
+        let timeout = async {
+            Timer::after(LINK_HANDSHAKE).await;
+            Err(format!(
+                "no answer from {addr} in {} s",
+                LINK_HANDSHAKE.as_secs()
+            ))
+        };
+        match future::or(attempt, timeout).await {
+            Ok(tls) => {
+                log::info!("link {peer}: connected to {addr}");
+                w.start(conn::Io::TlsClient(Box::new(tls)), |conn| Event::LinkUp {
+                    conn,
+                    peer,
+                })
+                .await;
+            }
+            Err(e) => {
+                log::warn!("link {peer}: {e}");
+                let _ = w.events.send(Event::DialFailed { peer }).await;
+            }
+        }
+    })
+    .detach();
 }
 
 async fn accept_admin<'a>(

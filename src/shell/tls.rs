@@ -43,7 +43,11 @@ pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
-fn generate_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Result<(), String> {
+pub(crate) fn generate_self_signed(
+    domain: &str,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), String> {
     let fail = |e: rcgen::Error| format!("cannot generate a certificate: {e}");
     let names = vec![domain.to_string(), format!("*.{domain}")];
     let mut params = rcgen::CertificateParams::new(names).map_err(fail)?;
