@@ -15,6 +15,7 @@ usage: outpost [run] [-c FILE]            run the node (embedded defaults withou
        outpost user passwd USER [-c FILE] change a password
        outpost user del USER [-c FILE]    delete an account
        outpost user list [-c FILE]        list accounts
+       outpost links [-c FILE]            links to other nodes: state, bytes, queue
        outpost demo                       HQ and two sites on loopback (not in this build yet)
        outpost --version";
 
@@ -75,18 +76,38 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
             let cfg = load_config(config_path)?;
             println!("# configuration is valid; effective settings:");
             print!("{}", cfg.effective());
-            match shell::link::existing_fingerprint(&cfg.data_dir) {
-                Some(fp) => println!("# this node's link key fingerprint: {fp}"),
-                None => println!(
-                    "# this node's link key is generated on first start (see `outpost check` then)"
-                ),
-            }
+            // Creating the key here lets a site and HQ be paired before either starts.
+            std::fs::create_dir_all(&cfg.data_dir)
+                .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
+            let id = shell::link::identity(&cfg)?;
+            println!("# this node's link key fingerprint: {}", id.fingerprint);
             Ok(())
         }
         ["user", rest @ ..] => {
             let cfg = load_config(config_path)?;
             shell::logger::init(log::LevelFilter::Warn);
             user_command(&cfg, rest)
+        }
+        ["links"] => {
+            let cfg = load_config(config_path)?;
+            shell::logger::init(log::LevelFilter::Warn);
+            match shell::admin::execute(&cfg, AdminCommand::Links)? {
+                AdminReply::Links(links) => {
+                    println!(
+                        "{:40} {:9} {:>12} {:>12} {:>8} {:>8}",
+                        "peer", "state", "bytes in", "bytes out", "unacked", "last in"
+                    );
+                    for l in links {
+                        let state = if l.connected { "up" } else { "down" };
+                        println!(
+                            "{:40} {:9} {:>12} {:>12} {:>8} {:>8}",
+                            l.peer, state, l.bytes_in, l.bytes_out, l.unacked, l.last_in
+                        );
+                    }
+                    Ok(())
+                }
+                other => Err(format!("unexpected answer: {other:?}")),
+            }
         }
         ["demo"] => {
             Err("the demo needs mirroring between nodes, which this build does not have yet".into())
@@ -135,6 +156,7 @@ fn user_command(cfg: &Config, args: &[&str]) -> Result<(), String> {
             Ok(())
         }
         AdminReply::Error(e) => Err(e),
+        other => Err(format!("unexpected answer: {other:?}")),
     }
 }
 

@@ -85,12 +85,16 @@ impl Node {
     fn link_write(&mut self, conn: ConnId, bytes: Vec<u8>) {
         if let Some(l) = self.links.get_mut(&conn) {
             l.last_tx = self.now.mono_ms;
+            self.link_traffic.entry(l.peer.clone()).or_default().1 += bytes.len() as u64;
             self.send(conn, bytes);
         }
     }
 
     pub(crate) fn on_link_data(&mut self, conn: ConnId, bytes: &[u8]) {
         let now = self.now.mono_ms;
+        if let Some(l) = self.links.get(&conn) {
+            self.link_traffic.entry(l.peer.clone()).or_default().0 += bytes.len() as u64;
+        }
         let mut rest = bytes;
         while !rest.is_empty() {
             let Some(l) = self.links.get_mut(&conn) else {
@@ -416,6 +420,37 @@ impl Node {
             self.link_write(conn, b" ".to_vec());
         }
         self.arm_link_timer(conn);
+    }
+
+    pub(crate) fn link_status(&self) -> Vec<crate::node::LinkStatus> {
+        let mut peers: Vec<String> = self
+            .cfg
+            .link
+            .upstreams
+            .iter()
+            .chain(&self.cfg.link.peers)
+            .cloned()
+            .collect();
+        peers.sort();
+        peers
+            .into_iter()
+            .map(|peer| {
+                let (bytes_in, bytes_out) =
+                    self.link_traffic.get(&peer).copied().unwrap_or_default();
+                let state = self.state.links.get(&peer);
+                crate::node::LinkStatus {
+                    connected: self
+                        .link_of_peer
+                        .get(&peer)
+                        .is_some_and(|c| self.links[c].established),
+                    bytes_in,
+                    bytes_out,
+                    unacked: state.map_or(0, |s| s.unacked.len()),
+                    last_in: state.map_or(0, |s| s.last_in),
+                    peer,
+                }
+            })
+            .collect()
     }
 
     /// Apply one event from `peer`.

@@ -131,16 +131,41 @@ impl NodeConfig {
 /// Account management, from the CLI, the serial console or the web page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminCommand {
-    UserAdd { user: String, creds: Credentials },
-    UserPasswd { user: String, creds: Credentials },
-    UserDel { user: String },
+    UserAdd {
+        user: String,
+        creds: Credentials,
+    },
+    UserPasswd {
+        user: String,
+        creds: Credentials,
+    },
+    UserDel {
+        user: String,
+    },
     UserList,
+    /// State and traffic of every link.
+    Links,
+}
+
+/// One link as `outpost links` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub peer: String,
+    pub connected: bool,
+    /// Link payload bytes since the node started (TLS overhead not included).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Our events the peer has not acknowledged yet.
+    pub unacked: usize,
+    /// The peer's last event applied here.
+    pub last_in: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminReply {
     Done,
     Users(Vec<String>),
+    Links(Vec<LinkStatus>),
     Error(String),
 }
 
@@ -225,6 +250,8 @@ pub struct Node {
     /// When each upstream is to be dialed next, and its current backoff.
     pub(crate) dial_due: std::collections::BTreeMap<String, u64>,
     pub(crate) dial_backoff: HashMap<String, u64>,
+    /// Link payload bytes (in, out) per peer since start.
+    pub(crate) link_traffic: HashMap<String, (u64, u64)>,
     auth_failures: HashMap<IpAddr, AuthFailures>,
     rng: ChaCha20Rng,
     actions: Vec<Action>,
@@ -251,6 +278,7 @@ impl Node {
             link_of_peer: HashMap::new(),
             dial_due: std::collections::BTreeMap::new(),
             dial_backoff: HashMap::new(),
+            link_traffic: HashMap::new(),
             auth_failures: HashMap::new(),
             rng,
             actions: Vec::new(),
@@ -485,6 +513,7 @@ impl Node {
                 self.commit(Record::AccountDel { user });
                 AdminReply::Done
             }
+            AdminCommand::Links => AdminReply::Links(self.link_status()),
             AdminCommand::UserList => {
                 AdminReply::Users(self.state.accounts.keys().cloned().collect())
             }

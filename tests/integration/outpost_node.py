@@ -32,16 +32,42 @@ def wait_for_port(port, proc, deadline_s=15.0):
 
 
 class Node:
-    def __init__(self, workdir: Path, **c2s):
+    def __init__(self, workdir: Path, domain="localhost", **c2s):
+        workdir.mkdir(parents=True, exist_ok=True)
         self.dir = workdir
+        self.domain = domain
         self.port = free_port()
         self.config = workdir / "outpost.toml"
         self.log_path = workdir / "outpost.log"
         settings = {"listen": f'"127.0.0.1:{self.port}"', **c2s}
-        lines = ['domain = "localhost"', 'data_dir = "data"', 'log_level = "debug"', "[c2s]"]
+        lines = [f'domain = "{domain}"', 'data_dir = "data"', 'log_level = "debug"', "[c2s]"]
         lines += [f"{k} = {v}" for k, v in settings.items()]
         self.config.write_text("\n".join(lines) + "\n")
         self.proc = None
+
+    def append_config(self, text):
+        with open(self.config, "a") as f:
+            f.write(text)
+
+    def fingerprint(self):
+        out = self.cli("check").stdout
+        return next(line.split()[-1] for line in out.splitlines() if "link key fingerprint" in line)
+
+    def links(self):
+        """{peer: (up, bytes_in, bytes_out)} from `outpost links`."""
+        rows = {}
+        for line in self.cli("links").stdout.splitlines()[1:]:
+            peer, state, bin_, bout, *_ = line.split()
+            rows[peer] = (state == "up", int(bin_), int(bout))
+        return rows
+
+    def wait_link_up(self, peer, deadline_s=15.0):
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.links().get(peer, (False,))[0]:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.domain}: link to {peer} did not come up")
 
     def start(self):
         log = open(self.log_path, "a")
