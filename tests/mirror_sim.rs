@@ -368,3 +368,81 @@ fn a_site_may_speak_only_for_its_own_users() {
         "other links are unaffected: {out}"
     );
 }
+
+/// Open a raw link to HQ as raleigh and return (conn, HQ's greeting).
+fn raw_link(w: &mut World) -> u64 {
+    let hq = w.net.node(HQ);
+    let conn = hq.alloc_conn();
+    hq.event(Event::LinkUp { conn, peer: "raleigh.example".into() });
+    hq.take(conn);
+    hq.send(conn, "<stream:stream xmlns='urn:xmpp:dmuc:0' xmlns:stream='http://etherx.jabber.org/streams' from='raleigh.example' version='1.0'><hello received='0'/>");
+    conn
+}
+
+#[test]
+fn acks_outside_the_window_close_the_link() {
+    let mut w = world();
+    let conn = raw_link(&mut w);
+    // HQ never sent event 5 on this link: acknowledging it is a lie.
+    w.net.node(HQ).send(conn, "<a h='5'/>");
+    assert!(w.net.node(HQ).is_closed(conn));
+    let conn = raw_link(&mut w);
+    // A hello claiming more than was ever sent is refused too.
+    w.net.node(HQ).send(conn, "<hello received='99'/>");
+    assert!(w.net.node(HQ).is_closed(conn));
+}
+
+#[test]
+fn replayed_events_are_applied_once() {
+    let mut w = world();
+    let conn = raw_link(&mut w);
+    let join = "<e n='1'><join room='chat' nick='Wayne' from='wayne@raleigh.example/tv'><presence xmlns='jabber:client'/></join></e>";
+    let msg = "<e n='2'><groupchat room='chat' from='wayne@raleigh.example/tv' id='raleigh-1'><message xmlns='jabber:client' type='groupchat'><body>once</body></message></groupchat></e>";
+    w.net.node(HQ).send(conn, &format!("{join}{msg}{msg}"));
+    // The same events again on a new connection (a resend after a lost ack).
+    let again = raw_link(&mut w);
+    w.net.node(HQ).send(again, &format!("{join}{msg}"));
+    let kevin = w.net.node(HQ).take(w.kevin);
+    assert_eq!(kevin.matches("<body>once</body>").count(), 1, "{kevin}");
+    assert!(!w.net.node(HQ).is_closed(again));
+    // Events that skip numbers mean lost events: the link is closed.
+    w.net.node(HQ).send(again, "<e n='9'><leave room='chat' from='wayne@raleigh.example/tv'><presence xmlns='jabber:client'/></leave></e>");
+    assert!(w.net.node(HQ).is_closed(again));
+}
+
+#[test]
+fn events_for_rooms_without_occupants_from_that_site_change_nothing() {
+    let mut w = world();
+    let conn = raw_link(&mut w);
+    w.net.node(HQ).send(conn, "<e n='1'><groupchat room='chat' from='wayne@raleigh.example/tv' id='x'><message xmlns='jabber:client' type='groupchat'><body>not in the room</body></message></groupchat></e>\
+        <e n='2'><leave room='chat' from='wayne@raleigh.example/tv'><presence xmlns='jabber:client'/></leave></e>\
+        <e n='3'><groupchat room='nosuchroom' from='wayne@raleigh.example/tv' id='y'><message xmlns='jabber:client' type='groupchat'><body>nowhere</body></message></groupchat></e>");
+    let kevin = w.net.node(HQ).take(w.kevin);
+    assert!(!kevin.contains("not in the room") && !kevin.contains("nowhere"), "{kevin}");
+    assert!(w.net.node(HQ).node.state().rooms["chat"].archive.is_empty());
+    assert!(!w.net.node(HQ).is_closed(conn), "refused, not fatal");
+    // The refusals go back to the user through the link.
+    let out = w.net.node(HQ).take(conn);
+    assert!(out.contains("not-acceptable"), "{out}");
+}
+
+/// Runs the documented exchange and prints the wire text (docs/protocol.md).
+#[test]
+fn capture_protocol_examples() {
+    let mut w = world();
+    w.net.take_transcript(RALEIGH);
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    let join_wire = w.net.take_transcript(RALEIGH);
+    say(&mut w.net, RALEIGH, w.wayne, "hello");
+    w.net.settle();
+    w.net.advance(1000);
+    let msg_wire = w.net.take_transcript(RALEIGH);
+    for (title, wire) in [("join", join_wire), ("message", msg_wire)] {
+        println!("==== {title}");
+        for (up, text) in wire {
+            println!("{} {text}", if up { "S->M" } else { "M->S" });
+        }
+    }
+    let up: String = w.net.take_transcript(RALEIGH).into_iter().map(|(_, t)| t).collect();
+    assert!(up.is_empty() || up.trim().is_empty() || up.contains("<a h="));
+}

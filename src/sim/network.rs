@@ -39,6 +39,8 @@ struct Wire {
     /// Bytes carried site→master and master→site.
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// Everything carried, in order: (towards the master?, text).
+    transcript: Vec<(bool, String)>,
 }
 
 pub struct Network {
@@ -77,6 +79,7 @@ impl Network {
             free_at: [0, 0],
             bytes_up: 0,
             bytes_down: 0,
+            transcript: Vec::new(),
         });
     }
 
@@ -88,6 +91,12 @@ impl Network {
     pub fn link_bytes(&self, site: usize) -> (u64, u64) {
         let w = self.wires.iter().find(|w| w.site == site).expect("a link");
         (w.bytes_up, w.bytes_down)
+    }
+
+    /// What crossed the link of `site` since the last call: (towards the master?, text).
+    pub fn take_transcript(&mut self, site: usize) -> Vec<(bool, String)> {
+        let w = self.wires.iter_mut().find(|w| w.site == site).expect("a link");
+        std::mem::take(&mut w.transcript)
     }
 
     pub fn reset_counters(&mut self) {
@@ -192,6 +201,7 @@ impl Network {
                     } else {
                         w.bytes_down += out.len() as u64;
                     }
+                    w.transcript.push((to_master, out.clone()));
                     w.flight.push_back((
                         start + transmit + w.shape.latency_ms,
                         to_master,
