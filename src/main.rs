@@ -16,7 +16,7 @@ usage: outpost [run] [-c FILE]            run the node (embedded defaults withou
        outpost user del USER [-c FILE]    delete an account
        outpost user list [-c FILE]        list accounts
        outpost links [-c FILE]            links to other nodes: state, bytes, queue
-       outpost demo                       HQ and two sites on loopback (not in this build yet)
+       outpost demo                       HQ and two sites on loopback with a shaped link
        outpost --version";
 
 fn main() -> ExitCode {
@@ -110,7 +110,8 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
             }
         }
         ["demo"] => {
-            Err("the demo needs mirroring between nodes, which this build does not have yet".into())
+            shell::logger::init(log::LevelFilter::Warn);
+            shell::demo::run(std::path::PathBuf::from("outpost-demo"))
         }
         _ => Err(format!("unknown command\n{USAGE}")),
     }

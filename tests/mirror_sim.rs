@@ -373,7 +373,10 @@ fn a_site_may_speak_only_for_its_own_users() {
 fn raw_link(w: &mut World) -> u64 {
     let hq = w.net.node(HQ);
     let conn = hq.alloc_conn();
-    hq.event(Event::LinkUp { conn, peer: "raleigh.example".into() });
+    hq.event(Event::LinkUp {
+        conn,
+        peer: "raleigh.example".into(),
+    });
     hq.take(conn);
     hq.send(conn, "<stream:stream xmlns='urn:xmpp:dmuc:0' xmlns:stream='http://etherx.jabber.org/streams' from='raleigh.example' version='1.0'><hello received='0'/>");
     conn
@@ -418,7 +421,10 @@ fn events_for_rooms_without_occupants_from_that_site_change_nothing() {
         <e n='2'><leave room='chat' from='wayne@raleigh.example/tv'><presence xmlns='jabber:client'/></leave></e>\
         <e n='3'><groupchat room='nosuchroom' from='wayne@raleigh.example/tv' id='y'><message xmlns='jabber:client' type='groupchat'><body>nowhere</body></message></groupchat></e>");
     let kevin = w.net.node(HQ).take(w.kevin);
-    assert!(!kevin.contains("not in the room") && !kevin.contains("nowhere"), "{kevin}");
+    assert!(
+        !kevin.contains("not in the room") && !kevin.contains("nowhere"),
+        "{kevin}"
+    );
     assert!(w.net.node(HQ).node.state().rooms["chat"].archive.is_empty());
     assert!(!w.net.node(HQ).is_closed(conn), "refused, not fatal");
     // The refusals go back to the user through the link.
@@ -443,6 +449,11 @@ fn capture_protocol_examples() {
             println!("{} {text}", if up { "S->M" } else { "M->S" });
         }
     }
-    let up: String = w.net.take_transcript(RALEIGH).into_iter().map(|(_, t)| t).collect();
+    let up: String = w
+        .net
+        .take_transcript(RALEIGH)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     assert!(up.is_empty() || up.trim().is_empty() || up.contains("<a h="));
 }

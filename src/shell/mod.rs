@@ -4,8 +4,10 @@
 pub mod admin;
 mod conn;
 pub mod datadir;
+pub mod demo;
 pub mod link;
 pub mod logger;
+mod relay;
 mod tls;
 
 use crate::config::Config;

@@ -95,7 +95,11 @@ impl Network {
 
     /// What crossed the link of `site` since the last call: (towards the master?, text).
     pub fn take_transcript(&mut self, site: usize) -> Vec<(bool, String)> {
-        let w = self.wires.iter_mut().find(|w| w.site == site).expect("a link");
+        let w = self
+            .wires
+            .iter_mut()
+            .find(|w| w.site == site)
+            .expect("a link");
         std::mem::take(&mut w.transcript)
     }
 
