@@ -4,8 +4,9 @@
 
 use crate::jid::Jid;
 use crate::muc::model::{Affiliation, Archived, RoomConfig, Subject};
+use crate::muc::muc_ns as mns;
 use crate::muc::Role;
-use crate::xml::{ns, Element};
+use crate::xml::{ns, Element, Node as XmlNode};
 
 pub const DMUC: &str = "urn:xmpp:dmuc:0";
 
@@ -166,15 +167,28 @@ fn config_el(name: &str, c: &RoomConfig) -> Element {
     e
 }
 
+/// An archived message on the wire: its identity (stanza-id, occupant-id,
+/// sender) once, as attributes; the receiver rebuilds the full stanza.
 fn archived_el(m: &Archived) -> Result<Element, DecodeError> {
-    let message =
+    let mut message =
         crate::xml::parse_fragment(&m.xml).map_err(|e| bad(format!("archived message: {e:?}")))?;
+    let occupant_id = message
+        .get_child("occupant-id", mns::OCCUPANT_ID)
+        .and_then(|o| o.get_attr("id"))
+        .unwrap_or("")
+        .to_string();
+    message.remove_attr("from");
+    message.children.retain(|c| match c {
+        XmlNode::Element(e) => !(e.ns == mns::SID || e.ns == mns::OCCUPANT_ID),
+        XmlNode::Text(_) => true,
+    });
     Ok(el("m")
         .attr("seq", m.seq.to_string())
         .attr("id", m.stanza_id.clone())
         .attr("stamp", crate::stanza::timestamp(m.stamp_ms))
         .attr("nick", m.nick.clone())
         .attr("real", m.real.clone())
+        .attr("oid", occupant_id)
         .child(message))
 }
 
@@ -330,7 +344,9 @@ impl LinkEvent {
         }
     }
 
-    pub fn decode(e: &Element) -> Result<LinkEvent, DecodeError> {
+    /// Decode an event; `muc_service` is the MUC service of the master the
+    /// event concerns (room names on the link are localparts).
+    pub fn decode(e: &Element, muc_service: &str) -> Result<LinkEvent, DecodeError> {
         if e.ns != DMUC {
             return Err(bad(format!("unknown namespace {}", e.ns)));
         }
@@ -353,6 +369,7 @@ impl LinkEvent {
                 .cloned()
                 .ok_or_else(|| bad(format!("<{}> is empty", e.name)))
         };
+        let room_jid = || attr("room").map(|r| format!("{r}@{muc_service}"));
         Ok(match e.name.as_str() {
             "join" => LinkEvent::Join {
                 room: attr("room")?,
@@ -397,7 +414,7 @@ impl LinkEvent {
                             decode_affiliation(c)?,
                         )),
                         "occupant" => occupants.push(decode_occupant(c)?),
-                        "m" => history.push(decode_archived(c)?),
+                        "m" => history.push(decode_archived(c, &room_jid()?)?),
                         "subject" => subject = Some(decode_subject(c)?),
                         _ => {}
                     }
@@ -437,7 +454,7 @@ impl LinkEvent {
             }
             "message" => LinkEvent::Message {
                 room: attr("room")?,
-                msg: decode_archived(&child("m", DMUC)?)?,
+                msg: decode_archived(&child("m", DMUC)?, &room_jid()?)?,
             },
             "subject" => LinkEvent::Subject {
                 room: attr("room")?,
@@ -540,20 +557,35 @@ fn decode_occupant(e: &Element) -> Result<OccupantInfo, DecodeError> {
     })
 }
 
-fn decode_archived(e: &Element) -> Result<Archived, DecodeError> {
+/// Rebuild an archived message exactly as the master stored it.
+fn decode_archived(e: &Element, room_jid: &str) -> Result<Archived, DecodeError> {
     let get = |n: &str| {
         e.get_attr(n)
             .map(str::to_string)
             .ok_or_else(|| bad(format!("<m> lacks '{n}'")))
     };
-    let message = e
+    let wire = e
         .get_child("message", ns::CLIENT)
         .ok_or_else(|| bad("<m> without a message"))?;
+    let (stanza_id, nick) = (get("id")?, get("nick")?);
+    let mut message =
+        Element::new("message", ns::CLIENT).attr("from", format!("{room_jid}/{nick}"));
+    message
+        .attrs
+        .extend(wire.attrs.iter().filter(|(k, _)| k != "from").cloned());
+    message.children = wire.children.clone();
+    message = message
+        .child(
+            Element::new("stanza-id", mns::SID)
+                .attr("id", stanza_id.clone())
+                .attr("by", room_jid),
+        )
+        .child(Element::new("occupant-id", mns::OCCUPANT_ID).attr("id", get("oid")?));
     Ok(Archived {
         seq: number(&get("seq")?)?,
-        stanza_id: get("id")?,
+        stanza_id,
         stamp_ms: crate::stanza::parse_timestamp(&get("stamp")?).ok_or_else(|| bad("bad stamp"))?,
-        nick: get("nick")?,
+        nick,
         real: get("real")?,
         xml: message.to_xml(ns::CLIENT),
     })
@@ -570,7 +602,7 @@ mod tests {
             xml.as_bytes(),
         )
         .unwrap();
-        assert_eq!(LinkEvent::decode(&parsed).unwrap(), ev, "{xml}");
+        assert_eq!(LinkEvent::decode(&parsed, "conf.x").unwrap(), ev, "{xml}");
     }
 
     #[test]
@@ -588,7 +620,9 @@ mod tests {
             stamp_ms: 1_795_000_000_000,
             nick: "Wayne".into(),
             real: "wayne@raleigh.example".into(),
-            xml: message.to_xml(ns::CLIENT),
+            // As the master stores it: sender, then the client's attributes;
+            // payload, then stanza-id and occupant-id.
+            xml: "<message from='chat@conf.x/Wayne' type='groupchat' id='x'><body>hi &amp; bye</body><stanza-id xmlns='urn:xmpp:sid:0' id='sid' by='chat@conf.x'/><occupant-id xmlns='urn:xmpp:occupant-id:0' id='oid'/></message>".into(),
         };
         let info = OccupantInfo {
             nick: "Wayne".into(),
@@ -666,7 +700,7 @@ mod tests {
             "<join xmlns='urn:other'/>",
         ] {
             let el = crate::xml::parse_fragment(xml).unwrap();
-            assert!(LinkEvent::decode(&el).is_err(), "{xml}");
+            assert!(LinkEvent::decode(&el, "conf.x").is_err(), "{xml}");
         }
     }
 }

@@ -206,7 +206,12 @@ impl Node {
                 let Some(payload) = el.elements().next() else {
                     return self.link_protocol_error(conn, "empty event");
                 };
-                match LinkEvent::decode(payload) {
+                let service = if self.is_upstream(&peer) {
+                    peer.clone()
+                } else {
+                    self.cfg.muc_service.clone()
+                };
+                match LinkEvent::decode(payload, &service) {
                     Ok(ev) => self.on_link_event(&peer, ev),
                     // A well-framed event we cannot use is refused, not retried forever.
                     Err(e) => log::warn!("link {peer}: refused event {seq}: {}", e.0),
