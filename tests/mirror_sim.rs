@@ -457,3 +457,26 @@ fn capture_protocol_examples() {
         .collect();
     assert!(up.is_empty() || up.trim().is_empty() || up.contains("<a h="));
 }
+
+#[test]
+fn a_site_user_disconnecting_while_others_watch() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    // Kevin makes Keith a moderator at the site, so Keith sees real JIDs.
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='m' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Keith' role='moderator'/></query></iq>"));
+    w.net.settle();
+    w.net.node(RALEIGH).take(w.keith);
+    w.net.node(RALEIGH).disconnect(w.wayne);
+    w.net.settle();
+    let out = w.net.node(RALEIGH).take(w.keith);
+    assert!(
+        out.contains(&format!("type='unavailable' from='{ROOM}/Wayne'")),
+        "{out}"
+    );
+    assert!(w
+        .net
+        .node(HQ)
+        .take(w.kevin)
+        .contains(&format!("type='unavailable' from='{ROOM}/Wayne'")));
+}

@@ -470,8 +470,8 @@ impl Node {
         let mut item = Element::new("item", mns::USER)
             .attr("affiliation", affiliation.as_str())
             .attr("role", role);
-        if show_jid {
-            item.set_attr("jid", occ.sessions[0].to_string());
+        if let (true, Some(first)) = (show_jid, occ.sessions.first()) {
+            item.set_attr("jid", first.to_string());
         }
         let mut x = Element::new("x", mns::USER).child(item);
         for c in codes {
@@ -1053,7 +1053,11 @@ impl Node {
             return self.reply(origin, &r);
         }
         // Anything else is relayed between occupants, hiding real JIDs.
-        let Some(target) = live.occupants.get(nick).map(|o| o.sessions[0].clone()) else {
+        let Some(target) = live
+            .occupants
+            .get(nick)
+            .and_then(|o| o.sessions.first().cloned())
+        else {
             return self.bounce_to(origin, &el, "item-not-found");
         };
         let mut out = el;

@@ -35,7 +35,11 @@ impl Node {
         OccupantInfo {
             nick: nick.to_string(),
             bare: o.bare.clone(),
-            jid: o.sessions[0].to_string(),
+            jid: o
+                .sessions
+                .first()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| o.bare.clone()),
             affiliation: self.room_state(room).affiliation(&o.bare),
             role: o.role,
             occupant_id: o.occupant_id.clone(),

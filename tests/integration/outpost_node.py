@@ -17,14 +17,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for_port(port, proc, deadline_s=15.0):
+def wait_for_port(port, proc, deadline_s=15.0, host="127.0.0.1"):
     """Return once the port accepts connections; fail if the process dies."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise RuntimeError(f"outpost exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)

@@ -90,21 +90,26 @@ async def try_login(port, jid, password, mech=None):
     return ok, c
 
 
-HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-          "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
+def header_for(domain):
+    return ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+            f"xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>")
+
+
+HEADER = header_for("localhost")
 
 
 class Raw:
     """A bare XMPP stream over asyncio, for sending exactly the bytes we mean."""
 
-    def __init__(self, reader, writer):
+    def __init__(self, reader, writer, domain="localhost"):
         self.reader, self.writer = reader, writer
         self.buffer = ""
+        self.header = header_for(domain)
 
     @classmethod
-    async def open(cls, port):
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        return cls(r, w)
+    async def open(cls, port, host="127.0.0.1", domain="localhost"):
+        r, w = await asyncio.open_connection(host, port)
+        return cls(r, w, domain)
 
     async def send(self, data):
         self.writer.write(data.encode() if isinstance(data, str) else data)
@@ -130,12 +135,12 @@ class Raw:
             self.buffer += chunk.decode(errors="replace")
 
     async def starttls(self):
-        await self.send(HEADER)
+        await self.send(self.header)
         await self.read_until("</stream:features>")
         await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         await self.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         await self.writer.start_tls(insecure_context())
-        await self.send(HEADER)
+        await self.send(self.header)
         return await self.read_until("</stream:features>")
 
     async def login_plain(self, user, password):
@@ -143,7 +148,7 @@ class Raw:
         token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
         await self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
         await self.read_until("<success")
-        await self.send(HEADER)
+        await self.send(self.header)
         await self.read_until("</stream:features>")
         await self.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
         await self.read_until("</iq>")

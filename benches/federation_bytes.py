@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Link bytes for a room hosted at HQ with K occupants at a site: outpost's
+mirroring link against Prosody's plain federation (s2s), in one run.
+
+The script re-executes itself in a private network and mount namespace
+(`unshare`, needs root), brings up loopback, and bind-mounts a private
+/etc/hosts naming fairfax.example (HQ) and raleigh.example (site). Every byte
+between the two nodes passes a counting relay (TCP payload, TLS included).
+Scenario per server and K: 2 occupants at HQ, a room with a subject and 20
+messages of history; K site users join one by one (20 messages of history
+each); HQ sends 200 messages (100-byte bodies) and 50 presence changes.
+Bytes are attributed to a step once the link has been quiet for a second.
+
+    cargo build --release && sudo python3 benches/federation_bytes.py [--k 1 5 20]
+"""
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+from outpost_node import wait_for_port  # noqa: E402
+from xmpp import Raw  # noqa: E402
+
+OUTPOST = ROOT / "target" / "release" / "outpost"
+HQ_IP, SITE_IP = "127.0.0.2", "127.0.0.3"
+HQ_RELAY, SITE_RELAY = "127.0.0.12", "127.0.0.13"
+ROOM = "chat@conference.fairfax.example"
+BODY = "x" * 100
+PASSWORD = "bench"
+
+
+class Relay:
+    """Counts every byte between the nodes, both ways."""
+
+    def __init__(self):
+        self.bytes = 0
+        self.servers = []
+
+    async def listen(self, host, port, target):
+        async def handle(r, w):
+            try:
+                tr, tw = await asyncio.open_connection(*target)
+            except OSError:
+                w.close()
+                return
+
+            async def pump(src, dst):
+                while data := await src.read(65536):
+                    self.bytes += len(data)
+                    dst.write(data)
+                    await dst.drain()
+                dst.close()
+            try:
+                await asyncio.gather(pump(r, tw), pump(tr, w), return_exceptions=True)
+            except asyncio.CancelledError:
+                pass
+        self.servers.append(await asyncio.start_server(handle, host, port))
+
+    async def quiet(self, seconds=1.0):
+        """Wait until no byte has crossed for `seconds`."""
+        last, since = self.bytes, time.monotonic()
+        while time.monotonic() - since < seconds:
+            await asyncio.sleep(0.05)
+            if self.bytes != last:
+                last, since = self.bytes, time.monotonic()
+
+    def close(self):
+        for s in self.servers:
+            s.close()
+
+
+async def login(host, port, domain, user):
+    raw = await Raw.open(port, host=host, domain=domain)
+    await raw.login_plain(user, PASSWORD)
+    await raw.send("<presence/>")
+    return raw
+
+
+async def join(raw, nick, history):
+    await raw.send(f"<presence to='{ROOM}/{nick}'><x xmlns='http://jabber.org/protocol/muc'>"
+                   f"<history maxstanzas='{history}'/></x></presence>")
+    await raw.read_until("</subject>")
+
+
+async def count(raw, needle, n):
+    seen, tail = 0, ""
+    while seen < n:
+        chunk = await asyncio.wait_for(raw.reader.read(65536), 60)
+        text = tail + chunk.decode(errors="replace")
+        seen += text.count(needle)
+        tail = "" if needle in text[-len(needle):] else text[-len(needle):]
+
+
+async def scenario(relay, hq, site, k):
+    kevin = await login(HQ_IP, hq, "fairfax.example", "kevin")
+    scott = await login(HQ_IP, hq, "fairfax.example", "scott")
+    await kevin.send(f"<presence to='{ROOM}/Kevin'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    await kevin.read_until("110")
+    await kevin.send(f"<iq type='set' id='inst' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+                     "<x xmlns='jabber:x:data' type='submit'/></query></iq>")
+    await kevin.read_until("id='inst'")
+    await kevin.send(f"<message to='{ROOM}' type='groupchat'><subject>bench</subject></message>")
+    await join(scott, "Scott", 0)
+    for i in range(20):
+        await kevin.send(f"<message to='{ROOM}' type='groupchat' id='h{i}'><body>{BODY}</body></message>")
+    locals_ = [await login(SITE_IP, site, "raleigh.example", f"u{i}") for i in range(k)]
+    # Establish server-to-server connections both ways (a no-op for outpost,
+    # whose link is up from the start), so joins are measured on a warm link.
+    await locals_[0].send("<iq type='get' id='warm1' to='fairfax.example'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await locals_[0].read_until("id='warm1'")
+    await kevin.send("<iq type='get' id='warm2' to='raleigh.example'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await kevin.read_until("id='warm2'")
+    await relay.quiet()
+    setup = relay.bytes
+    joins = []
+    for i, raw in enumerate(locals_):
+        start = relay.bytes
+        await join(raw, f"U{i}", 20)
+        await relay.quiet()
+        joins.append(relay.bytes - start)
+    start = relay.bytes
+    for i in range(200):
+        await kevin.send(f"<message to='{ROOM}' type='groupchat' id='m{i}'><body>m{i} {BODY}</body></message>")
+    await asyncio.gather(*(count(r, f" {BODY}</body>", 200) for r in locals_))
+    await relay.quiet()
+    per_message = (relay.bytes - start) / 200
+    start = relay.bytes
+    for i in range(50):
+        await kevin.send(f"<presence to='{ROOM}/Kevin'><show>away</show><status>p{i}</status></presence>")
+    await asyncio.gather(*(count(r, "</status>", 50) for r in locals_))
+    await relay.quiet()
+    per_presence = (relay.bytes - start) / 50
+    for r in (kevin, scott, *locals_):
+        r.close()
+    return per_message, per_presence, joins[0], joins[-1], setup
+
+
+def write_accounts(data, domain, users):
+    d = data / domain.replace(".", "%2e") / "accounts"
+    d.mkdir(parents=True)
+    for u in users:
+        (d / f"{u}.dat").write_text(f'return {{ ["password"] = "{PASSWORD}"; }};\n')
+
+
+def prosody_config(work, name, domain, ip, muc):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(work / f"{name}.key"), "-out", str(work / f"{name}.crt"), "-days", "30",
+                    "-subj", f"/CN={domain}", "-addext", f"subjectAltName=DNS:{domain},DNS:*.{domain}"],
+                   check=True, capture_output=True)
+    component = f'Component "conference.{domain}" "muc"\n    restrict_room_creation = false\n' if muc else ""
+    cfg = work / f"{name}.cfg.lua"
+    cfg.write_text(f"""
+run_as_root = true
+daemonize = false
+pidfile = "{work}/{name}.pid"
+data_path = "{work}/{name}-data"
+log = {{ {os.environ.get("BENCH_PROSODY_LOG", "warn")} = "{work}/{name}.log" }}
+interfaces = {{ "{ip}" }}
+c2s_ports = {{ 5222 }}
+s2s_ports = {{ 5269 }}
+component_ports = {{ }}
+authentication = "internal_plain"
+s2s_require_encryption = true
+s2s_secure_auth = false
+unbound = {{ hoststxt = "/etc/hosts" }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "presence"; "offline" }}
+modules_disabled = {{ "http"; "bosh"; "websocket" }}
+ssl = {{ certificate = "{work}/{name}.crt"; key = "{work}/{name}.key" }}
+VirtualHost "{domain}"
+{component}""")
+    return cfg
+
+
+async def run_prosody(work, k):
+    write_accounts(work / "hq-data", "fairfax.example", ["kevin", "scott"])
+    write_accounts(work / "site-data", "raleigh.example", [f"u{i}" for i in range(k)])
+    procs = []
+    for name, domain, ip, muc in (("hq", "fairfax.example", HQ_IP, True), ("site", "raleigh.example", SITE_IP, False)):
+        cfg = prosody_config(work, name, domain, ip, muc)
+        procs.append(subprocess.Popen(["prosody", "-F", "--config", str(cfg)], stdout=subprocess.DEVNULL))
+    relay = Relay()
+    await relay.listen(HQ_RELAY, 5269, (HQ_IP, 5269))
+    await relay.listen(SITE_RELAY, 5269, (SITE_IP, 5269))
+    try:
+        for p, ip in zip(procs, (HQ_IP, SITE_IP)):
+            await asyncio.to_thread(wait_for_port, 5222, p, 15.0, ip)
+        return await scenario(relay, 5222, 5222, k)
+    finally:
+        relay.close()
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait()
+
+
+def outpost_cli(cfg, *args, stdin=None):
+    return subprocess.run([str(OUTPOST), *args, "-c", str(cfg)], input=stdin, capture_output=True, text=True, check=True)
+
+
+async def run_outpost(work, k):
+    hq_cfg, site_cfg = work / "hq.toml", work / "site.toml"
+    hq_cfg.write_text(f'domain = "fairfax.example"\ndata_dir = "hq-data"\nlog_level = "warn"\n[c2s]\nlisten = "{HQ_IP}:5222"\n')
+    site_cfg.write_text(f'domain = "raleigh.example"\ndata_dir = "site-data"\nlog_level = "warn"\n[c2s]\nlisten = "{SITE_IP}:5222"\n')
+    fp = {c: outpost_cli(c, "check").stdout.split()[-1] for c in (hq_cfg, site_cfg)}
+    with open(hq_cfg, "a") as f:
+        f.write(f'[link]\nlisten = "{HQ_IP}:5270"\n[[link.peer]]\ndomain = "raleigh.example"\nfingerprint = "{fp[site_cfg]}"\n')
+    with open(site_cfg, "a") as f:
+        f.write(f'[[upstream]]\nmuc = "conference.fairfax.example"\nconnect = "{HQ_RELAY}:5270"\nfingerprint = "{fp[hq_cfg]}"\n')
+    for u in ("kevin", "scott"):
+        outpost_cli(hq_cfg, "user", "add", u, stdin=PASSWORD + "\n")
+    for i in range(k):
+        outpost_cli(site_cfg, "user", "add", f"u{i}", stdin=PASSWORD + "\n")
+    relay = Relay()
+    await relay.listen(HQ_RELAY, 5270, (HQ_IP, 5270))
+    procs = [subprocess.Popen([str(OUTPOST), "run", "-c", str(c)]) for c in (hq_cfg, site_cfg)]
+    try:
+        for p, ip in zip(procs, (HQ_IP, SITE_IP)):
+            await asyncio.to_thread(wait_for_port, 5222, p, 15.0, ip)
+        return await scenario(relay, 5222, 5222, k)
+    finally:
+        relay.close()
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait()
+
+
+def inside_namespace(ks):
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    tmp = Path(tempfile.mkdtemp())
+    hosts = tmp / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{HQ_RELAY} fairfax.example conference.fairfax.example\n"
+                     f"{SITE_RELAY} raleigh.example\n")
+    subprocess.run(["mount", "--bind", str(hosts), "/etc/hosts"], check=True)
+    rows = []
+    for k in ks:
+        for name, runner in (("outpost", run_outpost), ("prosody", run_prosody)):
+            if name == "prosody" and not shutil.which("prosody"):
+                continue
+            work = tmp / f"{name}-{k}"
+            work.mkdir()
+            os.chdir(work)
+            rows.append((k, name, *asyncio.run(runner(work, k))))
+    print("link bytes (TCP payload incl. TLS), K site occupants, 2 at HQ, 100-byte bodies, 20-message history")
+    print(f"{'K':>3} {'server':8} {'per message':>12} {'per presence':>13} {'first join':>11} {'K-th join':>10} {'link setup':>11}")
+    for k, name, m, p, first, last, setup in rows:
+        print(f"{k:>3} {name:8} {m:>12.0f} {p:>13.0f} {first:>11} {last:>10} {setup:>11}")
+    by = {(k, n): m for k, n, m, *_ in rows}
+    for k in ks:
+        if (k, "prosody") in by:
+            print(f"K={k}: prosody/outpost bytes per message = {by[(k, 'prosody')] / by[(k, 'outpost')]:.1f}x")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--k", type=int, nargs="+", default=[1, 5, 20])
+    args = ap.parse_args()
+    if not OUTPOST.exists():
+        sys.exit("build first: cargo build --release")
+    if os.environ.get("OUTPOST_BENCH_NAMESPACE") != "1":
+        env = dict(os.environ, OUTPOST_BENCH_NAMESPACE="1")
+        os.execvpe("unshare", ["unshare", "--net", "--mount", "--fork", sys.executable, __file__, *sys.argv[1:]], env)
+    inside_namespace(args.k)
+
+
+if __name__ == "__main__":
+    main()
