@@ -192,15 +192,27 @@ fn archived_el(m: &Archived) -> Result<Element, DecodeError> {
         .child(message))
 }
 
+/// An occupant on the wire. The bare JID is sent only when it is not the
+/// full JID's, and an empty presence payload not at all.
 fn occupant_el(info: &OccupantInfo) -> Element {
-    el("occupant")
+    let mut e = el("occupant")
         .attr("nick", info.nick.clone())
-        .attr("bare", info.bare.clone())
-        .attr("jid", info.jid.clone())
+        .attr("jid", info.jid.clone());
+    if bare_of(&info.jid) != info.bare {
+        e.set_attr("bare", info.bare.clone());
+    }
+    e = e
         .attr("affiliation", info.affiliation.as_str())
         .attr("role", info.role.as_str())
-        .attr("oid", info.occupant_id.clone())
-        .child(info.presence.clone())
+        .attr("oid", info.occupant_id.clone());
+    if !info.presence.children.is_empty() || !info.presence.attrs.is_empty() {
+        e = e.child(info.presence.clone());
+    }
+    e
+}
+
+fn bare_of(jid: &str) -> &str {
+    jid.split('/').next().unwrap_or(jid)
 }
 
 impl LinkEvent {
@@ -540,10 +552,11 @@ fn decode_occupant(e: &Element) -> Result<OccupantInfo, DecodeError> {
             .map(str::to_string)
             .ok_or_else(|| bad(format!("occupant lacks '{n}'")))
     };
+    let jid = get("jid")?;
     Ok(OccupantInfo {
         nick: get("nick")?,
-        bare: get("bare")?,
-        jid: get("jid")?,
+        bare: e.get_attr("bare").unwrap_or(bare_of(&jid)).to_string(),
+        jid,
         affiliation: decode_affiliation(e)?,
         role: e
             .get_attr("role")

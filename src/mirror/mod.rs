@@ -166,7 +166,16 @@ impl Node {
         if first {
             log::info!("mirror {key}: created for {me}");
         }
-        let presence = strip_addressing(el);
+        // The mirror serves history itself: the master needs only the rest.
+        let mut presence = strip_addressing(el);
+        for c in presence.children.iter_mut() {
+            if let XmlNode::Element(x) = c {
+                if x.is("x", mns::MUC) {
+                    x.children
+                        .retain(|h| !matches!(h, XmlNode::Element(h) if h.name == "history"));
+                }
+            }
+        }
         self.link_send(
             upstream,
             &LinkEvent::Join {
