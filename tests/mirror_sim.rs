@@ -480,3 +480,123 @@ fn a_site_user_disconnecting_while_others_watch() {
         .take(w.kevin)
         .contains(&format!("type='unavailable' from='{ROOM}/Wayne'")));
 }
+
+#[test]
+fn queued_events_survive_a_restart_of_hq_and_arrive_once() {
+    let mut w = world();
+    let room_key = "chat";
+    // Make the room persistent so it outlives HQ's restart.
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='p' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>"));
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.advance(1_000); // Acknowledgements flow.
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.cut(RALEIGH);
+    say(&mut w.net, HQ, w.kevin, "queued-at-hq");
+    w.net.advance(100);
+    assert_eq!(
+        w.net.node(HQ).node.state().links["raleigh.example"]
+            .unacked
+            .len(),
+        1
+    );
+    w.net.crash_and_restart(HQ);
+    assert_eq!(
+        w.net.node(HQ).node.state().links["raleigh.example"]
+            .unacked
+            .len(),
+        1,
+        "the queue is in the log"
+    );
+    assert!(w.net.node(HQ).node.state().rooms.contains_key(room_key));
+    w.net.restore(RALEIGH);
+    w.net.advance(10_000);
+    let out = w.net.node(RALEIGH).take(w.wayne);
+    assert_eq!(out.matches("<body>queued-at-hq</body>").count(), 1, "{out}");
+}
+
+#[test]
+fn nick_changes_through_the_mirror() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    w.net.node(RALEIGH).take(w.keith);
+    w.net.node(HQ).take(w.kevin);
+    w.net
+        .node(RALEIGH)
+        .send(w.wayne, &format!("<presence to='{ROOM}/W2'/>"));
+    w.net.settle();
+    for out in [
+        w.net.node(RALEIGH).take(w.keith),
+        w.net.node(HQ).take(w.kevin),
+    ] {
+        assert!(
+            out.contains("code='303'") && out.contains("nick='W2'"),
+            "{out}"
+        );
+        assert!(out.contains(&format!("from='{ROOM}/W2'")), "{out}");
+    }
+    let own = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        own.contains("code='110'") && own.contains("code='303'"),
+        "{own}"
+    );
+    say(&mut w.net, RALEIGH, w.wayne, "renamed");
+    w.net.settle();
+    assert!(w
+        .net
+        .node(HQ)
+        .take(w.kevin)
+        .contains(&format!("from='{ROOM}/W2'")));
+}
+
+#[test]
+fn archive_queries_are_answered_at_the_site() {
+    let mut w = world();
+    for i in 0..5 {
+        say(&mut w.net, HQ, w.kevin, &format!("old{i}"));
+    }
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    say(&mut w.net, HQ, w.kevin, "new");
+    w.net.settle();
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.reset_counters();
+    w.net.node(RALEIGH).send(
+        w.wayne,
+        &format!(
+            "<iq type='set' id='mam' to='{ROOM}'><query xmlns='urn:xmpp:mam:2' queryid='q'/></iq>"
+        ),
+    );
+    let out = w.net.node(RALEIGH).take(w.wayne);
+    assert_eq!(
+        out.matches("<result xmlns='urn:xmpp:mam:2' queryid='q'")
+            .count(),
+        6,
+        "{out}"
+    );
+    assert!(out.contains("complete='true'"), "{out}");
+    assert_eq!(
+        w.net.link_bytes(RALEIGH),
+        (0, 0),
+        "answered without the link"
+    );
+    // The same stanza-ids as HQ's archive.
+    let hq_ids: Vec<String> = w.net.node(HQ).node.state().rooms["chat"]
+        .archive
+        .iter()
+        .map(|m| m.stanza_id.clone())
+        .collect();
+    for id in hq_ids {
+        assert!(out.contains(&format!("id='{id}'")), "{id}");
+    }
+}
+
+#[test]
+fn the_service_advertises_dmuc() {
+    let mut w = world();
+    w.net.node(HQ).send(w.kevin, "<iq type='get' id='d' to='conference.fairfax.example'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    assert!(w
+        .net
+        .node(HQ)
+        .take(w.kevin)
+        .contains("var='urn:xmpp:dmuc:0'"));
+}

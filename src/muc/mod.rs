@@ -235,6 +235,7 @@ impl Node {
                     mns::MUC,
                     mns::SELF_PING,
                     mns::STABLE_ID,
+                    crate::link::event::DMUC,
                 ] {
                     q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
                 }

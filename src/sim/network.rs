@@ -126,6 +126,28 @@ impl Network {
         }
     }
 
+    /// Power loss at node `i`: it restarts from its log; its links drop.
+    pub fn crash_and_restart(&mut self, i: usize) {
+        for w in self
+            .wires
+            .iter_mut()
+            .filter(|w| w.site == i || w.master == i)
+        {
+            w.flight.clear();
+            if let Some((s, m)) = w.conns.take() {
+                let (other, conn) = if w.site == i {
+                    (w.master, m)
+                } else {
+                    (w.site, s)
+                };
+                self.nodes[other].disconnect(conn);
+            }
+        }
+        self.nodes[i].crash_and_restart();
+        let now = self.now_ms;
+        self.nodes[i].set_time(now);
+    }
+
     pub fn restore(&mut self, site: usize) {
         let i = self
             .wires

@@ -2,6 +2,7 @@
 mirror it over TLS links with pinned keys; slixmpp clients at every node."""
 
 import asyncio
+import time
 
 import pytest
 from slixmpp import JID
@@ -118,3 +119,30 @@ def test_link_bytes_are_counted_and_one_copy_crosses_per_site(federation):
     run(scenario())
     up, bytes_in, bytes_out = raleigh.links()["conference.fairfax.example"]
     assert up and bytes_in > 0 and bytes_out > 0
+
+
+def test_a_wrong_key_is_refused_at_both_ends(tmp_path):
+    hq = Node(tmp_path / "hq", domain="fairfax.example")
+    site = Node(tmp_path / "raleigh", domain="raleigh.example")
+    impostor = Node(tmp_path / "impostor", domain="elsewhere.example")
+    link_port = free_port()
+    hq.append_config(f'[link]\nlisten = "127.0.0.1:{link_port}"\n'
+                     f'[[link.peer]]\ndomain = "raleigh.example"\nfingerprint = "{site.fingerprint()}"\n')
+    # The site pins a key that is not HQ's.
+    site.append_config(f'[[upstream]]\nmuc = "conference.fairfax.example"\nconnect = "127.0.0.1:{link_port}"\n'
+                       f'fingerprint = "{impostor.fingerprint()}"\n')
+    hq.start()
+    site.start()
+    try:
+        def refused():
+            return ("not the pinned" in site.log_text()
+                    and "link: refused a connection" in hq.log_text())
+        end = time.monotonic() + 15
+        while not refused() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert refused(), (site.log_text(), hq.log_text())
+        assert not site.links()["conference.fairfax.example"][0]
+        assert hq.links()["raleigh.example"][1:] == (0, 0), "nothing crossed"
+    finally:
+        site.stop()
+        hq.stop()
