@@ -197,27 +197,13 @@ impl Node {
         let random = self.random_id();
         let stanza_id = format!("{}-{random}", self.cfg.domain);
         // Local delivery at once, with the identity the message keeps everywhere.
-        let mut out = Element::new("message", ns::CLIENT)
-            .attr("from", format!("{key}/{nick}"))
-            .attr("type", "groupchat");
-        if let Some(id) = el.get_attr("id") {
-            out.set_attr("id", id);
-        }
-        for c in &el.children {
-            if let XmlNode::Element(e) = c {
-                if e.ns == mns::SID || e.ns == mns::OCCUPANT_ID {
-                    continue;
-                }
-            }
-            out.children.push(c.clone());
-        }
-        out = out
-            .child(
-                Element::new("stanza-id", mns::SID)
-                    .attr("id", stanza_id.clone())
-                    .attr("by", key),
-            )
-            .child(Element::new("occupant-id", mns::OCCUPANT_ID).attr("id", occupant_id));
+        let out = crate::muc::stamp_groupchat(
+            &el,
+            &format!("{key}/{nick}"),
+            key,
+            &stanza_id,
+            &occupant_id,
+        );
         self.mirror_broadcast(key, &out.to_xml(ns::CLIENT));
         let m = self.mirrors.get_mut(key).expect("mirror");
         m.delivered_early.insert(stanza_id.clone());
@@ -568,19 +554,8 @@ impl Node {
             let Some(c) = self.conn_of_full(&session) else {
                 continue;
             };
-            let p = Element::new("presence", ns::CLIENT)
-                .attr("from", format!("{key}/{nick}"))
-                .attr("to", session.to_string())
-                .attr("type", "unavailable")
-                .child(
-                    Element::new("x", mns::USER)
-                        .child(
-                            Element::new("item", mns::USER)
-                                .attr("affiliation", "none")
-                                .attr("role", "none"),
-                        )
-                        .child(destroy.clone()),
-                );
+            let mut p = crate::muc::destroyed_presence(&format!("{key}/{nick}"), &destroy);
+            p.set_attr("to", session.to_string());
             self.send_el(c, &p);
             self.sessions
                 .get_mut(&c)

@@ -123,18 +123,7 @@ impl Node {
             .map(|l| l.all_sessions())
             .unwrap_or_default();
         for (nick, s) in sessions {
-            let p = Element::new("presence", ns::CLIENT)
-                .attr("from", self.occupant_jid(room, &nick))
-                .attr("type", "unavailable")
-                .child(
-                    Element::new("x", mns::USER)
-                        .child(
-                            Element::new("item", mns::USER)
-                                .attr("affiliation", "none")
-                                .attr("role", "none"),
-                        )
-                        .child(destroy.clone()),
-                );
+            let p = super::destroyed_presence(&self.occupant_jid(room, &nick), &destroy);
             self.room_send(&s, p);
             if let Some(c) = self.conn_of_full(&s) {
                 self.sessions

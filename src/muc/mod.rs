@@ -857,33 +857,9 @@ impl Node {
             }
         }
         let stanza_id = minted.unwrap_or_else(|| self.random_id());
-        let mut out = Element::new("message", ns::CLIENT)
-            .attr("from", self.occupant_jid(room, nick))
-            .attr("type", "groupchat");
-        if let Some(id) = el.get_attr("id") {
-            out.set_attr("id", id);
-        }
-        for c in &el.children {
-            if let XmlNode::Element(e) = c {
-                // A client may not forge the room's stanza-id or an occupant-id.
-                let forged_id =
-                    e.is("stanza-id", mns::SID) && e.get_attr("by") == Some(room_jid.as_str());
-                if forged_id || e.ns == mns::OCCUPANT_ID {
-                    continue;
-                }
-            }
-            out.children.push(c.clone());
-        }
-        out = out
-            .child(
-                Element::new("stanza-id", mns::SID)
-                    .attr("id", stanza_id.clone())
-                    .attr("by", room_jid),
-            )
-            .child(
-                Element::new("occupant-id", mns::OCCUPANT_ID)
-                    .attr("id", self.occupant_id(room, real_bare)),
-            );
+        let occupant_id = self.occupant_id(room, real_bare);
+        let from = self.occupant_jid(room, nick);
+        let out = stamp_groupchat(el, &from, &room_jid, &stanza_id, &occupant_id);
         if el.has_child("body", ns::CLIENT) {
             let msg = Archived {
                 seq: self.state.rooms[room].next_seq,
@@ -1188,4 +1164,53 @@ impl Node {
             );
         }
     }
+}
+
+/// A groupchat message as the room sends it: from `room/nick`, the client's
+/// id and payload, then the room's stanza-id and the sender's occupant-id.
+/// A client cannot forge the room's stanza-id or an occupant-id.
+pub(crate) fn stamp_groupchat(
+    el: &Element,
+    from: &str,
+    room_jid: &str,
+    stanza_id: &str,
+    occupant_id: &str,
+) -> Element {
+    let mut out = Element::new("message", ns::CLIENT)
+        .attr("from", from)
+        .attr("type", "groupchat");
+    if let Some(id) = el.get_attr("id") {
+        out.set_attr("id", id);
+    }
+    for c in &el.children {
+        if let XmlNode::Element(e) = c {
+            let forged_id = e.is("stanza-id", mns::SID) && e.get_attr("by") == Some(room_jid);
+            if forged_id || e.ns == mns::OCCUPANT_ID {
+                continue;
+            }
+        }
+        out.children.push(c.clone());
+    }
+    out.child(
+        Element::new("stanza-id", mns::SID)
+            .attr("id", stanza_id)
+            .attr("by", room_jid),
+    )
+    .child(Element::new("occupant-id", mns::OCCUPANT_ID).attr("id", occupant_id))
+}
+
+/// Unavailable presence of an occupant of a destroyed room.
+pub(crate) fn destroyed_presence(from: &str, destroy: &Element) -> Element {
+    Element::new("presence", ns::CLIENT)
+        .attr("from", from)
+        .attr("type", "unavailable")
+        .child(
+            Element::new("x", mns::USER)
+                .child(
+                    Element::new("item", mns::USER)
+                        .attr("affiliation", "none")
+                        .attr("role", "none"),
+                )
+                .child(destroy.clone()),
+        )
 }
