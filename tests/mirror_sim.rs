@@ -600,3 +600,52 @@ fn the_service_advertises_dmuc() {
         .take(w.kevin)
         .contains("var='urn:xmpp:dmuc:0'"));
 }
+
+#[test]
+fn subject_config_and_bans_made_at_hq_take_effect_at_sites() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.node(HQ).send(
+        w.kevin,
+        &format!("<message to='{ROOM}' type='groupchat'><subject>New topic</subject></message>"),
+    );
+    w.net.settle();
+    assert!(w
+        .net
+        .node(RALEIGH)
+        .take(w.wayne)
+        .contains("<subject>New topic</subject>"));
+    // A ban removes the site user at once and keeps them out.
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='b' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='keith@raleigh.example' affiliation='outcast'/></query></iq>"));
+    w.net.settle();
+    assert!(w.net.node(RALEIGH).take(w.keith).contains("code='301'"));
+    assert!(w.net.node(RALEIGH).take(w.wayne).contains("code='301'"));
+    let out = join(&mut w.net, RALEIGH, w.keith, "Keith");
+    assert!(out.contains("<forbidden"), "{out}");
+    // A moderated room: a newcomer at the site is a visitor and may not speak.
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='c' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_moderatedroom'><value>1</value></field></x></query></iq>"));
+    w.net.settle();
+    w.net.node(RALEIGH).add_user("ann", "a");
+    let ann = w.net.node(RALEIGH).login("ann", "a", "tv");
+    let out = join(&mut w.net, RALEIGH, ann, "Ann");
+    assert!(out.contains("role='visitor'"), "{out}");
+    say(&mut w.net, RALEIGH, ann, "may-i");
+    assert!(w.net.node(RALEIGH).take(ann).contains("<forbidden"));
+    w.net.settle();
+    assert!(!w.net.node(HQ).take(w.kevin).contains("may-i"));
+}
+
+#[test]
+fn an_oversized_frame_closes_only_that_link() {
+    let mut w = world();
+    let conn = raw_link(&mut w);
+    let flood = format!(
+        "<e n='1'><relay from='x@raleigh.example/y' to='{ROOM}'>{}",
+        "<a/>".repeat(2 * 1024 * 1024)
+    );
+    w.net.node(HQ).send(conn, &flood);
+    assert!(w.net.node(HQ).is_closed(conn));
+    assert!(join(&mut w.net, DURHAM, w.dana, "Dana").contains("code='110'"));
+}
