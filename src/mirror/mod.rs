@@ -37,6 +37,20 @@ pub struct Mirror {
 }
 
 impl Node {
+    /// Stanza-ids of a mirrored room's replica, in the master's order (for checks).
+    pub fn mirror_sequence(&self, room_jid: &str) -> Vec<String> {
+        self.mirrors
+            .get(room_jid)
+            .map(|m| {
+                m.state
+                    .archive
+                    .iter()
+                    .map(|a| a.stanza_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub(crate) fn is_mirrored_service(&self, jid: &Jid) -> bool {
         self.cfg.link.upstreams.iter().any(|u| u == jid.domain())
     }

@@ -170,7 +170,8 @@ impl SimNode {
     }
 
     pub fn add_user(&mut self, user: &str, password: &str) {
-        let creds = crate::scram::Credentials::derive(password, user.as_bytes(), 4096);
+        // Few iterations: the simulator logs in many users and tests no password strength.
+        let creds = crate::scram::Credentials::derive(password, user.as_bytes(), 16);
         assert_eq!(
             self.admin(AdminCommand::UserAdd {
                 user: user.into(),

@@ -36,6 +36,8 @@ struct Wire {
     /// Bytes in flight: (arrival time, to the master?, bytes).
     flight: VecDeque<(u64, bool, Vec<u8>)>,
     free_at: [u64; 2],
+    /// Latest arrival scheduled each way: TCP delivers in order even when the latency changes.
+    last_arrival: [u64; 2],
     /// Bytes carried site→master and master→site.
     pub bytes_up: u64,
     pub bytes_down: u64,
@@ -77,6 +79,7 @@ impl Network {
             conns: None,
             flight: VecDeque::new(),
             free_at: [0, 0],
+            last_arrival: [0, 0],
             bytes_up: 0,
             bytes_down: 0,
             transcript: Vec::new(),
@@ -146,6 +149,16 @@ impl Network {
         self.nodes[i].crash_and_restart();
         let now = self.now_ms;
         self.nodes[i].set_time(now);
+    }
+
+    /// Change the latency and rate of the link of `site` (a stall, a throttle).
+    pub fn reshape(&mut self, site: usize, shape: Shape) {
+        let i = self
+            .wires
+            .iter()
+            .position(|w| w.site == site)
+            .expect("a link");
+        self.wires[i].shape = shape;
     }
 
     pub fn restore(&mut self, site: usize) {
@@ -228,20 +241,28 @@ impl Network {
                         w.bytes_down += out.len() as u64;
                     }
                     w.transcript.push((to_master, out.clone()));
-                    w.flight.push_back((
-                        start + transmit + w.shape.latency_ms,
-                        to_master,
-                        out.into_bytes(),
-                    ));
+                    let arrival = (start + transmit + w.shape.latency_ms).max(w.last_arrival[dir]);
+                    w.last_arrival[dir] = arrival;
+                    w.flight.push_back((arrival, to_master, out.into_bytes()));
                 }
             }
-            // Arrivals.
-            while self.wires[wi]
-                .flight
-                .front()
-                .is_some_and(|(t, _, _)| *t <= self.now_ms)
-            {
-                let (_, to_master, bytes) = self.wires[wi].flight.pop_front().expect("front");
+            // Arrivals: everything due, in order (each direction's times only grow).
+            let now = self.now_ms;
+            let due: Vec<(bool, Vec<u8>)> = {
+                let flight = &mut self.wires[wi].flight;
+                let mut due = Vec::new();
+                let mut keep = VecDeque::with_capacity(flight.len());
+                for (t, to_master, bytes) in flight.drain(..) {
+                    if t <= now {
+                        due.push((to_master, bytes));
+                    } else {
+                        keep.push_back((t, to_master, bytes));
+                    }
+                }
+                *flight = keep;
+                due
+            };
+            for (to_master, bytes) in due {
                 let Some((s, m)) = self.wires[wi].conns else {
                     break;
                 };
