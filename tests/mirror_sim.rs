@@ -649,3 +649,73 @@ fn an_oversized_frame_closes_only_that_link() {
     assert!(w.net.node(HQ).is_closed(conn));
     assert!(join(&mut w.net, DURHAM, w.dana, "Dana").contains("code='110'"));
 }
+
+#[test]
+fn during_a_split_the_site_keeps_chatting_and_what_needs_hq_fails_at_once() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    w.net.advance(1_000);
+    for c in [w.wayne, w.keith] {
+        w.net.node(RALEIGH).take(c);
+    }
+    w.net.node(HQ).take(w.kevin);
+    w.net.cut(RALEIGH);
+    w.net.advance(1_000);
+    // Local chat goes on, delivered at once.
+    say(&mut w.net, RALEIGH, w.wayne, "during-split");
+    assert!(w
+        .net
+        .node(RALEIGH)
+        .take(w.keith)
+        .contains("<body>during-split</body>"));
+    // Self-ping is answered.
+    w.net.node(RALEIGH).send(
+        w.wayne,
+        &format!("<iq type='get' id='sp' to='{ROOM}/Wayne'><ping xmlns='urn:xmpp:ping'/></iq>"),
+    );
+    assert!(w.net.node(RALEIGH).take(w.wayne).contains("id='sp'"));
+    // Administration and joining an unknown room need HQ: a clear error now.
+    w.net.node(RALEIGH).send(w.keith, &format!("<iq type='set' id='k' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Kevin' role='none'/></query></iq>"));
+    let out = w.net.node(RALEIGH).take(w.keith);
+    assert!(
+        out.contains("id='k'")
+            && out.contains("<remote-server-timeout")
+            && out.contains("unreachable"),
+        "{out}"
+    );
+    w.net.node(RALEIGH).send(w.keith, "<presence to='other@conference.fairfax.example/K'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    let out = w.net.node(RALEIGH).take(w.keith);
+    assert!(
+        out.contains("type='error'") && out.contains("<remote-server-timeout"),
+        "{out}"
+    );
+    // Leaving is confirmed at once.
+    w.net.node(RALEIGH).send(
+        w.keith,
+        &format!("<presence to='{ROOM}/Keith' type='unavailable'/>"),
+    );
+    assert!(w.net.node(RALEIGH).take(w.keith).contains("code='110'"));
+    assert!(w
+        .net
+        .node(RALEIGH)
+        .take(w.wayne)
+        .contains(&format!("type='unavailable' from='{ROOM}/Keith'")));
+    // Back together: HQ gets the message once and Keith's departure.
+    w.net.restore(RALEIGH);
+    w.net.advance(10_000);
+    let kevin = w.net.node(HQ).take(w.kevin);
+    assert_eq!(
+        kevin.matches("<body>during-split</body>").count(),
+        1,
+        "{kevin}"
+    );
+    assert!(
+        kevin.contains(&format!("type='unavailable' from='{ROOM}/Keith'")),
+        "{kevin}"
+    );
+    assert!(
+        !w.net.node(RALEIGH).take(w.wayne).contains("during-split"),
+        "no duplicate at the site"
+    );
+}

@@ -167,6 +167,19 @@ pub struct Link {
 pub struct Peer {
     pub domain: Domain,
     pub fingerprint: String,
+    /// Seconds of silence after which a keepalive is sent.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: u64,
+    /// Seconds of silence after which the link is taken for dead.
+    #[serde(default = "default_dead_after")]
+    pub dead_after: u64,
+}
+
+fn default_keepalive() -> u64 {
+    30
+}
+fn default_dead_after() -> u64 {
+    120
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,6 +188,10 @@ pub struct Upstream {
     pub muc: Domain,
     pub connect: String,
     pub fingerprint: String,
+    #[serde(default = "default_keepalive")]
+    pub keepalive: u64,
+    #[serde(default = "default_dead_after")]
+    pub dead_after: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -289,6 +306,22 @@ impl Config {
                 ));
             }
         }
+        let timings = self
+            .link
+            .peer
+            .iter()
+            .map(|p| (&p.domain.0, p.keepalive, p.dead_after));
+        for (name, keepalive, dead) in timings.chain(
+            self.upstream
+                .iter()
+                .map(|u| (&u.muc.0, u.keepalive, u.dead_after)),
+        ) {
+            if keepalive == 0 || dead <= keepalive || dead > 86_400 {
+                return Err(format!(
+                    "link {name}: keepalive must be at least 1 s and dead_after above it (at most 86400 s)"
+                ));
+            }
+        }
         for u in &self.upstream {
             if !crate::shell::link::is_fingerprint(&u.fingerprint) {
                 return Err(format!("[[upstream]] {}: fingerprint must be the base64 SHA-256 that `outpost check` shows", u.muc.0));
@@ -328,6 +361,17 @@ impl Config {
             link: crate::node::LinkConfig {
                 upstreams: self.upstream.iter().map(|u| u.muc.0.clone()).collect(),
                 peers: self.link.peer.iter().map(|p| p.domain.0.clone()).collect(),
+                timing: self
+                    .link
+                    .peer
+                    .iter()
+                    .map(|p| (p.domain.0.clone(), p.keepalive * 1000, p.dead_after * 1000))
+                    .chain(
+                        self.upstream
+                            .iter()
+                            .map(|u| (u.muc.0.clone(), u.keepalive * 1000, u.dead_after * 1000)),
+                    )
+                    .collect(),
                 ..Default::default()
             },
             muc: crate::node::MucLimits {

@@ -20,6 +20,12 @@ use event::{LinkEvent, DMUC};
 /// A received event is acknowledged at once after this many.
 const ACK_EVERY: u32 = 32;
 
+impl LinkConn {
+    pub(crate) fn is_established(&self) -> bool {
+        self.established
+    }
+}
+
 /// One connection carrying a link.
 pub struct LinkConn {
     pub peer: String,
@@ -31,6 +37,8 @@ pub struct LinkConn {
     last_tx: u64,
     unacked_in: u32,
     ack_due: Option<u64>,
+    keepalive_ms: u64,
+    dead_ms: u64,
     pub(crate) timer_armed: Option<u64>,
 }
 
@@ -53,6 +61,7 @@ impl Node {
             self.close_link(old);
         }
         let now = self.now.mono_ms;
+        let (keepalive_ms, dead_ms) = self.cfg.link.timing_for(&peer);
         let mut limits = self.cfg.limits;
         // Snapshots carry history: allow larger frames than client stanzas.
         limits.max_stanza_bytes = limits.max_stanza_bytes.max(4 * 1024 * 1024);
@@ -67,6 +76,8 @@ impl Node {
                 last_tx: now,
                 unacked_in: 0,
                 ack_due: None,
+                keepalive_ms,
+                dead_ms,
                 timer_armed: None,
             },
         );
@@ -381,13 +392,12 @@ impl Node {
     }
 
     fn arm_link_timer(&mut self, conn: ConnId) {
-        let cfg = &self.cfg.link;
         let Some(l) = self.links.get_mut(&conn) else {
             return;
         };
         let deadline = [
-            Some(l.last_tx + cfg.keepalive_ms),
-            Some(l.last_rx + cfg.dead_ms),
+            Some(l.last_tx + l.keepalive_ms),
+            Some(l.last_rx + l.dead_ms),
             l.ack_due,
         ]
         .into_iter()
@@ -402,15 +412,15 @@ impl Node {
 
     pub(crate) fn on_link_timer(&mut self, conn: ConnId) {
         let now = self.now.mono_ms;
-        let cfg = self.cfg.link.clone();
         let Some(l) = self.links.get(&conn) else {
             return;
         };
-        if now >= l.last_rx + cfg.dead_ms {
+        let keepalive_ms = l.keepalive_ms;
+        if now >= l.last_rx + l.dead_ms {
             log::warn!(
                 "link {}: nothing heard for {} s; closing",
                 l.peer,
-                cfg.dead_ms / 1000
+                l.dead_ms / 1000
             );
             return self.close_link(conn);
         }
@@ -420,7 +430,7 @@ impl Node {
         if self
             .links
             .get(&conn)
-            .is_some_and(|l| now >= l.last_tx + cfg.keepalive_ms)
+            .is_some_and(|l| now >= l.last_tx + keepalive_ms)
         {
             self.link_write(conn, b" ".to_vec());
         }

@@ -64,20 +64,16 @@ impl Node {
         };
         let key = to.to_bare().to_string();
         let joined_nick = self.live_rooms.get(&key).and_then(|l| l.nick_of(&me));
+        // While the master is unreachable, what needs it fails at once, clearly.
+        if !self.link_is_up(&upstream) && needs_master(&el, joined_nick.is_some()) {
+            return self.master_unreachable(conn, &el, &upstream);
+        }
         match (el.name.as_str(), to.resource()) {
             ("presence", Some(nick)) => {
                 let nick = nick.to_string();
                 match (el.get_attr("type"), joined_nick) {
                     (Some("unavailable"), Some(_)) => {
-                        let presence = strip_addressing(&el);
-                        self.link_send(
-                            &upstream,
-                            &LinkEvent::Leave {
-                                room,
-                                from: me,
-                                presence,
-                            },
-                        );
+                        self.mirror_local_leave(&key, &me, strip_addressing(&el))
                     }
                     (None, Some(_)) => {
                         let presence = strip_addressing(&el);
@@ -364,6 +360,13 @@ impl Node {
         }
         let jid = Jid::parse(&info.jid).ok();
         let nick = info.nick.clone();
+        let known = self
+            .live_rooms
+            .get(key)
+            .is_some_and(|l| l.occupants.contains_key(&nick));
+        if !known && change != OccupantChange::Joined {
+            return; // Already gone here (a local leave confirmed at once).
+        }
         self.mirrors
             .get_mut(key)
             .expect("mirror")
@@ -614,12 +617,55 @@ impl Node {
 
     /// A local session leaves a mirrored room (it went away).
     pub(crate) fn mirror_leave(&mut self, key: &str, session: &Jid) {
+        let presence = Element::new("presence", ns::CLIENT).attr("type", "unavailable");
+        self.mirror_local_leave(key, session, presence);
+    }
+
+    /// A local session leaves: confirmed here at once (slow links, splits),
+    /// told to the others here, and submitted to the master.
+    fn mirror_local_leave(&mut self, key: &str, session: &Jid, presence: Element) {
         let Some(m) = self.mirrors.get_mut(key) else {
             return;
         };
         m.pending.retain(|(p, _)| p != session);
         let (upstream, room) = (m.upstream.clone(), m.room.clone());
-        let presence = Element::new("presence", ns::CLIENT).attr("type", "unavailable");
+        if let Some(nick) = self.live_rooms.get(key).and_then(|l| l.nick_of(session)) {
+            let status = presence
+                .get_child("status", ns::CLIENT)
+                .map(|s| s.text_content());
+            let last = self.live_rooms[key].occupants[&nick].sessions.len() == 1;
+            if last {
+                self.render_departure(key, &nick, &[], None, status.as_deref());
+                self.live_rooms
+                    .get_mut(key)
+                    .expect("room")
+                    .occupants
+                    .remove(&nick);
+            } else {
+                let role = self.live_rooms[key].occupants[&nick].role;
+                let sees = self.sees_jids(key, role);
+                let mut own = self.occupant_presence(key, &nick, sees, &[110], true);
+                own.set_attr("to", session.to_string());
+                if let Some(c) = self.conn_of_full(session) {
+                    self.send_el(c, &own);
+                }
+                let o = self
+                    .live_rooms
+                    .get_mut(key)
+                    .expect("room")
+                    .occupants
+                    .get_mut(&nick)
+                    .expect("occupant");
+                o.sessions.retain(|s| s != session);
+            }
+        }
+        if let Some(c) = self.conn_of_full(session) {
+            self.sessions
+                .get_mut(&c)
+                .expect("session")
+                .rooms
+                .remove(key);
+        }
         self.link_send(
             &upstream,
             &LinkEvent::Leave {
@@ -628,13 +674,31 @@ impl Node {
                 presence,
             },
         );
-        // Other local occupants hear of it when the master confirms; the
-        // session itself is gone, so nothing is rendered for it.
-        if let Some(live) = self.live_rooms.get_mut(key) {
-            for o in live.occupants.values_mut() {
-                o.sessions.retain(|s| s != session);
-            }
+        self.maybe_drop_mirror(key);
+    }
+
+    fn link_is_up(&self, upstream: &str) -> bool {
+        self.link_of_peer
+            .get(upstream)
+            .is_some_and(|c| self.links[c].is_established())
+    }
+
+    fn master_unreachable(&mut self, conn: ConnId, el: &Element, upstream: &str) {
+        let Some(mut reply) = stanza::error_reply(
+            el,
+            "remote-server-timeout",
+            "wait",
+            el.get_attr("to").unwrap_or(upstream),
+        ) else {
+            return;
+        };
+        if let Some(XmlNode::Element(error)) = reply.children.last_mut() {
+            error.children.push(XmlNode::Element(
+                Element::new("text", ns::STANZA_ERRORS)
+                    .text(format!("{upstream} is unreachable from this site right now; try again when the link is back")),
+            ));
         }
+        self.send_el(conn, &reply);
     }
 
     fn mirror_mam(&mut self, conn: ConnId, el: &Element, key: &str, query: &Element) {
@@ -649,6 +713,19 @@ fn remote_occupant(info: &OccupantInfo) -> Occupant {
         role: info.role,
         presence: info.presence.clone(),
         occupant_id: info.occupant_id.clone(),
+    }
+}
+
+/// What cannot be done without the master: joining a room not joined yet,
+/// and administration (room owner and admin requests, subject changes).
+fn needs_master(el: &Element, joined: bool) -> bool {
+    match el.name.as_str() {
+        "presence" => !joined && el.get_attr("type").is_none(),
+        "iq" => el
+            .elements()
+            .any(|p| p.ns == mns::ADMIN || p.ns == mns::OWNER),
+        "message" => el.has_child("subject", ns::CLIENT) && !el.has_child("body", ns::CLIENT),
+        _ => false,
     }
 }
 

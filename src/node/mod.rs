@@ -71,6 +71,18 @@ pub struct LinkConfig {
     pub backoff_max_ms: u64,
     /// Unacknowledged outgoing events kept per peer.
     pub max_unacked: usize,
+    /// Per-peer (keepalive, dead) overrides in milliseconds.
+    pub timing: Vec<(String, u64, u64)>,
+}
+
+impl LinkConfig {
+    /// Keepalive interval and dead-link timeout for `peer`.
+    pub fn timing_for(&self, peer: &str) -> (u64, u64) {
+        self.timing
+            .iter()
+            .find(|(p, _, _)| p == peer)
+            .map_or((self.keepalive_ms, self.dead_ms), |(_, k, d)| (*k, *d))
+    }
 }
 
 impl Default for LinkConfig {
@@ -84,6 +96,7 @@ impl Default for LinkConfig {
             backoff_min_ms: 1_000,
             backoff_max_ms: 60_000,
             max_unacked: 50_000,
+            timing: Vec::new(),
         }
     }
 }
