@@ -719,3 +719,56 @@ fn during_a_split_the_site_keeps_chatting_and_what_needs_hq_fails_at_once() {
         "no duplicate at the site"
     );
 }
+
+#[test]
+fn after_hq_restarts_the_site_reannounces_its_occupants() {
+    let mut w = world();
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='p' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>"));
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    w.net.advance(1_000);
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.crash_and_restart(HQ);
+    w.net.advance(10_000); // The site redials; HQ's new epoch triggers the re-announcement.
+    let live = w.net.node(HQ).node.state().rooms.contains_key("chat");
+    assert!(live, "the persistent room survived");
+    let kevin = w.net.node(HQ).login("kevin", "k", "hq");
+    let out = join(&mut w.net, HQ, kevin, "Kevin");
+    assert!(
+        out.contains(&format!("from='{ROOM}/Wayne'"))
+            && out.contains(&format!("from='{ROOM}/Keith'")),
+        "{out}"
+    );
+    let at_wayne = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        at_wayne.contains(&format!("type='unavailable' from='{ROOM}/Kevin'")),
+        "the old Kevin session is gone: {at_wayne}"
+    );
+    assert!(
+        at_wayne.contains(&format!("from='{ROOM}/Kevin'>"))
+            || at_wayne.matches(&format!("from='{ROOM}/Kevin'")).count() >= 2,
+        "{at_wayne}"
+    );
+    assert!(
+        !at_wayne.contains(&format!("from='{ROOM}/Keith'")),
+        "no noise about a local user: {at_wayne}"
+    );
+    say(&mut w.net, RALEIGH, w.wayne, "after-restart");
+    w.net.settle();
+    assert_eq!(
+        w.net
+            .node(HQ)
+            .take(kevin)
+            .matches("<body>after-restart</body>")
+            .count(),
+        1
+    );
+    assert_eq!(
+        w.net
+            .node(RALEIGH)
+            .take(w.keith)
+            .matches("<body>after-restart</body>")
+            .count(),
+        1
+    );
+}

@@ -84,9 +84,10 @@ impl Node {
         self.link_of_peer.insert(peer.clone(), conn);
         let received = self.state.links.get(&peer).map_or(0, |l| l.last_in);
         let header = format!(
-            "<?xml version='1.0'?><stream:stream xmlns='{DMUC}' xmlns:stream='{}' from='{}' version='1.0'><hello received='{received}'/>",
+            "<?xml version='1.0'?><stream:stream xmlns='{DMUC}' xmlns:stream='{}' from='{}' version='1.0'><hello received='{received}' epoch='{}'/>",
             ns::STREAMS,
-            crate::xml::escape(&self.cfg.domain)
+            crate::xml::escape(&self.cfg.domain),
+            self.epoch
         );
         self.link_write(conn, header.into_bytes());
         self.arm_link_timer(conn);
@@ -186,6 +187,7 @@ impl Node {
                 }
                 self.acknowledged(&peer, received);
                 self.links.get_mut(&conn).expect("link").established = true;
+                let epoch = el.get_attr("epoch").unwrap_or("").to_string();
                 self.dial_backoff.remove(&peer);
                 let resend: Vec<(u64, String)> = self
                     .state
@@ -199,7 +201,15 @@ impl Node {
                 for (seq, xml) in resend {
                     self.link_write(conn, format!("<e n='{seq}'>{xml}</e>").into_bytes());
                 }
+                if self.is_upstream(&peer) {
+                    let before = self.upstream_epochs.insert(peer.clone(), epoch.clone());
+                    if before.is_some_and(|b| b != epoch) {
+                        // The master restarted and forgot who is in its rooms.
+                        self.reannounce_occupants(&peer);
+                    }
+                }
             }
+
             "e" => {
                 let Some(seq) = number("n") else {
                     return self.link_protocol_error(conn, "event without a number");

@@ -268,18 +268,26 @@ impl Node {
                 let Some(m) = self.mirrors.get_mut(&key) else {
                     return;
                 };
+                let resync = m.synced;
                 m.state.config = config;
                 m.state.affiliations = affiliations.into_iter().collect();
                 m.state.subject = subject;
-                m.state.archive = history.into_iter().collect();
+                // Keep what the replica already had before the snapshot's history.
+                let first = history.first().map_or(u64::MAX, |h| h.seq);
+                m.state.archive.retain(|a| a.seq < first);
+                m.state.archive.extend(history);
                 m.state.next_seq = next_seq;
                 m.state.locked = false;
                 m.last_seq = next_seq.saturating_sub(1);
                 m.synced = true;
-                let live = self.live_rooms.entry(key.clone()).or_default();
-                for info in occupants {
-                    live.occupants
-                        .insert(info.nick.clone(), remote_occupant(&info));
+                if resync {
+                    self.reconcile_occupants(&key, occupants);
+                } else {
+                    let live = self.live_rooms.entry(key.clone()).or_default();
+                    for info in occupants {
+                        live.occupants
+                            .insert(info.nick.clone(), remote_occupant(&info));
+                    }
                 }
                 log::info!("mirror {key}: synchronised at event {next_seq}");
             }
@@ -342,6 +350,78 @@ impl Node {
         }
     }
 
+    /// A fresh snapshot for a replica that was already in use: show local
+    /// users only the differences (who left, who came) and keep local sessions.
+    fn reconcile_occupants(&mut self, key: &str, occupants: Vec<OccupantInfo>) {
+        let local_domain = self.cfg.domain.clone();
+        let is_remote = |o: &Occupant| o.sessions.iter().all(|s| s.domain() != local_domain);
+        let now: std::collections::BTreeMap<String, OccupantInfo> =
+            occupants.into_iter().map(|o| (o.nick.clone(), o)).collect();
+        let gone: Vec<String> = self.live_rooms[key]
+            .occupants
+            .iter()
+            .filter(|(n, o)| is_remote(o) && !now.contains_key(*n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for nick in gone {
+            self.render_departure(key, &nick, &[], None, None);
+            self.live_rooms
+                .get_mut(key)
+                .expect("room")
+                .occupants
+                .remove(&nick);
+        }
+        for (nick, info) in now {
+            let live = self.live_rooms.get_mut(key).expect("room");
+            match live.occupants.get_mut(&nick) {
+                Some(o) => {
+                    let changed = o.role != info.role || o.presence != info.presence;
+                    o.role = info.role;
+                    o.presence = info.presence.clone();
+                    if changed {
+                        self.broadcast_presence_of(key, &nick, &[], false, None);
+                    }
+                }
+                None => {
+                    live.occupants.insert(nick.clone(), remote_occupant(&info));
+                    self.broadcast_presence_of(key, &nick, &[], false, None);
+                }
+            }
+        }
+    }
+
+    /// After the master restarted: tell it again who is in its rooms from here.
+    pub(crate) fn reannounce_occupants(&mut self, upstream: &str) {
+        let keys: Vec<String> = self
+            .mirrors
+            .iter()
+            .filter(|(_, m)| m.upstream == upstream)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let room = self.mirrors[&key].room.clone();
+            let mut joins = Vec::new();
+            for (nick, o) in &self.live_rooms[&key].occupants {
+                for s in o.sessions.iter().filter(|s| s.domain() == self.cfg.domain) {
+                    let presence = o.presence.clone().child(Element::new("x", mns::MUC));
+                    joins.push(LinkEvent::Join {
+                        room: room.clone(),
+                        nick: nick.clone(),
+                        from: s.clone(),
+                        presence,
+                    });
+                }
+            }
+            log::info!(
+                "mirror {key}: the master restarted; re-announcing {} local sessions",
+                joins.len()
+            );
+            for j in joins {
+                self.link_send(upstream, &j);
+            }
+        }
+    }
+
     fn local_sessions(&self, key: &str) -> Vec<Jid> {
         let Some(live) = self.live_rooms.get(key) else {
             return Vec::new();
@@ -380,8 +460,14 @@ impl Node {
                     .as_ref()
                     .and_then(|j| self.mirrors[key].pending.iter().find(|(p, _)| p == j))
                     .cloned();
+                // A session already here, unchanged: a re-announcement after
+                // the master restarted; nobody needs to hear of it again.
+                let mut unchanged = false;
                 match live.occupants.get_mut(&nick) {
                     Some(o) => {
+                        unchanged = jid.as_ref().is_some_and(|j| o.sessions.contains(j))
+                            && o.role == info.role
+                            && o.presence == info.presence;
                         if let Some((j, _)) = &local_joiner {
                             if !o.sessions.contains(j) {
                                 o.sessions.push(j.clone());
@@ -407,6 +493,7 @@ impl Node {
                             .retain(|(p, _)| p != &j);
                         self.finish_local_join(key, &nick, &j, &history);
                     }
+                    None if unchanged => {}
                     None => self.broadcast_presence_of(key, &nick, &[], false, None),
                 }
             }

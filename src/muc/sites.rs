@@ -154,6 +154,16 @@ impl Node {
             jid: from.clone(),
         };
         match ev {
+            LinkEvent::Join { room, nick, .. }
+                if self
+                    .live_rooms
+                    .get(&room)
+                    .and_then(|l| l.nick_of(&from))
+                    .as_deref()
+                    == Some(nick.as_str()) =>
+            {
+                // Already in under that nick: a re-announcement after a restart here. Nothing changes.
+            }
             LinkEvent::Join {
                 room,
                 nick,

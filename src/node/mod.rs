@@ -265,6 +265,11 @@ pub struct Node {
     pub(crate) dial_backoff: HashMap<String, u64>,
     /// Link payload bytes (in, out) per peer since start.
     pub(crate) link_traffic: HashMap<String, (u64, u64)>,
+    /// Random per start: a peer that sees it change knows this node forgot
+    /// its live state (who is in which room) and must re-announce.
+    pub(crate) epoch: String,
+    /// The epoch each upstream announced last.
+    pub(crate) upstream_epochs: HashMap<String, String>,
     auth_failures: HashMap<IpAddr, AuthFailures>,
     rng: ChaCha20Rng,
     actions: Vec<Action>,
@@ -292,6 +297,8 @@ impl Node {
             dial_due: std::collections::BTreeMap::new(),
             dial_backoff: HashMap::new(),
             link_traffic: HashMap::new(),
+            epoch: String::new(),
+            upstream_epochs: HashMap::new(),
             auth_failures: HashMap::new(),
             rng,
             actions: Vec::new(),
@@ -300,6 +307,7 @@ impl Node {
             fake_salt_key,
             push_counter: 0,
         };
+        node.epoch = node.random_id();
         node.drop_rooms_that_died_with_their_occupants();
         for upstream in node.cfg.link.upstreams.clone() {
             node.dial_due.insert(upstream, 0);
