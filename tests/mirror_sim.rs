@@ -772,3 +772,27 @@ fn after_hq_restarts_the_site_reannounces_its_occupants() {
         1
     );
 }
+
+#[test]
+fn after_a_site_restarts_hq_lets_its_dead_sessions_go() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.advance(1_000);
+    w.net.node(HQ).take(w.kevin);
+    w.net.crash_and_restart(RALEIGH);
+    w.net.advance(10_000);
+    let out = w.net.node(HQ).take(w.kevin);
+    assert!(
+        out.contains(&format!("type='unavailable' from='{ROOM}/Wayne'")),
+        "{out}"
+    );
+    // Wayne logs in again at the site and rejoins under his nick.
+    let wayne = w.net.node(RALEIGH).login("wayne", "w", "tv");
+    let out = join(&mut w.net, RALEIGH, wayne, "Wayne");
+    assert!(out.contains("code='110'"), "{out}");
+    assert!(w
+        .net
+        .node(HQ)
+        .take(w.kevin)
+        .contains(&format!("from='{ROOM}/Wayne'")));
+}

@@ -201,11 +201,14 @@ impl Node {
                 for (seq, xml) in resend {
                     self.link_write(conn, format!("<e n='{seq}'>{xml}</e>").into_bytes());
                 }
-                if self.is_upstream(&peer) {
-                    let before = self.upstream_epochs.insert(peer.clone(), epoch.clone());
-                    if before.is_some_and(|b| b != epoch) {
+                let before = self.upstream_epochs.insert(peer.clone(), epoch.clone());
+                if before.is_some_and(|b| b != epoch) {
+                    if self.is_upstream(&peer) {
                         // The master restarted and forgot who is in its rooms.
                         self.reannounce_occupants(&peer);
+                    } else {
+                        // The site restarted: its sessions are gone.
+                        self.forget_site_occupants(&peer);
                     }
                 }
             }

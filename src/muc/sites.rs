@@ -223,6 +223,30 @@ impl Node {
         }
     }
 
+    /// A site restarted: its users' sessions died with it, so they leave.
+    pub(crate) fn forget_site_occupants(&mut self, peer: &str) {
+        let mut stale = Vec::new();
+        for (room, live) in self.live_rooms.iter().filter(|(r, _)| !r.contains('@')) {
+            for o in live.occupants.values() {
+                stale.extend(
+                    o.sessions
+                        .iter()
+                        .filter(|s| s.domain() == peer)
+                        .map(|s| (room.clone(), s.clone())),
+                );
+            }
+        }
+        if !stale.is_empty() {
+            log::info!(
+                "link {peer}: the site restarted; {} of its sessions leave their rooms",
+                stale.len()
+            );
+        }
+        for (room, session) in stale {
+            self.muc_leave(&room, &session, None);
+        }
+    }
+
     fn room_occupant_jid(&self, room: &str, nick: &str) -> Option<Jid> {
         Jid::parse(&format!("{room}@{}/{nick}", self.cfg.muc_service)).ok()
     }

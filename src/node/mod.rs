@@ -268,7 +268,7 @@ pub struct Node {
     /// Random per start: a peer that sees it change knows this node forgot
     /// its live state (who is in which room) and must re-announce.
     pub(crate) epoch: String,
-    /// The epoch each upstream announced last.
+    /// The epoch each peer announced last.
     pub(crate) upstream_epochs: HashMap<String, String>,
     auth_failures: HashMap<IpAddr, AuthFailures>,
     rng: ChaCha20Rng,
