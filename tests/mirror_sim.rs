@@ -400,7 +400,7 @@ fn replayed_events_are_applied_once() {
     let mut w = world();
     let conn = raw_link(&mut w);
     let join = "<e n='1'><join room='chat' nick='Wayne' from='wayne@raleigh.example/tv'><presence xmlns='jabber:client'/></join></e>";
-    let msg = "<e n='2'><groupchat room='chat' from='wayne@raleigh.example/tv' id='raleigh-1'><message xmlns='jabber:client' type='groupchat'><body>once</body></message></groupchat></e>";
+    let msg = "<e n='2'><groupchat room='chat' from='wayne@raleigh.example/tv' nick='Wayne' id='raleigh-1'><message xmlns='jabber:client' type='groupchat'><body>once</body></message></groupchat></e>";
     w.net.node(HQ).send(conn, &format!("{join}{msg}{msg}"));
     // The same events again on a new connection (a resend after a lost ack).
     let again = raw_link(&mut w);
@@ -414,22 +414,27 @@ fn replayed_events_are_applied_once() {
 }
 
 #[test]
-fn events_for_rooms_without_occupants_from_that_site_change_nothing() {
+fn events_from_site_users_not_in_a_room_are_checked_like_joins() {
     let mut w = world();
+    // Wayne is banned; then his site claims he speaks in the room.
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='b' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='wayne@raleigh.example' affiliation='outcast'/></query></iq>"));
+    w.net.settle();
+    w.net.node(HQ).take(w.kevin);
     let conn = raw_link(&mut w);
-    w.net.node(HQ).send(conn, "<e n='1'><groupchat room='chat' from='wayne@raleigh.example/tv' id='x'><message xmlns='jabber:client' type='groupchat'><body>not in the room</body></message></groupchat></e>\
+    w.net.node(HQ).send(conn, "<e n='1'><groupchat room='chat' from='wayne@raleigh.example/tv' nick='Wayne' id='x'><message xmlns='jabber:client' type='groupchat'><body>banned words</body></message></groupchat></e>\
         <e n='2'><leave room='chat' from='wayne@raleigh.example/tv'><presence xmlns='jabber:client'/></leave></e>\
-        <e n='3'><groupchat room='nosuchroom' from='wayne@raleigh.example/tv' id='y'><message xmlns='jabber:client' type='groupchat'><body>nowhere</body></message></groupchat></e>");
+        <e n='3'><groupchat room='nosuchroom' from='wayne@raleigh.example/tv' nick='W' id='y'><message xmlns='jabber:client' type='groupchat'><body>nowhere</body></message></groupchat></e>");
     let kevin = w.net.node(HQ).take(w.kevin);
     assert!(
-        !kevin.contains("not in the room") && !kevin.contains("nowhere"),
+        !kevin.contains("banned words") && !kevin.contains("nowhere"),
         "{kevin}"
     );
     assert!(w.net.node(HQ).node.state().rooms["chat"].archive.is_empty());
+    assert!(!w.net.node(HQ).node.state().rooms.contains_key("nosuchroom"));
     assert!(!w.net.node(HQ).is_closed(conn), "refused, not fatal");
     // The refusals go back to the user through the link.
     let out = w.net.node(HQ).take(conn);
-    assert!(out.contains("not-acceptable"), "{out}");
+    assert!(out.contains("forbidden"), "{out}");
 }
 
 /// Runs the documented exchange and prints the wire text (docs/protocol.md).

@@ -64,10 +64,13 @@ pub enum LinkEvent {
         from: Jid,
         presence: Element,
     },
-    /// A site user's groupchat message, its stanza-id minted at the site.
+    /// A site user's groupchat message, its stanza-id minted at the site;
+    /// `nick` is the sender's nick when it was sent (so a master that lost
+    /// track of the sender, e.g. after a restart, can take them back in).
     Groupchat {
         room: String,
         from: Jid,
+        nick: String,
         stanza_id: String,
         message: Element,
     },
@@ -249,11 +252,13 @@ impl LinkEvent {
             LinkEvent::Groupchat {
                 room,
                 from,
+                nick,
                 stanza_id,
                 message,
             } => el("groupchat")
                 .attr("room", room.clone())
                 .attr("from", from.to_string())
+                .attr("nick", nick.clone())
                 .attr("id", stanza_id.clone())
                 .child(message.clone()),
             LinkEvent::Relay { from, to, stanza } => el("relay")
@@ -403,6 +408,7 @@ impl LinkEvent {
             "groupchat" => LinkEvent::Groupchat {
                 room: attr("room")?,
                 from: jid("from")?,
+                nick: attr("nick")?,
                 stanza_id: attr("id")?,
                 message: child("message", ns::CLIENT)?,
             },
@@ -656,6 +662,7 @@ mod tests {
             LinkEvent::Groupchat {
                 room: "chat".into(),
                 from: from.clone(),
+                nick: "Wayne".into(),
                 stanza_id: "s1".into(),
                 message: message.clone(),
             },

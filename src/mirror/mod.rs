@@ -224,6 +224,7 @@ impl Node {
             &LinkEvent::Groupchat {
                 room,
                 from: me,
+                nick: nick.to_string(),
                 stanza_id,
                 message,
             },

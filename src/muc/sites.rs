@@ -7,6 +7,7 @@ use super::Origin;
 use crate::jid::Jid;
 use crate::link::event::{LinkEvent, OccupantChange, OccupantInfo};
 use crate::node::Node;
+use crate::xml::{ns, Element};
 use std::collections::BTreeSet;
 
 impl Node {
@@ -200,10 +201,27 @@ impl Node {
             }
             LinkEvent::Groupchat {
                 room,
+                nick,
                 stanza_id,
                 message,
                 ..
             } => {
+                let known = self
+                    .live_rooms
+                    .get(&room)
+                    .and_then(|l| l.nick_of(&from))
+                    .is_some();
+                if !known && self.state.rooms.contains_key(&room) {
+                    // The sender was in the room when the site sent this (this
+                    // node restarted since): take them back in, then the message.
+                    if let Some(to) = self.room_occupant_jid(&room, &nick) {
+                        let join = Element::new("presence", ns::CLIENT)
+                            .attr("from", from.to_string())
+                            .attr("to", to.to_string())
+                            .child(Element::new("x", crate::muc::muc_ns::MUC));
+                        self.on_muc_stanza(&origin, join, to);
+                    }
+                }
                 let mut m = message;
                 m.set_attr("from", from.to_string());
                 m.set_attr("to", self.room_jid(&room));
