@@ -39,12 +39,16 @@ fn build() -> (Network, Vec<User>) {
     let mut net = Network::new();
     let mut hq = NodeConfig::new("fairfax.example");
     hq.link.peers = vec!["raleigh.example".into(), "durham.example".into()];
+    // A short grace period, so that schedules cross it: splits then show
+    // 333 both ways and resynchronise.
+    hq.link.grace_ms = 8_000;
     net.add_node(hq, 1);
     for (i, domain) in ["raleigh.example", "durham.example"].iter().enumerate() {
         let mut c = NodeConfig::new(domain);
         c.link.upstreams = vec!["conference.fairfax.example".into()];
         // Detect dead links quickly enough for a short schedule.
         c.link.dead_ms = 20_000;
+        c.link.grace_ms = 8_000;
         net.add_node(c, 2 + i as u64);
         net.add_link(SITES[i], HQ, Shape::default());
     }
@@ -156,7 +160,14 @@ fn run(seed: u64) -> Result<(), String> {
         for b in &bodies {
             let n = u.seen.matches(&format!("<body>{b}</body>")).count();
             if n != 1 {
-                return Err(format!("user {i} saw '{b}' {n} times"));
+                let in_master = net.node(HQ).node.state().rooms["chat"]
+                    .archive
+                    .iter()
+                    .any(|m| m.xml.contains(b.as_str()));
+                let in_mirror = net.node(u.node).node.mirror_contains(ROOM, b);
+                return Err(format!(
+                    "user {i} saw '{b}' {n} times (in the master's archive: {in_master}, in its node's replica: {in_mirror})"
+                ));
             }
         }
     }

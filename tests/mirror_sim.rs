@@ -801,3 +801,74 @@ fn after_a_site_restarts_hq_lets_its_dead_sessions_go() {
         .take(w.kevin)
         .contains(&format!("from='{ROOM}/Wayne'")));
 }
+
+#[test]
+fn a_split_longer_than_the_grace_period_shows_333_and_converges() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    w.net.advance(1_000);
+    for c in [w.wayne, w.keith] {
+        w.net.node(RALEIGH).take(c);
+    }
+    w.net.node(HQ).take(w.kevin);
+    w.net.cut(RALEIGH);
+    say(&mut w.net, HQ, w.kevin, "hq-during-split");
+    say(&mut w.net, RALEIGH, w.wayne, "site-during-split");
+    w.net.advance(301_000); // Past the 300 s grace period.
+    let wayne = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        wayne.contains(&format!("type='unavailable' from='{ROOM}/Kevin'"))
+            && wayne.contains("code='333'"),
+        "{wayne}"
+    );
+    let kevin = w.net.node(HQ).take(w.kevin);
+    assert!(
+        kevin.contains(&format!("type='unavailable' from='{ROOM}/Wayne'"))
+            && kevin.contains("code='333'"),
+        "{kevin}"
+    );
+    assert!(kevin.contains(&format!("type='unavailable' from='{ROOM}/Keith'")));
+    w.net.restore(RALEIGH);
+    w.net.advance(70_000); // Redial (backoff up to a minute), resync.
+    let wayne = w.net.node(RALEIGH).take(w.wayne);
+    assert_eq!(
+        wayne.matches("<body>hq-during-split</body>").count(),
+        1,
+        "{wayne}"
+    );
+    assert!(
+        wayne.contains(&format!("<delay xmlns='urn:xmpp:delay' from='{ROOM}'")),
+        "missed messages are delayed: {wayne}"
+    );
+    assert!(
+        wayne.contains(&format!("from='{ROOM}/Kevin'>"))
+            || wayne.contains(&format!("from='{ROOM}/Kevin' to=")),
+        "Kevin is back: {wayne}"
+    );
+    assert!(
+        !wayne.contains(&format!("from='{ROOM}/Keith'")),
+        "no noise about a local user: {wayne}"
+    );
+    let kevin = w.net.node(HQ).take(w.kevin);
+    assert_eq!(
+        kevin.matches("<body>site-during-split</body>").count(),
+        1,
+        "{kevin}"
+    );
+    assert!(
+        kevin.contains(&format!("from='{ROOM}/Wayne'"))
+            && kevin.contains(&format!("from='{ROOM}/Keith'")),
+        "{kevin}"
+    );
+    let master: Vec<String> = w.net.node(HQ).node.state().rooms["chat"]
+        .archive
+        .iter()
+        .map(|m| m.stanza_id.clone())
+        .collect();
+    let mirror = w.net.node(RALEIGH).node.mirror_sequence(ROOM);
+    assert_eq!(mirror, master[master.len() - mirror.len()..].to_vec());
+    assert!(w.net.node(HQ).node.state().links["raleigh.example"]
+        .unacked
+        .is_empty());
+}

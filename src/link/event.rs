@@ -74,6 +74,12 @@ pub enum LinkEvent {
         stanza_id: String,
         message: Element,
     },
+    /// After a split: the site asks for what it missed in `room` since event
+    /// `last_seq` (the answer is a snapshot).
+    Resync {
+        room: String,
+        last_seq: u64,
+    },
     /// Any other stanza between a user and a room, either way (private
     /// messages, iq, invitations, errors, answers).
     Relay {
@@ -93,6 +99,8 @@ pub enum LinkEvent {
         occupants: Vec<OccupantInfo>,
         history: Vec<Archived>,
         next_seq: u64,
+        /// Some messages the site missed are no longer kept by the master.
+        gap: bool,
     },
     Occupant {
         room: String,
@@ -261,6 +269,9 @@ impl LinkEvent {
                 .attr("nick", nick.clone())
                 .attr("id", stanza_id.clone())
                 .child(message.clone()),
+            LinkEvent::Resync { room, last_seq } => el("resync")
+                .attr("room", room.clone())
+                .attr("last-seq", last_seq.to_string()),
             LinkEvent::Relay { from, to, stanza } => el("relay")
                 .attr("from", from.to_string())
                 .attr("to", to.to_string())
@@ -273,11 +284,15 @@ impl LinkEvent {
                 occupants,
                 history,
                 next_seq,
+                gap,
             } => {
                 let mut e = el("snapshot")
                     .attr("room", room.clone())
                     .attr("next-seq", next_seq.to_string())
                     .child(config_el("config", config));
+                if *gap {
+                    e.set_attr("gap", "1");
+                }
                 for (jid, a) in affiliations {
                     e = e.child(
                         el("affiliation")
@@ -412,6 +427,10 @@ impl LinkEvent {
                 stanza_id: attr("id")?,
                 message: child("message", ns::CLIENT)?,
             },
+            "resync" => LinkEvent::Resync {
+                room: attr("room")?,
+                last_seq: number(&attr("last-seq")?)?,
+            },
             "relay" => LinkEvent::Relay {
                 from: jid("from")?,
                 to: jid("to")?,
@@ -445,6 +464,7 @@ impl LinkEvent {
                     occupants,
                     history,
                     next_seq: number(&attr("next-seq")?)?,
+                    gap: e.get_attr("gap") == Some("1"),
                 }
             }
             "occupant" => {
@@ -699,6 +719,7 @@ mod tests {
                 occupants: vec![info.clone()],
                 history: vec![archived.clone()],
                 next_seq: 8,
+                gap: true,
             },
             LinkEvent::Destroyed {
                 room: "chat".into(),

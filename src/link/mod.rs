@@ -84,10 +84,12 @@ impl Node {
         self.link_of_peer.insert(peer.clone(), conn);
         let received = self.state.links.get(&peer).map_or(0, |l| l.last_in);
         let header = format!(
-            "<?xml version='1.0'?><stream:stream xmlns='{DMUC}' xmlns:stream='{}' from='{}' version='1.0'><hello received='{received}' epoch='{}'/>",
+            "<?xml version='1.0'?><stream:stream xmlns='{DMUC}' xmlns:stream='{}' from='{}' version='1.0'><hello received='{received}' epoch='{}'{}/>",
             ns::STREAMS,
             crate::xml::escape(&self.cfg.domain),
-            self.epoch
+            self.epoch,
+            // Tell a site whose occupants we showed as gone to announce them again.
+            if self.detached.contains(&peer) && self.is_site(&peer) { " forgot='1'" } else { "" }
         );
         self.link_write(conn, header.into_bytes());
         self.arm_link_timer(conn);
@@ -201,15 +203,20 @@ impl Node {
                 for (seq, xml) in resend {
                     self.link_write(conn, format!("<e n='{seq}'>{xml}</e>").into_bytes());
                 }
+                self.grace_due.remove(&peer);
                 let before = self.upstream_epochs.insert(peer.clone(), epoch.clone());
-                if before.is_some_and(|b| b != epoch) {
-                    if self.is_upstream(&peer) {
-                        // The master restarted and forgot who is in its rooms.
-                        self.reannounce_occupants(&peer);
-                    } else {
-                        // The site restarted: its sessions are gone.
-                        self.forget_site_occupants(&peer);
+                let restarted = before.is_some_and(|b| b != epoch);
+                if self.is_upstream(&peer) {
+                    let forgot = el.get_attr("forgot") == Some("1");
+                    let we_detached = self.detached.remove(&peer);
+                    if restarted || forgot || we_detached {
+                        // The master lost track of our occupants, or we showed
+                        // its occupants as gone: announce ours, ask what we missed.
+                        self.resync_upstream(&peer);
                     }
+                } else if restarted {
+                    // The site restarted: its sessions are gone.
+                    self.forget_site_occupants(&peer);
                 }
             }
 
@@ -384,6 +391,10 @@ impl Node {
         if self.link_of_peer.get(&l.peer) == Some(&conn) {
             self.link_of_peer.remove(&l.peer);
             log::info!("link {}: disconnected", l.peer);
+            if !self.detached.contains(&l.peer) {
+                let due = self.now.mono_ms + self.cfg.link.grace_ms;
+                self.grace_due.entry(l.peer.clone()).or_insert(due);
+            }
             if self.is_upstream(&l.peer) {
                 self.schedule_dial(&l.peer);
             }
@@ -479,6 +490,23 @@ impl Node {
                 }
             })
             .collect()
+    }
+
+    /// The grace period of a link that stayed down ran out: each side shows
+    /// the other's occupants as gone (status 333).
+    pub(crate) fn on_grace_expired(&mut self, peer: &str) {
+        if self.link_of_peer.contains_key(peer) {
+            return; // Connected again (our hello is already on its way).
+        }
+        log::info!(
+            "link {peer}: down for longer than the grace period; its occupants are shown as gone"
+        );
+        self.detached.insert(peer.to_string());
+        if self.is_upstream(peer) {
+            self.mirror_detach(peer);
+        } else {
+            self.master_detach_site(peer);
+        }
     }
 
     /// Apply one event from `peer`.

@@ -17,6 +17,10 @@ use crate::stanza;
 use crate::xml::{escape, ns, Element, Node as XmlNode};
 use std::collections::HashSet;
 
+/// A room message reaching local users later than this after the master
+/// stamped it is marked with `<delay/>`.
+const LATE_AFTER_MS: u64 = 5_000;
+
 /// Messages kept in a replica for history and archive queries.
 const REPLICA_HISTORY: usize = 1000;
 
@@ -34,6 +38,9 @@ pub struct Mirror {
     delivered_early: HashSet<String>,
     /// Sequence number of the last master event applied.
     pub last_seq: u64,
+    /// A resync was asked for; messages that arrive past a gap wait for it.
+    resyncing: bool,
+    held: Vec<crate::muc::model::Archived>,
 }
 
 impl Node {
@@ -49,6 +56,13 @@ impl Node {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// True if a mirrored room's replica holds a message with this text (for checks).
+    pub fn mirror_contains(&self, room_jid: &str, text: &str) -> bool {
+        self.mirrors
+            .get(room_jid)
+            .is_some_and(|m| m.state.archive.iter().any(|a| a.xml.contains(text)))
     }
 
     pub(crate) fn is_mirrored_service(&self, jid: &Jid) -> bool {
@@ -163,6 +177,8 @@ impl Node {
                 pending: Vec::new(),
                 delivered_early: HashSet::new(),
                 last_seq: 0,
+                resyncing: false,
+                held: Vec::new(),
             });
         m.pending.retain(|(p, _)| p != &me);
         let history = crate::muc::HistoryRequest::from_join(el.get_child("x", mns::MUC));
@@ -264,12 +280,25 @@ impl Node {
                 occupants,
                 history,
                 next_seq,
+                gap,
             } => {
                 let key = format!("{room}@{peer}");
                 let Some(m) = self.mirrors.get_mut(&key) else {
                     return;
                 };
                 let resync = m.synced;
+                // Back from a split: what local users missed, in the master's
+                // order, marked as delayed (their own messages they have seen).
+                let missed: Vec<crate::muc::model::Archived> = if resync {
+                    let last = m.last_seq;
+                    history
+                        .iter()
+                        .filter(|h| h.seq > last && !m.delivered_early.remove(&h.stanza_id))
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 m.state.config = config;
                 m.state.affiliations = affiliations.into_iter().collect();
                 m.state.subject = subject;
@@ -281,8 +310,15 @@ impl Node {
                 m.state.locked = false;
                 m.last_seq = next_seq.saturating_sub(1);
                 m.synced = true;
+                m.resyncing = false;
+                let mut held = std::mem::take(&mut m.held);
+                held.sort_by_key(|h| h.seq);
                 if resync {
+                    self.deliver_missed(&key, &missed, gap);
                     self.reconcile_occupants(&key, occupants);
+                    for msg in held {
+                        self.mirror_message(&key, msg);
+                    }
                 } else {
                     let live = self.live_rooms.entry(key.clone()).or_default();
                     for info in occupants {
@@ -295,26 +331,7 @@ impl Node {
             LinkEvent::Occupant { room, info, change } => {
                 self.mirror_occupant(&format!("{room}@{peer}"), info, change)
             }
-            LinkEvent::Message { room, msg } => {
-                let key = format!("{room}@{peer}");
-                let Some(m) = self.mirrors.get_mut(&key) else {
-                    return;
-                };
-                if msg.seq <= m.last_seq {
-                    return; // Already applied (e.g. part of the snapshot).
-                }
-                m.last_seq = msg.seq;
-                m.state.next_seq = msg.seq + 1;
-                let early = m.delivered_early.remove(&msg.stanza_id);
-                let xml = msg.xml.clone();
-                m.state.archive.push_back(msg);
-                if m.state.archive.len() > REPLICA_HISTORY {
-                    m.state.archive.pop_front();
-                }
-                if !early {
-                    self.mirror_broadcast(&key, &xml);
-                }
-            }
+            LinkEvent::Message { room, msg } => self.mirror_message(&format!("{room}@{peer}"), msg),
             LinkEvent::Subject { room, seq, subject } => {
                 let key = format!("{room}@{peer}");
                 let Some(m) = self.mirrors.get_mut(&key) else {
@@ -348,6 +365,39 @@ impl Node {
                 self.mirror_destroyed(&format!("{room}@{peer}"), alt, reason)
             }
             _ => log::warn!("link {peer}: refused a site-to-master event from the master"),
+        }
+    }
+
+    /// Messages from a split, to every local session, with `<delay/>`.
+    fn deliver_missed(&mut self, key: &str, missed: &[crate::muc::model::Archived], gap: bool) {
+        let sessions = self.local_sessions(key);
+        if gap {
+            let notice = Element::new("message", ns::CLIENT)
+                .attr("from", key)
+                .attr("type", "groupchat")
+                .child(Element::new("body", ns::CLIENT).text(
+                    "Some messages sent while the link was down are no longer kept at the room's server and could not be fetched.",
+                ));
+            for s in &sessions {
+                let mut n = notice.clone();
+                n.set_attr("to", s.to_string());
+                if let Some(c) = self.conn_of_full(s) {
+                    self.send_el(c, &n);
+                }
+            }
+        }
+        for m in missed {
+            let delay = stanza::delay(key, m.stamp_ms).to_xml(ns::CLIENT);
+            for s in &sessions {
+                let xml = format!(
+                    "<message to='{}'{}",
+                    escape(&s.to_string()),
+                    &m.xml["<message".len()..]
+                );
+                if let Some(c) = self.conn_of_full(s) {
+                    self.send(c, stanza::insert_before_close(&xml, &delay).into_bytes());
+                }
+            }
         }
     }
 
@@ -391,6 +441,52 @@ impl Node {
         }
     }
 
+    /// The master has been out of reach past the grace period: its occupants
+    /// (everyone not at this site) are shown leaving with status 333.
+    pub(crate) fn mirror_detach(&mut self, upstream: &str) {
+        let local_domain = self.cfg.domain.clone();
+        let keys: Vec<String> = self
+            .mirrors
+            .iter()
+            .filter(|(_, m)| m.upstream == upstream)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let remote: Vec<String> = self.live_rooms[&key]
+                .occupants
+                .iter()
+                .filter(|(_, o)| o.sessions.iter().all(|s| s.domain() != local_domain))
+                .map(|(n, _)| n.clone())
+                .collect();
+            for nick in remote {
+                self.render_departure(&key, &nick, &[333], None, None);
+                self.live_rooms
+                    .get_mut(&key)
+                    .expect("room")
+                    .occupants
+                    .remove(&nick);
+            }
+        }
+    }
+
+    /// Back from a split or a master restart: announce our occupants, then
+    /// ask for everything after the last event applied here.
+    pub(crate) fn resync_upstream(&mut self, upstream: &str) {
+        self.reannounce_occupants(upstream);
+        let mut rooms = Vec::new();
+        for m in self
+            .mirrors
+            .values_mut()
+            .filter(|m| m.upstream == upstream && m.synced)
+        {
+            m.resyncing = true;
+            rooms.push((m.room.clone(), m.last_seq));
+        }
+        for (room, last_seq) in rooms {
+            self.link_send(upstream, &LinkEvent::Resync { room, last_seq });
+        }
+    }
+
     /// After the master restarted: tell it again who is in its rooms from here.
     pub(crate) fn reannounce_occupants(&mut self, upstream: &str) {
         let keys: Vec<String> = self
@@ -420,6 +516,46 @@ impl Node {
             for j in joins {
                 self.link_send(upstream, &j);
             }
+        }
+    }
+
+    /// A room message in the master's order: into the replica, and to local
+    /// users unless they already have it.
+    fn mirror_message(&mut self, key: &str, msg: crate::muc::model::Archived) {
+        let Some(m) = self.mirrors.get_mut(key) else {
+            return;
+        };
+        if msg.seq <= m.last_seq {
+            return; // Already applied (e.g. part of a snapshot).
+        }
+        if msg.seq > m.last_seq + 1 {
+            // Events were skipped (the master showed us as gone for a while):
+            // hold this one and ask for the gap, unless that is already asked.
+            m.held.push(msg);
+            if !m.resyncing {
+                m.resyncing = true;
+                let (upstream, room, last_seq) = (m.upstream.clone(), m.room.clone(), m.last_seq);
+                self.link_send(&upstream, &LinkEvent::Resync { room, last_seq });
+            }
+            return;
+        }
+        m.last_seq = msg.seq;
+        m.state.next_seq = msg.seq + 1;
+        let early = m.delivered_early.remove(&msg.stanza_id);
+        let (xml, stamp_ms) = (msg.xml.clone(), msg.stamp_ms);
+        m.state.archive.push_back(msg);
+        if m.state.archive.len() > REPLICA_HISTORY {
+            m.state.archive.pop_front();
+        }
+        if !early {
+            // Held up (a split, a queue): say when it was really sent.
+            let late = self.now.unix_ms > stamp_ms + LATE_AFTER_MS;
+            let xml = if late {
+                stanza::insert_before_close(&xml, &stanza::delay(key, stamp_ms).to_xml(ns::CLIENT))
+            } else {
+                xml
+            };
+            self.mirror_broadcast(key, &xml);
         }
     }
 

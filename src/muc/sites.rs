@@ -85,15 +85,34 @@ impl Node {
     }
 
     /// A site that joins its first occupant gets the whole room.
-    pub(crate) fn send_snapshot(&mut self, peer: &str, room: &str) {
+    /// The whole room for a site: with the recent history for a new mirror
+    /// (`since` None), or with every message after `since` for a site
+    /// coming back from a split (`gap` says some are no longer kept).
+    pub(crate) fn send_snapshot(&mut self, peer: &str, room: &str, since: Option<u64>) {
         let rs = &self.state.rooms[room];
-        let keep = rs.config.history_length as usize;
-        let history = rs
-            .archive
-            .iter()
-            .skip(rs.archive.len().saturating_sub(keep))
-            .cloned()
-            .collect();
+        let (history, gap) = match since {
+            None => {
+                let keep = rs.config.history_length as usize;
+                (
+                    rs.archive
+                        .iter()
+                        .skip(rs.archive.len().saturating_sub(keep))
+                        .cloned()
+                        .collect(),
+                    false,
+                )
+            }
+            Some(last) => {
+                let missed: Vec<_> = rs
+                    .archive
+                    .iter()
+                    .filter(|m| m.seq > last)
+                    .cloned()
+                    .collect();
+                let first_kept = rs.archive.front().map_or(rs.next_seq, |m| m.seq);
+                (missed, first_kept > last + 1 && last + 1 < rs.next_seq)
+            }
+        };
         let ev = LinkEvent::Snapshot {
             room: room.to_string(),
             config: rs.config.clone(),
@@ -110,6 +129,7 @@ impl Node {
                 .collect(),
             history,
             next_seq: rs.next_seq,
+            gap,
         };
         self.link_send(peer, &ev);
     }
@@ -124,8 +144,9 @@ impl Node {
         peers_before: &BTreeSet<String>,
     ) {
         if let Origin::Remote { peer, .. } = origin {
-            if !peers_before.contains(peer) {
-                self.send_snapshot(&peer.clone(), room);
+            // A site coming back from a split gets its snapshot on `resync`.
+            if !peers_before.contains(peer) && !self.detached.contains(peer) {
+                self.send_snapshot(&peer.clone(), room, None);
             }
         }
         self.notify_occupant(room, nick, OccupantChange::Joined, &BTreeSet::new());
@@ -138,6 +159,13 @@ impl Node {
 
     /// An event from a mirroring site.
     pub(crate) fn on_site_event(&mut self, peer: &str, ev: LinkEvent) {
+        if let LinkEvent::Resync { room, last_seq } = &ev {
+            self.detached.remove(peer);
+            if self.state.rooms.contains_key(room) && self.live_rooms.contains_key(room) {
+                self.send_snapshot(peer, room, Some(*last_seq));
+            }
+            return;
+        }
         let from = match &ev {
             LinkEvent::Join { from, .. }
             | LinkEvent::Update { from, .. }
@@ -238,6 +266,62 @@ impl Node {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A site's link has been down past the grace period: its occupants are
+    /// shown leaving with status 333, here and at the other sites (not to that
+    /// site, which keeps its users in and announces them again on return).
+    pub(crate) fn master_detach_site(&mut self, peer: &str) {
+        let rooms: Vec<String> = self
+            .live_rooms
+            .keys()
+            .filter(|r| !r.contains('@'))
+            .cloned()
+            .collect();
+        for room in rooms {
+            let affected: Vec<String> = self.live_rooms[&room]
+                .occupants
+                .iter()
+                .filter(|(_, o)| o.sessions.iter().any(|s| s.domain() == peer))
+                .map(|(n, _)| n.clone())
+                .collect();
+            for nick in affected {
+                let occ = self
+                    .live_rooms
+                    .get_mut(&room)
+                    .expect("room")
+                    .occupants
+                    .get_mut(&nick)
+                    .expect("occupant");
+                let only_there = occ.sessions.iter().all(|s| s.domain() == peer);
+                if !only_there {
+                    occ.sessions.retain(|s| s.domain() != peer);
+                    continue;
+                }
+                self.broadcast_presence_of(&room, &nick, &[333], true, None);
+                let mut others = self.room_peers(&room);
+                others.remove(peer);
+                let info = self.occupant_info(&room, &nick);
+                let change = OccupantChange::Removed {
+                    code: 333,
+                    actor: None,
+                    reason: None,
+                };
+                self.notify_peers(
+                    &others,
+                    LinkEvent::Occupant {
+                        room: room.clone(),
+                        info,
+                        change,
+                    },
+                );
+                self.live_rooms
+                    .get_mut(&room)
+                    .expect("room")
+                    .occupants
+                    .remove(&nick);
+            }
         }
     }
 

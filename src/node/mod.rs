@@ -73,6 +73,9 @@ pub struct LinkConfig {
     pub max_unacked: usize,
     /// Per-peer (keepalive, dead) overrides in milliseconds.
     pub timing: Vec<(String, u64, u64)>,
+    /// How long a link may be down before each side shows the other's
+    /// occupants as gone (status 333).
+    pub grace_ms: u64,
 }
 
 impl LinkConfig {
@@ -97,6 +100,7 @@ impl Default for LinkConfig {
             backoff_max_ms: 60_000,
             max_unacked: 50_000,
             timing: Vec::new(),
+            grace_ms: 300_000,
         }
     }
 }
@@ -270,6 +274,11 @@ pub struct Node {
     pub(crate) epoch: String,
     /// The epoch each peer announced last.
     pub(crate) upstream_epochs: HashMap<String, String>,
+    /// When the grace period of a peer whose link is down runs out.
+    pub(crate) grace_due: std::collections::BTreeMap<String, u64>,
+    /// Peers whose occupants we showed as gone (the grace period ran out);
+    /// cleared once the other side has resynchronised.
+    pub(crate) detached: std::collections::BTreeSet<String>,
     auth_failures: HashMap<IpAddr, AuthFailures>,
     rng: ChaCha20Rng,
     actions: Vec<Action>,
@@ -299,6 +308,8 @@ impl Node {
             link_traffic: HashMap::new(),
             epoch: String::new(),
             upstream_epochs: HashMap::new(),
+            grace_due: std::collections::BTreeMap::new(),
+            detached: std::collections::BTreeSet::new(),
             auth_failures: HashMap::new(),
             rng,
             actions: Vec::new(),
@@ -373,7 +384,8 @@ impl Node {
     pub fn next_deadline(&self) -> Option<u64> {
         let timer = self.timers.peek().map(|Reverse((t, _))| *t);
         let dial = self.dial_due.values().min().copied();
-        [timer, dial].into_iter().flatten().min()
+        let grace = self.grace_due.values().min().copied();
+        [timer, dial, grace].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
@@ -407,6 +419,16 @@ impl Node {
             if !self.link_of_peer.contains_key(&peer) {
                 self.actions.push(Action::Dial { peer });
             }
+        }
+        let expired: Vec<String> = self
+            .grace_due
+            .iter()
+            .filter(|(_, t)| **t <= now.mono_ms)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in expired {
+            self.grace_due.remove(&peer);
+            self.on_grace_expired(&peer);
         }
     }
 
