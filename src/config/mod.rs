@@ -153,11 +153,15 @@ fn default_archive_bytes() -> u64 {
     crate::node::MucLimits::default().archive_bytes
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
     /// Where this node accepts links from mirroring sites.
     pub listen: Option<SocketAddr>,
+    /// Seconds a link may be down before the other side's occupants are
+    /// shown as gone (status 333), on this node's side of every link.
+    #[serde(default = "default_grace")]
+    pub grace: u64,
     #[serde(default)]
     pub peer: Vec<Peer>,
 }
@@ -173,6 +177,20 @@ pub struct Peer {
     /// Seconds of silence after which the link is taken for dead.
     #[serde(default = "default_dead_after")]
     pub dead_after: u64,
+}
+
+fn default_grace() -> u64 {
+    300
+}
+
+impl Default for Link {
+    fn default() -> Link {
+        Link {
+            listen: None,
+            grace: default_grace(),
+            peer: Vec::new(),
+        }
+    }
 }
 
 fn default_keepalive() -> u64 {
@@ -372,6 +390,7 @@ impl Config {
                             .map(|u| (u.muc.0.clone(), u.keepalive * 1000, u.dead_after * 1000)),
                     )
                     .collect(),
+                grace_ms: self.link.grace * 1000,
                 ..Default::default()
             },
             muc: crate::node::MucLimits {
