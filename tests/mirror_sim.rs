@@ -872,3 +872,90 @@ fn a_split_longer_than_the_grace_period_shows_333_and_converges() {
         .unacked
         .is_empty());
 }
+
+/// HQ keeps few unacknowledged events and a short archive, so a long outage
+/// outlasts both.
+fn forgetful_world(queue: usize, archive: usize) -> World {
+    let mut net = Network::new();
+    let mut hq = hq_config();
+    hq.link.max_unacked = queue;
+    hq.muc.archive_messages = archive;
+    net.add_node(hq, 1);
+    net.add_node(site_config("raleigh.example"), 2);
+    net.add_node(site_config("durham.example"), 3);
+    net.add_link(RALEIGH, HQ, Shape::default());
+    net.add_link(DURHAM, HQ, Shape::default());
+    net.node(HQ).add_user("kevin", "k");
+    net.node(RALEIGH).add_user("wayne", "w");
+    net.node(RALEIGH).add_user("keith", "k");
+    net.node(DURHAM).add_user("dana", "d");
+    let kevin = net.node(HQ).login("kevin", "k", "hq");
+    let wayne = net.node(RALEIGH).login("wayne", "w", "tv");
+    let keith = net.node(RALEIGH).login("keith", "k", "tv");
+    let dana = net.node(DURHAM).login("dana", "d", "tv");
+    net.advance(100);
+    join(&mut net, HQ, kevin, "Kevin");
+    net.node(HQ).send(kevin, &format!("<iq type='set' id='inst' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
+    net.settle();
+    net.node(HQ).take(kevin);
+    World {
+        net,
+        kevin,
+        wayne,
+        keith,
+        dana,
+    }
+}
+
+#[test]
+fn an_outage_longer_than_the_queue_is_filled_from_the_archive() {
+    let mut w = forgetful_world(5, 10_000);
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.advance(1_000);
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.cut(RALEIGH);
+    for i in 0..20 {
+        say(&mut w.net, HQ, w.kevin, &format!("m{i}"));
+    }
+    w.net.advance(1_000);
+    w.net.restore(RALEIGH);
+    w.net.advance(10_000);
+    let out = w.net.node(RALEIGH).take(w.wayne);
+    for i in 0..20 {
+        assert_eq!(
+            out.matches(&format!("<body>m{i}</body>")).count(),
+            1,
+            "m{i}: {out}"
+        );
+    }
+    let first = out.find("<body>m0</body>").unwrap();
+    let last = out.find("<body>m19</body>").unwrap();
+    assert!(first < last, "in HQ's order");
+}
+
+#[test]
+fn an_outage_longer_than_the_archive_says_so() {
+    let mut w = forgetful_world(5, 8);
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.advance(1_000);
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.cut(RALEIGH);
+    for i in 0..20 {
+        say(&mut w.net, HQ, w.kevin, &format!("m{i}"));
+    }
+    w.net.advance(1_000);
+    w.net.restore(RALEIGH);
+    w.net.advance(10_000);
+    let out = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        out.contains("no longer kept"),
+        "the site says what it could not fetch: {out}"
+    );
+    for i in 12..20 {
+        assert_eq!(
+            out.matches(&format!("<body>m{i}</body>")).count(),
+            1,
+            "m{i}: {out}"
+        );
+    }
+}

@@ -191,6 +191,19 @@ impl Node {
                 self.links.get_mut(&conn).expect("link").established = true;
                 let epoch = el.get_attr("epoch").unwrap_or("").to_string();
                 self.dial_backoff.remove(&peer);
+                // Events we dropped (queue cap) cannot be resent: say so.
+                let l = self.state.links.get(&peer);
+                let first_kept = l
+                    .and_then(|l| l.unacked.front())
+                    .map_or(sent + 1, |(s, _)| *s);
+                if received + 1 < first_kept {
+                    let to = first_kept - 1;
+                    log::warn!(
+                        "link {peer}: events {}..={to} were dropped here before the peer got them",
+                        received + 1
+                    );
+                    self.link_write(conn, format!("<skip to='{to}'/>").into_bytes());
+                }
                 let resend: Vec<(u64, String)> = self
                     .state
                     .links
@@ -249,6 +262,25 @@ impl Node {
                 }
                 self.commit(Record::LinkIn { peer, seq });
                 self.schedule_ack(conn);
+            }
+            "skip" => {
+                // The peer dropped events we never got: accept the loss here and
+                // fetch the room state again instead.
+                let last = self.state.links.get(&peer).map_or(0, |l| l.last_in);
+                let Some(to) = number("to").filter(|t| *t > last) else {
+                    return self.link_protocol_error(conn, "skip backwards");
+                };
+                log::warn!(
+                    "link {peer}: the peer dropped events {}..={to}; resynchronising",
+                    last + 1
+                );
+                self.commit(Record::LinkIn {
+                    peer: peer.clone(),
+                    seq: to,
+                });
+                if self.is_upstream(&peer) {
+                    self.resync_upstream(&peer);
+                }
             }
             "a" => {
                 let Some(h) = number("h") else {
