@@ -959,3 +959,79 @@ fn an_outage_longer_than_the_archive_says_so() {
         );
     }
 }
+
+#[test]
+fn provisional_joins_during_a_split_are_confirmed_by_hq() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.advance(1_000);
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.node(HQ).take(w.kevin);
+    w.net.cut(RALEIGH);
+    w.net.advance(1_000);
+    // Keith joins the room the site mirrors: admitted at once from the cache.
+    let out = join(&mut w.net, RALEIGH, w.keith, "Keith");
+    assert!(
+        out.contains("code='110'") && out.contains(&format!("from='{ROOM}/Kevin'")),
+        "{out}"
+    );
+    assert!(w
+        .net
+        .node(RALEIGH)
+        .take(w.wayne)
+        .contains(&format!("from='{ROOM}/Keith'")));
+    w.net.restore(RALEIGH);
+    w.net.advance(10_000);
+    assert!(
+        w.net
+            .node(HQ)
+            .take(w.kevin)
+            .contains(&format!("from='{ROOM}/Keith'")),
+        "HQ confirmed the join"
+    );
+    let later = w.net.node(RALEIGH).take(w.keith);
+    assert!(
+        !later.contains("code='110'") && !later.contains("type='error'"),
+        "no second join sequence: {later}"
+    );
+}
+
+#[test]
+fn a_provisional_join_with_a_nick_taken_at_hq_is_refused_with_a_clear_error() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.advance(1_000);
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.cut(RALEIGH);
+    // Meanwhile at HQ, someone takes the nick Keith.
+    w.net.node(HQ).add_user("scott", "s");
+    let scott = w.net.node(HQ).login("scott", "s", "hq");
+    join(&mut w.net, HQ, scott, "Keith");
+    let out = join(&mut w.net, RALEIGH, w.keith, "Keith");
+    assert!(out.contains("code='110'"), "admitted provisionally: {out}");
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.restore(RALEIGH);
+    w.net.advance(10_000);
+    let out = w.net.node(RALEIGH).take(w.keith);
+    assert!(
+        out.contains("type='error'") && out.contains("<conflict"),
+        "{out}"
+    );
+    let wayne = w.net.node(RALEIGH).take(w.wayne);
+    let gone = wayne
+        .find(&format!("type='unavailable' from='{ROOM}/Keith'"))
+        .expect("the provisional Keith leaves");
+    assert!(
+        wayne[gone..].contains(&format!("<presence from='{ROOM}/Keith'")),
+        "HQ's Keith is shown: {wayne}"
+    );
+    let site_keith = w.net.node(RALEIGH).node.mirror_occupant_bare(ROOM, "Keith");
+    assert_eq!(
+        site_keith.as_deref(),
+        Some("scott@fairfax.example"),
+        "the site's copy knows HQ's Keith"
+    );
+    // HQ's occupant keeps the nick.
+    let hq_room = w.net.node(HQ).take(w.kevin);
+    assert!(!hq_room.contains("keith@raleigh.example"), "{hq_room}");
+}

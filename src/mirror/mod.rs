@@ -33,7 +33,8 @@ pub struct Mirror {
     /// The master's snapshot has arrived.
     pub synced: bool,
     /// Local sessions whose join awaits the master's answer, with the history they asked for.
-    pending: Vec<(Jid, crate::muc::HistoryRequest)>,
+    /// `true` marks a provisional join, already shown here during a split.
+    pending: Vec<(Jid, crate::muc::HistoryRequest, bool)>,
     /// Stanza-ids of local messages delivered here before the master's echo.
     delivered_early: HashSet<String>,
     /// Sequence number of the last master event applied.
@@ -58,6 +59,15 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Who holds a nick in a mirrored room, as this site sees it (for checks).
+    pub fn mirror_occupant_bare(&self, room_jid: &str, nick: &str) -> Option<String> {
+        self.live_rooms
+            .get(room_jid)?
+            .occupants
+            .get(nick)
+            .map(|o| o.bare.clone())
+    }
+
     /// True if a mirrored room's replica holds a message with this text (for checks).
     pub fn mirror_contains(&self, room_jid: &str, text: &str) -> bool {
         self.mirrors
@@ -79,7 +89,8 @@ impl Node {
         let key = to.to_bare().to_string();
         let joined_nick = self.live_rooms.get(&key).and_then(|l| l.nick_of(&me));
         // While the master is unreachable, what needs it fails at once, clearly.
-        if !self.link_is_up(&upstream) && needs_master(&el, joined_nick.is_some()) {
+        let cached = self.mirrors.get(&key).is_some_and(|m| m.synced);
+        if !self.link_is_up(&upstream) && needs_master(&el, joined_nick.is_some(), cached) {
             return self.master_unreachable(conn, &el, &upstream);
         }
         match (el.name.as_str(), to.resource()) {
@@ -180,9 +191,18 @@ impl Node {
                 resyncing: false,
                 held: Vec::new(),
             });
-        m.pending.retain(|(p, _)| p != &me);
+        m.pending.retain(|(p, _, _)| p != &me);
         let history = crate::muc::HistoryRequest::from_join(el.get_child("x", mns::MUC));
-        m.pending.push((me.clone(), history));
+        // During a split, a room known here admits provisionally from its
+        // cached state; the master confirms or refuses when the link is back.
+        let provisional = m.synced && !self.link_is_up(upstream);
+        if provisional {
+            if let Err(condition) = self.cached_admission(key, &me, nick, el) {
+                return self.bounce(conn, el, condition);
+            }
+        }
+        let m = self.mirrors.get_mut(key).expect("mirror");
+        m.pending.push((me.clone(), history.clone(), provisional));
         self.live_rooms.entry(key.to_string()).or_default();
         self.sessions
             .get_mut(&conn)
@@ -191,6 +211,9 @@ impl Node {
             .insert(key.to_string());
         if first {
             log::info!("mirror {key}: created for {me}");
+        }
+        if provisional {
+            self.provisional_join(key, &me, nick, el, &history);
         }
         // The mirror serves history itself: the master needs only the rest.
         let mut presence = strip_addressing(el);
@@ -401,6 +424,86 @@ impl Node {
         }
     }
 
+    /// The master's admission rules, applied to the cached room state.
+    fn cached_admission(
+        &self,
+        key: &str,
+        who: &Jid,
+        nick: &str,
+        el: &Element,
+    ) -> Result<(), &'static str> {
+        let rs = &self.mirrors[key].state;
+        let bare = who.to_bare().to_string();
+        let aff = rs.affiliation(&bare);
+        let live = &self.live_rooms[key];
+        let password = el
+            .get_child("x", mns::MUC)
+            .and_then(|x| x.get_child("password", mns::MUC))
+            .map(|p| p.text_content());
+        if aff == Affiliation::Outcast {
+            Err("forbidden")
+        } else if rs.config.members_only && aff < Affiliation::Member {
+            Err("registration-required")
+        } else if rs.config.password.is_some()
+            && aff < Affiliation::Admin
+            && password != rs.config.password
+        {
+            Err("not-authorized")
+        } else if live.occupants.get(nick).is_some_and(|o| o.bare != bare) {
+            Err("conflict")
+        } else if live.occupants.len() >= rs.config.max_users as usize && aff < Affiliation::Admin {
+            Err("service-unavailable")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Admit a local user during a split, from cached state, and show it.
+    fn provisional_join(
+        &mut self,
+        key: &str,
+        who: &Jid,
+        nick: &str,
+        el: &Element,
+        history: &crate::muc::HistoryRequest,
+    ) {
+        use base64::Engine;
+        let rs = &self.mirrors[key].state;
+        let bare = who.to_bare().to_string();
+        let role = match rs.affiliation(&bare) {
+            Affiliation::Owner | Affiliation::Admin => crate::muc::Role::Moderator,
+            Affiliation::Member => crate::muc::Role::Participant,
+            _ if rs.config.moderated => crate::muc::Role::Visitor,
+            _ => crate::muc::Role::Participant,
+        };
+        // A stand-in until the master's own occupant-id arrives.
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, format!("{key}\0{bare}").as_bytes());
+        let occupant_id =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_ref()[..12]);
+        let presence = Node::occupant_payload(el);
+        let live = self.live_rooms.entry(key.to_string()).or_default();
+        match live.occupants.get_mut(nick) {
+            Some(o) => o.sessions.push(who.clone()),
+            None => {
+                live.occupants.insert(
+                    nick.to_string(),
+                    Occupant {
+                        bare,
+                        sessions: vec![who.clone()],
+                        role,
+                        presence,
+                        occupant_id,
+                    },
+                );
+            }
+        }
+        log::info!(
+            "mirror {key}: {who} joined provisionally as {nick} (the master is unreachable)"
+        );
+        self.finish_local_join(key, nick, who, history);
+    }
+
     /// A fresh snapshot for a replica that was already in use: show local
     /// users only the differences (who left, who came) and keep local sessions.
     fn reconcile_occupants(&mut self, key: &str, occupants: Vec<OccupantInfo>) {
@@ -592,10 +695,25 @@ impl Node {
             .insert(info.bare.clone(), info.affiliation);
         match change {
             OccupantChange::Joined => {
+                // The master gave this nick to someone else (a provisional join
+                // here lost it): its occupant wins, ours goes.
+                let taken = self
+                    .live_rooms
+                    .get(key)
+                    .and_then(|l| l.occupants.get(&nick))
+                    .is_some_and(|o| o.bare != info.bare);
+                if taken {
+                    self.render_departure(key, &nick, &[], None, None);
+                    self.live_rooms
+                        .get_mut(key)
+                        .expect("room")
+                        .occupants
+                        .remove(&nick);
+                }
                 let live = self.live_rooms.entry(key.to_string()).or_default();
                 let local_joiner = jid
                     .as_ref()
-                    .and_then(|j| self.mirrors[key].pending.iter().find(|(p, _)| p == j))
+                    .and_then(|j| self.mirrors[key].pending.iter().find(|(p, _, _)| p == j))
                     .cloned();
                 // A session already here, unchanged: a re-announcement after
                 // the master restarted; nobody needs to hear of it again.
@@ -605,30 +723,39 @@ impl Node {
                         unchanged = jid.as_ref().is_some_and(|j| o.sessions.contains(j))
                             && o.role == info.role
                             && o.presence == info.presence;
-                        if let Some((j, _)) = &local_joiner {
+                        if let Some((j, _, _)) = &local_joiner {
                             if !o.sessions.contains(j) {
                                 o.sessions.push(j.clone());
                             }
                         }
                         o.role = info.role;
                         o.presence = info.presence.clone();
+                        o.occupant_id = info.occupant_id.clone();
                     }
                     None => {
                         let mut o = remote_occupant(&info);
-                        if let Some((j, _)) = &local_joiner {
+                        if let Some((j, _, _)) = &local_joiner {
                             o.sessions = vec![j.clone()];
                         }
                         live.occupants.insert(nick.clone(), o);
                     }
                 }
                 match local_joiner {
-                    Some((j, history)) => {
+                    Some((j, history, provisional)) => {
                         self.mirrors
                             .get_mut(key)
                             .expect("mirror")
                             .pending
-                            .retain(|(p, _)| p != &j);
-                        self.finish_local_join(key, &nick, &j, &history);
+                            .retain(|(p, _, _)| p != &j);
+                        if provisional {
+                            // Shown at the time; the master's confirmation only
+                            // refreshes what it decides (role, occupant-id).
+                            if !unchanged {
+                                self.broadcast_presence_of(key, &nick, &[], false, None);
+                            }
+                        } else {
+                            self.finish_local_join(key, &nick, &j, &history);
+                        }
                     }
                     None if unchanged => {}
                     None => self.broadcast_presence_of(key, &nick, &[], false, None),
@@ -818,8 +945,25 @@ impl Node {
         let key = from.to_bare().to_string();
         // A refused join reaches only the one user (DMUC §3.2.2).
         if stanza.name == "presence" && stanza.get_attr("type") == Some("error") {
+            if let Some(nick) = self.live_rooms.get(&key).and_then(|l| l.nick_of(&to)) {
+                // A provisional join the master refused: the others see them go.
+                let shown = self
+                    .mirrors
+                    .get(&key)
+                    .is_some_and(|m| m.pending.iter().any(|(p, _, v)| p == &to && *v));
+                if shown {
+                    self.render_departure(&key, &nick, &[], None, None);
+                    let live = self.live_rooms.get_mut(&key).expect("room");
+                    if let Some(o) = live.occupants.get_mut(&nick) {
+                        o.sessions.retain(|s| s != &to);
+                        if o.sessions.is_empty() {
+                            live.occupants.remove(&nick);
+                        }
+                    }
+                }
+            }
             if let Some(m) = self.mirrors.get_mut(&key) {
-                m.pending.retain(|(p, _)| p != &to);
+                m.pending.retain(|(p, _, _)| p != &to);
                 if let Some(c) = self.conn_of_full(&to) {
                     self.sessions
                         .get_mut(&c)
@@ -851,7 +995,7 @@ impl Node {
         let Some(m) = self.mirrors.get_mut(key) else {
             return;
         };
-        m.pending.retain(|(p, _)| p != session);
+        m.pending.retain(|(p, _, _)| p != session);
         let (upstream, room) = (m.upstream.clone(), m.room.clone());
         if let Some(nick) = self.live_rooms.get(key).and_then(|l| l.nick_of(session)) {
             let status = presence
@@ -942,9 +1086,9 @@ fn remote_occupant(info: &OccupantInfo) -> Occupant {
 
 /// What cannot be done without the master: joining a room not joined yet,
 /// and administration (room owner and admin requests, subject changes).
-fn needs_master(el: &Element, joined: bool) -> bool {
+fn needs_master(el: &Element, joined: bool, cached: bool) -> bool {
     match el.name.as_str() {
-        "presence" => !joined && el.get_attr("type").is_none(),
+        "presence" => !joined && !cached && el.get_attr("type").is_none(),
         "iq" => el
             .elements()
             .any(|p| p.ns == mns::ADMIN || p.ns == mns::OWNER),

@@ -284,7 +284,7 @@ impl Node {
     }
 
     /// The client's presence without MUC payloads: what others see of it.
-    fn occupant_payload(el: &Element) -> Element {
+    pub(crate) fn occupant_payload(el: &Element) -> Element {
         let mut p = Element::new("presence", ns::CLIENT);
         for c in &el.children {
             if let XmlNode::Element(e) = c {
