@@ -1035,3 +1035,38 @@ fn a_provisional_join_with_a_nick_taken_at_hq_is_refused_with_a_clear_error() {
     let hq_room = w.net.node(HQ).take(w.kevin);
     assert!(!hq_room.contains("keith@raleigh.example"), "{hq_room}");
 }
+
+#[test]
+fn a_site_crash_during_a_split_loses_no_message_and_leaves_no_ghost() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.advance(1_000);
+    w.net.node(HQ).take(w.kevin);
+    w.net.cut(RALEIGH);
+    say(&mut w.net, RALEIGH, w.wayne, "before-the-crash");
+    w.net.advance(500);
+    w.net.crash_and_restart(RALEIGH);
+    w.net.restore(RALEIGH);
+    w.net.advance(10_000);
+    let kevin = w.net.node(HQ).take(w.kevin);
+    assert_eq!(
+        kevin.matches("<body>before-the-crash</body>").count(),
+        1,
+        "{kevin}"
+    );
+    let gone = kevin.rfind(&format!("type='unavailable' from='{ROOM}/Wayne'"));
+    let back = kevin.rfind(&format!("<presence from='{ROOM}/Wayne'"));
+    assert!(
+        gone.is_some() && back.is_none_or(|b| b < gone.unwrap()),
+        "Wayne's dead session does not linger: {kevin}"
+    );
+    let hq_room = &w.net.node(HQ).node.state().rooms["chat"];
+    assert_eq!(
+        hq_room
+            .archive
+            .iter()
+            .filter(|m| m.xml.contains("before-the-crash"))
+            .count(),
+        1
+    );
+}

@@ -590,6 +590,40 @@ impl Node {
         }
     }
 
+    /// At start: every session named in events still queued for `upstream`
+    /// died with the previous run. Their events still go (messages are not
+    /// lost), followed by a leave, so the master keeps no ghost occupant.
+    pub(crate) fn leave_for_dead_sessions(&mut self, upstream: &str) {
+        let Some(queue) = self.state.links.get(upstream) else {
+            return;
+        };
+        let mut sessions = std::collections::BTreeSet::new();
+        for (_, xml) in &queue.unacked {
+            let Ok(el) = crate::xml::parse_stanza(&link_header(), xml.as_bytes()) else {
+                continue;
+            };
+            match LinkEvent::decode(&el, upstream) {
+                Ok(LinkEvent::Join { room, from, .. })
+                | Ok(LinkEvent::Update { room, from, .. })
+                | Ok(LinkEvent::Groupchat { room, from, .. }) => {
+                    sessions.insert((room, from));
+                }
+                _ => {}
+            }
+        }
+        for (room, from) in sessions {
+            let presence = Element::new("presence", ns::CLIENT).attr("type", "unavailable");
+            self.link_send(
+                upstream,
+                &LinkEvent::Leave {
+                    room,
+                    from,
+                    presence,
+                },
+            );
+        }
+    }
+
     /// After the master restarted: tell it again who is in its rooms from here.
     pub(crate) fn reannounce_occupants(&mut self, upstream: &str) {
         let keys: Vec<String> = self
@@ -1095,6 +1129,19 @@ fn needs_master(el: &Element, joined: bool, cached: bool) -> bool {
         "message" => el.has_child("subject", ns::CLIENT) && !el.has_child("body", ns::CLIENT),
         _ => false,
     }
+}
+
+/// The namespace scope queued link events are written in.
+fn link_header() -> crate::xml::StreamHeader {
+    crate::xml::parse_header(
+        format!(
+            "<stream:stream xmlns='{}' xmlns:stream='{}'>",
+            crate::link::event::DMUC,
+            ns::STREAMS
+        )
+        .as_bytes(),
+    )
+    .expect("a valid header")
 }
 
 /// The stanza without `from`/`to`: the event carries the addressing.

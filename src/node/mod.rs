@@ -321,7 +321,8 @@ impl Node {
         node.epoch = node.random_id();
         node.drop_rooms_that_died_with_their_occupants();
         for upstream in node.cfg.link.upstreams.clone() {
-            node.dial_due.insert(upstream, 0);
+            node.dial_due.insert(upstream.clone(), 0);
+            node.leave_for_dead_sessions(&upstream);
         }
         node
     }
