@@ -907,9 +907,9 @@ fn forgetful_world(queue: usize, archive: usize) -> World {
     }
 }
 
-#[test]
-fn an_outage_longer_than_the_queue_is_filled_from_the_archive() {
-    let mut w = forgetful_world(5, 10_000);
+/// Wayne at Raleigh; the link is cut while HQ sends m0..m19; then it returns.
+fn outage(queue: usize, archive: usize) -> String {
+    let mut w = forgetful_world(queue, archive);
     join(&mut w.net, RALEIGH, w.wayne, "Wayne");
     w.net.advance(1_000);
     w.net.node(RALEIGH).take(w.wayne);
@@ -920,7 +920,12 @@ fn an_outage_longer_than_the_queue_is_filled_from_the_archive() {
     w.net.advance(1_000);
     w.net.restore(RALEIGH);
     w.net.advance(10_000);
-    let out = w.net.node(RALEIGH).take(w.wayne);
+    w.net.node(RALEIGH).take(w.wayne)
+}
+
+#[test]
+fn an_outage_longer_than_the_queue_is_filled_from_the_archive() {
+    let out = outage(5, 10_000);
     for i in 0..20 {
         assert_eq!(
             out.matches(&format!("<body>m{i}</body>")).count(),
@@ -935,18 +940,7 @@ fn an_outage_longer_than_the_queue_is_filled_from_the_archive() {
 
 #[test]
 fn an_outage_longer_than_the_archive_says_so() {
-    let mut w = forgetful_world(5, 8);
-    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
-    w.net.advance(1_000);
-    w.net.node(RALEIGH).take(w.wayne);
-    w.net.cut(RALEIGH);
-    for i in 0..20 {
-        say(&mut w.net, HQ, w.kevin, &format!("m{i}"));
-    }
-    w.net.advance(1_000);
-    w.net.restore(RALEIGH);
-    w.net.advance(10_000);
-    let out = w.net.node(RALEIGH).take(w.wayne);
+    let out = outage(5, 8);
     assert!(
         out.contains("no longer kept"),
         "the site says what it could not fetch: {out}"

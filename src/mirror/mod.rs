@@ -544,16 +544,20 @@ impl Node {
         }
     }
 
+    /// Keys of the rooms mirrored here from `upstream`.
+    fn mirrors_of(&self, upstream: &str) -> Vec<String> {
+        self.mirrors
+            .iter()
+            .filter(|(_, m)| m.upstream == upstream)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// The master has been out of reach past the grace period: its occupants
     /// (everyone not at this site) are shown leaving with status 333.
     pub(crate) fn mirror_detach(&mut self, upstream: &str) {
         let local_domain = self.cfg.domain.clone();
-        let keys: Vec<String> = self
-            .mirrors
-            .iter()
-            .filter(|(_, m)| m.upstream == upstream)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let keys = self.mirrors_of(upstream);
         for key in keys {
             let remote: Vec<String> = self.live_rooms[&key]
                 .occupants
@@ -626,12 +630,7 @@ impl Node {
 
     /// After the master restarted: tell it again who is in its rooms from here.
     pub(crate) fn reannounce_occupants(&mut self, upstream: &str) {
-        let keys: Vec<String> = self
-            .mirrors
-            .iter()
-            .filter(|(_, m)| m.upstream == upstream)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let keys = self.mirrors_of(upstream);
         for key in keys {
             let room = self.mirrors[&key].room.clone();
             let mut joins = Vec::new();
