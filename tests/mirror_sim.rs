@@ -1064,3 +1064,42 @@ fn a_site_crash_during_a_split_loses_no_message_and_leaves_no_ghost() {
         1
     );
 }
+
+#[test]
+fn link_flapping_makes_no_presence_noise_and_little_traffic() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.advance(1_000);
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.node(HQ).take(w.kevin);
+    w.net.reset_counters();
+    for _ in 0..20 {
+        w.net.cut(RALEIGH);
+        w.net.advance(2_000);
+        w.net.restore(RALEIGH);
+        w.net.advance(8_000);
+    }
+    assert!(
+        !w.net.node(RALEIGH).take(w.wayne).contains("<presence"),
+        "no presence noise at the site"
+    );
+    assert!(
+        !w.net.node(HQ).take(w.kevin).contains("<presence"),
+        "no presence noise at HQ"
+    );
+    let (up, down) = w.net.link_bytes(RALEIGH);
+    assert!(
+        up + down < 20 * 600,
+        "a reconnect costs a header and a hello: {up} up, {down} down"
+    );
+    say(&mut w.net, HQ, w.kevin, "still-here");
+    w.net.settle();
+    assert_eq!(
+        w.net
+            .node(RALEIGH)
+            .take(w.wayne)
+            .matches("<body>still-here</body>")
+            .count(),
+        1
+    );
+}
