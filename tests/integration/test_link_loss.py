@@ -121,3 +121,38 @@ def test_kill9_of_hq_during_chat(linked):
         wayne, keith = await before()
         await during_and_after(wayne, keith)
     asyncio.run(scenario())
+
+
+def test_kill9_of_the_site_during_a_split(linked):
+    hq, site, relay = linked
+
+    async def before():
+        kevin, wayne, keith = await setup_room(hq, site, persistent=True)
+        relay.cut()
+        wayne.send_message(mto=ROOM, mbody="queued when the site died", mtype="groupchat")
+        await keith.wait_for(lambda: any(b == "queued when the site died" for b, _ in bodies(keith)), "local delivery")
+        return kevin
+
+    async def after(kevin):
+        # Site users come back on the restarted site and rejoin.
+        wayne = await login(site.port, "wayne@raleigh.example/tv2", "w")
+        await wayne.plugin["xep_0045"].join_muc_wait(ROOM, "Wayne", maxstanzas=0, timeout=15)
+        await kevin.wait_for(lambda: any(b == "queued when the site died" for b, _ in bodies(kevin)), "the queued message")
+        wayne.send_message(mto=ROOM, mbody="back after the crash", mtype="groupchat")
+        await kevin.wait_for(lambda: any(b == "back after the crash" for b, _ in bodies(kevin)), "a new message")
+        hq_archive = [b for b, _ in await archive(kevin, expect=2)]
+        assert hq_archive == ["queued when the site died", "back after the crash"], hq_archive
+        # No ghost of the dead sessions: HQ lists Kevin and the new Wayne only.
+        occupants = kevin.plugin["xep_0045"].get_roster(ROOM)
+        assert sorted(occupants) == ["Kevin", "Wayne"], occupants
+        for c in (kevin, wayne):
+            c.disconnect()
+
+    async def scenario():
+        kevin = await before()
+        site.kill9()
+        site.start()
+        relay.restore()
+        site.wait_link_up("conference.fairfax.example")
+        await after(kevin)
+    asyncio.run(scenario())
