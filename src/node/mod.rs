@@ -97,7 +97,7 @@ impl Default for LinkConfig {
             dead_ms: 120_000,
             ack_delay_ms: 200,
             backoff_min_ms: 1_000,
-            backoff_max_ms: 60_000,
+            backoff_max_ms: 30_000,
             max_unacked: 50_000,
             timing: Vec::new(),
             grace_ms: 300_000,
