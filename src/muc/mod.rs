@@ -77,10 +77,19 @@ impl Node {
     /// A room's JID from its key: the localpart of a room mastered here, or
     /// the JID itself for a mirrored room.
     pub(crate) fn room_jid(&self, room: &str) -> String {
-        if room.contains('@') {
+        if is_mirror_key(room) {
             return room.to_string();
         }
         format!("{room}@{}", self.cfg.muc_service)
+    }
+
+    /// Rooms mastered here that have occupants now.
+    pub(crate) fn mastered_live_rooms(&self) -> Vec<String> {
+        self.live_rooms
+            .keys()
+            .filter(|r| !is_mirror_key(r))
+            .cloned()
+            .collect()
     }
 
     /// Durable state of a room mastered here, or the replica of a mirrored one.
@@ -713,7 +722,7 @@ impl Node {
             return;
         };
         for room in rooms {
-            if room.contains('@') {
+            if is_mirror_key(&room) {
                 self.mirror_leave(&room, &jid);
             } else {
                 self.muc_leave(&room, &jid, None);
@@ -723,12 +732,7 @@ impl Node {
 
     /// The node is stopping: every occupant is told with status 332.
     pub(crate) fn muc_shutdown(&mut self) {
-        let rooms: Vec<String> = self
-            .live_rooms
-            .keys()
-            .filter(|r| !r.contains('@'))
-            .cloned()
-            .collect();
+        let rooms = self.mastered_live_rooms();
         for room in rooms {
             for (nick, session) in self.live_rooms[&room].all_sessions() {
                 let role = self.live_rooms[&room].occupants[&nick].role;
@@ -1164,6 +1168,12 @@ impl Node {
             );
         }
     }
+}
+
+/// Rooms live here are keyed by localpart when mastered here and by room
+/// JID when mirrored from another node; this tells which.
+pub(crate) fn is_mirror_key(room: &str) -> bool {
+    room.contains('@')
 }
 
 /// A groupchat message as the room sends it: from `room/nick`, the client's

@@ -14,7 +14,7 @@ impl Node {
     /// Sites that have at least one occupant in a room mastered here.
     pub(crate) fn room_peers(&self, room: &str) -> BTreeSet<String> {
         let mut peers = BTreeSet::new();
-        if room.contains('@') {
+        if super::is_mirror_key(room) {
             return peers; // A mirrored room: its master does the fan-out.
         }
         if let Some(live) = self.live_rooms.get(room) {
@@ -273,12 +273,7 @@ impl Node {
     /// shown leaving with status 333, here and at the other sites (not to that
     /// site, which keeps its users in and announces them again on return).
     pub(crate) fn master_detach_site(&mut self, peer: &str) {
-        let rooms: Vec<String> = self
-            .live_rooms
-            .keys()
-            .filter(|r| !r.contains('@'))
-            .cloned()
-            .collect();
+        let rooms = self.mastered_live_rooms();
         for room in rooms {
             let affected: Vec<String> = self.live_rooms[&room]
                 .occupants
@@ -328,7 +323,11 @@ impl Node {
     /// A site restarted: its users' sessions died with it, so they leave.
     pub(crate) fn forget_site_occupants(&mut self, peer: &str) {
         let mut stale = Vec::new();
-        for (room, live) in self.live_rooms.iter().filter(|(r, _)| !r.contains('@')) {
+        for (room, live) in self
+            .live_rooms
+            .iter()
+            .filter(|(r, _)| !super::is_mirror_key(r))
+        {
             for o in live.occupants.values() {
                 stale.extend(
                     o.sessions
