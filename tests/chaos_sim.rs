@@ -8,26 +8,13 @@
 //! each step of a schedule.
 
 use outpost::node::NodeConfig;
+use outpost::sim::Rng;
 use outpost::sim::{Network, Shape};
 use std::collections::HashMap;
 
 const ROOM: &str = "chat@conference.fairfax.example";
 const HQ: usize = 0;
 const SITES: [usize; 2] = [1, 2];
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 struct User {
     node: usize,

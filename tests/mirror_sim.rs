@@ -30,8 +30,13 @@ struct World {
 }
 
 fn world() -> World {
+    world_with(hq_config())
+}
+
+/// HQ (with this configuration) and two sites; Kevin has created the room.
+fn world_with(hq: NodeConfig) -> World {
     let mut net = Network::new();
-    net.add_node(hq_config(), 1);
+    net.add_node(hq, 1);
     net.add_node(site_config("raleigh.example"), 2);
     net.add_node(site_config("durham.example"), 3);
     net.add_link(RALEIGH, HQ, Shape::default());
@@ -45,8 +50,7 @@ fn world() -> World {
     let keith = net.node(RALEIGH).login("keith", "k", "tv");
     let dana = net.node(DURHAM).login("dana", "d", "tv");
     net.advance(100); // Sites dial HQ.
-                      // Kevin creates the room at HQ.
-    join(&mut net, HQ, kevin, "Kevin");
+    join(&mut net, HQ, kevin, "Kevin"); // Kevin creates the room at HQ.
     net.node(HQ).send(kevin, &format!("<iq type='set' id='inst' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
     net.settle();
     net.node(HQ).take(kevin);
@@ -876,35 +880,10 @@ fn a_split_longer_than_the_grace_period_shows_333_and_converges() {
 /// HQ keeps few unacknowledged events and a short archive, so a long outage
 /// outlasts both.
 fn forgetful_world(queue: usize, archive: usize) -> World {
-    let mut net = Network::new();
     let mut hq = hq_config();
     hq.link.max_unacked = queue;
     hq.muc.archive_messages = archive;
-    net.add_node(hq, 1);
-    net.add_node(site_config("raleigh.example"), 2);
-    net.add_node(site_config("durham.example"), 3);
-    net.add_link(RALEIGH, HQ, Shape::default());
-    net.add_link(DURHAM, HQ, Shape::default());
-    net.node(HQ).add_user("kevin", "k");
-    net.node(RALEIGH).add_user("wayne", "w");
-    net.node(RALEIGH).add_user("keith", "k");
-    net.node(DURHAM).add_user("dana", "d");
-    let kevin = net.node(HQ).login("kevin", "k", "hq");
-    let wayne = net.node(RALEIGH).login("wayne", "w", "tv");
-    let keith = net.node(RALEIGH).login("keith", "k", "tv");
-    let dana = net.node(DURHAM).login("dana", "d", "tv");
-    net.advance(100);
-    join(&mut net, HQ, kevin, "Kevin");
-    net.node(HQ).send(kevin, &format!("<iq type='set' id='inst' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
-    net.settle();
-    net.node(HQ).take(kevin);
-    World {
-        net,
-        kevin,
-        wayne,
-        keith,
-        dana,
-    }
+    world_with(hq)
 }
 
 /// Wayne at Raleigh; the link is cut while HQ sends m0..m19; then it returns.

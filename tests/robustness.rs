@@ -4,21 +4,12 @@
 //! fuzzing that runs on the stable toolchain in every test run.)
 
 use outpost::node::NodeConfig;
+use outpost::sim::Rng;
 use outpost::sim::SimNode;
 
-/// xorshift64*: small, deterministic, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
+/// An index in `0..n`.
+fn below(rng: &mut Rng, n: usize) -> usize {
+    rng.below(n as u64) as usize
 }
 
 const STANZAS: &[&str] = &[
@@ -58,23 +49,23 @@ const NASTY: &[&str] = &[
 
 fn mutate(rng: &mut Rng, input: &str) -> Vec<u8> {
     let mut bytes = input.as_bytes().to_vec();
-    for _ in 0..=rng.below(3) {
-        let at = rng.below(bytes.len() + 1);
-        match rng.below(4) {
+    for _ in 0..=below(rng, 3) {
+        let at = below(rng, bytes.len() + 1);
+        match below(rng, 4) {
             0 if !bytes.is_empty() => {
-                let i = rng.below(bytes.len());
-                bytes[i] ^= 1 << rng.below(8);
+                let i = below(rng, bytes.len());
+                bytes[i] ^= 1 << below(rng, 8);
             }
             1 => {
-                let n = NASTY[rng.below(NASTY.len())];
+                let n = NASTY[below(rng, NASTY.len())];
                 bytes.splice(at..at, n.bytes());
             }
             2 if at < bytes.len() => {
-                let end = (at + rng.below(8)).min(bytes.len());
+                let end = (at + below(rng, 8)).min(bytes.len());
                 bytes.drain(at..end);
             }
             _ => {
-                let s = STANZAS[rng.below(STANZAS.len())];
+                let s = STANZAS[below(rng, STANZAS.len())];
                 bytes.splice(at..at, s.bytes());
             }
         }
@@ -96,12 +87,12 @@ fn mutated_streams_never_panic_and_never_disturb_others() {
     for round in 0..400 {
         let alice = sim.login("alice", "wonderland", &format!("r{round}"));
         for _ in 0..8 {
-            let base = STANZAS[rng.below(STANZAS.len())];
+            let base = STANZAS[below(&mut rng, STANZAS.len())];
             let bytes = mutate(&mut rng, base);
             // Deliver in random chunks, as TCP would.
             let mut rest = &bytes[..];
             while !rest.is_empty() {
-                let n = 1 + rng.below(rest.len());
+                let n = 1 + below(&mut rng, rest.len());
                 sim.event(outpost::node::Event::Data {
                     conn: alice,
                     bytes: rest[..n].to_vec(),
