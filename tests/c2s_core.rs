@@ -32,6 +32,20 @@ fn assert_alive(sim: &mut SimNode, conn: u64) {
     );
 }
 
+/// Sessions that fetched their roster (so they get pushes) and went online; output drained.
+fn online_with_roster(sim: &mut SimNode, conns: &[u64]) {
+    for &c in conns {
+        sim.send(
+            c,
+            "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        sim.send(c, "<presence/>");
+    }
+    for &c in conns {
+        sim.take(c);
+    }
+}
+
 /// Connect, open the stream and negotiate TLS; ready for SASL.
 fn tls_stream(sim: &mut SimNode) -> u64 {
     let c = sim.connect();
@@ -393,14 +407,7 @@ fn subscription_handshake_and_presence_between_two_users() {
     let mut sim = node();
     let alice = sim.login("alice", "wonderland", "a");
     let bob = sim.login("bob", "builder", "b");
-    for c in [alice, bob] {
-        sim.send(
-            c,
-            "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
-        );
-        sim.send(c, "<presence/>");
-        sim.take(c);
-    }
+    online_with_roster(&mut sim, &[alice, bob]);
     sim.send(alice, "<presence to='bob@localhost' type='subscribe'/>");
     let out = sim.take(alice);
     assert!(
@@ -457,13 +464,7 @@ fn unsubscribing_withdraws_presence_on_both_sides() {
     let mut sim = node();
     let alice = sim.login("alice", "wonderland", "a");
     let bob = sim.login("bob", "builder", "b");
-    for c in [alice, bob] {
-        sim.send(
-            c,
-            "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
-        );
-        sim.send(c, "<presence/>");
-    }
+    online_with_roster(&mut sim, &[alice, bob]);
     sim.send(alice, "<presence to='bob@localhost' type='subscribe'/>");
     sim.send(bob, "<presence to='alice@localhost' type='subscribed'/>");
     sim.take(alice);
