@@ -21,6 +21,11 @@ use std::collections::HashSet;
 /// stamped it is marked with `<delay/>`.
 const LATE_AFTER_MS: u64 = 5_000;
 
+/// Site messages delivered here and awaiting the master's echo, per room.
+const MAX_EARLY: usize = 10_000;
+/// Messages held past a sequence gap while a resync is under way, per room.
+const MAX_HELD: usize = 10_000;
+
 /// Messages kept in a replica for history and archive queries.
 const REPLICA_HISTORY: usize = 1000;
 
@@ -37,6 +42,9 @@ pub struct Mirror {
     pending: Vec<(Jid, crate::muc::HistoryRequest, bool)>,
     /// Stanza-ids of local messages delivered here before the master's echo.
     delivered_early: HashSet<String>,
+    /// The same ids, oldest first, to forget the oldest past the bound (a
+    /// message the master refused is never echoed).
+    early_order: std::collections::VecDeque<String>,
     /// Sequence number of the last master event applied.
     pub last_seq: u64,
     /// A resync was asked for; messages that arrive past a gap wait for it.
@@ -187,6 +195,7 @@ impl Node {
                 synced: false,
                 pending: Vec::new(),
                 delivered_early: HashSet::new(),
+                early_order: std::collections::VecDeque::new(),
                 last_seq: 0,
                 resyncing: false,
                 held: Vec::new(),
@@ -256,6 +265,12 @@ impl Node {
         self.mirror_broadcast(key, &out.to_xml(ns::CLIENT));
         let m = self.mirrors.get_mut(key).expect("mirror");
         m.delivered_early.insert(stanza_id.clone());
+        m.early_order.push_back(stanza_id.clone());
+        if m.early_order.len() > MAX_EARLY {
+            if let Some(old) = m.early_order.pop_front() {
+                m.delivered_early.remove(&old);
+            }
+        }
         let (upstream, room) = (m.upstream.clone(), m.room.clone());
         let message = strip_addressing(&el);
         self.link_send(
@@ -667,7 +682,10 @@ impl Node {
         if msg.seq > m.last_seq + 1 {
             // Events were skipped (the master showed us as gone for a while):
             // hold this one and ask for the gap, unless that is already asked.
-            m.held.push(msg);
+            // Bounded: the snapshot answering the resync holds these anyway.
+            if m.held.len() < MAX_HELD {
+                m.held.push(msg);
+            }
             if !m.resyncing {
                 m.resyncing = true;
                 let (upstream, room, last_seq) = (m.upstream.clone(), m.room.clone(), m.last_seq);
