@@ -4,6 +4,7 @@
 //! and hands it to the shell to append to the log, so the state after a
 //! restart is exactly the replay of the log.
 
+use crate::mirror::cache::{MirrorCache, MirrorRecord};
 use crate::muc::model::{RoomRecord, RoomState};
 use crate::scram::Credentials;
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,8 @@ pub struct State {
     pub rooms: BTreeMap<String, RoomState>,
     /// Link bookkeeping per peer (a site's domain, or an upstream MUC service).
     pub links: BTreeMap<String, LinkState>,
+    /// Replicas of rooms mastered elsewhere, keyed by the room's JID.
+    pub mirrors: BTreeMap<String, MirrorCache>,
 }
 
 /// What survives a restart of a link: the events not yet acknowledged by the
@@ -158,6 +161,11 @@ pub enum Record {
     LinkIn {
         peer: String,
         seq: u64,
+    },
+    /// A change to the cached replica of a mirrored room (keyed by room JID).
+    Mirror {
+        key: String,
+        change: MirrorRecord,
     },
 }
 
@@ -258,6 +266,9 @@ impl State {
             }
             Record::LinkIn { peer, seq } => {
                 self.links.entry(peer.clone()).or_default().last_in = *seq
+            }
+            Record::Mirror { key, change } => {
+                crate::mirror::cache::apply(&mut self.mirrors, key, change)
             }
         }
     }

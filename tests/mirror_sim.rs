@@ -1082,3 +1082,69 @@ fn link_flapping_makes_no_presence_noise_and_little_traffic() {
         1
     );
 }
+
+#[test]
+fn a_site_restarted_during_a_split_admits_joins_from_its_cached_replica() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    say(&mut w.net, HQ, w.kevin, "before-the-split");
+    w.net.advance(1_000);
+    let before = w.net.node(RALEIGH).node.mirror_sequence(ROOM);
+    assert_eq!(before.len(), 1);
+    w.net.cut(RALEIGH);
+    w.net.advance(1_000);
+    // The gateway loses power while the link is down, and comes back.
+    w.net.crash_and_restart(RALEIGH);
+    assert_eq!(
+        w.net.node(RALEIGH).node.mirror_sequence(ROOM),
+        before,
+        "the replica and its archive come back from the log"
+    );
+    let keith = w.net.node(RALEIGH).login("keith", "k", "tv2");
+    let out = join(&mut w.net, RALEIGH, keith, "Keith");
+    assert!(
+        out.contains("code='110'") && out.contains("<body>before-the-split</body>"),
+        "admitted provisionally, with history from the cache: {out}"
+    );
+    say(&mut w.net, RALEIGH, keith, "from-the-dark");
+    say(&mut w.net, HQ, w.kevin, "meanwhile-at-hq");
+    w.net.settle();
+    w.net.restore(RALEIGH);
+    w.net.advance(30_000);
+    let kevin = w.net.node(HQ).take(w.kevin);
+    assert_eq!(kevin.matches("<body>from-the-dark</body>").count(), 1);
+    let keith_saw = w.net.node(RALEIGH).take(keith);
+    assert_eq!(
+        keith_saw.matches("<body>meanwhile-at-hq</body>").count(),
+        1,
+        "{keith_saw}"
+    );
+    assert_eq!(keith_saw.matches("<body>from-the-dark</body>").count(), 1);
+    let master: Vec<String> = w.net.node(HQ).node.state().rooms["chat"]
+        .archive
+        .iter()
+        .map(|m| m.stanza_id.clone())
+        .collect();
+    assert_eq!(w.net.node(RALEIGH).node.mirror_sequence(ROOM), master);
+    assert_eq!(master.len(), 3);
+}
+
+#[test]
+fn a_restored_replica_nobody_rejoins_is_dropped_after_the_grace_period() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.advance(1_000);
+    w.net.crash_and_restart(RALEIGH);
+    w.net.advance(1_000);
+    assert!(w.net.node(RALEIGH).node.state().mirrors.contains_key(ROOM));
+    let grace = w.net.node(RALEIGH).node.config().link.grace_ms;
+    w.net.advance(grace + 1_000);
+    assert!(
+        w.net.node(RALEIGH).node.state().mirrors.is_empty(),
+        "the cache goes like any replica nobody here is in"
+    );
+    // Joining again later builds it afresh from the master.
+    let wayne = w.net.node(RALEIGH).login("wayne", "w", "tv2");
+    let out = join(&mut w.net, RALEIGH, wayne, "Wayne");
+    assert!(out.contains("code='110'"), "{out}");
+}

@@ -220,6 +220,7 @@ impl Node {
                 let before = self.upstream_epochs.insert(peer.clone(), epoch.clone());
                 let restarted = before.is_some_and(|b| b != epoch);
                 if self.is_upstream(&peer) {
+                    self.schedule_idle_mirror_drop(&peer);
                     let forgot = el.get_attr("forgot") == Some("1");
                     let we_detached = self.detached.remove(&peer);
                     if restarted || forgot || we_detached {
@@ -428,6 +429,7 @@ impl Node {
                 self.grace_due.entry(l.peer.clone()).or_insert(due);
             }
             if self.is_upstream(&l.peer) {
+                self.mirror_idle_due.remove(&l.peer);
                 self.schedule_dial(&l.peer);
             }
         }

@@ -10,12 +10,15 @@
 
 use crate::jid::Jid;
 use crate::link::event::{LinkEvent, OccupantChange, OccupantInfo};
-use crate::muc::model::{Affiliation, RoomState};
+use crate::muc::model::Affiliation;
 use crate::muc::{muc_ns as mns, Occupant};
 use crate::node::{ConnId, Node};
 use crate::stanza;
 use crate::xml::{escape, ns, Element, Node as XmlNode};
 use std::collections::HashSet;
+
+pub mod cache;
+use cache::MirrorRecord;
 
 /// A room message reaching local users later than this after the master
 /// stamped it is marked with `<delay/>`.
@@ -26,17 +29,14 @@ const MAX_EARLY: usize = 10_000;
 /// Messages held past a sequence gap while a resync is under way, per room.
 const MAX_HELD: usize = 10_000;
 
-/// Messages kept in a replica for history and archive queries.
-const REPLICA_HISTORY: usize = 1000;
-
+/// The live side of a replica; its durable side (room state, archive, last
+/// sequence applied) is `State::mirrors`, present once the master's snapshot
+/// has arrived.
 pub struct Mirror {
     /// The upstream MUC service (the link's peer key).
     pub upstream: String,
     /// The room's localpart at the master.
     pub room: String,
-    pub state: RoomState,
-    /// The master's snapshot has arrived.
-    pub synced: bool,
     /// Local sessions whose join awaits the master's answer, with the history they asked for.
     /// `true` marks a provisional join, already shown here during a split.
     pending: Vec<(Jid, crate::muc::HistoryRequest, bool)>,
@@ -45,17 +45,30 @@ pub struct Mirror {
     /// The same ids, oldest first, to forget the oldest past the bound (a
     /// message the master refused is never echoed).
     early_order: std::collections::VecDeque<String>,
-    /// Sequence number of the last master event applied.
-    pub last_seq: u64,
     /// A resync was asked for; messages that arrive past a gap wait for it.
     resyncing: bool,
     held: Vec<crate::muc::model::Archived>,
 }
 
+impl Mirror {
+    fn new(upstream: &str, room: &str) -> Mirror {
+        Mirror {
+            upstream: upstream.to_string(),
+            room: room.to_string(),
+            pending: Vec::new(),
+            delivered_early: HashSet::new(),
+            early_order: std::collections::VecDeque::new(),
+            resyncing: false,
+            held: Vec::new(),
+        }
+    }
+}
+
 impl Node {
     /// Stanza-ids of a mirrored room's replica, in the master's order (for checks).
     pub fn mirror_sequence(&self, room_jid: &str) -> Vec<String> {
-        self.mirrors
+        self.state
+            .mirrors
             .get(room_jid)
             .map(|m| {
                 m.state
@@ -78,7 +91,8 @@ impl Node {
 
     /// True if a mirrored room's replica holds a message with this text (for checks).
     pub fn mirror_contains(&self, room_jid: &str, text: &str) -> bool {
-        self.mirrors
+        self.state
+            .mirrors
             .get(room_jid)
             .is_some_and(|m| m.state.archive.iter().any(|a| a.xml.contains(text)))
     }
@@ -97,7 +111,7 @@ impl Node {
         let key = to.to_bare().to_string();
         let joined_nick = self.live_rooms.get(&key).and_then(|l| l.nick_of(&me));
         // While the master is unreachable, what needs it fails at once, clearly.
-        let cached = self.mirrors.get(&key).is_some_and(|m| m.synced);
+        let cached = self.state.mirrors.contains_key(&key);
         if !self.link_is_up(&upstream) && needs_master(&el, joined_nick.is_some(), cached) {
             return self.master_unreachable(conn, &el, &upstream);
         }
@@ -148,7 +162,7 @@ impl Node {
                 if el.get_attr("type") == Some("set") && el.has_child("query", mns::MAM) =>
             {
                 // The site's copy answers archive queries.
-                if self.mirrors.get(&key).is_some_and(|m| m.synced) && joined_nick.is_some() {
+                if self.state.mirrors.contains_key(&key) && joined_nick.is_some() {
                     let query = el.get_child("query", mns::MAM).expect("checked").clone();
                     self.mirror_mam(conn, &el, &key, &query);
                 } else {
@@ -188,23 +202,12 @@ impl Node {
         let m = self
             .mirrors
             .entry(key.to_string())
-            .or_insert_with(|| Mirror {
-                upstream: upstream.to_string(),
-                room: room.to_string(),
-                state: RoomState::new("", Vec::new()),
-                synced: false,
-                pending: Vec::new(),
-                delivered_early: HashSet::new(),
-                early_order: std::collections::VecDeque::new(),
-                last_seq: 0,
-                resyncing: false,
-                held: Vec::new(),
-            });
+            .or_insert_with(|| Mirror::new(upstream, room));
         m.pending.retain(|(p, _, _)| p != &me);
         let history = crate::muc::HistoryRequest::from_join(el.get_child("x", mns::MUC));
         // During a split, a room known here admits provisionally from its
         // cached state; the master confirms or refuses when the link is back.
-        let provisional = m.synced && !self.link_is_up(upstream);
+        let provisional = self.state.mirrors.contains_key(key) && !self.link_is_up(upstream);
         if provisional {
             if let Err(condition) = self.cached_admission(key, &me, nick, el) {
                 return self.bounce(conn, el, condition);
@@ -324,32 +327,33 @@ impl Node {
                 let Some(m) = self.mirrors.get_mut(&key) else {
                     return;
                 };
-                let resync = m.synced;
+                // A replica already cached here (live, or kept across a restart).
+                let cached = self.state.mirrors.get(&key).map(|c| c.last_seq);
                 // Back from a split: what local users missed, in the master's
                 // order, marked as delayed (their own messages they have seen).
-                let missed: Vec<crate::muc::model::Archived> = if resync {
-                    let last = m.last_seq;
-                    history
+                let missed: Vec<crate::muc::model::Archived> = match cached {
+                    Some(last) => history
                         .iter()
                         .filter(|h| h.seq > last && !m.delivered_early.remove(&h.stanza_id))
                         .cloned()
-                        .collect()
-                } else {
-                    Vec::new()
+                        .collect(),
+                    None => Vec::new(),
                 };
-                m.state.config = config;
-                m.state.affiliations = affiliations.into_iter().collect();
-                m.state.subject = subject;
-                // Keep what the replica already had before the snapshot's history.
-                let first = history.first().map_or(u64::MAX, |h| h.seq);
-                m.state.archive.retain(|a| a.seq < first);
-                m.state.archive.extend(history);
-                m.state.next_seq = next_seq;
-                m.state.locked = false;
-                m.last_seq = next_seq.saturating_sub(1);
-                m.synced = true;
                 m.resyncing = false;
                 let mut held = std::mem::take(&mut m.held);
+                let resync = cached.is_some();
+                self.commit(crate::state::Record::Mirror {
+                    key: key.clone(),
+                    change: MirrorRecord::Synced {
+                        upstream: peer.to_string(),
+                        room,
+                        config,
+                        affiliations,
+                        subject,
+                        history,
+                        next_seq,
+                    },
+                });
                 held.sort_by_key(|h| h.seq);
                 if resync {
                     self.deliver_missed(&key, &missed, gap);
@@ -372,33 +376,25 @@ impl Node {
             LinkEvent::Message { room, msg } => self.mirror_message(&format!("{room}@{peer}"), msg),
             LinkEvent::Subject { room, seq, subject } => {
                 let key = format!("{room}@{peer}");
-                let Some(m) = self.mirrors.get_mut(&key) else {
+                if !self.state.mirrors.contains_key(&key) {
                     return;
-                };
-                m.last_seq = m.last_seq.max(seq);
-                m.state.subject = Some(subject);
+                }
+                self.commit_mirror(&key, MirrorRecord::Subject { seq, subject });
                 for s in self.local_sessions(&key) {
                     self.send_subject(&key, &s);
                 }
             }
             LinkEvent::Config { room, config } => {
-                if let Some(m) = self.mirrors.get_mut(&format!("{room}@{peer}")) {
-                    m.state.config = config;
-                }
+                self.commit_mirror(&format!("{room}@{peer}"), MirrorRecord::Config { config })
             }
             LinkEvent::Affiliation {
                 room,
                 jid,
                 affiliation,
-            } => {
-                if let Some(m) = self.mirrors.get_mut(&format!("{room}@{peer}")) {
-                    if affiliation == Affiliation::None {
-                        m.state.affiliations.remove(&jid);
-                    } else {
-                        m.state.affiliations.insert(jid, affiliation);
-                    }
-                }
-            }
+            } => self.commit_mirror(
+                &format!("{room}@{peer}"),
+                MirrorRecord::Affiliation { jid, affiliation },
+            ),
             LinkEvent::Destroyed { room, alt, reason } => {
                 self.mirror_destroyed(&format!("{room}@{peer}"), alt, reason)
             }
@@ -447,7 +443,7 @@ impl Node {
         nick: &str,
         el: &Element,
     ) -> Result<(), &'static str> {
-        let rs = &self.mirrors[key].state;
+        let rs = &self.state.mirrors[key].state;
         let bare = who.to_bare().to_string();
         let aff = rs.affiliation(&bare);
         let live = &self.live_rooms[key];
@@ -483,7 +479,7 @@ impl Node {
         history: &crate::muc::HistoryRequest,
     ) {
         use base64::Engine;
-        let rs = &self.mirrors[key].state;
+        let rs = &self.state.mirrors[key].state;
         let bare = who.to_bare().to_string();
         let role = match rs.affiliation(&bare) {
             Affiliation::Owner | Affiliation::Admin => crate::muc::Role::Moderator,
@@ -559,6 +555,46 @@ impl Node {
         }
     }
 
+    /// At start: the replicas cached in the log, without occupants until
+    /// local users join again (during a split, from the cache).
+    pub(crate) fn restore_mirrors(&mut self) {
+        let cached: Vec<(String, String, String)> = self
+            .state
+            .mirrors
+            .iter()
+            .map(|(k, c)| (k.clone(), c.upstream.clone(), c.room.clone()))
+            .collect();
+        for (key, upstream, room) in cached {
+            if !self.is_mirrored_service(&Jid::parse(&key).expect("cached room JID")) {
+                // The upstream was removed from the configuration.
+                self.commit_mirror(&key, MirrorRecord::Drop);
+                continue;
+            }
+            self.mirrors
+                .insert(key.clone(), Mirror::new(&upstream, &room));
+            self.live_rooms.entry(key).or_default();
+        }
+    }
+
+    /// The link to `upstream` is up: a replica nobody here has rejoined since
+    /// the restart goes after the grace period.
+    pub(crate) fn schedule_idle_mirror_drop(&mut self, upstream: &str) {
+        let idle = self
+            .mirrors_of(upstream)
+            .iter()
+            .any(|k| self.local_sessions(k).is_empty());
+        if idle {
+            let due = self.now.mono_ms + self.cfg.link.grace_ms;
+            self.mirror_idle_due.insert(upstream.to_string(), due);
+        }
+    }
+
+    pub(crate) fn drop_idle_mirrors(&mut self, upstream: &str) {
+        for key in self.mirrors_of(upstream) {
+            self.maybe_drop_mirror(&key);
+        }
+    }
+
     /// Keys of the rooms mirrored here from `upstream`.
     fn mirrors_of(&self, upstream: &str) -> Vec<String> {
         self.mirrors
@@ -596,13 +632,15 @@ impl Node {
     pub(crate) fn resync_upstream(&mut self, upstream: &str) {
         self.reannounce_occupants(upstream);
         let mut rooms = Vec::new();
-        for m in self
+        for (key, m) in self
             .mirrors
-            .values_mut()
-            .filter(|m| m.upstream == upstream && m.synced)
+            .iter_mut()
+            .filter(|(_, m)| m.upstream == upstream)
         {
-            m.resyncing = true;
-            rooms.push((m.room.clone(), m.last_seq));
+            if let Some(c) = self.state.mirrors.get(key) {
+                m.resyncing = true;
+                rooms.push((m.room.clone(), c.last_seq));
+            }
         }
         for (room, last_seq) in rooms {
             self.link_send(upstream, &LinkEvent::Resync { room, last_seq });
@@ -673,13 +711,13 @@ impl Node {
     /// A room message in the master's order: into the replica, and to local
     /// users unless they already have it.
     fn mirror_message(&mut self, key: &str, msg: crate::muc::model::Archived) {
-        let Some(m) = self.mirrors.get_mut(key) else {
+        let (Some(m), Some(c)) = (self.mirrors.get_mut(key), self.state.mirrors.get(key)) else {
             return;
         };
-        if msg.seq <= m.last_seq {
+        if msg.seq <= c.last_seq {
             return; // Already applied (e.g. part of a snapshot).
         }
-        if msg.seq > m.last_seq + 1 {
+        if msg.seq > c.last_seq + 1 {
             // Events were skipped (the master showed us as gone for a while):
             // hold this one and ask for the gap, unless that is already asked.
             // Bounded: the snapshot answering the resync holds these anyway.
@@ -688,19 +726,14 @@ impl Node {
             }
             if !m.resyncing {
                 m.resyncing = true;
-                let (upstream, room, last_seq) = (m.upstream.clone(), m.room.clone(), m.last_seq);
+                let (upstream, room, last_seq) = (m.upstream.clone(), m.room.clone(), c.last_seq);
                 self.link_send(&upstream, &LinkEvent::Resync { room, last_seq });
             }
             return;
         }
-        m.last_seq = msg.seq;
-        m.state.next_seq = msg.seq + 1;
         let early = m.delivered_early.remove(&msg.stanza_id);
         let (xml, stamp_ms) = (msg.xml.clone(), msg.stamp_ms);
-        m.state.archive.push_back(msg);
-        if m.state.archive.len() > REPLICA_HISTORY {
-            m.state.archive.pop_front();
-        }
+        self.commit_mirror(key, MirrorRecord::Message { msg });
         if !early {
             // Held up (a split, a queue): say when it was really sent.
             let late = self.now.unix_ms > stamp_ms + LATE_AFTER_MS;
@@ -738,12 +771,16 @@ impl Node {
         if !known && change != OccupantChange::Joined {
             return; // Already gone here (a local leave confirmed at once).
         }
-        self.mirrors
-            .get_mut(key)
-            .expect("mirror")
-            .state
-            .affiliations
-            .insert(info.bare.clone(), info.affiliation);
+        let cached = self.state.mirrors.get(key);
+        if cached.is_some_and(|c| c.state.affiliation(&info.bare) != info.affiliation) {
+            self.commit_mirror(
+                key,
+                MirrorRecord::Affiliation {
+                    jid: info.bare.clone(),
+                    affiliation: info.affiliation,
+                },
+            );
+        }
         match change {
             OccupantChange::Joined => {
                 // The master gave this nick to someone else (a provisional join
@@ -950,8 +987,7 @@ impl Node {
         let local = !self.local_sessions(key).is_empty();
         let pending = self.mirrors.get(key).is_some_and(|m| !m.pending.is_empty());
         if !local && !pending {
-            self.mirrors.remove(key);
-            self.live_rooms.remove(key);
+            self.drop_mirror(key);
             log::info!("mirror {key}: no local occupants left; dropped");
         }
     }
@@ -982,8 +1018,25 @@ impl Node {
                 .rooms
                 .remove(key);
         }
+        self.drop_mirror(key);
+    }
+
+    fn drop_mirror(&mut self, key: &str) {
         self.mirrors.remove(key);
         self.live_rooms.remove(key);
+        if self.state.mirrors.contains_key(key) {
+            self.commit_mirror(key, MirrorRecord::Drop);
+        }
+    }
+
+    /// Change a cached replica (durably), if there is one.
+    fn commit_mirror(&mut self, key: &str, change: MirrorRecord) {
+        if self.state.mirrors.contains_key(key) {
+            self.commit(crate::state::Record::Mirror {
+                key: key.to_string(),
+                change,
+            });
+        }
     }
 
     /// A stanza from the master's side for one of our users.

@@ -96,7 +96,14 @@ impl Node {
     pub(crate) fn room_state(&self, room: &str) -> &RoomState {
         match self.state.rooms.get(room) {
             Some(r) => r,
-            None => &self.mirrors[room].state,
+            None => match self.state.mirrors.get(room) {
+                Some(c) => &c.state,
+                // A mirror still waiting for the master's snapshot.
+                None => {
+                    static UNSYNCED: std::sync::OnceLock<RoomState> = std::sync::OnceLock::new();
+                    UNSYNCED.get_or_init(|| RoomState::new("", Vec::new()))
+                }
+            },
         }
     }
 

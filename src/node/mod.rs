@@ -279,6 +279,9 @@ pub struct Node {
     /// Peers whose occupants we showed as gone (the grace period ran out);
     /// cleared once the other side has resynchronised.
     pub(crate) detached: std::collections::BTreeSet<String>,
+    /// When replicas restored at start that nobody rejoined are dropped, per
+    /// upstream (set while its link is up).
+    pub(crate) mirror_idle_due: std::collections::BTreeMap<String, u64>,
     auth_failures: HashMap<IpAddr, AuthFailures>,
     rng: ChaCha20Rng,
     actions: Vec<Action>,
@@ -310,6 +313,7 @@ impl Node {
             upstream_epochs: HashMap::new(),
             grace_due: std::collections::BTreeMap::new(),
             detached: std::collections::BTreeSet::new(),
+            mirror_idle_due: std::collections::BTreeMap::new(),
             auth_failures: HashMap::new(),
             rng,
             actions: Vec::new(),
@@ -320,6 +324,7 @@ impl Node {
         };
         node.epoch = node.random_id();
         node.drop_rooms_that_died_with_their_occupants();
+        node.restore_mirrors();
         for upstream in node.cfg.link.upstreams.clone() {
             node.dial_due.insert(upstream.clone(), 0);
             node.leave_for_dead_sessions(&upstream);
@@ -386,7 +391,8 @@ impl Node {
         let timer = self.timers.peek().map(|Reverse((t, _))| *t);
         let dial = self.dial_due.values().min().copied();
         let grace = self.grace_due.values().min().copied();
-        [timer, dial, grace].into_iter().flatten().min()
+        let idle = self.mirror_idle_due.values().min().copied();
+        [timer, dial, grace, idle].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
@@ -430,6 +436,16 @@ impl Node {
         for peer in expired {
             self.grace_due.remove(&peer);
             self.on_grace_expired(&peer);
+        }
+        let idle: Vec<String> = self
+            .mirror_idle_due
+            .iter()
+            .filter(|(_, t)| **t <= now.mono_ms)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for upstream in idle {
+            self.mirror_idle_due.remove(&upstream);
+            self.drop_idle_mirrors(&upstream);
         }
     }
 

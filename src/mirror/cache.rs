@@ -1,0 +1,191 @@
+//! The durable part of a mirrored room (DESIGN §5: mirror caches live in the
+//! log). What the master told us about the room survives a restart of the
+//! site, so that joins during a split are still admitted from cached state and
+//! the site's archive still answers.
+
+use crate::muc::model::{Affiliation, Archived, RoomConfig, RoomState, Subject};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Messages kept in a replica for history and archive queries.
+pub const REPLICA_HISTORY: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorCache {
+    /// The upstream MUC service (the link's peer key).
+    pub upstream: String,
+    /// The room's localpart at the master.
+    pub room: String,
+    pub state: RoomState,
+    /// Sequence number of the last master event applied.
+    pub last_seq: u64,
+}
+
+/// Changes to a cached replica; part of `state::Record`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MirrorRecord {
+    /// The master's snapshot (first sync, or a resync answer).
+    Synced {
+        upstream: String,
+        room: String,
+        config: RoomConfig,
+        affiliations: Vec<(String, Affiliation)>,
+        subject: Option<Subject>,
+        history: Vec<Archived>,
+        next_seq: u64,
+    },
+    Subject {
+        seq: u64,
+        subject: Subject,
+    },
+    Config {
+        config: RoomConfig,
+    },
+    Affiliation {
+        jid: String,
+        affiliation: Affiliation,
+    },
+    Message {
+        msg: Archived,
+    },
+    /// The replica is dropped (no local occupants, or the room was destroyed).
+    Drop,
+}
+
+pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &MirrorRecord) {
+    if let MirrorRecord::Synced {
+        upstream,
+        room,
+        config,
+        affiliations,
+        subject,
+        history,
+        next_seq,
+    } = record
+    {
+        let c = mirrors
+            .entry(key.to_string())
+            .or_insert_with(|| MirrorCache {
+                upstream: upstream.clone(),
+                room: room.clone(),
+                state: RoomState::new("", Vec::new()),
+                last_seq: 0,
+            });
+        c.state.config = config.clone();
+        c.state.affiliations = affiliations.iter().cloned().collect();
+        c.state.subject = subject.clone();
+        // Keep what the replica had before the snapshot's history, if the two
+        // join up; an archive with a silent hole would mislead archive queries.
+        let first = history.first().map_or(u64::MAX, |h| h.seq);
+        if first <= c.last_seq + 1 {
+            c.state.archive.retain(|a| a.seq < first);
+        } else {
+            c.state.archive.clear();
+        }
+        c.state.archive.extend(history.iter().cloned());
+        trim(&mut c.state);
+        c.state.next_seq = *next_seq;
+        c.state.locked = false;
+        c.last_seq = next_seq.saturating_sub(1);
+        return;
+    }
+    if let MirrorRecord::Drop = record {
+        mirrors.remove(key);
+        return;
+    }
+    let Some(c) = mirrors.get_mut(key) else {
+        return;
+    };
+    match record {
+        MirrorRecord::Subject { seq, subject } => {
+            c.last_seq = c.last_seq.max(*seq);
+            c.state.subject = Some(subject.clone());
+        }
+        MirrorRecord::Config { config } => c.state.config = config.clone(),
+        MirrorRecord::Affiliation { jid, affiliation } => {
+            if *affiliation == Affiliation::None {
+                c.state.affiliations.remove(jid);
+            } else {
+                c.state.affiliations.insert(jid.clone(), *affiliation);
+            }
+        }
+        MirrorRecord::Message { msg } => {
+            if msg.seq > c.last_seq {
+                c.last_seq = msg.seq;
+                c.state.next_seq = msg.seq + 1;
+                c.state.archive.push_back(msg.clone());
+                trim(&mut c.state);
+            }
+        }
+        MirrorRecord::Synced { .. } | MirrorRecord::Drop => unreachable!("handled above"),
+    }
+}
+
+fn trim(state: &mut RoomState) {
+    while state.archive.len() > REPLICA_HISTORY {
+        state.archive.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64) -> Archived {
+        Archived {
+            seq,
+            stanza_id: format!("id{seq}"),
+            stamp_ms: seq,
+            nick: "n".into(),
+            real: "a@b".into(),
+            xml: format!("<message><body>{seq}</body></message>"),
+        }
+    }
+
+    fn synced(history: Vec<Archived>, next_seq: u64) -> MirrorRecord {
+        MirrorRecord::Synced {
+            upstream: "conf.hq".into(),
+            room: "r".into(),
+            config: RoomConfig::default(),
+            affiliations: vec![("o@hq".into(), Affiliation::Owner)],
+            subject: None,
+            history,
+            next_seq,
+        }
+    }
+
+    fn seqs(c: &MirrorCache) -> Vec<u64> {
+        c.state.archive.iter().map(|a| a.seq).collect()
+    }
+
+    #[test]
+    fn snapshots_join_up_with_the_archive_or_replace_it() {
+        let mut m = BTreeMap::new();
+        let key = "r@conf.hq";
+        apply(&mut m, key, &synced(vec![msg(1), msg(2)], 3));
+        apply(&mut m, key, &MirrorRecord::Message { msg: msg(3) });
+        apply(&mut m, key, &MirrorRecord::Message { msg: msg(3) });
+        assert_eq!(seqs(&m[key]), [1, 2, 3]);
+        // A resync answer that continues the archive keeps what was there.
+        apply(&mut m, key, &synced(vec![msg(4), msg(5)], 6));
+        assert_eq!(seqs(&m[key]), [1, 2, 3, 4, 5]);
+        // One that leaves a hole replaces it: no silent gap in the archive.
+        apply(&mut m, key, &synced(vec![msg(9)], 10));
+        assert_eq!(seqs(&m[key]), [9]);
+        assert_eq!(m[key].last_seq, 9);
+        apply(&mut m, key, &MirrorRecord::Drop);
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn the_replica_archive_is_bounded() {
+        let mut m = BTreeMap::new();
+        let key = "r@conf.hq";
+        apply(&mut m, key, &synced(Vec::new(), 1));
+        for seq in 1..=(REPLICA_HISTORY as u64 + 10) {
+            apply(&mut m, key, &MirrorRecord::Message { msg: msg(seq) });
+        }
+        assert_eq!(m[key].state.archive.len(), REPLICA_HISTORY);
+        assert_eq!(m[key].state.archive[0].seq, 11);
+    }
+}
