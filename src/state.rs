@@ -165,7 +165,7 @@ pub enum Record {
     /// A change to the cached replica of a mirrored room (keyed by room JID).
     Mirror {
         key: String,
-        change: MirrorRecord,
+        change: Box<MirrorRecord>,
     },
 }
 

@@ -344,7 +344,7 @@ impl Node {
                 let resync = cached.is_some();
                 self.commit(crate::state::Record::Mirror {
                     key: key.clone(),
-                    change: MirrorRecord::Synced {
+                    change: Box::new(MirrorRecord::Synced {
                         upstream: peer.to_string(),
                         room,
                         config,
@@ -352,7 +352,7 @@ impl Node {
                         subject,
                         history,
                         next_seq,
-                    },
+                    }),
                 });
                 held.sort_by_key(|h| h.seq);
                 if resync {
@@ -1034,7 +1034,7 @@ impl Node {
         if self.state.mirrors.contains_key(key) {
             self.commit(crate::state::Record::Mirror {
                 key: key.to_string(),
-                change,
+                change: Box::new(change),
             });
         }
     }
