@@ -1,7 +1,10 @@
 //! Seeded chaos over the simulated network: concurrent chat at HQ and two
-//! sites while links are cut, stalled and throttled. At quiescence every
-//! message must have reached every occupant exactly once, and every mirror
-//! must hold the master's sequence.
+//! sites while links are cut, stalled and throttled and nodes crash and
+//! restart. At quiescence every message must have reached every occupant
+//! exactly once (a session that started after a crash: every message sent
+//! since it joined, and nothing twice), every mirror must hold the master's
+//! sequence, every node must show the same occupants, and nothing may be left
+//! queued or held.
 //!
 //! `CHAOS_SEEDS=n` runs n schedules (default 200); a failure prints the
 //! command that replays its seed (`CHAOS_SEED=s`); `CHAOS_TRACE=1` prints
@@ -18,8 +21,19 @@ const SITES: [usize; 2] = [1, 2];
 
 struct User {
     node: usize,
+    name: &'static str,
     conn: u64,
+    /// What the current session received.
     seen: String,
+    /// Index into the bodies sent of the first message sent after the
+    /// current session joined.
+    joined_at: usize,
+    /// What earlier sessions (ended by a crash of their node) received.
+    earlier: Vec<String>,
+}
+
+fn join_presence(i: usize, history: u32) -> String {
+    format!("<presence to='{ROOM}/n{i}'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='{history}'/></x></presence>")
 }
 
 fn build() -> (Network, Vec<User>) {
@@ -35,6 +49,7 @@ fn build() -> (Network, Vec<User>) {
         c.link.upstreams = vec!["conference.fairfax.example".into()];
         // Detect dead links quickly enough for a short schedule.
         c.link.dead_ms = 20_000;
+        c.link.keepalive_ms = 5_000;
         c.link.grace_ms = 8_000;
         net.add_node(c, 2 + i as u64);
         net.add_link(SITES[i], HQ, Shape::default());
@@ -50,22 +65,22 @@ fn build() -> (Network, Vec<User>) {
             let conn = net.node(node).login(name, "p", "x");
             users.push(User {
                 node,
+                name,
                 conn,
                 seen: String::new(),
+                joined_at: 0,
+                earlier: Vec::new(),
             });
         }
     }
     net.advance(100);
     for (i, u) in users.iter().enumerate() {
-        net.node(u.node).send(
-            u.conn,
-            &format!(
-                "<presence to='{ROOM}/n{i}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
-            ),
-        );
+        net.node(u.node).send(u.conn, &join_presence(i, 0));
         net.settle();
         if i == 0 {
-            net.node(HQ).send(u.conn, &format!("<iq type='set' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>"));
+            // Persistent, and history long enough to hold a whole schedule:
+            // a session that joins after a crash asks for all of it.
+            net.node(HQ).send(u.conn, &format!("<iq type='set' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field><field var='muc#roomconfig_historylength'><value>100</value></field></x></query></iq>"));
             net.settle();
         }
     }
@@ -74,6 +89,19 @@ fn build() -> (Network, Vec<User>) {
         u.seen = net.node(u.node).take(u.conn);
     }
     (net, users)
+}
+
+/// A node crashes and restarts; its users log in again and rejoin, asking
+/// for the room's history.
+fn crash(net: &mut Network, users: &mut [User], node: usize, sent: usize) {
+    collect(net, users);
+    net.crash_and_restart(node);
+    for (i, u) in users.iter_mut().enumerate().filter(|(_, u)| u.node == node) {
+        u.earlier.push(std::mem::take(&mut u.seen));
+        u.conn = net.node(node).login(u.name, "p", "x");
+        net.node(node).send(u.conn, &join_presence(i, 100));
+        u.joined_at = sent;
+    }
 }
 
 fn collect(net: &mut Network, users: &mut [User]) {
@@ -85,11 +113,14 @@ fn collect(net: &mut Network, users: &mut [User]) {
 
 /// Run one schedule; Err describes the first broken invariant.
 fn run(seed: u64) -> Result<(), String> {
+    if std::env::var("CHAOS_TRACE").is_ok() {
+        outpost::shell::logger::init(log::LevelFilter::Info);
+    }
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let (mut net, mut users) = build();
     let mut bodies = Vec::new();
     for step in 0..40 {
-        let action = rng.below(10);
+        let action = rng.below(12);
         if std::env::var("CHAOS_TRACE").is_ok() {
             eprintln!("step {step} action {action}");
         }
@@ -98,10 +129,18 @@ fn run(seed: u64) -> Result<(), String> {
                 let who = rng.below(users.len() as u64) as usize;
                 let body = format!("s{seed}-{step}-u{who}");
                 let u = &users[who];
+                if !u.seen.contains("code='110'") {
+                    // Rejoining after a crash, not in the room yet: a client
+                    // waits for its own presence before it speaks.
+                    continue;
+                }
                 net.node(u.node).send(
                     u.conn,
                     &format!("<message to='{ROOM}' type='groupchat'><body>{body}</body></message>"),
                 );
+                if std::env::var("CHAOS_TRACE").is_ok() {
+                    eprintln!("  {body} from node {}", u.node);
+                }
                 bodies.push(body);
             }
             6 => net.cut(SITES[rng.below(2) as usize]),
@@ -116,6 +155,13 @@ fn run(seed: u64) -> Result<(), String> {
                         rate: 0,
                     },
                 );
+            }
+            11 => {
+                let node = rng.below(3) as usize;
+                if std::env::var("CHAOS_TRACE").is_ok() {
+                    eprintln!("  node {node} crashes");
+                }
+                crash(&mut net, &mut users, node, bodies.len());
             }
             _ => {
                 // Throttle to something between 75 and 9600 bit/s.
@@ -142,11 +188,19 @@ fn run(seed: u64) -> Result<(), String> {
     net.advance(300_000);
     collect(&mut net, &mut users);
 
-    // Every message, exactly once, at every user.
+    // Every message, exactly once, at every user (since the session joined);
+    // never twice in any session.
     for (i, u) in users.iter().enumerate() {
-        for b in &bodies {
-            let n = u.seen.matches(&format!("<body>{b}</body>")).count();
-            if n != 1 {
+        for (k, b) in bodies.iter().enumerate() {
+            let tag = format!("<body>{b}</body>");
+            if let Some(s) = u.earlier.iter().find(|s| s.matches(&tag).count() > 1) {
+                return Err(format!(
+                    "user {i} saw '{b}' {} times in an earlier session",
+                    s.matches(&tag).count()
+                ));
+            }
+            let n = u.seen.matches(&tag).count();
+            if n > 1 || (n == 0 && k >= u.joined_at) {
                 let in_master = net.node(HQ).node.state().rooms["chat"]
                     .archive
                     .iter()
@@ -178,6 +232,29 @@ fn run(seed: u64) -> Result<(), String> {
             return Err(format!(
                 "site {site} holds {mirror:?}, the master {master:?}"
             ));
+        }
+    }
+    // Every node shows the same occupants: each user once, under its nick.
+    let expected: std::collections::BTreeMap<String, String> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let domain = net.node(u.node).node.config().domain.clone();
+            (format!("n{i}"), format!("{}@{domain}", u.name))
+        })
+        .collect();
+    let at_hq = net.node(HQ).node.room_roster("chat");
+    if at_hq != expected {
+        return Err(format!("HQ shows {at_hq:?}, expected {expected:?}"));
+    }
+    for site in SITES {
+        let roster = net.node(site).node.room_roster(ROOM);
+        if roster != expected {
+            return Err(format!("site {site} shows {roster:?}, HQ {expected:?}"));
+        }
+        let backlog = net.node(site).node.mirror_backlog();
+        if backlog != 0 {
+            return Err(format!("site {site}: {backlog} mirror items left over"));
         }
     }
     // Nothing stays queued on any link.

@@ -89,6 +89,30 @@ impl Node {
             .map(|o| o.bare.clone())
     }
 
+    /// Nick → bare JID of everyone in a room as this node shows it; `key` is
+    /// a mastered room's localpart or a mirrored room's JID (for checks).
+    pub fn room_roster(&self, key: &str) -> std::collections::BTreeMap<String, String> {
+        self.live_rooms
+            .get(key)
+            .map(|l| {
+                l.occupants
+                    .iter()
+                    .map(|(n, o)| (n.clone(), o.bare.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What mirrors still hold for later: joins awaiting the master, messages
+    /// held past a gap, local messages awaiting the master's echo (for
+    /// checks: nothing is left once the network is quiet).
+    pub fn mirror_backlog(&self) -> usize {
+        self.mirrors
+            .values()
+            .map(|m| m.pending.len() + m.held.len() + m.delivered_early.len())
+            .sum()
+    }
+
     /// True if a mirrored room's replica holds a message with this text (for checks).
     pub fn mirror_contains(&self, room_jid: &str, text: &str) -> bool {
         self.state
@@ -874,6 +898,11 @@ impl Node {
                 live.occupants.insert(new_nick.clone(), occ);
                 self.broadcast_presence_of(key, &new_nick, &[], false, None);
             }
+            // Local sessions leave here at once, so the master's echo is old
+            // news; and it may name a session that died with a restart whose
+            // successor has the same address and is in the room now.
+            OccupantChange::Left { .. }
+                if jid.as_ref().is_some_and(|j| j.domain() == self.cfg.domain) => {}
             OccupantChange::Left { status } => {
                 self.render_departure(key, &nick, &[], None, status.as_deref());
                 self.forget_occupant(key, &nick);

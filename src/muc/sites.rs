@@ -322,30 +322,19 @@ impl Node {
 
     /// A site restarted: its users' sessions died with it, so they leave.
     pub(crate) fn forget_site_occupants(&mut self, peer: &str) {
-        let mut stale = Vec::new();
-        for (room, live) in self
-            .live_rooms
+        let stale: usize = self
+            .mastered_live_rooms()
             .iter()
-            .filter(|(r, _)| !super::is_mirror_key(r))
-        {
-            for o in live.occupants.values() {
-                stale.extend(
-                    o.sessions
-                        .iter()
-                        .filter(|s| s.domain() == peer)
-                        .map(|s| (room.clone(), s.clone())),
-                );
-            }
+            .flat_map(|r| self.live_rooms[r].occupants.values())
+            .flat_map(|o| o.sessions.iter())
+            .filter(|s| s.domain() == peer)
+            .count();
+        if stale > 0 {
+            log::info!("link {peer}: the site restarted; {stale} of its sessions leave their rooms");
         }
-        if !stale.is_empty() {
-            log::info!(
-                "link {peer}: the site restarted; {} of its sessions leave their rooms",
-                stale.len()
-            );
-        }
-        for (room, session) in stale {
-            self.muc_leave(&room, &session, None);
-        }
+        // As after the grace period: the others see them go (333); the site
+        // is not told, since its new sessions may reuse the old addresses.
+        self.master_detach_site(peer);
     }
 
     fn room_occupant_jid(&self, room: &str, nick: &str) -> Option<Jid> {
