@@ -49,7 +49,6 @@ fn build() -> (Network, Vec<User>) {
         c.link.upstreams = vec!["conference.fairfax.example".into()];
         // Detect dead links quickly enough for a short schedule.
         c.link.dead_ms = 20_000;
-        c.link.keepalive_ms = 5_000;
         c.link.grace_ms = 8_000;
         net.add_node(c, 2 + i as u64);
         net.add_link(SITES[i], HQ, Shape::default());
@@ -206,6 +205,13 @@ fn run(seed: u64) -> Result<(), String> {
                     .iter()
                     .any(|m| m.xml.contains(b.as_str()));
                 let in_mirror = net.node(u.node).node.mirror_contains(ROOM, b);
+                if std::env::var("CHAOS_TRACE").is_ok() {
+                    for node in [HQ, SITES[0], SITES[1]] {
+                        let seq = net.node(node).node.mirror_sequence(ROOM);
+                        eprintln!("node {node} replica: {seq:?}");
+                    }
+                    eprintln!("user {i} received: {}", u.seen);
+                }
                 return Err(format!(
                     "user {i} saw '{b}' {n} times (in the master's archive: {in_master}, in its node's replica: {in_mirror})"
                 ));

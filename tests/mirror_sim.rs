@@ -1148,3 +1148,50 @@ fn a_restored_replica_nobody_rejoins_is_dropped_after_the_grace_period() {
     let out = join(&mut w.net, RALEIGH, wayne, "Wayne");
     assert!(out.contains("code='110'"), "{out}");
 }
+
+#[test]
+fn a_short_dead_timeout_holds_against_a_peer_with_a_long_keepalive() {
+    // The site wants a dead link noticed within 20 s; HQ sends keepalives
+    // only every 60 s. The site asks for an ack when it has heard nothing
+    // for half its timeout, so an idle, healthy link stays up.
+    let mut hq = hq_config();
+    hq.link.keepalive_ms = 60_000;
+    let mut net = Network::new();
+    net.add_node(hq, 1);
+    let mut site = site_config("raleigh.example");
+    site.link.keepalive_ms = 60_000;
+    site.link.dead_ms = 20_000;
+    net.add_node(site, 2);
+    net.add_link(RALEIGH, HQ, Shape::default());
+    net.advance(1_000);
+    net.take_transcript(RALEIGH);
+    net.advance(600_000);
+    let transcript = net.take_transcript(RALEIGH);
+    assert!(
+        !transcript.iter().any(|(_, t)| t.contains("<hello")),
+        "the link was never re-established: {transcript:?}"
+    );
+    let probes = transcript
+        .iter()
+        .filter(|(up, t)| *up && t == "<r/>")
+        .count();
+    assert!(
+        (20..=70).contains(&probes),
+        "about one probe per 10 s of silence: {probes}"
+    );
+    // A real outage (nothing gets through, nobody closes) is still noticed.
+    net.reshape(
+        RALEIGH,
+        Shape {
+            latency_ms: 3_600_000,
+            rate: 0,
+        },
+    );
+    let cut_at = net.now_ms;
+    net.advance(25_000);
+    let down = net.node(RALEIGH).admin(outpost::node::AdminCommand::Links);
+    assert!(
+        matches!(&down, outpost::node::AdminReply::Links(l) if !l[0].connected),
+        "noticed within 20 s of {cut_at}: {down:?}"
+    );
+}

@@ -39,6 +39,9 @@ pub struct LinkConn {
     ack_due: Option<u64>,
     keepalive_ms: u64,
     dead_ms: u64,
+    /// Silent for half of `dead_ms`: we asked the peer for an ack (`<r/>`),
+    /// so detection does not hang on the peer's keepalive interval.
+    probed: bool,
     pub(crate) timer_armed: Option<u64>,
 }
 
@@ -73,6 +76,7 @@ impl Node {
                 header: None,
                 established: false,
                 last_rx: now,
+                probed: false,
                 last_tx: now,
                 unacked_in: 0,
                 ack_due: None,
@@ -115,6 +119,7 @@ impl Node {
                 return;
             };
             l.last_rx = now;
+            l.probed = false;
             match l.framer.next_frame(rest) {
                 Ok((used, frame)) => {
                     rest = &rest[used..];
@@ -283,6 +288,7 @@ impl Node {
                     self.resync_upstream(&peer);
                 }
             }
+            "r" => self.send_ack(conn),
             "a" => {
                 let Some(h) = number("h") else {
                     return self.link_protocol_error(conn, "ack without 'h'");
@@ -453,9 +459,11 @@ impl Node {
         let Some(l) = self.links.get_mut(&conn) else {
             return;
         };
+        let probe = (l.established && !l.probed).then_some(l.last_rx + l.dead_ms / 2);
         let deadline = [
             Some(l.last_tx + l.keepalive_ms),
             Some(l.last_rx + l.dead_ms),
+            probe,
             l.ack_due,
         ]
         .into_iter()
@@ -482,6 +490,13 @@ impl Node {
             );
             return self.close_link(conn);
         }
+        if !l.probed && l.established && now >= l.last_rx + l.dead_ms / 2 {
+            self.links.get_mut(&conn).expect("link").probed = true;
+            self.link_write(conn, b"<r/>".to_vec());
+        }
+        let Some(l) = self.links.get(&conn) else {
+            return;
+        };
         if l.ack_due.is_some_and(|t| now >= t) {
             self.send_ack(conn);
         }

@@ -330,7 +330,9 @@ impl Node {
             .filter(|s| s.domain() == peer)
             .count();
         if stale > 0 {
-            log::info!("link {peer}: the site restarted; {stale} of its sessions leave their rooms");
+            log::info!(
+                "link {peer}: the site restarted; {stale} of its sessions leave their rooms"
+            );
         }
         // As after the grace period: the others see them go (333); the site
         // is not told, since its new sessions may reuse the old addresses.

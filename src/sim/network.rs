@@ -45,6 +45,16 @@ struct Wire {
     transcript: Vec<(bool, String)>,
 }
 
+impl Wire {
+    /// The connection is gone, and with it what it still carried: a new one
+    /// does not queue behind the old one's backlog.
+    fn drop_in_flight(&mut self) {
+        self.flight.clear();
+        self.free_at = [0, 0];
+        self.last_arrival = [0, 0];
+    }
+}
+
 pub struct Network {
     pub nodes: Vec<SimNode>,
     wires: Vec<Wire>,
@@ -121,7 +131,7 @@ impl Network {
             .position(|w| w.site == site)
             .expect("a link");
         self.wires[i].up = false;
-        self.wires[i].flight.clear();
+        self.wires[i].drop_in_flight();
         if let Some((s, m)) = self.wires[i].conns.take() {
             let (site_node, master_node) = (self.wires[i].site, self.wires[i].master);
             self.nodes[site_node].disconnect(s);
@@ -136,7 +146,7 @@ impl Network {
             .iter_mut()
             .filter(|w| w.site == i || w.master == i)
         {
-            w.flight.clear();
+            w.drop_in_flight();
             if let Some((s, m)) = w.conns.take() {
                 let (other, conn) = if w.site == i {
                     (w.master, m)
@@ -215,7 +225,7 @@ impl Network {
                     if self.nodes[node].is_closed(conn) {
                         // One end closed it: the other sees the drop.
                         self.wires[wi].conns = None;
-                        self.wires[wi].flight.clear();
+                        self.wires[wi].drop_in_flight();
                         let (other, oc) = if to_master { (master, m) } else { (site, s) };
                         self.nodes[other].disconnect(oc);
                         self.nodes[node].disconnect(conn);
