@@ -6,6 +6,13 @@
 //! and compare them with the missed messages' bodies plus stanza-ids (the
 //! issue's yardstick: at most 1.2x).
 //!
+//! In the same run, the reference "part and full rejoin" (what XEP-0289
+//! suggests, and what clients do across plain federation or when they use HQ
+//! directly): K clients at the site that talk to HQ's server across the link
+//! each rejoin with the history since the outage began. Their bytes are the
+//! room traffic only (join, presences, history); logging in again would add
+//! more, so the reference is if anything flattered.
+//!
 //!     cargo bench --bench resync_bytes
 
 use outpost::node::NodeConfig;
@@ -18,7 +25,17 @@ const LINK: Shape = Shape {
     rate: 1200,
 };
 
-fn run(k: usize, outage_s: u64) -> (u64, u64, u64) {
+struct Outcome {
+    link_bytes: u64,
+    yardstick: u64,
+    converged_ms: u64,
+    rejoin_bytes: u64,
+}
+
+/// `k` people at the site, behind its Outpost node, or (`direct`) using
+/// HQ's server across the link themselves.
+fn run(k: usize, outage_s: u64, direct: bool) -> Outcome {
+    let (k, k_direct) = if direct { (0, k) } else { (k, 0) };
     let mut net = Network::new();
     let mut hq = NodeConfig::new("fairfax.example");
     hq.link.peers = vec!["raleigh.example".into()];
@@ -30,6 +47,13 @@ fn run(k: usize, outage_s: u64) -> (u64, u64, u64) {
     net.node(0).add_user("kevin", "k");
     net.node(0).add_user("scott", "s");
     let kevin = net.node(0).login("kevin", "k", "hq");
+    // The reference: the same K people using HQ's server across the link.
+    let direct: Vec<u64> = (0..k_direct)
+        .map(|i| {
+            net.node(0).add_user(&format!("r{i}"), "p");
+            net.node(0).login(&format!("r{i}"), "p", "tv")
+        })
+        .collect();
     let scott = net.node(0).login("scott", "s", "hq");
     let locals: Vec<u64> = (0..k)
         .map(|i| {
@@ -43,17 +67,26 @@ fn run(k: usize, outage_s: u64) -> (u64, u64, u64) {
     };
     join(&mut net, 0, kevin, "Kevin");
     net.settle();
-    net.node(0).send(kevin, &format!("<iq type='set' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
+    // History long enough for the reference's rejoin to fetch a whole hour.
+    net.node(0).send(kevin, &format!("<iq type='set' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_historylength'><value>1000</value></field></x></query></iq>"));
     join(&mut net, 0, scott, "Scott");
     for (i, c) in locals.iter().enumerate() {
         join(&mut net, 1, *c, &format!("U{i}"));
         net.advance(5_000);
+    }
+    for (i, c) in direct.iter().enumerate() {
+        join(&mut net, 0, *c, &format!("R{i}"));
     }
     net.advance(30_000);
     for c in &locals {
         net.node(1).take(*c);
     }
     net.cut(1);
+    // The direct clients lose their connections with the link.
+    for c in &direct {
+        net.node(0).disconnect(*c);
+    }
+    let outage_began = net.node(0).now.unix_ms;
     let mut sent = Vec::new();
     for t in 0..outage_s / 10 {
         let body = format!("{t:06} {BODY}");
@@ -99,22 +132,54 @@ fn run(k: usize, outage_s: u64) -> (u64, u64, u64) {
     let elapsed = net.now_ms - start;
     net.advance(2_000);
     let (up, down) = net.link_bytes(1);
-    (up + down, yardstick, elapsed)
+    // The reference: each client comes back and rejoins with the history
+    // since the outage began.
+    let since = outpost::stanza::timestamp(outage_began - 1_000);
+    let mut rejoin_bytes = 0;
+    for i in 0..k_direct {
+        let c = net.node(0).login(&format!("r{i}"), "p", "tv");
+        net.node(0).take(c);
+        let request = format!("<presence to='{ROOM}/R{i}'><x xmlns='http://jabber.org/protocol/muc'><history since='{since}'/></x></presence>");
+        net.node(0).send(c, &request);
+        net.settle();
+        let answer = net.node(0).take(c);
+        let got = sent.iter().filter(|b| answer.contains(b.as_str())).count();
+        assert_eq!(got, sent.len(), "the rejoin fetched every missed message");
+        rejoin_bytes += (request.len() + answer.len()) as u64;
+    }
+    Outcome {
+        link_bytes: up + down,
+        yardstick,
+        converged_ms: elapsed,
+        rejoin_bytes,
+    }
 }
 
 fn main() {
     println!("resync after an outage: 9600 bit/s, 600 ms round trip, 1 message / 10 s, HQ presence churn");
     println!(
-        "{:>8} {:>3} {:>12} {:>14} {:>7} {:>12}",
-        "outage", "K", "link bytes", "bodies+ids", "ratio", "converged in"
+        "{:>8} {:>3} {:>12} {:>12} {:>7} {:>12} {:>14} {:>9}",
+        "outage",
+        "K",
+        "link bytes",
+        "bodies+ids",
+        "ratio",
+        "converged in",
+        "part+rejoin",
+        "rejoin/us"
     );
     for (outage, label) in [(60, "1 min"), (3_600, "1 hour")] {
         for k in [1, 20] {
-            let (bytes, yardstick, ms) = run(k, outage);
+            let o = run(k, outage, false);
+            let reference = run(k, outage, true);
             println!(
-                "{label:>8} {k:>3} {bytes:>12} {yardstick:>14} {:>6.2}x {:>10.1} s",
-                bytes as f64 / yardstick as f64,
-                ms as f64 / 1000.0
+                "{label:>8} {k:>3} {:>12} {:>12} {:>6.2}x {:>10.1} s {:>14} {:>8.1}x",
+                o.link_bytes,
+                o.yardstick,
+                o.link_bytes as f64 / o.yardstick as f64,
+                o.converged_ms as f64 / 1000.0,
+                reference.rejoin_bytes,
+                reference.rejoin_bytes as f64 / o.link_bytes as f64
             );
         }
     }
