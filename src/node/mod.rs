@@ -291,6 +291,19 @@ pub struct Node {
     push_counter: u64,
 }
 
+/// Remove and return the peers whose deadline has come.
+fn take_due(deadlines: &mut std::collections::BTreeMap<String, u64>, now: u64) -> Vec<String> {
+    let due: Vec<String> = deadlines
+        .iter()
+        .filter(|(_, t)| **t <= now)
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in &due {
+        deadlines.remove(p);
+    }
+    due
+}
+
 impl Node {
     /// `state` is the replay of the log; `seed` the only source of randomness.
     pub fn new(cfg: NodeConfig, state: State, seed: [u8; 32]) -> Node {
@@ -415,36 +428,15 @@ impl Node {
                 self.on_link_timer(conn);
             }
         }
-        let due: Vec<String> = self
-            .dial_due
-            .iter()
-            .filter(|(_, t)| **t <= now.mono_ms)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for peer in due {
-            self.dial_due.remove(&peer);
+        for peer in take_due(&mut self.dial_due, now.mono_ms) {
             if !self.link_of_peer.contains_key(&peer) {
                 self.actions.push(Action::Dial { peer });
             }
         }
-        let expired: Vec<String> = self
-            .grace_due
-            .iter()
-            .filter(|(_, t)| **t <= now.mono_ms)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for peer in expired {
-            self.grace_due.remove(&peer);
+        for peer in take_due(&mut self.grace_due, now.mono_ms) {
             self.on_grace_expired(&peer);
         }
-        let idle: Vec<String> = self
-            .mirror_idle_due
-            .iter()
-            .filter(|(_, t)| **t <= now.mono_ms)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for upstream in idle {
-            self.mirror_idle_due.remove(&upstream);
+        for upstream in take_due(&mut self.mirror_idle_due, now.mono_ms) {
             self.drop_idle_mirrors(&upstream);
         }
     }
