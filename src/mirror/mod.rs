@@ -553,12 +553,7 @@ impl Node {
             .map(|(n, _)| n.clone())
             .collect();
         for nick in gone {
-            self.render_departure(key, &nick, &[], None, None);
-            self.live_rooms
-                .get_mut(key)
-                .expect("room")
-                .occupants
-                .remove(&nick);
+            self.remote_departs(key, &nick, &[]);
         }
         for (nick, info) in now {
             let live = self.live_rooms.get_mut(key).expect("room");
@@ -641,12 +636,7 @@ impl Node {
                 .map(|(n, _)| n.clone())
                 .collect();
             for nick in remote {
-                self.render_departure(&key, &nick, &[333], None, None);
-                self.live_rooms
-                    .get_mut(&key)
-                    .expect("room")
-                    .occupants
-                    .remove(&nick);
+                self.remote_departs(&key, &nick, &[333]);
             }
         }
     }
@@ -815,12 +805,7 @@ impl Node {
                     .and_then(|l| l.occupants.get(&nick))
                     .is_some_and(|o| o.bare != info.bare);
                 if taken {
-                    self.render_departure(key, &nick, &[], None, None);
-                    self.live_rooms
-                        .get_mut(key)
-                        .expect("room")
-                        .occupants
-                        .remove(&nick);
+                    self.remote_departs(key, &nick, &[]);
                 }
                 let live = self.live_rooms.entry(key.to_string()).or_default();
                 let local_joiner = jid
@@ -988,6 +973,16 @@ impl Node {
                 p.set_attr("to", session.to_string());
                 self.send_el(c, &p);
             }
+        }
+    }
+
+    /// An occupant leaves the local view of the room at the master's word
+    /// (gone remote occupants, a nick the master gave to someone else); the
+    /// replica stays, whoever is left.
+    fn remote_departs(&mut self, key: &str, nick: &str, codes: &[u16]) {
+        self.render_departure(key, nick, codes, None, None);
+        if let Some(live) = self.live_rooms.get_mut(key) {
+            live.occupants.remove(nick);
         }
     }
 
