@@ -659,8 +659,9 @@ fn an_oversized_frame_closes_only_that_link() {
     assert!(join(&mut w.net, DURHAM, w.dana, "Dana").contains("code='110'"));
 }
 
-#[test]
-fn during_a_split_the_site_keeps_chatting_and_what_needs_hq_fails_at_once() {
+/// Wayne and Keith (Raleigh) are in the room, everyone's output is read,
+/// and Raleigh's link is cut.
+fn split_with_wayne_and_keith_in() -> World {
     let mut w = world();
     join(&mut w.net, RALEIGH, w.wayne, "Wayne");
     join(&mut w.net, RALEIGH, w.keith, "Keith");
@@ -670,6 +671,12 @@ fn during_a_split_the_site_keeps_chatting_and_what_needs_hq_fails_at_once() {
     }
     w.net.node(HQ).take(w.kevin);
     w.net.cut(RALEIGH);
+    w
+}
+
+#[test]
+fn during_a_split_the_site_keeps_chatting_and_what_needs_hq_fails_at_once() {
+    let mut w = split_with_wayne_and_keith_in();
     w.net.advance(1_000);
     // Local chat goes on, delivered at once.
     say(&mut w.net, RALEIGH, w.wayne, "during-split");
@@ -808,15 +815,7 @@ fn after_a_site_restarts_hq_lets_its_dead_sessions_go() {
 
 #[test]
 fn a_split_longer_than_the_grace_period_shows_333_and_converges() {
-    let mut w = world();
-    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
-    join(&mut w.net, RALEIGH, w.keith, "Keith");
-    w.net.advance(1_000);
-    for c in [w.wayne, w.keith] {
-        w.net.node(RALEIGH).take(c);
-    }
-    w.net.node(HQ).take(w.kevin);
-    w.net.cut(RALEIGH);
+    let mut w = split_with_wayne_and_keith_in();
     say(&mut w.net, HQ, w.kevin, "hq-during-split");
     say(&mut w.net, RALEIGH, w.wayne, "site-during-split");
     w.net.advance(301_000); // Past the 300 s grace period.
