@@ -4,6 +4,7 @@
 //! consumes events with the current time and returns actions; the `shell`
 //! turns actions into socket, TLS and log I/O on one smol thread.
 
+pub mod admin;
 pub mod c2s;
 pub mod config;
 pub mod im;

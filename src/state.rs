@@ -97,6 +97,9 @@ pub struct State {
     pub links: BTreeMap<String, LinkState>,
     /// Replicas of rooms mastered elsewhere, keyed by the room's JID.
     pub mirrors: BTreeMap<String, MirrorCache>,
+    /// The admin password of the serial console and the web page (hashed
+    /// like account passwords; unset until the first-run setup).
+    pub admin: Option<Credentials>,
 }
 
 /// What survives a restart of a link: the events not yet acknowledged by the
@@ -166,6 +169,10 @@ pub enum Record {
     Mirror {
         key: String,
         change: Box<MirrorRecord>,
+    },
+    /// The admin password was set or changed.
+    AdminPassword {
+        creds: Credentials,
     },
 }
 
@@ -270,6 +277,7 @@ impl State {
             Record::Mirror { key, change } => {
                 crate::mirror::cache::apply(&mut self.mirrors, key, change)
             }
+            Record::AdminPassword { creds } => self.admin = Some(creds.clone()),
         }
     }
 }

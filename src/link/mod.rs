@@ -26,6 +26,19 @@ impl LinkConn {
     }
 }
 
+/// What `outpost links`, the console and the web page show of a peer's
+/// traffic since this node started.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinkCounters {
+    /// Link payload bytes (TLS overhead not included).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Round trip of the last answered `<r/>` probe.
+    pub rtt_ms: Option<u64>,
+    /// Bytes this site delivered to its own sessions from the peer's rooms.
+    pub fanout_bytes: u64,
+}
+
 /// One connection carrying a link.
 pub struct LinkConn {
     pub peer: String,
@@ -42,6 +55,8 @@ pub struct LinkConn {
     /// Silent for half of `dead_ms`: we asked the peer for an ack (`<r/>`),
     /// so detection does not hang on the peer's keepalive interval.
     probed: bool,
+    /// When the outstanding `<r/>` went out (its answer gives the round trip).
+    probe_sent: Option<u64>,
     pub(crate) timer_armed: Option<u64>,
 }
 
@@ -77,6 +92,7 @@ impl Node {
                 established: false,
                 last_rx: now,
                 probed: false,
+                probe_sent: None,
                 last_tx: now,
                 unacked_in: 0,
                 ack_due: None,
@@ -103,7 +119,7 @@ impl Node {
     fn link_write(&mut self, conn: ConnId, bytes: Vec<u8>) {
         if let Some(l) = self.links.get_mut(&conn) {
             l.last_tx = self.now.mono_ms;
-            self.link_traffic.entry(l.peer.clone()).or_default().1 += bytes.len() as u64;
+            self.link_traffic.entry(l.peer.clone()).or_default().bytes_out += bytes.len() as u64;
             self.send(conn, bytes);
         }
     }
@@ -111,7 +127,7 @@ impl Node {
     pub(crate) fn on_link_data(&mut self, conn: ConnId, bytes: &[u8]) {
         let now = self.now.mono_ms;
         if let Some(l) = self.links.get(&conn) {
-            self.link_traffic.entry(l.peer.clone()).or_default().0 += bytes.len() as u64;
+            self.link_traffic.entry(l.peer.clone()).or_default().bytes_in += bytes.len() as u64;
         }
         let mut rest = bytes;
         while !rest.is_empty() {
@@ -194,6 +210,8 @@ impl Node {
                 }
                 self.acknowledged(&peer, received);
                 self.links.get_mut(&conn).expect("link").established = true;
+                // One probe at once, so the round trip is known from the start.
+                self.send_probe(conn);
                 let epoch = el.get_attr("epoch").unwrap_or("").to_string();
                 self.dial_backoff.remove(&peer);
                 // Events we dropped (queue cap) cannot be resent: say so.
@@ -305,9 +323,21 @@ impl Node {
                     );
                 }
                 self.acknowledged(&peer, h);
+                let now = self.now.mono_ms;
+                if let Some(sent) = self.links.get_mut(&conn).and_then(|l| l.probe_sent.take()) {
+                    self.link_traffic.entry(peer.clone()).or_default().rtt_ms = Some(now - sent);
+                }
             }
             other => self.link_protocol_error(conn, &format!("unknown element <{other}/>")),
         }
+    }
+
+    fn send_probe(&mut self, conn: ConnId) {
+        let now = self.now.mono_ms;
+        if let Some(l) = self.links.get_mut(&conn) {
+            l.probe_sent = Some(now);
+        }
+        self.link_write(conn, b"<r/>".to_vec());
     }
 
     fn acknowledged(&mut self, peer: &str, upto: u64) {
@@ -492,7 +522,7 @@ impl Node {
         }
         if !l.probed && l.established && now >= l.last_rx + l.dead_ms / 2 {
             self.links.get_mut(&conn).expect("link").probed = true;
-            self.link_write(conn, b"<r/>".to_vec());
+            self.send_probe(conn);
         }
         let Some(l) = self.links.get(&conn) else {
             return;
@@ -523,16 +553,17 @@ impl Node {
         peers
             .into_iter()
             .map(|peer| {
-                let (bytes_in, bytes_out) =
-                    self.link_traffic.get(&peer).copied().unwrap_or_default();
+                let traffic = self.link_traffic.get(&peer).copied().unwrap_or_default();
                 let state = self.state.links.get(&peer);
                 crate::node::LinkStatus {
                     connected: self
                         .link_of_peer
                         .get(&peer)
                         .is_some_and(|c| self.links[c].established),
-                    bytes_in,
-                    bytes_out,
+                    bytes_in: traffic.bytes_in,
+                    bytes_out: traffic.bytes_out,
+                    rtt_ms: traffic.rtt_ms,
+                    saved_bytes: traffic.fanout_bytes.saturating_sub(traffic.bytes_in),
                     unacked: state.map_or(0, |s| s.unacked.len()),
                     last_in: state.map_or(0, |s| s.last_in),
                     peer,

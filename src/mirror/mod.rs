@@ -325,11 +325,21 @@ impl Node {
         let rest = &xml["<message".len()..];
         for s in sessions {
             if let Some(c) = self.conn_of_full(&s) {
-                self.send(
-                    c,
-                    format!("<message to='{}'{rest}", escape(&s.to_string())).into_bytes(),
-                );
+                let bytes = format!("<message to='{}'{rest}", escape(&s.to_string())).into_bytes();
+                self.count_fanout(key, bytes.len());
+                self.send(c, bytes);
             }
+        }
+    }
+
+    /// Bytes a mirror delivered locally: without this site, each copy would
+    /// have crossed the link to a client of the master.
+    fn count_fanout(&mut self, key: &str, bytes: usize) {
+        if let Some(m) = self.mirrors.get(key) {
+            self.link_traffic
+                .entry(m.upstream.clone())
+                .or_default()
+                .fanout_bytes += bytes as u64;
         }
     }
 
@@ -453,7 +463,9 @@ impl Node {
                     &m.xml["<message".len()..]
                 );
                 if let Some(c) = self.conn_of_full(s) {
-                    self.send(c, stanza::insert_before_close(&xml, &delay).into_bytes());
+                    let bytes = stanza::insert_before_close(&xml, &delay).into_bytes();
+                    self.count_fanout(key, bytes.len());
+                    self.send(c, bytes);
                 }
             }
         }

@@ -2,6 +2,8 @@
 //! events into actions. It never reads a clock, touches a socket or a file:
 //! the time arrives with every call and all output is an [`Action`].
 
+mod status;
+
 use crate::c2s::Session;
 use crate::scram::Credentials;
 use crate::state::{Record, State};
@@ -162,6 +164,34 @@ pub enum AdminCommand {
     UserList,
     /// State and traffic of every link.
     Links,
+    /// What the console's `status` and the web page's status show.
+    Status,
+    /// Set the admin password (first-run setup or a change).
+    AdminPasswordSet {
+        creds: Credentials,
+    },
+    /// The admin password's hash, to check a login against.
+    AdminPasswordGet,
+}
+
+/// A room and who is in it, as this node shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomStatus {
+    pub jid: String,
+    /// The MUC service that masters it, for a mirrored room.
+    pub mirrored_from: Option<String>,
+    /// Nick and bare JID of each occupant.
+    pub occupants: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub domain: String,
+    pub accounts: usize,
+    /// Client connections open (bound or not).
+    pub sessions: usize,
+    pub rooms: Vec<RoomStatus>,
+    pub links: Vec<LinkStatus>,
 }
 
 /// One link as `outpost links` shows it.
@@ -176,6 +206,12 @@ pub struct LinkStatus {
     pub unacked: usize,
     /// The peer's last event applied here.
     pub last_in: u64,
+    /// Round trip of the last `<r/>` probe answered on this connection.
+    pub rtt_ms: Option<u64>,
+    /// Bytes delivered to local sessions from this upstream's rooms beyond
+    /// the link bytes that carried them: what clients connecting to the
+    /// master directly would have added to the link (0 on the master's side).
+    pub saved_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +219,8 @@ pub enum AdminReply {
     Done,
     Users(Vec<String>),
     Links(Vec<LinkStatus>),
+    Status(NodeStatus),
+    AdminPassword(Option<Credentials>),
     Error(String),
 }
 
@@ -267,8 +305,8 @@ pub struct Node {
     /// When each upstream is to be dialed next, and its current backoff.
     pub(crate) dial_due: std::collections::BTreeMap<String, u64>,
     pub(crate) dial_backoff: HashMap<String, u64>,
-    /// Link payload bytes (in, out) per peer since start.
-    pub(crate) link_traffic: HashMap<String, (u64, u64)>,
+    /// Traffic counters per peer since start.
+    pub(crate) link_traffic: HashMap<String, crate::link::LinkCounters>,
     /// Random per start: a peer that sees it change knows this node forgot
     /// its live state (who is in which room) and must re-announce.
     pub(crate) epoch: String,
@@ -569,6 +607,12 @@ impl Node {
             AdminCommand::UserList => {
                 AdminReply::Users(self.state.accounts.keys().cloned().collect())
             }
+            AdminCommand::Status => AdminReply::Status(self.status()),
+            AdminCommand::AdminPasswordSet { creds } => {
+                self.commit(Record::AdminPassword { creds });
+                AdminReply::Done
+            }
+            AdminCommand::AdminPasswordGet => AdminReply::AdminPassword(self.state.admin.clone()),
         }
     }
 }

@@ -1,0 +1,102 @@
+//! Plain-text reports for the console (the web page renders the same facts
+//! as HTML in `web`).
+
+use crate::config::Config;
+use crate::node::{LinkStatus, NodeStatus, RoomStatus};
+use std::fmt::Write;
+
+/// What only the shell knows, shown beside the node's own status.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// This node's link key fingerprint (what peers pin).
+    pub fingerprint: String,
+    /// Bytes in the append log.
+    pub log_bytes: u64,
+    /// Where settings are saved.
+    pub config_file: String,
+    /// Saved settings differ from the running ones.
+    pub restart_pending: bool,
+}
+
+/// The pinned fingerprint of a link's peer, from the configuration.
+pub fn pinned_fingerprint<'c>(cfg: &'c Config, peer: &str) -> Option<&'c str> {
+    cfg.upstream
+        .iter()
+        .find(|u| u.muc.0 == peer)
+        .map(|u| u.fingerprint.as_str())
+        .or_else(|| {
+            cfg.link
+                .peer
+                .iter()
+                .find(|p| p.domain.0 == peer)
+                .map(|p| p.fingerprint.as_str())
+        })
+}
+
+pub fn status(s: &NodeStatus, facts: &Facts, cfg: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "outpost {} serving {} ({} accounts, {} client connections)",
+        env!("CARGO_PKG_VERSION"),
+        s.domain,
+        s.accounts,
+        s.sessions
+    );
+    let _ = writeln!(out, "log: {} bytes; settings in {}", facts.log_bytes, facts.config_file);
+    if facts.restart_pending {
+        let _ = writeln!(out, "saved settings differ from the running ones: restart to apply");
+    }
+    out.push_str(&links(&s.links, facts, cfg));
+    out.push_str(&rooms(&s.rooms));
+    out
+}
+
+pub fn links(links: &[LinkStatus], facts: &Facts, cfg: &Config) -> String {
+    let mut out = format!("this node's fingerprint: {}\n", facts.fingerprint);
+    if links.is_empty() {
+        out.push_str("no links configured\n");
+    }
+    for l in links {
+        let _ = writeln!(
+            out,
+            "link {}: {}, rtt {}, in {} B, out {} B, saved {} B, unacked {}, fingerprint {}",
+            l.peer,
+            if l.connected { "up" } else { "down" },
+            l.rtt_ms.map_or("-".to_string(), |r| format!("{r} ms")),
+            l.bytes_in,
+            l.bytes_out,
+            l.saved_bytes,
+            l.unacked,
+            pinned_fingerprint(cfg, &l.peer).unwrap_or("?")
+        );
+    }
+    out
+}
+
+pub fn rooms(rooms: &[RoomStatus]) -> String {
+    let mut out = String::new();
+    if rooms.is_empty() {
+        out.push_str("no rooms\n");
+    }
+    for r in rooms {
+        let origin = match &r.mirrored_from {
+            Some(up) => format!(" (mirror of {up})"),
+            None => String::new(),
+        };
+        let who: Vec<String> = r
+            .occupants
+            .iter()
+            .map(|(nick, jid)| format!("{nick} <{jid}>"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "room {}{origin}: {} occupant(s){}{}",
+            r.jid,
+            r.occupants.len(),
+            if who.is_empty() { "" } else { ": " },
+            who.join(", ")
+        );
+    }
+    out
+}

@@ -1,0 +1,48 @@
+//! The node's own account of itself, for the serial console and the web page.
+
+use super::{Node, NodeStatus, RoomStatus};
+
+impl Node {
+    pub(crate) fn status(&self) -> NodeStatus {
+        let mut rooms: Vec<RoomStatus> = self
+            .live_rooms
+            .iter()
+            .filter(|(_, live)| !live.occupants.is_empty())
+            .map(|(key, live)| {
+                let mirrored_from = self.mirrors.get(key).map(|m| m.upstream.clone());
+                let jid = if mirrored_from.is_some() {
+                    key.clone()
+                } else {
+                    format!("{key}@{}", self.cfg.muc_service)
+                };
+                RoomStatus {
+                    jid,
+                    mirrored_from,
+                    occupants: live
+                        .occupants
+                        .iter()
+                        .map(|(nick, o)| (nick.clone(), o.bare.clone()))
+                        .collect(),
+                }
+            })
+            .collect();
+        // Mastered rooms nobody is in still exist: list them, empty.
+        for room in self.state.rooms.keys() {
+            if !self.live_rooms.get(room).is_some_and(|l| !l.occupants.is_empty()) {
+                rooms.push(RoomStatus {
+                    jid: format!("{room}@{}", self.cfg.muc_service),
+                    mirrored_from: None,
+                    occupants: Vec::new(),
+                });
+            }
+        }
+        rooms.sort_by(|a, b| a.jid.cmp(&b.jid));
+        NodeStatus {
+            domain: self.cfg.domain.clone(),
+            accounts: self.state.accounts.len(),
+            sessions: self.sessions.len(),
+            rooms,
+            links: self.link_status(),
+        }
+    }
+}
