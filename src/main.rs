@@ -2,7 +2,7 @@
 
 use outpost::config::Config;
 use outpost::node::{AdminCommand, AdminReply};
-use outpost::scram::{Credentials, DEFAULT_ITERATIONS};
+use outpost::scram::Credentials;
 use outpost::shell;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -51,7 +51,7 @@ fn take_config(args: &mut Vec<String>) -> Result<Option<PathBuf>, String> {
 fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
     match path {
         Some(p) => Config::load(&p).map_err(|e| e.to_string()),
-        None => Ok(Config::embedded()),
+        None => Config::load_default().map_err(|e| e.to_string()),
     }
 }
 
@@ -68,9 +68,13 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
             Ok(())
         }
         [] | ["run"] => {
-            let cfg = load_config(config_path)?;
+            let cfg = load_config(config_path.clone())?;
             shell::logger::init(cfg.log_level.filter());
-            shell::run(cfg)
+            let file = config_path.unwrap_or_else(Config::saved_default_path);
+            match shell::run(cfg, file)? {
+                shell::Stopped::Exit => Ok(()),
+                shell::Stopped::Restart => restart(),
+            }
         }
         ["check"] => {
             let cfg = load_config(config_path)?;
@@ -115,6 +119,17 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
         }
         _ => Err(format!("unknown command\n{USAGE}")),
     }
+}
+
+/// Start again in place, with the same arguments (the console's and the
+/// web page's `restart`): the new process reads the saved configuration.
+fn restart() -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot restart: {e}"))?;
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(format!("cannot restart: {err}"))
 }
 
 /// Accept `alice` or `alice@<our domain>`.
@@ -182,10 +197,5 @@ fn credentials() -> Result<Credentials, String> {
     if password.is_empty() {
         return Err("empty password".into());
     }
-    let salt = shell::random_seed();
-    Ok(Credentials::derive(
-        &password,
-        &salt[..16],
-        DEFAULT_ITERATIONS,
-    ))
+    Ok(shell::admin_ops::new_credentials(&password))
 }

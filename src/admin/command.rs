@@ -7,21 +7,47 @@ pub enum Command {
     Help,
     Status,
     ConfigShow,
-    ConfigGet { key: String },
-    ConfigSet { key: String, value: String },
+    ConfigGet {
+        key: String,
+    },
+    ConfigSet {
+        key: String,
+        value: String,
+    },
     Users,
     /// The password is asked for separately (not echoed on the console).
-    UserAdd { user: String, password: String },
-    UserPasswd { user: String, password: String },
-    UserDel { user: String },
+    UserAdd {
+        user: String,
+        password: String,
+    },
+    UserPasswd {
+        user: String,
+        password: String,
+    },
+    UserDel {
+        user: String,
+    },
     Links,
     Rooms,
-    UpstreamAdd { muc: String, connect: String, fingerprint: String },
-    UpstreamDel { muc: String },
-    PeerAdd { domain: String, fingerprint: String },
-    PeerDel { domain: String },
+    UpstreamAdd {
+        muc: String,
+        connect: String,
+        fingerprint: String,
+    },
+    UpstreamDel {
+        muc: String,
+    },
+    PeerAdd {
+        domain: String,
+        fingerprint: String,
+    },
+    PeerDel {
+        domain: String,
+    },
     /// Change the admin password.
-    AdminPasswd { password: String },
+    AdminPasswd {
+        password: String,
+    },
     Restart,
     Logout,
 }
@@ -106,7 +132,9 @@ pub fn parse(line: &str) -> Result<Command, String> {
             domain: one(domain),
             fingerprint: one(fpr),
         },
-        ["peer", "del", domain] => Command::PeerDel { domain: one(domain) },
+        ["peer", "del", domain] => Command::PeerDel {
+            domain: one(domain),
+        },
         ["passwd"] => Command::AdminPasswd {
             password: String::new(),
         },
@@ -151,6 +179,8 @@ mod tests {
             }
         );
         assert!(parse("frobnicate").unwrap_err().contains("unknown command"));
-        assert!(parse("config set x").unwrap_err().contains("wrong arguments"));
+        assert!(parse("config set x")
+            .unwrap_err()
+            .contains("wrong arguments"));
     }
 }

@@ -177,13 +177,18 @@ fn finish(doc: DocumentMut, file: &str, effect: Effect) -> Result<Edit, String> 
 mod tests {
     use super::*;
 
-    const FILE: &str = "# site settings\ndomain = \"site.example\" # ours\n\n[c2s]\nlisten = \"0.0.0.0:5222\"\n";
+    const FILE: &str =
+        "# site settings\ndomain = \"site.example\" # ours\n\n[c2s]\nlisten = \"0.0.0.0:5222\"\n";
     const FPR: &str = "K1b4sOl5ChbtKVh1SZ2NtOXsAfdxNUQpx4LD7gy4EPE=";
 
     #[test]
     fn a_setting_changes_and_the_comments_stay() {
         let e = set(FILE, "o.toml", "domain", "other.example").unwrap();
-        assert!(e.text.contains("domain = \"other.example\" # ours"), "{}", e.text);
+        assert!(
+            e.text.contains("domain = \"other.example\" # ours"),
+            "{}",
+            e.text
+        );
         assert!(e.text.starts_with("# site settings"));
         assert_eq!(e.config.domain.0, "other.example");
         assert_eq!(e.effect, Effect::Restart);
@@ -211,7 +216,14 @@ mod tests {
 
     #[test]
     fn upstreams_and_peers_are_added_and_removed() {
-        let e = add_upstream(FILE, "o.toml", "conference.hq.example", "hq.example:5270", FPR).unwrap();
+        let e = add_upstream(
+            FILE,
+            "o.toml",
+            "conference.hq.example",
+            "hq.example:5270",
+            FPR,
+        )
+        .unwrap();
         assert_eq!(e.config.upstream[0].connect, "hq.example:5270");
         assert!(add_upstream(&e.text, "o.toml", "conference.hq.example", "x:1", FPR).is_err());
         let err = add_upstream(FILE, "o.toml", "conference.hq.example", "hq", FPR).unwrap_err();
@@ -222,6 +234,11 @@ mod tests {
         assert_eq!(e.config.link.peer[0].domain.0, "far.example");
         assert!(add_peer(FILE, "o.toml", "far.example", "nope").is_err());
         assert!(del_peer(FILE, "o.toml", "far.example").is_err());
-        assert!(del_peer(&e.text, "o.toml", "far.example").unwrap().config.link.peer.is_empty());
+        assert!(del_peer(&e.text, "o.toml", "far.example")
+            .unwrap()
+            .config
+            .link
+            .peer
+            .is_empty());
     }
 }

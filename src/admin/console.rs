@@ -26,10 +26,15 @@ enum Mode {
     /// Asking for the admin password (hidden input).
     Login,
     /// No admin password is set: choose one, then repeat it.
-    Setup { first: Option<String> },
+    Setup {
+        first: Option<String>,
+    },
     Ready,
     /// A command waits for a password, typed twice.
-    Secret { cmd: Command, first: Option<String> },
+    Secret {
+        cmd: Command,
+        first: Option<String>,
+    },
     /// A request is with the shell.
     Busy,
 }
@@ -185,7 +190,9 @@ impl Console {
         self.clear_line();
         let text = match text {
             _ if too_long => {
-                return self.refuse(&format!("line too long (at most {MAX_LINE} bytes); ignored"))
+                return self.refuse(&format!(
+                    "line too long (at most {MAX_LINE} bytes); ignored"
+                ))
             }
             Ok(t) if !garbage => t,
             _ => return self.refuse("the line held control characters or invalid UTF-8; ignored"),
@@ -329,12 +336,17 @@ mod tests {
     #[test]
     fn a_trusted_console_echoes_edits_and_runs_commands() {
         let mut c = Console::new(true, false);
-        assert!(String::from_utf8(c.take_output()).unwrap().ends_with("outpost> "));
+        assert!(String::from_utf8(c.take_output())
+            .unwrap()
+            .ends_with("outpost> "));
         let (out, reqs) = feed(&mut c, b"statux\x7fs\r\n");
         assert_eq!(out, "statux\x08 \x08s\r\n");
         assert_eq!(reqs, vec![Request::Run(Command::Status)]);
         c.finish(Ok("all well".into()));
-        assert_eq!(String::from_utf8(c.take_output()).unwrap(), "all well\r\nOK\r\noutpost> ");
+        assert_eq!(
+            String::from_utf8(c.take_output()).unwrap(),
+            "all well\r\nOK\r\noutpost> "
+        );
         // LF alone ends a line too; arrow keys are swallowed.
         let (_, reqs) = feed(&mut c, b"\x1b[Arooms\n");
         assert_eq!(reqs, vec![Request::Run(Command::Rooms)]);
@@ -354,7 +366,10 @@ mod tests {
         assert!(out.contains("ERR line too long"), "{out}");
         assert!(reqs.is_empty());
         let (out, reqs) = feed(&mut c, b"st\x00\xffatus\r");
-        assert!(out.contains("ERR the line held control characters"), "{out}");
+        assert!(
+            out.contains("ERR the line held control characters"),
+            "{out}"
+        );
         assert!(reqs.is_empty());
         let (_, reqs) = feed(&mut c, b"status\r");
         assert_eq!(reqs, vec![Request::Run(Command::Status)]);
@@ -363,18 +378,25 @@ mod tests {
     #[test]
     fn login_is_hidden_and_passwords_are_asked_twice() {
         let mut c = Console::new(false, true);
-        assert!(String::from_utf8(c.take_output()).unwrap().ends_with("Password: "));
+        assert!(String::from_utf8(c.take_output())
+            .unwrap()
+            .ends_with("Password: "));
         let (out, reqs) = feed(&mut c, b"secret\r");
         assert_eq!(out, "\r\n", "the password is not echoed");
         assert_eq!(reqs, vec![Request::Login("secret".into())]);
         c.login_result(false);
-        assert!(String::from_utf8(c.take_output()).unwrap().contains("ERR wrong password"));
+        assert!(String::from_utf8(c.take_output())
+            .unwrap()
+            .contains("ERR wrong password"));
         let (_, reqs) = feed(&mut c, b"right\r");
         assert_eq!(reqs, vec![Request::Login("right".into())]);
         c.login_result(true);
         c.take_output();
         let (out, reqs) = feed(&mut c, b"user add alice\rpw1\rpw1\r");
-        assert!(out.contains("New password: ") && out.contains("Repeat: "), "{out}");
+        assert!(
+            out.contains("New password: ") && out.contains("Repeat: "),
+            "{out}"
+        );
         assert!(!out.contains("pw1"));
         assert_eq!(
             reqs,
@@ -393,7 +415,9 @@ mod tests {
     #[test]
     fn the_first_run_sets_the_admin_password() {
         let mut c = Console::new(false, false);
-        assert!(String::from_utf8(c.take_output()).unwrap().contains("No admin password"));
+        assert!(String::from_utf8(c.take_output())
+            .unwrap()
+            .contains("No admin password"));
         let (_, reqs) = feed(&mut c, b"one\rtwo\r");
         assert!(reqs.is_empty());
         let (_, reqs) = feed(&mut c, b"good\rgood\r");

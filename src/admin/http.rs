@@ -187,6 +187,11 @@ impl Response {
         }
     }
 
+    pub fn with_status(mut self, status: u16) -> Response {
+        self.status = status;
+        self
+    }
+
     pub fn with_header(mut self, name: &str, value: String) -> Response {
         self.headers.push((name.into(), value));
         self
@@ -213,6 +218,7 @@ impl Response {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        301 => "Moved Permanently",
         303 => "See Other",
         400 => "Bad Request",
         403 => "Forbidden",
@@ -257,10 +263,16 @@ mod tests {
 
     #[test]
     fn bad_requests_get_their_status() {
-        assert_eq!(parse(b"GARBAGE\r\n\r\n"), Parsed::Error(400, "malformed request line"));
+        assert_eq!(
+            parse(b"GARBAGE\r\n\r\n"),
+            Parsed::Error(400, "malformed request line")
+        );
         assert_eq!(parse(b"GET / HTTP/2\r\n\r\n").status(), Some(505));
         assert_eq!(parse(b"POST / HTTP/1.1\r\n\r\n").status(), Some(411));
-        let big = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        let big = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
         assert_eq!(parse(big.as_bytes()).status(), Some(413));
         let huge = vec![b'a'; MAX_HEAD + 10];
         assert_eq!(parse(&huge).status(), Some(431));
@@ -271,7 +283,10 @@ mod tests {
         let r = Request {
             method: "POST".into(),
             path: "/".into(),
-            headers: vec![("Content-Type".into(), "application/x-www-form-urlencoded".into())],
+            headers: vec![(
+                "Content-Type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )],
             body: b"a=%zz".to_vec(),
         };
         assert!(r.form().is_err());

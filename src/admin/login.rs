@@ -38,11 +38,7 @@ impl Sessions {
         self.list.retain(|s| s.expires_ms > now);
         if self.list.len() >= MAX_SESSIONS {
             // Anonymous ones go first, then the oldest.
-            let victim = self
-                .list
-                .iter()
-                .position(|s| !s.authenticated)
-                .unwrap_or(0);
+            let victim = self.list.iter().position(|s| !s.authenticated).unwrap_or(0);
             self.list.remove(victim);
         }
         self.list.push(Session {

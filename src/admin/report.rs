@@ -43,9 +43,16 @@ pub fn status(s: &NodeStatus, facts: &Facts, cfg: &Config) -> String {
         s.accounts,
         s.sessions
     );
-    let _ = writeln!(out, "log: {} bytes; settings in {}", facts.log_bytes, facts.config_file);
+    let _ = writeln!(
+        out,
+        "log: {} bytes; settings in {}",
+        facts.log_bytes, facts.config_file
+    );
     if facts.restart_pending {
-        let _ = writeln!(out, "saved settings differ from the running ones: restart to apply");
+        let _ = writeln!(
+            out,
+            "saved settings differ from the running ones: restart to apply"
+        );
     }
     out.push_str(&links(&s.links, facts, cfg));
     out.push_str(&rooms(&s.rooms));

@@ -17,13 +17,24 @@ pub const COOKIE: &str = "outpost_sid";
 pub enum Step {
     Respond(Response),
     /// Check the password, then call `login_result`.
-    Login { sid: String, password: String },
+    Login {
+        sid: String,
+        password: String,
+    },
     /// First run: store this admin password, then call `setup_done`.
-    Setup { sid: String, password: String },
+    Setup {
+        sid: String,
+        password: String,
+    },
     /// Run a command for a logged-in user, then call `run_result`.
-    Run { sid: String, cmd: Command },
+    Run {
+        sid: String,
+        cmd: Command,
+    },
     /// Gather the status and call `dashboard`.
-    Dashboard { sid: String },
+    Dashboard {
+        sid: String,
+    },
 }
 
 #[derive(Default)]
@@ -60,17 +71,31 @@ impl Web {
                 let password = field(&form, "password").to_string();
                 if req.path == "/setup" {
                     if password_set {
-                        return Step::Respond(Response::text(403, "the admin password is already set"));
+                        return Step::Respond(Response::text(
+                            403,
+                            "the admin password is already set",
+                        ));
                     }
                     if password.is_empty() || password != field(&form, "repeat") {
-                        return self.form_page(now, random, "/setup", Some("The passwords differ or are empty."));
+                        return self.form_page(
+                            now,
+                            random,
+                            "/setup",
+                            Some("The passwords differ or are empty."),
+                        );
                     }
                     return Step::Setup { sid, password };
                 }
                 if let Err(wait) = self.throttle.check(now) {
                     return Step::Respond(
-                        Response::text(429, &format!("too many wrong passwords; try again in {} s", wait.div_ceil(1000)))
-                            .with_header("Retry-After", wait.div_ceil(1000).to_string()),
+                        Response::text(
+                            429,
+                            &format!(
+                                "too many wrong passwords; try again in {} s",
+                                wait.div_ceil(1000)
+                            ),
+                        )
+                        .with_header("Retry-After", wait.div_ceil(1000).to_string()),
                     );
                 }
                 Step::Login { sid, password }
@@ -84,10 +109,21 @@ impl Web {
                 match form_command(&form) {
                     Ok(Command::Logout) => {
                         self.sessions.close(&sid);
-                        Step::Respond(Response::redirect("/login").with_header("Set-Cookie", clear_cookie()))
+                        Step::Respond(
+                            Response::redirect("/login").with_header("Set-Cookie", clear_cookie()),
+                        )
                     }
                     Ok(cmd) => Step::Run { sid, cmd },
-                    Err(e) => Step::Respond(Response::html(400, page("Bad request", &format!("<p class=err>{}</p><p><a href=\"/\">Back</a></p>", escape(&e))))),
+                    Err(e) => Step::Respond(Response::html(
+                        400,
+                        page(
+                            "Bad request",
+                            &format!(
+                                "<p class=err>{}</p><p><a href=\"/\">Back</a></p>",
+                                escape(&e)
+                            ),
+                        ),
+                    )),
                 }
             }
             (_, "/" | "/login" | "/setup" | "/action") => Step::Respond(
@@ -98,13 +134,24 @@ impl Web {
     }
 
     /// The form of a POST, if its session and CSRF token check out.
-    fn checked_form(&mut self, req: &Request, now: u64, need_login: bool) -> Result<Vec<(String, String)>, Response> {
+    fn checked_form(
+        &mut self,
+        req: &Request,
+        now: u64,
+        need_login: bool,
+    ) -> Result<Vec<(String, String)>, Response> {
         let form = req.form().map_err(|e| Response::text(400, e))?;
         let Some(session) = self.sessions.get(req.cookie(COOKIE), now) else {
-            return Err(Response::text(403, "no session (cookies off, or it expired): load the page again"));
+            return Err(Response::text(
+                403,
+                "no session (cookies off, or it expired): load the page again",
+            ));
         };
         if !constant_time_eq(field(&form, "csrf").as_bytes(), session.csrf.as_bytes()) {
-            return Err(Response::text(403, "missing or wrong CSRF token: load the page again"));
+            return Err(Response::text(
+                403,
+                "missing or wrong CSRF token: load the page again",
+            ));
         }
         if need_login && !session.authenticated {
             return Err(Response::text(403, "log in first"));
@@ -132,7 +179,9 @@ impl Web {
                 s.csrf
             )
         };
-        Step::Respond(Response::html(200, page("Outpost", &body)).with_header("Set-Cookie", cookie(&s.id)))
+        Step::Respond(
+            Response::html(200, page("Outpost", &body)).with_header("Set-Cookie", cookie(&s.id)),
+        )
     }
 
     pub fn login_result(&mut self, sid: &str, ok: bool, now: u64, random: [u8; 32]) -> Response {
@@ -151,7 +200,13 @@ impl Web {
         Response::redirect("/").with_header("Set-Cookie", cookie(&s.id))
     }
 
-    pub fn setup_done(&mut self, sid: &str, result: Result<(), String>, now: u64, random: [u8; 32]) -> Response {
+    pub fn setup_done(
+        &mut self,
+        sid: &str,
+        result: Result<(), String>,
+        now: u64,
+        random: [u8; 32],
+    ) -> Response {
         match result {
             Ok(()) => {
                 let s = self.sessions.authenticate(sid, now, random);
@@ -189,7 +244,9 @@ pub struct View<'a> {
 }
 
 fn field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
-    form.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
 }
 
 /// A form's `op` and fields as a command.
@@ -204,19 +261,37 @@ fn form_command(form: &[(String, String)]) -> Result<Command, String> {
         }
     };
     Ok(match field(form, "op") {
-        "config_set" => Command::ConfigSet { key: need("key")?, value: need("value")? },
-        "user_add" => Command::UserAdd { user: need("user")?, password: password(form)? },
-        "user_passwd" => Command::UserPasswd { user: need("user")?, password: password(form)? },
-        "user_del" => Command::UserDel { user: need("user")? },
+        "config_set" => Command::ConfigSet {
+            key: need("key")?,
+            value: need("value")?,
+        },
+        "user_add" => Command::UserAdd {
+            user: need("user")?,
+            password: password(form)?,
+        },
+        "user_passwd" => Command::UserPasswd {
+            user: need("user")?,
+            password: password(form)?,
+        },
+        "user_del" => Command::UserDel {
+            user: need("user")?,
+        },
         "upstream_add" => Command::UpstreamAdd {
             muc: need("muc")?,
             connect: need("connect")?,
             fingerprint: need("fingerprint")?,
         },
         "upstream_del" => Command::UpstreamDel { muc: need("muc")? },
-        "peer_add" => Command::PeerAdd { domain: need("domain")?, fingerprint: need("fingerprint")? },
-        "peer_del" => Command::PeerDel { domain: need("domain")? },
-        "admin_passwd" => Command::AdminPasswd { password: password(form)? },
+        "peer_add" => Command::PeerAdd {
+            domain: need("domain")?,
+            fingerprint: need("fingerprint")?,
+        },
+        "peer_del" => Command::PeerDel {
+            domain: need("domain")?,
+        },
+        "admin_passwd" => Command::AdminPasswd {
+            password: password(form)?,
+        },
         "restart" => Command::Restart,
         "logout" => Command::Logout,
         other => return Err(format!("unknown action {other:?}")),
@@ -264,14 +339,22 @@ fn action_form(csrf: &str, op: &str, fields: &str, button: &str) -> String {
 }
 
 fn hidden(name: &str, value: &str) -> String {
-    format!("<input type=hidden name={name} value=\"{}\">", escape(value))
+    format!(
+        "<input type=hidden name={name} value=\"{}\">",
+        escape(value)
+    )
 }
 
 fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>) -> String {
     let s = v.status;
     let mut b = format!("<h1>Outpost: {}</h1>", escape(&s.domain));
     match flash {
-        Some(Ok(msg)) => b += &format!("<p class=ok id=flash>OK {}</p>", escape(&msg).replace('\n', "<br>")),
+        Some(Ok(msg)) => {
+            b += &format!(
+                "<p class=ok id=flash>OK {}</p>",
+                escape(&msg).replace('\n', "<br>")
+            )
+        }
         Some(Err(msg)) => b += &format!("<p class=err id=flash>Error: {}</p>", escape(&msg)),
         None => {}
     }
@@ -308,9 +391,23 @@ fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>)
     }
     b += "</table></div><h2>Rooms</h2><div class=scroll><table id=rooms><tr><th>Room</th><th>Occupants</th></tr>";
     for r in &s.rooms {
-        let who: Vec<String> = r.occupants.iter().map(|(n, j)| format!("{} ({})", escape(n), escape(j))).collect();
-        let origin = r.mirrored_from.as_ref().map_or(String::new(), |u| format!("<br><small>mirror of {}</small>", escape(u)));
-        b += &format!("<tr><td>{}{origin}</td><td>{}</td></tr>", escape(&r.jid), if who.is_empty() { "-".into() } else { who.join(", ") });
+        let who: Vec<String> = r
+            .occupants
+            .iter()
+            .map(|(n, j)| format!("{} ({})", escape(n), escape(j)))
+            .collect();
+        let origin = r.mirrored_from.as_ref().map_or(String::new(), |u| {
+            format!("<br><small>mirror of {}</small>", escape(u))
+        });
+        b += &format!(
+            "<tr><td>{}{origin}</td><td>{}</td></tr>",
+            escape(&r.jid),
+            if who.is_empty() {
+                "-".into()
+            } else {
+                who.join(", ")
+            }
+        );
     }
     if s.rooms.is_empty() {
         b += "<tr><td colspan=2>No rooms.</td></tr>";
@@ -319,7 +416,16 @@ fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>)
 
     let c = v.config;
     b += &format!("<h2>Configuration</h2><p>Saved in <code>{}</code>. Changes are checked before they are saved; most apply after a restart.</p>", escape(&v.facts.config_file));
-    b += &action_form(csrf, "config_set", &format!("{}<label>Domain <input name=value value=\"{}\" required></label>", hidden("key", "domain"), escape(&c.domain.0)), "Save");
+    b += &action_form(
+        csrf,
+        "config_set",
+        &format!(
+            "{}<label>Domain <input name=value value=\"{}\" required></label>",
+            hidden("key", "domain"),
+            escape(&c.domain.0)
+        ),
+        "Save",
+    );
     b += &action_form(
         csrf,
         "config_set",
@@ -414,56 +520,134 @@ mod tests {
     }
 
     fn session_of(r: &Response) -> (String, String) {
-        let cookie = r.headers.iter().find(|(n, _)| n == "Set-Cookie").unwrap().1.clone();
-        let sid = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_string();
+        let cookie = r
+            .headers
+            .iter()
+            .find(|(n, _)| n == "Set-Cookie")
+            .unwrap()
+            .1
+            .clone();
+        let sid = cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_string();
         let body = String::from_utf8(r.body.clone()).unwrap();
-        let csrf = body.split("name=csrf value=\"").nth(1).map(|s| s.split('"').next().unwrap().to_string()).unwrap_or_default();
+        let csrf = body
+            .split("name=csrf value=\"")
+            .nth(1)
+            .map(|s| s.split('"').next().unwrap().to_string())
+            .unwrap_or_default();
         (sid, csrf)
     }
 
     #[test]
     fn login_needs_the_token_and_actions_need_a_login() {
         let mut w = Web::default();
-        let Step::Respond(r) = w.route(&req("GET / HTTP/1.1\r\n\r\n"), 0, [1; 32], true) else { panic!() };
+        let Step::Respond(r) = w.route(&req("GET / HTTP/1.1\r\n\r\n"), 0, [1; 32], true) else {
+            panic!()
+        };
         assert_eq!(r.status, 303);
-        let Step::Respond(r) = w.route(&req("GET /login HTTP/1.1\r\n\r\n"), 0, [2; 32], true) else { panic!() };
+        let Step::Respond(r) = w.route(&req("GET /login HTTP/1.1\r\n\r\n"), 0, [2; 32], true)
+        else {
+            panic!()
+        };
         let (sid, csrf) = session_of(&r);
-        assert!(r.headers.iter().any(|(_, v)| v.contains("HttpOnly; Secure; SameSite=Strict")));
-        let Step::Respond(r) = w.route(&post("/login", &sid, "password=x"), 0, [3; 32], true) else { panic!() };
+        assert!(r
+            .headers
+            .iter()
+            .any(|(_, v)| v.contains("HttpOnly; Secure; SameSite=Strict")));
+        let Step::Respond(r) = w.route(&post("/login", &sid, "password=x"), 0, [3; 32], true)
+        else {
+            panic!()
+        };
         assert_eq!(r.status, 403, "no CSRF token");
-        let Step::Respond(r) = w.route(&post("/action", &sid, &format!("csrf={csrf}&op=restart")), 0, [3; 32], true) else { panic!() };
+        let Step::Respond(r) = w.route(
+            &post("/action", &sid, &format!("csrf={csrf}&op=restart")),
+            0,
+            [3; 32],
+            true,
+        ) else {
+            panic!()
+        };
         assert_eq!(r.status, 403, "not logged in");
-        let Step::Login { sid: s2, password } = w.route(&post("/login", &sid, &format!("csrf={csrf}&password=pw")), 0, [3; 32], true) else { panic!() };
+        let Step::Login { sid: s2, password } = w.route(
+            &post("/login", &sid, &format!("csrf={csrf}&password=pw")),
+            0,
+            [3; 32],
+            true,
+        ) else {
+            panic!()
+        };
         assert_eq!((s2.as_str(), password.as_str()), (sid.as_str(), "pw"));
         let r = w.login_result(&sid, true, 0, [4; 32]);
         let (authed, _) = session_of(&r);
         assert_ne!(authed, sid);
-        assert!(matches!(w.route(&req(&format!("GET / HTTP/1.1\r\nCookie: {COOKIE}={authed}\r\n\r\n")), 1, [5; 32], true), Step::Dashboard { .. }));
+        assert!(matches!(
+            w.route(
+                &req(&format!(
+                    "GET / HTTP/1.1\r\nCookie: {COOKIE}={authed}\r\n\r\n"
+                )),
+                1,
+                [5; 32],
+                true
+            ),
+            Step::Dashboard { .. }
+        ));
     }
 
     #[test]
     fn wrong_passwords_are_throttled() {
         let mut w = Web::default();
-        let Step::Respond(r) = w.route(&req("GET /login HTTP/1.1\r\n\r\n"), 0, [2; 32], true) else { panic!() };
+        let Step::Respond(r) = w.route(&req("GET /login HTTP/1.1\r\n\r\n"), 0, [2; 32], true)
+        else {
+            panic!()
+        };
         let (sid, csrf) = session_of(&r);
         let login = post("/login", &sid, &format!("csrf={csrf}&password=no"));
         for _ in 0..3 {
-            assert!(matches!(w.route(&login, 0, [3; 32], true), Step::Login { .. }));
+            assert!(matches!(
+                w.route(&login, 0, [3; 32], true),
+                Step::Login { .. }
+            ));
             assert_eq!(w.login_result(&sid, false, 0, [3; 32]).status, 403);
         }
-        let Step::Respond(r) = w.route(&login, 0, [3; 32], true) else { panic!() };
+        let Step::Respond(r) = w.route(&login, 0, [3; 32], true) else {
+            panic!()
+        };
         assert_eq!(r.status, 429);
-        assert!(matches!(w.route(&login, 1000, [3; 32], true), Step::Login { .. }));
+        assert!(matches!(
+            w.route(&login, 1000, [3; 32], true),
+            Step::Login { .. }
+        ));
     }
 
     #[test]
     fn forms_become_commands() {
-        let form = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let form = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            form_command(&form(&[("op", "config_set"), ("key", "domain"), ("value", "a.example")])).unwrap(),
-            Command::ConfigSet { key: "domain".into(), value: "a.example".into() }
+            form_command(&form(&[
+                ("op", "config_set"),
+                ("key", "domain"),
+                ("value", "a.example")
+            ]))
+            .unwrap(),
+            Command::ConfigSet {
+                key: "domain".into(),
+                value: "a.example".into()
+            }
         );
-        assert!(form_command(&form(&[("op", "user_add"), ("user", "bob")])).unwrap_err().contains("password"));
+        assert!(form_command(&form(&[("op", "user_add"), ("user", "bob")]))
+            .unwrap_err()
+            .contains("password"));
         assert!(form_command(&form(&[("op", "drop_tables")])).is_err());
     }
 }

@@ -215,8 +215,14 @@ pub struct Upstream {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
+    /// The local web page (HTTPS).
     pub http: Option<SocketAddr>,
+    /// The serial console's device.
     pub serial: Option<PathBuf>,
+    /// Whoever reaches the serial port may administer without the admin
+    /// password (a board whose console is inside a locked enclosure).
+    #[serde(default)]
+    pub serial_trusted: bool,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -242,6 +248,24 @@ impl Config {
     pub fn embedded() -> Config {
         Config::parse(EMBEDDED_DEFAULT, "<embedded default>")
             .expect("the embedded default is valid")
+    }
+
+    /// Where the console and the web page save settings when the node runs
+    /// without `-c`: inside the embedded default's data directory.
+    pub fn saved_default_path() -> PathBuf {
+        default_data_dir().join("outpost.toml")
+    }
+
+    /// The configuration used without `-c`: the settings saved by the
+    /// console or the web page if there are any, else the embedded default.
+    /// Relative paths stay relative to the working directory, like the default's.
+    pub fn load_default() -> Result<Config, ConfigError> {
+        let path = Config::saved_default_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&text, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::embedded()),
+            Err(e) => Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
+        }
     }
 
     /// Load from a file; relative paths in it are relative to the file's directory.

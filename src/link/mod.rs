@@ -119,7 +119,10 @@ impl Node {
     fn link_write(&mut self, conn: ConnId, bytes: Vec<u8>) {
         if let Some(l) = self.links.get_mut(&conn) {
             l.last_tx = self.now.mono_ms;
-            self.link_traffic.entry(l.peer.clone()).or_default().bytes_out += bytes.len() as u64;
+            self.link_traffic
+                .entry(l.peer.clone())
+                .or_default()
+                .bytes_out += bytes.len() as u64;
             self.send(conn, bytes);
         }
     }
@@ -127,7 +130,10 @@ impl Node {
     pub(crate) fn on_link_data(&mut self, conn: ConnId, bytes: &[u8]) {
         let now = self.now.mono_ms;
         if let Some(l) = self.links.get(&conn) {
-            self.link_traffic.entry(l.peer.clone()).or_default().bytes_in += bytes.len() as u64;
+            self.link_traffic
+                .entry(l.peer.clone())
+                .or_default()
+                .bytes_in += bytes.len() as u64;
         }
         let mut rest = bytes;
         while !rest.is_empty() {

@@ -28,7 +28,11 @@ impl Node {
             .collect();
         // Mastered rooms nobody is in still exist: list them, empty.
         for room in self.state.rooms.keys() {
-            if !self.live_rooms.get(room).is_some_and(|l| !l.occupants.is_empty()) {
+            if self
+                .live_rooms
+                .get(room)
+                .is_none_or(|l| l.occupants.is_empty())
+            {
                 rooms.push(RoomStatus {
                     jid: format!("{room}@{}", self.cfg.muc_service),
                     mirrored_from: None,

@@ -5,7 +5,6 @@
 use super::relay::{self, Counters, Shaping};
 use crate::config::Config;
 use crate::node::{AdminCommand, AdminReply};
-use crate::scram::{Credentials, DEFAULT_ITERATIONS};
 use futures_lite::{future, StreamExt};
 use smol::{Async, LocalExecutor, Timer};
 use std::net::TcpListener;
@@ -69,8 +68,7 @@ fn fingerprint(path: &Path) -> Result<String, String> {
 
 fn ensure_user(path: &Path, user: &str) -> Result<(), String> {
     let cfg = Config::load(path).map_err(|e| e.to_string())?;
-    let salt = super::random_seed();
-    let creds = Credentials::derive(PASSWORD, &salt[..16], DEFAULT_ITERATIONS);
+    let creds = super::admin_ops::new_credentials(PASSWORD);
     match super::admin::execute(
         &cfg,
         AdminCommand::UserAdd {

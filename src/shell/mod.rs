@@ -2,13 +2,16 @@
 //! TLS, timers, the admin socket and the log file, and feeds the core.
 
 pub mod admin;
+pub mod admin_ops;
 mod conn;
+mod console;
 pub mod datadir;
 pub mod demo;
 pub mod link;
 pub mod logger;
 mod relay;
 mod tls;
+mod web;
 
 use crate::config::Config;
 use crate::node::{Action, AdminReply, ConnId, Event, Node, Now};
@@ -23,6 +26,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -65,17 +69,32 @@ impl Clock {
     }
 }
 
-/// Run the node until SIGINT or SIGTERM.
-pub fn run(cfg: Config) -> Result<(), String> {
+/// How the node stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGINT or SIGTERM.
+    Exit,
+    /// `restart` from the console or the web page: the caller starts the
+    /// node again (re-executing, so it reads the saved configuration).
+    Restart,
+}
+
+/// Run the node until SIGINT, SIGTERM or a restart; `config_file` is where
+/// the console and the web page save configuration changes.
+pub fn run(cfg: Config, config_file: PathBuf) -> Result<Stopped, String> {
     // One executor for the life of the process; tasks borrow it for 'static.
     let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
-    future::block_on(ex.run(serve(ex, cfg)))
+    future::block_on(ex.run(serve(ex, cfg, config_file)))
 }
 
 type Conns = Rc<RefCell<HashMap<ConnId, ConnHandle>>>;
 type AdminWaiters = Rc<RefCell<HashMap<u64, Sender<AdminReply>>>>;
 
-async fn serve(ex: &'static LocalExecutor<'static>, cfg: Config) -> Result<(), String> {
+async fn serve(
+    ex: &'static LocalExecutor<'static>,
+    cfg: Config,
+    config_file: PathBuf,
+) -> Result<Stopped, String> {
     let _lock = match DataLock::acquire(&cfg.data_dir) {
         Ok(l) => l,
         Err(LockError::Busy) => {
@@ -88,6 +107,7 @@ async fn serve(ex: &'static LocalExecutor<'static>, cfg: Config) -> Result<(), S
     };
     let (mut log, state) = open_state(&cfg.data_dir, random_u64())?;
     let tls = futures_rustls::TlsAcceptor::from(tls::server_config(&cfg)?);
+    let web_listener = cfg.admin.http.map(web::bind).transpose()?;
     let mut node = Node::new(cfg.node_config(), state, random_seed());
 
     let listener = Async::<TcpListener>::bind(cfg.c2s.listen)
@@ -107,7 +127,7 @@ async fn serve(ex: &'static LocalExecutor<'static>, cfg: Config) -> Result<(), S
         ex,
         conns: conns.clone(),
         events: events_tx.clone(),
-        c2s_tls: tls,
+        c2s_tls: tls.clone(),
         live_tasks: live_tasks.clone(),
         next_id: Rc::new(Cell::new(1)),
     };
@@ -134,8 +154,26 @@ async fn serve(ex: &'static LocalExecutor<'static>, cfg: Config) -> Result<(), S
         .detach();
         log::info!("link: accepting sites on {addr}");
     }
-    ex.spawn(accept_admin(ex, admin, waiters.clone(), events_tx.clone()))
-        .detach();
+    let ops = Rc::new(admin_ops::AdminOps::new(
+        events_tx.clone(),
+        waiters.clone(),
+        cfg.clone(),
+        config_file,
+        link_tls.fingerprint.clone(),
+    ));
+    ex.spawn(accept_admin(ex, admin, ops.clone())).detach();
+    if let Some(path) = cfg.admin.serial.clone() {
+        ex.spawn(console::serve(path, cfg.admin.serial_trusted, ops.clone()))
+            .detach();
+    }
+    if let Some(listener) = web_listener {
+        log::info!(
+            "web: admin page on https://{}/",
+            cfg.admin.http.expect("bound")
+        );
+        ex.spawn(web::serve(ex, listener, tls.clone(), ops.clone()))
+            .detach();
+    }
     let signals =
         async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -209,8 +247,12 @@ async fn serve(ex: &'static LocalExecutor<'static>, cfg: Config) -> Result<(), S
         .await;
     }
     let _ = std::fs::remove_file(&sock_path);
+    if ops.restart_requested.get() {
+        log::info!("stopped; restarting");
+        return Ok(Stopped::Restart);
+    }
     log::info!("stopped");
-    Ok(())
+    Ok(Stopped::Exit)
 }
 
 async fn next_event(
@@ -463,17 +505,13 @@ fn dial(
 async fn accept_admin<'a>(
     ex: &'a LocalExecutor<'a>,
     listener: Async<UnixListener>,
-    waiters: AdminWaiters,
-    events: Sender<Event>,
+    ops: Rc<admin_ops::AdminOps>,
 ) {
-    let mut next_req = 1u64;
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let req = next_req;
-        next_req += 1;
-        let (waiters, events) = (waiters.clone(), events.clone());
+        let ops = ops.clone();
         ex.spawn(async move {
             let mut prefix = [0u8; 4];
             if stream.read_exact(&mut prefix).await.is_err() {
@@ -488,17 +526,10 @@ async fn accept_admin<'a>(
                     }
                     match postcard::from_bytes(&body) {
                         Err(e) => AdminReply::Error(format!("malformed request: {e}")),
-                        Ok(cmd) => {
-                            let (tx, rx) = channel::bounded(1);
-                            waiters.borrow_mut().insert(req, tx);
-                            if events.send(Event::Admin { req, cmd }).await.is_err() {
-                                return;
-                            }
-                            match rx.recv().await {
-                                Ok(r) => r,
-                                Err(_) => return,
-                            }
-                        }
+                        Ok(cmd) => match ops.ask(cmd).await {
+                            Ok(r) => r,
+                            Err(_) => return,
+                        },
                     }
                 }
             };
