@@ -239,10 +239,17 @@ impl AdminOps {
             Command::AdminPasswd { password } => self.set_password(&password).await,
             Command::Restart => {
                 self.restart_requested.set(true);
-                let _ = self.events.send(Event::Shutdown).await;
                 Ok("restarting".into())
             }
             Command::Logout => Ok(String::new()),
+        }
+    }
+
+    /// After the answer to `restart` is written: stop the node, which then
+    /// starts again.
+    pub async fn restart_if_requested(&self) {
+        if self.restart_requested.get() {
+            let _ = self.events.send(Event::Shutdown).await;
         }
     }
 

@@ -94,5 +94,6 @@ async fn session(mut port: Async<File>, trusted: bool, ops: &AdminOps) -> io::Re
             }
         }
         port.write_all(&console.take_output()).await?;
+        ops.restart_if_requested().await;
     }
 }

@@ -117,7 +117,9 @@ async fn handle(
             (Err(e), _) | (_, Err(e)) => Response::text(500, &e),
         },
     };
-    send(&mut tls, response).await
+    let sent = send(&mut tls, response).await;
+    ops.restart_if_requested().await;
+    sent
 }
 
 async fn send<S: AsyncWrite + Unpin>(s: &mut S, r: Response) -> Result<(), String> {
