@@ -314,11 +314,12 @@ fn clear_cookie() -> String {
     format!("{COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0")
 }
 
-const STYLE: &str = "body{font:16px/1.4 system-ui,sans-serif;margin:0 auto;max-width:60em;padding:.5em}\
+const STYLE: &str = "body{font:16px/1.4 system-ui,sans-serif;margin:0 auto;max-width:60em;padding:.5em}p{overflow-wrap:anywhere}\
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.5em;border-bottom:1px solid #ccc}\
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}td,th{padding:.3em .5em;border-bottom:1px solid #eee;text-align:left;white-space:nowrap}\
 code{word-break:break-all;white-space:normal}form{margin:.5em 0}label{display:block;margin:.3em 0}\
-input{font-size:1em;padding:.3em;max-width:100%;box-sizing:border-box}form.row{display:flex;flex-wrap:wrap;gap:.4em;align-items:end}\
+input{display:block;font-size:1em;padding:.3em;width:100%;box-sizing:border-box}\
+form.row{display:flex;flex-wrap:wrap;gap:.4em;align-items:end}form.row label{flex:1 1 12em;max-width:24em}\
 button{font-size:1em;padding:.35em .8em}.ok{background:#e6f4e6;padding:.5em}.err{background:#fbe3e3;padding:.5em}\
 .up{color:#070}.down{color:#a00}.inline{display:inline;margin:0}";
 
