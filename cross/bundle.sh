@@ -39,8 +39,13 @@ stage="$scratch/$name"
 mkdir -p "$stage"
 cp "$binary" "$stage/outpost"
 cp "boards/$board/outpost.toml" "$stage/outpost.toml"
+if [ "$CONSOLE_TRUSTED" = yes ]; then
+    console_login="this board's console is trusted: it needs no password."
+else
+    console_login="the first session sets the admin password; later ones ask for it."
+fi
 fill() {
-    sed -e "s|@VERSION@|$version|g" -e "s|@BOARD_NAME@|$BOARD_NAME|g" \
+    sed -e "s|@CONSOLE_LOGIN@|$console_login|g" -e "s|@VERSION@|$version|g" -e "s|@BOARD_NAME@|$BOARD_NAME|g" \
         -e "s|@TARGET@|$TARGET|g" -e "s|@CONFIG_DIR@|$CONFIG_DIR|g" \
         -e "s|@DATA_DIR@|$DATA_DIR|g" -e "s|@SERIAL@|$SERIAL|g" "$1"
 }

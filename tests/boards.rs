@@ -58,6 +58,11 @@ fn board_profiles_are_complete_and_match_their_configuration() {
             Some(Path::new(&p["SERIAL"])),
             "{name}: serial device"
         );
+        assert_eq!(
+            cfg.admin.serial_trusted,
+            p["CONSOLE_TRUSTED"] == "yes",
+            "{name}: [admin] serial_trusted agrees with CONSOLE_TRUSTED"
+        );
     }
     assert!(boards >= 3, "at least the three boards the docs list");
 }
