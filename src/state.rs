@@ -87,6 +87,28 @@ pub struct Account {
     pub next_offline_id: u64,
 }
 
+/// The state's layout before `admin` was added (postcard needs every field):
+/// snapshots written then still load.
+#[derive(Deserialize)]
+struct StateBeforeAdmin {
+    accounts: BTreeMap<String, Account>,
+    rooms: BTreeMap<String, RoomState>,
+    links: BTreeMap<String, LinkState>,
+    mirrors: BTreeMap<String, MirrorCache>,
+}
+
+impl From<StateBeforeAdmin> for State {
+    fn from(old: StateBeforeAdmin) -> State {
+        State {
+            accounts: old.accounts,
+            rooms: old.rooms,
+            links: old.links,
+            mirrors: old.mirrors,
+            admin: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct State {
     /// Keyed by the account's localpart.
@@ -189,7 +211,14 @@ impl Record {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Record, postcard::Error> {
-        postcard::from_bytes(bytes)
+        postcard::from_bytes(bytes).or_else(|e| match bytes.split_first() {
+            // A snapshot written before the admin password was part of the state.
+            Some((0, state)) => match postcard::take_from_bytes::<StateBeforeAdmin>(state) {
+                Ok((old, [])) => Ok(Record::Snapshot(old.into())),
+                _ => Err(e),
+            },
+            _ => Err(e),
+        })
     }
 }
 
@@ -285,6 +314,31 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_from_before_the_admin_password_still_loads() {
+        #[derive(Serialize)]
+        struct Old<'a> {
+            accounts: &'a BTreeMap<String, Account>,
+            rooms: &'a BTreeMap<String, RoomState>,
+            links: &'a BTreeMap<String, LinkState>,
+            mirrors: &'a BTreeMap<String, MirrorCache>,
+        }
+        let mut state = State::default();
+        state.apply(&Record::AccountSet {
+            user: "a".into(),
+            creds: Credentials::derive("pw", b"salt", 4096),
+        });
+        let old = Old {
+            accounts: &state.accounts,
+            rooms: &state.rooms,
+            links: &state.links,
+            mirrors: &state.mirrors,
+        };
+        let mut bytes = vec![0u8];
+        bytes.extend(postcard::to_allocvec(&old).unwrap());
+        assert_eq!(Record::decode(&bytes).unwrap(), Record::Snapshot(state));
+    }
 
     #[test]
     fn records_round_trip_and_replay_gives_the_same_state() {
