@@ -1194,3 +1194,62 @@ fn a_short_dead_timeout_holds_against_a_peer_with_a_long_keepalive() {
         "noticed within 20 s of {cut_at}: {down:?}"
     );
 }
+
+#[test]
+fn status_shows_the_round_trip_and_the_bytes_mirroring_saved() {
+    use outpost::node::{AdminCommand, AdminReply};
+    let mut w = world();
+    let status = |net: &mut Network, node: usize| match net.node(node).admin(AdminCommand::Status) {
+        AdminReply::Status(s) => s,
+        other => panic!("{other:?}"),
+    };
+    // The probe sent when the link came up measured 2 x 50 ms.
+    let s = status(&mut w.net, RALEIGH);
+    assert_eq!(s.links[0].peer, "conference.fairfax.example");
+    assert_eq!(s.links[0].rtt_ms, Some(100));
+    // A longer path is measured by the next probe (after a cut, at once).
+    w.net.cut(RALEIGH);
+    w.net.reshape(
+        RALEIGH,
+        Shape {
+            latency_ms: 300,
+            rate: 0,
+        },
+    );
+    w.net.restore(RALEIGH);
+    w.net.advance(60_000);
+    assert_eq!(status(&mut w.net, RALEIGH).links[0].rtt_ms, Some(600));
+
+    // Two people at Raleigh in the room: each HQ message crosses once and is
+    // delivered twice, so the site shows bytes saved; HQ saves nothing itself.
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    let before = status(&mut w.net, RALEIGH).links[0].saved_bytes;
+    for i in 0..20 {
+        say(&mut w.net, HQ, w.kevin, &format!("news-{i}"));
+    }
+    w.net.advance(10_000);
+    let s = status(&mut w.net, RALEIGH);
+    let saved = s.links[0].saved_bytes - before;
+    assert!(
+        saved > 20 * 200,
+        "about one message's bytes per message: {saved}"
+    );
+    let room = s
+        .rooms
+        .iter()
+        .find(|r| r.jid == ROOM)
+        .expect("the mirrored room");
+    assert_eq!(
+        room.mirrored_from.as_deref(),
+        Some("conference.fairfax.example")
+    );
+    let nicks: Vec<&str> = room.occupants.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(nicks, ["Keith", "Kevin", "Wayne"]);
+    let hq = status(&mut w.net, HQ);
+    assert!(hq.links.iter().all(|l| l.saved_bytes == 0));
+    assert!(hq
+        .rooms
+        .iter()
+        .any(|r| r.jid == ROOM && r.mirrored_from.is_none()));
+}
