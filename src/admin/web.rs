@@ -339,6 +339,22 @@ fn action_form(csrf: &str, op: &str, fields: &str, button: &str) -> String {
     )
 }
 
+/// A table that scrolls sideways on a narrow screen; cells are HTML already.
+fn table(id: &str, headers: &[&str], rows: Vec<Vec<String>>, empty: &str) -> String {
+    let mut t = format!("<div class=scroll><table id={id}><tr>");
+    for h in headers {
+        t += &format!("<th>{h}</th>");
+    }
+    t += "</tr>";
+    for row in &rows {
+        t += &format!("<tr><td>{}</td></tr>", row.join("</td><td>"));
+    }
+    if rows.is_empty() {
+        t += &format!("<tr><td colspan={}>{empty}</td></tr>", headers.len());
+    }
+    t + "</table></div>"
+}
+
 fn hidden(name: &str, value: &str) -> String {
     format!(
         "<input type=hidden name={name} value=\"{}\">",
@@ -373,47 +389,63 @@ fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>)
         v.facts.log_bytes,
         escape(&v.facts.fingerprint)
     );
-    b += "<div class=scroll><table id=links><tr><th>Link</th><th>State</th><th>Round trip</th><th>Bytes in</th><th>Bytes out</th><th>Saved by mirroring</th><th>Pinned fingerprint</th></tr>";
-    for l in &s.links {
-        b += &format!(
-            "<tr><td>{}</td><td class={}>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            escape(&l.peer),
-            if l.connected { "up" } else { "down" },
-            if l.connected { "up" } else { "down" },
-            l.rtt_ms.map_or("-".into(), |r| format!("{r} ms")),
-            l.bytes_in,
-            l.bytes_out,
-            l.saved_bytes,
-            escape(pinned_fingerprint(v.config, &l.peer).unwrap_or("(removed)"))
-        );
-    }
-    if s.links.is_empty() {
-        b += "<tr><td colspan=7>No links configured.</td></tr>";
-    }
-    b += "</table></div><h2>Rooms</h2><div class=scroll><table id=rooms><tr><th>Room</th><th>Occupants</th></tr>";
-    for r in &s.rooms {
-        let who: Vec<String> = r
-            .occupants
-            .iter()
-            .map(|(n, j)| format!("{} ({})", escape(n), escape(j)))
-            .collect();
-        let origin = r.mirrored_from.as_ref().map_or(String::new(), |u| {
-            format!("<br><small>mirror of {}</small>", escape(u))
-        });
-        b += &format!(
-            "<tr><td>{}{origin}</td><td>{}</td></tr>",
-            escape(&r.jid),
-            if who.is_empty() {
-                "-".into()
-            } else {
-                who.join(", ")
-            }
-        );
-    }
-    if s.rooms.is_empty() {
-        b += "<tr><td colspan=2>No rooms.</td></tr>";
-    }
-    b += "</table></div>";
+    let links = s
+        .links
+        .iter()
+        .map(|l| {
+            let state = if l.connected { "up" } else { "down" };
+            vec![
+                escape(&l.peer),
+                format!("<span class={state}>{state}</span>"),
+                l.rtt_ms.map_or("-".into(), |r| format!("{r} ms")),
+                l.bytes_in.to_string(),
+                l.bytes_out.to_string(),
+                l.saved_bytes.to_string(),
+                format!(
+                    "<code>{}</code>",
+                    escape(pinned_fingerprint(v.config, &l.peer).unwrap_or("(removed)"))
+                ),
+            ]
+        })
+        .collect();
+    b += &table(
+        "links",
+        &[
+            "Link",
+            "State",
+            "Round trip",
+            "Bytes in",
+            "Bytes out",
+            "Saved by mirroring",
+            "Pinned fingerprint",
+        ],
+        links,
+        "No links configured.",
+    );
+    let rooms = s
+        .rooms
+        .iter()
+        .map(|r| {
+            let who: Vec<String> = r
+                .occupants
+                .iter()
+                .map(|(n, j)| format!("{} ({})", escape(n), escape(j)))
+                .collect();
+            let origin = r.mirrored_from.as_ref().map_or(String::new(), |u| {
+                format!("<br><small>mirror of {}</small>", escape(u))
+            });
+            vec![
+                format!("{}{origin}", escape(&r.jid)),
+                if who.is_empty() {
+                    "-".into()
+                } else {
+                    who.join(", ")
+                },
+            ]
+        })
+        .collect();
+    b += "<h2>Rooms</h2>";
+    b += &table("rooms", &["Room", "Occupants"], rooms, "No rooms.");
 
     let c = v.config;
     b += &format!("<h2>Configuration</h2><p>Saved in <code>{}</code>. Changes are checked before they are saved; most apply after a restart.</p>", escape(&v.facts.config_file));
@@ -433,17 +465,25 @@ fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>)
         "<label>Setting <input name=key placeholder=c2s.listen required></label><label>Value <input name=value required></label>",
         "Set",
     );
-    b += "<h3>Upstreams (rooms mirrored here)</h3><div class=scroll><table id=upstreams><tr><th>MUC service</th><th>Connect</th><th>Fingerprint</th><th></th></tr>";
-    for u in &c.upstream {
-        b += &format!(
-            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
-            escape(&u.muc.0),
-            escape(&u.connect),
-            escape(&u.fingerprint),
-            action_form(csrf, "upstream_del", &hidden("muc", &u.muc.0), "Remove")
-        );
-    }
-    b += "</table></div>";
+    let upstreams = c
+        .upstream
+        .iter()
+        .map(|u| {
+            vec![
+                escape(&u.muc.0),
+                escape(&u.connect),
+                format!("<code>{}</code>", escape(&u.fingerprint)),
+                action_form(csrf, "upstream_del", &hidden("muc", &u.muc.0), "Remove"),
+            ]
+        })
+        .collect();
+    b += "<h3>Upstreams (rooms mirrored here)</h3>";
+    b += &table(
+        "upstreams",
+        &["MUC service", "Connect", "Fingerprint", ""],
+        upstreams,
+        "None.",
+    );
     b += &action_form(
         csrf,
         "upstream_add",
@@ -452,31 +492,38 @@ fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>)
          <label>Fingerprint <input name=fingerprint required></label>",
         "Add upstream",
     );
-    b += "<h3>Peers (sites that mirror our rooms)</h3><div class=scroll><table id=peers><tr><th>Domain</th><th>Fingerprint</th><th></th></tr>";
-    for p in &c.link.peer {
-        b += &format!(
-            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
-            escape(&p.domain.0),
-            escape(&p.fingerprint),
-            action_form(csrf, "peer_del", &hidden("domain", &p.domain.0), "Remove")
-        );
-    }
-    b += "</table></div>";
+    let peers = c
+        .link
+        .peer
+        .iter()
+        .map(|p| {
+            vec![
+                escape(&p.domain.0),
+                format!("<code>{}</code>", escape(&p.fingerprint)),
+                action_form(csrf, "peer_del", &hidden("domain", &p.domain.0), "Remove"),
+            ]
+        })
+        .collect();
+    b += "<h3>Peers (sites that mirror our rooms)</h3>";
+    b += &table("peers", &["Domain", "Fingerprint", ""], peers, "None.");
     b += &action_form(
         csrf,
         "peer_add",
         "<label>Domain <input name=domain placeholder=site.example required></label><label>Fingerprint <input name=fingerprint required></label>",
         "Add peer",
     );
-    b += "<h2>Users</h2><div class=scroll><table id=users><tr><th>Account</th><th></th></tr>";
-    for u in v.users {
-        b += &format!(
-            "<tr><td>{}</td><td>{}</td></tr>",
-            escape(&format!("{u}@{}", s.domain)),
-            action_form(csrf, "user_del", &hidden("user", u), "Delete")
-        );
-    }
-    b += "</table></div>";
+    let users = v
+        .users
+        .iter()
+        .map(|u| {
+            vec![
+                escape(&format!("{u}@{}", s.domain)),
+                action_form(csrf, "user_del", &hidden("user", u), "Delete"),
+            ]
+        })
+        .collect();
+    b += "<h2>Users</h2>";
+    b += &table("users", &["Account", ""], users, "No accounts yet.");
     b += &action_form(
         csrf,
         "user_add",

@@ -163,47 +163,33 @@ impl AdminOps {
             Command::Users => Ok(self.users().await?.join("\n")),
             Command::ConfigShow => Ok(self.saved.borrow().trim_end().to_string()),
             Command::ConfigGet { key } => config_edit::get(&self.saved_config(), &key),
-            Command::ConfigSet { key, value } => {
-                let edit =
-                    config_edit::set(&self.saved.borrow(), &self.config_name(), &key, &value)?;
-                self.save(edit, &format!("{key} set"))
-            }
+            Command::ConfigSet { key, value } => self.edit(
+                |text, file| config_edit::set(text, file, &key, &value),
+                &format!("{key} set"),
+            ),
             Command::UpstreamAdd {
                 muc,
                 connect,
                 fingerprint,
-            } => {
-                let edit = config_edit::add_upstream(
-                    &self.saved.borrow(),
-                    &self.config_name(),
-                    &muc,
-                    &connect,
-                    &fingerprint,
-                )?;
-                self.save(edit, &format!("upstream {muc} added"))
-            }
-            Command::UpstreamDel { muc } => {
-                let edit =
-                    config_edit::del_upstream(&self.saved.borrow(), &self.config_name(), &muc)?;
-                self.save(edit, &format!("upstream {muc} removed"))
-            }
+            } => self.edit(
+                |text, file| config_edit::add_upstream(text, file, &muc, &connect, &fingerprint),
+                &format!("upstream {muc} added"),
+            ),
+            Command::UpstreamDel { muc } => self.edit(
+                |text, file| config_edit::del_upstream(text, file, &muc),
+                &format!("upstream {muc} removed"),
+            ),
             Command::PeerAdd {
                 domain,
                 fingerprint,
-            } => {
-                let edit = config_edit::add_peer(
-                    &self.saved.borrow(),
-                    &self.config_name(),
-                    &domain,
-                    &fingerprint,
-                )?;
-                self.save(edit, &format!("peer {domain} added"))
-            }
-            Command::PeerDel { domain } => {
-                let edit =
-                    config_edit::del_peer(&self.saved.borrow(), &self.config_name(), &domain)?;
-                self.save(edit, &format!("peer {domain} removed"))
-            }
+            } => self.edit(
+                |text, file| config_edit::add_peer(text, file, &domain, &fingerprint),
+                &format!("peer {domain} added"),
+            ),
+            Command::PeerDel { domain } => self.edit(
+                |text, file| config_edit::del_peer(text, file, &domain),
+                &format!("peer {domain} removed"),
+            ),
             Command::UserAdd { user: u, password } => {
                 let u = user(&u)?;
                 let creds = new_credentials(&password);
@@ -251,6 +237,16 @@ impl AdminOps {
         if self.restart_requested.get() {
             let _ = self.events.send(Event::Shutdown).await;
         }
+    }
+
+    /// Make an edit to the saved text (the file's name goes into errors) and save it.
+    fn edit(
+        &self,
+        change: impl FnOnce(&str, &str) -> Result<Edit, String>,
+        what: &str,
+    ) -> Result<String, String> {
+        let edit = change(&self.saved.borrow(), &self.config_name())?;
+        self.save(edit, what)
     }
 
     /// Check what only the machine can tell (a port in use), then write the
