@@ -1,6 +1,7 @@
 //! Web sessions, CSRF tokens and the login throttle (sans-IO: the shell
 //! passes the time and fresh random bytes in).
 
+use crate::scram::constant_time_eq;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
@@ -76,10 +77,6 @@ impl Sessions {
     pub fn close(&mut self, id: &str) {
         self.list.retain(|s| s.id != id);
     }
-}
-
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Slows password guessing: after a few failures each attempt waits twice

@@ -4,10 +4,11 @@
 
 use super::command::Command;
 use super::http::{Request, Response};
-use super::login::{constant_time_eq, Sessions, Throttle};
+use super::login::{Sessions, Throttle};
 use super::report::{pinned_fingerprint, Facts};
 use crate::config::Config;
 use crate::node::NodeStatus;
+use crate::scram::constant_time_eq;
 use crate::xml::escape;
 
 pub const COOKIE: &str = "outpost_sid";
