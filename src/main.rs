@@ -98,14 +98,29 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
             match shell::admin::execute(&cfg, AdminCommand::Links)? {
                 AdminReply::Links(links) => {
                     println!(
-                        "{:40} {:9} {:>12} {:>12} {:>8} {:>8}",
-                        "peer", "state", "bytes in", "bytes out", "unacked", "last in"
+                        "{:40} {:9} {:>12} {:>12} {:>8} {:>8} {:>8} {:>12}",
+                        "peer",
+                        "state",
+                        "bytes in",
+                        "bytes out",
+                        "unacked",
+                        "last in",
+                        "rtt ms",
+                        "saved"
                     );
                     for l in links {
                         let state = if l.connected { "up" } else { "down" };
+                        let rtt = l.rtt_ms.map_or("-".to_string(), |r| r.to_string());
                         println!(
-                            "{:40} {:9} {:>12} {:>12} {:>8} {:>8}",
-                            l.peer, state, l.bytes_in, l.bytes_out, l.unacked, l.last_in
+                            "{:40} {:9} {:>12} {:>12} {:>8} {:>8} {:>8} {:>12}",
+                            l.peer,
+                            state,
+                            l.bytes_in,
+                            l.bytes_out,
+                            l.unacked,
+                            l.last_in,
+                            rtt,
+                            l.saved_bytes
                         );
                     }
                     Ok(())
