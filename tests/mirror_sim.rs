@@ -33,6 +33,14 @@ fn world() -> World {
     world_with(hq_config())
 }
 
+/// As `world` with link compression off (HQ does not offer it, so no link
+/// uses it): for tests that read the wire or count copies byte for byte.
+fn plain_world() -> World {
+    let mut hq = hq_config();
+    hq.link.compress = false;
+    world_with(hq)
+}
+
 /// HQ (with this configuration) and two sites; Kevin has created the room.
 fn world_with(hq: NodeConfig) -> World {
     let mut net = Network::new();
@@ -124,7 +132,7 @@ fn a_site_user_joins_a_room_at_hq_through_the_mirror() {
 
 #[test]
 fn one_copy_per_site_and_the_same_stanza_id_everywhere() {
-    let mut w = world();
+    let mut w = plain_world();
     join(&mut w.net, RALEIGH, w.wayne, "Wayne");
     join(&mut w.net, DURHAM, w.dana, "Dana");
     w.net.node(HQ).take(w.kevin);
@@ -444,7 +452,7 @@ fn events_from_site_users_not_in_a_room_are_checked_like_joins() {
 /// Runs the documented exchange and prints the wire text (docs/protocol.md).
 #[test]
 fn capture_protocol_examples() {
-    let mut w = world();
+    let mut w = plain_world();
     w.net.take_transcript(RALEIGH);
     join(&mut w.net, RALEIGH, w.wayne, "Wayne");
     let join_wire = w.net.take_transcript(RALEIGH);
@@ -1155,6 +1163,7 @@ fn a_short_dead_timeout_holds_against_a_peer_with_a_long_keepalive() {
     // for half its timeout, so an idle, healthy link stays up.
     let mut hq = hq_config();
     hq.link.keepalive_ms = 60_000;
+    hq.link.compress = false; // The test reads the probes on the wire.
     let mut net = Network::new();
     net.add_node(hq, 1);
     let mut site = site_config("raleigh.example");
@@ -1252,4 +1261,43 @@ fn status_shows_the_round_trip_and_the_bytes_mirroring_saved() {
         .rooms
         .iter()
         .any(|r| r.jid == ROOM && r.mirrored_from.is_none()));
+}
+
+#[test]
+fn links_are_compressed_when_both_sides_offer_it() {
+    // Twenty messages with the same metadata: compressed, the link carries
+    // far fewer bytes than the same exchange in the clear, and everyone
+    // still gets every message once.
+    let cost = |mut w: World| {
+        join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+        w.net.take_transcript(RALEIGH);
+        w.net.reset_counters();
+        for i in 0..20 {
+            say(
+                &mut w.net,
+                HQ,
+                w.kevin,
+                &format!("status report number {i} from the north gate"),
+            );
+        }
+        w.net.advance(5_000);
+        let seen = w.net.node(RALEIGH).take(w.wayne);
+        for i in 0..20 {
+            let body = format!("<body>status report number {i} from the north gate</body>");
+            assert_eq!(seen.matches(&body).count(), 1);
+        }
+        let wire: String = w
+            .net
+            .take_transcript(RALEIGH)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        let (up, down) = w.net.link_bytes(RALEIGH);
+        (up + down, wire.contains("<body>"))
+    };
+    let (compressed, readable) = cost(world());
+    assert!(!readable, "the bodies do not cross in the clear");
+    let (plain, readable) = cost(plain_world());
+    assert!(readable);
+    assert!(compressed * 3 < plain, "{compressed} vs {plain}");
 }

@@ -9,6 +9,7 @@
 //! side, which then resends everything after N. Events at or below the
 //! last applied number are recognised and skipped. See docs/protocol.md.
 
+pub mod compress;
 pub mod event;
 
 use crate::jid::Jid;
@@ -57,6 +58,10 @@ pub struct LinkConn {
     probed: bool,
     /// When the outstanding `<r/>` went out (its answer gives the round trip).
     probe_sent: Option<u64>,
+    /// Set after we sent `<z/>`: everything we write from then on is compressed.
+    deflate: Option<compress::Deflater>,
+    /// Set after the peer's `<z/>`: everything it sends from then on is compressed.
+    inflate: Option<compress::Inflater>,
     pub(crate) timer_armed: Option<u64>,
 }
 
@@ -93,6 +98,8 @@ impl Node {
                 last_rx: now,
                 probed: false,
                 probe_sent: None,
+                deflate: None,
+                inflate: None,
                 last_tx: now,
                 unacked_in: 0,
                 ack_due: None,
@@ -104,10 +111,11 @@ impl Node {
         self.link_of_peer.insert(peer.clone(), conn);
         let received = self.state.links.get(&peer).map_or(0, |l| l.last_in);
         let header = format!(
-            "<?xml version='1.0'?><stream:stream xmlns='{DMUC}' xmlns:stream='{}' from='{}' version='1.0'><hello received='{received}' epoch='{}'{}/>",
+            "<?xml version='1.0'?><stream:stream xmlns='{DMUC}' xmlns:stream='{}' from='{}' version='1.0'><hello received='{received}' epoch='{}'{}{}/>",
             ns::STREAMS,
             crate::xml::escape(&self.cfg.domain),
             self.epoch,
+            if self.cfg.link.compress { " z='deflate'" } else { "" },
             // Tell a site whose occupants we showed as gone to announce them again.
             if self.detached.contains(&peer) && self.is_site(&peer) { " forgot='1'" } else { "" }
         );
@@ -119,6 +127,10 @@ impl Node {
     fn link_write(&mut self, conn: ConnId, bytes: Vec<u8>) {
         if let Some(l) = self.links.get_mut(&conn) {
             l.last_tx = self.now.mono_ms;
+            let bytes = match l.deflate.as_mut() {
+                Some(d) => d.compress(&bytes),
+                None => bytes,
+            };
             self.link_traffic
                 .entry(l.peer.clone())
                 .or_default()
@@ -129,33 +141,69 @@ impl Node {
 
     pub(crate) fn on_link_data(&mut self, conn: ConnId, bytes: &[u8]) {
         let now = self.now.mono_ms;
-        if let Some(l) = self.links.get(&conn) {
-            self.link_traffic
-                .entry(l.peer.clone())
-                .or_default()
-                .bytes_in += bytes.len() as u64;
-        }
+        let Some(l) = self.links.get_mut(&conn) else {
+            return;
+        };
+        l.last_rx = now;
+        l.probed = false;
+        self.link_traffic
+            .entry(l.peer.clone())
+            .or_default()
+            .bytes_in += bytes.len() as u64;
         let mut rest = bytes;
-        while !rest.is_empty() {
-            let Some(l) = self.links.get_mut(&conn) else {
+        if self.links[&conn].inflate.is_none() {
+            let Some(used) = self.link_frames(conn, rest) else {
                 return;
             };
-            l.last_rx = now;
-            l.probed = false;
+            rest = &rest[used..];
+        }
+        // After the peer's `<z/>` (possibly in the middle of these bytes).
+        let mut plain = vec![0u8; compress::INFLATE_CHUNK];
+        while !rest.is_empty() {
+            let Some(inflater) = self.links.get_mut(&conn).and_then(|l| l.inflate.as_mut()) else {
+                return;
+            };
+            let (used, n) = match inflater.step(rest, &mut plain) {
+                Ok(x) => x,
+                Err(e) => return self.link_protocol_error(conn, &e),
+            };
+            rest = &rest[used..];
+            if used == 0 && n == 0 {
+                break;
+            }
+            if self.link_frames(conn, &plain[..n]).is_none() {
+                return;
+            }
+        }
+        self.arm_link_timer(conn);
+    }
+
+    /// Frame and handle link bytes in the clear. Stops after the peer's
+    /// `<z/>` (the rest is compressed): returns the bytes used, or None if
+    /// the link was closed.
+    fn link_frames(&mut self, conn: ConnId, bytes: &[u8]) -> Option<usize> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let l = self.links.get_mut(&conn)?;
+            let was_plain = l.inflate.is_none();
             match l.framer.next_frame(rest) {
                 Ok((used, frame)) => {
                     rest = &rest[used..];
                     if let Some(frame) = frame {
                         self.on_link_frame(conn, frame);
                     }
+                    let l = self.links.get(&conn)?;
+                    if was_plain && l.inflate.is_some() {
+                        break;
+                    }
                 }
                 Err(e) => {
-                    return self
-                        .link_protocol_error(conn, &format!("{}: {}", e.condition(), e.text()))
+                    self.link_protocol_error(conn, &format!("{}: {}", e.condition(), e.text()));
+                    return None;
                 }
             }
         }
-        self.arm_link_timer(conn);
+        Some(bytes.len() - rest.len())
     }
 
     fn on_link_frame(&mut self, conn: ConnId, frame: Frame) {
@@ -216,6 +264,12 @@ impl Node {
                 }
                 self.acknowledged(&peer, received);
                 self.links.get_mut(&conn).expect("link").established = true;
+                if self.cfg.link.compress && el.get_attr("z") == Some("deflate") {
+                    // Both offered it: all we send after `<z/>` is compressed.
+                    self.link_write(conn, b"<z/>".to_vec());
+                    self.links.get_mut(&conn).expect("link").deflate =
+                        Some(compress::Deflater::new());
+                }
                 // One probe at once, so the round trip is known from the start.
                 self.send_probe(conn);
                 let epoch = el.get_attr("epoch").unwrap_or("").to_string();
@@ -313,6 +367,13 @@ impl Node {
                 }
             }
             "r" => self.send_ack(conn),
+            "z" => {
+                let l = self.links.get_mut(&conn).expect("link");
+                if !self.cfg.link.compress || l.inflate.is_some() {
+                    return self.link_protocol_error(conn, "compression that was not offered");
+                }
+                l.inflate = Some(compress::Inflater::new());
+            }
             "a" => {
                 let Some(h) = number("h") else {
                     return self.link_protocol_error(conn, "ack without 'h'");

@@ -78,6 +78,8 @@ pub struct LinkConfig {
     /// How long a link may be down before each side shows the other's
     /// occupants as gone (status 333).
     pub grace_ms: u64,
+    /// Offer DEFLATE on links (used when both sides offer it).
+    pub compress: bool,
 }
 
 impl LinkConfig {
@@ -103,6 +105,7 @@ impl Default for LinkConfig {
             max_unacked: 50_000,
             timing: Vec::new(),
             grace_ms: 300_000,
+            compress: true,
         }
     }
 }

@@ -23,7 +23,7 @@ pub struct SimNode {
     seed: u64,
     pub now: Now,
     next_conn: ConnId,
-    outbox: HashMap<ConnId, String>,
+    outbox: HashMap<ConnId, Vec<u8>>,
     closed: HashSet<ConnId>,
     admin_replies: Vec<AdminReply>,
     /// Upstreams the node asked to dial, oldest first.
@@ -83,10 +83,7 @@ impl SimNode {
                 Action::Persist(_) => {}
                 Action::Send { conn, bytes } => {
                     if !self.closed.contains(&conn) {
-                        self.outbox
-                            .entry(conn)
-                            .or_default()
-                            .push_str(&String::from_utf8(bytes).expect("utf-8"));
+                        self.outbox.entry(conn).or_default().extend(bytes);
                     }
                 }
                 Action::StartTls { conn } => tls.push(conn),
@@ -148,7 +145,13 @@ impl SimNode {
     }
 
     /// Everything the node wrote to `conn` since the last call.
+    /// What a client connection received since the last call.
     pub fn take(&mut self, conn: ConnId) -> String {
+        String::from_utf8(self.take_bytes(conn)).expect("client streams are UTF-8")
+    }
+
+    /// The bytes a connection received (a link's may be compressed).
+    pub fn take_bytes(&mut self, conn: ConnId) -> Vec<u8> {
         self.outbox.remove(&conn).unwrap_or_default()
     }
 

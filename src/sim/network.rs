@@ -106,7 +106,8 @@ impl Network {
         (w.bytes_up, w.bytes_down)
     }
 
-    /// What crossed the link of `site` since the last call: (towards the master?, text).
+    /// What crossed the link of `site` since the last call: (towards the
+    /// master?, text). Readable only with `LinkConfig::compress` off.
     pub fn take_transcript(&mut self, site: usize) -> Vec<(bool, String)> {
         let w = self
             .wires
@@ -232,7 +233,7 @@ impl Network {
                         busy = true;
                         break;
                     }
-                    let out = self.nodes[node].take(conn);
+                    let out = self.nodes[node].take_bytes(conn);
                     if out.is_empty() {
                         continue;
                     }
@@ -250,10 +251,11 @@ impl Network {
                     } else {
                         w.bytes_down += out.len() as u64;
                     }
-                    w.transcript.push((to_master, out.clone()));
+                    w.transcript
+                        .push((to_master, String::from_utf8_lossy(&out).into_owned()));
                     let arrival = (start + transmit + w.shape.latency_ms).max(w.last_arrival[dir]);
                     w.last_arrival[dir] = arrival;
-                    w.flight.push_back((arrival, to_master, out.into_bytes()));
+                    w.flight.push_back((arrival, to_master, out));
                 }
             }
             // Arrivals: everything due, in order (each direction's times only grow).
