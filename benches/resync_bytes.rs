@@ -1,7 +1,7 @@
 //! Link bytes and time to converge after an outage, in the simulator: HQ
 //! with 2 occupants, a site with K, a 9600 bit/s link with 300 ms latency each
 //! way (600 ms round trip). During the outage HQ sends one 100-byte message
-//! every 10 s and an HQ user leaves and rejoins every 10 minutes. After the
+//! (random words) every 10 s and an HQ user leaves and rejoins every 10 minutes. After the
 //! link returns we count the bytes until every site user has every message,
 //! and compare them with the missed messages' bodies plus stanza-ids (the
 //! issue's yardstick: at most 1.2x).
@@ -19,7 +19,29 @@ use outpost::node::NodeConfig;
 use outpost::sim::{Network, Shape};
 
 const ROOM: &str = "chat@conference.fairfax.example";
-const BODY: &str = "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789";
+/// Message bodies are this long: words of random letters, which deflate
+/// compresses less than real chat text (a pessimistic stand-in).
+const BODY_LEN: usize = 100;
+
+fn chat_line(n: u64) -> String {
+    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut line = String::new();
+    while line.len() < BODY_LEN {
+        let len = 2 + next() % 8;
+        for _ in 0..len {
+            line.push((b'a' + (next() % 26) as u8) as char);
+        }
+        line.push(' ');
+    }
+    line.truncate(BODY_LEN);
+    line
+}
 const LINK: Shape = Shape {
     latency_ms: 300,
     rate: 1200,
@@ -89,7 +111,7 @@ fn run(k: usize, outage_s: u64, direct: bool) -> Outcome {
     let outage_began = net.node(0).now.unix_ms;
     let mut sent = Vec::new();
     for t in 0..outage_s / 10 {
-        let body = format!("{t:06} {BODY}");
+        let body = chat_line(t + 1);
         net.node(0).send(
             kevin,
             &format!("<message to='{ROOM}' type='groupchat'><body>{body}</body></message>"),
@@ -110,7 +132,7 @@ fn run(k: usize, outage_s: u64, direct: bool) -> Outcome {
         .iter()
         .rev()
         .take(sent.len())
-        .map(|m| (m.stanza_id.len() + BODY.len() + 7) as u64)
+        .map(|m| (m.stanza_id.len() + BODY_LEN) as u64)
         .sum();
     net.reset_counters();
     net.restore(1);

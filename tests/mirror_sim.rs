@@ -33,20 +33,27 @@ fn world() -> World {
     world_with(hq_config())
 }
 
-/// As `world` with link compression off (HQ does not offer it, so no link
-/// uses it): for tests that read the wire or count copies byte for byte.
+/// As `world` with link compression off everywhere: for tests that read
+/// or write the wire themselves, or count copies byte for byte.
 fn plain_world() -> World {
     let mut hq = hq_config();
     hq.link.compress = false;
-    world_with(hq)
+    world_of(hq, false)
 }
 
 /// HQ (with this configuration) and two sites; Kevin has created the room.
 fn world_with(hq: NodeConfig) -> World {
+    world_of(hq, true)
+}
+
+fn world_of(hq: NodeConfig, sites_compress: bool) -> World {
     let mut net = Network::new();
     net.add_node(hq, 1);
-    net.add_node(site_config("raleigh.example"), 2);
-    net.add_node(site_config("durham.example"), 3);
+    for (domain, seed) in [("raleigh.example", 2), ("durham.example", 3)] {
+        let mut site = site_config(domain);
+        site.link.compress = sites_compress;
+        net.add_node(site, seed);
+    }
     net.add_link(RALEIGH, HQ, Shape::default());
     net.add_link(DURHAM, HQ, Shape::default());
     net.node(HQ).add_user("kevin", "k");
@@ -351,7 +358,7 @@ fn self_ping_is_answered_at_the_site() {
 
 #[test]
 fn a_site_may_speak_only_for_its_own_users() {
-    let mut w = world();
+    let mut w = plain_world();
     // A forged join from raleigh's link on behalf of a durham user.
     let hq = w.net.node(HQ);
     let conn = hq.alloc_conn();
@@ -396,7 +403,7 @@ fn raw_link(w: &mut World) -> u64 {
 
 #[test]
 fn acks_outside_the_window_close_the_link() {
-    let mut w = world();
+    let mut w = plain_world();
     let conn = raw_link(&mut w);
     // HQ never sent event 5 on this link: acknowledging it is a lie.
     w.net.node(HQ).send(conn, "<a h='5'/>");
@@ -409,7 +416,7 @@ fn acks_outside_the_window_close_the_link() {
 
 #[test]
 fn replayed_events_are_applied_once() {
-    let mut w = world();
+    let mut w = plain_world();
     let conn = raw_link(&mut w);
     let join = "<e n='1'><join room='chat' nick='Wayne' from='wayne@raleigh.example/tv'><presence xmlns='jabber:client'/></join></e>";
     let msg = "<e n='2'><groupchat room='chat' from='wayne@raleigh.example/tv' nick='Wayne' id='raleigh-1'><message xmlns='jabber:client' type='groupchat'><body>once</body></message></groupchat></e>";
@@ -427,7 +434,7 @@ fn replayed_events_are_applied_once() {
 
 #[test]
 fn events_from_site_users_not_in_a_room_are_checked_like_joins() {
-    let mut w = world();
+    let mut w = plain_world();
     // Wayne is banned; then his site claims he speaks in the room.
     w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='b' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='wayne@raleigh.example' affiliation='outcast'/></query></iq>"));
     w.net.settle();
@@ -656,7 +663,7 @@ fn subject_config_and_bans_made_at_hq_take_effect_at_sites() {
 
 #[test]
 fn an_oversized_frame_closes_only_that_link() {
-    let mut w = world();
+    let mut w = plain_world();
     let conn = raw_link(&mut w);
     let flood = format!(
         "<e n='1'><relay from='x@raleigh.example/y' to='{ROOM}'>{}",
@@ -670,7 +677,7 @@ fn an_oversized_frame_closes_only_that_link() {
 /// Wayne and Keith (Raleigh) are in the room, everyone's output is read,
 /// and Raleigh's link is cut.
 fn split_with_wayne_and_keith_in() -> World {
-    let mut w = world();
+    let mut w = plain_world();
     join(&mut w.net, RALEIGH, w.wayne, "Wayne");
     join(&mut w.net, RALEIGH, w.keith, "Keith");
     w.net.advance(1_000);
@@ -1167,6 +1174,7 @@ fn a_short_dead_timeout_holds_against_a_peer_with_a_long_keepalive() {
     let mut net = Network::new();
     net.add_node(hq, 1);
     let mut site = site_config("raleigh.example");
+    site.link.compress = false;
     site.link.keepalive_ms = 60_000;
     site.link.dead_ms = 20_000;
     net.add_node(site, 2);

@@ -8,6 +8,19 @@ use miniz_oxide::deflate::core::{create_comp_flags_from_zip_params, CompressorOx
 use miniz_oxide::inflate::stream::InflateState;
 use miniz_oxide::{DataFormat, MZError, MZFlush};
 
+/// Both directions start from this text, as if it had just been sent:
+/// the first event of a connection then costs about what later ones do
+/// (after a short outage the first events are most of the traffic). Part
+/// of the protocol (a stream opened with `Z`): both ends must use the same bytes.
+const PRIMER: &[u8] = b"<stream:stream xmlns='urn:xmpp:dmuc:0' xmlns:stream='http://etherx.jabber.org/streams' from='.example'><hello received='0' epoch=''/>\
+<e n='1'><snapshot room='' next-seq='1'><config name='' description='' persistent='0' public='1' members-only='0' max-users='100' moderated='0' whois='moderators' change-subject='0' allow-invites='1' history='20' archiving='1'/><affiliation jid='' affiliation='owner'/><occupant nick='' jid='' affiliation='none' role='participant' oid=''/></snapshot></e>\
+<e n='2'><occupant nick='' jid='' affiliation='none' role='moderator' oid='' room='' change='joined'/></e><e n='3'><occupant room='' change='left'/></e>\
+<e n='4'><join room='' nick='' from=''><presence xmlns='jabber:client'><x xmlns='http://jabber.org/protocol/muc'/></presence></join></e><e n='5'><leave room='' from=''/></e>\
+<e n='6'><groupchat room='' from='' nick='' id=''><message xmlns='jabber:client' type='groupchat' id=''><body></body></message></groupchat></e>\
+<e n='7'><resync room='' last-seq='1'/></e><e n='8'><relay from='' to=''><iq xmlns='jabber:client' type='result' id=''/></relay></e>\
+<a h='1'/><r/><e n='9'><message room=''><m seq='1' id='' stamp='2026-01-01T00:00:00.000Z' nick='' real='' oid=''><message xmlns='jabber:client' type='groupchat' id=''><body></body></message></m></message></e>\
+<a h='2'/><e n='10'><message room=''><m seq='2' id='' stamp='2026-01-01T00:00:00.000Z' nick='' real='' oid=''><message xmlns='jabber:client' type='groupchat'><body></body></message></m></message></e>";
+
 /// Bytes inflated at a time: the framer sees the stream in pieces of this
 /// size, so a small input that inflates to a lot never sits in memory whole.
 pub const INFLATE_CHUNK: usize = 16 * 1024;
@@ -16,6 +29,12 @@ pub struct Deflater(Box<CompressorOxide>);
 
 impl Deflater {
     pub fn new() -> Deflater {
+        let mut d = Deflater::unprimed();
+        d.compress(PRIMER); // The peer's inflater holds the same text.
+        d
+    }
+
+    fn unprimed() -> Deflater {
         // Level 6, raw deflate (no zlib header: the stream never ends).
         Deflater(Box::new(CompressorOxide::new(
             create_comp_flags_from_zip_params(6, -15, 0),
@@ -53,7 +72,15 @@ pub struct Inflater(Box<InflateState>);
 
 impl Inflater {
     pub fn new() -> Inflater {
-        Inflater(InflateState::new_boxed(DataFormat::Raw))
+        let mut i = Inflater(InflateState::new_boxed(DataFormat::Raw));
+        // Any deflate encoding of the primer leaves the same window behind.
+        let mut primed = &Deflater::unprimed().compress(PRIMER)[..];
+        let mut sink = vec![0u8; PRIMER.len()];
+        while !primed.is_empty() {
+            let (used, _) = i.step(primed, &mut sink).expect("the primer inflates");
+            primed = &primed[used..];
+        }
+        i
     }
 
     /// Inflate from `input` into `out`: (bytes consumed, bytes written).

@@ -58,10 +58,14 @@ pub struct LinkConn {
     probed: bool,
     /// When the outstanding `<r/>` went out (its answer gives the round trip).
     probe_sent: Option<u64>,
-    /// Set after we sent `<z/>`: everything we write from then on is compressed.
+    /// We opened the stream with `Z`: all we write after it is compressed.
     deflate: Option<compress::Deflater>,
-    /// Set after the peer's `<z/>`: everything it sends from then on is compressed.
+    /// The peer opened with `Z`: all it sends after it is compressed.
     inflate: Option<compress::Inflater>,
+    /// The peer's first byte has arrived (it says whether the stream is compressed).
+    started: bool,
+    /// Written since the last flush: one compressed block per batch of events.
+    out: Vec<u8>,
     pub(crate) timer_armed: Option<u64>,
 }
 
@@ -100,6 +104,8 @@ impl Node {
                 probe_sent: None,
                 deflate: None,
                 inflate: None,
+                started: false,
+                out: Vec::new(),
                 last_tx: now,
                 unacked_in: 0,
                 ack_due: None,
@@ -110,12 +116,17 @@ impl Node {
         );
         self.link_of_peer.insert(peer.clone(), conn);
         let received = self.state.links.get(&peer).map_or(0, |l| l.last_in);
+        if self.cfg.link.compress {
+            // `Z` first: everything after it, the stream header included, is DEFLATE.
+            self.link_traffic.entry(peer.clone()).or_default().bytes_out += 1;
+            self.send(conn, b"Z".to_vec());
+            self.links.get_mut(&conn).expect("link").deflate = Some(compress::Deflater::new());
+        }
         let header = format!(
-            "<?xml version='1.0'?><stream:stream xmlns='{DMUC}' xmlns:stream='{}' from='{}' version='1.0'><hello received='{received}' epoch='{}'{}{}/>",
+            "<stream:stream xmlns='{DMUC}' xmlns:stream='{}' from='{}'><hello received='{received}' epoch='{}'{}/>",
             ns::STREAMS,
             crate::xml::escape(&self.cfg.domain),
             self.epoch,
-            if self.cfg.link.compress { " z='deflate'" } else { "" },
             // Tell a site whose occupants we showed as gone to announce them again.
             if self.detached.contains(&peer) && self.is_site(&peer) { " forgot='1'" } else { "" }
         );
@@ -124,12 +135,37 @@ impl Node {
         log::info!("link {peer}: connected");
     }
 
+    /// Queue link output; `flush_links` sends it (compressed, if so agreed).
     fn link_write(&mut self, conn: ConnId, bytes: Vec<u8>) {
         if let Some(l) = self.links.get_mut(&conn) {
             l.last_tx = self.now.mono_ms;
+            l.out.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Send what every link queued: one write, and one compressed block, per
+    /// batch of events (a resync's events share one block's code tables).
+    pub(crate) fn flush_links(&mut self) {
+        let pending: Vec<ConnId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.out.is_empty())
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in pending {
+            self.flush_link(conn);
+        }
+    }
+
+    fn flush_link(&mut self, conn: ConnId) {
+        if let Some(l) = self.links.get_mut(&conn) {
+            let plain = std::mem::take(&mut l.out);
+            if plain.is_empty() {
+                return;
+            }
             let bytes = match l.deflate.as_mut() {
-                Some(d) => d.compress(&bytes),
-                None => bytes,
+                Some(d) => d.compress(&plain),
+                None => plain,
             };
             self.link_traffic
                 .entry(l.peer.clone())
@@ -151,15 +187,23 @@ impl Node {
             .or_default()
             .bytes_in += bytes.len() as u64;
         let mut rest = bytes;
-        if self.links[&conn].inflate.is_none() {
-            let Some(used) = self.link_frames(conn, rest) else {
-                return;
-            };
-            rest = &rest[used..];
+        if !l.started && !rest.is_empty() {
+            l.started = true;
+            if rest[0] == b'Z' {
+                l.inflate = Some(compress::Inflater::new());
+                rest = &rest[1..];
+            }
         }
-        // After the peer's `<z/>` (possibly in the middle of these bytes).
+        if l.inflate.is_none() {
+            if self.link_frames(conn, rest) {
+                self.arm_link_timer(conn);
+            }
+            return;
+        }
+        // Inflated a piece at a time: a small input that expands a lot never
+        // sits in memory whole, and the framer's limits apply as usual.
         let mut plain = vec![0u8; compress::INFLATE_CHUNK];
-        while !rest.is_empty() {
+        loop {
             let Some(inflater) = self.links.get_mut(&conn).and_then(|l| l.inflate.as_mut()) else {
                 return;
             };
@@ -171,39 +215,33 @@ impl Node {
             if used == 0 && n == 0 {
                 break;
             }
-            if self.link_frames(conn, &plain[..n]).is_none() {
+            if !self.link_frames(conn, &plain[..n]) {
                 return;
             }
         }
         self.arm_link_timer(conn);
     }
 
-    /// Frame and handle link bytes in the clear. Stops after the peer's
-    /// `<z/>` (the rest is compressed): returns the bytes used, or None if
-    /// the link was closed.
-    fn link_frames(&mut self, conn: ConnId, bytes: &[u8]) -> Option<usize> {
-        let mut rest = bytes;
+    /// Frame and handle link bytes in the clear; false if the link was closed.
+    fn link_frames(&mut self, conn: ConnId, mut rest: &[u8]) -> bool {
         while !rest.is_empty() {
-            let l = self.links.get_mut(&conn)?;
-            let was_plain = l.inflate.is_none();
+            let Some(l) = self.links.get_mut(&conn) else {
+                return false;
+            };
             match l.framer.next_frame(rest) {
                 Ok((used, frame)) => {
                     rest = &rest[used..];
                     if let Some(frame) = frame {
                         self.on_link_frame(conn, frame);
                     }
-                    let l = self.links.get(&conn)?;
-                    if was_plain && l.inflate.is_some() {
-                        break;
-                    }
                 }
                 Err(e) => {
                     self.link_protocol_error(conn, &format!("{}: {}", e.condition(), e.text()));
-                    return None;
+                    return false;
                 }
             }
         }
-        Some(bytes.len() - rest.len())
+        self.links.contains_key(&conn)
     }
 
     fn on_link_frame(&mut self, conn: ConnId, frame: Frame) {
@@ -264,12 +302,6 @@ impl Node {
                 }
                 self.acknowledged(&peer, received);
                 self.links.get_mut(&conn).expect("link").established = true;
-                if self.cfg.link.compress && el.get_attr("z") == Some("deflate") {
-                    // Both offered it: all we send after `<z/>` is compressed.
-                    self.link_write(conn, b"<z/>".to_vec());
-                    self.links.get_mut(&conn).expect("link").deflate =
-                        Some(compress::Deflater::new());
-                }
                 // One probe at once, so the round trip is known from the start.
                 self.send_probe(conn);
                 let epoch = el.get_attr("epoch").unwrap_or("").to_string();
@@ -367,13 +399,6 @@ impl Node {
                 }
             }
             "r" => self.send_ack(conn),
-            "z" => {
-                let l = self.links.get_mut(&conn).expect("link");
-                if !self.cfg.link.compress || l.inflate.is_some() {
-                    return self.link_protocol_error(conn, "compression that was not offered");
-                }
-                l.inflate = Some(compress::Inflater::new());
-            }
             "a" => {
                 let Some(h) = number("h") else {
                     return self.link_protocol_error(conn, "ack without 'h'");
@@ -515,6 +540,7 @@ impl Node {
 
     fn close_link(&mut self, conn: ConnId) {
         if self.links.contains_key(&conn) {
+            self.flush_link(conn);
             self.push_action(crate::node::Action::Close { conn });
             self.on_link_down(conn);
         }

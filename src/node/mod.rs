@@ -483,6 +483,7 @@ impl Node {
     }
 
     pub fn drain_actions(&mut self) -> Vec<Action> {
+        self.flush_links();
         std::mem::take(&mut self.actions)
     }
 

@@ -2,6 +2,7 @@
 mirror it over TLS links with pinned keys; slixmpp clients at every node."""
 
 import asyncio
+import secrets
 import time
 
 import pytest
@@ -104,7 +105,8 @@ def test_link_bytes_are_counted_and_one_copy_crosses_per_site(federation):
         async def burst(tag):
             before = hq.links()["raleigh.example"][2]
             for i in range(5):
-                body = f"{tag} {i} " + "x" * 100
+                # Random text: the link is compressed, and this must not shrink.
+                body = f"{tag} {i} " + secrets.token_hex(60)
                 kevin.send_message(mto=ROOM, mbody=body, mtype="groupchat")
                 await wayne.wait_for(lambda: any(b == body for b, _ in groupchat(wayne)), body)
             return hq.links()["raleigh.example"][2] - before
