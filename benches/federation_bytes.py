@@ -8,7 +8,11 @@ The script re-executes itself in a private network and mount namespace
 between the two nodes passes a counting relay (TCP payload, TLS included).
 Scenario per server and K: 2 occupants at HQ, a room with a subject and 20
 messages of history; K site users join one by one (20 messages of history
-each); HQ sends 200 messages (100-byte bodies) and 50 presence changes.
+each); HQ sends 200 messages (100-byte bodies of random words: outpost's
+link is compressed, and text this random is harder to compress than chat)
+and 50 presence changes. Then the link is cut for 60 s while HQ sends a
+message every 10 s, and restored: the bytes from then until every site user
+has every missed message (or 90 s have passed), and how many arrived.
 Bytes are attributed to a step once the link has been quiet for a second.
 
     cargo build --release && sudo python3 benches/federation_bytes.py [--k 1 5 20]
@@ -34,7 +38,23 @@ OUTPOST = ROOT / "target" / "release" / "outpost"
 HQ_IP, SITE_IP = "127.0.0.2", "127.0.0.3"
 HQ_RELAY, SITE_RELAY = "127.0.0.12", "127.0.0.13"
 ROOM = "chat@conference.fairfax.example"
-BODY = "x" * 100
+BODY_LEN = 100
+
+
+def chat_line(n):
+    """100 bytes of random lowercase words, the same for the same n."""
+    x = (n * 0x9E3779B97F4A7C15 | 1) & (2**64 - 1)
+
+    def nxt():
+        nonlocal x
+        x ^= (x << 13) & (2**64 - 1)
+        x ^= x >> 7
+        x ^= (x << 17) & (2**64 - 1)
+        return x
+    line = ""
+    while len(line) < BODY_LEN:
+        line += "".join(chr(97 + nxt() % 26) for _ in range(2 + nxt() % 8)) + " "
+    return line[:BODY_LEN]
 PASSWORD = "bench"
 
 
@@ -44,14 +64,33 @@ class Relay:
     def __init__(self):
         self.bytes = 0
         self.servers = []
+        self.routes = []
+        self.writers = set()
 
     async def listen(self, host, port, target):
+        self.routes.append((host, port, target))
+        await self._serve(host, port, target)
+
+    def cut(self):
+        """The link goes down: open connections drop, new ones are refused."""
+        for s in self.servers:
+            s.close()
+        self.servers = []
+        for w in list(self.writers):
+            w.close()
+
+    async def restore(self):
+        for route in self.routes:
+            await self._serve(*route)
+
+    async def _serve(self, host, port, target):
         async def handle(r, w):
             try:
                 tr, tw = await asyncio.open_connection(*target)
             except OSError:
                 w.close()
                 return
+            self.writers.update((w, tw))
 
             async def pump(src, dst):
                 while data := await src.read(65536):
@@ -63,7 +102,8 @@ class Relay:
                 await asyncio.gather(pump(r, tw), pump(tr, w), return_exceptions=True)
             except asyncio.CancelledError:
                 pass
-        self.servers.append(await asyncio.start_server(handle, host, port))
+            self.writers.difference_update((w, tw))
+        self.servers.append(await asyncio.start_server(handle, host, port, reuse_address=True))
 
     async def quiet(self, seconds=1.0):
         """Wait until no byte has crossed for `seconds`."""
@@ -100,6 +140,38 @@ async def count(raw, needle, n):
         tail = "" if needle in text[-len(needle):] else text[-len(needle):]
 
 
+async def receive(raw, bodies, seconds):
+    """How many of `bodies` reach this client within `seconds`."""
+    text, end = "", time.monotonic() + seconds
+    while not all(b in text for b in bodies):
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            chunk = await asyncio.wait_for(raw.reader.read(65536), left)
+        except asyncio.TimeoutError:
+            break
+        text += chunk.decode(errors="replace")
+    return sum(b in text for b in bodies)
+
+
+async def outage(relay, kevin, locals_, seconds=60, every=10):
+    """Cut the link, chat at HQ, restore it: (bytes after, messages delivered, seconds to converge)."""
+    relay.cut()
+    missed = []
+    for i in range(seconds // every):
+        body = f"o{i} {chat_line(10_000 + i)}"
+        await kevin.send(f"<message to='{ROOM}' type='groupchat' id='o{i}'><body>{body}</body></message>")
+        missed.append(body)
+        await asyncio.sleep(every)
+    start, began = relay.bytes, time.monotonic()
+    await relay.restore()
+    got = await asyncio.gather(*(receive(r, missed, 90) for r in locals_))
+    took = time.monotonic() - began
+    await relay.quiet(2)
+    return relay.bytes - start, min(got), len(missed), took
+
+
 async def scenario(relay, hq, site, k):
     kevin = await login(HQ_IP, hq, "fairfax.example", "kevin")
     scott = await login(HQ_IP, hq, "fairfax.example", "scott")
@@ -111,7 +183,7 @@ async def scenario(relay, hq, site, k):
     await kevin.send(f"<message to='{ROOM}' type='groupchat'><subject>bench</subject></message>")
     await join(scott, "Scott", 0)
     for i in range(20):
-        await kevin.send(f"<message to='{ROOM}' type='groupchat' id='h{i}'><body>{BODY}</body></message>")
+        await kevin.send(f"<message to='{ROOM}' type='groupchat' id='h{i}'><body>{chat_line(i)}</body></message>")
     locals_ = [await login(SITE_IP, site, "raleigh.example", f"u{i}") for i in range(k)]
     # Establish server-to-server connections both ways (a no-op for outpost,
     # whose link is up from the start), so joins are measured on a warm link.
@@ -129,8 +201,8 @@ async def scenario(relay, hq, site, k):
         joins.append(relay.bytes - start)
     start = relay.bytes
     for i in range(200):
-        await kevin.send(f"<message to='{ROOM}' type='groupchat' id='m{i}'><body>m{i} {BODY}</body></message>")
-    await asyncio.gather(*(count(r, f" {BODY}</body>", 200) for r in locals_))
+        await kevin.send(f"<message to='{ROOM}' type='groupchat' id='m{i}'><body>m{i} {chat_line(100 + i)}</body></message>")
+    await asyncio.gather(*(count(r, "</body>", 200) for r in locals_))
     await relay.quiet()
     per_message = (relay.bytes - start) / 200
     start = relay.bytes
@@ -139,9 +211,10 @@ async def scenario(relay, hq, site, k):
     await asyncio.gather(*(count(r, "</status>", 50) for r in locals_))
     await relay.quiet()
     per_presence = (relay.bytes - start) / 50
+    after_outage = await outage(relay, kevin, locals_)
     for r in (kevin, scott, *locals_):
         r.close()
-    return per_message, per_presence, joins[0], joins[-1], setup
+    return per_message, per_presence, joins[0], joins[-1], setup, after_outage
 
 
 def write_accounts(data, domain, users):
@@ -250,9 +323,14 @@ def inside_namespace(ks):
             rows.append((k, name, *asyncio.run(runner(work, k))))
     print("link bytes (TCP payload incl. TLS), K site occupants, 2 at HQ, 100-byte bodies, 20-message history")
     print(f"{'K':>3} {'server':8} {'per message':>12} {'per presence':>13} {'first join':>11} {'K-th join':>10} {'link setup':>11}")
-    for k, name, m, p, first, last, setup in rows:
+    for k, name, m, p, first, last, setup, _ in rows:
         print(f"{k:>3} {name:8} {m:>12.0f} {p:>13.0f} {first:>11} {last:>10} {setup:>11}")
-    by = {(k, n): m for k, n, m, *_ in rows}
+    print("after a 60 s cut with a message every 10 s at HQ: bytes from the restore until every site user")
+    print("has every missed message (or 90 s), the messages that arrived, and when")
+    print(f"{'K':>3} {'server':8} {'bytes after':>12} {'delivered':>10} {'converged':>10}")
+    for k, name, *_, (after, got, missed, took) in rows:
+        print(f"{k:>3} {name:8} {after:>12} {got:>6}/{missed:<3} {took:>8.1f} s")
+    by = {(k, n): r[0] for k, n, *r in rows}
     for k in ks:
         if (k, "prosody") in by:
             print(f"K={k}: prosody/outpost bytes per message = {by[(k, 'prosody')] / by[(k, 'outpost')]:.1f}x")

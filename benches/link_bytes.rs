@@ -1,6 +1,7 @@
 //! Link bytes per room message, presence change and join, for K occupants
 //! at a site and 2 at HQ, measured on the simulated link (application
-//! payload: what TLS carries, before its ~22 bytes per record).
+//! payload, compressed as on a real link: what TLS carries, before its ~22
+//! bytes per record). Bodies are 100 bytes of random words.
 //!
 //!     cargo bench --bench link_bytes
 //!
@@ -10,8 +11,10 @@
 use outpost::node::NodeConfig;
 use outpost::sim::{Network, Shape};
 
+mod common;
+use common::chat_line;
+
 const ROOM: &str = "chat@conference.fairfax.example";
-const BODY: &str = "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789";
 
 fn join(net: &mut Network, node: usize, conn: u64, nick: &str, history: u32) {
     net.node(node).send(
@@ -54,7 +57,8 @@ fn measure(k: usize) -> (f64, f64, u64, u64) {
         net.node(0).send(
             kevin,
             &format!(
-                "<message to='{ROOM}' type='groupchat' id='h{i}'><body>{BODY}</body></message>"
+                "<message to='{ROOM}' type='groupchat' id='h{i}'><body>{}</body></message>",
+                chat_line(i as u64)
             ),
         );
     }
@@ -80,7 +84,8 @@ fn measure(k: usize) -> (f64, f64, u64, u64) {
         net.node(0).send(
             kevin,
             &format!(
-                "<message to='{ROOM}' type='groupchat' id='m{i}'><body>{BODY}</body></message>"
+                "<message to='{ROOM}' type='groupchat' id='m{i}'><body>{}</body></message>",
+                chat_line(100 + i as u64)
             ),
         );
         net.settle();
