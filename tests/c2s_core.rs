@@ -664,3 +664,25 @@ fn carbons_copy_conversations_to_the_other_resources() {
     );
     assert_eq!(sim.take(laptop), "");
 }
+
+#[test]
+fn limits_changed_while_running_apply_at_once() {
+    // The console and the web page apply limit changes live (Event::Reconfigure).
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    let mut cfg = sim.node.config().clone();
+    cfg.offline_limit = 1;
+    sim.event(outpost::node::Event::Reconfigure {
+        config: Box::new(cfg),
+    });
+    sim.send(
+        alice,
+        "<message to='bob@localhost' id='1'><body>one</body></message>",
+    );
+    assert_eq!(sim.take(alice), "");
+    sim.send(
+        alice,
+        "<message to='bob@localhost' id='2'><body>two</body></message>",
+    );
+    assert!(sim.take(alice).contains("<service-unavailable"));
+}

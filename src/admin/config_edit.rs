@@ -10,7 +10,6 @@ use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, Value};
 pub struct Edit {
     pub text: String,
     pub config: Config,
-    pub effect: Effect,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +20,40 @@ pub enum Effect {
     Restart,
 }
 
-/// Settings the running node applies without a restart.
-const LIVE_KEYS: &[&str] = &["log_level"];
+/// Whether the running node can take `new` as it runs: only limits, timeouts
+/// and the log level differ. Listen addresses, certificates, the domain and
+/// the links are the shell's (sockets, TLS) and wait for a restart.
+pub fn effect(running: &Config, new: &Config) -> Effect {
+    let mut masked = new.clone();
+    masked.log_level = running.log_level;
+    let (c, r) = (&mut masked.c2s, &running.c2s);
+    c.max_stanza_bytes = r.max_stanza_bytes;
+    c.max_depth = r.max_depth;
+    c.max_attrs = r.max_attrs;
+    c.handshake_timeout = r.handshake_timeout;
+    c.stanza_timeout = r.stanza_timeout;
+    c.keepalive_interval = r.keepalive_interval;
+    c.max_resources_per_user = r.max_resources_per_user;
+    c.offline_limit = r.offline_limit;
+    c.roster_limit = r.roster_limit;
+    masked.muc.max_rooms = running.muc.max_rooms;
+    masked.muc.max_occupants = running.muc.max_occupants;
+    masked.muc.archive_messages = running.muc.archive_messages;
+    masked.muc.archive_bytes = running.muc.archive_bytes;
+    masked.link.grace = running.link.grace;
+    // Per-link timing applies from each link's next connection.
+    for (m, r) in masked.upstream.iter_mut().zip(&running.upstream) {
+        (m.keepalive, m.dead_after) = (r.keepalive, r.dead_after);
+    }
+    for (m, r) in masked.link.peer.iter_mut().zip(&running.link.peer) {
+        (m.keepalive, m.dead_after) = (r.keepalive, r.dead_after);
+    }
+    if masked.effective() == running.effective() {
+        Effect::Live
+    } else {
+        Effect::Restart
+    }
+}
 
 fn document(text: &str) -> Result<DocumentMut, String> {
     text.parse::<DocumentMut>()
@@ -80,12 +111,7 @@ pub fn set(text: &str, file: &str, key: &str, value: &str) -> Result<Edit, Strin
             table.insert(name, Item::Value(value));
         }
     }
-    let effect = if LIVE_KEYS.contains(&key) {
-        Effect::Live
-    } else {
-        Effect::Restart
-    };
-    finish(doc, file, effect)
+    finish(doc, file)
 }
 
 pub fn add_upstream(
@@ -105,7 +131,7 @@ pub fn add_upstream(
     t.insert("connect", toml_edit::value(connect));
     t.insert("fingerprint", toml_edit::value(fingerprint));
     list.push(t);
-    finish(doc, file, Effect::Restart)
+    finish(doc, file)
 }
 
 pub fn add_peer(text: &str, file: &str, domain: &str, fingerprint: &str) -> Result<Edit, String> {
@@ -118,7 +144,7 @@ pub fn add_peer(text: &str, file: &str, domain: &str, fingerprint: &str) -> Resu
     t.insert("domain", toml_edit::value(domain));
     t.insert("fingerprint", toml_edit::value(fingerprint));
     list.push(t);
-    finish(doc, file, Effect::Restart)
+    finish(doc, file)
 }
 
 pub fn del_upstream(text: &str, file: &str, muc: &str) -> Result<Edit, String> {
@@ -137,7 +163,7 @@ fn remove(text: &str, file: &str, path: &[&str], field: &str, name: &str) -> Res
     if list.len() == before {
         return Err(format!("no {} {name}", path.join(".")));
     }
-    finish(doc, file, Effect::Restart)
+    finish(doc, file)
 }
 
 fn same(t: &Table, field: &str, name: &str) -> bool {
@@ -163,14 +189,10 @@ fn tables<'d>(doc: &'d mut DocumentMut, path: &[&str]) -> Result<&'d mut ArrayOf
         .ok_or_else(|| format!("{} is not a list of [[{}]] tables", last, path.join(".")))
 }
 
-fn finish(doc: DocumentMut, file: &str, effect: Effect) -> Result<Edit, String> {
+fn finish(doc: DocumentMut, file: &str) -> Result<Edit, String> {
     let text = doc.to_string();
     let config = Config::parse(&text, file).map_err(|e| e.0)?;
-    Ok(Edit {
-        text,
-        config,
-        effect,
-    })
+    Ok(Edit { text, config })
 }
 
 #[cfg(test)]
@@ -191,9 +213,14 @@ mod tests {
         );
         assert!(e.text.starts_with("# site settings"));
         assert_eq!(e.config.domain.0, "other.example");
-        assert_eq!(e.effect, Effect::Restart);
+        let running = Config::parse(FILE, "o.toml").unwrap();
+        assert_eq!(effect(&running, &e.config), Effect::Restart);
         let e = set(FILE, "o.toml", "log_level", "debug").unwrap();
-        assert_eq!(e.effect, Effect::Live);
+        assert_eq!(effect(&running, &e.config), Effect::Live);
+        let e = set(&e.text, "o.toml", "muc.archive_messages", "50").unwrap();
+        assert_eq!(effect(&running, &e.config), Effect::Live);
+        let e = set(&e.text, "o.toml", "c2s.listen", "0.0.0.0:5333").unwrap();
+        assert_eq!(effect(&running, &e.config), Effect::Restart);
         let e = set(FILE, "o.toml", "link.grace", "60").unwrap();
         assert_eq!(e.config.link.grace, 60);
         assert_eq!(get(&e.config, "link.grace").unwrap(), "60");

@@ -256,6 +256,11 @@ pub enum Event {
         req: u64,
         cmd: AdminCommand,
     },
+    /// Settings changed while running (limits, timeouts, the grace period;
+    /// never the domain or the links: the shell checks that).
+    Reconfigure {
+        config: Box<NodeConfig>,
+    },
     /// The node is stopping: sessions get `<system-shutdown/>`.
     Shutdown,
 }
@@ -429,6 +434,10 @@ impl Node {
             Event::Admin { req, cmd } => {
                 let reply = self.on_admin(cmd);
                 self.actions.push(Action::AdminReply { req, reply });
+            }
+            Event::Reconfigure { config } => {
+                log::info!("settings changed; limits and timeouts apply from now on");
+                self.cfg = *config;
             }
             Event::Shutdown => {
                 self.muc_shutdown();

@@ -27,6 +27,9 @@ pub struct AdminOps {
     next_req: Cell<u64>,
     /// The configuration the node runs with.
     running: Config,
+    /// The saved file as it applies now: parsed like edits are (so the two
+    /// compare), changed by edits applied live.
+    in_force: RefCell<Config>,
     /// Where edits are saved, and the text saved there now.
     config_file: PathBuf,
     saved: RefCell<String>,
@@ -48,21 +51,20 @@ impl AdminOps {
         // Without a file yet (embedded default), edits start from the default's text.
         let saved = std::fs::read_to_string(&config_file)
             .unwrap_or_else(|_| crate::config::EMBEDDED_DEFAULT.to_string());
+        let in_force = Config::parse(&saved, &config_file.display().to_string())
+            .unwrap_or_else(|_| running.clone());
         AdminOps {
             events,
             waiters,
             next_req: Cell::new(1),
             running,
+            in_force: RefCell::new(in_force),
             config_file,
             saved: RefCell::new(saved),
             restart_pending: Cell::new(false),
             fingerprint,
             restart_requested: Cell::new(false),
         }
-    }
-
-    pub fn running(&self) -> &Config {
-        &self.running
     }
 
     /// Ask the core; `Err` if the node is stopping.
@@ -163,33 +165,50 @@ impl AdminOps {
             Command::Users => Ok(self.users().await?.join("\n")),
             Command::ConfigShow => Ok(self.saved.borrow().trim_end().to_string()),
             Command::ConfigGet { key } => config_edit::get(&self.saved_config(), &key),
-            Command::ConfigSet { key, value } => self.edit(
-                |text, file| config_edit::set(text, file, &key, &value),
-                &format!("{key} set"),
-            ),
+            Command::ConfigSet { key, value } => {
+                self.edit(
+                    |text, file| config_edit::set(text, file, &key, &value),
+                    &format!("{key} set"),
+                )
+                .await
+            }
             Command::UpstreamAdd {
                 muc,
                 connect,
                 fingerprint,
-            } => self.edit(
-                |text, file| config_edit::add_upstream(text, file, &muc, &connect, &fingerprint),
-                &format!("upstream {muc} added"),
-            ),
-            Command::UpstreamDel { muc } => self.edit(
-                |text, file| config_edit::del_upstream(text, file, &muc),
-                &format!("upstream {muc} removed"),
-            ),
+            } => {
+                self.edit(
+                    |text, file| {
+                        config_edit::add_upstream(text, file, &muc, &connect, &fingerprint)
+                    },
+                    &format!("upstream {muc} added"),
+                )
+                .await
+            }
+            Command::UpstreamDel { muc } => {
+                self.edit(
+                    |text, file| config_edit::del_upstream(text, file, &muc),
+                    &format!("upstream {muc} removed"),
+                )
+                .await
+            }
             Command::PeerAdd {
                 domain,
                 fingerprint,
-            } => self.edit(
-                |text, file| config_edit::add_peer(text, file, &domain, &fingerprint),
-                &format!("peer {domain} added"),
-            ),
-            Command::PeerDel { domain } => self.edit(
-                |text, file| config_edit::del_peer(text, file, &domain),
-                &format!("peer {domain} removed"),
-            ),
+            } => {
+                self.edit(
+                    |text, file| config_edit::add_peer(text, file, &domain, &fingerprint),
+                    &format!("peer {domain} added"),
+                )
+                .await
+            }
+            Command::PeerDel { domain } => {
+                self.edit(
+                    |text, file| config_edit::del_peer(text, file, &domain),
+                    &format!("peer {domain} removed"),
+                )
+                .await
+            }
             Command::UserAdd { user: u, password } => {
                 let u = user(&u)?;
                 let creds = new_credentials(&password);
@@ -240,18 +259,18 @@ impl AdminOps {
     }
 
     /// Make an edit to the saved text (the file's name goes into errors) and save it.
-    fn edit(
+    async fn edit(
         &self,
         change: impl FnOnce(&str, &str) -> Result<Edit, String>,
         what: &str,
     ) -> Result<String, String> {
         let edit = change(&self.saved.borrow(), &self.config_name())?;
-        self.save(edit, what)
+        self.save(edit, what).await
     }
 
     /// Check what only the machine can tell (a port in use), then write the
     /// file and apply what can be applied live.
-    fn save(&self, edit: Edit, what: &str) -> Result<String, String> {
+    async fn save(&self, edit: Edit, what: &str) -> Result<String, String> {
         let new = &edit.config;
         let old = &self.running;
         let listens = [
@@ -272,9 +291,13 @@ impl AdminOps {
             )
         })?;
         *self.saved.borrow_mut() = edit.text;
-        match edit.effect {
+        let effect = config_edit::effect(&self.in_force.borrow(), new);
+        match effect {
             Effect::Live => {
                 log::set_max_level(new.log_level.filter());
+                let config = Box::new(new.node_config());
+                let _ = self.events.send(Event::Reconfigure { config }).await;
+                *self.in_force.borrow_mut() = edit.config;
                 Ok(format!("{what}; applied now"))
             }
             Effect::Restart => {

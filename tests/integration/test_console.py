@@ -89,10 +89,13 @@ def test_bad_input_gets_err_and_changes_nothing(console_node):
 def test_settings_are_saved_and_a_restart_applies_them(console_node):
     node, cable = console_node
     first_run(cable)
-    out = cable.command("config set link.grace 42")
-    assert "takes effect after a restart" in out, out
-    assert "grace = 42" in node.config.read_text()
+    # Limits, timeouts and the log level apply at once; sockets wait for a restart.
+    assert "applied now" in cable.command("config set link.grace 42")
     assert "applied now" in cable.command("config set log_level warn")
+    assert "restart to apply" not in cable.command("status")
+    out = cable.command("config set c2s.max_connections 42")
+    assert "takes effect after a restart" in out, out
+    assert "max_connections = 42" in node.config.read_text()
     assert "restart to apply" in cable.command("status")
     pid = node.proc.pid
     cable.line("restart")
@@ -103,6 +106,7 @@ def test_settings_are_saved_and_a_restart_applies_them(console_node):
     wait_for_port(node.port, node.proc)
     cable.line("field-kit-7")
     cable.expect(rb"OK\r\noutpost> ")
+    assert "\r\n42\r\nOK" in cable.command("config get c2s.max_connections")
     assert "\r\n42\r\nOK" in cable.command("config get link.grace")
     assert "restart to apply" not in cable.command("status")
 
