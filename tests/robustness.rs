@@ -156,3 +156,107 @@ fn random_bytes_before_and_during_negotiation_never_panic() {
     }
     assert_eq!(sim.node.session_count(), 0, "every session was cleaned up");
 }
+
+/// Line noise on the serial port: any bytes, in any order, never panic the
+/// console, every answer stays bounded, and it still takes commands after.
+#[test]
+fn the_console_survives_line_noise() {
+    use outpost::admin::console::{Console, Request};
+    let mut rng = Rng(0xc0_501e);
+    for trusted in [true, false] {
+        let mut console = Console::new(trusted, true);
+        console.take_output();
+        for round in 0..300 {
+            let noise: Vec<u8> = (0..below(&mut rng, 400))
+                .map(|_| rng.next_u64() as u8)
+                .collect();
+            for &b in &noise {
+                match console.push(b) {
+                    Some(Request::Login(_)) => console.login_result(round % 2 == 0),
+                    Some(_) => console.finish(if round % 3 == 0 {
+                        Ok("done".into())
+                    } else {
+                        Err("no".into())
+                    }),
+                    None => {}
+                }
+                let out = console.take_output();
+                assert!(out.len() < 4096, "one byte, one bounded answer");
+            }
+        }
+        // Ctrl-C drops whatever is half typed (a password prompt too); a
+        // trusted console then takes a command.
+        if trusted {
+            let mut asked = None;
+            for &b in b"\x03status\r" {
+                asked = asked.or(console.push(b));
+            }
+            assert_eq!(asked, Some(Request::Run(outpost::admin::Command::Status)));
+        }
+    }
+}
+
+/// Mutated requests to the admin page: the parser never panics, and what it
+/// accepts parses as a form without panicking either.
+#[test]
+fn the_http_parser_survives_mutated_requests() {
+    use outpost::admin::http::{parse, Parsed};
+    let mut rng = Rng(0x4777_9);
+    let base = "POST /action HTTP/1.1\r\nHost: x\r\nCookie: outpost_sid=abc\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 31\r\n\r\ncsrf=t&op=user_add&user=a%20b+c";
+    let (mut done, mut refused) = (0, 0);
+    for _ in 0..5000 {
+        let bytes = mutate(&mut rng, base);
+        match parse(&bytes) {
+            Parsed::Done(r) => {
+                let _ = r.form();
+                let _ = r.cookie("outpost_sid");
+                done += 1;
+            }
+            Parsed::Error(status, _) => {
+                assert!((400..=505).contains(&status));
+                refused += 1;
+            }
+            Parsed::Incomplete => {}
+        }
+    }
+    assert!(
+        done > 100 && refused > 100,
+        "{done} parsed, {refused} refused"
+    );
+}
+
+/// A link peer that opens a compressed stream and then sends garbage loses
+/// its link, nothing else: no panic, no unbounded buffering.
+#[test]
+fn garbage_in_a_compressed_link_closes_only_that_link() {
+    let mut rng = Rng(0x2_1e57);
+    let mut cfg = NodeConfig::new("fairfax.example");
+    cfg.link.peers = vec!["raleigh.example".into()];
+    let mut sim = SimNode::new(cfg, 9);
+    sim.add_user("kevin", "k");
+    let kevin = sim.login("kevin", "k", "hq");
+    let mut closed = 0;
+    for _ in 0..300 {
+        let conn = sim.alloc_conn();
+        sim.event(outpost::node::Event::LinkUp {
+            conn,
+            peer: "raleigh.example".into(),
+        });
+        let mut bytes = b"Z".to_vec();
+        bytes.extend((0..1 + below(&mut rng, 2000)).map(|_| rng.next_u64() as u8));
+        sim.event(outpost::node::Event::Data { conn, bytes });
+        if sim.is_closed(conn) {
+            closed += 1;
+        } else {
+            sim.disconnect(conn);
+        }
+        sim.take_bytes(conn);
+    }
+    assert!(closed > 250, "garbage is refused: {closed}/300");
+    sim.take(kevin);
+    sim.send(
+        kevin,
+        "<iq type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    assert!(sim.take(kevin).contains("id='alive'"));
+}

@@ -101,6 +101,10 @@ impl Console {
         if self.mode == Mode::Busy {
             return None;
         }
+        if b < 0x20 {
+            // A control byte ends an escape sequence and acts (ECMA-48).
+            self.escape = Escape::None;
+        }
         match self.escape {
             Escape::Start => {
                 self.escape = if b == b'[' { Escape::Csi } else { Escape::None };
@@ -127,8 +131,13 @@ impl Console {
                 None
             }
             0x03 | 0x15 => {
-                // Ctrl-C, Ctrl-U: drop the line.
+                // Ctrl-C, Ctrl-U: drop the line, and a password prompt with it.
                 self.clear_line();
+                self.mode = match std::mem::replace(&mut self.mode, Mode::Busy) {
+                    Mode::Secret { .. } => Mode::Ready,
+                    Mode::Setup { .. } => Mode::Setup { first: None },
+                    other => other,
+                };
                 self.out.extend_from_slice(b"^C\r\n");
                 self.prompt();
                 None
