@@ -162,7 +162,7 @@ fn random_bytes_before_and_during_negotiation_never_panic() {
 #[test]
 fn the_console_survives_line_noise() {
     use outpost::admin::console::{Console, Request};
-    let mut rng = Rng(0xc0_501e);
+    let mut rng = Rng(0x00c0_501e);
     for trusted in [true, false] {
         let mut console = Console::new(trusted, true);
         console.take_output();
@@ -201,7 +201,7 @@ fn the_console_survives_line_noise() {
 #[test]
 fn the_http_parser_survives_mutated_requests() {
     use outpost::admin::http::{parse, Parsed};
-    let mut rng = Rng(0x4777_9);
+    let mut rng = Rng(47_779);
     let base = "POST /action HTTP/1.1\r\nHost: x\r\nCookie: outpost_sid=abc\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 31\r\n\r\ncsrf=t&op=user_add&user=a%20b+c";
     let (mut done, mut refused) = (0, 0);
     for _ in 0..5000 {
@@ -229,7 +229,7 @@ fn the_http_parser_survives_mutated_requests() {
 /// its link, nothing else: no panic, no unbounded buffering.
 #[test]
 fn garbage_in_a_compressed_link_closes_only_that_link() {
-    let mut rng = Rng(0x2_1e57);
+    let mut rng = Rng(0x0002_1e57);
     let mut cfg = NodeConfig::new("fairfax.example");
     cfg.link.peers = vec!["raleigh.example".into()];
     let mut sim = SimNode::new(cfg, 9);
