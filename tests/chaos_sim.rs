@@ -133,6 +133,11 @@ fn run(seed: u64) -> Result<(), String> {
                     // waits for its own presence before it speaks.
                     continue;
                 }
+                // As clients do: "typing" (a transient chat state), then the message.
+                net.node(u.node).send(
+                    u.conn,
+                    &format!("<message to='{ROOM}' type='groupchat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"),
+                );
                 net.node(u.node).send(
                     u.conn,
                     &format!("<message to='{ROOM}' type='groupchat'><body>{body}</body></message>"),

@@ -1309,3 +1309,65 @@ fn links_are_compressed_when_both_sides_offer_it() {
     assert!(readable);
     assert!(compressed * 3 < plain, "{compressed} vs {plain}");
 }
+
+#[test]
+fn chat_states_cross_at_once_and_are_never_queued() {
+    let mut w = world();
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    join(&mut w.net, DURHAM, w.dana, "Dana");
+    w.net.advance(1_000);
+    let people = [
+        (HQ, w.kevin),
+        (RALEIGH, w.wayne),
+        (RALEIGH, w.keith),
+        (DURHAM, w.dana),
+    ];
+    for (node, c) in people {
+        w.net.node(node).take(c);
+    }
+    let typing = |id: &str| {
+        format!("<message to='{ROOM}' type='groupchat' id='{id}'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
+    };
+    // From HQ and from a site: everyone sees each chat state once, from the
+    // room as the room shows the sender.
+    for (node, conn, nick) in [(HQ, w.kevin, "Kevin"), (RALEIGH, w.wayne, "Wayne")] {
+        w.net.node(node).send(conn, &typing(nick));
+        w.net.advance(1_000);
+        for (n, c) in people {
+            let out = w.net.node(n).take(c);
+            assert_eq!(
+                out.matches("<composing").count(),
+                1,
+                "{nick} at {n}/{c}: {out}"
+            );
+            assert!(out.contains(&format!("from='{ROOM}/{nick}'")), "{out}");
+        }
+    }
+    // Nothing of it is archived, at HQ or in the site's replica.
+    assert!(w.net.node(HQ).node.state().rooms["chat"]
+        .archive
+        .iter()
+        .all(|m| !m.xml.contains("composing")));
+    assert!(!w.net.node(RALEIGH).node.mirror_contains(ROOM, "composing"));
+    // During a cut each side still sees its own; nothing arrives late.
+    w.net.cut(RALEIGH);
+    w.net.node(HQ).send(w.kevin, &typing("late-k"));
+    w.net.node(RALEIGH).send(w.wayne, &typing("late-w"));
+    w.net.advance(1_000);
+    assert!(w.net.node(DURHAM).take(w.dana).contains("<composing"));
+    assert!(w.net.node(RALEIGH).take(w.keith).contains("<composing"));
+    for (n, c) in people {
+        w.net.node(n).take(c);
+    }
+    w.net.restore(RALEIGH);
+    w.net.advance(60_000);
+    for (n, c) in people {
+        let out = w.net.node(n).take(c);
+        assert!(
+            !out.contains("<composing"),
+            "a stale chat state at {n}/{c}: {out}"
+        );
+    }
+    assert_eq!(w.net.node(RALEIGH).node.mirror_backlog(), 0);
+}

@@ -227,6 +227,17 @@ fn bare_of(jid: &str) -> &str {
 }
 
 impl LinkEvent {
+    /// What may travel unnumbered (`<t>`): a groupchat message with neither
+    /// body nor subject (chat states, markers): nothing the archive keeps.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LinkEvent::Groupchat { message, .. } => {
+                !message.has_child("body", ns::CLIENT) && !message.has_child("subject", ns::CLIENT)
+            }
+            _ => false,
+        }
+    }
+
     pub fn encode(&self) -> Element {
         match self {
             LinkEvent::Join {

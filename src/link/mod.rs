@@ -379,6 +379,23 @@ impl Node {
                 self.commit(Record::LinkIn { peer, seq });
                 self.schedule_ack(conn);
             }
+            "t" => {
+                let Some(payload) = el.elements().next() else {
+                    return self.link_protocol_error(conn, "empty transient event");
+                };
+                let service = if self.is_upstream(&peer) {
+                    peer.clone()
+                } else {
+                    self.cfg.muc_service.clone()
+                };
+                match LinkEvent::decode(payload, &service) {
+                    Ok(ev) if ev.is_transient() => self.on_link_event(&peer, ev),
+                    Ok(_) => {
+                        log::warn!("link {peer}: refused a transient event that must be numbered")
+                    }
+                    Err(e) => log::warn!("link {peer}: refused a transient event: {}", e.0),
+                }
+            }
             "skip" => {
                 // The peer dropped events we never got: accept the loss here and
                 // fetch the room state again instead.
@@ -491,6 +508,18 @@ impl Node {
         if let Some(&conn) = self.link_of_peer.get(peer) {
             if self.links[&conn].established {
                 self.link_write(conn, format!("<e n='{seq}'>{xml}</e>").into_bytes());
+            }
+        }
+    }
+
+    /// Send an event now if the link is up, unnumbered (`<t>`): never queued,
+    /// never resent, lost with the connection. For what is only worth
+    /// having at once (chat states).
+    pub(crate) fn link_send_transient(&mut self, peer: &str, ev: &LinkEvent) {
+        if let Some(&conn) = self.link_of_peer.get(peer) {
+            if self.links[&conn].established {
+                let xml = ev.encode().to_xml(DMUC);
+                self.link_write(conn, format!("<t>{xml}</t>").into_bytes());
             }
         }
     }

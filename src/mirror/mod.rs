@@ -291,6 +291,18 @@ impl Node {
         );
         self.mirror_broadcast(key, &out.to_xml(ns::CLIENT));
         let m = self.mirrors.get_mut(key).expect("mirror");
+        let (upstream, room) = (m.upstream.clone(), m.room.clone());
+        let event = LinkEvent::Groupchat {
+            room,
+            from: me,
+            nick: nick.to_string(),
+            stanza_id: stanza_id.clone(),
+            message: strip_addressing(&el),
+        };
+        if event.is_transient() {
+            // A chat state: to the master now or never, and no echo to await.
+            return self.link_send_transient(&upstream, &event);
+        }
         m.delivered_early.insert(stanza_id.clone());
         m.early_order.push_back(stanza_id.clone());
         if m.early_order.len() > MAX_EARLY {
@@ -298,18 +310,39 @@ impl Node {
                 m.delivered_early.remove(&old);
             }
         }
-        let (upstream, room) = (m.upstream.clone(), m.room.clone());
-        let message = strip_addressing(&el);
-        self.link_send(
-            &upstream,
-            &LinkEvent::Groupchat {
-                room,
-                from: me,
-                nick: nick.to_string(),
-                stanza_id,
-                message,
-            },
+        self.link_send(&upstream, &event);
+    }
+
+    /// A chat state from the master's room: to the local sessions, as the
+    /// room shows it (nothing is kept).
+    fn mirror_transient(&mut self, upstream: &str, ev: LinkEvent) {
+        let LinkEvent::Groupchat {
+            room,
+            nick,
+            stanza_id,
+            message,
+            ..
+        } = ev
+        else {
+            return;
+        };
+        let key = &format!("{room}@{upstream}");
+        let Some(occupant_id) = self
+            .live_rooms
+            .get(key)
+            .and_then(|l| l.occupants.get(&nick))
+            .map(|o| o.occupant_id.clone())
+        else {
+            return; // Not (or no longer) in the room as this site shows it.
+        };
+        let out = crate::muc::stamp_groupchat(
+            &message,
+            &format!("{key}/{nick}"),
+            key,
+            &stanza_id,
+            &occupant_id,
         );
+        self.mirror_broadcast(key, &out.to_xml(ns::CLIENT));
     }
 
     /// One serialised message to every local session in a mirrored room.
@@ -431,6 +464,9 @@ impl Node {
             ),
             LinkEvent::Destroyed { room, alt, reason } => {
                 self.mirror_destroyed(&format!("{room}@{peer}"), alt, reason)
+            }
+            ev @ LinkEvent::Groupchat { .. } if ev.is_transient() => {
+                self.mirror_transient(peer, ev)
             }
             _ => log::warn!("link {peer}: refused a site-to-master event from the master"),
         }

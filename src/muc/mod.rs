@@ -841,7 +841,11 @@ impl Node {
         if role == Role::Visitor {
             return self.bounce_to(origin, &el, "forbidden");
         }
-        self.submit_groupchat(room, &nick, &sender.to_bare().to_string(), &el, minted);
+        let from_site = match origin {
+            Origin::Remote { peer, .. } => Some(peer.as_str()),
+            Origin::Local(_) => None,
+        };
+        self.submit_groupchat(room, &nick, &sender, &el, minted, from_site);
     }
 
     /// Stamp a groupchat message with its identity and order, archive it and
@@ -851,10 +855,12 @@ impl Node {
         &mut self,
         room: &str,
         nick: &str,
-        real_bare: &str,
+        sender: &Jid,
         el: &Element,
         minted: Option<String>,
+        from_site: Option<&str>,
     ) {
+        let real_bare = &sender.to_bare().to_string();
         let room_jid = self.room_jid(room);
         // An id minted at a site is kept; a resubmission of it is a duplicate.
         if let Some(id) = &minted {
@@ -889,6 +895,21 @@ impl Node {
                     msg,
                 },
             );
+        } else {
+            // Chat states and the like: to the other mirroring sites now, or
+            // not at all (a stale "typing" after an outage helps nobody).
+            let ev = LinkEvent::Groupchat {
+                room: room.to_string(),
+                from: sender.clone(),
+                nick: nick.to_string(),
+                stanza_id,
+                message: el.clone(),
+            };
+            for peer in self.room_peers(room) {
+                if Some(peer.as_str()) != from_site {
+                    self.link_send_transient(&peer, &ev);
+                }
+            }
         }
         self.broadcast_message(room, &out);
     }
