@@ -1371,3 +1371,19 @@ fn chat_states_cross_at_once_and_are_never_queued() {
     }
     assert_eq!(w.net.node(RALEIGH).node.mirror_backlog(), 0);
 }
+
+#[test]
+fn only_chat_states_may_skip_the_numbering() {
+    let mut w = plain_world();
+    let conn = raw_link(&mut w);
+    w.net.node(HQ).take(w.kevin);
+    // A message with a body must be numbered (it is archived and resynced).
+    w.net.node(HQ).send(conn, "<t><groupchat room='chat' from='wayne@raleigh.example/tv' nick='Wayne' id='raleigh.example-1'><message xmlns='jabber:client' type='groupchat'><body>sneaky</body></message></groupchat></t>");
+    w.net.settle();
+    assert!(!w.net.node(HQ).take(w.kevin).contains("sneaky"));
+    assert!(w.net.node(HQ).node.state().rooms["chat"]
+        .archive
+        .iter()
+        .all(|m| !m.xml.contains("sneaky")));
+    assert!(!w.net.node(HQ).is_closed(conn), "refused, not fatal");
+}
