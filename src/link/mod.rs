@@ -363,37 +363,27 @@ impl Node {
                         &format!("event {seq} after {last}: events were lost"),
                     );
                 }
-                let Some(payload) = el.elements().next() else {
+                let Some(decoded) = self.wrapped_event(&peer, &el) else {
                     return self.link_protocol_error(conn, "empty event");
                 };
-                let service = if self.is_upstream(&peer) {
-                    peer.clone()
-                } else {
-                    self.cfg.muc_service.clone()
-                };
-                match LinkEvent::decode(payload, &service) {
+                match decoded {
                     Ok(ev) => self.on_link_event(&peer, ev),
                     // A well-framed event we cannot use is refused, not retried forever.
-                    Err(e) => log::warn!("link {peer}: refused event {seq}: {}", e.0),
+                    Err(e) => log::warn!("link {peer}: refused event {seq}: {e}"),
                 }
                 self.commit(Record::LinkIn { peer, seq });
                 self.schedule_ack(conn);
             }
             "t" => {
-                let Some(payload) = el.elements().next() else {
+                let Some(decoded) = self.wrapped_event(&peer, &el) else {
                     return self.link_protocol_error(conn, "empty transient event");
                 };
-                let service = if self.is_upstream(&peer) {
-                    peer.clone()
-                } else {
-                    self.cfg.muc_service.clone()
-                };
-                match LinkEvent::decode(payload, &service) {
+                match decoded {
                     Ok(ev) if ev.is_transient() => self.on_link_event(&peer, ev),
                     Ok(_) => {
                         log::warn!("link {peer}: refused a transient event that must be numbered")
                     }
-                    Err(e) => log::warn!("link {peer}: refused a transient event: {}", e.0),
+                    Err(e) => log::warn!("link {peer}: refused a transient event: {e}"),
                 }
             }
             "skip" => {
@@ -447,6 +437,18 @@ impl Node {
             l.probe_sent = Some(now);
         }
         self.link_write(conn, b"<r/>".to_vec());
+    }
+
+    /// The event inside `<e>` or `<t>`, decoded with the MUC service its
+    /// rooms belong to (None: the wrapper is empty).
+    fn wrapped_event(&self, peer: &str, el: &Element) -> Option<Result<LinkEvent, String>> {
+        let payload = el.elements().next()?;
+        let service = if self.is_upstream(peer) {
+            peer.to_string()
+        } else {
+            self.cfg.muc_service.clone()
+        };
+        Some(LinkEvent::decode(payload, &service).map_err(|e| e.0))
     }
 
     fn acknowledged(&mut self, peer: &str, upto: u64) {
