@@ -8,13 +8,10 @@
 //! Prosody's plain-federation figures (DESIGN §7, measured the same way on
 //! loopback) are printed beside ours.
 
-use outpost::node::NodeConfig;
 use outpost::sim::{Network, Shape};
 
 mod common;
-use common::chat_line;
-
-const ROOM: &str = "chat@conference.fairfax.example";
+use common::{chat_line, hq_and_site, logged_in, HQ, ROOM, SITE};
 
 fn join(net: &mut Network, node: usize, conn: u64, nick: &str, history: u32) {
     net.node(node).send(
@@ -26,35 +23,23 @@ fn join(net: &mut Network, node: usize, conn: u64, nick: &str, history: u32) {
 }
 
 fn total(net: &Network) -> u64 {
-    let (up, down) = net.link_bytes(1);
+    let (up, down) = net.link_bytes(SITE);
     up + down
 }
 
 fn measure(k: usize) -> (f64, f64, u64, u64) {
-    let mut net = Network::new();
-    let mut hq = NodeConfig::new("fairfax.example");
-    hq.link.peers = vec!["raleigh.example".into()];
-    let mut site = NodeConfig::new("raleigh.example");
-    site.link.upstreams = vec!["conference.fairfax.example".into()];
-    net.add_node(hq, 1);
-    net.add_node(site, 2);
-    net.add_link(1, 0, Shape::default());
-    net.node(0).add_user("kevin", "k");
-    net.node(0).add_user("scott", "s");
-    let kevin = net.node(0).login("kevin", "k", "hq");
-    let scott = net.node(0).login("scott", "s", "hq");
-    let locals: Vec<u64> = (0..k)
-        .map(|i| {
-            net.node(1).add_user(&format!("u{i}"), "p");
-            net.node(1).login(&format!("u{i}"), "p", "tv")
-        })
-        .collect();
+    let mut net = hq_and_site(Shape::default());
+    net.node(HQ).add_user("kevin", "k");
+    net.node(HQ).add_user("scott", "s");
+    let kevin = net.node(HQ).login("kevin", "k", "hq");
+    let scott = net.node(HQ).login("scott", "s", "hq");
+    let locals = logged_in(&mut net, SITE, "u", k);
     net.advance(100);
-    join(&mut net, 0, kevin, "Kevin", 0);
-    net.node(0).send(kevin, &format!("<iq type='set' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
-    join(&mut net, 0, scott, "Scott", 0);
+    join(&mut net, HQ, kevin, "Kevin", 0);
+    net.node(HQ).send(kevin, &format!("<iq type='set' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
+    join(&mut net, HQ, scott, "Scott", 0);
     for i in 0..20 {
-        net.node(0).send(
+        net.node(HQ).send(
             kevin,
             &format!(
                 "<message to='{ROOM}' type='groupchat' id='h{i}'><body>{}</body></message>",
@@ -66,22 +51,22 @@ fn measure(k: usize) -> (f64, f64, u64, u64) {
     net.advance(1_000);
     // First join: the mirror is created and fetches 20 messages of history.
     net.reset_counters();
-    join(&mut net, 1, locals[0], "U0", 20);
+    join(&mut net, SITE, locals[0], "U0", 20);
     let first_join = total(&net);
     for (i, c) in locals.iter().enumerate().skip(1).take(k.saturating_sub(2)) {
-        join(&mut net, 1, *c, &format!("U{i}"), 20);
+        join(&mut net, SITE, *c, &format!("U{i}"), 20);
     }
     // The K-th join, once the room is mirrored.
     let kth_join = if k > 1 {
         net.reset_counters();
-        join(&mut net, 1, locals[k - 1], &format!("U{}", k - 1), 20);
+        join(&mut net, SITE, locals[k - 1], &format!("U{}", k - 1), 20);
         total(&net)
     } else {
         first_join
     };
     net.reset_counters();
     for i in 0..200 {
-        net.node(0).send(
+        net.node(HQ).send(
             kevin,
             &format!(
                 "<message to='{ROOM}' type='groupchat' id='m{i}'><body>{}</body></message>",
@@ -95,7 +80,7 @@ fn measure(k: usize) -> (f64, f64, u64, u64) {
     net.reset_counters();
     for i in 0..50 {
         let show = if i % 2 == 0 { "away" } else { "dnd" };
-        net.node(0).send(
+        net.node(HQ).send(
             kevin,
             &format!("<presence to='{ROOM}/Kevin'><show>{show}</show></presence>"),
         );

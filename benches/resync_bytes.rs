@@ -15,13 +15,11 @@
 //!
 //!     cargo bench --bench resync_bytes
 
-use outpost::node::NodeConfig;
 use outpost::sim::{Network, Shape};
 
 mod common;
-use common::{chat_line, BODY_LEN};
+use common::{chat_line, hq_and_site, logged_in, BODY_LEN, HQ, ROOM, SITE};
 
-const ROOM: &str = "chat@conference.fairfax.example";
 const LINK: Shape = Shape {
     latency_ms: 300,
     rate: 1200,
@@ -38,76 +36,59 @@ struct Outcome {
 /// HQ's server across the link themselves.
 fn run(k: usize, outage_s: u64, direct: bool) -> Outcome {
     let (k, k_direct) = if direct { (0, k) } else { (k, 0) };
-    let mut net = Network::new();
-    let mut hq = NodeConfig::new("fairfax.example");
-    hq.link.peers = vec!["raleigh.example".into()];
-    let mut site = NodeConfig::new("raleigh.example");
-    site.link.upstreams = vec!["conference.fairfax.example".into()];
-    net.add_node(hq, 1);
-    net.add_node(site, 2);
-    net.add_link(1, 0, LINK);
-    net.node(0).add_user("kevin", "k");
-    net.node(0).add_user("scott", "s");
-    let kevin = net.node(0).login("kevin", "k", "hq");
+    let mut net = hq_and_site(LINK);
+    net.node(HQ).add_user("kevin", "k");
+    net.node(HQ).add_user("scott", "s");
+    let kevin = net.node(HQ).login("kevin", "k", "hq");
     // The reference: the same K people using HQ's server across the link.
-    let direct: Vec<u64> = (0..k_direct)
-        .map(|i| {
-            net.node(0).add_user(&format!("r{i}"), "p");
-            net.node(0).login(&format!("r{i}"), "p", "tv")
-        })
-        .collect();
-    let scott = net.node(0).login("scott", "s", "hq");
-    let locals: Vec<u64> = (0..k)
-        .map(|i| {
-            net.node(1).add_user(&format!("u{i}"), "p");
-            net.node(1).login(&format!("u{i}"), "p", "tv")
-        })
-        .collect();
+    let direct = logged_in(&mut net, HQ, "r", k_direct);
+    let scott = net.node(HQ).login("scott", "s", "hq");
+    let locals = logged_in(&mut net, SITE, "u", k);
     net.advance(100);
     let join = |net: &mut Network, node: usize, c: u64, nick: &str| {
         net.node(node).send(c, &format!("<presence to='{ROOM}/{nick}'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>"));
     };
-    join(&mut net, 0, kevin, "Kevin");
+    join(&mut net, HQ, kevin, "Kevin");
     net.settle();
     // History long enough for the reference's rejoin to fetch a whole hour.
-    net.node(0).send(kevin, &format!("<iq type='set' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_historylength'><value>1000</value></field></x></query></iq>"));
-    join(&mut net, 0, scott, "Scott");
+    net.node(HQ).send(kevin, &format!("<iq type='set' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_historylength'><value>1000</value></field></x></query></iq>"));
+    join(&mut net, HQ, scott, "Scott");
     for (i, c) in locals.iter().enumerate() {
-        join(&mut net, 1, *c, &format!("U{i}"));
+        join(&mut net, SITE, *c, &format!("U{i}"));
         net.advance(5_000);
     }
     for (i, c) in direct.iter().enumerate() {
-        join(&mut net, 0, *c, &format!("R{i}"));
+        join(&mut net, HQ, *c, &format!("R{i}"));
     }
     net.advance(30_000);
     for c in &locals {
-        net.node(1).take(*c);
+        net.node(SITE).take(*c);
     }
-    net.cut(1);
+    net.cut(SITE);
     // The direct clients lose their connections with the link.
     for c in &direct {
-        net.node(0).disconnect(*c);
+        net.node(HQ).disconnect(*c);
     }
-    let outage_began = net.node(0).now.unix_ms;
+    let outage_began = net.node(HQ).now.unix_ms;
     let mut sent = Vec::new();
     for t in 0..outage_s / 10 {
         let body = chat_line(t + 1);
-        net.node(0).send(
+        net.node(HQ).send(
             kevin,
             &format!("<message to='{ROOM}' type='groupchat'><body>{body}</body></message>"),
         );
         sent.push(body);
         if t % 60 == 59 {
-            net.node(0).send(
+            net.node(HQ).send(
                 scott,
                 &format!("<presence to='{ROOM}/Scott' type='unavailable'/>"),
             );
-            join(&mut net, 0, scott, "Scott");
+            join(&mut net, HQ, scott, "Scott");
         }
         net.advance(10_000);
     }
     // The missed messages' bodies plus their ids, as the yardstick.
-    let archive = &net.node(0).node.state().rooms["chat"].archive;
+    let archive = &net.node(HQ).node.state().rooms["chat"].archive;
     let yardstick: u64 = archive
         .iter()
         .rev()
@@ -115,13 +96,13 @@ fn run(k: usize, outage_s: u64, direct: bool) -> Outcome {
         .map(|m| (m.stanza_id.len() + BODY_LEN) as u64)
         .sum();
     net.reset_counters();
-    net.restore(1);
+    net.restore(SITE);
     let start = net.now_ms;
     let mut seen = vec![String::new(); k];
     loop {
         net.advance(1_000);
         for (i, c) in locals.iter().enumerate() {
-            seen[i].push_str(&net.node(1).take(*c));
+            seen[i].push_str(&net.node(SITE).take(*c));
         }
         if seen
             .iter()
@@ -133,18 +114,18 @@ fn run(k: usize, outage_s: u64, direct: bool) -> Outcome {
     }
     let elapsed = net.now_ms - start;
     net.advance(2_000);
-    let (up, down) = net.link_bytes(1);
+    let (up, down) = net.link_bytes(SITE);
     // The reference: each client comes back and rejoins with the history
     // since the outage began.
     let since = outpost::stanza::timestamp(outage_began - 1_000);
     let mut rejoin_bytes = 0;
     for i in 0..k_direct {
-        let c = net.node(0).login(&format!("r{i}"), "p", "tv");
-        net.node(0).take(c);
+        let c = net.node(HQ).login(&format!("r{i}"), "p", "tv");
+        net.node(HQ).take(c);
         let request = format!("<presence to='{ROOM}/R{i}'><x xmlns='http://jabber.org/protocol/muc'><history since='{since}'/></x></presence>");
-        net.node(0).send(c, &request);
+        net.node(HQ).send(c, &request);
         net.settle();
-        let answer = net.node(0).take(c);
+        let answer = net.node(HQ).take(c);
         let got = sent.iter().filter(|b| answer.contains(b.as_str())).count();
         assert_eq!(got, sent.len(), "the rejoin fetched every missed message");
         rejoin_bytes += (request.len() + answer.len()) as u64;
