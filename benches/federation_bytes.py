@@ -263,6 +263,11 @@ async def run_prosody(work, k):
     relay = Relay()
     await relay.listen(HQ_RELAY, 5269, (HQ_IP, 5269))
     await relay.listen(SITE_RELAY, 5269, (SITE_IP, 5269))
+    return await measure(relay, procs, k)
+
+
+async def measure(relay, procs, k):
+    """Run the scenario once HQ's and the site's servers listen; stop them after."""
     try:
         for p, ip in zip(procs, (HQ_IP, SITE_IP)):
             await asyncio.to_thread(wait_for_port, 5222, p, 15.0, ip)
@@ -294,15 +299,7 @@ async def run_outpost(work, k):
     relay = Relay()
     await relay.listen(HQ_RELAY, 5270, (HQ_IP, 5270))
     procs = [subprocess.Popen([str(OUTPOST), "run", "-c", str(c)]) for c in (hq_cfg, site_cfg)]
-    try:
-        for p, ip in zip(procs, (HQ_IP, SITE_IP)):
-            await asyncio.to_thread(wait_for_port, 5222, p, 15.0, ip)
-        return await scenario(relay, 5222, 5222, k)
-    finally:
-        relay.close()
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            p.wait()
+    return await measure(relay, procs, k)
 
 
 def inside_namespace(ks):

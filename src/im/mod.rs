@@ -91,6 +91,17 @@ impl Node {
             .find(|c| self.sessions[c].jid.as_ref() == Some(jid))
     }
 
+    /// A session here is no longer in `room` (a mastered room's localpart or
+    /// a mirrored room's JID): forget it in the session's own list.
+    pub(crate) fn forget_joined_room(&mut self, session: &Jid, room: &str) {
+        if let Some(s) = self
+            .conn_of_full(session)
+            .and_then(|c| self.sessions.get_mut(&c))
+        {
+            s.rooms.remove(room);
+        }
+    }
+
     fn deliver(&mut self, conns: &[ConnId], el: &Element) {
         if conns.is_empty() {
             return;

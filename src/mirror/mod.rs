@@ -1043,13 +1043,7 @@ impl Node {
             return;
         };
         for s in &occ.sessions {
-            if let Some(c) = self.conn_of_full(s) {
-                self.sessions
-                    .get_mut(&c)
-                    .expect("session")
-                    .rooms
-                    .remove(key);
-            }
+            self.forget_joined_room(s, key);
         }
         self.maybe_drop_mirror(key);
     }
@@ -1084,11 +1078,7 @@ impl Node {
             let mut p = crate::muc::destroyed_presence(&format!("{key}/{nick}"), &destroy);
             p.set_attr("to", session.to_string());
             self.send_el(c, &p);
-            self.sessions
-                .get_mut(&c)
-                .expect("session")
-                .rooms
-                .remove(key);
+            self.forget_joined_room(&session, key);
         }
         self.drop_mirror(key);
     }
@@ -1140,13 +1130,7 @@ impl Node {
             }
             if let Some(m) = self.mirrors.get_mut(&key) {
                 m.pending.retain(|(p, _, _)| p != &to);
-                if let Some(c) = self.conn_of_full(&to) {
-                    self.sessions
-                        .get_mut(&c)
-                        .expect("session")
-                        .rooms
-                        .remove(&key);
-                }
+                self.forget_joined_room(&to, &key);
                 self.maybe_drop_mirror(&key);
             }
         }
@@ -1203,13 +1187,7 @@ impl Node {
                 o.sessions.retain(|s| s != session);
             }
         }
-        if let Some(c) = self.conn_of_full(session) {
-            self.sessions
-                .get_mut(&c)
-                .expect("session")
-                .rooms
-                .remove(key);
-        }
+        self.forget_joined_room(session, key);
         self.link_send(
             &upstream,
             &LinkEvent::Leave {

@@ -125,13 +125,7 @@ impl Node {
         for (nick, s) in sessions {
             let p = super::destroyed_presence(&self.occupant_jid(room, &nick), &destroy);
             self.room_send(&s, p);
-            if let Some(c) = self.conn_of_full(&s) {
-                self.sessions
-                    .get_mut(&c)
-                    .expect("session")
-                    .rooms
-                    .remove(room);
-            }
+            self.forget_joined_room(&s, room);
         }
         self.live_rooms.remove(room);
         self.commit_room(room, RoomRecord::Destroy);
@@ -189,13 +183,7 @@ impl Node {
             .remove(nick)
             .expect("occupant");
         for s in occ.sessions {
-            if let Some(c) = self.conn_of_full(&s) {
-                self.sessions
-                    .get_mut(&c)
-                    .expect("session")
-                    .rooms
-                    .remove(room);
-            }
+            self.forget_joined_room(&s, room);
         }
         self.maybe_close_room(room);
     }

@@ -657,13 +657,7 @@ impl Node {
             own.children.insert(0, XmlNode::Element(status.clone()));
         }
         self.room_send(session, own.clone());
-        if let Some(c) = self.conn_of_full(session) {
-            self.sessions
-                .get_mut(&c)
-                .expect("session")
-                .rooms
-                .remove(room);
-        }
+        self.forget_joined_room(session, room);
         let live = self.live_rooms.get_mut(room).expect("room");
         let occ = live.occupants.get_mut(&nick).expect("occupant");
         occ.sessions.retain(|s| s != session);
