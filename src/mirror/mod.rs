@@ -956,7 +956,7 @@ impl Node {
         history: &crate::muc::HistoryRequest,
     ) {
         let role = self.live_rooms[key].occupants[nick].role;
-        let sees = self.room_state(key).config.whois_anyone || role == crate::muc::Role::Moderator;
+        let sees = self.sees_jids(key, role);
         let others: Vec<String> = self.live_rooms[key]
             .occupants
             .keys()
