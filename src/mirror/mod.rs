@@ -971,13 +971,7 @@ impl Node {
             p.set_attr("to", session.to_string());
             self.send_el(conn, &p);
         }
-        let mut codes = vec![110];
-        if self.room_state(key).config.whois_anyone {
-            codes.push(100);
-        }
-        if self.room_state(key).config.archiving {
-            codes.push(170);
-        }
+        let codes = self.self_presence_codes(key);
         let mut me = self.occupant_presence(key, nick, sees, &codes, false);
         me.set_attr("to", session.to_string());
         self.send_el(conn, &me);
@@ -1001,8 +995,7 @@ impl Node {
                 continue;
             }
             let viewer_role = self.live_rooms[key].occupants[&vnick].role;
-            let sees = self.room_state(key).config.whois_anyone
-                || viewer_role == crate::muc::Role::Moderator;
+            let sees = self.sees_jids(key, viewer_role);
             let mut all = codes.to_vec();
             if vnick == nick {
                 all.insert(0, 110);

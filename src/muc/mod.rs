@@ -415,14 +415,7 @@ impl Node {
             self.room_send(&from, p);
         }
         // 2. Self-presence with 110 and the codes that apply.
-        let rs = &self.state.rooms[room];
-        let mut codes = vec![110];
-        if rs.config.whois_anyone {
-            codes.push(100);
-        }
-        if rs.config.archiving {
-            codes.push(170);
-        }
+        let mut codes = self.self_presence_codes(room);
         if created {
             codes.push(201);
         }
@@ -455,6 +448,20 @@ impl Node {
         let to = self.origin_jid(origin).to_string();
         reply.set_attr("to", to);
         self.reply(origin, &reply);
+    }
+
+    /// Status codes on a joining occupant's own presence: 110, 100 if the
+    /// room shows real JIDs to all, 170 if it is archived.
+    pub(crate) fn self_presence_codes(&self, room: &str) -> Vec<u16> {
+        let config = &self.room_state(room).config;
+        let mut codes = vec![110];
+        if config.whois_anyone {
+            codes.push(100);
+        }
+        if config.archiving {
+            codes.push(170);
+        }
+        codes
     }
 
     pub(crate) fn sees_jids(&self, room: &str, viewer: Role) -> bool {
