@@ -5,6 +5,7 @@
 //! turns actions into socket, TLS and log I/O on one smol thread.
 
 pub mod admin;
+pub mod admission;
 pub mod c2s;
 pub mod config;
 pub mod im;

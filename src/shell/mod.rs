@@ -2,6 +2,7 @@
 //! TLS, timers, the admin socket and the log file, and feeds the core.
 
 pub mod admin;
+pub mod accept;
 pub mod admin_ops;
 mod conn;
 mod console;
