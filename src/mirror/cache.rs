@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 /// Messages kept in a replica for history and archive queries.
 pub const REPLICA_HISTORY: usize = 1000;
+/// Bytes of messages kept in a replica (the oldest go first).
+pub const REPLICA_HISTORY_BYTES: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorCache {
@@ -83,6 +85,7 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
             c.state.archive.clear();
         }
         c.state.archive.extend(history.iter().cloned());
+        c.state.archive_bytes = c.state.archive.iter().map(|m| m.xml.len() as u64).sum();
         trim(&mut c.state);
         c.state.next_seq = *next_seq;
         c.state.locked = false;
@@ -113,6 +116,7 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
             if msg.seq > c.last_seq {
                 c.last_seq = msg.seq;
                 c.state.next_seq = msg.seq + 1;
+                c.state.archive_bytes += msg.xml.len() as u64;
                 c.state.archive.push_back(msg.clone());
                 trim(&mut c.state);
             }
@@ -121,9 +125,13 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
     }
 }
 
+/// Keep the replica's archive within its bounds.
 fn trim(state: &mut RoomState) {
-    while state.archive.len() > REPLICA_HISTORY {
-        state.archive.pop_front();
+    while state.archive.len() > REPLICA_HISTORY || state.archive_bytes > REPLICA_HISTORY_BYTES {
+        let Some(m) = state.archive.pop_front() else {
+            break;
+        };
+        state.archive_bytes -= m.xml.len() as u64;
     }
 }
 
@@ -187,5 +195,19 @@ mod tests {
         }
         assert_eq!(m[key].state.archive.len(), REPLICA_HISTORY);
         assert_eq!(m[key].state.archive[0].seq, 11);
+        // And in bytes: big messages push the oldest out sooner.
+        let big = |seq: u64| Archived {
+            xml: format!("<message><body>{}</body></message>", "b".repeat(100_000)),
+            ..msg(seq)
+        };
+        let first = REPLICA_HISTORY as u64 + 11;
+        for seq in first..first + 100 {
+            apply(&mut m, key, &MirrorRecord::Message { msg: big(seq) });
+        }
+        let c = &m[key].state;
+        assert!(c.archive_bytes <= REPLICA_HISTORY_BYTES);
+        let sum: u64 = c.archive.iter().map(|a| a.xml.len() as u64).sum();
+        assert_eq!(c.archive_bytes, sum);
+        assert_eq!(c.archive.back().unwrap().seq, first + 99);
     }
 }

@@ -125,6 +125,20 @@ impl RoomState {
         }
     }
 
+    /// Everything but the archive (snapshots write that in slices).
+    pub fn clone_without_archive(&self) -> RoomState {
+        RoomState {
+            config: self.config.clone(),
+            affiliations: self.affiliations.clone(),
+            subject: self.subject.clone(),
+            archive: VecDeque::new(),
+            archive_bytes: 0,
+            next_seq: self.next_seq,
+            salt: self.salt.clone(),
+            locked: self.locked,
+        }
+    }
+
     pub fn affiliation(&self, bare: &str) -> Affiliation {
         self.affiliations
             .get(bare)

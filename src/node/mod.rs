@@ -399,11 +399,6 @@ impl Node {
         &self.state
     }
 
-    /// A record that captures the whole durable state, for compaction.
-    pub fn snapshot(&self) -> Record {
-        Record::Snapshot(self.state.clone())
-    }
-
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }

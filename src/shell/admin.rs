@@ -45,14 +45,16 @@ pub fn execute(cfg: &Config, cmd: AdminCommand) -> Result<AdminReply, String> {
         }
         Err(LockError::Io(e)) => return Err(e),
     };
-    let (mut log, state) = open_state(&cfg.data_dir, super::random_u64())?;
+    let opened = open_state(&cfg.data_dir, super::random_u64())?;
+    let (mut log, state) = (opened.log, opened.state);
     let mut node = Node::new(cfg.node_config(), state, super::random_seed());
     node.handle(Now::default(), Event::Admin { req: 0, cmd });
     let mut reply = None;
     for action in node.drain_actions() {
         match action {
             Action::Persist(r) => {
-                log.append(r.kind(), &r.encode());
+                log.append(r.kind(), &r.encode())
+                    .map_err(|e| format!("cannot write the log: {e}"))?;
             }
             Action::AdminReply { reply: r, .. } => reply = Some(r),
             _ => {}

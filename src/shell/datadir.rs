@@ -1,7 +1,7 @@
 //! The data directory: exclusive lock, log replay into state.
 
-use crate::state::{Record, State};
-use crate::store::{FileStorage, Log};
+use crate::state::State;
+use crate::store::{FileStorage, Log, OpenError};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -46,48 +46,51 @@ pub fn admin_socket(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.sock")
 }
 
-/// Open the log and replay it. A damaged tail is cut off with a warning; a
-/// record that verifies but cannot be decoded stops start-up (it was written
-/// by another version, and guessing would lose data).
-pub fn open_state(data_dir: &Path, salt: u64) -> Result<(Log<FileStorage>, State), String> {
+/// The log of a data directory, replayed.
+pub struct Opened {
+    pub log: Log<FileStorage>,
+    pub state: State,
+    /// Size of the last snapshot, to decide when to compact next.
+    pub snapshot_bytes: u64,
+}
+
+/// Open the log and replay it. A torn tail of the newest segment (a crash
+/// during a write) is cut off with a warning; any other damage, and a
+/// record that verifies but cannot be decoded, stops start-up with the file
+/// and offset named and nothing changed (`outpost data check` and
+/// `salvage` are the way on from there).
+pub fn open_state(data_dir: &Path, salt: u64) -> Result<Opened, String> {
     let dir = log_dir(data_dir);
     let storage = FileStorage::open(&dir)
         .map_err(|e| format!("cannot open log directory {}: {e}", dir.display()))?;
-    let mut state = State::default();
-    let mut decode_error = None;
-    let (log, recovery) = Log::open(storage, salt, |raw| {
-        if decode_error.is_some() {
-            return;
-        }
-        match Record::decode(&raw.payload) {
-            Ok(r) => state.apply(&r),
-            Err(e) => {
-                decode_error = Some(format!(
-                    "log record {} (kind {}) cannot be decoded: {e}",
-                    raw.seq, raw.kind
-                ))
-            }
-        }
-    })
-    .map_err(|e| format!("cannot read log in {}: {e}", dir.display()))?;
-    if let Some(e) = decode_error {
-        return Err(format!(
-            "{e}; was the log written by a newer outpost? Refusing to start."
-        ));
-    }
+    let opened = crate::state::snapshot::open_log(storage, salt).map_err(|e| match e {
+        OpenError::Io(e) => format!("cannot read the log in {}: {e}", dir.display()),
+        other => format!(
+            "the log cannot be read: {other}. Nothing was changed. Run `outpost data check` \
+             to see the damage, and `outpost data salvage NEW_DIR` to copy what is readable \
+             into a new data directory."
+        ),
+    })?;
+    let recovery = &opened.recovery;
     if let Some((seg, offset, reason, discarded)) = recovery.truncated {
         log::warn!(
-            "log: segment {seg:016x} is damaged at offset {offset} ({reason}); kept {} good records, discarded {discarded} bytes after them",
-            recovery.records
+            "log: segment {seg:016x} ended in an interrupted write at offset {offset} ({reason}); discarded {discarded} bytes that were never acknowledged"
         );
     }
-    for seg in &recovery.segments_removed {
-        log::warn!("log: removed segment {seg:016x} that followed the damage");
+    if let Some(seg) = recovery.torn_segment_removed {
+        log::warn!("log: removed segment {seg:016x}, left empty by an interrupted start");
+    }
+    if let Some((seg, offset)) = opened.unfinished_snapshot {
+        log::warn!("log: discarded a snapshot left unfinished at segment {seg:016x} offset {offset}; the log before it stands");
     }
     log::info!(
         "log: replayed {} records from {}",
         recovery.records,
         dir.display()
     );
-    Ok((log, state))
+    Ok(Opened {
+        log: opened.log,
+        state: opened.state,
+        snapshot_bytes: opened.snapshot_bytes,
+    })
 }

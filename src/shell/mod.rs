@@ -1,8 +1,8 @@
 //! The I/O shell: one thread, one `smol::LocalExecutor`. It owns sockets,
 //! TLS, timers, the admin socket and the log file, and feeds the core.
 
-pub mod admin;
 pub mod accept;
+pub mod admin;
 pub mod admin_ops;
 mod conn;
 mod console;
@@ -16,7 +16,6 @@ mod web;
 
 use crate::config::Config;
 use crate::node::{Action, AdminReply, ConnId, Event, Node, Now};
-use crate::state::KIND_SNAPSHOT;
 use crate::store::{FileStorage, Log};
 use conn::{ConnHandle, Out};
 use datadir::{admin_socket, open_state, DataLock, LockError};
@@ -106,7 +105,9 @@ async fn serve(
         }
         Err(LockError::Io(e)) => return Err(e),
     };
-    let (mut log, state) = open_state(&cfg.data_dir, random_u64())?;
+    let opened = open_state(&cfg.data_dir, random_u64())?;
+    let (mut log, state) = (opened.log, opened.state);
+    let mut snapshot_bytes = opened.snapshot_bytes;
     let tls = futures_rustls::TlsAcceptor::from(tls::server_config(&cfg)?);
     let web_listener = cfg.admin.http.map(web::bind).transpose()?;
     let mut node = Node::new(cfg.node_config(), state, random_seed());
@@ -201,7 +202,6 @@ async fn serve(
     let clock = Clock {
         start: Instant::now(),
     };
-    let mut last_snapshot_len = 0u64;
     let mut shutting_down = false;
     loop {
         let first = next_event(&events_rx, node.next_deadline(), &clock).await;
@@ -223,12 +223,10 @@ async fn serve(
         for peer in dials {
             dial(&wiring, peer, &link_tls.upstreams);
         }
-        if log.bytes_since_snapshot() > COMPACT_SLACK_BYTES + 2 * last_snapshot_len {
-            let snapshot = node.snapshot().encode();
-            last_snapshot_len = snapshot.len() as u64;
-            log.compact(KIND_SNAPSHOT, &snapshot, random_u64())
+        if log.total_bytes() > COMPACT_SLACK_BYTES + 2 * snapshot_bytes {
+            snapshot_bytes = crate::state::snapshot::compact(&mut log, node.state(), random_u64())
                 .map_err(|e| format!("log compaction failed: {e}"))?;
-            log::info!("log: compacted to a {last_snapshot_len}-byte snapshot");
+            log::info!("log: compacted to a {snapshot_bytes}-byte snapshot");
         }
         if shutting_down {
             break;
@@ -282,12 +280,13 @@ fn apply_actions(
     dials: &mut Vec<String>,
 ) -> Result<(), String> {
     let actions = node.drain_actions();
+    // Nothing may be acknowledged that is not durable: a failed write stops the node.
     for a in &actions {
         if let Action::Persist(r) = a {
-            log.append(r.kind(), &r.encode());
+            log.append(r.kind(), &r.encode())
+                .map_err(|e| format!("cannot write the log, stopping: {e}"))?;
         }
     }
-    // Nothing may be acknowledged that is not durable: a failed write stops the node.
     log.commit()
         .map_err(|e| format!("cannot write the log, stopping: {e}"))?;
     for a in actions {

@@ -9,7 +9,7 @@ pub use network::{Network, Shape};
 
 use crate::node::{Action, AdminCommand, AdminReply, ConnId, Event, Node, NodeConfig, Now};
 use crate::scram::{Hash, ScramClient};
-use crate::state::{Record, State};
+use crate::state::State;
 use crate::store::{Log, MemStorage};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -39,12 +39,8 @@ fn seed_bytes(seed: u64) -> [u8; 32] {
 }
 
 fn replay(storage: MemStorage) -> (Log<MemStorage>, State) {
-    let mut state = State::default();
-    let (log, _) = Log::open(storage, 1, |raw| {
-        state.apply(&Record::decode(&raw.payload).expect("decodable"))
-    })
-    .expect("replay");
-    (log, state)
+    let opened = crate::state::snapshot::open_log(storage, 1).expect("replay");
+    (opened.log, opened.state)
 }
 
 impl SimNode {
@@ -73,7 +69,9 @@ impl SimNode {
         let mut tls = Vec::new();
         for a in &actions {
             if let Action::Persist(r) = a {
-                self.log.append(r.kind(), &r.encode());
+                self.log
+                    .append(r.kind(), &r.encode())
+                    .expect("records fit in the log");
                 self.persisted += 1;
             }
         }

@@ -3,5 +3,5 @@
 mod log;
 mod storage;
 
-pub use log::{Log, RawRecord, Recovery, MAX_RECORD_BYTES};
+pub use log::{inspect, Log, OpenError, RecordRef, Recovery, SegmentReport, MAX_RECORD_BYTES};
 pub use storage::{Faults, FileStorage, MemStorage, Storage};

@@ -3,13 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 pub trait Storage {
     /// Segment numbers present, ascending.
     fn segments(&self) -> io::Result<Vec<u64>>;
-    fn read(&mut self, seg: u64) -> io::Result<Vec<u8>>;
+    /// Length of a segment in bytes.
+    fn len(&mut self, seg: u64) -> io::Result<u64>;
+    /// Fill `buf` from `offset` on; the range must lie inside the segment.
+    fn read_at(&mut self, seg: u64, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// How an operator finds the segment (a file path), for error messages.
+    fn describe(&self, seg: u64) -> String;
     /// Append to a segment, creating it if needed.
     fn append(&mut self, seg: u64, data: &[u8]) -> io::Result<()>;
     /// Make everything appended to `seg` durable.
@@ -18,7 +24,8 @@ pub trait Storage {
     fn remove(&mut self, seg: u64) -> io::Result<()>;
 }
 
-/// Segments as files `NNNNNNNNNNNNNNNN.seg` in one directory.
+/// Segments as files `NNNNNNNNNNNNNNNN.seg` in one directory, readable by
+/// the owner only (they hold password hashes and private messages).
 pub struct FileStorage {
     dir: PathBuf,
     open: Option<(u64, File)>,
@@ -28,6 +35,20 @@ impl FileStorage {
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<FileStorage> {
         let dir = dir.into();
         fs::create_dir_all(&dir)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        Ok(FileStorage { dir, open: None })
+    }
+
+    /// Open an existing log directory for reading only: nothing is created,
+    /// and the caller must not write (used to check and salvage a data_dir).
+    pub fn open_existing(dir: impl Into<PathBuf>) -> io::Result<FileStorage> {
+        let dir = dir.into();
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
         Ok(FileStorage { dir, open: None })
     }
 
@@ -41,6 +62,7 @@ impl FileStorage {
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(self.path(seg))?;
             if !existed {
                 // The new directory entry must be durable too.
@@ -68,10 +90,19 @@ impl Storage for FileStorage {
         Ok(segs)
     }
 
-    fn read(&mut self, seg: u64) -> io::Result<Vec<u8>> {
-        let mut data = Vec::new();
-        File::open(self.path(seg))?.read_to_end(&mut data)?;
-        Ok(data)
+    fn len(&mut self, seg: u64) -> io::Result<u64> {
+        Ok(fs::metadata(self.path(seg))?.len())
+    }
+
+    fn read_at(&mut self, seg: u64, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        match &self.open {
+            Some((s, f)) if *s == seg => f.read_exact_at(buf, offset),
+            _ => File::open(self.path(seg))?.read_exact_at(buf, offset),
+        }
+    }
+
+    fn describe(&self, seg: u64) -> String {
+        self.path(seg).display().to_string()
     }
 
     fn append(&mut self, seg: u64, data: &[u8]) -> io::Result<()> {
@@ -138,17 +169,34 @@ impl MemStorage {
     pub fn bytes_mut(&mut self, seg: u64) -> Option<&mut Vec<u8>> {
         self.segs.get_mut(&seg).map(|s| &mut s.data)
     }
+
+    /// A segment's bytes, for tests.
+    pub fn bytes(&self, seg: u64) -> Option<&[u8]> {
+        self.segs.get(&seg).map(|s| s.data.as_slice())
+    }
+}
+
+fn no_segment() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, "no such segment")
 }
 
 impl Storage for MemStorage {
     fn segments(&self) -> io::Result<Vec<u64>> {
         Ok(self.segs.keys().copied().collect())
     }
-    fn read(&mut self, seg: u64) -> io::Result<Vec<u8>> {
-        self.segs
-            .get(&seg)
-            .map(|s| s.data.clone())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such segment"))
+    fn len(&mut self, seg: u64) -> io::Result<u64> {
+        Ok(self.segs.get(&seg).ok_or_else(no_segment)?.data.len() as u64)
+    }
+    fn read_at(&mut self, seg: u64, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let data = &self.segs.get(&seg).ok_or_else(no_segment)?.data;
+        let start = usize::try_from(offset).map_err(|_| no_segment())?;
+        let end = start.checked_add(buf.len()).filter(|e| *e <= data.len());
+        let end = end.ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(&data[start..end]);
+        Ok(())
+    }
+    fn describe(&self, seg: u64) -> String {
+        format!("segment {seg:016x} (in memory)")
     }
     fn append(&mut self, seg: u64, data: &[u8]) -> io::Result<()> {
         if let Some(left) = self.faults.fail_after_bytes.as_mut() {

@@ -4,6 +4,8 @@
 //! and hands it to the shell to append to the log, so the state after a
 //! restart is exactly the replay of the log.
 
+pub mod snapshot;
+
 use crate::mirror::cache::{MirrorCache, MirrorRecord};
 use crate::muc::model::{RoomRecord, RoomState};
 use crate::scram::Credentials;
@@ -139,7 +141,8 @@ pub struct LinkState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
-    /// Replaces the whole state (written by compaction).
+    /// Replaces the whole state (written by compaction before snapshots
+    /// came in parts; still read, no longer written).
     Snapshot(State),
     AccountSet {
         user: String,
@@ -196,12 +199,24 @@ pub enum Record {
     AdminPassword {
         creds: Credentials,
     },
+    /// Compaction: the records up to `SnapshotEnd` rebuild the whole state
+    /// (see `snapshot`).
+    SnapshotBegin {
+        format: u32,
+    },
+    SnapshotPart(snapshot::SnapshotPart),
+    SnapshotEnd {
+        parts: u64,
+    },
 }
 
 impl Record {
     pub fn kind(&self) -> u8 {
         match self {
-            Record::Snapshot(_) => KIND_SNAPSHOT,
+            Record::Snapshot(_)
+            | Record::SnapshotBegin { .. }
+            | Record::SnapshotPart(_)
+            | Record::SnapshotEnd { .. } => KIND_SNAPSHOT,
             _ => KIND_RECORD,
         }
     }
@@ -307,6 +322,9 @@ impl State {
                 crate::mirror::cache::apply(&mut self.mirrors, key, change)
             }
             Record::AdminPassword { creds } => self.admin = Some(creds.clone()),
+            // Snapshots are assembled by `snapshot::Replay`, never committed.
+            Record::SnapshotPart(part) => self.apply_part(part),
+            Record::SnapshotBegin { .. } | Record::SnapshotEnd { .. } => {}
         }
     }
 }
