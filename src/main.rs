@@ -16,6 +16,11 @@ usage: outpost [run] [-c FILE]            run the node (embedded defaults withou
        outpost user del USER [-c FILE]    delete an account
        outpost user list [-c FILE]        list accounts
        outpost links [-c FILE]            links to other nodes: state, bytes, queue
+       outpost data check [DIR] [-c FILE] read the log of DIR (default: the data_dir) and say
+                                          what start-up would do with it; changes nothing
+       outpost data salvage NEW_DIR [--from DIR] [-c FILE]
+                                          copy what is readable of a damaged data_dir into
+                                          NEW_DIR; the original is not changed
        outpost demo                       HQ and two sites on loopback with a shaped link
        outpost --version";
 
@@ -81,8 +86,7 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
             println!("# configuration is valid; effective settings:");
             print!("{}", cfg.effective());
             // Creating the key here lets a site and HQ be paired before either starts.
-            std::fs::create_dir_all(&cfg.data_dir)
-                .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
+            shell::datadir::create_private(&cfg.data_dir)?;
             let id = shell::link::identity(&cfg)?;
             println!("# this node's link key fingerprint: {}", id.fingerprint);
             Ok(())
@@ -127,6 +131,27 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
                 }
                 other => Err(format!("unexpected answer: {other:?}")),
             }
+        }
+        ["data", "check", rest @ ..] => {
+            shell::logger::init(log::LevelFilter::Warn);
+            let dir = match rest {
+                [] => load_config(config_path)?.data_dir,
+                [dir] => PathBuf::from(dir),
+                _ => return Err(format!("bad data command\n{USAGE}")),
+            };
+            match shell::data::check(&dir)? {
+                true => Ok(()),
+                false => Err(format!("the log in {} needs salvaging", dir.display())),
+            }
+        }
+        ["data", "salvage", to, rest @ ..] => {
+            shell::logger::init(log::LevelFilter::Warn);
+            let from = match rest {
+                [] => load_config(config_path)?.data_dir,
+                ["--from", dir] => PathBuf::from(dir),
+                _ => return Err(format!("bad data command\n{USAGE}")),
+            };
+            shell::data::salvage(&from, &PathBuf::from(to))
         }
         ["demo"] => {
             shell::logger::init(log::LevelFilter::Warn);

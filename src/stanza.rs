@@ -31,6 +31,22 @@ pub fn error_reply(
     )
 }
 
+/// Add a human-readable explanation to an error reply (RFC 6120 §8.3.2).
+pub fn with_error_text(mut reply: Element, text: &str) -> Element {
+    if let Some(crate::xml::Node::Element(error)) = reply
+        .children
+        .iter_mut()
+        .find(|c| matches!(c, crate::xml::Node::Element(e) if e.name == "error"))
+    {
+        error.children.push(crate::xml::Node::Element(
+            Element::new("text", ns::STANZA_ERRORS)
+                .attr("xml:lang", "en")
+                .text(text),
+        ));
+    }
+    reply
+}
+
 /// The RFC 6120 error type that goes with a condition.
 pub fn error_type_for(condition: &str) -> &'static str {
     match condition {

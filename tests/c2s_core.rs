@@ -383,7 +383,77 @@ fn offline_storage_is_bounded() {
         alice,
         "<message to='bob@localhost' id='full'><body>too many</body></message>",
     );
-    assert!(sim.take(alice).contains("<service-unavailable"));
+    let out = sim.take(alice);
+    assert!(out.contains("<resource-constraint"), "{out}");
+    assert!(out.contains("message storage is full"), "{out}");
+}
+
+/// 50 messages of 20 KB to one offline account: the bytes are bounded per
+/// account, whatever the count, and the sender hears why.
+#[test]
+fn offline_storage_is_bounded_in_bytes_per_account_and_per_node() {
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.offline_bytes_per_account = 100_000;
+    cfg.offline_bytes_total = 150_000;
+    let mut sim = SimNode::new(cfg, 3);
+    sim.add_user("alice", "wonderland");
+    sim.add_user("bob", "builder");
+    sim.add_user("carol", "singer");
+    let alice = sim.login("alice", "wonderland", "a");
+    let big = "x".repeat(20_000);
+    let mut accepted = 0;
+    for i in 0..50 {
+        sim.send(
+            alice,
+            &format!("<message to='bob@localhost' id='b{i}'><body>{big}</body></message>"),
+        );
+        let out = sim.take(alice);
+        if out.is_empty() {
+            accepted += 1;
+        } else {
+            assert!(out.contains("<resource-constraint"), "{out}");
+            assert!(out.contains("bob is offline and their message storage is full"));
+            assert!(out.contains(&format!("id='b{i}'")));
+        }
+    }
+    assert_eq!(
+        accepted, 4,
+        "100 kB hold four 20 kB messages and their markup"
+    );
+    let bob_bytes = sim.node.state().accounts["bob"].offline_bytes;
+    assert!(bob_bytes <= 100_000, "{bob_bytes}");
+    // The node's total binds across accounts.
+    let mut to_carol = 0;
+    for i in 0..50 {
+        sim.send(
+            alice,
+            &format!("<message to='carol@localhost' id='c{i}'><body>{big}</body></message>"),
+        );
+        let out = sim.take(alice);
+        if out.is_empty() {
+            to_carol += 1;
+        } else {
+            assert!(
+                out.contains("this server's message storage is full"),
+                "{out}"
+            );
+        }
+    }
+    assert_eq!(to_carol, 3);
+    assert!(sim.node.state().offline_bytes() <= 150_000);
+    // Delivery frees the space; the counts survive a restart.
+    sim.crash_and_restart();
+    assert_eq!(sim.node.state().accounts["bob"].offline_bytes, bob_bytes);
+    let bob = sim.login("bob", "builder", "b");
+    sim.send(bob, "<presence/>");
+    assert_eq!(sim.take(bob).matches("<body>").count(), 4);
+    assert_eq!(sim.node.state().accounts["bob"].offline_bytes, 0);
+    let alice = sim.login("alice", "wonderland", "a2");
+    sim.send(
+        alice,
+        &format!("<message to='carol@localhost' id='again'><body>{big}</body></message>"),
+    );
+    assert_eq!(sim.take(alice), "", "room again after bob's were delivered");
 }
 
 #[test]
@@ -684,5 +754,5 @@ fn limits_changed_while_running_apply_at_once() {
         alice,
         "<message to='bob@localhost' id='2'><body>two</body></message>",
     );
-    assert!(sim.take(alice).contains("<service-unavailable"));
+    assert!(sim.take(alice).contains("<resource-constraint"));
 }

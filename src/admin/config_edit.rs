@@ -35,6 +35,8 @@ pub fn effect(running: &Config, new: &Config) -> Effect {
     c.keepalive_interval = r.keepalive_interval;
     c.max_resources_per_user = r.max_resources_per_user;
     c.offline_limit = r.offline_limit;
+    c.offline_bytes_per_account = r.offline_bytes_per_account;
+    c.offline_bytes_total = r.offline_bytes_total;
     c.roster_limit = r.roster_limit;
     masked.muc.max_rooms = running.muc.max_rooms;
     masked.muc.max_occupants = running.muc.max_occupants;

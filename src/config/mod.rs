@@ -85,12 +85,16 @@ pub struct C2s {
     pub max_connections: usize,
     pub max_resources_per_user: usize,
     pub offline_limit: usize,
+    /// Bytes of offline messages kept per account and for all accounts.
+    pub offline_bytes_per_account: u64,
+    pub offline_bytes_total: u64,
     pub roster_limit: usize,
 }
 
 impl Default for C2s {
     fn default() -> C2s {
         let limits = Limits::default();
+        let core = NodeConfig::new("localhost");
         C2s {
             listen: "127.0.0.1:5222".parse().expect("literal"),
             cert: None,
@@ -105,6 +109,8 @@ impl Default for C2s {
             max_connections: 1000,
             max_resources_per_user: 10,
             offline_limit: 500,
+            offline_bytes_per_account: core.offline_bytes_per_account,
+            offline_bytes_total: core.offline_bytes_total,
             roster_limit: 1000,
         }
     }
@@ -307,8 +313,13 @@ impl Config {
         if c.cert.is_some() != c.key.is_some() {
             return Err("[c2s] cert and key must be set together".into());
         }
-        if !(512..=16 * 1024 * 1024).contains(&c.max_stanza_bytes) {
-            return Err("[c2s] max_stanza_bytes must be between 512 and 16777216".into());
+        // Bounded so that every log record and link frame a stanza can end
+        // up in stays within what the log and the links accept.
+        if !(512..=crate::xml::MAX_STANZA_BYTES_LIMIT).contains(&c.max_stanza_bytes) {
+            return Err(format!(
+                "[c2s] max_stanza_bytes must be between 512 and {}",
+                crate::xml::MAX_STANZA_BYTES_LIMIT
+            ));
         }
         if !(2..=256).contains(&c.max_depth) {
             return Err("[c2s] max_depth must be between 2 and 256".into());
@@ -333,6 +344,12 @@ impl Config {
             if v == 0 {
                 return Err(format!("[c2s] {key} must be at least 1"));
             }
+        }
+        if c.offline_bytes_per_account == 0 || c.offline_bytes_per_account > c.offline_bytes_total {
+            return Err(
+                "[c2s] offline_bytes_per_account must be at least 1 and at most offline_bytes_total"
+                    .into(),
+            );
         }
         if self.muc_service() == self.domain.0 {
             return Err("[muc] service must differ from domain".into());
@@ -435,6 +452,8 @@ impl Config {
             keepalive_ms: c.keepalive_interval * 1000,
             max_resources_per_user: c.max_resources_per_user,
             offline_limit: c.offline_limit,
+            offline_bytes_per_account: c.offline_bytes_per_account,
+            offline_bytes_total: c.offline_bytes_total,
             roster_limit: c.roster_limit,
         }
     }

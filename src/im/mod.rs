@@ -50,10 +50,24 @@ impl Node {
 
     /// Answer `el` (from the session `conn`) with a stanza error.
     pub(crate) fn bounce(&mut self, conn: ConnId, el: &Element, condition: &str) {
+        self.bounce_explained(conn, el, condition, "")
+    }
+
+    /// Answer `el` with a stanza error that says why (`text`, if not empty).
+    pub(crate) fn bounce_explained(
+        &mut self,
+        conn: ConnId,
+        el: &Element,
+        condition: &str,
+        text: &str,
+    ) {
         let from = el.get_attr("to").unwrap_or(&self.cfg.domain).to_string();
-        if let Some(reply) =
+        if let Some(mut reply) =
             stanza::error_reply(el, condition, stanza::error_type_for(condition), &from)
         {
+            if !text.is_empty() {
+                reply = stanza::with_error_text(reply, text);
+            }
             self.send_el(conn, &reply);
         }
     }
@@ -166,13 +180,34 @@ impl Node {
             .collect()
     }
 
+    /// Keep a message for an account with no available resource, within the
+    /// bounds per account (count, bytes) and for the node (bytes); over them
+    /// the sender is told the recipient's storage is full.
     fn store_offline(&mut self, origin: ConnId, user: &str, el: &Element) -> bool {
-        let queued = self.state.accounts[user].offline.len();
-        if queued >= self.cfg.offline_limit {
+        let xml = el.to_xml(ns::CLIENT);
+        let Some(acc) = self.state.accounts.get(user) else {
             self.bounce(origin, el, "service-unavailable");
             return false;
+        };
+        let size = xml.len() as u64;
+        let full = if acc.offline.len() >= self.cfg.offline_limit
+            || acc.offline_bytes + size > self.cfg.offline_bytes_per_account
+        {
+            Some(format!(
+                "{user} is offline and their message storage is full"
+            ))
+        } else if self.state.offline_bytes() + size > self.cfg.offline_bytes_total {
+            Some(format!(
+                "{user} is offline and this server's message storage is full"
+            ))
+        } else {
+            None
+        };
+        if let Some(text) = full {
+            log::info!("offline storage: refused a {size}-byte message: {text}");
+            self.bounce_explained(origin, el, "resource-constraint", &text);
+            return false;
         }
-        let xml = el.to_xml(ns::CLIENT);
         let stamp_ms = self.now.unix_ms;
         self.commit(Record::OfflinePush {
             user: user.to_string(),

@@ -128,6 +128,9 @@ pub struct NodeConfig {
     pub keepalive_ms: u64,
     pub max_resources_per_user: usize,
     pub offline_limit: usize,
+    /// Bytes of offline messages kept per account, and for all accounts.
+    pub offline_bytes_per_account: u64,
+    pub offline_bytes_total: u64,
     pub roster_limit: usize,
 }
 
@@ -145,6 +148,8 @@ impl NodeConfig {
             keepalive_ms: 60_000,
             max_resources_per_user: 10,
             offline_limit: 500,
+            offline_bytes_per_account: 4 * 1024 * 1024,
+            offline_bytes_total: 64 * 1024 * 1024,
             roster_limit: 1000,
         }
     }

@@ -18,14 +18,15 @@ pub enum LockError {
 
 impl DataLock {
     pub fn acquire(dir: &Path) -> Result<DataLock, LockError> {
-        fs::create_dir_all(dir).map_err(|e| {
-            LockError::Io(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+        use std::os::unix::fs::OpenOptionsExt;
+        create_private(dir).map_err(LockError::Io)?;
         let path = dir.join("lock");
-        let file = File::create(&path)
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
             .map_err(|e| LockError::Io(format!("cannot open {}: {e}", path.display())))?;
         match file.try_lock() {
             Ok(()) => Ok(DataLock { _file: file }),
@@ -36,6 +37,16 @@ impl DataLock {
             ))),
         }
     }
+}
+
+/// Create the data directory if need be, private to its owner: password
+/// hashes, private messages and keys live there.
+pub fn create_private(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot make {} private to its owner: {e}", dir.display()))
 }
 
 pub fn log_dir(data_dir: &Path) -> PathBuf {

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_ops;
 mod conn;
 mod console;
+pub mod data;
 pub mod datadir;
 pub mod demo;
 pub mod link;

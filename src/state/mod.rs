@@ -4,6 +4,7 @@
 //! and hands it to the shell to append to the log, so the state after a
 //! restart is exactly the replay of the log.
 
+pub mod salvage;
 pub mod snapshot;
 
 use crate::mirror::cache::{MirrorCache, MirrorRecord};
@@ -87,6 +88,15 @@ pub struct Account {
     pub roster_ver: u64,
     pub offline: VecDeque<OfflineMessage>,
     pub next_offline_id: u64,
+    /// Bytes of the stanzas in `offline` (derived; not stored in the log).
+    #[serde(skip)]
+    pub offline_bytes: u64,
+}
+
+impl Account {
+    fn recount(&mut self) {
+        self.offline_bytes = self.offline.iter().map(|m| m.xml.len() as u64).sum();
+    }
 }
 
 /// The state's layout before `admin` was added (postcard needs every field):
@@ -238,9 +248,17 @@ impl Record {
 }
 
 impl State {
+    /// Bytes of offline messages kept for all accounts.
+    pub fn offline_bytes(&self) -> u64 {
+        self.accounts.values().map(|a| a.offline_bytes).sum()
+    }
+
     pub fn apply(&mut self, record: &Record) {
         match record {
-            Record::Snapshot(s) => *self = s.clone(),
+            Record::Snapshot(s) => {
+                *self = s.clone();
+                self.accounts.values_mut().for_each(Account::recount);
+            }
             Record::AccountSet { user, creds } => match self.accounts.get_mut(user) {
                 Some(acc) => acc.creds = creds.clone(),
                 None => {
@@ -252,6 +270,7 @@ impl State {
                             roster_ver: 0,
                             offline: VecDeque::new(),
                             next_offline_id: 1,
+                            offline_bytes: 0,
                         },
                     );
                 }
@@ -287,6 +306,7 @@ impl State {
                 if let Some(acc) = self.accounts.get_mut(user) {
                     let id = acc.next_offline_id;
                     acc.next_offline_id += 1;
+                    acc.offline_bytes += xml.len() as u64;
                     acc.offline.push_back(OfflineMessage {
                         id,
                         stamp_ms: *stamp_ms,
@@ -297,7 +317,9 @@ impl State {
             Record::OfflineDone { user, upto } => {
                 if let Some(acc) = self.accounts.get_mut(user) {
                     while acc.offline.front().is_some_and(|m| m.id <= *upto) {
-                        acc.offline.pop_front();
+                        if let Some(m) = acc.offline.pop_front() {
+                            acc.offline_bytes -= m.xml.len() as u64;
+                        }
                     }
                 }
             }

@@ -93,6 +93,7 @@ impl State {
                         roster_ver: *roster_ver,
                         offline: VecDeque::new(),
                         next_offline_id: *next_offline_id,
+                        offline_bytes: 0,
                     },
                 );
             }
@@ -103,6 +104,7 @@ impl State {
             }
             SnapshotPart::Offline { user, messages } => {
                 if let Some(acc) = self.accounts.get_mut(user) {
+                    acc.offline_bytes += messages.iter().map(|m| m.xml.len() as u64).sum::<u64>();
                     acc.offline.extend(messages.iter().cloned());
                 }
             }

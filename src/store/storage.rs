@@ -240,3 +240,59 @@ impl Storage for MemStorage {
         Ok(())
     }
 }
+
+/// A storage that is read but never changed: what would have been
+/// written, cut or removed is only noted. For checking a data directory
+/// the way start-up would open it, without touching it.
+pub struct DryRun<S: Storage> {
+    inner: S,
+    /// What opening would have done, in order (for the operator).
+    pub would: Vec<String>,
+}
+
+impl<S: Storage> DryRun<S> {
+    pub fn new(inner: S) -> DryRun<S> {
+        DryRun {
+            inner,
+            would: Vec::new(),
+        }
+    }
+}
+
+impl<S: Storage> Storage for DryRun<S> {
+    fn segments(&self) -> io::Result<Vec<u64>> {
+        self.inner.segments()
+    }
+    fn len(&mut self, seg: u64) -> io::Result<u64> {
+        self.inner.len(seg)
+    }
+    fn read_at(&mut self, seg: u64, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_at(seg, offset, buf)
+    }
+    fn describe(&self, seg: u64) -> String {
+        self.inner.describe(seg)
+    }
+    fn append(&mut self, seg: u64, data: &[u8]) -> io::Result<()> {
+        let what = self.inner.describe(seg);
+        self.would
+            .push(format!("write {} bytes to {what}", data.len()));
+        Ok(())
+    }
+    fn sync(&mut self, _seg: u64) -> io::Result<()> {
+        Ok(())
+    }
+    fn truncate(&mut self, seg: u64, len: u64) -> io::Result<()> {
+        let (what, was) = (self.inner.describe(seg), self.inner.len(seg)?);
+        self.would.push(format!(
+            "cut {what} at byte {len}, discarding {} bytes of an interrupted write",
+            was.saturating_sub(len)
+        ));
+        Ok(())
+    }
+    fn remove(&mut self, seg: u64) -> io::Result<()> {
+        let what = self.inner.describe(seg);
+        self.would
+            .push(format!("remove {what}, left empty by an interrupted start"));
+        Ok(())
+    }
+}

@@ -8,6 +8,11 @@
 
 use heapless::Vec as FixedVec;
 
+/// The largest stanza size a node may be configured to accept. Stored
+/// stanzas (offline queues, archives, link queues) are at most a few times
+/// this once serialised, which keeps every log record within its limit.
+pub const MAX_STANZA_BYTES_LIMIT: usize = 4 * 1024 * 1024;
+
 /// Bounds on what a peer may make us buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -6,7 +6,7 @@ mod framer;
 mod parse;
 
 pub use element::{escape, escape_into, Element, Node};
-pub use framer::{Frame, FrameError, Framer, Limits};
+pub use framer::{Frame, FrameError, Framer, Limits, MAX_STANZA_BYTES_LIMIT};
 pub use parse::{parse_fragment, parse_header, parse_stanza, ParseError, StreamHeader};
 
 pub mod ns {

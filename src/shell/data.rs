@@ -1,0 +1,140 @@
+//! `outpost data check` and `outpost data salvage`: look at a data
+//! directory's log without changing anything, and copy what is readable
+//! into a new data directory. Both only read the original; neither needs
+//! the node stopped to read, but a salvage is meant for a stopped node.
+
+use super::datadir::log_dir;
+use crate::state::salvage::{salvage as read_salvage, Summary};
+use crate::state::snapshot::{compact, open_log};
+use crate::store::{inspect, DryRun, FileStorage, SegmentReport};
+use std::fs;
+use std::path::Path;
+
+fn segment_line(r: &SegmentReport) -> String {
+    let name = Path::new(&r.segment)
+        .file_name()
+        .map_or(r.segment.clone(), |n| n.to_string_lossy().into_owned());
+    let status = match &r.damage {
+        None => "ok".to_string(),
+        Some((d, after)) => format!(
+            "damaged at byte {} ({}); {after} records verify after it",
+            d.offset, d.reason
+        ),
+    };
+    format!(
+        "  {name}  {} bytes, {} good records: {status}",
+        r.bytes, r.records
+    )
+}
+
+fn open_original(data_dir: &Path) -> Result<FileStorage, String> {
+    let dir = log_dir(data_dir);
+    FileStorage::open_existing(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))
+}
+
+/// Report on a data directory's log: each segment, what start-up would
+/// do with it, and what the state holds. Ok(true) if start-up would open it.
+pub fn check(data_dir: &Path) -> Result<bool, String> {
+    let mut storage = open_original(data_dir)?;
+    let reports = inspect(&mut storage, |_| {}).map_err(|e| format!("cannot read the log: {e}"))?;
+    println!("log: {}", log_dir(data_dir).display());
+    for r in &reports {
+        println!("{}", segment_line(r));
+    }
+    match open_log(DryRun::new(storage), 1) {
+        Ok(mut opened) => {
+            let would = std::mem::take(&mut opened.log.storage().would);
+            // Opening an empty log writes a first segment header: not worth saying.
+            let would: Vec<_> = would
+                .into_iter()
+                .filter(|w| !w.starts_with("write"))
+                .collect();
+            if would.is_empty() {
+                println!("start-up: reads it as it is");
+            }
+            for w in would {
+                println!("start-up: would {w}");
+            }
+            println!("{}", Summary::of(&opened.state));
+            Ok(true)
+        }
+        Err(e) => {
+            println!("start-up: refuses to start: {e}");
+            println!(
+                "to go on: `outpost data salvage NEW_DIR` copies what is readable into NEW_DIR"
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// Copy what is readable of `from`'s log, and its other files (keys,
+/// certificates), into a new data directory `to`. `from` is not changed.
+pub fn salvage(from: &Path, to: &Path) -> Result<(), String> {
+    let mut storage = open_original(from)?;
+    if to.exists() {
+        let empty = fs::read_dir(to)
+            .map_err(|e| format!("cannot read {}: {e}", to.display()))?
+            .next()
+            .is_none();
+        if !empty {
+            return Err(format!(
+                "{} exists and is not empty; name a new directory",
+                to.display()
+            ));
+        }
+    }
+    let got = read_salvage(&mut storage).map_err(|e| format!("cannot read the log: {e}"))?;
+    super::datadir::create_private(to)?;
+    copy_other_files(from, to)?;
+    let new_log = log_dir(to);
+    let fresh = FileStorage::open(&new_log)
+        .map_err(|e| format!("cannot create {}: {e}", new_log.display()))?;
+    let mut log = open_log(fresh, super::random_u64())
+        .map_err(|e| format!("cannot create a log in {}: {e}", new_log.display()))?
+        .log;
+    compact(&mut log, &got.state, super::random_u64())
+        .map_err(|e| format!("cannot write {}: {e}", new_log.display()))?;
+    println!("read {}:", log_dir(from).display());
+    for r in &got.segments {
+        println!("{}", segment_line(r));
+    }
+    println!(
+        "records applied: {}; unreadable records skipped: {}; snapshots cut short: {}",
+        got.applied, got.undecodable, got.partial_snapshots
+    );
+    println!("wrote {}:", to.display());
+    println!("{}", Summary::of(&got.state));
+    println!(
+        "{} is unchanged. To use the salvaged data, stop the node and point data_dir at {} (or move it into place).",
+        from.display(),
+        to.display()
+    );
+    Ok(())
+}
+
+/// Everything in the data directory but the log and what a running node
+/// holds (its lock and admin socket), recursively.
+fn copy_other_files(from: &Path, to: &Path) -> Result<(), String> {
+    let entries = fs::read_dir(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+        let name = entry.file_name();
+        if from == to || ["log", "lock", "admin.sock"].contains(&name.to_string_lossy().as_ref()) {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        let kind = entry
+            .file_type()
+            .map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+        if kind.is_dir() {
+            fs::create_dir_all(&dst)
+                .map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
+            copy_other_files(&src, &dst)?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst)
+                .map_err(|e| format!("cannot copy {} to {}: {e}", src.display(), dst.display()))?;
+        }
+    }
+    Ok(())
+}
