@@ -1,8 +1,8 @@
 //! The I/O shell: one thread, one `smol::LocalExecutor`. It owns sockets,
 //! TLS, timers, the admin socket and the log file, and feeds the core.
 
-pub mod admin;
 pub mod accept;
+pub mod admin;
 pub mod admin_ops;
 mod conn;
 mod console;
