@@ -154,6 +154,14 @@ pub fn parse(buf: &[u8]) -> Parsed {
     Parsed::Done(req)
 }
 
+/// How a response travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tls,
+    /// Plain HTTP: only the redirect to https goes this way.
+    Plain,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
@@ -197,7 +205,7 @@ impl Response {
         self
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self, transport: Transport) -> Vec<u8> {
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (n, v) in &self.headers {
             head.push_str(&format!("{n}: {v}\r\n"));
@@ -208,6 +216,11 @@ impl Response {
              X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n\
              Cache-Control: no-store\r\nConnection: close\r\n",
         );
+        // Browsers that reached the page over https keep to it for a year.
+        // Not over plain HTTP, where anyone could have written it (RFC 6797 §7.2).
+        if transport == Transport::Tls {
+            head.push_str("Strict-Transport-Security: max-age=31536000\r\n");
+        }
         head.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
         let mut out = head.into_bytes();
         out.extend_from_slice(&self.body);
@@ -290,6 +303,20 @@ mod tests {
             body: b"a=%zz".to_vec(),
         };
         assert!(r.form().is_err());
+    }
+
+    #[test]
+    fn responses_over_tls_and_only_those_carry_hsts() {
+        let hsts = "\r\nStrict-Transport-Security: max-age=31536000\r\n";
+        let has_hsts = |r: &Response, t| String::from_utf8(r.to_bytes(t)).unwrap().contains(hsts);
+        for r in [
+            Response::html(200, "<p>hi</p>".into()),
+            Response::text(408, "too slow"),
+            Response::redirect("/login"),
+        ] {
+            assert!(has_hsts(&r, Transport::Tls), "{r:?}");
+            assert!(!has_hsts(&r, Transport::Plain), "{r:?}");
+        }
     }
 
     impl Parsed {

@@ -4,12 +4,13 @@
 
 use super::command::Command;
 use super::http::{Request, Response};
-use super::login::{Sessions, Throttle};
+use super::login::{AddressThrottle, Sessions};
 use super::report::{pinned_fingerprint, Facts};
 use crate::config::Config;
 use crate::node::NodeStatus;
 use crate::scram::constant_time_eq;
 use crate::xml::escape;
+use std::net::IpAddr;
 
 pub const COOKIE: &str = "outpost_sid";
 
@@ -41,12 +42,21 @@ pub enum Step {
 #[derive(Default)]
 pub struct Web {
     pub sessions: Sessions,
-    pub throttle: Throttle,
+    pub throttle: AddressThrottle,
 }
 
 impl Web {
-    /// `random`: 32 fresh random bytes (for a session, if one is opened).
-    pub fn route(&mut self, req: &Request, now: u64, random: [u8; 32], password_set: bool) -> Step {
+    /// `peer`: the address the request came from (sessions and the login
+    /// throttle count per address). `random`: 32 fresh random bytes (for a
+    /// session, if one is opened).
+    pub fn route(
+        &mut self,
+        req: &Request,
+        peer: IpAddr,
+        now: u64,
+        random: [u8; 32],
+        password_set: bool,
+    ) -> Step {
         let sid = req.cookie(COOKIE);
         let authed = self
             .sessions
@@ -60,9 +70,9 @@ impl Web {
                 None => Step::Respond(Response::redirect("/login")),
             },
             ("GET", "/login") if !password_set => Step::Respond(Response::redirect("/setup")),
-            ("GET", "/login") => self.form_page(now, random, "/login", None),
+            ("GET", "/login") => self.form_page(peer, now, random, "/login", None),
             ("GET", "/setup") if password_set => Step::Respond(Response::redirect("/login")),
-            ("GET", "/setup") => self.form_page(now, random, "/setup", None),
+            ("GET", "/setup") => self.form_page(peer, now, random, "/setup", None),
             ("POST", "/login") | ("POST", "/setup") => {
                 let form = match self.checked_form(req, now, false) {
                     Ok(f) => f,
@@ -79,6 +89,7 @@ impl Web {
                     }
                     if password.is_empty() || password != field(&form, "repeat") {
                         return self.form_page(
+                            peer,
                             now,
                             random,
                             "/setup",
@@ -87,19 +98,10 @@ impl Web {
                     }
                     return Step::Setup { sid, password };
                 }
-                if let Err(wait) = self.throttle.check(now) {
-                    return Step::Respond(
-                        Response::text(
-                            429,
-                            &format!(
-                                "too many wrong passwords; try again in {} s",
-                                wait.div_ceil(1000)
-                            ),
-                        )
-                        .with_header("Retry-After", wait.div_ceil(1000).to_string()),
-                    );
+                match self.throttle.attempt(peer, now) {
+                    Ok(()) => Step::Login { sid, password },
+                    Err(wait_ms) => Step::Respond(too_many_wrong_passwords(wait_ms)),
                 }
-                Step::Login { sid, password }
             }
             ("POST", "/action") => {
                 let form = match self.checked_form(req, now, true) {
@@ -160,8 +162,15 @@ impl Web {
         Ok(form)
     }
 
-    fn form_page(&mut self, now: u64, random: [u8; 32], path: &str, error: Option<&str>) -> Step {
-        let s = self.sessions.open(now, random);
+    fn form_page(
+        &mut self,
+        peer: IpAddr,
+        now: u64,
+        random: [u8; 32],
+        path: &str,
+        error: Option<&str>,
+    ) -> Step {
+        let s = self.sessions.open(peer, now, random);
         let err = error.map_or(String::new(), |e| format!("<p class=err>{}</p>", escape(e)));
         let body = if path == "/setup" {
             format!(
@@ -185,10 +194,18 @@ impl Web {
         )
     }
 
-    pub fn login_result(&mut self, sid: &str, ok: bool, now: u64, random: [u8; 32]) -> Response {
+    /// After `Step::Login`: `peer` is the address the login came from.
+    pub fn login_result(
+        &mut self,
+        sid: &str,
+        peer: IpAddr,
+        ok: bool,
+        now: u64,
+        random: [u8; 32],
+    ) -> Response {
         if !ok {
-            self.throttle.failed(now);
-            return match self.form_page(now, random, "/login", Some("Wrong password.")) {
+            // The throttle counted the attempt already.
+            return match self.form_page(peer, now, random, "/login", Some("Wrong password.")) {
                 Step::Respond(mut r) => {
                     r.status = 403;
                     r
@@ -196,21 +213,22 @@ impl Web {
                 _ => unreachable!("form_page responds"),
             };
         }
-        self.throttle.succeeded();
-        let s = self.sessions.authenticate(sid, now, random);
+        self.throttle.succeeded(peer);
+        let s = self.sessions.authenticate(sid, peer, now, random);
         Response::redirect("/").with_header("Set-Cookie", cookie(&s.id))
     }
 
     pub fn setup_done(
         &mut self,
         sid: &str,
+        peer: IpAddr,
         result: Result<(), String>,
         now: u64,
         random: [u8; 32],
     ) -> Response {
         match result {
             Ok(()) => {
-                let s = self.sessions.authenticate(sid, now, random);
+                let s = self.sessions.authenticate(sid, peer, now, random);
                 Response::redirect("/").with_header("Set-Cookie", cookie(&s.id))
             }
             Err(e) => Response::text(500, &format!("cannot store the password: {e}")),
@@ -242,6 +260,16 @@ pub struct View<'a> {
     /// The saved configuration (what the node runs after a restart).
     pub config: &'a Config,
     pub users: &'a [String],
+}
+
+/// 429 with `Retry-After`, in whole seconds.
+fn too_many_wrong_passwords(wait_ms: u64) -> Response {
+    let seconds = wait_ms.div_ceil(1000);
+    Response::text(
+        429,
+        &format!("too many wrong passwords; try again in {seconds} s"),
+    )
+    .with_header("Retry-After", seconds.to_string())
 }
 
 fn field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
@@ -554,6 +582,8 @@ mod tests {
     use super::*;
     use crate::admin::http::{parse, Parsed};
 
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+
     fn req(raw: &str) -> Request {
         match parse(raw.as_bytes()) {
             Parsed::Done(r) => r,
@@ -596,11 +626,12 @@ mod tests {
     #[test]
     fn login_needs_the_token_and_actions_need_a_login() {
         let mut w = Web::default();
-        let Step::Respond(r) = w.route(&req("GET / HTTP/1.1\r\n\r\n"), 0, [1; 32], true) else {
+        let Step::Respond(r) = w.route(&req("GET / HTTP/1.1\r\n\r\n"), PEER, 0, [1; 32], true)
+        else {
             panic!()
         };
         assert_eq!(r.status, 303);
-        let Step::Respond(r) = w.route(&req("GET /login HTTP/1.1\r\n\r\n"), 0, [2; 32], true)
+        let Step::Respond(r) = w.route(&req("GET /login HTTP/1.1\r\n\r\n"), PEER, 0, [2; 32], true)
         else {
             panic!()
         };
@@ -609,13 +640,14 @@ mod tests {
             .headers
             .iter()
             .any(|(_, v)| v.contains("HttpOnly; Secure; SameSite=Strict")));
-        let Step::Respond(r) = w.route(&post("/login", &sid, "password=x"), 0, [3; 32], true)
+        let Step::Respond(r) = w.route(&post("/login", &sid, "password=x"), PEER, 0, [3; 32], true)
         else {
             panic!()
         };
         assert_eq!(r.status, 403, "no CSRF token");
         let Step::Respond(r) = w.route(
             &post("/action", &sid, &format!("csrf={csrf}&op=restart")),
+            PEER,
             0,
             [3; 32],
             true,
@@ -625,6 +657,7 @@ mod tests {
         assert_eq!(r.status, 403, "not logged in");
         let Step::Login { sid: s2, password } = w.route(
             &post("/login", &sid, &format!("csrf={csrf}&password=pw")),
+            PEER,
             0,
             [3; 32],
             true,
@@ -632,7 +665,7 @@ mod tests {
             panic!()
         };
         assert_eq!((s2.as_str(), password.as_str()), (sid.as_str(), "pw"));
-        let r = w.login_result(&sid, true, 0, [4; 32]);
+        let r = w.login_result(&sid, PEER, true, 0, [4; 32]);
         let (authed, _) = session_of(&r);
         assert_ne!(authed, sid);
         assert!(matches!(
@@ -640,6 +673,7 @@ mod tests {
                 &req(&format!(
                     "GET / HTTP/1.1\r\nCookie: {COOKIE}={authed}\r\n\r\n"
                 )),
+                PEER,
                 1,
                 [5; 32],
                 true
@@ -651,7 +685,7 @@ mod tests {
     #[test]
     fn wrong_passwords_are_throttled() {
         let mut w = Web::default();
-        let Step::Respond(r) = w.route(&req("GET /login HTTP/1.1\r\n\r\n"), 0, [2; 32], true)
+        let Step::Respond(r) = w.route(&req("GET /login HTTP/1.1\r\n\r\n"), PEER, 0, [2; 32], true)
         else {
             panic!()
         };
@@ -659,18 +693,65 @@ mod tests {
         let login = post("/login", &sid, &format!("csrf={csrf}&password=no"));
         for _ in 0..3 {
             assert!(matches!(
-                w.route(&login, 0, [3; 32], true),
+                w.route(&login, PEER, 0, [3; 32], true),
                 Step::Login { .. }
             ));
-            assert_eq!(w.login_result(&sid, false, 0, [3; 32]).status, 403);
+            assert_eq!(w.login_result(&sid, PEER, false, 0, [3; 32]).status, 403);
         }
-        let Step::Respond(r) = w.route(&login, 0, [3; 32], true) else {
+        let Step::Respond(r) = w.route(&login, PEER, 0, [3; 32], true) else {
             panic!()
         };
         assert_eq!(r.status, 429);
         assert!(matches!(
-            w.route(&login, 1000, [3; 32], true),
+            w.route(&login, PEER, 1000, [3; 32], true),
             Step::Login { .. }
+        ));
+    }
+
+    /// Load the login form from `peer` as a browser does: (cookie, token).
+    fn login_form(w: &mut Web, peer: IpAddr, now: u64) -> (String, String) {
+        let get = req("GET /login HTTP/1.1\r\n\r\n");
+        let Step::Respond(r) = w.route(&get, peer, now, [now as u8; 32], true) else {
+            panic!("the form")
+        };
+        session_of(&r)
+    }
+
+    #[test]
+    fn a_guesser_does_not_keep_the_admin_out_from_elsewhere() {
+        let mut w = Web::default();
+        let guesser: IpAddr = "192.0.2.66".parse().unwrap();
+        let mut last = 0;
+        for now in 0..50 {
+            let (sid, csrf) = login_form(&mut w, guesser, now);
+            let guess = post("/login", &sid, &format!("csrf={csrf}&password=no"));
+            match w.route(&guess, guesser, now, [7; 32], true) {
+                Step::Login { sid, .. } => {
+                    w.login_result(&sid, guesser, false, now, [8; 32]);
+                }
+                Step::Respond(r) => last = r.status,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(last, 429, "the guesser is slowed");
+        // The admin's form, loaded before the guessing went on, still works.
+        let (sid, csrf) = login_form(&mut w, PEER, 50);
+        for now in 51..100 {
+            login_form(&mut w, guesser, now);
+        }
+        let login = post("/login", &sid, &format!("csrf={csrf}&password=right"));
+        let Step::Login { sid, .. } = w.route(&login, PEER, 100, [9; 32], true) else {
+            panic!("the admin's first try is checked at once")
+        };
+        let r = w.login_result(&sid, PEER, true, 100, [10; 32]);
+        assert_eq!(r.status, 303);
+        let (authed, _) = session_of(&r);
+        let home = req(&format!(
+            "GET / HTTP/1.1\r\nCookie: {COOKIE}={authed}\r\n\r\n"
+        ));
+        assert!(matches!(
+            w.route(&home, PEER, 101, [11; 32], true),
+            Step::Dashboard { .. }
         ));
     }
 

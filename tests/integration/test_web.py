@@ -6,6 +6,8 @@ import os
 import http.client
 import socket
 import ssl
+import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -17,6 +19,9 @@ from xmpp import try_login
 
 ARTIFACTS = ROOT / "target" / "test-artifacts"
 FPR = "K1b4sOl5ChbtKVh1SZ2NtOXsAfdxNUQpx4LD7gy4EPE="
+# Another address on this host (all of 127/8 is loopback on Linux): the
+# attacker's, while the admin's browser and requests come from 127.0.0.1.
+ATTACKER = "127.0.0.2"
 
 
 @pytest.fixture
@@ -92,15 +97,20 @@ def test_first_run_login_change_settings_and_see_them_take_effect(web_node):
         b.close()
 
 
-def https(node):
+def tls_context():
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    return http.client.HTTPSConnection("127.0.0.1", node.web_port, context=ctx, timeout=15)
+    return ctx
 
 
-def request(node, method, path, body=None, headers=None):
-    c = https(node)
+def https(node, source="127.0.0.1"):
+    return http.client.HTTPSConnection("127.0.0.1", node.web_port, context=tls_context(),
+                                       timeout=15, source_address=(source, 0))
+
+
+def request(node, method, path, body=None, headers=None, source="127.0.0.1"):
+    c = https(node, source)
     c.request(method, path, body=body, headers=headers or {})
     r = c.getresponse()
     data = r.read()
@@ -108,18 +118,26 @@ def request(node, method, path, body=None, headers=None):
     return r, data
 
 
-def form_session(node, path):
+def form_session(node, path, source="127.0.0.1"):
     """Open a session the way a browser does: load the form, keep cookie and token."""
-    r, body = request(node, "GET", path)
+    r, body = request(node, "GET", path, source=source)
     cookie = r.getheader("Set-Cookie").split(";")[0]
     csrf = body.decode().split('name=csrf value="')[1].split('"')[0]
     return cookie, csrf
 
 
-def post(node, path, cookie, fields):
+def post(node, path, cookie, fields, source="127.0.0.1"):
     body = urllib.parse.urlencode(fields)
     return request(node, "POST", path, body, {
-        "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+        "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}, source=source)
+
+
+def tcp_from(node, source):
+    """A TCP connection to the page from `source` that sends nothing."""
+    s = socket.socket()
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", node.web_port))
+    return s
 
 
 def raw(node, data: bytes) -> bytes:
@@ -171,14 +189,133 @@ def test_bad_requests_get_the_right_status_and_change_nothing(web_node):
     assert r.status == 400
     assert request(node, "DELETE", "/")[0].status == 405
     assert request(node, "GET", "/nothing-here")[0].status == 404
-    # Plain HTTP is sent to HTTPS.
+    # Plain HTTP is sent to HTTPS; only HTTPS answers carry HSTS (RFC 6797 §7.2).
     with socket.create_connection(("127.0.0.1", node.web_port), timeout=15) as s:
         s.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{node.web_port}\r\n\r\n".encode())
         answer = s.recv(4096)
     assert answer.startswith(b"HTTP/1.1 301") and f"https://127.0.0.1:{node.web_port}/".encode() in answer
+    assert b"Strict-Transport-Security" not in answer
+    for r, _ in (request(node, "GET", "/", headers={"Cookie": cookie}), request(node, "GET", "/nothing-here")):
+        assert r.getheader("Strict-Transport-Security") == "max-age=31536000"
 
     assert "mallory" not in node.cli("user", "list").stdout
     assert node.config.read_text() == before_config
     # The page still works.
     assert post(node, "/action", cookie, {"csrf": csrf, "op": "user_add", "user": "grace", "password": "gr4ce"})[0].status == 303
     assert "grace" in node.cli("user", "list").stdout
+
+
+def hold_idle_connections(node, source):
+    """Open more idle connections from `source` than the page once served in
+    all (16), twice, as an attacker renewing them would (the second round
+    takes any slot that came free meanwhile); return the ones still open once
+    the server has seen them all."""
+    held = []
+    for _ in range(2):
+        conns = [tcp_from(node, source) for _ in range(40)]
+        waited, _ = closed_by_server(conns.pop(), time.monotonic())
+        assert waited < 3, "the last one is over the cap and closed at once"
+        held += conns
+    return held
+
+
+def test_idle_connections_from_one_address_do_not_keep_others_out(web_node):
+    node = web_node
+    idle = hold_idle_connections(node, ATTACKER)
+    try:
+        start = time.monotonic()
+        r, body = request(node, "GET", "/setup")
+        assert r.status == 200 and b"Outpost: first run" in body
+        assert time.monotonic() - start < 3, "served promptly"
+    finally:
+        for s in idle:
+            s.close()
+
+
+@pytest.mark.skipif(not CHROMIUM and not os.environ.get("OUTPOST_CI"),
+                    reason="needs Debian's chromium (.ci/run installs it)")
+def test_a_browser_gets_the_page_while_another_address_holds_idle_connections(web_node):
+    node = web_node
+    base = f"https://127.0.0.1:{node.web_port}"
+    idle = hold_idle_connections(node, ATTACKER)
+    b = Browser()
+    try:
+        b.goto(base + "/")
+        assert b.url() == base + "/setup"
+        assert "Outpost: first run" in b.text()
+    finally:
+        b.close()
+        for s in idle:
+            s.close()
+
+
+def test_a_guesser_elsewhere_does_not_keep_the_admin_out(web_node):
+    node = web_node
+    cookie, csrf = form_session(node, "/setup")
+    assert post(node, "/setup", cookie, {"csrf": csrf, "password": "pw-1", "repeat": "pw-1"})[0].status == 303
+
+    answers = []  # the guesser's statuses
+    changed = threading.Condition()
+    stop = threading.Event()
+
+    def guess():
+        while not stop.is_set():
+            cookie, csrf = form_session(node, "/login", source=ATTACKER)
+            r, _ = post(node, "/login", cookie, {"csrf": csrf, "password": "guess"}, source=ATTACKER)
+            with changed:
+                answers.append(r.status)
+                changed.notify_all()
+
+    guesser = threading.Thread(target=guess)
+    guesser.start()
+    try:
+        for _ in range(3):
+            # The admin loads the form, the guesser goes on (and is held
+            # back) meanwhile, then the admin sends the right password.
+            cookie, csrf = form_session(node, "/login")
+            with changed:
+                seen = len(answers)
+                assert changed.wait_for(lambda: len(answers) >= seen + 20 and 429 in answers[seen:], timeout=60)
+            r, _ = post(node, "/login", cookie, {"csrf": csrf, "password": "pw-1"})
+            assert r.status == 303, "the right password gets in at its first try"
+            authed = r.getheader("Set-Cookie").split(";")[0]
+            r, body = request(node, "GET", "/", headers={"Cookie": authed})
+            assert r.status == 200 and b"Outpost: localhost" in body
+    finally:
+        stop.set()
+        guesser.join()
+    assert answers.count(403) >= 3 and 429 in answers
+
+
+def closed_by_server(sock, opened):
+    """Seconds from `opened` until the server closes `sock`, and what it said before."""
+    sock.settimeout(30)
+    said = b""
+    try:
+        while chunk := sock.recv(4096):
+            said += chunk
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - opened, said
+
+
+def test_connections_that_stall_are_closed_within_their_deadline(web_node):
+    node = web_node
+    opened = time.monotonic()
+    silent = tcp_from(node, ATTACKER)
+    # A TLS record header and then nothing: the handshake stalls.
+    stalled_handshake = tcp_from(node, ATTACKER)
+    stalled_handshake.sendall(b"\x16\x03\x01")
+    # Half a request over TLS.
+    stalled_request = tls_context().wrap_socket(tcp_from(node, ATTACKER))
+    stalled_request.sendall(b"GET / HTTP/1.1\r\n")
+    try:
+        waited, said = closed_by_server(silent, opened)
+        assert waited < 5 + 2 and said == b"", "first byte: 5 s"
+        waited, said = closed_by_server(stalled_handshake, opened)
+        assert waited < 10 + 2 and said == b"", "TLS handshake: 10 s"
+        waited, said = closed_by_server(stalled_request, opened)
+        assert waited < 10 + 2 and said.startswith(b"HTTP/1.1 408"), "request: 10 s"
+    finally:
+        for s in (silent, stalled_handshake, stalled_request):
+            s.close()
