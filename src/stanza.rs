@@ -2,6 +2,38 @@
 
 use crate::xml::{ns, Element};
 
+/// An iq stanza as RFC 6120 §8.2.3 allows it.
+#[derive(Debug, Clone, Copy)]
+pub enum Iq<'a> {
+    /// `get` or `set`, with its one payload element.
+    Request { set: bool, payload: &'a Element },
+    /// `result` or `error`.
+    Response,
+}
+
+/// Check an iq: a known type, an id, and exactly one payload for a request.
+/// Every path that acts on an iq (from a client, a site or a master) goes
+/// through this first, so none of them meets a request without a payload.
+pub fn check_iq(el: &Element) -> Result<Iq<'_>, &'static str> {
+    if el.get_attr("id").is_none() {
+        return Err("an iq needs an id");
+    }
+    match el.get_attr("type") {
+        Some(t @ ("get" | "set")) => {
+            let mut payloads = el.elements();
+            match (payloads.next(), payloads.next()) {
+                (Some(payload), None) => Ok(Iq::Request {
+                    set: t == "set",
+                    payload,
+                }),
+                _ => Err("an iq request carries exactly one payload"),
+            }
+        }
+        Some("result" | "error") => Ok(Iq::Response),
+        _ => Err("an iq's type is get, set, result or error"),
+    }
+}
+
 /// RFC 6120 §8.3 error reply to `req`, or None if `req` is itself an error
 /// (errors are never answered with errors). `from` is who answers.
 pub fn error_reply(

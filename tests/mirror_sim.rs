@@ -1395,3 +1395,41 @@ fn only_chat_states_may_skip_the_numbering() {
         .all(|m| !m.xml.contains("sneaky")));
     assert!(!w.net.node(HQ).is_closed(conn), "refused, not fatal");
 }
+
+/// A pinned site relays an iq request without a payload to a room: before,
+/// the master aborted on it (the check existed only on the client path).
+#[test]
+fn a_site_cannot_crash_its_master_with_an_iq_without_payload() {
+    let mut w = plain_world();
+    let conn = raw_link(&mut w);
+    let mut n = 0;
+    for iq in [
+        "<iq xmlns='jabber:client' type='get' id='x'/>",
+        "<iq xmlns='jabber:client' type='set' id='y'><a xmlns='urn:a'/><b xmlns='urn:b'/></iq>",
+        "<iq xmlns='jabber:client' type='get'><ping xmlns='urn:xmpp:ping'/></iq>",
+    ] {
+        for to in [
+            ROOM,
+            "conference.fairfax.example",
+            "chat@conference.fairfax.example/Kevin",
+        ] {
+            n += 1;
+            w.net.node(HQ).send(
+                conn,
+                &format!(
+                    "<e n='{n}'><relay from='wayne@raleigh.example/tv' to='{to}'>{iq}</relay></e>"
+                ),
+            );
+        }
+    }
+    w.net.settle();
+    assert!(!w.net.node(HQ).is_closed(conn), "refused, not fatal");
+    let applied = w.net.node(HQ).node.state().links["raleigh.example"].last_in;
+    assert_eq!(applied, n, "every event was taken (and refused)");
+    // HQ still serves its own users.
+    w.net.node(HQ).send(
+        w.kevin,
+        "<iq type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    assert!(w.net.node(HQ).take(w.kevin).contains("id='alive'"));
+}

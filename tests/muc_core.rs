@@ -735,3 +735,39 @@ fn join_leave_flood_does_not_grow_state() {
     }
     assert_eq!(error_of(&last), Some("resource-constraint"), "{last}");
 }
+
+/// An iq request without a payload (or with two) to a room, a nick or the
+/// service is refused, not a crash of the node (it aborted before).
+#[test]
+fn iq_requests_without_exactly_one_payload_are_refused() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[]);
+    join(&mut sim, bob, "Bob", "");
+    for to in [
+        ROOM,
+        "room@conference.localhost/Bob",
+        "conference.localhost",
+    ] {
+        for body in [
+            "",
+            "<ping xmlns='urn:xmpp:ping'/><ping xmlns='urn:xmpp:ping'/>",
+        ] {
+            sim.send(
+                alice,
+                &format!("<iq type='get' id='bad' to='{to}'>{body}</iq>"),
+            );
+            let out = sim.take(alice);
+            assert_eq!(error_of(&out), Some("bad-request"), "{to} {body}: {out}");
+        }
+        sim.send(
+            alice,
+            &format!("<iq type='get' to='{to}'><ping xmlns='urn:xmpp:ping'/></iq>"),
+        );
+        assert_eq!(error_of(&sim.take(alice)), Some("bad-request"), "no id");
+    }
+    sim.send(
+        alice,
+        &format!("<iq type='get' id='ok' to='{ROOM}'><ping xmlns='urn:xmpp:ping'/></iq>"),
+    );
+    assert!(sim.take(alice).contains("type='result'"));
+}

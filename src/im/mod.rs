@@ -7,7 +7,7 @@ mod roster;
 
 use crate::jid::Jid;
 use crate::node::{ConnId, Node};
-use crate::stanza;
+use crate::stanza::{self, Iq};
 use crate::state::Record;
 use crate::xml::{ns, Element};
 
@@ -33,6 +33,11 @@ impl Node {
                 return self.bounce(conn, &el, "jid-malformed");
             }
         };
+        if el.name == "iq" {
+            if let Err(why) = stanza::check_iq(&el) {
+                return self.bounce_explained(conn, &el, "bad-request", why);
+            }
+        }
         if let Some(t) = to.as_ref().filter(|t| self.is_muc_service(t)) {
             let t = t.clone();
             return self.on_muc_stanza(&crate::muc::Origin::Local(conn), el, t);
@@ -243,14 +248,7 @@ impl Node {
     // ---- iq -------------------------------------------------------------------
 
     fn on_iq(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
-        let itype = el.get_attr("type").unwrap_or("");
-        let is_request = matches!(itype, "get" | "set");
-        if !is_request && !matches!(itype, "result" | "error") || el.get_attr("id").is_none() {
-            return self.bounce(conn, &el, "bad-request");
-        }
-        if is_request && el.elements().count() != 1 {
-            return self.bounce(conn, &el, "bad-request");
-        }
+        let is_request = matches!(stanza::check_iq(&el), Ok(Iq::Request { .. }));
         let me = self.jid_of(conn).clone();
         match to {
             None => self.server_iq(conn, &el, true),
@@ -284,11 +282,10 @@ impl Node {
 
     /// iq addressed to the server, or (`own_account`) to the sender's bare JID.
     fn server_iq(&mut self, conn: ConnId, el: &Element, own_account: bool) {
-        let itype = el.get_attr("type").unwrap_or("");
-        if !matches!(itype, "get" | "set") {
+        let Ok(Iq::Request { set, payload }) = stanza::check_iq(el) else {
             return;
-        }
-        let payload = el.elements().next().expect("checked").clone();
+        };
+        let (itype, payload) = (if set { "set" } else { "get" }, payload.clone());
         let domain = self.cfg.domain.clone();
         let answer_from = el.get_attr("to").unwrap_or(&domain).to_string();
         let reply = |payload: Option<Element>| stanza::iq_result(el, &answer_from, payload);
@@ -335,11 +332,10 @@ impl Node {
 
     /// iq to another local account's bare JID (RFC 6121 §8.5.2.1.3).
     fn account_iq(&mut self, conn: ConnId, el: &Element, target: &Jid) {
-        let itype = el.get_attr("type").unwrap_or("");
-        if !matches!(itype, "get" | "set") {
+        let Ok(Iq::Request { set, payload }) = stanza::check_iq(el) else {
             return;
-        }
-        let payload = el.elements().next().expect("checked");
+        };
+        let itype = if set { "set" } else { "get" };
         let from = target.to_string();
         match (payload.name.as_str(), payload.ns.as_str(), itype) {
             ("query", ns::DISCO_INFO, "get") => {

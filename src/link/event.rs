@@ -442,11 +442,19 @@ impl LinkEvent {
                 room: attr("room")?,
                 last_seq: number(&attr("last-seq")?)?,
             },
-            "relay" => LinkEvent::Relay {
-                from: jid("from")?,
-                to: jid("to")?,
-                stanza: first_child()?,
-            },
+            "relay" => {
+                let stanza = first_child()?;
+                if stanza.ns != ns::CLIENT
+                    || !matches!(stanza.name.as_str(), "message" | "presence" | "iq")
+                {
+                    return Err(bad("<relay> carries a message, a presence or an iq"));
+                }
+                LinkEvent::Relay {
+                    from: jid("from")?,
+                    to: jid("to")?,
+                    stanza,
+                }
+            }
             "snapshot" => {
                 let config = decode_config(&child("config", DMUC)?)?;
                 let mut affiliations = Vec::new();

@@ -211,6 +211,10 @@ impl Node {
         if !self.is_muc_service(&to) {
             return;
         }
+        // Clients and sites alike: no iq reaches a room unchecked.
+        if el.name == "iq" && stanza::check_iq(&el).is_err() {
+            return self.bounce_to(origin, &el, "bad-request");
+        }
         let Some(room) = to.local().map(str::to_string) else {
             return self.muc_service_stanza(origin, &el);
         };
@@ -229,16 +233,12 @@ impl Node {
     }
 
     fn muc_service_stanza(&mut self, origin: &Origin, el: &Element) {
-        if el.name != "iq" || !matches!(el.get_attr("type"), Some("get" | "set")) {
+        let Ok(stanza::Iq::Request { set, payload }) = stanza::check_iq(el) else {
             return;
-        }
+        };
         let service = self.cfg.muc_service.clone();
-        let payload = el.elements().next().cloned();
-        let reply = match payload
-            .as_ref()
-            .map(|p| (p.name.as_str(), p.ns.as_str(), el.get_attr("type")))
-        {
-            Some(("query", ns::DISCO_INFO, Some("get"))) => {
+        let reply = match (payload.name.as_str(), payload.ns.as_str(), set) {
+            ("query", ns::DISCO_INFO, false) => {
                 let mut q = Element::new("query", ns::DISCO_INFO).child(
                     Element::new("identity", ns::DISCO_INFO)
                         .attr("category", "conference")
@@ -257,7 +257,7 @@ impl Node {
                 }
                 q
             }
-            Some(("query", ns::DISCO_ITEMS, Some("get"))) => {
+            ("query", ns::DISCO_ITEMS, false) => {
                 let mut q = Element::new("query", ns::DISCO_ITEMS);
                 for (name, r) in &self.state.rooms {
                     if r.config.public && !r.locked {
@@ -271,7 +271,7 @@ impl Node {
                 }
                 q
             }
-            Some(("ping", ns::PING, Some("get"))) => {
+            ("ping", ns::PING, false) => {
                 return self.reply(origin, &stanza::iq_result(el, &service, None));
             }
             _ => return self.bounce_to(origin, el, "service-unavailable"),
@@ -1076,18 +1076,13 @@ impl Node {
     }
 
     fn muc_room_iq(&mut self, origin: &Origin, el: &Element, room: &str) {
-        let itype = el.get_attr("type").unwrap_or("");
-        if !matches!(itype, "get" | "set") {
+        let Ok(stanza::Iq::Request { set, payload }) = stanza::check_iq(el) else {
             return;
-        }
+        };
+        let (itype, payload) = (if set { "set" } else { "get" }, payload.clone());
         let Some(rs) = self.state.rooms.get(room) else {
             return self.bounce_to(origin, el, "item-not-found");
         };
-        let payload = el
-            .elements()
-            .next()
-            .cloned()
-            .expect("iq requests have one payload");
         let bare = self.origin_jid(origin).to_bare().to_string();
         if rs.locked && rs.affiliation(&bare) != Affiliation::Owner {
             return self.bounce_to(origin, el, "item-not-found");
