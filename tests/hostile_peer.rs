@@ -713,3 +713,76 @@ fn hostile_users_cannot_crash_the_node() {
         assert_serves(&mut sim, watcher, seed, STEPS * 2 + 1);
     }
 }
+
+/// A master cannot make a site hold more occupants than any room may have,
+/// nor presences larger than a room keeps.
+#[test]
+fn a_master_cannot_make_a_site_hold_without_bound() {
+    let mut cfg = NodeConfig::new(SITE_DOMAIN);
+    cfg.link.upstreams = vec![SERVICE.into()];
+    cfg.link.compress = false;
+    cfg.muc.max_users = 5;
+    let mut site = SimNode::new(cfg, 1);
+    site.add_user("keith", "p");
+    let keith = site.login("keith", "p", "tv");
+    let conn = link_from(&mut site, SERVICE, HQ_DOMAIN);
+    site.send(keith, &format!("<presence to='chat@{SERVICE}/Keith'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+    let mut n = 0;
+    let mut send = |site: &mut SimNode, ev: LinkEvent| {
+        n += 1;
+        site.send(
+            conn,
+            &format!("<e n='{n}'>{}</e>", ev.encode().to_xml(DMUC)),
+        );
+    };
+    let info = |nick: String, status: usize| OccupantInfo {
+        nick: nick.clone(),
+        bare: format!("{nick}@fairfax.example"),
+        jid: format!("{nick}@fairfax.example/x"),
+        affiliation: Affiliation::None,
+        role: Role::Participant,
+        occupant_id: nick,
+        presence: Element::new("presence", ns::CLIENT)
+            .child(Element::new("status", ns::CLIENT).text("s".repeat(status))),
+    };
+    send(
+        &mut site,
+        LinkEvent::Snapshot {
+            room: "chat".into(),
+            config: RoomConfig::default(),
+            affiliations: vec![],
+            subject: None,
+            occupants: vec![],
+            history: vec![],
+            next_seq: 1,
+            gap: false,
+        },
+    );
+    for i in 0..20 {
+        let change = OccupantChange::Joined;
+        send(
+            &mut site,
+            LinkEvent::Occupant {
+                room: "chat".into(),
+                info: info(format!("n{i}"), 100_000),
+                change,
+            },
+        );
+    }
+    let status = match site.admin(outpost::node::AdminCommand::Status) {
+        outpost::node::AdminReply::Status(s) => s,
+        other => panic!("{other:?}"),
+    };
+    let room = status
+        .rooms
+        .iter()
+        .find(|r| r.jid == format!("chat@{SERVICE}"))
+        .unwrap();
+    assert!(room.occupants.len() <= 5, "{}", room.occupants.len());
+    let out = site.take(keith);
+    assert!(
+        !out.contains(&"s".repeat(100_000)),
+        "huge presences are not kept or shown"
+    );
+    assert_serves(&mut site, keith, 0, 0);
+}

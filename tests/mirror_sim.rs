@@ -675,7 +675,7 @@ fn an_oversized_frame_closes_only_that_link() {
     let conn = raw_link(&mut w);
     let flood = format!(
         "<e n='1'><relay from='x@raleigh.example/y' to='{ROOM}'>{}",
-        "<a/>".repeat(2 * 1024 * 1024)
+        "<a/>".repeat(outpost::link::MAX_LINK_FRAME / 4 + 1024)
     );
     w.net.node(HQ).send(conn, &flood);
     assert!(w.net.node(HQ).is_closed(conn));
@@ -937,6 +937,32 @@ fn an_outage_longer_than_the_queue_is_filled_from_the_archive() {
     let first = out.find("<body>m0</body>").unwrap();
     let last = out.find("<body>m19</body>").unwrap();
     assert!(first < last, "in HQ's order");
+}
+
+/// The queue is bounded in bytes too: a few big events outlast it the same way.
+#[test]
+fn an_outage_longer_than_the_queue_in_bytes_is_filled_from_the_archive() {
+    let mut hq = hq_config();
+    hq.link.max_unacked_bytes = 3_000;
+    let mut w = world_with(hq);
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.advance(1_000);
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.cut(RALEIGH);
+    let big = "b".repeat(500);
+    for i in 0..20 {
+        say(&mut w.net, HQ, w.kevin, &format!("m{i} {big}"));
+    }
+    let queue = &w.net.node(HQ).node.state().links["raleigh.example"];
+    assert!(queue.unacked_bytes <= 3_000, "{}", queue.unacked_bytes);
+    assert!(queue.unacked.len() < 20);
+    w.net.advance(1_000);
+    w.net.restore(RALEIGH);
+    w.net.advance(10_000);
+    let out = w.net.node(RALEIGH).take(w.wayne);
+    for i in 0..20 {
+        assert_eq!(out.matches(&format!("<body>m{i} ")).count(), 1, "m{i}");
+    }
 }
 
 #[test]
@@ -1432,4 +1458,66 @@ fn a_site_cannot_crash_its_master_with_an_iq_without_payload() {
         "<iq type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>",
     );
     assert!(w.net.node(HQ).take(w.kevin).contains("id='alive'"));
+}
+
+/// The users of one site together may create only so many rooms at HQ.
+#[test]
+fn one_site_may_create_only_so_many_rooms_at_its_master() {
+    let mut hq = hq_config();
+    hq.muc.rooms_per_site = 2;
+    let mut w = world_with(hq);
+    let create = |net: &mut Network, conn: u64, room: &str| {
+        net.node(RALEIGH).send(conn, &format!("<presence to='{room}@conference.fairfax.example/N'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+        net.settle();
+        net.node(RALEIGH).take(conn)
+    };
+    assert!(create(&mut w.net, w.wayne, "w1").contains("code='110'"));
+    assert!(create(&mut w.net, w.keith, "k1").contains("code='110'"));
+    let out = create(&mut w.net, w.keith, "k2");
+    assert!(
+        out.contains("<not-allowed") && out.contains("users of raleigh.example"),
+        "{out}"
+    );
+    // HQ's own users are not held back by it.
+    w.net.node(HQ).send(w.kevin, "<presence to='hq2@conference.fairfax.example/K'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    w.net.settle();
+    assert!(w.net.node(HQ).take(w.kevin).contains("code='201'"));
+}
+
+/// What a snapshot carries to a site is bounded in bytes: a new mirror gets
+/// the newest history that fits, and a site back from a split the newest
+/// missed messages that fit, told that the rest could not be fetched.
+#[test]
+fn snapshots_to_a_site_are_bounded_in_bytes() {
+    let mut hq = hq_config();
+    hq.muc.snapshot_history_bytes = 4_000;
+    let mut w = world_with(hq);
+    let big = "s".repeat(900);
+    for i in 0..10 {
+        say(&mut w.net, HQ, w.kevin, &format!("old{i} {big}"));
+    }
+    w.net.settle();
+    let out = join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    assert!(out.contains("code='110'"), "the join itself succeeds");
+    let got: Vec<usize> = (0..10)
+        .filter(|i| out.contains(&format!("old{i} ")))
+        .collect();
+    assert!(
+        !got.is_empty() && got.len() <= 4 && got.contains(&9),
+        "{got:?}"
+    );
+    w.net.cut(RALEIGH);
+    for i in 0..10 {
+        say(&mut w.net, HQ, w.kevin, &format!("new{i} {big}"));
+    }
+    w.net.advance(400_000); // Past the grace period: the site resyncs from a snapshot.
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.restore(RALEIGH);
+    w.net.advance(20_000);
+    let out = w.net.node(RALEIGH).take(w.wayne);
+    assert!(out.contains("new9 "), "the newest arrives");
+    assert!(
+        out.contains("no longer kept"),
+        "the rest is said to be missing: {out:.500}"
+    );
 }

@@ -7,7 +7,11 @@ use outpost::sim::SimNode;
 const ROOM: &str = "room@conference.localhost";
 
 fn setup() -> (SimNode, u64, u64, u64) {
-    let mut sim = SimNode::new(NodeConfig::new("localhost"), 9);
+    setup_with(NodeConfig::new("localhost"))
+}
+
+fn setup_with(cfg: NodeConfig) -> (SimNode, u64, u64, u64) {
+    let mut sim = SimNode::new(cfg, 9);
     for (u, p) in [("alice", "a"), ("bob", "b"), ("carol", "c")] {
         sim.add_user(u, p);
     }
@@ -711,7 +715,9 @@ fn leaving_tells_the_others_and_the_last_one_out_closes_a_temporary_room() {
 
 #[test]
 fn join_leave_flood_does_not_grow_state() {
-    let (mut sim, alice, _, _) = setup();
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.muc.rooms_per_account = 1000;
+    let (mut sim, alice, _, _) = setup_with(cfg);
     for i in 0..500 {
         join(&mut sim, alice, "Alice", "");
         sim.send(
@@ -770,4 +776,122 @@ fn iq_requests_without_exactly_one_payload_are_refused() {
         &format!("<iq type='get' id='ok' to='{ROOM}'><ping xmlns='urn:xmpp:ping'/></iq>"),
     );
     assert!(sim.take(alice).contains("type='result'"));
+}
+
+/// One account cannot create every room of the service: the rooms it may
+/// own are bounded, and the refusal says why.
+#[test]
+fn one_account_may_create_only_so_many_rooms() {
+    let (mut sim, alice, bob, _) = setup();
+    let limit = NodeConfig::new("localhost").muc.rooms_per_account;
+    for i in 0..limit {
+        sim.send(alice, &format!("<presence to='r{i}@conference.localhost/A'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+        sim.send(alice, &format!("<iq type='set' id='c{i}' to='r{i}@conference.localhost'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>"));
+        assert!(sim.take(alice).contains("code='201'"), "room {i}");
+    }
+    sim.send(alice, "<presence to='onemore@conference.localhost/A'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    let out = sim.take(alice);
+    assert_eq!(error_of(&out), Some("not-allowed"), "{out}");
+    assert!(out.contains("the most one account may create"), "{out}");
+    assert!(!sim.node.state().rooms.contains_key("onemore"));
+    // Joining existing rooms, and others creating rooms, still work.
+    sim.send(
+        alice,
+        "<presence to='r0@conference.localhost/A' type='unavailable'/>",
+    );
+    sim.take(alice);
+    sim.send(alice, "<presence to='r0@conference.localhost/A'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    assert!(sim.take(alice).contains("code='110'"));
+    sim.send(bob, "<presence to='bobs@conference.localhost/B'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    assert!(sim.take(bob).contains("code='201'"));
+}
+
+/// A room keeps a bounded number of affiliations, on every path that adds
+/// one: admin requests (counted per request, atomically) and invitations
+/// to a members-only room.
+#[test]
+fn affiliations_per_room_are_bounded_on_every_path() {
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.muc.affiliations_per_room = 5;
+    let (mut sim, alice, _, _) = setup_with(cfg);
+    room_with(&mut sim, alice, &[("muc#roomconfig_membersonly", "1")]);
+    let items = |from: usize, n: usize| {
+        (from..from + n)
+            .map(|i| format!("<item affiliation='member' jid='m{i}@localhost'/>"))
+            .collect::<String>()
+    };
+    let admin = |items: String| {
+        format!("<iq type='set' id='aff' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'>{items}</query></iq>")
+    };
+    // The owner is one; five more in one request would make six: all refused.
+    sim.send(alice, &admin(items(0, 5)));
+    assert_eq!(error_of(&sim.take(alice)), Some("resource-constraint"));
+    assert_eq!(sim.node.state().rooms["room"].affiliations.len(), 1);
+    sim.send(alice, &admin(items(0, 3)));
+    assert!(sim.take(alice).contains("type='result'"));
+    // Changing an existing one is fine at the bound.
+    sim.send(
+        alice,
+        &admin("<item affiliation='outcast' jid='m0@localhost'/>".into()),
+    );
+    assert!(sim.take(alice).contains("type='result'"));
+    sim.send(alice, &admin(items(10, 1)));
+    assert!(sim.take(alice).contains("type='result'"));
+    assert_eq!(sim.node.state().rooms["room"].affiliations.len(), 5);
+    // A mediated invitation would add a member: refused at the bound.
+    sim.send(alice, &format!("<message to='{ROOM}' id='inv'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='newcomer@localhost'/></x></message>"));
+    let out = sim.take(alice);
+    assert_eq!(error_of(&out), Some("resource-constraint"), "{out}");
+    assert_eq!(sim.node.state().rooms["room"].affiliations.len(), 5);
+}
+
+/// An occupant's presence is kept and replicated for every other occupant
+/// and every mirroring site: a huge one is refused, on join and after.
+#[test]
+fn a_huge_presence_is_refused_by_a_room() {
+    let (mut sim, alice, bob, carol) = setup();
+    room_with(&mut sim, alice, &[]);
+    let status = "s".repeat(20_000);
+    sim.send(bob, &format!("<presence to='{ROOM}/Bob'><x xmlns='http://jabber.org/protocol/muc'/><status>{status}</status></presence>"));
+    let out = sim.take(bob);
+    assert_eq!(error_of(&out), Some("not-acceptable"), "{out:.300}");
+    assert!(out.contains("too large"));
+    assert!(join(&mut sim, bob, "Bob", "").contains("code='110'"));
+    sim.send(
+        bob,
+        &format!("<presence to='{ROOM}/Bob'><status>{status}</status></presence>"),
+    );
+    assert_eq!(error_of(&sim.take(bob)), Some("not-acceptable"));
+    let seen = join(&mut sim, carol, "Carol", "");
+    assert!(
+        seen.contains("/Bob'") && !seen.contains(&status),
+        "not kept"
+    );
+}
+
+/// Classic history on join is bounded in bytes: the newest that fit are
+/// sent, and the join itself always succeeds (before, a room whose history
+/// exceeded what a connection may queue could never be joined again).
+#[test]
+fn history_on_join_is_bounded_in_bytes_never_refused() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[("muc#roomconfig_historylength", "200")]);
+    let body = "h".repeat(50_000);
+    for i in 0..40 {
+        say(&mut sim, alice, &format!("m{i}"), &format!("{i:02}{body}"));
+        sim.take(alice);
+    }
+    let out = join(&mut sim, bob, "Bob", "");
+    assert!(out.contains("code='110'"), "joined");
+    let sent = out.matches("<delay ").count();
+    let budget = NodeConfig::new("localhost").muc.join_history_bytes;
+    assert!(sent > 0 && sent * 50_000 <= budget, "{sent} messages");
+    assert!(
+        out.contains(&format!("39{}", &body[..10])),
+        "the newest is sent"
+    );
+    assert!(
+        !out.contains(&format!(">00{}", &body[..10])),
+        "the oldest is left out"
+    );
 }

@@ -20,6 +20,12 @@ use event::{LinkEvent, DMUC};
 
 /// A received event is acknowledged at once after this many.
 const ACK_EVERY: u32 = 32;
+/// The largest link frame (an event with its wrapper) either side accepts.
+/// Fixed, not configured: both ends of a link must agree on it, and every
+/// event is bounded well below it (a snapshot: at most `max_users`
+/// occupants of bounded presence, bounded affiliations, and history within
+/// `snapshot_history_bytes`; a message: one stanza of at most 4 MiB).
+pub const MAX_LINK_FRAME: usize = 32 * 1024 * 1024;
 
 impl LinkConn {
     pub(crate) fn is_established(&self) -> bool {
@@ -90,8 +96,7 @@ impl Node {
         let now = self.now.mono_ms;
         let (keepalive_ms, dead_ms) = self.cfg.link.timing_for(&peer);
         let mut limits = self.cfg.limits;
-        // Snapshots carry history: allow larger frames than client stanzas.
-        limits.max_stanza_bytes = limits.max_stanza_bytes.max(4 * 1024 * 1024);
+        limits.max_stanza_bytes = MAX_LINK_FRAME;
         self.links.insert(
             conn,
             LinkConn {
@@ -493,13 +498,11 @@ impl Node {
     pub(crate) fn link_send(&mut self, peer: &str, ev: &LinkEvent) {
         let xml = ev.encode().to_xml(DMUC);
         let seq = self.state.links.get(peer).map_or(1, |l| l.next_out.max(1));
-        let queued = self.state.links.get(peer).map_or(0, |l| l.unacked.len());
-        if queued >= self.cfg.link.max_unacked {
-            let oldest = seq - queued as u64;
-            log::warn!("link {peer}: {queued} events unacknowledged; dropping the oldest");
+        if let Some(upto) = self.oldest_to_drop(peer, xml.len() as u64) {
+            log::warn!("link {peer}: too much unacknowledged; dropping events up to {upto}");
             self.commit(Record::LinkAcked {
                 peer: peer.to_string(),
-                upto: oldest,
+                upto,
             });
         }
         self.commit(Record::LinkOut {
@@ -512,6 +515,26 @@ impl Node {
                 self.link_write(conn, format!("<e n='{seq}'>{xml}</e>").into_bytes());
             }
         }
+    }
+
+    /// Past the bounds on what waits for the peer's acknowledgement (count
+    /// and bytes), the oldest events go to make room for one of `bytes`:
+    /// the last sequence number to drop, if any. The peer hears of the gap
+    /// (`<skip/>`) and resynchronises.
+    fn oldest_to_drop(&self, peer: &str, bytes: u64) -> Option<u64> {
+        let l = self.state.links.get(peer)?;
+        let cfg = &self.cfg.link;
+        let (mut count, mut total) = (l.unacked.len(), l.unacked_bytes);
+        let mut upto = None;
+        for (seq, xml) in &l.unacked {
+            if count < cfg.max_unacked && total + bytes <= cfg.max_unacked_bytes {
+                break;
+            }
+            count -= 1;
+            total -= xml.len() as u64;
+            upto = Some(*seq);
+        }
+        upto
     }
 
     /// Send an event now if the link is up, unnumbered (`<t>`): never queued,

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 pub const REPLICA_HISTORY: usize = 1000;
 /// Bytes of messages kept in a replica (the oldest go first).
 pub const REPLICA_HISTORY_BYTES: u64 = 4 * 1024 * 1024;
+/// Affiliations kept in a replica: what a master says beyond is dropped.
+pub const REPLICA_AFFILIATIONS: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorCache {
@@ -74,7 +76,11 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
                 last_seq: 0,
             });
         c.state.config = config.clone();
-        c.state.affiliations = affiliations.iter().cloned().collect();
+        c.state.affiliations = affiliations
+            .iter()
+            .take(REPLICA_AFFILIATIONS)
+            .cloned()
+            .collect();
         c.state.subject = subject.clone();
         // Keep what the replica had before the snapshot's history, if the two
         // join up; an archive with a silent hole would mislead archive queries.
@@ -106,10 +112,11 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
         }
         MirrorRecord::Config { config } => c.state.config = config.clone(),
         MirrorRecord::Affiliation { jid, affiliation } => {
+            let affs = &mut c.state.affiliations;
             if *affiliation == Affiliation::None {
-                c.state.affiliations.remove(jid);
-            } else {
-                c.state.affiliations.insert(jid.clone(), *affiliation);
+                affs.remove(jid);
+            } else if affs.contains_key(jid) || affs.len() < REPLICA_AFFILIATIONS {
+                affs.insert(jid.clone(), *affiliation);
             }
         }
         MirrorRecord::Message { msg } => {

@@ -429,10 +429,9 @@ impl Node {
                         self.mirror_message(&key, msg);
                     }
                 } else {
-                    let live = self.live_rooms.entry(key.clone()).or_default();
+                    self.live_rooms.entry(key.clone()).or_default();
                     for info in occupants {
-                        live.occupants
-                            .insert(info.nick.clone(), remote_occupant(&info));
+                        self.insert_remote_occupant(&key, &info);
                     }
                 }
                 log::info!("mirror {key}: synchronised at event {next_seq}");
@@ -607,16 +606,18 @@ impl Node {
             let live = self.live_rooms.get_mut(key).expect("room");
             match live.occupants.get_mut(&nick) {
                 Some(o) => {
-                    let changed = o.role != info.role || o.presence != info.presence;
+                    let presence = bounded_presence(&info.presence, self.cfg.muc.presence_bytes);
+                    let changed = o.role != info.role || o.presence != presence;
                     o.role = info.role;
-                    o.presence = info.presence.clone();
+                    o.presence = presence;
                     if changed {
                         self.broadcast_presence_of(key, &nick, &[], false, None);
                     }
                 }
                 None => {
-                    live.occupants.insert(nick.clone(), remote_occupant(&info));
-                    self.broadcast_presence_of(key, &nick, &[], false, None);
+                    if self.insert_remote_occupant(key, &info) {
+                        self.broadcast_presence_of(key, &nick, &[], false, None);
+                    }
                 }
             }
         }
@@ -865,20 +866,28 @@ impl Node {
                 let mut unchanged = false;
                 match live.occupants.get_mut(&nick) {
                     Some(o) => {
+                        let presence =
+                            bounded_presence(&info.presence, self.cfg.muc.presence_bytes);
                         unchanged = jid.as_ref().is_some_and(|j| o.sessions.contains(j))
                             && o.role == info.role
-                            && o.presence == info.presence;
+                            && o.presence == presence;
                         if let Some((j, _, _)) = &local_joiner {
                             if !o.sessions.contains(j) {
                                 o.sessions.push(j.clone());
                             }
                         }
                         o.role = info.role;
-                        o.presence = info.presence.clone();
+                        o.presence = presence;
                         o.occupant_id = info.occupant_id.clone();
                     }
                     None => {
-                        let mut o = remote_occupant(&info);
+                        let at_bound = live.occupants.len() >= self.cfg.muc.max_users as usize;
+                        if at_bound && local_joiner.is_none() {
+                            return log::warn!(
+                                "mirror {key}: the master announced more occupants than any room may have; ignored"
+                            );
+                        }
+                        let mut o = remote_occupant(&info, self.cfg.muc.presence_bytes);
                         if let Some((j, _, _)) = &local_joiner {
                             o.sessions = vec![j.clone()];
                         }
@@ -913,7 +922,7 @@ impl Node {
                     .and_then(|l| l.occupants.get_mut(&nick))
                 {
                     o.role = info.role;
-                    o.presence = info.presence;
+                    o.presence = bounded_presence(&info.presence, self.cfg.muc.presence_bytes);
                     self.broadcast_presence_of(key, &nick, &[], false, None);
                 }
             }
@@ -1221,13 +1230,44 @@ impl Node {
     }
 }
 
-fn remote_occupant(info: &OccupantInfo) -> Occupant {
+fn remote_occupant(info: &OccupantInfo, presence_bytes: usize) -> Occupant {
     Occupant {
         bare: info.bare.clone(),
         sessions: Jid::parse(&info.jid).into_iter().collect(),
         role: info.role,
-        presence: info.presence.clone(),
+        presence: bounded_presence(&info.presence, presence_bytes),
         occupant_id: info.occupant_id.clone(),
+    }
+}
+
+/// A remote occupant's presence as a replica keeps it: a master may send a
+/// huge one, the site keeps only a plain presence then.
+fn bounded_presence(presence: &Element, max_bytes: usize) -> Element {
+    if presence.to_xml(ns::CLIENT).len() <= max_bytes {
+        presence.clone()
+    } else {
+        Element::new("presence", ns::CLIENT)
+    }
+}
+
+impl Node {
+    /// Show a remote occupant the master announced, unless the room is
+    /// already at the most occupants any room may have here (a master
+    /// cannot make a site hold without bound). True if it was added.
+    fn insert_remote_occupant(&mut self, key: &str, info: &OccupantInfo) -> bool {
+        let (max, presence_bytes) = (self.cfg.muc.max_users as usize, self.cfg.muc.presence_bytes);
+        let Some(live) = self.live_rooms.get_mut(key) else {
+            return false;
+        };
+        if live.occupants.len() >= max && !live.occupants.contains_key(&info.nick) {
+            log::warn!(
+                "mirror {key}: the master announced more occupants than any room may have; ignored"
+            );
+            return false;
+        }
+        live.occupants
+            .insert(info.nick.clone(), remote_occupant(info, presence_bytes));
+        true
     }
 }
 

@@ -296,6 +296,25 @@ impl Node {
                 .map(|r| r.text_content());
             changes.push((change, reason));
         }
+        let added: BTreeSet<&str> = changes
+            .iter()
+            .filter_map(|(c, _)| match c {
+                Change::Affiliation { jid, affiliation } if *affiliation != Affiliation::None => {
+                    Some(jid.as_str())
+                }
+                _ => None,
+            })
+            .filter(|j| !self.state.rooms[room].affiliations.contains_key(*j))
+            .collect();
+        let kept = self.state.rooms[room].affiliations.len();
+        if kept + added.len() > self.cfg.muc.affiliations_per_room {
+            return self.bounce_to_explained(
+                origin,
+                el,
+                "resource-constraint",
+                "the room keeps no more affiliations",
+            );
+        }
         for (change, reason) in changes {
             self.apply_change(room, change, actor_nick.as_deref(), reason.as_deref());
         }

@@ -165,15 +165,29 @@ impl Node {
     }
 
     pub(crate) fn bounce_to(&mut self, origin: &Origin, el: &Element, condition: &str) {
+        self.bounce_to_explained(origin, el, condition, "")
+    }
+
+    /// Answer with a stanza error that says why (`text`, if not empty).
+    pub(crate) fn bounce_to_explained(
+        &mut self,
+        origin: &Origin,
+        el: &Element,
+        condition: &str,
+        text: &str,
+    ) {
         let from = el
             .get_attr("to")
             .unwrap_or(&self.cfg.muc_service)
             .to_string();
         let mut req = el.clone();
         req.set_attr("from", self.origin_jid(origin).to_string());
-        if let Some(reply) =
+        if let Some(mut reply) =
             stanza::error_reply(&req, condition, stanza::error_type_for(condition), &from)
         {
+            if !text.is_empty() {
+                reply = stanza::with_error_text(reply, text);
+            }
             self.reply(origin, &reply);
         }
     }
@@ -292,7 +306,7 @@ impl Node {
             }
             Some(_) => {} // Presence errors and subscriptions mean nothing to a room.
             None => match current {
-                Some(n) if n == nick => self.muc_status_change(room, nick, &el),
+                Some(n) if n == nick => self.muc_status_change(origin, room, nick, &el),
                 Some(old) => self.muc_nick_change(origin, room, &old, nick, &el),
                 None => self.muc_join(origin, el, room, nick),
             },
@@ -318,9 +332,16 @@ impl Node {
         let bare = from.to_bare().to_string();
         let x = el.get_child("x", mns::MUC);
         let mut created = false;
+        let Some(payload) = self.bounded_payload(&el) else {
+            let text = "your presence is too large for a room";
+            return self.presence_error_explained(origin, &el, "not-acceptable", text);
+        };
         if !self.state.rooms.contains_key(room) {
             if self.state.rooms.len() >= self.cfg.muc.max_rooms {
                 return self.presence_error(origin, &el, "resource-constraint");
+            }
+            if let Some(why) = self.room_creation_refused(origin, &from) {
+                return self.presence_error_explained(origin, &el, "not-allowed", &why);
             }
             let mut salt = vec![0u8; 16];
             self.random_bytes(&mut salt);
@@ -373,7 +394,6 @@ impl Node {
         }
         let history = HistoryRequest::from_join(x);
         let role = self.role_for(room, affiliation);
-        let payload = Self::occupant_payload(&el);
         let occupant_id = self.occupant_id(room, &bare);
         let peers_before = self.room_peers(room);
         let live = self.live_rooms.entry(room.to_string()).or_default();
@@ -433,6 +453,17 @@ impl Node {
     }
 
     fn presence_error(&mut self, origin: &Origin, el: &Element, condition: &str) {
+        self.presence_error_explained(origin, el, condition, "")
+    }
+
+    /// A refused join or presence change, saying why (`text`, if not empty).
+    fn presence_error_explained(
+        &mut self,
+        origin: &Origin,
+        el: &Element,
+        condition: &str,
+        text: &str,
+    ) {
         let from = el.get_attr("to").unwrap_or_default().to_string();
         let mut reply = Element::new("presence", ns::CLIENT)
             .attr("from", from)
@@ -447,7 +478,54 @@ impl Node {
         );
         let to = self.origin_jid(origin).to_string();
         reply.set_attr("to", to);
+        if !text.is_empty() {
+            reply = stanza::with_error_text(reply, text);
+        }
         self.reply(origin, &reply);
+    }
+
+    /// Why `who` may not create another room, if so: the rooms one account
+    /// (or one linked site's accounts together) may own are bounded.
+    fn room_creation_refused(&self, origin: &Origin, who: &Jid) -> Option<String> {
+        let bare = who.to_bare().to_string();
+        let owns = |r: &RoomState, pred: &dyn Fn(&str) -> bool| {
+            r.affiliations
+                .iter()
+                .any(|(j, a)| *a == Affiliation::Owner && pred(j))
+        };
+        let limits = &self.cfg.muc;
+        let mine = self
+            .state
+            .rooms
+            .values()
+            .filter(|r| owns(r, &|j| j == bare))
+            .count();
+        if mine >= limits.rooms_per_account {
+            return Some(format!(
+                "{bare} already owns {mine} rooms, the most one account may create here"
+            ));
+        }
+        if let Origin::Remote { peer, .. } = origin {
+            let of_site = |j: &str| j.rsplit_once('@').map_or(j, |(_, d)| d) == peer;
+            let site = self
+                .state
+                .rooms
+                .values()
+                .filter(|r| owns(r, &of_site))
+                .count();
+            if site >= limits.rooms_per_site {
+                return Some(format!(
+                    "users of {peer} already own {site} rooms, the most one site may create here"
+                ));
+            }
+        }
+        None
+    }
+
+    /// An occupant's presence as the room keeps it, if it is within bounds.
+    fn bounded_payload(&self, el: &Element) -> Option<Element> {
+        let payload = Self::occupant_payload(el);
+        (payload.to_xml(ns::CLIENT).len() <= self.cfg.muc.presence_bytes).then_some(payload)
     }
 
     /// Status codes on a joining occupant's own presence: 110, 100 if the
@@ -550,6 +628,9 @@ impl Node {
         let room_jid = self.room_jid(room);
         let to_attr = escape(&to.to_string());
         let mut chars = 0usize;
+        // Bounded in bytes too: the newest that fit, never a refused join.
+        let mut bytes = 0usize;
+        let budget = self.cfg.muc.join_history_bytes;
         let mut picked = Vec::new();
         for m in rs.archive.iter().rev() {
             if picked.len() >= limit
@@ -564,7 +645,8 @@ impl Node {
                 &delay,
             );
             chars += xml.chars().count();
-            if req.maxchars.is_some_and(|max| chars > max) {
+            bytes += xml.len();
+            if req.maxchars.is_some_and(|max| chars > max) || bytes > budget {
                 break;
             }
             picked.push(xml);
@@ -595,8 +677,11 @@ impl Node {
         self.room_send(to, m);
     }
 
-    fn muc_status_change(&mut self, room: &str, nick: &str, el: &Element) {
-        let payload = Self::occupant_payload(el);
+    fn muc_status_change(&mut self, origin: &Origin, room: &str, nick: &str, el: &Element) {
+        let Some(payload) = self.bounded_payload(el) else {
+            let text = "your presence is too large for a room";
+            return self.presence_error_explained(origin, el, "not-acceptable", text);
+        };
         if let Some(o) = self
             .live_rooms
             .get_mut(room)
@@ -619,6 +704,10 @@ impl Node {
             // Other sessions share the old nick, or the new one is already ours: keep it simple and refuse.
             return self.presence_error(origin, el, "not-acceptable");
         }
+        let Some(payload) = self.bounded_payload(el) else {
+            let text = "your presence is too large for a room";
+            return self.presence_error_explained(origin, el, "not-acceptable", text);
+        };
         let renamed = OccupantChange::Renamed {
             new_nick: new.to_string(),
         };
@@ -646,7 +735,7 @@ impl Node {
         }
         let live = self.live_rooms.get_mut(room).expect("room");
         let mut occ = live.occupants.remove(old).expect("occupant");
-        occ.presence = Self::occupant_payload(el);
+        occ.presence = payload;
         live.occupants.insert(new.to_string(), occ);
         self.broadcast_presence_of(room, new, &[], false, None);
         self.notify_occupant(room, new, OccupantChange::Updated, &BTreeSet::new());
@@ -1017,6 +1106,13 @@ impl Node {
                 && affiliation >= Affiliation::Admin
                 && rs_affiliation(self, room, &invitee_bare) < Affiliation::Member
             {
+                let rs = &self.state.rooms[room];
+                if !rs.affiliations.contains_key(&invitee_bare)
+                    && rs.affiliations.len() >= self.cfg.muc.affiliations_per_room
+                {
+                    let text = "the room keeps no more members";
+                    return self.bounce_to_explained(origin, el, "resource-constraint", text);
+                }
                 self.commit_room(
                     room,
                     RoomRecord::Affiliate {

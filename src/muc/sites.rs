@@ -2,13 +2,34 @@
 //! enter rooms as `Origin::Remote`, and each room change goes once to each
 //! site that has occupants in the room (DMUC: one copy per site).
 
-use super::model::Affiliation;
+use super::model::{Affiliation, Archived};
 use super::Origin;
 use crate::jid::Jid;
 use crate::link::event::{LinkEvent, OccupantChange, OccupantInfo};
 use crate::node::Node;
 use crate::xml::{ns, Element};
 use std::collections::BTreeSet;
+
+/// The newest messages of `newest_first` whose bytes fit in `budget`, in
+/// the master's order, and whether any were left out for the budget.
+fn newest_within<'a>(
+    newest_first: impl Iterator<Item = &'a Archived>,
+    budget: usize,
+) -> (Vec<Archived>, bool) {
+    let mut picked = Vec::new();
+    let mut bytes = 0;
+    let mut cut = false;
+    for m in newest_first {
+        bytes += m.xml.len();
+        if bytes > budget {
+            cut = true;
+            break;
+        }
+        picked.push(m.clone());
+    }
+    picked.reverse();
+    (picked, cut)
+}
 
 impl Node {
     /// Sites that have at least one occupant in a room mastered here.
@@ -90,27 +111,20 @@ impl Node {
     /// coming back from a split (`gap` says some are no longer kept).
     pub(crate) fn send_snapshot(&mut self, peer: &str, room: &str, since: Option<u64>) {
         let rs = &self.state.rooms[room];
+        let budget = self.cfg.muc.snapshot_history_bytes;
         let (history, gap) = match since {
             None => {
                 let keep = rs.config.history_length as usize;
-                (
-                    rs.archive
-                        .iter()
-                        .skip(rs.archive.len().saturating_sub(keep))
-                        .cloned()
-                        .collect(),
-                    false,
-                )
+                let (recent, _) = newest_within(rs.archive.iter().rev().take(keep), budget);
+                (recent, false)
             }
             Some(last) => {
-                let missed: Vec<_> = rs
-                    .archive
-                    .iter()
-                    .filter(|m| m.seq > last)
-                    .cloned()
-                    .collect();
+                let missed = rs.archive.iter().rev().take_while(|m| m.seq > last);
+                let (missed, cut) = newest_within(missed, budget);
                 let first_kept = rs.archive.front().map_or(rs.next_seq, |m| m.seq);
-                (missed, first_kept > last + 1 && last + 1 < rs.next_seq)
+                // Some were not kept (trimmed here, or past the snapshot's bound).
+                let trimmed = first_kept > last + 1 && last + 1 < rs.next_seq;
+                (missed, cut || trimmed)
             }
         };
         let ev = LinkEvent::Snapshot {

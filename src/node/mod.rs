@@ -40,6 +40,19 @@ pub struct MucLimits {
     pub archive_messages: usize,
     pub archive_bytes: u64,
     pub mam_max_page: usize,
+    /// Rooms one account may own (create), and all the accounts of one
+    /// linked site together.
+    pub rooms_per_account: usize,
+    pub rooms_per_site: usize,
+    /// Affiliations (owners, admins, members, outcasts) kept per room.
+    pub affiliations_per_room: usize,
+    /// Bytes of an occupant's presence a room keeps and shows to others.
+    pub presence_bytes: usize,
+    /// Bytes of classic history sent on a join; the oldest are left out.
+    pub join_history_bytes: usize,
+    /// Bytes of history a snapshot carries to a mirroring site (recent
+    /// history for a new mirror, missed messages after a split).
+    pub snapshot_history_bytes: usize,
 }
 
 impl Default for MucLimits {
@@ -51,6 +64,12 @@ impl Default for MucLimits {
             archive_messages: 10_000,
             archive_bytes: 8 * 1024 * 1024,
             mam_max_page: 250,
+            rooms_per_account: 20,
+            rooms_per_site: 100,
+            affiliations_per_room: 1000,
+            presence_bytes: 16 * 1024,
+            join_history_bytes: 256 * 1024,
+            snapshot_history_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -71,8 +90,10 @@ pub struct LinkConfig {
     /// Redial backoff bounds (doubling, with ±25 % jitter).
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
-    /// Unacknowledged outgoing events kept per peer.
+    /// Unacknowledged outgoing events kept per peer, in count and bytes
+    /// (past either, the oldest are dropped and the peer told so).
     pub max_unacked: usize,
+    pub max_unacked_bytes: u64,
     /// Per-peer (keepalive, dead) overrides in milliseconds.
     pub timing: Vec<(String, u64, u64)>,
     /// How long a link may be down before each side shows the other's
@@ -103,6 +124,7 @@ impl Default for LinkConfig {
             backoff_min_ms: 1_000,
             backoff_max_ms: 30_000,
             max_unacked: 50_000,
+            max_unacked_bytes: 64 * 1024 * 1024,
             timing: Vec::new(),
             grace_ms: 300_000,
             compress: true,

@@ -147,6 +147,9 @@ pub struct LinkState {
     pub unacked: VecDeque<(u64, String)>,
     /// Sequence number of the last event received and applied.
     pub last_in: u64,
+    /// Bytes of the events in `unacked` (derived; not stored in the log).
+    #[serde(skip)]
+    pub unacked_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +261,9 @@ impl State {
             Record::Snapshot(s) => {
                 *self = s.clone();
                 self.accounts.values_mut().for_each(Account::recount);
+                for l in self.links.values_mut() {
+                    l.unacked_bytes = l.unacked.iter().map(|(_, x)| x.len() as u64).sum();
+                }
             }
             Record::AccountSet { user, creds } => match self.accounts.get_mut(user) {
                 Some(acc) => acc.creds = creds.clone(),
@@ -329,12 +335,15 @@ impl State {
             Record::LinkOut { peer, seq, xml } => {
                 let l = self.links.entry(peer.clone()).or_default();
                 l.next_out = seq + 1;
+                l.unacked_bytes += xml.len() as u64;
                 l.unacked.push_back((*seq, xml.clone()));
             }
             Record::LinkAcked { peer, upto } => {
                 let l = self.links.entry(peer.clone()).or_default();
                 while l.unacked.front().is_some_and(|(s, _)| s <= upto) {
-                    l.unacked.pop_front();
+                    if let Some((_, xml)) = l.unacked.pop_front() {
+                        l.unacked_bytes -= xml.len() as u64;
+                    }
                 }
             }
             Record::LinkIn { peer, seq } => {

@@ -127,11 +127,13 @@ impl State {
                         next_out: *next_out,
                         unacked: VecDeque::new(),
                         last_in: *last_in,
+                        unacked_bytes: 0,
                     },
                 );
             }
             SnapshotPart::Unacked { peer, events } => {
                 if let Some(l) = self.links.get_mut(peer) {
+                    l.unacked_bytes += events.iter().map(|(_, x)| x.len() as u64).sum::<u64>();
                     l.unacked.extend(events.iter().cloned());
                 }
             }
