@@ -756,3 +756,259 @@ fn limits_changed_while_running_apply_at_once() {
     );
     assert!(sim.take(alice).contains("<resource-constraint"));
 }
+
+/// Subscription requests to users that do not exist used to add roster
+/// items past the cap (10,000 of them; with long addresses the roster
+/// could no longer be fetched). Every path that adds an item is bounded,
+/// in items and in bytes.
+#[test]
+fn subscription_requests_cannot_grow_a_roster_past_its_bounds() {
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.roster_limit = 50;
+    let mut sim = SimNode::new(cfg, 3);
+    sim.add_user("alice", "wonderland");
+    let alice = sim.login("alice", "wonderland", "a");
+    let mut refused = 0;
+    for i in 0..80 {
+        sim.send(
+            alice,
+            &format!("<presence to='ghost{i}@localhost' type='subscribe' id='s{i}'/>"),
+        );
+        let out = sim.take(alice);
+        if out.contains("<resource-constraint") {
+            refused += 1;
+            assert!(out.contains("your roster is full"), "{out}");
+        }
+    }
+    assert_eq!(refused, 30);
+    assert_eq!(sim.node.state().accounts["alice"].roster.len(), 50);
+    // And in bytes: long addresses fill the bytes bound before the count.
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.roster_bytes = 64 * 1024;
+    let mut sim = SimNode::new(cfg, 4);
+    sim.add_user("alice", "wonderland");
+    let alice = sim.login("alice", "wonderland", "a");
+    let long = "l".repeat(1000);
+    for i in 0..200 {
+        sim.send(
+            alice,
+            &format!("<presence to='{long}{i}@localhost' type='subscribe'/>"),
+        );
+        sim.take(alice);
+    }
+    let n = sim.node.state().accounts["alice"].roster.len();
+    assert!((50..70).contains(&n), "{n} items of 1 kB in 64 kB");
+    sim.send(
+        alice,
+        "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+    );
+    let out = sim.take(alice);
+    assert!(
+        out.contains("id='r'") && out.len() < 100 * 1024,
+        "{}",
+        out.len()
+    );
+    // A roster set meets the same bound.
+    sim.send(alice, &format!("<iq type='set' id='set'><query xmlns='jabber:iq:roster'><item jid='{long}new@localhost'/></query></iq>"));
+    assert!(sim.take(alice).contains("<resource-constraint"));
+}
+
+/// The other side of a request: pending requests fill the contact's roster
+/// only up to its bounds, and the requester hears why it stopped.
+#[test]
+fn requests_cannot_fill_the_contacts_roster_past_its_bounds() {
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.roster_limit = 3;
+    let mut sim = SimNode::new(cfg, 5);
+    sim.add_user("bob", "builder");
+    for i in 0..5 {
+        sim.add_user(&format!("u{i}"), "p");
+    }
+    for i in 0..5 {
+        let c = sim.login(&format!("u{i}"), "p", "x");
+        sim.send(c, "<presence to='bob@localhost' type='subscribe'/>");
+        let out = sim.take(c);
+        if i < 3 {
+            assert!(!out.contains("error"), "{out}");
+        } else {
+            assert!(out.contains("cannot take more contact requests"), "{out}");
+            let own = &sim.node.state().accounts[&format!("u{i}")].roster["bob@localhost"];
+            assert!(!own.ask_out, "no request left pending forever");
+        }
+    }
+    assert_eq!(sim.node.state().accounts["bob"].roster.len(), 3);
+}
+
+fn plain_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+    format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+}
+
+/// TLS negotiated from `ip`; ready for SASL.
+fn tls_stream_from(sim: &mut SimNode, ip: &str) -> u64 {
+    let c = sim.connect_from(ip.parse().unwrap());
+    let h = sim.header();
+    sim.send(c, &h);
+    sim.send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    sim.send(c, &h);
+    sim.take(c);
+    c
+}
+
+/// Advance the clock in steps until `conn` has output; returns it and the time it took.
+fn wait_for_output(sim: &mut SimNode, conn: u64, limit_ms: u64) -> (String, u64) {
+    let start = sim.now.mono_ms;
+    loop {
+        let out = sim.take(conn);
+        if !out.is_empty() || sim.now.mono_ms - start >= limit_ms {
+            return (out, sim.now.mono_ms - start);
+        }
+        sim.advance(50);
+    }
+}
+
+/// 2,000 PLAIN attempts pipelined in one write used to be answered one
+/// after another at once (a success in 1.67 s). One attempt is evaluated
+/// at a time, each next one only after the delay, and the stream is closed
+/// after five: the right password at the end is never even read.
+#[test]
+fn pipelined_guesses_are_read_one_at_a_time_after_each_delay() {
+    let mut sim = node();
+    let c = tls_stream_from(&mut sim, "10.0.0.7");
+    let mut burst: String = (0..2000)
+        .map(|i| plain_auth("alice", &format!("guess{i}")))
+        .collect();
+    burst.push_str(&plain_auth("alice", "wonderland"));
+    // The shell reads a connection only a few buffers ahead of the core;
+    // the simulator hands it over in pieces the same way.
+    for piece in burst.as_bytes().chunks(2048).take(4) {
+        sim.send(c, std::str::from_utf8(piece).unwrap());
+    }
+    assert_eq!(sim.take(c), "", "no answer before the first delay");
+    let mut failures = 0;
+    let mut elapsed = 0;
+    while !sim.is_closed(c) && elapsed < 120_000 {
+        let (out, took) = wait_for_output(&mut sim, c, 60_000);
+        elapsed += took;
+        assert!(!out.contains("<success"), "{out}");
+        failures += out.matches("<not-authorized/>").count();
+    }
+    assert_eq!(failures, 5);
+    assert!(elapsed >= 250 + 500 + 1000 + 2000 + 4000, "{elapsed} ms");
+}
+
+/// Failures count across streams, per address and per account: while a
+/// failure's delay runs, a second stream from the guessing address waits,
+/// so does a guesser elsewhere on the same account; the account's owner
+/// still gets in, within the cap.
+#[test]
+fn failures_count_across_streams_per_address_and_per_account() {
+    let mut sim = node();
+    let guesser = tls_stream_from(&mut sim, "10.0.0.7");
+    for i in 0..3 {
+        sim.send(guesser, &plain_auth("alice", &format!("g{i}")));
+        let (out, _) = wait_for_output(&mut sim, guesser, 60_000);
+        assert!(out.contains("<not-authorized/>"), "{out}");
+    }
+    // A fourth guess; its failure is told after 2 s. Meanwhile:
+    sim.send(guesser, &plain_auth("alice", "g3"));
+    // a new stream from the same address, on another account, waits;
+    let second = tls_stream_from(&mut sim, "10.0.0.7");
+    sim.send(second, &plain_auth("bob", "builder"));
+    // another address guessing the same account waits as well.
+    let elsewhere = tls_stream_from(&mut sim, "10.0.0.8");
+    sim.send(elsewhere, &plain_auth("alice", "nope"));
+    assert_eq!(sim.take(second), "");
+    assert_eq!(sim.take(elsewhere), "");
+    let (out, waited) = wait_for_output(&mut sim, second, 60_000);
+    assert!(out.contains("<success"), "{out}");
+    assert!(waited >= 2000, "same address waited {waited} ms");
+    let (out, waited) = wait_for_output(&mut sim, elsewhere, 60_000);
+    assert!(out.contains("<not-authorized/>"), "{out}");
+    assert!(waited >= 2000, "same account waited {waited} ms");
+    // The owner, from a third address, gets in: late, never locked out.
+    let owner = tls_stream_from(&mut sim, "10.0.0.9");
+    sim.send(owner, &plain_auth("alice", "wonderland"));
+    let (out, waited) = wait_for_output(&mut sim, owner, 60_000);
+    assert!(out.contains("<success"), "{out}");
+    assert!(waited <= 16_000, "{waited} ms");
+    // And her success clears the account's failures.
+    let again = tls_stream_from(&mut sim, "10.0.0.10");
+    sim.send(again, &plain_auth("alice", "wonderland"));
+    assert!(sim.take(again).contains("<success"));
+}
+
+/// 500 offline messages of 4 KB, and a client that reads slowly and is
+/// killed halfway: before, everything was marked delivered when queued
+/// (249 arrived, the rest were lost). Now only what was written counts,
+/// so the next session gets the rest, each message exactly once whole.
+#[test]
+fn offline_messages_count_as_delivered_only_once_written() {
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.offline_bytes_per_account = 8 * 1024 * 1024;
+    let mut sim = SimNode::new(cfg, 11);
+    sim.add_user("alice", "wonderland");
+    sim.add_user("bob", "builder");
+    let alice = sim.login("alice", "wonderland", "a");
+    let body = "o".repeat(4000);
+    for i in 0..500 {
+        sim.send(alice, &format!("<message to='bob@localhost' type='chat' id='m{i}'><body>#{i}# {body}</body></message>"));
+    }
+    assert_eq!(sim.take(alice), "");
+    let bob = sim.login("bob", "builder", "phone");
+    sim.send(bob, "<presence/>");
+    let mut first = String::new();
+    for _ in 0..10 {
+        first += &sim.take_some(bob, 100_000);
+    }
+    // A second session of the account meanwhile is not handed the same ones.
+    let laptop = sim.login("bob", "builder", "laptop");
+    sim.send(laptop, "<presence/>");
+    assert!(
+        !sim.take(laptop).contains("<body>#"),
+        "no message goes to two sessions"
+    );
+    sim.disconnect(bob);
+    sim.disconnect(laptop);
+    let bob = sim.login("bob", "builder", "phone");
+    sim.send(bob, "<presence/>");
+    let second = sim.take(bob);
+    let whole = |out: &str| -> Vec<usize> {
+        out.split("<message ")
+            .filter(|m| m.contains("</message>"))
+            .filter_map(|m| m.split('#').nth(1)?.parse().ok())
+            .collect()
+    };
+    let mut got = whole(&first);
+    got.extend(whole(&second));
+    got.sort();
+    assert_eq!(got, (0..500).collect::<Vec<_>>(), "each exactly once");
+    assert!(
+        whole(&first).len() < 500,
+        "the first session did not read them all"
+    );
+    assert!(sim.node.state().accounts["bob"].offline.is_empty());
+}
+
+/// A client that lets live traffic pile up unread is disconnected (it
+/// used to be the shell's rule; now the core's, with paced deliveries
+/// not counted against it), and everyone else carries on.
+#[test]
+fn a_client_that_does_not_read_is_disconnected_not_the_others() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    let bob = sim.login("bob", "builder", "b");
+    sim.send(bob, "<presence/>");
+    sim.take(bob);
+    let body = "x".repeat(3000);
+    for i in 0..600 {
+        sim.send(
+            alice,
+            &format!("<message to='bob@localhost/b' id='{i}'><body>{body}</body></message>"),
+        );
+        sim.take(alice);
+    }
+    assert!(sim.is_closed(bob), "bob never read 1.8 MB");
+    assert_alive(&mut sim, alice);
+}

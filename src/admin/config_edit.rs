@@ -42,6 +42,7 @@ pub fn effect(running: &Config, new: &Config) -> Effect {
     masked.muc.max_occupants = running.muc.max_occupants;
     masked.muc.archive_messages = running.muc.archive_messages;
     masked.muc.archive_bytes = running.muc.archive_bytes;
+    masked.muc.rooms_per_account = running.muc.rooms_per_account;
     masked.link.grace = running.link.grace;
     // Per-link timing applies from each link's next connection.
     for (m, r) in masked.upstream.iter_mut().zip(&running.upstream) {

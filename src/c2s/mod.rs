@@ -2,7 +2,9 @@
 //! SASL, resource binding, stream errors and timeouts. Once bound, stanzas
 //! go to the IM logic in `im`.
 
+pub mod output;
 mod session;
+pub mod throttle;
 
 pub use session::{Session, Stage};
 
@@ -16,9 +18,19 @@ use base64::Engine;
 
 /// After this many failed logins on one connection it is closed.
 const MAX_AUTH_FAILURES_PER_STREAM: u32 = 5;
+/// Input a session may hold while it cannot take it. The shell reads a
+/// connection only a few buffers ahead of the core, so a client that
+/// keeps to the protocol never comes near it.
+const MAX_HELD_INPUT: usize = 64 * 1024;
 
 impl Node {
     pub(crate) fn on_data(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.consume(conn, bytes);
+    }
+
+    /// Frame and handle input, as far as the session takes it now; the
+    /// rest is held until it can (see `Session::reads_input`).
+    fn consume(&mut self, conn: ConnId, bytes: &[u8]) {
         let mut rest = bytes;
         while !rest.is_empty() {
             let Some(s) = self.sessions.get_mut(&conn) else {
@@ -26,6 +38,17 @@ impl Node {
             };
             if s.closing || s.tls_pending {
                 // Bytes after <starttls/> in plaintext are discarded (RFC 6120 §5.4.3.3).
+                return;
+            }
+            if !s.reads_input() {
+                if s.held_input.len() + rest.len() > MAX_HELD_INPUT {
+                    return self.stream_error(
+                        conn,
+                        "policy-violation",
+                        "sending faster than the server answers",
+                    );
+                }
+                s.held_input.extend_from_slice(rest);
                 return;
             }
             let result = s.framer.next_frame(rest);
@@ -48,6 +71,18 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Input held while the session could not take it, now that it may.
+    pub(crate) fn resume_input(&mut self, conn: ConnId) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if s.held_input.is_empty() || !s.reads_input() {
+            return;
+        }
+        let held = std::mem::take(&mut s.held_input);
+        self.consume(conn, &held);
     }
 
     fn on_frame(&mut self, conn: ConnId, frame: Frame) {
@@ -228,9 +263,13 @@ impl Node {
     }
 
     fn on_auth(&mut self, conn: ConnId, el: &Element) {
-        if !matches!(self.sessions[&conn].stage, Stage::Connected) {
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
+        if !matches!(s.stage, Stage::Connected) {
             return self.sasl_failure(conn, "aborted", false);
         }
+        let peer = s.peer;
         let text = el.text_content();
         let initial = match text.trim() {
             "" => None,
@@ -240,6 +279,28 @@ impl Node {
                 Err(_) => return self.sasl_failure(conn, "incorrect-encoding", false),
             },
         };
+        // The throttle first: an attempt from an address or on an account
+        // that failed recently waits, unread and unevaluated, for its turn.
+        let account = match (el.get_attr("mechanism"), &initial) {
+            (Some("PLAIN"), Some(msg)) => parse_plain(msg).ok().map(|(_, name, _)| name),
+            (Some("SCRAM-SHA-256" | "SCRAM-SHA-1"), Some(msg)) => {
+                parse_client_first(msg).ok().map(|f| f.username)
+            }
+            _ => None,
+        };
+        let account = account.map(|a| self.sasl_user(&a).unwrap_or_else(|| a.to_lowercase()));
+        if let Some(account) = &account {
+            let ready = self.auth_throttle.ready_at(peer, account);
+            if ready > self.now.mono_ms {
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.auth_hold = Some((ready, el.clone()));
+                }
+                return self.arm_timer(conn);
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.auth_account = account;
+        }
         match el.get_attr("mechanism") {
             Some("PLAIN") => self.auth_plain(conn, initial),
             Some("SCRAM-SHA-256") => self.auth_scram(conn, Hash::Sha256, initial),
@@ -353,6 +414,7 @@ impl Node {
     }
 
     fn sasl_success(&mut self, conn: ConnId, user: String, additional: Option<String>) {
+        self.auth_throttle.succeeded(&user);
         let body = additional.map(|a| B64.encode(a)).unwrap_or_default();
         self.send(
             conn,
@@ -374,10 +436,15 @@ impl Node {
             }
             return self.send(conn, bytes);
         }
-        let peer = self.sessions[&conn].peer;
-        let delay = self.auth_failure_delay(peer);
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
+        let (peer, account) = (s.peer, s.auth_account.clone().unwrap_or_default());
         let now = self.now.mono_ms;
-        let s = self.sessions.get_mut(&conn).expect("session");
+        let delay = self.auth_throttle.failed(peer, &account, now);
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         s.stage = Stage::Connected;
         s.auth_failures += 1;
         let due = s.delayed.back().map_or(now, |d| d.0.max(now)) + delay;
@@ -481,6 +548,11 @@ impl Node {
             return;
         };
         s.closing = true;
+        // Offline messages it was being handed and did not get stay stored.
+        self.offline_claims.retain(|_, (owner, _)| *owner != conn);
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         if s.is_bound() {
             self.leave_all_rooms(conn);
             self.go_unavailable(conn, None);
@@ -505,7 +577,9 @@ impl Node {
             };
             match s.delayed.front() {
                 Some((due, _, _)) if *due <= now => {
-                    let (_, bytes, close) = s.delayed.pop_front().expect("front");
+                    let Some((_, bytes, close)) = s.delayed.pop_front() else {
+                        break;
+                    };
                     self.send(conn, bytes);
                     if close {
                         return self.stream_error(
@@ -518,6 +592,15 @@ impl Node {
                 _ => break,
             }
         }
+        // An attempt that waited for the throttle gets its turn.
+        let held = self
+            .sessions
+            .get_mut(&conn)
+            .and_then(|s| s.auth_hold.take_if(|(due, _)| *due <= now));
+        if let Some((_, el)) = held {
+            self.on_auth(conn, &el);
+        }
+        self.resume_input(conn);
         let cfg = &self.cfg;
         let (handshake_ms, stanza_ms, keepalive_ms) = (
             cfg.handshake_timeout_ms,

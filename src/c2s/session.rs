@@ -1,5 +1,6 @@
 //! Per-connection state of a client stream.
 
+use super::output::Output;
 use crate::jid::Jid;
 use crate::node::NodeConfig;
 use crate::scram::ScramServer;
@@ -49,6 +50,18 @@ pub struct Session {
     pub keepalive_due: u64,
     /// Rooms this session has joined, by room localpart.
     pub rooms: BTreeSet<String>,
+    /// What it is sent, paced by what it reads.
+    pub output: Output,
+    /// Input that arrived while the session could not take it (an
+    /// authentication in flight, or output the client has not read yet).
+    pub held_input: Vec<u8>,
+    /// An authentication attempt that waits for the throttle: (when it may
+    /// be evaluated, the `<auth>` element).
+    pub auth_hold: Option<(u64, Element)>,
+    /// The account the authentication in progress is for (throttle key).
+    pub auth_account: Option<String>,
+    /// Its output piled up unread: it is closed at the end of this turn.
+    pub not_reading: bool,
 }
 
 impl Session {
@@ -76,7 +89,22 @@ impl Session {
             carbons: false,
             keepalive_due: 0,
             rooms: BTreeSet::new(),
+            output: Output::default(),
+            held_input: Vec::new(),
+            auth_hold: None,
+            auth_account: None,
+            not_reading: false,
         }
+    }
+
+    /// Whether input is read now: not while an authentication is in flight
+    /// (one at a time, and the throttle's delay before the next is read),
+    /// nor while the client has not read what it was sent.
+    pub fn reads_input(&self) -> bool {
+        self.delayed.is_empty()
+            && self.auth_hold.is_none()
+            && self.output.wants_input()
+            && !self.closing
     }
 
     /// The account this session is logged in as, once authenticated.
@@ -102,7 +130,8 @@ impl Session {
         let partial = self.partial_since.map(|t| t + cfg.stanza_timeout_ms);
         let delayed = self.delayed.front().map(|d| d.0);
         let keepalive = self.is_bound().then_some(self.keepalive_due);
-        [handshake, partial, delayed, keepalive]
+        let held = self.auth_hold.as_ref().map(|h| h.0);
+        [handshake, partial, delayed, keepalive, held]
             .into_iter()
             .flatten()
             .min()

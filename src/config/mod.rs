@@ -132,6 +132,9 @@ pub struct Muc {
     /// Archive retention per room: bytes kept.
     #[serde(default = "default_archive_bytes")]
     pub archive_bytes: u64,
+    /// Rooms one account may create (own).
+    #[serde(default = "default_rooms_per_account")]
+    pub rooms_per_account: usize,
 }
 
 impl Default for Muc {
@@ -142,6 +145,7 @@ impl Default for Muc {
             max_occupants: default_max_occupants(),
             archive_messages: default_archive_messages(),
             archive_bytes: default_archive_bytes(),
+            rooms_per_account: default_rooms_per_account(),
         }
     }
 }
@@ -157,6 +161,9 @@ fn default_archive_messages() -> usize {
 }
 fn default_archive_bytes() -> u64 {
     crate::node::MucLimits::default().archive_bytes
+}
+fn default_rooms_per_account() -> usize {
+    crate::node::MucLimits::default().rooms_per_account
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -439,6 +446,7 @@ impl Config {
                 max_users: self.muc.max_occupants,
                 archive_messages: self.muc.archive_messages,
                 archive_bytes: self.muc.archive_bytes,
+                rooms_per_account: self.muc.rooms_per_account,
                 ..Default::default()
             },
             limits: Limits {
@@ -455,6 +463,8 @@ impl Config {
             offline_bytes_per_account: c.offline_bytes_per_account,
             offline_bytes_total: c.offline_bytes_total,
             roster_limit: c.roster_limit,
+            // Not configurable: the bounds the node keeps fixed.
+            ..NodeConfig::new(&self.domain.0)
         }
     }
 

@@ -5,6 +5,7 @@ mod carbons;
 mod presence;
 mod roster;
 
+use crate::c2s::output::Completion;
 use crate::jid::Jid;
 use crate::node::{ConnId, Node};
 use crate::stanza::{self, Iq};
@@ -223,26 +224,63 @@ impl Node {
     }
 
     /// Hand stored messages to a resource that just became available.
+    ///
+    /// Paced by what the client reads: an installment that fits the
+    /// session's paced backlog goes out, each message is marked delivered
+    /// only once it was written (`offline_written`), and the next
+    /// installment follows. One session of an account is handed them at a
+    /// time, so none is delivered twice; whatever was not written when a
+    /// session ends stays stored for the next one.
     pub(crate) fn deliver_offline(&mut self, conn: ConnId, user: &str) {
-        let Some(acc) = self.state.accounts.get(user) else {
+        let claim = self.offline_claims.get(user).copied();
+        if let Some((owner, _)) = claim {
+            if owner != conn && self.sessions.contains_key(&owner) {
+                return; // Another session of the account is being handed them.
+            }
+        }
+        let after = claim
+            .filter(|(c, _)| *c == conn)
+            .map_or(0, |(_, upto)| upto);
+        let (Some(acc), Some(s)) = (self.state.accounts.get(user), self.sessions.get(&conn)) else {
             return;
         };
-        let Some(last) = acc.offline.back().map(|m| m.id) else {
-            return;
-        };
+        let room = s.output.paced_room();
         let domain = self.cfg.domain.clone();
         let mut out = Vec::new();
-        for m in &acc.offline {
+        let mut bytes = 0;
+        for m in acc.offline.iter().filter(|m| m.id > after) {
             let delay = stanza::delay(&domain, m.stamp_ms).to_xml(ns::CLIENT);
-            out.push(stanza::insert_before_close(&m.xml, &delay).into_bytes());
+            let xml = stanza::insert_before_close(&m.xml, &delay).into_bytes();
+            bytes += xml.len();
+            if bytes > room && !out.is_empty() {
+                break;
+            }
+            out.push((m.id, xml));
         }
-        for bytes in out {
-            self.send(conn, bytes);
+        let Some(&(last, _)) = out.last() else {
+            return;
+        };
+        self.offline_claims.insert(user.to_string(), (conn, last));
+        for (id, xml) in out {
+            let done = Completion::OfflineWritten {
+                user: user.to_string(),
+                upto: id,
+            };
+            self.send_paced(conn, xml, Some(done));
         }
+    }
+
+    /// Offline messages of `user` up to `upto` were written to `conn`: they
+    /// are delivered; the next installment follows if this was the last.
+    pub(crate) fn offline_written(&mut self, conn: ConnId, user: &str, upto: u64) {
         self.commit(Record::OfflineDone {
             user: user.to_string(),
-            upto: last,
+            upto,
         });
+        if self.offline_claims.get(user) == Some(&(conn, upto)) {
+            self.offline_claims.remove(user);
+            self.deliver_offline(conn, user);
+        }
     }
 
     // ---- iq -------------------------------------------------------------------

@@ -21,18 +21,24 @@ impl Node {
                     return self.bounce(conn, &el, "remote-server-not-found");
                 }
                 let contact = to.to_bare();
+                // Clearing flags never needs room in a roster, so only a
+                // subscription request can meet a full one.
                 match kind {
-                    "subscribe" => self.subscribe(&user, &contact),
+                    "subscribe" => {
+                        if let Err(why) = self.subscribe(&user, &contact) {
+                            self.bounce_explained(conn, &el, "resource-constraint", why);
+                        }
+                    }
                     "subscribed" => self.approve(&user, &contact),
                     "unsubscribe" => {
-                        self.update_item(&user, &contact.to_string(), |i| {
+                        let _ = self.update_item(&user, &contact.to_string(), |i| {
                             i.subscription = i.subscription.with_to(false);
                             i.ask_out = false;
                         });
                         self.contact_side_unsubscribe(&user, &contact);
                     }
                     _ => {
-                        self.update_item(&user, &contact.to_string(), |i| {
+                        let _ = self.update_item(&user, &contact.to_string(), |i| {
                             i.subscription = i.subscription.with_from(false);
                             i.pending_in = false;
                         });
@@ -90,32 +96,45 @@ impl Node {
         }
     }
 
-    fn subscribe(&mut self, user: &str, contact: &Jid) {
+    /// `user` asks to see `contact`'s presence. Refused (with why) if either
+    /// roster has no room for it: the bounds hold for requests too.
+    fn subscribe(&mut self, user: &str, contact: &Jid) -> Result<(), &'static str> {
         let contact_key = contact.to_string();
         let already = self
             .roster_item(user, &contact_key)
             .is_some_and(|i| i.subscription.has_to());
         if !already {
-            self.update_item(user, &contact_key, |i| {
+            let asked = self.update_item(user, &contact_key, |i| {
                 i.ask_out = true;
                 i.visible = true;
             });
+            asked.map_err(|_| "your roster is full")?;
         }
         let user_jid = self.user_jid(user);
         let Some(cuser) = self.local_account(contact) else {
             // No such account: it can never approve.
-            self.update_item(user, &contact_key, |i| i.ask_out = false);
-            return self.notify(user, &contact_key, "unsubscribed");
+            let _ = self.update_item(user, &contact_key, |i| i.ask_out = false);
+            self.notify(user, &contact_key, "unsubscribed");
+            return Ok(());
         };
         if self
             .roster_item(&cuser, &user_jid)
             .is_some_and(|i| i.subscription.has_from())
         {
             // Already approved earlier: confirm at once.
-            return self.approve(&cuser, &Jid::parse(&user_jid).expect("own jid"));
+            let user = Jid::new(Some(user), &self.cfg.domain, None).map_err(|_| "bad address")?;
+            self.approve(&cuser, &user);
+            return Ok(());
         }
-        self.update_item(&cuser, &user_jid, |i| i.pending_in = true);
+        if self
+            .update_item(&cuser, &user_jid, |i| i.pending_in = true)
+            .is_err()
+        {
+            let _ = self.update_item(user, &contact_key, |i| i.ask_out = false);
+            return Err("the contact cannot take more contact requests");
+        }
         self.notify(&cuser, &user_jid, "subscribe");
+        Ok(())
     }
 
     /// `user` approves `contact`'s request to see `user`'s presence.
@@ -130,7 +149,8 @@ impl Node {
         if !pending && !already {
             return; // No request to approve; pre-approval is not supported.
         }
-        self.update_item(user, &contact_key, |i| {
+        // The item is there (a request was pending, or it was approved).
+        let _ = self.update_item(user, &contact_key, |i| {
             i.pending_in = false;
             i.subscription = i.subscription.with_from(true);
             i.visible = true;
@@ -139,7 +159,9 @@ impl Node {
         let Some(cuser) = self.local_account(contact) else {
             return;
         };
-        self.update_item(&cuser, &user_jid, |i| {
+        // The requester's item holds its request; if it was removed and the
+        // roster filled since, the approval is not recorded there.
+        let _ = self.update_item(&cuser, &user_jid, |i| {
             i.ask_out = false;
             i.subscription = i.subscription.with_to(true);
             i.visible = true;
@@ -160,7 +182,7 @@ impl Node {
         if !item.subscription.has_from() && !item.pending_in {
             return;
         }
-        self.update_item(&cuser, &user_jid, |i| {
+        let _ = self.update_item(&cuser, &user_jid, |i| {
             i.subscription = i.subscription.with_from(false);
             i.pending_in = false;
         });
@@ -180,7 +202,7 @@ impl Node {
         if !item.subscription.has_to() && !item.ask_out {
             return;
         }
-        self.update_item(&cuser, &user_jid, |i| {
+        let _ = self.update_item(&cuser, &user_jid, |i| {
             i.subscription = i.subscription.with_to(false);
             i.ask_out = false;
         });

@@ -7,28 +7,52 @@ use crate::state::{Record, RosterItem};
 use crate::xml::{ns, Element};
 
 const MAX_NAME_BYTES: usize = 1023;
+/// Groups one roster item may be in.
+const MAX_GROUPS: usize = 32;
+
+/// What a roster item costs, for the bound on a roster's bytes.
+fn item_bytes(contact: &str, item: &RosterItem) -> usize {
+    contact.len()
+        + item.name.as_ref().map_or(0, String::len)
+        + item.groups.iter().map(|g| g.len() + 16).sum::<usize>()
+        + 64
+}
+
+/// The roster has no room for a change (items or bytes).
+#[derive(Debug)]
+pub(crate) struct RosterFull;
 
 impl Node {
-    /// Change one roster item of `user` durably and push it to interested resources.
+    /// Change one roster item of `user` durably and push it to interested
+    /// resources. Every path that adds to a roster goes through here, so the
+    /// bounds (items and bytes per account) hold on all of them.
     pub(crate) fn update_item(
         &mut self,
         user: &str,
         contact: &str,
         change: impl FnOnce(&mut RosterItem),
-    ) {
+    ) -> Result<(), RosterFull> {
         let Some(acc) = self.state.accounts.get(user) else {
-            return;
+            return Ok(());
         };
         let before = acc.roster.get(contact).cloned();
         let mut item = before.clone().unwrap_or_default();
         change(&mut item);
         if before.as_ref() == Some(&item) {
-            return;
+            return Ok(());
         }
         let empty = !item.visible
             && !item.pending_in
             && !item.ask_out
             && item.subscription == Default::default();
+        if !empty {
+            let old = before.as_ref().map_or(0, |b| item_bytes(contact, b));
+            let bytes: usize = acc.roster.iter().map(|(c, i)| item_bytes(c, i)).sum();
+            let too_many = before.is_none() && acc.roster.len() >= self.cfg.roster_limit;
+            if too_many || bytes - old + item_bytes(contact, &item) > self.cfg.roster_bytes {
+                return Err(RosterFull);
+            }
+        }
         let was_visible = before.as_ref().is_some_and(|i| i.visible);
         if empty {
             if before.is_some() {
@@ -48,6 +72,7 @@ impl Node {
             let shown = (item.visible && !empty).then_some(&item);
             self.roster_push(user, contact, shown.cloned());
         }
+        Ok(())
     }
 
     fn roster_push(&mut self, user: &str, contact: &str, item: Option<RosterItem>) {
@@ -92,7 +117,9 @@ impl Node {
             };
             let mut reply = stanza::iq_result(iq, &me, payload);
             reply.remove_attr("from");
-            return self.send_el(conn, &reply);
+            // Up to `roster_bytes`: paced like other large deliveries.
+            let bytes = reply.to_xml(ns::CLIENT).into_bytes();
+            return self.send_paced(conn, bytes, None);
         }
         let items: Vec<&Element> = query
             .elements()
@@ -120,7 +147,8 @@ impl Node {
             if existing.subscription.has_from() || existing.pending_in {
                 self.contact_side_unsubscribed(&user, &contact);
             }
-            self.update_item(&user, &key, |i| *i = RosterItem::default());
+            // Emptying an item never needs room.
+            let _ = self.update_item(&user, &key, |i| *i = RosterItem::default());
         } else {
             let name = item
                 .get_attr("name")
@@ -129,7 +157,7 @@ impl Node {
             let mut groups: Vec<String> = Vec::new();
             for g in item.elements().filter(|e| e.is("group", ns::ROSTER)) {
                 let g = g.text_content();
-                if g.is_empty() || g.len() > MAX_NAME_BYTES {
+                if g.is_empty() || g.len() > MAX_NAME_BYTES || groups.len() >= MAX_GROUPS {
                     return self.bounce_from_account(conn, iq, "not-acceptable");
                 }
                 if groups.contains(&g) {
@@ -140,15 +168,14 @@ impl Node {
             if name.as_ref().is_some_and(|n| n.len() > MAX_NAME_BYTES) {
                 return self.bounce_from_account(conn, iq, "not-acceptable");
             }
-            let roster = &self.state.accounts[&user].roster;
-            if !roster.contains_key(&key) && roster.len() >= self.cfg.roster_limit {
-                return self.bounce_from_account(conn, iq, "resource-constraint");
-            }
-            self.update_item(&user, &key, |i| {
+            let updated = self.update_item(&user, &key, |i| {
                 i.name = name;
                 i.groups = groups;
                 i.visible = true;
             });
+            if updated.is_err() {
+                return self.bounce_from_account(conn, iq, "resource-constraint");
+            }
         }
         let mut reply = stanza::iq_result(iq, &me, None);
         reply.remove_attr("from");

@@ -10,6 +10,9 @@ use crate::stanza;
 use crate::xml::{escape, ns, Element};
 
 const DEFAULT_PAGE: usize = 50;
+/// A page ends early past this many bytes (RSM lets a server return fewer
+/// items than asked; the client asks for the next page).
+const PAGE_BYTES: usize = 256 * 1024;
 
 pub(super) fn query_form() -> Element {
     let field = |var: &str, kind: &str| {
@@ -86,15 +89,39 @@ impl Node {
         let room_jid = self.room_jid(room);
         let to_attr = escape(&self.origin_jid(origin).to_string());
         let queryid = query.get_attr("queryid").map(escape);
-        let page: Vec<(String, String)> = matching[from..to]
-            .iter()
-            .map(|m| {
-                (
-                    m.stanza_id.clone(),
-                    result_xml(m, &to_attr, &room_jid, queryid.as_deref()),
-                )
-            })
-            .collect();
+        let result = |m: &Archived| {
+            (
+                m.stanza_id.clone(),
+                result_xml(m, &to_attr, &room_jid, queryid.as_deref()),
+            )
+        };
+        // Within the page's bytes: from the end a page is anchored to (its
+        // start going forward, its end going backward).
+        let backward = q.before.is_some();
+        let mut page: Vec<(String, String)> = Vec::new();
+        let mut bytes = 0;
+        let mut cut = false;
+        let span = &matching[from..to];
+        let ordered: Vec<&&Archived> = if backward {
+            span.iter().rev().collect()
+        } else {
+            span.iter().collect()
+        };
+        for m in ordered {
+            let (id, xml) = result(m);
+            bytes += xml.len();
+            if bytes > PAGE_BYTES && !page.is_empty() {
+                cut = true;
+                break;
+            }
+            page.push((id, xml));
+        }
+        let (from, complete) = if backward {
+            page.reverse();
+            (to - page.len(), complete && !cut)
+        } else {
+            (from, complete && !cut)
+        };
         let total = matching.len();
         for (_, xml) in &page {
             self.reply_raw(origin, xml.clone());

@@ -153,10 +153,10 @@ impl Node {
         }
     }
 
-    /// Answer with already serialised XML (archive results).
+    /// Answer with already serialised XML (archive results, paced).
     pub(crate) fn reply_raw(&mut self, origin: &Origin, xml: String) {
         match origin {
-            Origin::Local(conn) => self.send(*conn, xml.into_bytes()),
+            Origin::Local(conn) => self.send_paced(*conn, xml.into_bytes(), None),
             Origin::Remote { .. } => match crate::xml::parse_fragment(&xml) {
                 Ok(el) => self.reply(origin, &el),
                 Err(e) => log::warn!("muc: cannot relay a reply: {e:?}"),
@@ -630,7 +630,11 @@ impl Node {
         let mut chars = 0usize;
         // Bounded in bytes too: the newest that fit, never a refused join.
         let mut bytes = 0usize;
-        let budget = self.cfg.muc.join_history_bytes;
+        let room_left = self
+            .conn_of_full(to)
+            .and_then(|c| self.sessions.get(&c))
+            .map_or(0, |s| s.output.paced_room());
+        let budget = self.cfg.muc.join_history_bytes.min(room_left);
         let mut picked = Vec::new();
         for m in rs.archive.iter().rev() {
             if picked.len() >= limit
@@ -655,7 +659,7 @@ impl Node {
             return;
         };
         for xml in picked.into_iter().rev() {
-            self.send(conn, xml.into_bytes());
+            self.send_paced(conn, xml.into_bytes(), None);
         }
     }
 

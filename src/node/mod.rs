@@ -4,6 +4,7 @@
 
 mod status;
 
+use crate::c2s::output::Completion;
 use crate::c2s::Session;
 use crate::scram::Credentials;
 use crate::state::{Record, State};
@@ -154,6 +155,9 @@ pub struct NodeConfig {
     pub offline_bytes_per_account: u64,
     pub offline_bytes_total: u64,
     pub roster_limit: usize,
+    /// Bytes of one account's roster (so a roster fetch always fits what a
+    /// connection may queue).
+    pub roster_bytes: usize,
 }
 
 impl NodeConfig {
@@ -173,6 +177,7 @@ impl NodeConfig {
             offline_bytes_per_account: 4 * 1024 * 1024,
             offline_bytes_total: 64 * 1024 * 1024,
             roster_limit: 1000,
+            roster_bytes: 512 * 1024,
         }
     }
 }
@@ -273,6 +278,11 @@ pub enum Event {
         conn: ConnId,
         bytes: Vec<u8>,
     },
+    /// The shell wrote this many bytes of `conn`'s output to the socket.
+    Written {
+        conn: ConnId,
+        bytes: usize,
+    },
     TlsEstablished {
         conn: ConnId,
     },
@@ -318,11 +328,6 @@ pub enum Action {
     },
 }
 
-struct AuthFailures {
-    count: u32,
-    last_ms: u64,
-}
-
 pub struct Node {
     pub(crate) cfg: NodeConfig,
     pub(crate) state: State,
@@ -355,12 +360,14 @@ pub struct Node {
     /// When replicas restored at start that nobody rejoined are dropped, per
     /// upstream (set while its link is up).
     pub(crate) mirror_idle_due: std::collections::BTreeMap<String, u64>,
-    auth_failures: HashMap<IpAddr, AuthFailures>,
+    pub(crate) auth_throttle: crate::c2s::throttle::AuthThrottle,
+    /// Which session is being handed an account's offline messages, and up
+    /// to which id (so no message goes to two sessions).
+    pub(crate) offline_claims: HashMap<String, (ConnId, u64)>,
     rng: ChaCha20Rng,
     actions: Vec<Action>,
     timers: BinaryHeap<Reverse<(u64, ConnId)>>,
     pub(crate) now: Now,
-    fake_salt_key: [u8; 32],
     push_counter: u64,
 }
 
@@ -380,9 +387,7 @@ fn take_due(deadlines: &mut std::collections::BTreeMap<String, u64>, now: u64) -
 impl Node {
     /// `state` is the replay of the log; `seed` the only source of randomness.
     pub fn new(cfg: NodeConfig, state: State, seed: [u8; 32]) -> Node {
-        let mut rng = ChaCha20Rng::from_seed(seed);
-        let mut fake_salt_key = [0u8; 32];
-        rng.fill_bytes(&mut fake_salt_key);
+        let rng = ChaCha20Rng::from_seed(seed);
         let mut node = Node {
             cfg,
             state,
@@ -400,15 +405,22 @@ impl Node {
             grace_due: std::collections::BTreeMap::new(),
             detached: std::collections::BTreeSet::new(),
             mirror_idle_due: std::collections::BTreeMap::new(),
-            auth_failures: HashMap::new(),
+            auth_throttle: Default::default(),
+            offline_claims: HashMap::new(),
             rng,
             actions: Vec::new(),
             timers: BinaryHeap::new(),
             now: Now::default(),
-            fake_salt_key,
             push_counter: 0,
         };
         node.epoch = node.random_id();
+        if node.state.secret.is_none() {
+            // Made once and kept: what derives from it (the salts shown for
+            // unknown users) must not change at a restart.
+            let mut secret = vec![0u8; 32];
+            node.random_bytes(&mut secret);
+            node.commit(Record::ServerSecret { secret });
+        }
         node.drop_rooms_that_died_with_their_occupants();
         node.restore_mirrors();
         for upstream in node.cfg.link.upstreams.clone() {
@@ -447,6 +459,7 @@ impl Node {
                 self.arm_timer(conn);
             }
             Event::TlsEstablished { conn } => self.on_tls_established(conn),
+            Event::Written { conn, bytes } => self.on_written(conn, bytes),
             Event::Disconnected { conn } if self.links.contains_key(&conn) => {
                 self.on_link_down(conn)
             }
@@ -514,6 +527,7 @@ impl Node {
     }
 
     pub fn drain_actions(&mut self) -> Vec<Action> {
+        self.reap_unread_sessions();
         self.flush_links();
         std::mem::take(&mut self.actions)
     }
@@ -532,8 +546,91 @@ impl Node {
 
     // ---- output helpers -------------------------------------------------
 
+    /// Send live traffic: to a client session through its paced output
+    /// (see `c2s::output`), to anything else (a link) at once.
     pub(crate) fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
-        self.actions.push(Action::Send { conn, bytes });
+        self.queue_output(conn, bytes, false, None);
+    }
+
+    /// Send a large delivery to a client session, paced by what it reads;
+    /// `done` is carried out once the bytes are written.
+    pub(crate) fn send_paced(&mut self, conn: ConnId, bytes: Vec<u8>, done: Option<Completion>) {
+        self.queue_output(conn, bytes, true, done);
+    }
+
+    fn queue_output(
+        &mut self,
+        conn: ConnId,
+        bytes: Vec<u8>,
+        paced: bool,
+        done: Option<Completion>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return self.actions.push(Action::Send { conn, bytes });
+        };
+        if s.not_reading {
+            return;
+        }
+        if s.output.push(bytes, paced, done).is_err() {
+            log::info!("c2s {conn}: client is not reading; disconnecting");
+            s.not_reading = true;
+            return self.actions.push(Action::Close { conn });
+        }
+        self.release_output(conn);
+    }
+
+    /// Hand the shell what fits in a session's window.
+    fn release_output(&mut self, conn: ConnId) {
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            for bytes in s.output.release() {
+                self.actions.push(Action::Send { conn, bytes });
+            }
+        }
+    }
+
+    /// The shell wrote `n` bytes of a session's output: carry out what was
+    /// waiting for them, open the window, read input held meanwhile.
+    fn on_written(&mut self, conn: ConnId, n: usize) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        // One record per account for all its messages written at once.
+        let mut offline: Vec<(String, u64)> = Vec::new();
+        for done in s.output.written(n) {
+            match done {
+                Completion::OfflineWritten { user, upto } => {
+                    match offline.iter_mut().find(|(u, _)| *u == user) {
+                        Some(entry) => entry.1 = entry.1.max(upto),
+                        None => offline.push((user, upto)),
+                    }
+                }
+            }
+        }
+        for (user, upto) in offline {
+            self.offline_written(conn, &user, upto);
+        }
+        self.release_output(conn);
+        self.resume_input(conn);
+    }
+
+    /// Sessions whose output piled up unread are closed now, at the end of
+    /// the turn (not in the middle of whatever was sending to them).
+    fn reap_unread_sessions(&mut self) {
+        let gone: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.not_reading)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in gone {
+            self.end_session(conn);
+        }
+    }
+
+    /// Whether the shell should go on reading `conn` (false while the core
+    /// holds its input back: see `Session::reads_input`).
+    pub fn accepts_input(&self, conn: ConnId) -> bool {
+        self.sessions.get(&conn).is_none_or(|s| s.reads_input())
     }
 
     pub(crate) fn send_el(&mut self, conn: ConnId, el: &Element) {
@@ -573,31 +670,12 @@ impl Node {
         format!("push{}", self.push_counter)
     }
 
-    /// Salt shown for unknown users, stable per name so probing learns nothing.
+    /// Salt shown for unknown users, stable per name (across restarts too)
+    /// so probing cannot tell which accounts exist.
     pub(crate) fn fake_salt(&self, user: &str) -> Vec<u8> {
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.fake_salt_key);
+        let secret = self.state.secret.as_deref().unwrap_or_default();
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
         ring::hmac::sign(&key, user.as_bytes()).as_ref()[..16].to_vec()
-    }
-
-    /// Record an authentication failure from `peer`; returns the delay
-    /// before the failure may be reported (doubling per recent failure).
-    pub(crate) fn auth_failure_delay(&mut self, peer: IpAddr) -> u64 {
-        const FORGET_AFTER_MS: u64 = 10 * 60_000;
-        let now = self.now.mono_ms;
-        if self.auth_failures.len() > 10_000 {
-            self.auth_failures
-                .retain(|_, f| now - f.last_ms < FORGET_AFTER_MS);
-        }
-        let f = self.auth_failures.entry(peer).or_insert(AuthFailures {
-            count: 0,
-            last_ms: now,
-        });
-        if now - f.last_ms > FORGET_AFTER_MS {
-            f.count = 0;
-        }
-        f.count = f.count.saturating_add(1);
-        f.last_ms = now;
-        (250u64 << (f.count - 1).min(6)).min(16_000)
     }
 
     // ---- admin ----------------------------------------------------------

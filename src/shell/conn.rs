@@ -1,5 +1,13 @@
 //! One task per client connection: reads bytes into the core's event
-//! channel, writes what the core queued for it, upgrades to TLS on demand.
+//! channel, writes what the core queued for it (and says how much it
+//! wrote: the core paces output by it), upgrades to TLS on demand.
+//!
+//! Reading is paced by the core too: before each read the task takes a
+//! credit, and the core loop returns it only once the core has handled the
+//! data and still wants input from this connection. So a connection is
+//! never more than [`READ_CREDITS`] reads ahead of the core, and one that
+//! asks faster than it reads (or guesses passwords faster than the
+//! throttle allows) is simply not read.
 
 use crate::node::{ConnId, Event};
 use futures_lite::future;
@@ -11,10 +19,11 @@ use smol::Async;
 use std::cell::Cell;
 use std::io;
 use std::net::TcpStream;
-use std::rc::Rc;
 
 /// Plaintext read buffer; TLS records are buffered inside rustls.
 const READ_BUF: usize = 2048;
+/// Reads a connection may be ahead of the core.
+pub const READ_CREDITS: usize = 4;
 
 pub enum Out {
     Bytes(Vec<u8>),
@@ -25,8 +34,25 @@ pub enum Out {
 /// The core's handle on a connection task.
 pub struct ConnHandle {
     pub tx: Sender<Out>,
-    /// Bytes queued but not yet written: a slow reader is cut off past a bound.
-    pub queued: Rc<Cell<usize>>,
+    /// Credits the task took for reads the core has not given back yet.
+    pub credits: Receiver<()>,
+    /// Reads handled by the core whose credit is held back (the core does
+    /// not want more input from this connection now).
+    pub withheld: Cell<usize>,
+}
+
+impl ConnHandle {
+    /// The core handled one read of this connection.
+    pub fn read_handled(&self) {
+        self.withheld.set(self.withheld.get() + 1);
+    }
+
+    /// Let the task read again, as far as the core handled its reads.
+    pub fn return_credits(&self) {
+        for _ in 0..self.withheld.replace(0) {
+            let _ = self.credits.try_recv();
+        }
+    }
 }
 
 /// A connection's byte stream: plain (before STARTTLS), or TLS as the
@@ -82,20 +108,30 @@ pub async fn serve(
     conn: ConnId,
     mut io: Io,
     out: Receiver<Out>,
-    queued: Rc<Cell<usize>>,
+    credits: Sender<()>,
     events: Sender<Event>,
     tls: TlsAcceptor,
 ) {
     let mut buf = vec![0u8; READ_BUF];
+    // A credit taken and not yet spent on a read (output may win the race
+    // below after the credit was taken; it is kept for the next read).
+    let mut credit = false;
     loop {
-        // Output first: it drains what the core produced before reading more.
-        let step = future::or(async { Step::Out(out.recv().await.ok()) }, async {
+        // Output first: it drains what the core produced before reading
+        // more; a read waits for a credit from the core.
+        let read = async {
+            if !credit {
+                if credits.send(()).await.is_err() {
+                    return Step::Read(Ok(0));
+                }
+                credit = true;
+            }
             Step::Read(io.read(&mut buf).await)
-        })
-        .await;
+        };
+        let step = future::or(async { Step::Out(out.recv().await.ok()) }, read).await;
         match step {
             Step::Out(Some(Out::Bytes(bytes))) => {
-                queued.set(queued.get().saturating_sub(bytes.len()));
+                let mut written = bytes.len();
                 if io.write_all(&bytes).await.is_err() {
                     break;
                 }
@@ -105,7 +141,7 @@ pub async fn serve(
                 while let Ok(next) = out.try_recv() {
                     match next {
                         Out::Bytes(b) => {
-                            queued.set(queued.get().saturating_sub(b.len()));
+                            written += b.len();
                             if io.write_all(&b).await.is_err() {
                                 close = true;
                                 break;
@@ -124,6 +160,13 @@ pub async fn serve(
                 if io.flush().await.is_err() || close {
                     break;
                 }
+                let done = Event::Written {
+                    conn,
+                    bytes: written,
+                };
+                if events.send(done).await.is_err() {
+                    break;
+                }
                 if starttls && !start_tls(conn, &mut io, &out, &tls, &events).await {
                     break;
                 }
@@ -137,6 +180,7 @@ pub async fn serve(
             Step::Out(Some(Out::Close)) | Step::Out(None) => break,
             Step::Read(Ok(0)) | Step::Read(Err(_)) => break,
             Step::Read(Ok(n)) => {
+                credit = false;
                 if events
                     .send(Event::Data {
                         conn,

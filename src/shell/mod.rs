@@ -32,8 +32,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A connection whose unwritten output exceeds this is cut off.
-const MAX_QUEUED_BYTES: usize = 1024 * 1024;
 /// Events handled per batch before one group commit.
 const MAX_BATCH: usize = 256;
 /// Compact when the log holds this much more than the last snapshot.
@@ -216,11 +214,22 @@ async fn serve(
         }
         for event in batch {
             shutting_down |= matches!(event, Event::Shutdown);
+            if let Event::Data { conn, .. } = &event {
+                if let Some(h) = conns.borrow().get(conn) {
+                    h.read_handled();
+                }
+            }
             node.handle(clock.now(), event);
         }
         node.handle_timeout(clock.now());
         let mut dials = Vec::new();
         apply_actions(&mut node, &mut log, &conns, &waiters, &mut dials)?;
+        // Connections read on only as far as the core wants their input.
+        for (conn, h) in conns.borrow().iter() {
+            if h.withheld.get() > 0 && node.accepts_input(*conn) {
+                h.return_credits();
+            }
+        }
         for peer in dials {
             dial(&wiring, peer, &link_tls.upstreams);
         }
@@ -294,17 +303,11 @@ fn apply_actions(
         match a {
             Action::Persist(_) => {}
             Action::Send { conn, bytes } => {
-                let mut map = conns.borrow_mut();
-                let Some(h) = map.get(&conn) else { continue };
-                let queued = h.queued.get() + bytes.len();
-                if queued > MAX_QUEUED_BYTES {
-                    log::info!("c2s {conn}: client is not reading; disconnecting");
-                    h.tx.close();
-                    map.remove(&conn);
-                    continue;
+                // Bounded by the core: a client's output is paced by what it
+                // reads; a link's by its acknowledgements and queue bounds.
+                if let Some(h) = conns.borrow().get(&conn) {
+                    let _ = h.tx.try_send(Out::Bytes(bytes));
                 }
-                h.queued.set(queued);
-                let _ = h.tx.try_send(Out::Bytes(bytes));
             }
             Action::StartTls { conn } => {
                 if let Some(h) = conns.borrow().get(&conn) {
@@ -346,12 +349,13 @@ impl<'a> Wiring<'a> {
         let conn = self.next_id.get();
         self.next_id.set(conn + 1);
         let (tx, rx) = channel::unbounded();
-        let queued = Rc::new(Cell::new(0));
+        let (credit_tx, credit_rx) = channel::bounded(conn::READ_CREDITS);
         self.conns.borrow_mut().insert(
             conn,
             ConnHandle {
                 tx,
-                queued: queued.clone(),
+                credits: credit_rx,
+                withheld: Cell::new(0),
             },
         );
         if self.events.send(first(conn)).await.is_err() {
@@ -361,7 +365,7 @@ impl<'a> Wiring<'a> {
         let w = self.clone();
         self.ex
             .spawn(async move {
-                conn::serve(conn, io, rx, queued, w.events.clone(), w.c2s_tls.clone()).await;
+                conn::serve(conn, io, rx, credit_tx, w.events.clone(), w.c2s_tls.clone()).await;
                 w.conns.borrow_mut().remove(&conn);
                 w.live_tasks.set(w.live_tasks.get() - 1);
             })

@@ -121,12 +121,14 @@ impl SimNode {
     }
 
     pub fn connect(&mut self) -> ConnId {
+        self.connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// A client connection from a given address.
+    pub fn connect_from(&mut self, peer: IpAddr) -> ConnId {
         let conn = self.next_conn;
         self.next_conn += 1;
-        self.event(Event::Accepted {
-            conn,
-            peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        });
+        self.event(Event::Accepted { conn, peer });
         conn
     }
 
@@ -148,9 +150,30 @@ impl SimNode {
         String::from_utf8(self.take_bytes(conn)).expect("client streams are UTF-8")
     }
 
-    /// The bytes a connection received (a link's may be compressed).
+    /// The bytes a connection received (a link's may be compressed): the
+    /// client reads everything, and the node hears it was written, which
+    /// lets paced output (offline messages, history) go on until nothing
+    /// more comes.
     pub fn take_bytes(&mut self, conn: ConnId) -> Vec<u8> {
-        self.outbox.remove(&conn).unwrap_or_default()
+        let mut got = Vec::new();
+        while let Some(bytes) = self.outbox.remove(&conn).filter(|b| !b.is_empty()) {
+            let n = bytes.len();
+            got.extend(bytes);
+            self.event(Event::Written { conn, bytes: n });
+        }
+        got
+    }
+
+    /// What a slow client reads: at most `max` bytes of what arrived (the
+    /// rest stays unread, and the node hears only of what was read).
+    pub fn take_some(&mut self, conn: ConnId, max: usize) -> String {
+        let Some(bytes) = self.outbox.get_mut(&conn) else {
+            return String::new();
+        };
+        let n = max.min(bytes.len());
+        let read: Vec<u8> = bytes.drain(..n).collect();
+        self.event(Event::Written { conn, bytes: n });
+        String::from_utf8_lossy(&read).into_owned()
     }
 
     pub fn is_closed(&self, conn: ConnId) -> bool {

@@ -109,14 +109,51 @@ struct StateBeforeAdmin {
     mirrors: BTreeMap<String, MirrorCache>,
 }
 
-impl From<StateBeforeAdmin> for State {
-    fn from(old: StateBeforeAdmin) -> State {
-        State {
+impl From<StateBeforeAdmin> for LegacyState {
+    fn from(old: StateBeforeAdmin) -> LegacyState {
+        LegacyState {
             accounts: old.accounts,
             rooms: old.rooms,
             links: old.links,
             mirrors: old.mirrors,
             admin: None,
+        }
+    }
+}
+
+/// The layout of a whole-state snapshot record, as the releases before
+/// snapshots came in parts wrote it. Read, never written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyState {
+    pub accounts: BTreeMap<String, Account>,
+    pub rooms: BTreeMap<String, RoomState>,
+    pub links: BTreeMap<String, LinkState>,
+    pub mirrors: BTreeMap<String, MirrorCache>,
+    pub admin: Option<Credentials>,
+}
+
+/// For tests that write what older releases wrote.
+impl From<State> for LegacyState {
+    fn from(s: State) -> LegacyState {
+        LegacyState {
+            accounts: s.accounts,
+            rooms: s.rooms,
+            links: s.links,
+            mirrors: s.mirrors,
+            admin: s.admin,
+        }
+    }
+}
+
+impl From<LegacyState> for State {
+    fn from(old: LegacyState) -> State {
+        State {
+            accounts: old.accounts,
+            rooms: old.rooms,
+            links: old.links,
+            mirrors: old.mirrors,
+            admin: old.admin,
+            secret: None,
         }
     }
 }
@@ -134,6 +171,9 @@ pub struct State {
     /// The admin password of the serial console and the web page (hashed
     /// like account passwords; unset until the first-run setup).
     pub admin: Option<Credentials>,
+    /// A random secret made at the first start and kept (the salts shown
+    /// for unknown users derive from it).
+    pub secret: Option<Vec<u8>>,
 }
 
 /// What survives a restart of a link: the events not yet acknowledged by the
@@ -156,7 +196,7 @@ pub struct LinkState {
 pub enum Record {
     /// Replaces the whole state (written by compaction before snapshots
     /// came in parts; still read, no longer written).
-    Snapshot(State),
+    Snapshot(LegacyState),
     AccountSet {
         user: String,
         creds: Credentials,
@@ -221,6 +261,10 @@ pub enum Record {
     SnapshotEnd {
         parts: u64,
     },
+    /// The node's secret, made at its first start.
+    ServerSecret {
+        secret: Vec<u8>,
+    },
 }
 
 impl Record {
@@ -259,7 +303,7 @@ impl State {
     pub fn apply(&mut self, record: &Record) {
         match record {
             Record::Snapshot(s) => {
-                *self = s.clone();
+                *self = s.clone().into();
                 self.accounts.values_mut().for_each(Account::recount);
                 for l in self.links.values_mut() {
                     l.unacked_bytes = l.unacked.iter().map(|(_, x)| x.len() as u64).sum();
@@ -356,6 +400,7 @@ impl State {
             // Snapshots are assembled by `snapshot::Replay`, never committed.
             Record::SnapshotPart(part) => self.apply_part(part),
             Record::SnapshotBegin { .. } | Record::SnapshotEnd { .. } => {}
+            Record::ServerSecret { secret } => self.secret = Some(secret.clone()),
         }
     }
 }
@@ -386,7 +431,10 @@ mod tests {
         };
         let mut bytes = vec![0u8];
         bytes.extend(postcard::to_allocvec(&old).unwrap());
-        assert_eq!(Record::decode(&bytes).unwrap(), Record::Snapshot(state));
+        let Record::Snapshot(decoded) = Record::decode(&bytes).unwrap() else {
+            panic!("not a snapshot");
+        };
+        assert_eq!(State::from(decoded), state);
     }
 
     #[test]
@@ -433,7 +481,8 @@ mod tests {
         assert_eq!(acc.offline.len(), 1);
         assert_eq!(acc.offline[0].id, 2);
         let mut from_snapshot = State::default();
-        from_snapshot.apply(&Record::decode(&Record::Snapshot(direct.clone()).encode()).unwrap());
+        let legacy = Record::Snapshot(direct.clone().into());
+        from_snapshot.apply(&Record::decode(&legacy.encode()).unwrap());
         assert_eq!(from_snapshot, direct);
     }
 

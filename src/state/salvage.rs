@@ -152,6 +152,9 @@ fn overlay(state: &mut State, partial: State) {
     if partial.admin.is_some() {
         state.admin = partial.admin;
     }
+    if partial.secret.is_some() {
+        state.secret = partial.secret;
+    }
 }
 
 #[cfg(test)]

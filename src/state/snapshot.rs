@@ -73,6 +73,9 @@ pub enum SnapshotPart {
     Admin {
         creds: Credentials,
     },
+    Secret {
+        secret: Vec<u8>,
+    },
 }
 
 impl State {
@@ -146,6 +149,7 @@ impl State {
                 }
             }
             SnapshotPart::Admin { creds } => self.admin = Some(creds.clone()),
+            SnapshotPart::Secret { secret } => self.secret = Some(secret.clone()),
         }
     }
 }
@@ -279,6 +283,10 @@ pub fn write_snapshot(
             },
             &mut emit,
         )?;
+    }
+    if let Some(secret) = &state.secret {
+        let secret = secret.clone();
+        part(SnapshotPart::Secret { secret }, &mut emit)?;
     }
     emit(Record::SnapshotEnd { parts })
 }
@@ -507,6 +515,9 @@ mod tests {
             }),
         });
         s.apply(&Record::AdminPassword { creds });
+        s.apply(&Record::ServerSecret {
+            secret: vec![9; 32],
+        });
         s
     }
 
@@ -593,7 +604,9 @@ mod tests {
     fn a_snapshot_written_as_one_record_still_loads() {
         let state = populated(5, "old");
         let mut log = reopen(MemStorage::new()).log;
-        let old = Record::Snapshot(state.clone());
+        let mut state = state;
+        state.secret = None; // Not part of the old layout.
+        let old = Record::Snapshot(state.clone().into());
         log.append(old.kind(), &old.encode()).unwrap();
         log.append(
             2,
