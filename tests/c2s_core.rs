@@ -1012,3 +1012,195 @@ fn a_client_that_does_not_read_is_disconnected_not_the_others() {
     assert!(sim.is_closed(bob), "bob never read 1.8 MB");
     assert_alive(&mut sim, alice);
 }
+
+/// 1,000 idle connections from one address used to take every slot, and
+/// nobody could log in. Unauthenticated connections are capped per address
+/// and in all; the rest of the slots are kept for users who log in.
+#[test]
+fn one_address_cannot_take_every_slot() {
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.max_unauthenticated = 20;
+    cfg.max_unauthenticated_per_address = 4;
+    let mut sim = SimNode::new(cfg, 12);
+    sim.add_user("alice", "wonderland");
+    let mut refused = 0;
+    for _ in 0..1000 {
+        let c = sim.connect_from("10.0.0.66".parse().unwrap());
+        if sim.is_closed(c) {
+            refused += 1;
+            let out = sim.take(c);
+            assert_eq!(stream_error_of(&out), Some("policy-violation"), "{out}");
+            assert!(out.contains("from your address"), "{out}");
+        }
+    }
+    assert_eq!(refused, 996);
+    // Someone else logs in as usual.
+    let c = sim.connect_from("10.0.0.5".parse().unwrap());
+    assert!(!sim.is_closed(c));
+    sim.disconnect(c);
+    let alice = sim.login("alice", "wonderland", "a");
+    assert_alive(&mut sim, alice);
+    // Many addresses together fill the unauthenticated slots, not the server:
+    // authenticated users free theirs.
+    for i in 0..30 {
+        sim.connect_from(format!("10.1.0.{i}").parse().unwrap());
+    }
+    let late = sim.connect_from("10.2.0.1".parse().unwrap());
+    assert!(sim.is_closed(late), "the unauthenticated slots are full");
+    assert!(sim.take(late).contains("too many connections in progress"));
+    // The idle ones are dropped at the (short) handshake deadline.
+    sim.advance(NodeConfig::new("localhost").handshake_timeout_ms);
+    let alice2 = sim.login("alice", "wonderland", "b");
+    assert_alive(&mut sim, alice2);
+}
+
+/// Before authentication only small stanzas are buffered (990 connections
+/// holding an unfinished 255 KB stanza used to pin 223 MB); after it, the
+/// configured size applies; and all connections' unfinished input together
+/// is bounded.
+#[test]
+fn unauthenticated_input_is_bounded_far_lower_and_all_input_in_total() {
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.limits.max_stanza_bytes = 256 * 1024;
+    let mut sim = SimNode::new(cfg, 13);
+    sim.add_user("alice", "wonderland");
+    let c = tls_stream(&mut sim);
+    sim.send(
+        c,
+        &format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}",
+            "A".repeat(20_000)
+        ),
+    );
+    assert_eq!(stream_error_of(&sim.take(c)), Some("policy-violation"));
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(
+        alice,
+        &format!(
+            "<message to='alice@localhost'><body>{}",
+            "b".repeat(100_000)
+        ),
+    );
+    assert!(
+        !sim.is_closed(alice),
+        "an authenticated user may send large stanzas"
+    );
+    sim.send(alice, "</body></message>");
+    assert_alive(&mut sim, alice);
+
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.limits.max_stanza_bytes = 256 * 1024;
+    cfg.max_buffered_input = 500_000;
+    let mut sim = SimNode::new(cfg, 14);
+    for i in 0..4 {
+        sim.add_user(&format!("u{i}"), "p");
+    }
+    let conns: Vec<u64> = (0..4)
+        .map(|i| sim.login(&format!("u{i}"), "p", "x"))
+        .collect();
+    for &c in &conns {
+        sim.send(
+            c,
+            &format!("<message to='u0@localhost'><body>{}", "b".repeat(200_000)),
+        );
+    }
+    let closed: Vec<bool> = conns.iter().map(|c| sim.is_closed(*c)).collect();
+    assert_eq!(closed, [false, false, true, true], "past 500 kB in all");
+    assert!(sim.take(conns[2]).contains("too much unfinished input"));
+    // Finishing a stanza gives its bytes back.
+    sim.send(conns[0], "</body></message>");
+    let c = sim.login("u2", "p", "y");
+    sim.send(
+        c,
+        &format!(
+            "<message to='u0@localhost'><body>{}</body></message>",
+            "b".repeat(200_000)
+        ),
+    );
+    assert!(!sim.is_closed(c));
+}
+
+/// XML 1.0 forbids most control characters, raw or as references, and
+/// U+FFFE/U+FFFF. Before, `<body>x&#x1;y</body>` went into a room's history
+/// and broke the stream of everyone who joined later, on every join.
+#[test]
+fn characters_xml_forbids_are_refused_at_input() {
+    for body in [
+        "x&#x1;y",
+        "x&#1;y",
+        "x\u{1}y",
+        "x\u{FFFE}y",
+        "x&#xFFFF;y",
+        "x&#x0;y",
+    ] {
+        let mut sim = node();
+        let alice = sim.login("alice", "wonderland", "a");
+        sim.send(
+            alice,
+            &format!("<message to='bob@localhost' id='bad'><body>{body}</body></message>"),
+        );
+        let out = sim.take(alice);
+        assert_eq!(
+            stream_error_of(&out),
+            Some("not-well-formed"),
+            "{body:?}: {out}"
+        );
+        assert!(
+            sim.node.state().accounts["bob"].offline.is_empty(),
+            "{body:?} was stored"
+        );
+        // In an attribute too.
+        let alice = sim.login("alice", "wonderland", "b");
+        sim.send(
+            alice,
+            &format!("<message to='bob@localhost' id='{body}'><body>x</body></message>"),
+        );
+        assert_eq!(
+            stream_error_of(&sim.take(alice)),
+            Some("not-well-formed"),
+            "{body:?}"
+        );
+    }
+    // What XML allows still passes: tab, newline, the whole of Unicode's planes.
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(
+        alice,
+        "<message to='bob@localhost' id='ok'><body>a\tb\nc &#x9; 😀 \u{E000}</body></message>",
+    );
+    assert_eq!(sim.take(alice), "");
+    assert_eq!(sim.node.state().accounts["bob"].offline.len(), 1);
+}
+
+/// What an older release stored with such characters is repaired when the
+/// log is read: the recipient gets U+FFFD and keeps its stream.
+#[test]
+fn stored_forbidden_characters_are_repaired_when_read() {
+    use outpost::state::Record;
+    let mut sim = node();
+    for (i, xml) in [
+        "<message from='x@localhost/a' to='bob@localhost' type='chat'><body>one\u{1}two</body></message>",
+        "<message from='x@localhost/a' to='bob@localhost' type='chat'><body>\u{FFFF}three</body></message>",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = Record::OfflinePush {
+            user: "bob".into(),
+            stamp_ms: i as u64,
+            xml: xml.to_string(),
+        };
+        sim.log.append(r.kind(), &r.encode()).unwrap();
+    }
+    sim.log.commit().unwrap();
+    sim.crash_and_restart();
+    let bob = sim.login("bob", "builder", "b");
+    sim.send(bob, "<presence/>");
+    let out = sim.take(bob);
+    assert!(
+        out.contains("one\u{FFFD}two") && out.contains("\u{FFFD}three"),
+        "{out}"
+    );
+    assert!(!out.contains('\u{1}') && !out.contains('\u{FFFF}'));
+    assert_alive(&mut sim, bob);
+}

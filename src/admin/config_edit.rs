@@ -34,6 +34,8 @@ pub fn effect(running: &Config, new: &Config) -> Effect {
     c.stanza_timeout = r.stanza_timeout;
     c.keepalive_interval = r.keepalive_interval;
     c.max_resources_per_user = r.max_resources_per_user;
+    c.max_unauthenticated = r.max_unauthenticated;
+    c.max_unauthenticated_per_address = r.max_unauthenticated_per_address;
     c.offline_limit = r.offline_limit;
     c.offline_bytes_per_account = r.offline_bytes_per_account;
     c.offline_bytes_total = r.offline_bytes_total;

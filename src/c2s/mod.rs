@@ -26,6 +26,29 @@ const MAX_HELD_INPUT: usize = 64 * 1024;
 impl Node {
     pub(crate) fn on_data(&mut self, conn: ConnId, bytes: &[u8]) {
         self.consume(conn, bytes);
+        self.count_input(conn);
+    }
+
+    /// Keep the node's total of buffered input true for `conn`, and hold
+    /// it to its bound: a connection that grows it past the bound is closed.
+    fn count_input(&mut self, conn: ConnId) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let (before, now) = (s.counted_input, s.buffered_input());
+        s.counted_input = now;
+        self.buffered_input = self.buffered_input - before + now;
+        if now > before && self.buffered_input > self.cfg.max_buffered_input {
+            log::warn!(
+                "c2s {conn}: unfinished stanzas of all connections exceed {} bytes; closing this one",
+                self.cfg.max_buffered_input
+            );
+            self.stream_error(
+                conn,
+                "resource-constraint",
+                "the server holds too much unfinished input",
+            );
+        }
     }
 
     /// Frame and handle input, as far as the session takes it now; the
@@ -83,6 +106,37 @@ impl Node {
         }
         let held = std::mem::take(&mut s.held_input);
         self.consume(conn, &held);
+        self.count_input(conn);
+    }
+
+    /// A new client connection: it takes one of the slots for connections
+    /// not authenticated yet, or is refused at once, saying why.
+    pub(crate) fn on_accepted(&mut self, conn: ConnId, peer: std::net::IpAddr) {
+        let id = self.random_id();
+        let session = Session::new(peer, &self.cfg, self.now.mono_ms, id);
+        self.sessions.insert(conn, session);
+        match self.preauth.admit(peer) {
+            Ok(()) => {
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.preauth_slot = true;
+                }
+                self.arm_timer(conn);
+            }
+            Err(refused) => {
+                log::debug!("c2s {conn}: refused {peer}: {}", refused.text());
+                self.stream_error(conn, "policy-violation", refused.text());
+            }
+        }
+    }
+
+    /// Give back a connection's unauthenticated slot (it authenticated, or went).
+    fn release_preauth_slot(&mut self, conn: ConnId) {
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            if std::mem::take(&mut s.preauth_slot) {
+                let peer = s.peer;
+                self.preauth.release(peer);
+            }
+        }
     }
 
     fn on_frame(&mut self, conn: ConnId, frame: Frame) {
@@ -420,10 +474,15 @@ impl Node {
             conn,
             format!("<success xmlns='{}'>{body}</success>", ns::SASL).into_bytes(),
         );
-        let s = self.sessions.get_mut(&conn).expect("session");
+        self.release_preauth_slot(conn);
+        let limits = self.cfg.limits;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         log::info!("c2s {conn}: {user} authenticated from {}", s.peer);
         s.stage = Stage::Authenticated(user);
         restart_stream(s);
+        s.framer.reset_with(limits);
     }
 
     /// Report a SASL failure. Wrong credentials are reported only after a
@@ -548,6 +607,8 @@ impl Node {
             return;
         };
         s.closing = true;
+        self.buffered_input -= std::mem::take(&mut s.counted_input);
+        self.release_preauth_slot(conn);
         // Offline messages it was being handed and did not get stay stored.
         self.offline_claims.retain(|_, (owner, _)| *owner != conn);
         let Some(s) = self.sessions.get_mut(&conn) else {

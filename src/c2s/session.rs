@@ -62,13 +62,20 @@ pub struct Session {
     pub auth_account: Option<String>,
     /// Its output piled up unread: it is closed at the end of this turn.
     pub not_reading: bool,
+    /// It holds one of the slots for connections not authenticated yet.
+    pub preauth_slot: bool,
+    /// Input bytes it holds as the node's total counts them.
+    pub counted_input: usize,
 }
 
 impl Session {
     pub fn new(peer: IpAddr, cfg: &NodeConfig, now_ms: u64, stream_id: String) -> Session {
+        // Until authenticated, only small stanzas: SASL needs little.
+        let mut preauth = cfg.limits;
+        preauth.max_stanza_bytes = preauth.max_stanza_bytes.min(cfg.preauth_stanza_bytes);
         Session {
             peer,
-            framer: Framer::new(cfg.limits),
+            framer: Framer::new(preauth),
             header: None,
             header_sent: false,
             stream_id,
@@ -94,7 +101,14 @@ impl Session {
             auth_hold: None,
             auth_account: None,
             not_reading: false,
+            preauth_slot: false,
+            counted_input: 0,
         }
+    }
+
+    /// Input it holds: an unfinished stanza, and input held back.
+    pub fn buffered_input(&self) -> usize {
+        self.framer.buffered() + self.held_input.len()
     }
 
     /// Whether input is read now: not while an authentication is in flight

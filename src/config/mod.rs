@@ -83,6 +83,9 @@ pub struct C2s {
     /// Seconds between whitespace keepalives on an established stream.
     pub keepalive_interval: u64,
     pub max_connections: usize,
+    /// Connections not authenticated yet, in all and from one address.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_address: usize,
     pub max_resources_per_user: usize,
     pub offline_limit: usize,
     /// Bytes of offline messages kept per account and for all accounts.
@@ -103,10 +106,12 @@ impl Default for C2s {
             max_stanza_bytes: limits.max_stanza_bytes,
             max_depth: limits.max_depth,
             max_attrs: limits.max_attrs,
-            handshake_timeout: 60,
+            handshake_timeout: core.handshake_timeout_ms / 1000,
             stanza_timeout: 60,
             keepalive_interval: 60,
             max_connections: 1000,
+            max_unauthenticated: core.max_unauthenticated,
+            max_unauthenticated_per_address: core.max_unauthenticated_per_address,
             max_resources_per_user: 10,
             offline_limit: 500,
             offline_bytes_per_account: core.offline_bytes_per_account,
@@ -345,6 +350,11 @@ impl Config {
         }
         for (key, v) in [
             ("max_connections", c.max_connections),
+            ("max_unauthenticated", c.max_unauthenticated),
+            (
+                "max_unauthenticated_per_address",
+                c.max_unauthenticated_per_address,
+            ),
             ("max_resources_per_user", c.max_resources_per_user),
             ("roster_limit", c.roster_limit),
         ] {
@@ -456,6 +466,8 @@ impl Config {
             },
             require_tls: c.require_tls,
             handshake_timeout_ms: c.handshake_timeout * 1000,
+            max_unauthenticated: c.max_unauthenticated,
+            max_unauthenticated_per_address: c.max_unauthenticated_per_address,
             stanza_timeout_ms: c.stanza_timeout * 1000,
             keepalive_ms: c.keepalive_interval * 1000,
             max_resources_per_user: c.max_resources_per_user,

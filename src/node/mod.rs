@@ -144,6 +144,14 @@ pub struct NodeConfig {
     pub require_tls: bool,
     /// From connect until a resource is bound.
     pub handshake_timeout_ms: u64,
+    /// Connections not authenticated yet, in all and per address (IPv6:
+    /// per /64): the rest of `max_connections` is kept for users who are.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_address: usize,
+    /// Largest stanza before authentication (SASL needs little).
+    pub preauth_stanza_bytes: usize,
+    /// Input buffered in unfinished stanzas, all connections together.
+    pub max_buffered_input: usize,
     /// How long part of a stanza may sit unfinished.
     pub stanza_timeout_ms: u64,
     /// A bound stream gets a whitespace keepalive this often, so a dead
@@ -169,7 +177,11 @@ impl NodeConfig {
             link: LinkConfig::default(),
             limits: Limits::default(),
             require_tls: true,
-            handshake_timeout_ms: 60_000,
+            handshake_timeout_ms: 30_000,
+            max_unauthenticated: 100,
+            max_unauthenticated_per_address: 8,
+            preauth_stanza_bytes: 16 * 1024,
+            max_buffered_input: 64 * 1024 * 1024,
             stanza_timeout_ms: 60_000,
             keepalive_ms: 60_000,
             max_resources_per_user: 10,
@@ -364,6 +376,10 @@ pub struct Node {
     /// Which session is being handed an account's offline messages, and up
     /// to which id (so no message goes to two sessions).
     pub(crate) offline_claims: HashMap<String, (ConnId, u64)>,
+    /// Slots for connections not authenticated yet.
+    pub(crate) preauth: crate::admission::Admission,
+    /// Input all sessions hold in unfinished stanzas (and held back).
+    pub(crate) buffered_input: usize,
     rng: ChaCha20Rng,
     actions: Vec<Action>,
     timers: BinaryHeap<Reverse<(u64, ConnId)>>,
@@ -388,6 +404,10 @@ impl Node {
     /// `state` is the replay of the log; `seed` the only source of randomness.
     pub fn new(cfg: NodeConfig, state: State, seed: [u8; 32]) -> Node {
         let rng = ChaCha20Rng::from_seed(seed);
+        let preauth = crate::admission::Admission::new(
+            cfg.max_unauthenticated,
+            cfg.max_unauthenticated_per_address,
+        );
         let mut node = Node {
             cfg,
             state,
@@ -407,6 +427,8 @@ impl Node {
             mirror_idle_due: std::collections::BTreeMap::new(),
             auth_throttle: Default::default(),
             offline_claims: HashMap::new(),
+            preauth,
+            buffered_input: 0,
             rng,
             actions: Vec::new(),
             timers: BinaryHeap::new(),
@@ -445,12 +467,7 @@ impl Node {
     pub fn handle(&mut self, now: Now, event: Event) {
         self.now = now;
         match event {
-            Event::Accepted { conn, peer } => {
-                let id = self.random_id();
-                self.sessions
-                    .insert(conn, Session::new(peer, &self.cfg, now.mono_ms, id));
-                self.arm_timer(conn);
-            }
+            Event::Accepted { conn, peer } => self.on_accepted(conn, peer),
             Event::Data { conn, bytes } if self.links.contains_key(&conn) => {
                 self.on_link_data(conn, &bytes)
             }
@@ -473,6 +490,10 @@ impl Node {
             Event::Reconfigure { config } => {
                 log::info!("settings changed; limits and timeouts apply from now on");
                 self.cfg = *config;
+                self.preauth.set_caps(
+                    self.cfg.max_unauthenticated,
+                    self.cfg.max_unauthenticated_per_address,
+                );
             }
             Event::Shutdown => {
                 self.muc_shutdown();

@@ -374,17 +374,11 @@ impl<'a> Wiring<'a> {
 }
 
 async fn accept_clients(w: Wiring<'_>, listener: Async<TcpListener>, max_connections: usize) {
+    let mut acceptor = accept::Acceptor::new(listener, "c2s");
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                log::warn!("c2s accept failed: {e}");
-                Timer::after(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = acceptor.next().await;
         if w.live_tasks.get() >= max_connections {
-            log::warn!("c2s: refusing {peer}: {max_connections} connections already open");
+            log::debug!("c2s: refusing {peer}: {max_connections} connections already open");
             continue;
         }
         let _ = stream.get_ref().set_nodelay(true);
@@ -396,8 +390,15 @@ async fn accept_clients(w: Wiring<'_>, listener: Async<TcpListener>, max_connect
     }
 }
 
-/// How long a link's TCP connect plus TLS handshake may take.
+/// How long a link's TCP connect plus TLS handshake may take when dialing.
 const LINK_HANDSHAKE: Duration = Duration::from_secs(30);
+/// How long a connecting site may take to finish its TLS handshake.
+const LINK_ACCEPT_HANDSHAKE: Duration = Duration::from_secs(10);
+/// Link connections whose handshake is in progress, in all and per address:
+/// only configured, key-pinned sites get past it, and nobody else may hold
+/// more than this of the node.
+const LINK_PENDING_MAX: usize = 16;
+const LINK_PENDING_PER_ADDRESS: usize = 4;
 
 /// Sites connect here; each must present a configured peer's key.
 async fn accept_links(
@@ -407,23 +408,34 @@ async fn accept_links(
     peers: HashMap<String, String>,
 ) {
     let acceptor = futures_rustls::TlsAcceptor::from(tls);
+    let mut incoming = accept::Acceptor::new(listener, "link");
+    let pending = Rc::new(RefCell::new(crate::admission::Admission::new(
+        LINK_PENDING_MAX,
+        LINK_PENDING_PER_ADDRESS,
+    )));
     loop {
-        let Ok((stream, addr)) = listener.accept().await else {
+        let (stream, addr) = incoming.next().await;
+        if let Err(refused) = pending.borrow_mut().admit(addr.ip()) {
+            log::debug!("link: refused {addr}: {}", refused.text());
             continue;
-        };
+        }
         let _ = stream.get_ref().set_nodelay(true);
         let (w, acceptor, peers) = (w.clone(), acceptor.clone(), peers.clone());
+        let pending = pending.clone();
         let ex = w.ex;
         ex.spawn(async move {
             let handshake = async { Some(acceptor.accept(stream).await) };
             let timeout = async {
-                Timer::after(LINK_HANDSHAKE).await;
+                Timer::after(LINK_ACCEPT_HANDSHAKE).await;
                 None
             };
-            let tls = match future::or(handshake, timeout).await {
+            let outcome = future::or(handshake, timeout).await;
+            // Past the handshake, a link is the core's (configured peers only).
+            pending.borrow_mut().release(addr.ip());
+            let tls = match outcome {
                 Some(Ok(t)) => t,
-                Some(Err(e)) => return log::warn!("link: refused a connection from {addr}: {e}"),
-                None => return log::warn!("link: {addr} did not finish the TLS handshake in time"),
+                Some(Err(e)) => return log::info!("link: refused a connection from {addr}: {e}"),
+                None => return log::info!("link: {addr} did not finish the TLS handshake in time"),
             };
             let key = tls
                 .get_ref()
@@ -435,7 +447,7 @@ async fn accept_links(
                 .and_then(|k| k.ok())
                 .and_then(|k| peers.get(&k).cloned())
             else {
-                return log::warn!("link: {addr} presented no configured key");
+                return log::info!("link: {addr} presented no configured key");
             };
             log::info!("link {peer}: accepted from {addr}");
             w.start(conn::Io::Tls(Box::new(tls)), |conn| Event::LinkUp {
@@ -507,41 +519,59 @@ fn dial(
     .detach();
 }
 
+/// Admin socket connections served at once, and how long one may take to
+/// send its request.
+const ADMIN_SOCKET_MAX: usize = 16;
+const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn accept_admin<'a>(
     ex: &'a LocalExecutor<'a>,
     listener: Async<UnixListener>,
     ops: Rc<admin_ops::AdminOps>,
 ) {
+    let mut incoming = accept::Acceptor::new(listener, "admin socket");
+    let open = Rc::new(Cell::new(0usize));
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let (stream, _) = incoming.next().await;
+        if open.get() >= ADMIN_SOCKET_MAX {
             continue;
-        };
-        let ops = ops.clone();
+        }
+        open.set(open.get() + 1);
+        let (ops, open) = (ops.clone(), open.clone());
         ex.spawn(async move {
-            let mut prefix = [0u8; 4];
-            if stream.read_exact(&mut prefix).await.is_err() {
-                return;
-            }
-            let reply = match admin::frame_len(prefix) {
-                None => AdminReply::Error("request too large".into()),
-                Some(len) => {
-                    let mut body = vec![0u8; len];
-                    if stream.read_exact(&mut body).await.is_err() {
-                        return;
-                    }
-                    match postcard::from_bytes(&body) {
-                        Err(e) => AdminReply::Error(format!("malformed request: {e}")),
-                        Ok(cmd) => match ops.ask(cmd).await {
-                            Ok(r) => r,
-                            Err(_) => return,
-                        },
-                    }
-                }
+            let timeout = async {
+                Timer::after(ADMIN_REQUEST_TIMEOUT).await;
+                None
             };
-            let _ = stream.write_all(&admin::encode_frame(&reply)).await;
+            if let Some(reply) = future::or(admin_request(stream, &ops), timeout).await {
+                let (mut stream, reply) = reply;
+                let _ = stream.write_all(&admin::encode_frame(&reply)).await;
+            }
+            open.set(open.get() - 1);
         })
         .detach();
     }
+}
+
+/// Read one admin request and get the node's answer (None: the client went).
+async fn admin_request(
+    mut stream: Async<std::os::unix::net::UnixStream>,
+    ops: &admin_ops::AdminOps,
+) -> Option<(Async<std::os::unix::net::UnixStream>, AdminReply)> {
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).await.ok()?;
+    let reply = match admin::frame_len(prefix) {
+        None => AdminReply::Error("request too large".into()),
+        Some(len) => {
+            let mut body = vec![0u8; len];
+            stream.read_exact(&mut body).await.ok()?;
+            match postcard::from_bytes(&body) {
+                Err(e) => AdminReply::Error(format!("malformed request: {e}")),
+                Ok(cmd) => ops.ask(cmd).await.ok()?,
+            }
+        }
+    };
+    Some((stream, reply))
 }
 
 fn restrict_to_owner(path: &std::path::Path) {

@@ -282,6 +282,62 @@ impl Record {
         postcard::to_allocvec(self).expect("records always serialise")
     }
 
+    /// Replace, in every stored stanza the record carries, characters XML
+    /// 1.0 does not allow (older releases stored them as sent; once sent to
+    /// a client they broke its stream on every delivery). Applied to what
+    /// is read from the log, so nothing stored can break a stream again.
+    pub fn repaired(mut self) -> Record {
+        fn fix(s: &mut String) {
+            if let std::borrow::Cow::Owned(fixed) = crate::xml::repair(s) {
+                *s = fixed;
+            }
+        }
+        fn fix_archive<'a>(msgs: impl IntoIterator<Item = &'a mut crate::muc::model::Archived>) {
+            msgs.into_iter().for_each(|m| fix(&mut m.xml));
+        }
+        fn fix_state(s: &mut LegacyState) {
+            for acc in s.accounts.values_mut() {
+                acc.offline.iter_mut().for_each(|m| fix(&mut m.xml));
+            }
+            s.rooms
+                .values_mut()
+                .for_each(|r| fix_archive(&mut r.archive));
+            s.mirrors
+                .values_mut()
+                .for_each(|m| fix_archive(&mut m.state.archive));
+            for l in s.links.values_mut() {
+                l.unacked.iter_mut().for_each(|(_, x)| fix(x));
+            }
+        }
+        use crate::mirror::cache::MirrorRecord;
+        use crate::muc::model::RoomRecord;
+        use snapshot::SnapshotPart;
+        match &mut self {
+            Record::OfflinePush { xml, .. } | Record::LinkOut { xml, .. } => fix(xml),
+            Record::Room {
+                change: RoomRecord::Message { msg },
+                ..
+            } => fix(&mut msg.xml),
+            Record::Mirror { change, .. } => match change.as_mut() {
+                MirrorRecord::Message { msg } => fix(&mut msg.xml),
+                MirrorRecord::Synced { history, .. } => fix_archive(history),
+                _ => {}
+            },
+            Record::SnapshotPart(part) => match part {
+                SnapshotPart::Offline { messages, .. } => {
+                    messages.iter_mut().for_each(|m| fix(&mut m.xml))
+                }
+                SnapshotPart::Archive { messages, .. }
+                | SnapshotPart::MirrorArchive { messages, .. } => fix_archive(messages),
+                SnapshotPart::Unacked { events, .. } => events.iter_mut().for_each(|(_, x)| fix(x)),
+                _ => {}
+            },
+            Record::Snapshot(state) => fix_state(state),
+            _ => {}
+        }
+        self
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Record, postcard::Error> {
         postcard::from_bytes(bytes).or_else(|e| match bytes.split_first() {
             // A snapshot written before the admin password was part of the state.

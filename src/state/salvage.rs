@@ -98,7 +98,7 @@ pub fn salvage<S: Storage>(storage: &mut S) -> io::Result<Salvaged> {
     let mut out = Salvaged::default();
     let mut building: Option<State> = None;
     let segments = inspect(storage, |r: RecordRef| {
-        let Ok(record) = Record::decode(r.payload) else {
+        let Ok(record) = Record::decode(r.payload).map(Record::repaired) else {
             out.undecodable += 1;
             return;
         };

@@ -330,9 +330,11 @@ impl Replay {
     /// Apply one record from the log; an error stops the replay (it names
     /// what is wrong; the log layer adds where).
     pub fn apply(&mut self, r: RecordRef) -> Result<(), String> {
-        let record = Record::decode(r.payload).map_err(|e| {
-            format!("cannot be decoded ({e}); was the log written by a newer outpost?")
-        })?;
+        let record = Record::decode(r.payload)
+            .map_err(|e| {
+                format!("cannot be decoded ({e}); was the log written by a newer outpost?")
+            })?
+            .repaired();
         let bytes = r.payload.len() as u64;
         match record {
             Record::SnapshotBegin { format } => {

@@ -134,10 +134,31 @@ impl Element {
     }
 }
 
-/// Escape text or an attribute value (single-quoted) for XML output.
+/// Whether XML 1.0 allows this character in a document (§2.2 Char).
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// `s` with every character XML 1.0 does not allow replaced by U+FFFD: for
+/// text stored before such characters were refused at input.
+pub fn repair(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().all(is_xml_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let fixed = s
+        .chars()
+        .map(|c| if is_xml_char(c) { c } else { '\u{FFFD}' })
+        .collect();
+    std::borrow::Cow::Owned(fixed)
+}
+
+/// Escape text or an attribute value (single-quoted) for XML output. A
+/// character XML does not allow becomes U+FFFD: what the server writes is
+/// always well-formed, whatever it was handed.
 pub fn escape_into(out: &mut String, s: &str, attr: bool) {
     for c in s.chars() {
         match c {
+            c if !is_xml_char(c) => out.push('\u{FFFD}'),
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -152,4 +173,17 @@ pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     escape_into(&mut out, s, true);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_always_well_formed() {
+        assert_eq!(escape("a\u{1}b\u{FFFE}c\td"), "a\u{FFFD}b\u{FFFD}c\td");
+        assert_eq!(repair("ok\n"), std::borrow::Cow::Borrowed("ok\n"));
+        assert_eq!(repair("x\u{0}y"), "x\u{FFFD}y");
+        assert!(is_xml_char('\u{10FFFF}') && !is_xml_char('\u{FFFF}') && !is_xml_char('\u{8}'));
+    }
 }

@@ -132,6 +132,17 @@ impl Framer {
         *self = Framer::new(self.limits);
     }
 
+    /// Forget everything and frame with other limits from now on (a stream
+    /// restart after authentication lifts the tighter pre-auth limits).
+    pub fn reset_with(&mut self, limits: Limits) {
+        *self = Framer::new(limits);
+    }
+
+    /// Bytes buffered for a frame not yet complete.
+    pub fn buffered(&self) -> usize {
+        self.unit.len()
+    }
+
     /// True while part of a stanza or header is buffered, awaiting the rest.
     pub fn has_partial(&self) -> bool {
         !self.unit.is_empty()
@@ -180,6 +191,12 @@ impl Framer {
     }
 
     fn step(&mut self, b: u8, out: &mut Vec<Frame>) -> Result<(), FrameError> {
+        // XML 1.0 allows no control character but tab, LF and CR, raw or not.
+        if b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r') && self.scan != Scan::Closed {
+            return Err(FrameError::NotWellFormed(
+                "a control character is not allowed in XML",
+            ));
+        }
         match self.scan {
             Scan::Closed => {}
             Scan::Content => {

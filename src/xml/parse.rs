@@ -48,6 +48,18 @@ fn nwf(e: impl std::fmt::Display) -> ParseError {
     ParseError::NotWellFormed(e.to_string())
 }
 
+/// Text or an attribute value after unescaping: a character reference may
+/// name a character XML 1.0 does not allow (`&#x1;`), refused like a raw one.
+fn checked(s: &str) -> Result<&str, ParseError> {
+    match s.chars().find(|c| !super::is_xml_char(*c)) {
+        None => Ok(s),
+        Some(c) => Err(nwf(format!(
+            "character U+{:04X} is not allowed in XML",
+            c as u32
+        ))),
+    }
+}
+
 fn resolved_ns(r: &ResolveResult) -> Result<String, ParseError> {
     match r {
         ResolveResult::Bound(ns) => Ok(String::from_utf8_lossy(ns.as_ref()).into_owned()),
@@ -75,6 +87,7 @@ pub fn parse_header(raw: &[u8]) -> Result<StreamHeader, ParseError> {
         let a = a.map_err(nwf)?;
         let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
         let value = a.unescape_value().map_err(nwf)?.into_owned();
+        checked(&value)?;
         if key == "xmlns" {
             default_ns = value;
         } else if !key.starts_with("xmlns:") {
@@ -143,6 +156,7 @@ pub fn parse_stanza(header: &StreamHeader, raw: &[u8]) -> Result<Element, ParseE
             }
             Event::Text(t) => {
                 let s = t.unescape().map_err(nwf)?;
+                checked(&s)?;
                 if let Some(parent) = stack.last_mut() {
                     push_text(parent, &s);
                 } else if !s.trim().is_empty() {
@@ -151,7 +165,7 @@ pub fn parse_stanza(header: &StreamHeader, raw: &[u8]) -> Result<Element, ParseE
             }
             Event::CData(c) => {
                 let bytes = c.into_inner();
-                let s = std::str::from_utf8(&bytes).map_err(nwf)?;
+                let s = checked(std::str::from_utf8(&bytes).map_err(nwf)?)?;
                 if let Some(parent) = stack.last_mut() {
                     push_text(parent, s);
                 }
@@ -193,6 +207,7 @@ fn element_from(
             }
         }
         let value = a.unescape_value().map_err(nwf)?.into_owned();
+        checked(&value)?;
         attrs.push((String::from_utf8_lossy(key).into_owned(), value));
     }
     Ok(Element {
