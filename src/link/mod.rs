@@ -26,6 +26,10 @@ const ACK_EVERY: u32 = 32;
 /// occupants of bounded presence, bounded affiliations, and history within
 /// `snapshot_history_bytes`; a message: one stanza of at most 4 MiB).
 pub const MAX_LINK_FRAME: usize = 32 * 1024 * 1024;
+/// Inflated bytes a compressed link gets handled per turn; the rest waits
+/// for the next turn (and the link is not read meanwhile), so a small input
+/// that inflates hugely cannot hold up the rest of the node.
+const INFLATE_PER_TURN: usize = 1024 * 1024;
 
 impl LinkConn {
     pub(crate) fn is_established(&self) -> bool {
@@ -72,6 +76,10 @@ pub struct LinkConn {
     started: bool,
     /// Written since the last flush: one compressed block per batch of events.
     out: Vec<u8>,
+    /// Compressed input not inflated yet (the turn's budget ran out).
+    pending_in: Vec<u8>,
+    /// More inflating is due next turn.
+    pub(crate) inflate_behind: bool,
     pub(crate) timer_armed: Option<u64>,
 }
 
@@ -111,6 +119,8 @@ impl Node {
                 inflate: None,
                 started: false,
                 out: Vec::new(),
+                pending_in: Vec::new(),
+                inflate_behind: false,
                 last_tx: now,
                 unacked_in: 0,
                 ack_due: None,
@@ -205,9 +215,23 @@ impl Node {
             }
             return;
         }
-        // Inflated a piece at a time: a small input that expands a lot never
-        // sits in memory whole, and the framer's limits apply as usual.
+        l.pending_in.extend_from_slice(rest);
+        self.inflate_pending(conn);
+    }
+
+    /// Inflate and handle a compressed link's input, a piece at a time (a
+    /// small input that expands a lot never sits in memory whole, and the
+    /// framer's limits apply as usual) and at most `INFLATE_PER_TURN` per
+    /// turn: the rest goes on at the next turn.
+    fn inflate_pending(&mut self, conn: ConnId) {
+        let Some(l) = self.links.get_mut(&conn) else {
+            return;
+        };
+        l.inflate_behind = false;
+        let input = std::mem::take(&mut l.pending_in);
+        let mut rest = &input[..];
         let mut plain = vec![0u8; compress::INFLATE_CHUNK];
+        let mut produced = 0;
         loop {
             let Some(inflater) = self.links.get_mut(&conn).and_then(|l| l.inflate.as_mut()) else {
                 return;
@@ -222,6 +246,14 @@ impl Node {
             }
             if !self.link_frames(conn, &plain[..n]) {
                 return;
+            }
+            produced += n;
+            if produced >= INFLATE_PER_TURN {
+                if let Some(l) = self.links.get_mut(&conn) {
+                    l.pending_in = rest.to_vec();
+                    l.inflate_behind = true;
+                }
+                break;
             }
         }
         self.arm_link_timer(conn);
@@ -637,11 +669,13 @@ impl Node {
             return;
         };
         let probe = (l.established && !l.probed).then_some(l.last_rx + l.dead_ms / 2);
+        let go_on = l.inflate_behind.then_some(self.now.mono_ms);
         let deadline = [
             Some(l.last_tx + l.keepalive_ms),
             Some(l.last_rx + l.dead_ms),
             probe,
             l.ack_due,
+            go_on,
         ]
         .into_iter()
         .flatten()
@@ -655,6 +689,9 @@ impl Node {
 
     pub(crate) fn on_link_timer(&mut self, conn: ConnId) {
         let now = self.now.mono_ms;
+        if self.links.get(&conn).is_some_and(|l| l.inflate_behind) {
+            self.inflate_pending(conn);
+        }
         let Some(l) = self.links.get(&conn) else {
             return;
         };

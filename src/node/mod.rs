@@ -516,11 +516,17 @@ impl Node {
 
     pub fn handle_timeout(&mut self, now: Now) {
         self.now = now;
+        // Timers set while these run (work carried over to the next turn)
+        // wait for the next call.
+        let mut due = Vec::new();
         while let Some(&Reverse((t, conn))) = self.timers.peek() {
             if t > now.mono_ms {
                 break;
             }
             self.timers.pop();
+            due.push((t, conn));
+        }
+        for (t, conn) in due {
             if let Some(s) = self.sessions.get_mut(&conn) {
                 if s.timer_armed == Some(t) {
                     s.timer_armed = None;
@@ -651,6 +657,9 @@ impl Node {
     /// Whether the shell should go on reading `conn` (false while the core
     /// holds its input back: see `Session::reads_input`).
     pub fn accepts_input(&self, conn: ConnId) -> bool {
+        if let Some(l) = self.links.get(&conn) {
+            return !l.inflate_behind;
+        }
         self.sessions.get(&conn).is_none_or(|s| s.reads_input())
     }
 

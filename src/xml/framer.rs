@@ -13,6 +13,10 @@ use heapless::Vec as FixedVec;
 /// this once serialised, which keeps every log record within its limit.
 pub const MAX_STANZA_BYTES_LIMIT: usize = 4 * 1024 * 1024;
 
+/// Whitespace allowed between two stanzas (keepalives are one byte each):
+/// a peer that sends nothing else is wasting the node's time.
+pub const MAX_WHITESPACE_RUN: usize = 1024 * 1024;
+
 /// Bounds on what a peer may make us buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -108,6 +112,8 @@ pub struct Framer {
     open: Vec<(usize, usize)>,
     /// Qualified name of the stream root, which the stream close must match.
     stream_name: Vec<u8>,
+    /// Whitespace bytes since the last stanza.
+    whitespace_run: usize,
 }
 
 impl Framer {
@@ -124,6 +130,7 @@ impl Framer {
             name_end: 0,
             open: Vec::new(),
             stream_name: Vec::new(),
+            whitespace_run: 0,
         }
     }
 
@@ -201,11 +208,18 @@ impl Framer {
             Scan::Closed => {}
             Scan::Content => {
                 if b == b'<' {
+                    self.whitespace_run = 0;
                     self.scan = Scan::Lt;
                     self.keep(b)?;
                 } else if self.depth <= 1 {
                     if !b.is_ascii_whitespace() {
                         return Err(FrameError::NotWellFormed("text outside of a stanza"));
+                    }
+                    self.whitespace_run += 1;
+                    if self.whitespace_run > MAX_WHITESPACE_RUN {
+                        return Err(FrameError::PolicyViolation(
+                            "too much whitespace between stanzas",
+                        ));
                     }
                 } else {
                     if b == b'&' {
