@@ -609,8 +609,17 @@ impl Node {
         s.closing = true;
         self.buffered_input -= std::mem::take(&mut s.counted_input);
         self.release_preauth_slot(conn);
-        // Offline messages it was being handed and did not get stay stored.
-        self.offline_claims.retain(|_, (owner, _)| *owner != conn);
+        // Offline messages it was being handed and did not get stay stored
+        // (for another session of the account, below, or the next one).
+        let unclaimed: Vec<String> = self
+            .offline_claims
+            .iter()
+            .filter(|(_, (owner, _))| *owner == conn)
+            .map(|(user, _)| user.clone())
+            .collect();
+        for user in &unclaimed {
+            self.offline_claims.remove(user);
+        }
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -628,6 +637,11 @@ impl Node {
             }
         }
         self.sessions.remove(&conn);
+        for user in unclaimed {
+            if let Some(&other) = self.bare_message_targets(&user).first() {
+                self.deliver_offline(other, &user);
+            }
+        }
     }
 
     pub(crate) fn on_session_timer(&mut self, conn: ConnId) {

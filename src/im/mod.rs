@@ -179,7 +179,7 @@ impl Node {
         true
     }
 
-    fn bare_message_targets(&self, user: &str) -> Vec<ConnId> {
+    pub(crate) fn bare_message_targets(&self, user: &str) -> Vec<ConnId> {
         self.conns_of(user)
             .into_iter()
             .filter(|c| self.sessions[c].receives_bare_messages())

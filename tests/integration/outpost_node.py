@@ -1,6 +1,7 @@
 """Start and stop real outpost processes for the integration tests."""
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -69,9 +70,15 @@ class Node:
             time.sleep(0.1)
         raise TimeoutError(f"{self.domain}: link to {peer} did not come up")
 
-    def start(self):
+    def start(self, nofile=None):
+        """Start the node; `nofile` caps its open files (RLIMIT_NOFILE)."""
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([str(BINARY), "run", "-c", str(self.config)], stdout=log, stderr=log)
+
+        def limits():
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        self.proc = subprocess.Popen([str(BINARY), "run", "-c", str(self.config)], stdout=log, stderr=log,
+                                     preexec_fn=limits)
         wait_for_port(self.port, self.proc)
 
     def kill9(self):
