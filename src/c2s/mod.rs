@@ -438,7 +438,10 @@ impl Node {
                 let mut server = Box::new(server);
                 // Bind the exchange to the normalised account name.
                 server.username = user.unwrap_or_default();
-                self.sessions.get_mut(&conn).expect("session").stage = Stage::Scram(server);
+                let Some(s) = self.sessions.get_mut(&conn) else {
+                    return;
+                };
+                s.stage = Stage::Scram(server);
                 let challenge = format!(
                     "<challenge xmlns='{}'>{}</challenge>",
                     ns::SASL,
@@ -451,7 +454,9 @@ impl Node {
     }
 
     fn on_sasl_response(&mut self, conn: ConnId, el: &Element) {
-        let s = self.sessions.get_mut(&conn).expect("session");
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         let Stage::Scram(server) = std::mem::replace(&mut s.stage, Stage::Connected) else {
             return self.sasl_failure(conn, "malformed-request", false);
         };
@@ -542,18 +547,22 @@ impl Node {
         let jid = match Jid::new(Some(user), &domain, Some(&resource)) {
             Ok(j) => j,
             Err(_) => {
-                let reply = stanza::error_reply(iq, "bad-request", "modify", &domain);
-                return self.send_el(conn, &reply.expect("iq set"));
+                if let Some(reply) = stanza::error_reply(iq, "bad-request", "modify", &domain) {
+                    self.send_el(conn, &reply);
+                }
+                return;
             }
         };
         let existing: Vec<ConnId> = self.bound.get(user).cloned().unwrap_or_default();
         let conflict = existing
             .iter()
             .copied()
-            .find(|c| self.sessions.get(c).and_then(|s| s.jid.as_ref()) == Some(&jid));
+            .find(|c| self.sessions.get(c).and_then(|s| s.jid()) == Some(&jid));
         if conflict.is_none() && existing.len() >= self.cfg.max_resources_per_user {
-            let reply = stanza::error_reply(iq, "resource-constraint", "wait", &domain);
-            return self.send_el(conn, &reply.expect("iq set"));
+            if let Some(reply) = stanza::error_reply(iq, "resource-constraint", "wait", &domain) {
+                self.send_el(conn, &reply);
+            }
+            return;
         }
         if let Some(old) = conflict {
             // RFC 6120 §7.7.2.2: the new session wins; the old one is told why.
@@ -563,9 +572,10 @@ impl Node {
                 "replaced by a new session with the same resource",
             );
         }
-        let s = self.sessions.get_mut(&conn).expect("session");
-        s.jid = Some(jid.clone());
-        s.stage = Stage::Bound;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        s.stage = Stage::Bound(jid.clone());
         s.partial_since = None;
         s.keepalive_due = self.now.mono_ms + self.cfg.keepalive_ms;
         self.bound.entry(user.to_string()).or_default().push(conn);
@@ -698,7 +708,9 @@ impl Node {
             return self.stream_error(conn, "connection-timeout", "a stanza was left unfinished");
         }
         if s.is_bound() && now >= s.keepalive_due {
-            self.sessions.get_mut(&conn).expect("session").keepalive_due = now + keepalive_ms;
+            if let Some(s) = self.sessions.get_mut(&conn) {
+                s.keepalive_due = now + keepalive_ms;
+            }
             self.send(conn, b" ".to_vec());
         }
     }

@@ -15,8 +15,8 @@ pub enum Stage {
     Scram(Box<ScramServer>),
     /// Authenticated as this localpart; awaiting stream restart and bind.
     Authenticated(String),
-    /// A resource is bound; `Session::jid` is set.
-    Bound,
+    /// A resource is bound: the session's full JID.
+    Bound(Jid),
 }
 
 pub struct Session {
@@ -36,7 +36,6 @@ pub struct Session {
     pub delayed: VecDeque<(u64, Vec<u8>, bool)>,
     pub timer_armed: Option<u64>,
     pub closing: bool,
-    pub jid: Option<Jid>,
     /// The last available presence broadcast, if the resource is available.
     pub presence: Option<Element>,
     pub priority: i8,
@@ -88,7 +87,6 @@ impl Session {
             delayed: VecDeque::new(),
             timer_armed: None,
             closing: false,
-            jid: None,
             presence: None,
             priority: 0,
             roster_requested: false,
@@ -125,13 +123,26 @@ impl Session {
     pub fn user(&self) -> Option<&str> {
         match &self.stage {
             Stage::Authenticated(u) => Some(u),
-            Stage::Bound => self.jid.as_ref().and_then(|j| j.local()),
+            Stage::Bound(jid) => jid.local(),
             _ => None,
         }
     }
 
     pub fn is_bound(&self) -> bool {
-        matches!(self.stage, Stage::Bound)
+        matches!(self.stage, Stage::Bound(_))
+    }
+
+    /// The full JID, once a resource is bound.
+    pub fn jid(&self) -> Option<&Jid> {
+        match &self.stage {
+            Stage::Bound(jid) => Some(jid),
+            _ => None,
+        }
+    }
+
+    /// The full JID and the presence it broadcasts, if it is available.
+    pub fn available(&self) -> Option<(&Jid, &Element)> {
+        Some((self.jid()?, self.presence.as_ref()?))
     }
 
     /// Available with non-negative priority: receives messages to the bare JID.

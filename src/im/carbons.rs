@@ -1,6 +1,7 @@
 //! XEP-0280 message carbons: every resource of an account that asked for it
 //! sees the account's one-to-one conversations, sent and received.
 
+use crate::jid::Jid;
 use crate::node::{ConnId, Node};
 use crate::xml::{ns, Element};
 
@@ -27,7 +28,7 @@ impl Node {
         let targets: Vec<ConnId> = self
             .conns_of(user)
             .into_iter()
-            .filter(|c| !already.contains(c) && self.sessions[c].carbons)
+            .filter(|c| !already.contains(c) && self.sessions.get(c).is_some_and(|s| s.carbons))
             .collect();
         if targets.is_empty() {
             return;
@@ -36,7 +37,9 @@ impl Node {
         let wrapped = Element::new(direction, ns::CARBONS)
             .child(Element::new("forwarded", ns::FORWARD).child(el.clone()));
         for c in targets {
-            let to = self.jid_of(c).to_string();
+            let Some(to) = self.jid_of(c).map(Jid::to_string) else {
+                continue;
+            };
             let mut copy = Element::new("message", ns::CLIENT)
                 .attr("from", bare.clone())
                 .attr("to", to)

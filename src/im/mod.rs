@@ -18,7 +18,9 @@ impl Node {
         if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
             return self.stream_error(conn, "unsupported-stanza-type", "");
         }
-        let from = self.jid_of(conn).clone();
+        let Some(from) = self.jid_of(conn).cloned() else {
+            return;
+        };
         if let Some(claimed) = el.get_attr("from") {
             let ok = Jid::parse(claimed).is_ok_and(|j| j == from || j == from.to_bare());
             if !ok {
@@ -41,7 +43,8 @@ impl Node {
         }
         if let Some(t) = to.as_ref().filter(|t| self.is_muc_service(t)) {
             let t = t.clone();
-            return self.on_muc_stanza(&crate::muc::Origin::Local(conn), el, t);
+            let origin = crate::muc::Origin::Local { conn, jid: from };
+            return self.on_muc_stanza(&origin, el, t);
         }
         if let Some(t) = to.as_ref().filter(|t| self.is_mirrored_service(t)) {
             let t = t.clone();
@@ -85,12 +88,14 @@ impl Node {
             .then(|| local.to_string())
     }
 
+    /// The account a session is logged in as.
+    pub(crate) fn user_of(&self, conn: ConnId) -> Option<String> {
+        Some(self.sessions.get(&conn)?.user()?.to_string())
+    }
+
     /// The full JID of a bound session.
-    pub(crate) fn jid_of(&self, conn: ConnId) -> &Jid {
-        self.sessions[&conn]
-            .jid
-            .as_ref()
-            .expect("bound sessions have a JID")
+    pub(crate) fn jid_of(&self, conn: ConnId) -> Option<&Jid> {
+        self.sessions.get(&conn)?.jid()
     }
 
     pub(crate) fn conns_of(&self, user: &str) -> Vec<ConnId> {
@@ -108,7 +113,7 @@ impl Node {
         let user = jid.local()?;
         self.conns_of(user)
             .into_iter()
-            .find(|c| self.sessions[c].jid.as_ref() == Some(jid))
+            .find(|c| self.sessions.get(c).and_then(|s| s.jid()) == Some(jid))
     }
 
     /// A session here is no longer in `room` (a mastered room's localpart or
@@ -135,9 +140,13 @@ impl Node {
     // ---- messages ---------------------------------------------------------
 
     fn on_message(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
-        let from = self.jid_of(conn).clone();
+        let Some(from) = self.jid_of(conn).cloned() else {
+            return;
+        };
         let to = to.unwrap_or_else(|| from.to_bare());
-        let sender = from.local().expect("accounts have a localpart").to_string();
+        let Some(sender) = from.local().map(str::to_string) else {
+            return;
+        };
         if self.route_message(conn, &el, &to) && carbons::eligible(&el) {
             self.carbon_copies(&sender, &[conn], "sent", &el);
         }
@@ -287,7 +296,9 @@ impl Node {
 
     fn on_iq(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
         let is_request = matches!(stanza::check_iq(&el), Ok(Iq::Request { .. }));
-        let me = self.jid_of(conn).clone();
+        let Some(me) = self.jid_of(conn).cloned() else {
+            return;
+        };
         match to {
             None => self.server_iq(conn, &el, true),
             Some(t)
@@ -353,7 +364,9 @@ impl Node {
                 if own_account || el.get_attr("to").is_none() =>
             {
                 let on = payload.name == "enable";
-                self.sessions.get_mut(&conn).expect("session").carbons = on;
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.carbons = on;
+                }
                 self.send_el(conn, &reply(None));
             }
             ("session", ns::SESSION, "set") => self.send_el(conn, &reply(None)),

@@ -16,7 +16,9 @@ impl Node {
                 Some(kind @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")),
                 Some(to),
             ) => {
-                let user = self.sessions[&conn].user().expect("bound").to_string();
+                let Some(user) = self.user_of(conn) else {
+                    return;
+                };
                 if to.domain() != self.cfg.domain || to.local().is_none() {
                     return self.bounce(conn, &el, "remote-server-not-found");
                 }
@@ -80,17 +82,21 @@ impl Node {
     fn share_presence(&mut self, from: &str, to: &str, unavailable: bool) {
         let targets = self.available_conns(to);
         for src in self.available_conns(from) {
-            let s = &self.sessions[&src];
-            let full = s.jid.as_ref().expect("bound").to_string();
+            let Some((full, presence)) = self.sessions.get(&src).and_then(|s| s.available()) else {
+                continue;
+            };
             let mut el = if unavailable {
                 Element::new("presence", ns::CLIENT).attr("type", "unavailable")
             } else {
-                s.presence.clone().expect("available")
+                presence.clone()
             };
-            el.set_attr("from", full);
+            el.set_attr("from", full.to_string());
             for &t in &targets {
+                let Some(to) = self.jid_of(t).map(Jid::to_string) else {
+                    continue;
+                };
                 let mut e = el.clone();
-                e.set_attr("to", self.jid_of(t).to_string());
+                e.set_attr("to", to);
                 self.send_el(t, &e);
             }
         }
@@ -213,7 +219,9 @@ impl Node {
     /// Everyone who sees `conn`'s broadcast presence: subscribed contacts'
     /// available resources, plus the user's own available resources.
     fn presence_audience(&self, conn: ConnId) -> Vec<(ConnId, String)> {
-        let user = self.sessions[&conn].user().expect("bound");
+        let Some(user) = self.sessions.get(&conn).and_then(|s| s.user()) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         if let Some(acc) = self.state.accounts.get(user) {
             for (contact, item) in &acc.roster {
@@ -238,7 +246,9 @@ impl Node {
     }
 
     fn broadcast_presence(&mut self, conn: ConnId, mut el: Element) {
-        let user = self.sessions[&conn].user().expect("bound").to_string();
+        let Some(user) = self.user_of(conn) else {
+            return;
+        };
         el.remove_attr("to");
         if el.get_attr("type") == Some("unavailable") {
             // Joined rooms count as directed presence: the session leaves them.
@@ -249,7 +259,9 @@ impl Node {
             .get_child("priority", ns::CLIENT)
             .and_then(|p| p.text_content().trim().parse::<i8>().ok())
             .unwrap_or(0);
-        let s = self.sessions.get_mut(&conn).expect("session");
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         let initial = s.presence.is_none();
         s.presence = Some(el.clone());
         s.priority = priority;
@@ -269,7 +281,9 @@ impl Node {
 
     /// Presence of the contacts `user` is subscribed to, for a resource just come online.
     fn answer_probes(&mut self, conn: ConnId, user: &str) {
-        let me = self.jid_of(conn).to_string();
+        let Some(me) = self.jid_of(conn).map(Jid::to_string) else {
+            return;
+        };
         let mut contacts: Vec<String> = self.state.accounts[user]
             .roster
             .iter()
@@ -289,9 +303,12 @@ impl Node {
                 if c == conn {
                     continue;
                 }
-                let s = &self.sessions[&c];
-                let mut p = s.presence.clone().expect("available");
-                p.set_attr("from", s.jid.as_ref().expect("bound").to_string());
+                let Some((full, presence)) = self.sessions.get(&c).and_then(|s| s.available())
+                else {
+                    continue;
+                };
+                let mut p = presence.clone();
+                p.set_attr("from", full.to_string());
                 p.set_attr("to", me.clone());
                 self.send_el(conn, &p);
             }
@@ -324,7 +341,9 @@ impl Node {
         if s.presence.is_none() && s.directed.is_empty() {
             return;
         }
-        let full = s.jid.as_ref().expect("bound").to_string();
+        let Some(full) = s.jid().map(Jid::to_string) else {
+            return;
+        };
         let mut el =
             el.unwrap_or_else(|| Element::new("presence", ns::CLIENT).attr("type", "unavailable"));
         el.set_attr("from", full);
@@ -349,7 +368,9 @@ impl Node {
                 }
             }
         }
-        let s = self.sessions.get_mut(&conn).expect("session");
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         s.presence = None;
         s.directed.clear();
         for (c, to) in audience {
@@ -371,7 +392,9 @@ impl Node {
             None => self.available_conns(&user),
         };
         let available = el.get_attr("type").is_none();
-        let s = self.sessions.get_mut(&conn).expect("session");
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         if available {
             if s.directed.len() < 1000 {
                 s.directed.insert(to.to_string());

@@ -81,11 +81,12 @@ impl Node {
             .attr("ver", ver)
             .child(item_element(contact, item.as_ref()));
         for c in self.conns_of(user) {
-            let s = &self.sessions[&c];
-            if !s.roster_requested {
+            let Some(s) = self.sessions.get(&c).filter(|s| s.roster_requested) else {
                 continue;
-            }
-            let to = s.jid.as_ref().expect("bound").to_string();
+            };
+            let Some(to) = s.jid().map(Jid::to_string) else {
+                continue;
+            };
             let id = self.next_push_id();
             let push = Element::new("iq", ns::CLIENT)
                 .attr("type", "set")
@@ -97,13 +98,21 @@ impl Node {
     }
 
     pub(crate) fn on_roster_iq(&mut self, conn: ConnId, iq: &Element, query: &Element) {
-        let user = self.sessions[&conn].user().expect("bound").to_string();
-        let me = self.jid_of(conn).to_bare().to_string();
+        let Some(me) = self.jid_of(conn).map(|j| j.to_bare().to_string()) else {
+            return;
+        };
+        let Some(user) = self
+            .sessions
+            .get(&conn)
+            .and_then(|s| s.user())
+            .map(str::to_string)
+        else {
+            return;
+        };
         if iq.get_attr("type") == Some("get") {
-            self.sessions
-                .get_mut(&conn)
-                .expect("session")
-                .roster_requested = true;
+            if let Some(s) = self.sessions.get_mut(&conn) {
+                s.roster_requested = true;
+            }
             let acc = &self.state.accounts[&user];
             let ver = acc.roster_ver.to_string();
             let payload = if query.get_attr("ver") == Some(ver.as_str()) {
@@ -185,7 +194,9 @@ impl Node {
     fn bounce_from_account(&mut self, conn: ConnId, iq: &Element, condition: &str) {
         let mut req = iq.clone();
         req.remove_attr("to");
-        let me = self.jid_of(conn).to_bare().to_string();
+        let Some(me) = self.jid_of(conn).map(|j| j.to_bare().to_string()) else {
+            return;
+        };
         if let Some(mut r) =
             stanza::error_reply(&req, condition, stanza::error_type_for(condition), &me)
         {

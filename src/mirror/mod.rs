@@ -127,7 +127,9 @@ impl Node {
 
     /// A local user's stanza to a room on an upstream MUC service.
     pub(crate) fn on_mirror_stanza(&mut self, conn: ConnId, el: Element, to: Jid) {
-        let me = self.jid_of(conn).clone();
+        let Some(me) = self.jid_of(conn).cloned() else {
+            return;
+        };
         let upstream = to.domain().to_string();
         let Some(room) = to.local().map(str::to_string) else {
             return self.relay_up(&upstream, &me, &to, el); // The service itself (disco…).
@@ -218,7 +220,9 @@ impl Node {
         nick: &str,
         el: &Element,
     ) {
-        let me = self.jid_of(conn).clone();
+        let Some(me) = self.jid_of(conn).cloned() else {
+            return;
+        };
         if self.sessions[&conn].rooms.len() >= self.cfg.muc.rooms_per_session {
             return self.bounce(conn, el, "resource-constraint");
         }
@@ -240,11 +244,9 @@ impl Node {
         let m = self.mirrors.get_mut(key).expect("mirror");
         m.pending.push((me.clone(), history.clone(), provisional));
         self.live_rooms.entry(key.to_string()).or_default();
-        self.sessions
-            .get_mut(&conn)
-            .expect("session")
-            .rooms
-            .insert(key.to_string());
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.rooms.insert(key.to_string());
+        }
         if first {
             log::info!("mirror {key}: created for {me}");
         }
@@ -273,7 +275,9 @@ impl Node {
     }
 
     fn mirror_groupchat(&mut self, conn: ConnId, key: &str, nick: &str, el: Element) {
-        let me = self.jid_of(conn).clone();
+        let Some(me) = self.jid_of(conn).cloned() else {
+            return;
+        };
         let occ = &self.live_rooms[key].occupants[nick];
         if occ.role == crate::muc::Role::Visitor {
             return self.bounce(conn, &el, "forbidden");
@@ -1226,7 +1230,10 @@ impl Node {
     }
 
     fn mirror_mam(&mut self, conn: ConnId, el: &Element, key: &str, query: &Element) {
-        self.muc_mam(&crate::muc::Origin::Local(conn), el, key, query);
+        let Some(jid) = self.jid_of(conn).cloned() else {
+            return;
+        };
+        self.muc_mam(&crate::muc::Origin::Local { conn, jid }, el, key, query);
     }
 }
 

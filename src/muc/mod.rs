@@ -18,8 +18,15 @@ pub use live::{LiveRoom, Occupant, Role};
 /// Who sent a stanza to a room: a session here, or a user at a mirroring site.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    Local(ConnId),
-    Remote { peer: String, jid: Jid },
+    /// A session here, with its full JID.
+    Local {
+        conn: ConnId,
+        jid: Jid,
+    },
+    Remote {
+        peer: String,
+        jid: Jid,
+    },
 }
 
 use crate::jid::Jid;
@@ -137,7 +144,7 @@ impl Node {
 
     pub(crate) fn origin_jid(&self, origin: &Origin) -> Jid {
         match origin {
-            Origin::Local(conn) => self.jid_of(*conn).clone(),
+            Origin::Local { jid, .. } => jid.clone(),
             Origin::Remote { jid, .. } => jid.clone(),
         }
     }
@@ -145,7 +152,7 @@ impl Node {
     /// Answer whoever sent a stanza.
     pub(crate) fn reply(&mut self, origin: &Origin, el: &Element) {
         match origin {
-            Origin::Local(conn) => self.send_el(*conn, el),
+            Origin::Local { conn, .. } => self.send_el(*conn, el),
             Origin::Remote { jid, .. } => {
                 let jid = jid.clone();
                 self.send_to_jid(&jid, el.clone());
@@ -156,7 +163,7 @@ impl Node {
     /// Answer with already serialised XML (archive results, paced).
     pub(crate) fn reply_raw(&mut self, origin: &Origin, xml: String) {
         match origin {
-            Origin::Local(conn) => self.send_paced(*conn, xml.into_bytes(), None),
+            Origin::Local { conn, .. } => self.send_paced(*conn, xml.into_bytes(), None),
             Origin::Remote { .. } => match crate::xml::parse_fragment(&xml) {
                 Ok(el) => self.reply(origin, &el),
                 Err(e) => log::warn!("muc: cannot relay a reply: {e:?}"),
@@ -354,7 +361,7 @@ impl Node {
             );
             created = true;
         }
-        if let Origin::Local(conn) = origin {
+        if let Origin::Local { conn, .. } = origin {
             if self.sessions[conn].rooms.len() >= self.cfg.muc.rooms_per_session {
                 return self.presence_error(origin, &el, "resource-constraint");
             }
@@ -417,8 +424,10 @@ impl Node {
                 true
             }
         };
-        if let Origin::Local(conn) = origin {
-            let s = self.sessions.get_mut(conn).expect("session");
+        if let Some(s) = match origin {
+            Origin::Local { conn, .. } => self.sessions.get_mut(conn),
+            Origin::Remote { .. } => None,
+        } {
             s.rooms.insert(room.to_string());
         }
 
@@ -819,7 +828,7 @@ impl Node {
         let Some(s) = self.sessions.get(&conn) else {
             return;
         };
-        let (Some(jid), rooms) = (s.jid.clone(), s.rooms.clone()) else {
+        let (Some(jid), rooms) = (s.jid().cloned(), s.rooms.clone()) else {
             return;
         };
         for room in rooms {
@@ -937,7 +946,7 @@ impl Node {
         }
         let from_site = match origin {
             Origin::Remote { peer, .. } => Some(peer.as_str()),
-            Origin::Local(_) => None,
+            Origin::Local { .. } => None,
         };
         self.submit_groupchat(room, &nick, &sender, &el, minted, from_site);
     }

@@ -214,8 +214,9 @@ pub fn apply(rooms: &mut BTreeMap<String, RoomState>, room: &str, record: &RoomR
         }
         RoomRecord::Trim { upto } => {
             while r.archive.front().is_some_and(|m| m.seq <= *upto) {
-                let m = r.archive.pop_front().expect("front");
-                r.archive_bytes -= m.xml.len() as u64;
+                if let Some(m) = r.archive.pop_front() {
+                    r.archive_bytes -= m.xml.len() as u64;
+                }
             }
         }
         RoomRecord::Create { .. } | RoomRecord::Destroy => unreachable!("handled above"),
