@@ -97,8 +97,9 @@ class Node:
         self.kill9() if hard else self.stop()
         self.start()
 
-    def cli(self, *args, stdin=None):
-        return subprocess.run([str(BINARY), *args, "-c", str(self.config)], input=stdin, capture_output=True, text=True)
+    def cli(self, *args, stdin=None, timeout=60):
+        return subprocess.run([str(BINARY), *args, "-c", str(self.config)], input=stdin, capture_output=True,
+                              text=True, timeout=timeout)
 
     def add_user(self, user, password):
         r = self.cli("user", "add", user, stdin=password + "\n")
