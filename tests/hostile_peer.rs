@@ -497,6 +497,37 @@ fn seeds() -> Vec<u64> {
     (1..=n).collect()
 }
 
+/// A hostile peer's side of a link: it reconnects when the node closes it
+/// and picks up the numbering where the node left it.
+struct HostileLink {
+    conn: u64,
+    next: u64,
+    peer: &'static str,
+    from: &'static str,
+}
+
+impl HostileLink {
+    fn open(sim: &mut SimNode, peer: &'static str, from: &'static str) -> HostileLink {
+        HostileLink {
+            conn: link_from(sim, peer, from),
+            next: 0,
+            peer,
+            from,
+        }
+    }
+
+    /// Send one element of arbitrary link traffic.
+    fn send(&mut self, sim: &mut SimNode, rng: &mut Rng) {
+        if sim.is_closed(self.conn) {
+            self.conn = link_from(sim, self.peer, self.from);
+            let applied = sim.node.state().links.get(self.peer);
+            self.next = applied.map_or(0, |l| l.last_in);
+        }
+        let el = link_element(rng, &mut self.next);
+        sim.send(self.conn, &el);
+    }
+}
+
 /// Open a link from a (fake) peer; returns the connection.
 fn link_from(sim: &mut SimNode, peer: &str, from_domain: &str) -> u64 {
     let conn = sim.alloc_conn();
@@ -522,20 +553,9 @@ fn a_hostile_site_cannot_crash_or_corrupt_its_master() {
         hq.send(kevin, &format!("<iq type='set' id='c' to='chat@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
         hq.take(kevin);
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-        let mut conn = link_from(&mut hq, SITE_DOMAIN, SITE_DOMAIN);
-        let mut next = 0;
+        let mut site = HostileLink::open(&mut hq, SITE_DOMAIN, SITE_DOMAIN);
         for step in 0..STEPS {
-            if hq.is_closed(conn) {
-                conn = link_from(&mut hq, SITE_DOMAIN, SITE_DOMAIN);
-                next = hq
-                    .node
-                    .state()
-                    .links
-                    .get(SITE_DOMAIN)
-                    .map_or(0, |l| l.last_in);
-            }
-            let el = link_element(&mut rng, &mut next);
-            hq.send(conn, &el);
+            site.send(&mut hq, &mut rng);
             if chance(&mut rng, 10) {
                 hq.advance(rng.below(60_000));
             }
@@ -576,18 +596,8 @@ fn a_hostile_master_cannot_crash_or_corrupt_its_site() {
         let wayne = site.login("wayne", "p", "tv");
         let mut keith = site.login("keith", "p", "tv");
         let mut rng = Rng(seed.wrapping_mul(0xd1b5_4a32_d192_ed03) | 1);
-        let mut conn = link_from(&mut site, SERVICE, HQ_DOMAIN);
-        let mut next = 0;
+        let mut master = HostileLink::open(&mut site, SERVICE, HQ_DOMAIN);
         for step in 0..STEPS {
-            if site.is_closed(conn) {
-                conn = link_from(&mut site, SERVICE, HQ_DOMAIN);
-                next = site
-                    .node
-                    .state()
-                    .links
-                    .get(SERVICE)
-                    .map_or(0, |l| l.last_in);
-            }
             // Local users act on the mirrored room while the master misbehaves.
             match rng.below(12) {
                 0 => {
@@ -603,8 +613,7 @@ fn a_hostile_master_cannot_crash_or_corrupt_its_site() {
                 }
                 _ => {}
             }
-            let el = link_element(&mut rng, &mut next);
-            site.send(conn, &el);
+            master.send(&mut site, &mut rng);
             if chance(&mut rng, 10) {
                 site.advance(rng.below(600_000));
             }

@@ -12,7 +12,7 @@ import time
 from slixmpp import JID
 
 from outpost_node import Node, free_port
-from xmpp import Raw, login
+from xmpp import Raw, login, send_as
 
 
 def run(coro):
@@ -158,17 +158,10 @@ def test_pipelined_login_guesses_are_throttled_and_others_are_served(node):
 
 def test_offline_storage_is_bounded_in_bytes(node):
     # Before: 500 messages of 200 KB to one account grew RSS 14 -> 101 MB.
-    async def scenario():
-        raw = await Raw.open(node.port)
-        await raw.login_plain("alice", "wonderland")
-        body = "b" * 60_000
-        for i in range(150):
-            await raw.send(f"<message to='carol@localhost' type='chat' id='m{i}'><body>{body}</body></message>")
-        await raw.send("<iq type='get' id='done'><ping xmlns='urn:xmpp:ping'/></iq>")
-        out = await raw.read_until("id='done'")
-        assert "resource-constraint" in out and "carol is offline and their message storage is full" in out
-        raw.close()
-    run(scenario())
+    body = "b" * 60_000
+    chats = [f"<message to='carol@localhost' type='chat' id='m{i}'><body>{body}</body></message>" for i in range(150)]
+    out = run(send_as(node.port, "alice", "wonderland", chats))
+    assert "resource-constraint" in out and "carol is offline and their message storage is full" in out
     node.stop()
     check = node.cli("data", "check").stdout
     stored = int(check.split("offline messages ")[1].split()[2])
@@ -184,14 +177,10 @@ def test_offline_messages_reach_a_client_that_reads_slowly(node):
     # management acknowledgements: the mobile issue. The simulator checks
     # that nothing unwritten is marked delivered.)
     async def scenario():
-        raw = await Raw.open(node.port)
-        await raw.login_plain("alice", "wonderland")
         body = "o" * 4000
-        for i in range(500):
-            await raw.send(f"<message to='bob@localhost' type='chat' id='m{i}'><body>#{i}# {body}</body></message>")
-        await raw.send("<iq type='get' id='done'><ping xmlns='urn:xmpp:ping'/></iq>")
-        await raw.read_until("id='done'")
-        raw.close()
+        chats = [f"<message to='bob@localhost' type='chat' id='m{i}'><body>#{i}# {body}</body></message>"
+                 for i in range(500)]
+        await send_as(node.port, "alice", "wonderland", chats)
         slow = await Raw.open(node.port)
         await slow.login_plain("bob", "builder")
         await slow.send("<presence/>")

@@ -155,3 +155,17 @@ class Raw:
 
     def close(self):
         self.writer.close()
+
+
+async def send_as(port, user, password, stanzas):
+    """Log in as `user` on a raw stream, send `stanzas`, and return what came
+    back until all were handled (stanzas are handled in order, and what they
+    stored is durable before the ping that follows them is answered)."""
+    raw = await Raw.open(port)
+    await raw.login_plain(user, password)
+    for s in stanzas:
+        await raw.send(s)
+    await raw.send("<iq type='get' id='handled'><ping xmlns='urn:xmpp:ping'/></iq>")
+    out = await raw.read_until("id='handled'")
+    raw.close()
+    return out
