@@ -22,14 +22,7 @@ fn stream_error_of(out: &str) -> Option<&str> {
 
 /// The session answers a ping.
 fn assert_alive(sim: &mut SimNode, conn: u64) {
-    sim.send(
-        conn,
-        "<iq type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>",
-    );
-    assert!(
-        sim.take(conn).contains("id='alive'"),
-        "session {conn} is not served"
-    );
+    assert!(sim.answers_ping(conn), "session {conn} is not served");
 }
 
 /// Sessions that fetched their roster (so they get pushes) and went online; output drained.

@@ -144,6 +144,15 @@ impl SimNode {
         self.event(Event::Disconnected { conn });
     }
 
+    /// Whether the session on `conn` is still served: a ping gets its answer.
+    pub fn answers_ping(&mut self, conn: ConnId) -> bool {
+        self.send(
+            conn,
+            "<iq type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        self.take(conn).contains("id='alive'")
+    }
+
     /// Everything the node wrote to `conn` since the last call.
     /// What a client connection received since the last call.
     pub fn take(&mut self, conn: ConnId) -> String {
