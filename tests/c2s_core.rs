@@ -1197,3 +1197,21 @@ fn stored_forbidden_characters_are_repaired_when_read() {
     assert!(!out.contains('\u{1}') && !out.contains('\u{FFFF}'));
     assert_alive(&mut sim, bob);
 }
+
+/// Streams logged in but never bound are not counted by the resource
+/// limit; one account cannot hold more of them than it may have resources.
+#[test]
+fn one_account_cannot_hold_slots_with_streams_it_never_binds() {
+    let mut sim = node();
+    let max = NodeConfig::new("localhost").max_resources_per_user;
+    for _ in 0..max {
+        let c = tls_stream(&mut sim);
+        sim.authenticate(c, "alice", "wonderland").unwrap();
+    }
+    let c = tls_stream(&mut sim);
+    let err = sim.authenticate(c, "alice", "wonderland").unwrap_err();
+    assert!(err.contains("<temporary-auth-failure/>"), "{err}");
+    // Other accounts are not affected.
+    let bob = sim.login("bob", "builder", "b");
+    assert_alive(&mut sim, bob);
+}

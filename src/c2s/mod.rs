@@ -474,6 +474,17 @@ impl Node {
 
     fn sasl_success(&mut self, conn: ConnId, user: String, additional: Option<String>) {
         self.auth_throttle.succeeded(&user);
+        // Logged in but not bound yet, an account's streams hold slots that
+        // no resource limit counts: no more of them than it may have resources.
+        let unbound = self
+            .sessions
+            .values()
+            .filter(|s| matches!(&s.stage, Stage::Authenticated(u) if *u == user))
+            .count();
+        if unbound >= self.cfg.max_resources_per_user {
+            log::info!("c2s {conn}: {user} has {unbound} streams logged in and not bound");
+            return self.sasl_failure(conn, "temporary-auth-failure", false);
+        }
         let body = additional.map(|a| B64.encode(a)).unwrap_or_default();
         self.send(
             conn,
