@@ -5,9 +5,13 @@
 //! to the executor after each connection, so a flood of connects cannot
 //! keep the core loop, other connections or the signal handler from running.
 
+use crate::admission::{Admission, Refused};
 use futures_lite::future;
 use smol::{Async, Timer};
+use std::cell::RefCell;
 use std::io;
+use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
@@ -72,5 +76,28 @@ impl<L: Listener> Acceptor<L> {
                 }
             }
         }
+    }
+}
+
+/// A connection's share of an `Admission`, given back when it is dropped
+/// (when the connection's task ends, however it ends).
+pub struct Slot {
+    admission: Rc<RefCell<Admission>>,
+    ip: IpAddr,
+}
+
+impl Slot {
+    pub fn take(admission: &Rc<RefCell<Admission>>, ip: IpAddr) -> Result<Slot, Refused> {
+        admission.borrow_mut().admit(ip)?;
+        Ok(Slot {
+            admission: admission.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.admission.borrow_mut().release(self.ip);
     }
 }

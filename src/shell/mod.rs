@@ -415,13 +415,15 @@ async fn accept_links(
     )));
     loop {
         let (stream, addr) = incoming.next().await;
-        if let Err(refused) = pending.borrow_mut().admit(addr.ip()) {
-            log::debug!("link: refused {addr}: {}", refused.text());
-            continue;
-        }
+        let slot = match accept::Slot::take(&pending, addr.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                log::debug!("link: refused {addr}: {}", refused.text());
+                continue;
+            }
+        };
         let _ = stream.get_ref().set_nodelay(true);
         let (w, acceptor, peers) = (w.clone(), acceptor.clone(), peers.clone());
-        let pending = pending.clone();
         let ex = w.ex;
         ex.spawn(async move {
             let handshake = async { Some(acceptor.accept(stream).await) };
@@ -431,7 +433,7 @@ async fn accept_links(
             };
             let outcome = future::or(handshake, timeout).await;
             // Past the handshake, a link is the core's (configured peers only).
-            pending.borrow_mut().release(addr.ip());
+            drop(slot);
             let tls = match outcome {
                 Some(Ok(t)) => t,
                 Some(Err(e)) => return log::info!("link: refused a connection from {addr}: {e}"),

@@ -7,7 +7,7 @@
 //! and per address, and every phase of a connection has a deadline, so an
 //! address holds at most its share of the slots, each for a bounded time.
 
-use super::accept::Acceptor;
+use super::accept::{Acceptor, Slot};
 use super::admin_ops::AdminOps;
 use crate::admin::http::{self, Parsed, Response, Transport};
 use crate::admin::web::{Step, View, Web};
@@ -64,32 +64,6 @@ pub async fn serve(
             drop(slot);
         })
         .detach();
-    }
-}
-
-/// A connection's share of `Admission`, given back when its task ends,
-/// however it ends.
-struct Slot {
-    admission: Rc<RefCell<Admission>>,
-    ip: IpAddr,
-}
-
-impl Slot {
-    fn take(
-        admission: &Rc<RefCell<Admission>>,
-        ip: IpAddr,
-    ) -> Result<Slot, crate::admission::Refused> {
-        admission.borrow_mut().admit(ip)?;
-        Ok(Slot {
-            admission: admission.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.admission.borrow_mut().release(self.ip);
     }
 }
 
