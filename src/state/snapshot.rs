@@ -294,13 +294,22 @@ pub fn write_snapshot(
 /// Compact: write a snapshot of `state` into a new segment and drop the
 /// older ones once it is durable. Returns the snapshot's size in bytes.
 pub fn compact<S: Storage>(log: &mut Log<S>, state: &State, salt: u64) -> io::Result<u64> {
+    compact_committing_every(log, state, salt, COMMIT_BYTES)
+}
+
+fn compact_committing_every<S: Storage>(
+    log: &mut Log<S>,
+    state: &State,
+    salt: u64,
+    commit_bytes: usize,
+) -> io::Result<u64> {
     log.begin_compaction(salt)?;
     let mut bytes = 0u64;
     write_snapshot(state, |record| {
         let encoded = record.encode();
         bytes += encoded.len() as u64;
         log.append(record.kind(), &encoded)?;
-        if log.pending_bytes() >= COMMIT_BYTES {
+        if log.pending_bytes() >= commit_bytes {
             log.commit()?;
         }
         Ok(())
@@ -562,7 +571,11 @@ mod tests {
 
     #[test]
     fn a_crash_at_any_point_of_a_compaction_keeps_a_whole_state() {
-        let before = populated(300, &"y".repeat(3000));
+        // Small commits, so the snapshot spans many of them.
+        let compact = |l: &mut Log<MemStorage>, s: &State, salt| {
+            compact_committing_every(l, s, salt, 16 * 1024)
+        };
+        let before = populated(40, &"y".repeat(1000));
         let mut log = reopen(MemStorage::new()).log;
         compact(&mut log, &before, 1).unwrap();
         let mut after = before.clone();
@@ -584,7 +597,7 @@ mod tests {
             compact(&mut l, &after, 2).unwrap();
             l.storage().bytes(3).unwrap().len()
         };
-        for cut in (0..total).step_by(total / 31 + 1) {
+        for cut in (0..total).step_by(total / 23 + 1) {
             let mut l = reopen(base.clone()).log;
             l.storage().faults.fail_after_bytes = Some(cut);
             let crashed = compact(&mut l, &after, 2).is_err();
