@@ -69,3 +69,71 @@ fn a_state_of_several_hundred_mib_survives_compaction_and_restart() {
     assert!(opened.state == expect, "the state read back differs");
     assert!(opened.snapshot_bytes > 300_000_000);
 }
+
+/// The data directory an older release wrote (tests/fixtures/bbde3c9, made
+/// by tests/fixtures/make_old_data_dir.py with a build of that release):
+/// a whole-state snapshot record, records after it, v1 segment headers and
+/// no batch markers. It opens, and the node serves what it holds.
+#[test]
+fn a_data_dir_written_by_the_previous_release_opens_and_serves() {
+    use outpost::node::NodeConfig;
+    use outpost::sim::SimNode;
+    use outpost::store::{MemStorage, Storage};
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bbde3c9/data");
+    // Through the node's own start-up path, on a copy (opening may write).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("log")).unwrap();
+    let mut storage = MemStorage::new();
+    for entry in std::fs::read_dir(fixture.join("log")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            dir.path().join("log").join(path.file_name().unwrap()),
+        )
+        .unwrap();
+        let seg = u64::from_str_radix(path.file_stem().unwrap().to_str().unwrap(), 16).unwrap();
+        storage.append(seg, &std::fs::read(&path).unwrap()).unwrap();
+    }
+    let opened = open_state(dir.path(), 1).unwrap();
+    let state = &opened.state;
+    let users: Vec<&String> = state.accounts.keys().collect();
+    assert_eq!(users, ["alice", "bob", "carol"]);
+    let bob = &state.accounts["alice"].roster["bob@localhost"];
+    assert_eq!(bob.name.as_deref(), Some("Bob B."));
+    assert_eq!(bob.groups, ["Field"]);
+    assert_eq!(state.accounts["carol"].offline.len(), 2);
+    let ops = &state.rooms["ops"];
+    assert!(ops.config.persistent);
+    assert_eq!(ops.config.name, "Operations");
+    assert_eq!(ops.subject.as_ref().unwrap().text, "Weekly ops");
+    // And a node on it serves all of that.
+    let mut sim = SimNode::from_storage(NodeConfig::new("localhost"), 1, storage);
+    let carol = sim.login("carol", "lorac", "x");
+    sim.send(carol, "<presence/>");
+    let out = sim.take(carol);
+    assert!(
+        out.contains("first while away") && out.contains("second while away"),
+        "{out}"
+    );
+    let alice = sim.login("alice", "ecila", "x");
+    sim.send(
+        alice,
+        "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+    );
+    let out = sim.take(alice);
+    assert!(
+        out.contains("name='Bob B.'") && out.contains("subscription='both'"),
+        "{out}"
+    );
+    sim.send(alice, "<presence to='ops@conference.localhost/Alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    let out = sim.take(alice);
+    assert!(
+        out.contains("kept 2") && out.contains("Weekly ops"),
+        "{out}"
+    );
+    // What it writes from now on is the new format, and reads back.
+    sim.crash_and_restart();
+    let bob = sim.login("bob", "bob", "x");
+    assert!(sim.answers_ping(bob));
+}

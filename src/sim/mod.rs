@@ -45,7 +45,13 @@ fn replay(storage: MemStorage) -> (Log<MemStorage>, State) {
 
 impl SimNode {
     pub fn new(cfg: NodeConfig, seed: u64) -> SimNode {
-        let (log, state) = replay(MemStorage::new());
+        SimNode::from_storage(cfg, seed, MemStorage::new())
+    }
+
+    /// A node started on a log that already exists (e.g. a copy of a data
+    /// directory's segments).
+    pub fn from_storage(cfg: NodeConfig, seed: u64, storage: MemStorage) -> SimNode {
+        let (log, state) = replay(storage);
         SimNode {
             node: Node::new(cfg.clone(), state, seed_bytes(seed)),
             log,
