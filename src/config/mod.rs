@@ -94,29 +94,31 @@ pub struct C2s {
     pub roster_limit: usize,
 }
 
+/// The defaults of the configurable settings are the core's (`NodeConfig`,
+/// `MucLimits`, `LinkConfig`): written once, there.
 impl Default for C2s {
     fn default() -> C2s {
-        let limits = Limits::default();
         let core = NodeConfig::new("localhost");
         C2s {
             listen: "127.0.0.1:5222".parse().expect("literal"),
             cert: None,
             key: None,
-            require_tls: true,
-            max_stanza_bytes: limits.max_stanza_bytes,
-            max_depth: limits.max_depth,
-            max_attrs: limits.max_attrs,
+            require_tls: core.require_tls,
+            max_stanza_bytes: core.limits.max_stanza_bytes,
+            max_depth: core.limits.max_depth,
+            max_attrs: core.limits.max_attrs,
             handshake_timeout: core.handshake_timeout_ms / 1000,
-            stanza_timeout: 60,
-            keepalive_interval: 60,
+            stanza_timeout: core.stanza_timeout_ms / 1000,
+            keepalive_interval: core.keepalive_ms / 1000,
+            // The shell's, not the core's: how many sockets it accepts.
             max_connections: 1000,
             max_unauthenticated: core.max_unauthenticated,
             max_unauthenticated_per_address: core.max_unauthenticated_per_address,
-            max_resources_per_user: 10,
-            offline_limit: 500,
+            max_resources_per_user: core.max_resources_per_user,
+            offline_limit: core.offline_limit,
             offline_bytes_per_account: core.offline_bytes_per_account,
             offline_bytes_total: core.offline_bytes_total,
-            roster_limit: 1000,
+            roster_limit: core.roster_limit,
         }
     }
 }
@@ -198,7 +200,7 @@ pub struct Peer {
 }
 
 fn default_grace() -> u64 {
-    300
+    crate::node::LinkConfig::default().grace_ms / 1000
 }
 
 impl Default for Link {
@@ -212,10 +214,10 @@ impl Default for Link {
 }
 
 fn default_keepalive() -> u64 {
-    30
+    crate::node::LinkConfig::default().keepalive_ms / 1000
 }
 fn default_dead_after() -> u64 {
-    120
+    crate::node::LinkConfig::default().dead_ms / 1000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
