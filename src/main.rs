@@ -1,5 +1,8 @@
 //! The `outpost` command line (DESIGN §2).
 
+// The command line is the shell's: it reads arguments, the terminal and files.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use outpost::config::Config;
 use outpost::node::{AdminCommand, AdminReply};
 use outpost::scram::Credentials;
@@ -55,8 +58,8 @@ fn take_config(args: &mut Vec<String>) -> Result<Option<PathBuf>, String> {
 
 fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
     match path {
-        Some(p) => Config::load(&p).map_err(|e| e.to_string()),
-        None => Config::load_default().map_err(|e| e.to_string()),
+        Some(p) => shell::config_file::load(&p).map_err(|e| e.to_string()),
+        None => shell::config_file::load_default().map_err(|e| e.to_string()),
     }
 }
 

@@ -9,6 +9,7 @@
 //! `CHAOS_SEEDS=n` runs n schedules (default 200); a failure prints the
 //! command that replays its seed (`CHAOS_SEED=s`); `CHAOS_TRACE=1` prints
 //! each step of a schedule.
+#![allow(clippy::disallowed_methods)] // Test knobs come from the environment.
 
 use outpost::node::NodeConfig;
 use outpost::sim::Rng;

@@ -5,6 +5,7 @@
 //!
 //! `HOSTILE_SEEDS=n` runs n schedules per direction (default 60); a failure
 //! names the seed (`HOSTILE_SEED=s` replays it).
+#![allow(clippy::disallowed_methods)] // Test knobs come from the environment.
 
 use outpost::jid::Jid;
 use outpost::link::event::{LinkEvent, OccupantChange, OccupantInfo, DMUC};

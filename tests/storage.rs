@@ -1,6 +1,7 @@
 //! The log at the sizes a board reaches in years of use: a state of
 //! several hundred MiB is compacted and read back whole, through the same
 //! functions the node uses.
+#![allow(clippy::disallowed_methods)] // Reads the fixture's files.
 
 use outpost::muc::model::{Archived, RoomRecord};
 use outpost::scram::Credentials;

@@ -252,6 +252,14 @@ fn default_log_level() -> LogLevel {
     LogLevel::Info
 }
 
+/// True if `s` has the form of a link key fingerprint (base64 of 32 bytes).
+pub fn is_fingerprint(s: &str) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .is_ok_and(|b| b.len() == 32)
+}
+
 #[derive(Debug)]
 pub struct ConfigError(pub String);
 
@@ -276,24 +284,11 @@ impl Config {
         default_data_dir().join("outpost.toml")
     }
 
-    /// The configuration used without `-c`: the settings saved by the
-    /// console or the web page if there are any, else the embedded default.
-    /// Relative paths stay relative to the working directory, like the default's.
-    pub fn load_default() -> Result<Config, ConfigError> {
-        let path = Config::saved_default_path();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Config::parse(&text, &path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::embedded()),
-            Err(e) => Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
-        }
-    }
-
-    /// Load from a file; relative paths in it are relative to the file's directory.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read config file {name}: {e}")))?;
-        let mut cfg = Config::parse(&text, &name)?;
+    /// Parse the text of the file at `path`: relative paths in it are
+    /// relative to the file's directory. (The shell reads the file:
+    /// `shell::config_file`.)
+    pub fn parse_file(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut cfg = Config::parse(text, &path.display().to_string())?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.resolve_paths(base);
         Ok(cfg)
@@ -374,7 +369,7 @@ impl Config {
             return Err("[muc] service must differ from domain".into());
         }
         for p in &self.link.peer {
-            if !crate::shell::link::is_fingerprint(&p.fingerprint) {
+            if !is_fingerprint(&p.fingerprint) {
                 return Err(format!("[[link.peer]] {}: fingerprint must be the base64 SHA-256 that `outpost check` shows", p.domain.0));
             }
             if p.domain.0 == self.domain.0 {
@@ -401,7 +396,7 @@ impl Config {
             }
         }
         for u in &self.upstream {
-            if !crate::shell::link::is_fingerprint(&u.fingerprint) {
+            if !is_fingerprint(&u.fingerprint) {
                 return Err(format!("[[upstream]] {}: fingerprint must be the base64 SHA-256 that `outpost check` shows", u.muc.0));
             }
             if !u
@@ -502,6 +497,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // A test writes a config file.
 mod tests {
     use super::*;
 
@@ -601,9 +597,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("o.toml");
         std::fs::write(&p, "domain = \"x.example\"\ndata_dir = \"data\"\n").unwrap();
-        let c = Config::load(&p).unwrap();
+        let c = crate::shell::config_file::load(&p).unwrap();
         assert_eq!(c.data_dir, dir.path().join("data"));
-        let err = Config::load(&dir.path().join("missing.toml"))
+        let err = crate::shell::config_file::load(&dir.path().join("missing.toml"))
             .unwrap_err()
             .0;
         assert!(err.contains("missing.toml"), "{err}");

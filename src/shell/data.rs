@@ -4,9 +4,10 @@
 //! the node stopped to read, but a salvage is meant for a stopped node.
 
 use super::datadir::log_dir;
+use super::FileStorage;
 use crate::state::salvage::{salvage as read_salvage, Summary};
 use crate::state::snapshot::{compact, open_log};
-use crate::store::{inspect, DryRun, FileStorage, SegmentReport};
+use crate::store::{inspect, DryRun, SegmentReport};
 use std::fs;
 use std::path::Path;
 

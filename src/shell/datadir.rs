@@ -1,7 +1,8 @@
 //! The data directory: exclusive lock, log replay into state.
 
+use super::FileStorage;
 use crate::state::State;
-use crate::store::{FileStorage, Log, OpenError};
+use crate::store::{Log, OpenError};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,6 @@
 //! with accounts to log in with and the link counters printed as they go.
 
 use super::relay::{self, Counters, Shaping};
-use crate::config::Config;
 use crate::node::{AdminCommand, AdminReply};
 use futures_lite::{future, StreamExt};
 use smol::{Async, LocalExecutor, Timer};
@@ -61,13 +60,13 @@ fn write_config(dir: &Path, node: &DemoNode, extra: &str) -> Result<PathBuf, Str
 }
 
 fn fingerprint(path: &Path) -> Result<String, String> {
-    let cfg = Config::load(path).map_err(|e| e.to_string())?;
+    let cfg = super::config_file::load(path).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| e.to_string())?;
     Ok(super::link::identity(&cfg)?.fingerprint)
 }
 
 fn ensure_user(path: &Path, user: &str) -> Result<(), String> {
-    let cfg = Config::load(path).map_err(|e| e.to_string())?;
+    let cfg = super::config_file::load(path).map_err(|e| e.to_string())?;
     let creds = super::admin_ops::new_credentials(PASSWORD);
     match super::admin::execute(
         &cfg,

@@ -29,11 +29,6 @@ pub fn spki_fingerprint(cert: &CertificateDer<'_>) -> Result<String, String> {
     Ok(B64.encode(ring::digest::digest(&ring::digest::SHA256, spki.as_ref())))
 }
 
-/// True if `s` has the form of a fingerprint (base64 of 32 bytes).
-pub fn is_fingerprint(s: &str) -> bool {
-    B64.decode(s.trim()).is_ok_and(|b| b.len() == 32)
-}
-
 pub struct Identity {
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,

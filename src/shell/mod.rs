@@ -1,12 +1,18 @@
 //! The I/O shell: one thread, one `smol::LocalExecutor`. It owns sockets,
 //! TLS, timers, the admin socket and the log file, and feeds the core.
 
+// The one place clocks, files, sockets and threads are allowed (clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 pub mod accept;
 pub mod admin;
 pub mod admin_ops;
+pub mod config_file;
 mod conn;
 mod console;
 pub mod data;
+mod file_storage;
+pub use file_storage::FileStorage;
 pub mod datadir;
 pub mod demo;
 pub mod link;
@@ -17,7 +23,7 @@ mod web;
 
 use crate::config::Config;
 use crate::node::{Action, AdminReply, ConnId, Event, Node, Now};
-use crate::store::{FileStorage, Log};
+use crate::store::Log;
 use conn::{ConnHandle, Out};
 use datadir::{admin_socket, open_state, DataLock, LockError};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};

@@ -4,4 +4,4 @@ mod log;
 mod storage;
 
 pub use log::{inspect, Log, OpenError, RecordRef, Recovery, SegmentReport, MAX_RECORD_BYTES};
-pub use storage::{DryRun, Faults, FileStorage, MemStorage, Storage};
+pub use storage::{DryRun, Faults, MemStorage, Storage};

@@ -1,5 +1,9 @@
+// These tests also run the log on real files (the shell's backend).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use super::*;
-use crate::store::storage::{FileStorage, MemStorage};
+use crate::shell::FileStorage;
+use crate::store::storage::MemStorage;
 
 /// A record as a test keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
