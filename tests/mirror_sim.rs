@@ -1513,7 +1513,8 @@ fn snapshots_to_a_site_are_bounded_in_bytes() {
     w.net.advance(400_000); // Past the grace period: the site resyncs from a snapshot.
     w.net.node(RALEIGH).take(w.wayne);
     w.net.restore(RALEIGH);
-    w.net.advance(20_000);
+    // Longer than the longest redial backoff (30 s, plus jitter).
+    w.net.advance(60_000);
     let out = w.net.node(RALEIGH).take(w.wayne);
     assert!(out.contains("new9 "), "the newest arrives");
     assert!(

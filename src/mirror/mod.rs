@@ -373,10 +373,7 @@ impl Node {
     /// have crossed the link to a client of the master.
     fn count_fanout(&mut self, key: &str, bytes: usize) {
         if let Some(m) = self.mirrors.get(key) {
-            self.link_traffic
-                .entry(m.upstream.clone())
-                .or_default()
-                .fanout_bytes += bytes as u64;
+            self.links.count_fanout(&m.upstream, bytes);
         }
     }
 
@@ -1206,9 +1203,7 @@ impl Node {
     }
 
     fn link_is_up(&self, upstream: &str) -> bool {
-        self.link_of_peer
-            .get(upstream)
-            .is_some_and(|c| self.links[c].is_established())
+        self.links.is_up(upstream)
     }
 
     fn master_unreachable(&mut self, conn: ConnId, el: &Element, upstream: &str) {

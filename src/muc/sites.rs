@@ -159,7 +159,7 @@ impl Node {
     ) {
         if let Origin::Remote { peer, .. } = origin {
             // A site coming back from a split gets its snapshot on `resync`.
-            if !peers_before.contains(peer) && !self.detached.contains(peer) {
+            if !peers_before.contains(peer) && !self.links.is_detached(peer) {
                 self.send_snapshot(&peer.clone(), room, None);
             }
         }
@@ -174,7 +174,7 @@ impl Node {
     /// An event from a mirroring site.
     pub(crate) fn on_site_event(&mut self, peer: &str, ev: LinkEvent) {
         if let LinkEvent::Resync { room, last_seq } = &ev {
-            self.detached.remove(peer);
+            self.links.reattached(peer);
             if self.state.rooms.contains_key(room) && self.live_rooms.contains_key(room) {
                 self.send_snapshot(peer, room, Some(*last_seq));
             }

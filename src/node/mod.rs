@@ -2,6 +2,7 @@
 //! events into actions. It never reads a clock, touches a socket or a file:
 //! the time arrives with every call and all output is an [`Action`].
 
+mod links;
 mod status;
 
 use crate::c2s::output::Completion;
@@ -351,24 +352,13 @@ pub struct Node {
     pub(crate) live_rooms: HashMap<String, crate::muc::LiveRoom>,
     /// Replicas of mirrored rooms, by room JID.
     pub(crate) mirrors: HashMap<String, crate::mirror::Mirror>,
-    /// Link connections, and which one serves each peer.
-    pub(crate) links: HashMap<ConnId, crate::link::LinkConn>,
-    pub(crate) link_of_peer: HashMap<String, ConnId>,
-    /// When each upstream is to be dialed next, and its current backoff.
-    pub(crate) dial_due: std::collections::BTreeMap<String, u64>,
-    pub(crate) dial_backoff: HashMap<String, u64>,
-    /// Traffic counters per peer since start.
-    pub(crate) link_traffic: HashMap<String, crate::link::LinkCounters>,
-    /// Random per start: a peer that sees it change knows this node forgot
-    /// its live state (who is in which room) and must re-announce.
-    pub(crate) epoch: String,
-    /// The epoch each peer announced last.
-    pub(crate) upstream_epochs: HashMap<String, String>,
-    /// When the grace period of a peer whose link is down runs out.
-    pub(crate) grace_due: std::collections::BTreeMap<String, u64>,
-    /// Peers whose occupants we showed as gone (the grace period ran out);
-    /// cleared once the other side has resynchronised.
-    pub(crate) detached: std::collections::BTreeSet<String>,
+    /// The link machine: connections to other nodes, their queues' live
+    /// side, dials and grace periods (its durable side is `state.links`).
+    pub(crate) links: crate::link::Links,
+    /// What the link machine gave out, not taken yet; and its notices
+    /// (a link down, a grace period over) waiting to be acted on.
+    pub(crate) link_out: Vec<crate::link::LinkOutput>,
+    pub(crate) link_notices: std::collections::VecDeque<crate::link::LinkOutput>,
     /// When replicas restored at start that nobody rejoined are dropped, per
     /// upstream (set while its link is up).
     pub(crate) mirror_idle_due: std::collections::BTreeMap<String, u64>,
@@ -403,10 +393,23 @@ fn take_due(deadlines: &mut std::collections::BTreeMap<String, u64>, now: u64) -
 impl Node {
     /// `state` is the replay of the log; `seed` the only source of randomness.
     pub fn new(cfg: NodeConfig, state: State, seed: [u8; 32]) -> Node {
-        let rng = ChaCha20Rng::from_seed(seed);
+        let mut rng = ChaCha20Rng::from_seed(seed);
         let preauth = crate::admission::Admission::new(
             cfg.max_unauthenticated,
             cfg.max_unauthenticated_per_address,
+        );
+        let mut epoch = [0u8; 9];
+        rng.fill_bytes(&mut epoch);
+        let epoch = epoch.iter().map(|x| format!("{x:02x}")).collect();
+        let mut link_seed = [0u8; 32];
+        rng.fill_bytes(&mut link_seed);
+        let links = crate::link::Links::new(
+            cfg.link.clone(),
+            &cfg.domain,
+            &cfg.muc_service,
+            cfg.limits,
+            epoch,
+            link_seed,
         );
         let mut node = Node {
             cfg,
@@ -415,15 +418,9 @@ impl Node {
             bound: HashMap::new(),
             live_rooms: HashMap::new(),
             mirrors: HashMap::new(),
-            links: HashMap::new(),
-            link_of_peer: HashMap::new(),
-            dial_due: std::collections::BTreeMap::new(),
-            dial_backoff: HashMap::new(),
-            link_traffic: HashMap::new(),
-            epoch: String::new(),
-            upstream_epochs: HashMap::new(),
-            grace_due: std::collections::BTreeMap::new(),
-            detached: std::collections::BTreeSet::new(),
+            links,
+            link_out: Vec::new(),
+            link_notices: std::collections::VecDeque::new(),
             mirror_idle_due: std::collections::BTreeMap::new(),
             auth_throttle: Default::default(),
             offline_claims: HashMap::new(),
@@ -435,7 +432,6 @@ impl Node {
             now: Now::default(),
             push_counter: 0,
         };
-        node.epoch = node.random_id();
         if node.state.secret.is_none() {
             // Made once and kept: what derives from it (the salts shown for
             // unknown users) must not change at a restart.
@@ -446,7 +442,6 @@ impl Node {
         node.drop_rooms_that_died_with_their_occupants();
         node.restore_mirrors();
         for upstream in node.cfg.link.upstreams.clone() {
-            node.dial_due.insert(upstream.clone(), 0);
             node.leave_for_dead_sessions(&upstream);
         }
         node
@@ -468,7 +463,7 @@ impl Node {
         self.now = now;
         match event {
             Event::Accepted { conn, peer } => self.on_accepted(conn, peer),
-            Event::Data { conn, bytes } if self.links.contains_key(&conn) => {
+            Event::Data { conn, bytes } if self.links.is_link(conn) => {
                 self.on_link_data(conn, &bytes)
             }
             Event::Data { conn, bytes } => {
@@ -477,12 +472,10 @@ impl Node {
             }
             Event::TlsEstablished { conn } => self.on_tls_established(conn),
             Event::Written { conn, bytes } => self.on_written(conn, bytes),
-            Event::Disconnected { conn } if self.links.contains_key(&conn) => {
-                self.on_link_down(conn)
-            }
+            Event::Disconnected { conn } if self.links.is_link(conn) => self.on_link_down(conn),
             Event::Disconnected { conn } => self.end_session(conn),
             Event::LinkUp { conn, peer } => self.on_link_up(conn, peer),
-            Event::DialFailed { peer } => self.schedule_dial(&peer),
+            Event::DialFailed { peer } => self.links.dial_failed(now.mono_ms, &peer),
             Event::Admin { req, cmd } => {
                 let reply = self.on_admin(cmd);
                 self.actions.push(Action::AdminReply { req, reply });
@@ -490,6 +483,7 @@ impl Node {
             Event::Reconfigure { config } => {
                 log::info!("settings changed; limits and timeouts apply from now on");
                 self.cfg = *config;
+                self.links.reconfigure(self.cfg.link.clone());
                 self.preauth.set_caps(
                     self.cfg.max_unauthenticated,
                     self.cfg.max_unauthenticated_per_address,
@@ -508,10 +502,9 @@ impl Node {
     /// The earliest monotonic time at which `handle_timeout` has work.
     pub fn next_deadline(&self) -> Option<u64> {
         let timer = self.timers.peek().map(|Reverse((t, _))| *t);
-        let dial = self.dial_due.values().min().copied();
-        let grace = self.grace_due.values().min().copied();
+        let links = self.links.poll_timeout();
         let idle = self.mirror_idle_due.values().min().copied();
-        [timer, dial, grace, idle].into_iter().flatten().min()
+        [timer, links, idle].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
@@ -533,21 +526,9 @@ impl Node {
                 }
                 self.on_session_timer(conn);
                 self.arm_timer(conn);
-            } else if let Some(l) = self.links.get_mut(&conn) {
-                if l.timer_armed == Some(t) {
-                    l.timer_armed = None;
-                }
-                self.on_link_timer(conn);
             }
         }
-        for peer in take_due(&mut self.dial_due, now.mono_ms) {
-            if !self.link_of_peer.contains_key(&peer) {
-                self.actions.push(Action::Dial { peer });
-            }
-        }
-        for peer in take_due(&mut self.grace_due, now.mono_ms) {
-            self.on_grace_expired(&peer);
-        }
+        self.on_link_timeouts();
         for upstream in take_due(&mut self.mirror_idle_due, now.mono_ms) {
             self.drop_idle_mirrors(&upstream);
         }
@@ -657,8 +638,8 @@ impl Node {
     /// Whether the shell should go on reading `conn` (false while the core
     /// holds its input back: see `Session::reads_input`).
     pub fn accepts_input(&self, conn: ConnId) -> bool {
-        if let Some(l) = self.links.get(&conn) {
-            return !l.inflate_behind;
+        if self.links.is_link(conn) {
+            return self.links.accepts_input(conn);
         }
         self.sessions.get(&conn).is_none_or(|s| s.reads_input())
     }
@@ -681,14 +662,6 @@ impl Node {
         let mut b = [0u8; 9];
         self.rng.fill_bytes(&mut b);
         b.iter().map(|x| format!("{x:02x}")).collect()
-    }
-
-    pub(crate) fn random_below(&mut self, n: u64) -> u64 {
-        self.rng.next_u64() % n.max(1)
-    }
-
-    pub(crate) fn push_timer(&mut self, at: u64, conn: ConnId) {
-        self.timers.push(Reverse((at, conn)));
     }
 
     pub(crate) fn random_bytes(&mut self, out: &mut [u8]) {

@@ -350,6 +350,32 @@ impl Record {
     }
 }
 
+/// The links' part of the state: what `link::Links` keeps durable, per peer.
+pub type LinkStore = BTreeMap<String, LinkState>;
+
+/// Apply a link record (`LinkOut`, `LinkAcked`, `LinkIn`) to the links'
+/// part of the state; other records leave it as it is.
+pub fn apply_link(links: &mut LinkStore, record: &Record) {
+    match record {
+        Record::LinkOut { peer, seq, xml } => {
+            let l = links.entry(peer.clone()).or_default();
+            l.next_out = seq + 1;
+            l.unacked_bytes += xml.len() as u64;
+            l.unacked.push_back((*seq, xml.clone()));
+        }
+        Record::LinkAcked { peer, upto } => {
+            let l = links.entry(peer.clone()).or_default();
+            while l.unacked.front().is_some_and(|(s, _)| s <= upto) {
+                if let Some((_, xml)) = l.unacked.pop_front() {
+                    l.unacked_bytes -= xml.len() as u64;
+                }
+            }
+        }
+        Record::LinkIn { peer, seq } => links.entry(peer.clone()).or_default().last_in = *seq,
+        _ => {}
+    }
+}
+
 impl State {
     /// Bytes of offline messages kept for all accounts.
     pub fn offline_bytes(&self) -> u64 {
@@ -432,22 +458,8 @@ impl State {
             Record::Room { room, change } => {
                 crate::muc::model::apply(&mut self.rooms, room, change)
             }
-            Record::LinkOut { peer, seq, xml } => {
-                let l = self.links.entry(peer.clone()).or_default();
-                l.next_out = seq + 1;
-                l.unacked_bytes += xml.len() as u64;
-                l.unacked.push_back((*seq, xml.clone()));
-            }
-            Record::LinkAcked { peer, upto } => {
-                let l = self.links.entry(peer.clone()).or_default();
-                while l.unacked.front().is_some_and(|(s, _)| s <= upto) {
-                    if let Some((_, xml)) = l.unacked.pop_front() {
-                        l.unacked_bytes -= xml.len() as u64;
-                    }
-                }
-            }
-            Record::LinkIn { peer, seq } => {
-                self.links.entry(peer.clone()).or_default().last_in = *seq
+            Record::LinkOut { .. } | Record::LinkAcked { .. } | Record::LinkIn { .. } => {
+                apply_link(&mut self.links, record)
             }
             Record::Mirror { key, change } => {
                 crate::mirror::cache::apply(&mut self.mirrors, key, change)

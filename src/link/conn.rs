@@ -1,0 +1,208 @@
+//! One connection carrying a link: its byte stream (compressed or not),
+//! framing, and the per-connection protocol state (keepalives, probes,
+//! acknowledgements due). What it frames waits in `inbox` until the link
+//! machine interprets it, one element at a time.
+
+use super::compress;
+use crate::xml::{Element, Frame, Framer, Limits, StreamHeader};
+use std::collections::VecDeque;
+
+/// Inflated bytes a compressed link gets handled per turn; the rest waits
+/// for the next turn (and the link is not read meanwhile), so a small input
+/// that inflates hugely cannot hold up the rest of the node.
+const INFLATE_PER_TURN: usize = 1024 * 1024;
+
+/// What a connection's input held, framed, in order.
+pub(crate) enum Incoming {
+    Header(Vec<u8>),
+    Element(Vec<u8>),
+    Close,
+    /// The input broke the protocol; the connection is to be closed.
+    Error(String),
+}
+
+pub struct LinkConn {
+    pub peer: String,
+    framer: Framer,
+    pub(crate) header: Option<StreamHeader>,
+    /// The peer's `<hello/>` has arrived: events flow.
+    pub(crate) established: bool,
+    pub(crate) last_rx: u64,
+    pub(crate) last_tx: u64,
+    pub(crate) unacked_in: u32,
+    pub(crate) ack_due: Option<u64>,
+    pub(crate) keepalive_ms: u64,
+    pub(crate) dead_ms: u64,
+    /// Silent for half of `dead_ms`: we asked the peer for an ack (`<r/>`),
+    /// so detection does not hang on the peer's keepalive interval.
+    pub(crate) probed: bool,
+    /// When the outstanding `<r/>` went out (its answer gives the round trip).
+    pub(crate) probe_sent: Option<u64>,
+    /// We opened the stream with `Z`: all we write after it is compressed.
+    deflate: Option<compress::Deflater>,
+    /// The peer opened with `Z`: all it sends after it is compressed.
+    inflate: Option<compress::Inflater>,
+    /// The peer's first byte has arrived (it says whether the stream is compressed).
+    started: bool,
+    /// Written since the last flush: one compressed block per batch of events.
+    out: Vec<u8>,
+    /// Compressed input not inflated yet (the turn's budget ran out).
+    pending_in: Vec<u8>,
+    /// More inflating is due next turn.
+    pub(crate) inflate_behind: bool,
+    /// Framed input not interpreted yet.
+    pub(crate) inbox: VecDeque<Incoming>,
+    pub(crate) timer_armed: Option<u64>,
+}
+
+impl LinkConn {
+    pub(crate) fn new(peer: &str, limits: Limits, now: u64, timing: (u64, u64)) -> LinkConn {
+        LinkConn {
+            peer: peer.to_string(),
+            framer: Framer::new(limits),
+            header: None,
+            established: false,
+            last_rx: now,
+            last_tx: now,
+            unacked_in: 0,
+            ack_due: None,
+            keepalive_ms: timing.0,
+            dead_ms: timing.1,
+            probed: false,
+            probe_sent: None,
+            deflate: None,
+            inflate: None,
+            started: false,
+            out: Vec::new(),
+            pending_in: Vec::new(),
+            inflate_behind: false,
+            inbox: VecDeque::new(),
+            timer_armed: None,
+        }
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        self.established
+    }
+
+    /// Compress all output from now on (after the `Z` that says so).
+    pub(crate) fn start_deflate(&mut self) {
+        self.deflate = Some(compress::Deflater::new());
+    }
+
+    /// Queue output; `flush` hands it out (compressed, if so agreed).
+    pub(crate) fn write(&mut self, now: u64, bytes: &[u8]) {
+        self.last_tx = now;
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// What was written since the last flush, as it goes on the wire.
+    pub(crate) fn flush(&mut self) -> Option<Vec<u8>> {
+        let plain = std::mem::take(&mut self.out);
+        if plain.is_empty() {
+            return None;
+        }
+        Some(match self.deflate.as_mut() {
+            Some(d) => d.compress(&plain),
+            None => plain,
+        })
+    }
+
+    /// Take bytes from the peer: frame them into `inbox` (inflating first
+    /// if the peer compresses, at most `INFLATE_PER_TURN` per turn).
+    pub(crate) fn receive(&mut self, bytes: &[u8]) {
+        let mut rest = bytes;
+        if !self.started && !rest.is_empty() {
+            self.started = true;
+            if rest[0] == b'Z' {
+                self.inflate = Some(compress::Inflater::new());
+                rest = &rest[1..];
+            }
+        }
+        if self.inflate.is_none() {
+            return self.frame(rest);
+        }
+        self.pending_in.extend_from_slice(rest);
+        self.inflate_pending();
+    }
+
+    /// Inflate and frame, a piece at a time (a small input that expands a
+    /// lot never sits in memory whole, and the framer's limits apply as
+    /// usual), at most `INFLATE_PER_TURN` per turn.
+    pub(crate) fn inflate_pending(&mut self) {
+        self.inflate_behind = false;
+        let input = std::mem::take(&mut self.pending_in);
+        let mut rest = &input[..];
+        let mut plain = vec![0u8; compress::INFLATE_CHUNK];
+        let mut produced = 0;
+        while let Some(inflater) = self.inflate.as_mut() {
+            let (used, n) = match inflater.step(rest, &mut plain) {
+                Ok(x) => x,
+                Err(e) => return self.inbox.push_back(Incoming::Error(e)),
+            };
+            rest = &rest[used..];
+            if used == 0 && n == 0 {
+                break;
+            }
+            self.frame(&plain[..n]);
+            if self.broken() {
+                return;
+            }
+            produced += n;
+            if produced >= INFLATE_PER_TURN {
+                self.pending_in = rest.to_vec();
+                self.inflate_behind = true;
+                break;
+            }
+        }
+    }
+
+    fn broken(&self) -> bool {
+        matches!(
+            self.inbox.back(),
+            Some(Incoming::Error(_) | Incoming::Close)
+        )
+    }
+
+    fn frame(&mut self, mut rest: &[u8]) {
+        while !rest.is_empty() && !self.broken() {
+            match self.framer.next_frame(rest) {
+                Ok((used, frame)) => {
+                    rest = &rest[used..];
+                    match frame {
+                        Some(Frame::StreamOpen(raw)) => self.inbox.push_back(Incoming::Header(raw)),
+                        Some(Frame::Stanza(raw)) => self.inbox.push_back(Incoming::Element(raw)),
+                        Some(Frame::StreamClose) => self.inbox.push_back(Incoming::Close),
+                        None => {}
+                    }
+                }
+                Err(e) => {
+                    let what = format!("{}: {}", e.condition(), e.text());
+                    self.inbox.push_back(Incoming::Error(what));
+                }
+            }
+        }
+    }
+
+    /// The next deadline of this connection's own timers.
+    pub(crate) fn next_deadline(&self, now: u64) -> u64 {
+        let probe = (self.established && !self.probed).then_some(self.last_rx + self.dead_ms / 2);
+        let go_on = self.inflate_behind.then_some(now);
+        [
+            Some(self.last_tx + self.keepalive_ms),
+            Some(self.last_rx + self.dead_ms),
+            probe,
+            self.ack_due,
+            go_on,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now)
+    }
+}
+
+/// An element of a link stream, parsed in the stream's namespace scope.
+pub(crate) fn parse_element(header: &StreamHeader, raw: &[u8]) -> Result<Element, String> {
+    crate::xml::parse_stanza(header, raw).map_err(|e| format!("{e:?}"))
+}

@@ -1,0 +1,865 @@
+//! The link machine: every link connection, the dial schedule, the grace
+//! periods, and the durable queues (`LinkStore`, handed in by the node).
+//! It takes bytes, events to send and the time; it gives out bytes,
+//! records to persist, dials, and what the peers said (`poll`), one
+//! element at a time so the node applies each before the next is read.
+
+use super::conn::{parse_element, Incoming, LinkConn};
+use super::event::{LinkEvent, DMUC};
+use super::{LinkCounters, MAX_LINK_FRAME};
+use crate::jid::Jid;
+use crate::node::{ConnId, LinkConfig, LinkStatus};
+use crate::state::{apply_link, LinkStore, Record};
+use crate::xml::{ns, parse_header, Element, Limits};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+
+/// A received event is acknowledged at once after this many.
+const ACK_EVERY: u32 = 32;
+
+/// What the machine asks of the node.
+#[derive(Debug)]
+pub enum LinkOutput {
+    Send {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    Close {
+        conn: ConnId,
+    },
+    Dial {
+        peer: String,
+    },
+    Persist(Box<Record>),
+    /// The connection serving `peer` is gone.
+    Down {
+        peer: String,
+    },
+    /// `peer`'s link stayed down past the grace period: its occupants are
+    /// to be shown as gone.
+    GraceExpired {
+        peer: String,
+    },
+}
+
+/// What a peer said that the rest of the node acts on (see `poll`).
+#[derive(Debug)]
+pub enum FromPeer {
+    /// An event to apply. A numbered one (`seq`) is confirmed with
+    /// `applied` once applied (it is then recorded and acknowledged); one
+    /// that could not be decoded is confirmed too (refused, not retried).
+    Event {
+        peer: String,
+        seq: Option<u64>,
+        event: Box<Result<LinkEvent, String>>,
+    },
+    /// The peer said hello on a new connection.
+    Hello {
+        peer: String,
+        /// The peer restarted since we last heard from it (a new epoch).
+        restarted: bool,
+        /// It asks us to announce our occupants again.
+        forgot: bool,
+        /// We had shown its occupants as gone (the grace period ran out).
+        was_detached: bool,
+    },
+    /// The peer dropped events we never got: resynchronise.
+    Skipped { peer: String },
+}
+
+pub struct Links {
+    cfg: LinkConfig,
+    /// This node's domain (announced in our stream header) and MUC
+    /// service (rooms in a site's events are ours).
+    domain: String,
+    muc_service: String,
+    /// Random per start: a peer that sees it change knows this node forgot
+    /// its live state (who is in which room) and must re-announce.
+    epoch: String,
+    conns: HashMap<ConnId, LinkConn>,
+    of_peer: HashMap<String, ConnId>,
+    /// When each upstream is to be dialed next, and its current backoff.
+    dial_due: BTreeMap<String, u64>,
+    dial_backoff: HashMap<String, u64>,
+    traffic: HashMap<String, LinkCounters>,
+    /// The epoch each peer announced last.
+    peer_epochs: HashMap<String, String>,
+    /// When the grace period of a peer whose link is down runs out.
+    grace_due: BTreeMap<String, u64>,
+    /// Peers whose occupants we showed as gone (the grace period ran out);
+    /// cleared once the other side has resynchronised.
+    detached: BTreeSet<String>,
+    timers: BinaryHeap<Reverse<(u64, ConnId)>>,
+    limits: Limits,
+    /// For the redial jitter (seeded by the node: deterministic in tests).
+    rng: ChaCha20Rng,
+}
+
+impl Links {
+    pub fn new(
+        cfg: LinkConfig,
+        domain: &str,
+        muc_service: &str,
+        limits: Limits,
+        epoch: String,
+        seed: [u8; 32],
+    ) -> Links {
+        let dial_due = cfg.upstreams.iter().map(|u| (u.clone(), 0)).collect();
+        Links {
+            cfg,
+            domain: domain.to_string(),
+            muc_service: muc_service.to_string(),
+            epoch,
+            conns: HashMap::new(),
+            of_peer: HashMap::new(),
+            dial_due,
+            dial_backoff: HashMap::new(),
+            traffic: HashMap::new(),
+            peer_epochs: HashMap::new(),
+            grace_due: BTreeMap::new(),
+            detached: BTreeSet::new(),
+            timers: BinaryHeap::new(),
+            limits,
+            rng: ChaCha20Rng::from_seed(seed),
+        }
+    }
+
+    /// New settings (the grace period, per-link timing for new connections).
+    pub fn reconfigure(&mut self, cfg: LinkConfig) {
+        self.cfg = cfg;
+    }
+
+    pub fn is_upstream(&self, peer: &str) -> bool {
+        self.cfg.upstreams.iter().any(|u| u == peer)
+    }
+
+    pub fn is_site(&self, peer: &str) -> bool {
+        self.cfg.peers.iter().any(|p| p == peer)
+    }
+
+    /// The peer that serves `domain`, if any: a site whose users these
+    /// are, or the upstream whose MUC service this is.
+    pub fn peer_for_domain(&self, domain: &str) -> Option<String> {
+        (self.is_site(domain) || self.is_upstream(domain)).then(|| domain.to_string())
+    }
+
+    pub fn is_link(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
+    /// A link to `peer` is up and its hello has come.
+    pub fn is_up(&self, peer: &str) -> bool {
+        self.of_peer
+            .get(peer)
+            .is_some_and(|c| self.conns[c].is_established())
+    }
+
+    /// Whether we showed `peer`'s occupants as gone and it has not
+    /// resynchronised since.
+    pub fn is_detached(&self, peer: &str) -> bool {
+        self.detached.contains(peer)
+    }
+
+    /// `peer` resynchronised: its occupants are shown again.
+    pub fn reattached(&mut self, peer: &str) {
+        self.detached.remove(peer);
+    }
+
+    /// Bytes a site's mirrors delivered to local sessions from `peer`'s rooms.
+    pub fn count_fanout(&mut self, peer: &str, bytes: usize) {
+        self.traffic
+            .entry(peer.to_string())
+            .or_default()
+            .fanout_bytes += bytes as u64;
+    }
+
+    /// Whether the node should read `conn` on (not while compressed input
+    /// waits for the next turn).
+    pub fn accepts_input(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_none_or(|l| !l.inflate_behind)
+    }
+
+    fn commit(store: &mut LinkStore, out: &mut Vec<LinkOutput>, record: Record) {
+        apply_link(store, &record);
+        out.push(LinkOutput::Persist(Box::new(record)));
+    }
+
+    fn write(&mut self, now: u64, conn: ConnId, bytes: &[u8]) {
+        if let Some(l) = self.conns.get_mut(&conn) {
+            l.write(now, bytes);
+        }
+    }
+
+    // ---- connections ----------------------------------------------------
+
+    /// A link connection to `peer` is up (TLS done, the peer's key checked).
+    pub fn up(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        peer: String,
+        store: &LinkStore,
+        out: &mut Vec<LinkOutput>,
+    ) {
+        if !self.is_upstream(&peer) && !self.is_site(&peer) {
+            log::warn!("link {conn}: {peer} is not a configured peer; closing");
+            return out.push(LinkOutput::Close { conn });
+        }
+        if let Some(old) = self.of_peer.get(&peer).copied() {
+            log::info!("link {peer}: a new connection replaces the old one");
+            self.close(now, old, out);
+        }
+        let mut limits = self.limits;
+        limits.max_stanza_bytes = MAX_LINK_FRAME;
+        let timing = self.cfg.timing_for(&peer);
+        self.conns
+            .insert(conn, LinkConn::new(&peer, limits, now, timing));
+        self.of_peer.insert(peer.clone(), conn);
+        let received = store.get(&peer).map_or(0, |l| l.last_in);
+        if self.cfg.compress {
+            // `Z` first: everything after it, the stream header included, is DEFLATE.
+            self.traffic.entry(peer.clone()).or_default().bytes_out += 1;
+            out.push(LinkOutput::Send {
+                conn,
+                bytes: b"Z".to_vec(),
+            });
+            if let Some(l) = self.conns.get_mut(&conn) {
+                l.start_deflate();
+            }
+        }
+        let header = format!(
+            "<stream:stream xmlns='{DMUC}' xmlns:stream='{}' from='{}'><hello received='{received}' epoch='{}'{}/>",
+            ns::STREAMS,
+            crate::xml::escape(&self.domain),
+            self.epoch,
+            // Tell a site whose occupants we showed as gone to announce them again.
+            if self.detached.contains(&peer) && self.is_site(&peer) { " forgot='1'" } else { "" }
+        );
+        self.write(now, conn, header.as_bytes());
+        self.arm_timer(now, conn);
+        log::info!("link {peer}: connected");
+    }
+
+    /// Bytes from a link connection: framed now, interpreted by `poll`.
+    pub fn data(&mut self, now: u64, conn: ConnId, bytes: &[u8]) {
+        let Some(l) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        l.last_rx = now;
+        l.probed = false;
+        self.traffic.entry(l.peer.clone()).or_default().bytes_in += bytes.len() as u64;
+        l.receive(bytes);
+        self.arm_timer(now, conn);
+    }
+
+    /// The connection went away.
+    pub fn down(&mut self, now: u64, conn: ConnId, out: &mut Vec<LinkOutput>) {
+        let Some(l) = self.conns.remove(&conn) else {
+            return;
+        };
+        if self.of_peer.get(&l.peer) == Some(&conn) {
+            self.of_peer.remove(&l.peer);
+            log::info!("link {}: disconnected", l.peer);
+            if !self.detached.contains(&l.peer) {
+                let due = now + self.cfg.grace_ms;
+                self.grace_due.entry(l.peer.clone()).or_insert(due);
+            }
+            if self.is_upstream(&l.peer) {
+                self.schedule_dial(&l.peer, now);
+            }
+            out.push(LinkOutput::Down { peer: l.peer });
+        }
+    }
+
+    /// Dialing `peer` failed: try again later.
+    pub fn dial_failed(&mut self, now: u64, peer: &str) {
+        self.schedule_dial(peer, now);
+    }
+
+    /// Dial again later: doubling backoff with ±25 % jitter.
+    fn schedule_dial(&mut self, peer: &str, now: u64) {
+        let (min, max) = (self.cfg.backoff_min_ms, self.cfg.backoff_max_ms);
+        let backoff = self
+            .dial_backoff
+            .get(peer)
+            .map_or(min, |b| (b * 2).min(max));
+        self.dial_backoff.insert(peer.to_string(), backoff);
+        let jitter = self.rng.next_u64() % (backoff / 2 + 1);
+        self.dial_due
+            .insert(peer.to_string(), now + backoff - backoff / 4 + jitter);
+    }
+
+    fn close(&mut self, now: u64, conn: ConnId, out: &mut Vec<LinkOutput>) {
+        if self.conns.contains_key(&conn) {
+            self.flush_one(conn, out);
+            out.push(LinkOutput::Close { conn });
+            self.down(now, conn, out);
+        }
+    }
+
+    fn protocol_error(&mut self, now: u64, conn: ConnId, what: &str, out: &mut Vec<LinkOutput>) {
+        let peer = self
+            .conns
+            .get(&conn)
+            .map(|l| l.peer.clone())
+            .unwrap_or_default();
+        log::warn!("link {peer}: protocol error, closing: {what}");
+        let error = crate::stanza::stream_error("undefined-condition", what);
+        self.write(now, conn, &error);
+        self.close(now, conn, out);
+    }
+
+    /// Hand out what every connection queued: one write, and one
+    /// compressed block, per batch of events.
+    pub fn flush(&mut self, out: &mut Vec<LinkOutput>) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.flush_one(conn, out);
+        }
+    }
+
+    fn flush_one(&mut self, conn: ConnId, out: &mut Vec<LinkOutput>) {
+        let Some(l) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let Some(bytes) = l.flush() {
+            self.traffic.entry(l.peer.clone()).or_default().bytes_out += bytes.len() as u64;
+            out.push(LinkOutput::Send { conn, bytes });
+        }
+    }
+
+    // ---- what the peers said ------------------------------------------------
+
+    /// Interpret the next element a peer sent; link-level ones (acks,
+    /// probes, headers) are handled here and the next one is taken, until
+    /// one needs the rest of the node (or none is left).
+    pub fn poll(
+        &mut self,
+        now: u64,
+        store: &mut LinkStore,
+        out: &mut Vec<LinkOutput>,
+    ) -> Option<FromPeer> {
+        loop {
+            let conn = self
+                .conns
+                .iter()
+                .find(|(_, l)| !l.inbox.is_empty())
+                .map(|(c, _)| *c)?;
+            let item = self.conns.get_mut(&conn)?.inbox.pop_front()?;
+            if let Some(from) = self.interpret(now, conn, item, store, out) {
+                return Some(from);
+            }
+        }
+    }
+
+    fn interpret(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        item: Incoming,
+        store: &mut LinkStore,
+        out: &mut Vec<LinkOutput>,
+    ) -> Option<FromPeer> {
+        match item {
+            Incoming::Error(what) => self.protocol_error(now, conn, &what, out),
+            Incoming::Close => self.close(now, conn, out),
+            Incoming::Header(raw) => match parse_header(&raw) {
+                Ok(h) if h.ns == ns::STREAMS && h.default_ns == DMUC => {
+                    let l = self.conns.get_mut(&conn)?;
+                    if self.cfg.peers.contains(&l.peer) && h.attr("from") != Some(l.peer.as_str()) {
+                        let what =
+                            format!("stream from {:?} on the link of {}", h.attr("from"), l.peer);
+                        self.protocol_error(now, conn, &what, out);
+                    } else {
+                        l.header = Some(h);
+                    }
+                }
+                _ => self.protocol_error(now, conn, "not a DMUC stream header", out),
+            },
+            Incoming::Element(raw) => {
+                let l = self.conns.get(&conn)?;
+                let Some(header) = l.header.as_ref() else {
+                    self.protocol_error(now, conn, "element before the stream header", out);
+                    return None;
+                };
+                match parse_element(header, &raw) {
+                    Ok(el) => return self.on_element(now, conn, el, store, out),
+                    Err(e) => self.protocol_error(now, conn, &e, out),
+                }
+            }
+        }
+        None
+    }
+
+    fn on_element(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        el: Element,
+        store: &mut LinkStore,
+        out: &mut Vec<LinkOutput>,
+    ) -> Option<FromPeer> {
+        let peer = self.conns.get(&conn)?.peer.clone();
+        if el.ns != DMUC {
+            let what = format!("element <{}> in namespace {}", el.name, el.ns);
+            self.protocol_error(now, conn, &what, out);
+            return None;
+        }
+        let number = |a: &str| el.get_attr(a).and_then(|v| v.parse::<u64>().ok());
+        match el.name.as_str() {
+            "hello" => {
+                let Some(received) = number("received") else {
+                    self.protocol_error(now, conn, "hello without 'received'", out);
+                    return None;
+                };
+                let sent = store.get(&peer).map_or(0, |l| l.next_out.saturating_sub(1));
+                if received > sent {
+                    let what = format!("peer claims event {received} but only {sent} were ever sent (data restored from an old backup?)");
+                    self.protocol_error(now, conn, &what, out);
+                    return None;
+                }
+                self.acknowledged(&peer, received, store, out);
+                if let Some(l) = self.conns.get_mut(&conn) {
+                    l.established = true;
+                }
+                // One probe at once, so the round trip is known from the start.
+                self.send_probe(now, conn);
+                let epoch = el.get_attr("epoch").unwrap_or("").to_string();
+                self.dial_backoff.remove(&peer);
+                // Events we dropped (queue cap) cannot be resent: say so.
+                let l = store.get(&peer);
+                let first_kept = l
+                    .and_then(|l| l.unacked.front())
+                    .map_or(sent + 1, |(s, _)| *s);
+                if received + 1 < first_kept {
+                    let to = first_kept - 1;
+                    log::warn!(
+                        "link {peer}: events {}..={to} were dropped here before the peer got them",
+                        received + 1
+                    );
+                    self.write(now, conn, format!("<skip to='{to}'/>").as_bytes());
+                }
+                let resend: Vec<(u64, String)> = l
+                    .map(|l| l.unacked.iter().cloned().collect())
+                    .unwrap_or_default();
+                if !resend.is_empty() {
+                    log::info!("link {peer}: resuming, resending {} events", resend.len());
+                }
+                for (seq, xml) in resend {
+                    self.write(now, conn, format!("<e n='{seq}'>{xml}</e>").as_bytes());
+                }
+                self.grace_due.remove(&peer);
+                let before = self.peer_epochs.insert(peer.clone(), epoch.clone());
+                let restarted = before.is_some_and(|b| b != epoch);
+                let forgot = el.get_attr("forgot") == Some("1");
+                // An upstream that we showed as gone is resynchronised now; a
+                // site is when it asks (its resync).
+                let was_detached = self.is_upstream(&peer) && self.detached.remove(&peer);
+                return Some(FromPeer::Hello {
+                    peer,
+                    restarted,
+                    forgot,
+                    was_detached,
+                });
+            }
+            "e" => {
+                let Some(seq) = number("n") else {
+                    self.protocol_error(now, conn, "event without a number", out);
+                    return None;
+                };
+                let last = store.get(&peer).map_or(0, |l| l.last_in);
+                if seq <= last {
+                    self.schedule_ack(now, conn, store); // A resend of something already applied.
+                    return None;
+                }
+                if seq != last + 1 {
+                    let what = format!("event {seq} after {last}: events were lost");
+                    self.protocol_error(now, conn, &what, out);
+                    return None;
+                }
+                let Some(event) = self.wrapped_event(&peer, &el) else {
+                    self.protocol_error(now, conn, "empty event", out);
+                    return None;
+                };
+                return Some(FromPeer::Event {
+                    peer,
+                    seq: Some(seq),
+                    event: Box::new(event),
+                });
+            }
+            "t" => {
+                let Some(event) = self.wrapped_event(&peer, &el) else {
+                    self.protocol_error(now, conn, "empty transient event", out);
+                    return None;
+                };
+                match event {
+                    Ok(ev) if ev.is_transient() => {
+                        return Some(FromPeer::Event {
+                            peer,
+                            seq: None,
+                            event: Box::new(Ok(ev)),
+                        })
+                    }
+                    Ok(_) => {
+                        log::warn!("link {peer}: refused a transient event that must be numbered")
+                    }
+                    Err(e) => log::warn!("link {peer}: refused a transient event: {e}"),
+                }
+            }
+            "skip" => {
+                // The peer dropped events we never got: accept the loss here and
+                // fetch the room state again instead.
+                let last = store.get(&peer).map_or(0, |l| l.last_in);
+                let Some(to) = number("to").filter(|t| *t > last) else {
+                    self.protocol_error(now, conn, "skip backwards", out);
+                    return None;
+                };
+                log::warn!(
+                    "link {peer}: the peer dropped events {}..={to}; resynchronising",
+                    last + 1
+                );
+                let record = Record::LinkIn {
+                    peer: peer.clone(),
+                    seq: to,
+                };
+                Self::commit(store, out, record);
+                if self.is_upstream(&peer) {
+                    return Some(FromPeer::Skipped { peer });
+                }
+            }
+            "r" => self.send_ack(now, conn, store),
+            "a" => {
+                let Some(h) = number("h") else {
+                    self.protocol_error(now, conn, "ack without 'h'", out);
+                    return None;
+                };
+                let l = store.get(&peer);
+                let sent = l.map_or(0, |l| l.next_out.saturating_sub(1));
+                let acked = l
+                    .and_then(|l| l.unacked.front())
+                    .map_or(sent, |(s, _)| s - 1);
+                if h > sent || h < acked {
+                    let what = format!("ack {h} outside the window {acked}..={sent}");
+                    self.protocol_error(now, conn, &what, out);
+                    return None;
+                }
+                self.acknowledged(&peer, h, store, out);
+                if let Some(sent) = self.conns.get_mut(&conn).and_then(|l| l.probe_sent.take()) {
+                    self.traffic.entry(peer).or_default().rtt_ms = Some(now - sent);
+                }
+            }
+            other => {
+                let what = format!("unknown element <{other}/>");
+                self.protocol_error(now, conn, &what, out);
+            }
+        }
+        None
+    }
+
+    /// The node applied `peer`'s event `seq`: record it and acknowledge it.
+    pub fn applied(
+        &mut self,
+        now: u64,
+        peer: &str,
+        seq: u64,
+        store: &mut LinkStore,
+        out: &mut Vec<LinkOutput>,
+    ) {
+        let record = Record::LinkIn {
+            peer: peer.to_string(),
+            seq,
+        };
+        Self::commit(store, out, record);
+        if let Some(&conn) = self.of_peer.get(peer) {
+            self.schedule_ack(now, conn, store);
+        }
+    }
+
+    /// The event inside `<e>` or `<t>`, decoded with the MUC service its
+    /// rooms belong to (None: the wrapper is empty).
+    fn wrapped_event(&self, peer: &str, el: &Element) -> Option<Result<LinkEvent, String>> {
+        let payload = el.elements().next()?;
+        let service = if self.is_upstream(peer) {
+            peer
+        } else {
+            self.muc_service.as_str()
+        };
+        Some(LinkEvent::decode(payload, service).map_err(|e| e.0))
+    }
+
+    fn acknowledged(
+        &mut self,
+        peer: &str,
+        upto: u64,
+        store: &mut LinkStore,
+        out: &mut Vec<LinkOutput>,
+    ) {
+        let pending = store
+            .get(peer)
+            .and_then(|l| l.unacked.front())
+            .is_some_and(|(s, _)| *s <= upto);
+        if pending {
+            let record = Record::LinkAcked {
+                peer: peer.to_string(),
+                upto,
+            };
+            Self::commit(store, out, record);
+        }
+    }
+
+    fn send_probe(&mut self, now: u64, conn: ConnId) {
+        if let Some(l) = self.conns.get_mut(&conn) {
+            l.probe_sent = Some(now);
+        }
+        self.write(now, conn, b"<r/>");
+    }
+
+    fn schedule_ack(&mut self, now: u64, conn: ConnId, store: &LinkStore) {
+        let delay = self.cfg.ack_delay_ms;
+        let Some(l) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        l.unacked_in += 1;
+        if l.unacked_in >= ACK_EVERY {
+            self.send_ack(now, conn, store);
+        } else if l.ack_due.is_none() {
+            l.ack_due = Some(now + delay);
+            self.arm_timer(now, conn);
+        }
+    }
+
+    fn send_ack(&mut self, now: u64, conn: ConnId, store: &LinkStore) {
+        let Some(l) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        l.unacked_in = 0;
+        l.ack_due = None;
+        let h = store.get(&l.peer).map_or(0, |s| s.last_in);
+        self.write(now, conn, format!("<a h='{h}'/>").as_bytes());
+    }
+
+    // ---- sending events -----------------------------------------------------
+
+    /// Queue an event for `peer`: durable first, then sent if the link is up.
+    pub fn send(
+        &mut self,
+        now: u64,
+        peer: &str,
+        ev: &LinkEvent,
+        store: &mut LinkStore,
+        out: &mut Vec<LinkOutput>,
+    ) {
+        let xml = ev.encode().to_xml(DMUC);
+        let seq = store.get(peer).map_or(1, |l| l.next_out.max(1));
+        if let Some(upto) = self.oldest_to_drop(peer, xml.len() as u64, store) {
+            log::warn!("link {peer}: too much unacknowledged; dropping events up to {upto}");
+            let record = Record::LinkAcked {
+                peer: peer.to_string(),
+                upto,
+            };
+            Self::commit(store, out, record);
+        }
+        let record = Record::LinkOut {
+            peer: peer.to_string(),
+            seq,
+            xml: xml.clone(),
+        };
+        Self::commit(store, out, record);
+        if let Some(&conn) = self.of_peer.get(peer) {
+            if self.conns[&conn].is_established() {
+                self.write(now, conn, format!("<e n='{seq}'>{xml}</e>").as_bytes());
+            }
+        }
+    }
+
+    /// Past the bounds on what waits for the peer's acknowledgement (count
+    /// and bytes), the oldest events go to make room for one of `bytes`:
+    /// the last sequence number to drop, if any. The peer hears of the gap
+    /// (`<skip/>`) and resynchronises.
+    fn oldest_to_drop(&self, peer: &str, bytes: u64, store: &LinkStore) -> Option<u64> {
+        let l = store.get(peer)?;
+        let (mut count, mut total) = (l.unacked.len(), l.unacked_bytes);
+        let mut upto = None;
+        for (seq, xml) in &l.unacked {
+            if count < self.cfg.max_unacked && total + bytes <= self.cfg.max_unacked_bytes {
+                break;
+            }
+            count -= 1;
+            total -= xml.len() as u64;
+            upto = Some(*seq);
+        }
+        upto
+    }
+
+    /// Send an event now if the link is up, unnumbered (`<t>`): never queued,
+    /// never resent, lost with the connection. For what is only worth
+    /// having at once (chat states).
+    pub fn send_transient(&mut self, now: u64, peer: &str, ev: &LinkEvent) {
+        if let Some(&conn) = self.of_peer.get(peer) {
+            if self.conns[&conn].is_established() {
+                let xml = ev.encode().to_xml(DMUC);
+                self.write(now, conn, format!("<t>{xml}</t>").as_bytes());
+            }
+        }
+    }
+
+    /// A stanza for a user at a linked node (`Relay`); false if no link
+    /// serves that user's domain.
+    pub fn relay(
+        &mut self,
+        now: u64,
+        to: &Jid,
+        el: &Element,
+        store: &mut LinkStore,
+        out: &mut Vec<LinkOutput>,
+    ) -> bool {
+        let Some(peer) = self.peer_for_domain(to.domain()) else {
+            return false;
+        };
+        let Some(from) = el.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
+            return false;
+        };
+        let mut stanza = el.clone();
+        stanza.set_attr("to", to.to_string());
+        let ev = LinkEvent::Relay {
+            from,
+            to: to.clone(),
+            stanza,
+        };
+        self.send(now, &peer, &ev, store, out);
+        true
+    }
+
+    // ---- time -------------------------------------------------------------
+
+    fn arm_timer(&mut self, now: u64, conn: ConnId) {
+        let Some(l) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let deadline = l.next_deadline(now);
+        if l.timer_armed.is_none_or(|armed| deadline < armed) {
+            l.timer_armed = Some(deadline);
+            self.timers.push(Reverse((deadline, conn)));
+        }
+    }
+
+    /// The earliest time at which `handle_timeout` has work.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        let dial = self.dial_due.values().min().copied();
+        let grace = self.grace_due.values().min().copied();
+        [timer, dial, grace].into_iter().flatten().min()
+    }
+
+    pub fn handle_timeout(&mut self, now: u64, store: &LinkStore, out: &mut Vec<LinkOutput>) {
+        // Timers set while these run (work carried over to the next turn)
+        // wait for the next call.
+        let mut due = Vec::new();
+        while let Some(&Reverse((t, conn))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            due.push((t, conn));
+        }
+        for (t, conn) in due {
+            if let Some(l) = self.conns.get_mut(&conn) {
+                if l.timer_armed == Some(t) {
+                    l.timer_armed = None;
+                }
+                self.on_timer(now, conn, store, out);
+            }
+        }
+        for peer in take_due(&mut self.dial_due, now) {
+            if !self.of_peer.contains_key(&peer) {
+                out.push(LinkOutput::Dial { peer });
+            }
+        }
+        for peer in take_due(&mut self.grace_due, now) {
+            if self.of_peer.contains_key(&peer) {
+                continue; // Connected again (our hello is already on its way).
+            }
+            log::info!("link {peer}: down for longer than the grace period; its occupants are shown as gone");
+            self.detached.insert(peer.clone());
+            out.push(LinkOutput::GraceExpired { peer });
+        }
+    }
+
+    fn on_timer(&mut self, now: u64, conn: ConnId, store: &LinkStore, out: &mut Vec<LinkOutput>) {
+        let Some(l) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if l.inflate_behind {
+            l.inflate_pending();
+        }
+        if now >= l.last_rx + l.dead_ms {
+            log::warn!(
+                "link {}: nothing heard for {} s; closing",
+                l.peer,
+                l.dead_ms / 1000
+            );
+            return self.close(now, conn, out);
+        }
+        if !l.probed && l.established && now >= l.last_rx + l.dead_ms / 2 {
+            l.probed = true;
+            self.send_probe(now, conn);
+        }
+        let Some(l) = self.conns.get(&conn) else {
+            return;
+        };
+        if l.ack_due.is_some_and(|t| now >= t) {
+            self.send_ack(now, conn, store);
+        }
+        if let Some(l) = self.conns.get(&conn) {
+            if now >= l.last_tx + l.keepalive_ms {
+                self.write(now, conn, b" ");
+            }
+        }
+        self.arm_timer(now, conn);
+    }
+
+    // ---- status -------------------------------------------------------------
+
+    pub fn status(&self, store: &LinkStore) -> Vec<LinkStatus> {
+        let mut peers: Vec<String> = self
+            .cfg
+            .upstreams
+            .iter()
+            .chain(&self.cfg.peers)
+            .cloned()
+            .collect();
+        peers.sort();
+        peers
+            .into_iter()
+            .map(|peer| {
+                let traffic = self.traffic.get(&peer).copied().unwrap_or_default();
+                let state = store.get(&peer);
+                LinkStatus {
+                    connected: self.is_up(&peer),
+                    bytes_in: traffic.bytes_in,
+                    bytes_out: traffic.bytes_out,
+                    rtt_ms: traffic.rtt_ms,
+                    saved_bytes: traffic.fanout_bytes.saturating_sub(traffic.bytes_in),
+                    unacked: state.map_or(0, |s| s.unacked.len()),
+                    last_in: state.map_or(0, |s| s.last_in),
+                    peer,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Remove and return the peers whose deadline has come.
+fn take_due(deadlines: &mut BTreeMap<String, u64>, now: u64) -> Vec<String> {
+    let due: Vec<String> = deadlines
+        .iter()
+        .filter(|(_, t)| **t <= now)
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in &due {
+        deadlines.remove(p);
+    }
+    due
+}
