@@ -95,6 +95,21 @@ impl Jid {
     }
 }
 
+/// Stored (in the log's typed link events) as its string form, and
+/// validated again when read.
+impl serde::Serialize for Jid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Jid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Jid, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Jid::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Jid {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         if let Some(l) = &self.local {

@@ -7,11 +7,12 @@ use crate::muc::model::{Affiliation, Archived, RoomConfig, Subject};
 use crate::muc::muc_ns as mns;
 use crate::muc::Role;
 use crate::xml::{ns, Element, Node as XmlNode};
+use serde::{Deserialize, Serialize};
 
 pub const DMUC: &str = "urn:xmpp:dmuc:0";
 
 /// What a mirror needs to know about one occupant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OccupantInfo {
     pub nick: String,
     pub bare: String,
@@ -24,7 +25,7 @@ pub struct OccupantInfo {
     pub presence: Element,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OccupantChange {
     Joined,
     Updated,
@@ -42,7 +43,9 @@ pub enum OccupantChange {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Stored as it is in the log while it waits for the peer's acknowledgement
+/// (see `state::Queued`): variants are only ever appended, never reordered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LinkEvent {
     // ---- site to master -----------------------------------------------------
     /// A site user joins `room` (the master's room localpart).
@@ -385,6 +388,19 @@ impl LinkEvent {
                 e
             }
         }
+    }
+
+    /// Decode an event from its wire XML alone (as older releases queued
+    /// it), outside a link stream.
+    pub fn decode_wire(xml: &str, muc_service: &str) -> Result<LinkEvent, DecodeError> {
+        let header = format!(
+            "<stream:stream xmlns='{DMUC}' xmlns:stream='{}'>",
+            ns::STREAMS
+        );
+        let header = crate::xml::parse_header(header.as_bytes()).expect("a valid header");
+        let el =
+            crate::xml::parse_stanza(&header, xml.as_bytes()).map_err(|e| bad(format!("{e:?}")))?;
+        LinkEvent::decode(&el, muc_service)
     }
 
     /// Decode an event; `muc_service` is the MUC service of the master the

@@ -9,7 +9,7 @@ use super::event::{LinkEvent, DMUC};
 use super::{LinkCounters, MAX_LINK_FRAME};
 use crate::jid::Jid;
 use crate::node::{ConnId, LinkConfig, LinkStatus};
-use crate::state::{apply_link, LinkStore, Record};
+use crate::state::{apply_link, LinkStore, Queued, QueuedEvent, Record};
 use crate::xml::{ns, parse_header, Element, Limits};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -432,7 +432,7 @@ impl Links {
                 let l = store.get(&peer);
                 let first_kept = l
                     .and_then(|l| l.unacked.front())
-                    .map_or(sent + 1, |(s, _)| *s);
+                    .map_or(sent + 1, |q| q.seq);
                 if received + 1 < first_kept {
                     let to = first_kept - 1;
                     log::warn!(
@@ -442,7 +442,7 @@ impl Links {
                     self.write(now, conn, format!("<skip to='{to}'/>").as_bytes());
                 }
                 let resend: Vec<(u64, String)> = l
-                    .map(|l| l.unacked.iter().cloned().collect())
+                    .map(|l| l.unacked.iter().map(|q| (q.seq, q.to_wire())).collect())
                     .unwrap_or_default();
                 if !resend.is_empty() {
                     log::info!("link {peer}: resuming, resending {} events", resend.len());
@@ -539,7 +539,7 @@ impl Links {
                 let sent = l.map_or(0, |l| l.next_out.saturating_sub(1));
                 let acked = l
                     .and_then(|l| l.unacked.front())
-                    .map_or(sent, |(s, _)| s - 1);
+                    .map_or(sent, |q| q.seq - 1);
                 if h > sent || h < acked {
                     let what = format!("ack {h} outside the window {acked}..={sent}");
                     self.protocol_error(now, conn, &what, out);
@@ -599,7 +599,7 @@ impl Links {
         let pending = store
             .get(peer)
             .and_then(|l| l.unacked.front())
-            .is_some_and(|(s, _)| *s <= upto);
+            .is_some_and(|q| q.seq <= upto);
         if pending {
             let record = Record::LinkAcked {
                 peer: peer.to_string(),
@@ -661,10 +661,14 @@ impl Links {
             };
             Self::commit(store, out, record);
         }
-        let record = Record::LinkOut {
-            peer: peer.to_string(),
+        let queued = Queued {
             seq,
-            xml: xml.clone(),
+            bytes: xml.len() as u64,
+            event: QueuedEvent::Typed(ev.clone()),
+        };
+        let record = Record::LinkQueued {
+            peer: peer.to_string(),
+            queued: Box::new(queued),
         };
         Self::commit(store, out, record);
         if let Some(&conn) = self.of_peer.get(peer) {
@@ -682,13 +686,13 @@ impl Links {
         let l = store.get(peer)?;
         let (mut count, mut total) = (l.unacked.len(), l.unacked_bytes);
         let mut upto = None;
-        for (seq, xml) in &l.unacked {
+        for q in &l.unacked {
             if count < self.cfg.max_unacked && total + bytes <= self.cfg.max_unacked_bytes {
                 break;
             }
             count -= 1;
-            total -= xml.len() as u64;
-            upto = Some(*seq);
+            total -= q.bytes;
+            upto = Some(q.seq);
         }
         upto
     }

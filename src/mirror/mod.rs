@@ -719,14 +719,11 @@ impl Node {
             return;
         };
         let mut sessions = std::collections::BTreeSet::new();
-        for (_, xml) in &queue.unacked {
-            let Ok(el) = crate::xml::parse_stanza(&link_header(), xml.as_bytes()) else {
-                continue;
-            };
-            match LinkEvent::decode(&el, upstream) {
-                Ok(LinkEvent::Join { room, from, .. })
-                | Ok(LinkEvent::Update { room, from, .. })
-                | Ok(LinkEvent::Groupchat { room, from, .. }) => {
+        for queued in &queue.unacked {
+            match queued.event(upstream) {
+                Some(LinkEvent::Join { room, from, .. })
+                | Some(LinkEvent::Update { room, from, .. })
+                | Some(LinkEvent::Groupchat { room, from, .. }) => {
                     sessions.insert((room, from));
                 }
                 _ => {}
@@ -1284,19 +1281,6 @@ fn needs_master(el: &Element, joined: bool, cached: bool) -> bool {
         "message" => el.has_child("subject", ns::CLIENT) && !el.has_child("body", ns::CLIENT),
         _ => false,
     }
-}
-
-/// The namespace scope queued link events are written in.
-fn link_header() -> crate::xml::StreamHeader {
-    crate::xml::parse_header(
-        format!(
-            "<stream:stream xmlns='{}' xmlns:stream='{}'>",
-            crate::link::event::DMUC,
-            ns::STREAMS
-        )
-        .as_bytes(),
-    )
-    .expect("a valid header")
 }
 
 /// The stanza without `from`/`to`: the event carries the addressing.

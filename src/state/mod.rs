@@ -4,8 +4,11 @@
 //! and hands it to the shell to append to the log, so the state after a
 //! restart is exactly the replay of the log.
 
+pub mod link;
 pub mod salvage;
 pub mod snapshot;
+
+pub use link::{apply_link, LinkState, LinkStore, Queued, QueuedEvent};
 
 use crate::mirror::cache::{MirrorCache, MirrorRecord};
 use crate::muc::model::{RoomRecord, RoomState};
@@ -13,9 +16,51 @@ use crate::scram::Credentials;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
-/// Log record kinds (the `kind` byte of a log record).
-pub const KIND_SNAPSHOT: u8 = 1;
-pub const KIND_RECORD: u8 = 2;
+/// Log record kinds (the `kind` byte of a log record). Kinds 1 (snapshot)
+/// and 2 (other records) hold a record of log format 1 as it is: releases
+/// up to bbde3c9 wrote them. Kind 3 holds the format number, then the
+/// record in that format.
+pub const KIND_SNAPSHOT_V1: u8 = 1;
+pub const KIND_RECORD_V1: u8 = 2;
+pub const KIND_VERSIONED: u8 = 3;
+
+/// The log format this release writes, and the newest it reads.
+///
+/// 1. `Record` as releases up to bbde3c9 knew it; links queued wire XML
+///    (`LinkOut`).
+/// 2. Links queue typed events (`LinkQueued`); `LinkOut` is still read.
+///
+/// Changing what a stored type means takes a new format number: its
+/// decoder below, the older layout kept for reading (as `LegacyState` and
+/// `LegacyLinkState` are) and migrated when applied, and a data directory
+/// written by the release before the change kept under tests/fixtures with
+/// a test that opens it. Appending a variant to an enum keeps older records
+/// readable as they are (postcard numbers variants in order), so it needs
+/// no new number; reordering, removing or changing a field does.
+pub const LOG_FORMAT: u32 = 2;
+
+/// Why a record read from the log could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Written by a newer release (its format number).
+    Newer(u32),
+    UnknownKind(u8),
+    Malformed(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            DecodeError::Newer(v) => write!(
+                f,
+                "written in log format {v} by a newer outpost (this one reads up to {LOG_FORMAT}); \
+                 run that release, or restore the backup taken before the upgrade"
+            ),
+            DecodeError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
+            DecodeError::Malformed(e) => write!(f, "cannot be decoded ({e})"),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Subscription {
@@ -105,7 +150,7 @@ impl Account {
 struct StateBeforeAdmin {
     accounts: BTreeMap<String, Account>,
     rooms: BTreeMap<String, RoomState>,
-    links: BTreeMap<String, LinkState>,
+    links: BTreeMap<String, link::LegacyLinkState>,
     mirrors: BTreeMap<String, MirrorCache>,
 }
 
@@ -127,7 +172,7 @@ impl From<StateBeforeAdmin> for LegacyState {
 pub struct LegacyState {
     pub accounts: BTreeMap<String, Account>,
     pub rooms: BTreeMap<String, RoomState>,
-    pub links: BTreeMap<String, LinkState>,
+    pub links: BTreeMap<String, link::LegacyLinkState>,
     pub mirrors: BTreeMap<String, MirrorCache>,
     pub admin: Option<Credentials>,
 }
@@ -138,7 +183,7 @@ impl From<State> for LegacyState {
         LegacyState {
             accounts: s.accounts,
             rooms: s.rooms,
-            links: s.links,
+            links: s.links.into_iter().map(|(p, l)| (p, l.into())).collect(),
             mirrors: s.mirrors,
             admin: s.admin,
         }
@@ -150,7 +195,7 @@ impl From<LegacyState> for State {
         State {
             accounts: old.accounts,
             rooms: old.rooms,
-            links: old.links,
+            links: old.links.into_iter().map(|(p, l)| (p, l.into())).collect(),
             mirrors: old.mirrors,
             admin: old.admin,
             secret: None,
@@ -174,22 +219,6 @@ pub struct State {
     /// A random secret made at the first start and kept (the salts shown
     /// for unknown users derive from it).
     pub secret: Option<Vec<u8>>,
-}
-
-/// What survives a restart of a link: the events not yet acknowledged by the
-/// peer (to resend), and how far the peer's events have been applied (to
-/// recognise resent ones).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct LinkState {
-    /// Sequence number the next outgoing event gets (0 before the first).
-    pub next_out: u64,
-    /// Sent, not yet acknowledged: (sequence number, encoded event).
-    pub unacked: VecDeque<(u64, String)>,
-    /// Sequence number of the last event received and applied.
-    pub last_in: u64,
-    /// Bytes of the events in `unacked` (derived; not stored in the log).
-    #[serde(skip)]
-    pub unacked_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,7 +256,8 @@ pub enum Record {
         room: String,
         change: RoomRecord,
     },
-    /// An event queued for a peer, durable before it is sent.
+    /// An event queued for a peer as wire XML (log format 1; read, no
+    /// longer written: see `LinkQueued`).
     LinkOut {
         peer: String,
         seq: u64,
@@ -265,20 +295,28 @@ pub enum Record {
     ServerSecret {
         secret: Vec<u8>,
     },
+    /// An event queued for a peer, durable before it is sent.
+    LinkQueued {
+        peer: String,
+        queued: Box<Queued>,
+    },
 }
 
 impl Record {
+    /// The kind byte of the log record `encode` makes.
     pub fn kind(&self) -> u8 {
-        match self {
-            Record::Snapshot(_)
-            | Record::SnapshotBegin { .. }
-            | Record::SnapshotPart(_)
-            | Record::SnapshotEnd { .. } => KIND_SNAPSHOT,
-            _ => KIND_RECORD,
-        }
+        KIND_VERSIONED
     }
 
+    /// The record in the current log format, its format number first.
     pub fn encode(&self) -> Vec<u8> {
+        let out = postcard::to_allocvec(&LOG_FORMAT).expect("a number serialises");
+        postcard::to_extend(self, out).expect("records always serialise")
+    }
+
+    /// The record as log format 1 stored it (kind [`KIND_RECORD_V1`]), for
+    /// tests that write what older releases wrote.
+    pub fn encode_v1(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("records always serialise")
     }
 
@@ -329,7 +367,13 @@ impl Record {
                 }
                 SnapshotPart::Archive { messages, .. }
                 | SnapshotPart::MirrorArchive { messages, .. } => fix_archive(messages),
-                SnapshotPart::Unacked { events, .. } => events.iter_mut().for_each(|(_, x)| fix(x)),
+                SnapshotPart::Unacked { events, .. } => {
+                    for q in events {
+                        if let QueuedEvent::Wire(x) = &mut q.event {
+                            fix(x)
+                        }
+                    }
+                }
                 _ => {}
             },
             Record::Snapshot(state) => fix_state(state),
@@ -338,41 +382,41 @@ impl Record {
         self
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Record, postcard::Error> {
-        postcard::from_bytes(bytes).or_else(|e| match bytes.split_first() {
+    /// A record as the log holds it, in whichever format it was written:
+    /// what older formats stored is migrated when it is applied.
+    pub fn decode(kind: u8, bytes: &[u8]) -> Result<Record, DecodeError> {
+        match kind {
+            KIND_SNAPSHOT_V1 | KIND_RECORD_V1 => Record::decode_v1(bytes),
+            KIND_VERSIONED => {
+                let (format, body) = postcard::take_from_bytes::<u32>(bytes)
+                    .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+                match format {
+                    1 => Record::decode_v1(body),
+                    LOG_FORMAT => postcard::from_bytes(body)
+                        .map_err(|e| DecodeError::Malformed(e.to_string())),
+                    newer => Err(DecodeError::Newer(newer)),
+                }
+            }
+            other => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+
+    /// Format 1: the variants of `Record` up to `ServerSecret`, as they are.
+    fn decode_v1(bytes: &[u8]) -> Result<Record, DecodeError> {
+        let record = postcard::from_bytes(bytes).or_else(|e| match bytes.split_first() {
             // A snapshot written before the admin password was part of the state.
             Some((0, state)) => match postcard::take_from_bytes::<StateBeforeAdmin>(state) {
                 Ok((old, [])) => Ok(Record::Snapshot(old.into())),
-                _ => Err(e),
+                _ => Err(DecodeError::Malformed(e.to_string())),
             },
-            _ => Err(e),
-        })
-    }
-}
-
-/// The links' part of the state: what `link::Links` keeps durable, per peer.
-pub type LinkStore = BTreeMap<String, LinkState>;
-
-/// Apply a link record (`LinkOut`, `LinkAcked`, `LinkIn`) to the links'
-/// part of the state; other records leave it as it is.
-pub fn apply_link(links: &mut LinkStore, record: &Record) {
-    match record {
-        Record::LinkOut { peer, seq, xml } => {
-            let l = links.entry(peer.clone()).or_default();
-            l.next_out = seq + 1;
-            l.unacked_bytes += xml.len() as u64;
-            l.unacked.push_back((*seq, xml.clone()));
+            _ => Err(DecodeError::Malformed(e.to_string())),
+        })?;
+        match record {
+            Record::LinkQueued { .. } => Err(DecodeError::Malformed(
+                "a typed link event in a format 1 record".into(),
+            )),
+            r => Ok(r),
         }
-        Record::LinkAcked { peer, upto } => {
-            let l = links.entry(peer.clone()).or_default();
-            while l.unacked.front().is_some_and(|(s, _)| s <= upto) {
-                if let Some((_, xml)) = l.unacked.pop_front() {
-                    l.unacked_bytes -= xml.len() as u64;
-                }
-            }
-        }
-        Record::LinkIn { peer, seq } => links.entry(peer.clone()).or_default().last_in = *seq,
-        _ => {}
     }
 }
 
@@ -387,9 +431,6 @@ impl State {
             Record::Snapshot(s) => {
                 *self = s.clone().into();
                 self.accounts.values_mut().for_each(Account::recount);
-                for l in self.links.values_mut() {
-                    l.unacked_bytes = l.unacked.iter().map(|(_, x)| x.len() as u64).sum();
-                }
             }
             Record::AccountSet { user, creds } => match self.accounts.get_mut(user) {
                 Some(acc) => acc.creds = creds.clone(),
@@ -458,9 +499,10 @@ impl State {
             Record::Room { room, change } => {
                 crate::muc::model::apply(&mut self.rooms, room, change)
             }
-            Record::LinkOut { .. } | Record::LinkAcked { .. } | Record::LinkIn { .. } => {
-                apply_link(&mut self.links, record)
-            }
+            Record::LinkQueued { .. }
+            | Record::LinkOut { .. }
+            | Record::LinkAcked { .. }
+            | Record::LinkIn { .. } => apply_link(&mut self.links, record),
             Record::Mirror { key, change } => {
                 crate::mirror::cache::apply(&mut self.mirrors, key, change)
             }
@@ -499,7 +541,7 @@ mod tests {
         };
         let mut bytes = vec![0u8];
         bytes.extend(postcard::to_allocvec(&old).unwrap());
-        let Record::Snapshot(decoded) = Record::decode(&bytes).unwrap() else {
+        let Record::Snapshot(decoded) = Record::decode(KIND_SNAPSHOT_V1, &bytes).unwrap() else {
             panic!("not a snapshot");
         };
         assert_eq!(State::from(decoded), state);
@@ -541,7 +583,7 @@ mod tests {
         let mut replayed = State::default();
         for r in &records {
             direct.apply(r);
-            replayed.apply(&Record::decode(&r.encode()).unwrap());
+            replayed.apply(&Record::decode(r.kind(), &r.encode()).unwrap());
         }
         assert_eq!(direct, replayed);
         let acc = &direct.accounts["a"];
@@ -550,8 +592,87 @@ mod tests {
         assert_eq!(acc.offline[0].id, 2);
         let mut from_snapshot = State::default();
         let legacy = Record::Snapshot(direct.clone().into());
-        from_snapshot.apply(&Record::decode(&legacy.encode()).unwrap());
+        from_snapshot.apply(&Record::decode(KIND_SNAPSHOT_V1, &legacy.encode_v1()).unwrap());
         assert_eq!(from_snapshot, direct);
+    }
+
+    fn typed_event(seq: u64) -> Queued {
+        let event = crate::link::event::LinkEvent::Resync {
+            room: "ops".into(),
+            last_seq: seq,
+        };
+        Queued {
+            seq,
+            bytes: event.encode().to_xml(crate::link::event::DMUC).len() as u64,
+            event: QueuedEvent::Typed(event),
+        }
+    }
+
+    #[test]
+    fn link_events_queued_by_an_older_release_are_resent_as_they_were() {
+        let wire = typed_event(1).to_wire();
+        let old = Record::LinkOut {
+            peer: "hq".into(),
+            seq: 1,
+            xml: wire.clone(),
+        };
+        // As the older release wrote it: kind 2, no format number.
+        let read = Record::decode(KIND_RECORD_V1, &old.encode_v1()).unwrap();
+        let mut state = State::default();
+        state.apply(&read);
+        let queued = Record::LinkQueued {
+            peer: "hq".into(),
+            queued: Box::new(typed_event(2)),
+        };
+        state.apply(&Record::decode(queued.kind(), &queued.encode()).unwrap());
+        let link = &state.links["hq"];
+        assert_eq!(link.next_out, 3);
+        assert_eq!(link.unacked[0].to_wire(), wire);
+        assert_eq!(
+            link.unacked_bytes,
+            wire.len() as u64 + link.unacked[1].to_wire().len() as u64
+        );
+        // Both read back as events (the old one decoded from its XML).
+        let events: Vec<_> = link
+            .unacked
+            .iter()
+            .map(|q| q.event("conference.hq"))
+            .collect();
+        assert!(events
+            .iter()
+            .all(|e| matches!(e, Some(crate::link::event::LinkEvent::Resync { .. }))));
+        state.apply(&Record::LinkAcked {
+            peer: "hq".into(),
+            upto: 1,
+        });
+        assert_eq!(state.links["hq"].unacked.len(), 1);
+        assert_eq!(
+            state.links["hq"].unacked_bytes,
+            state.links["hq"].unacked[0].bytes
+        );
+    }
+
+    #[test]
+    fn a_record_of_a_newer_format_or_unknown_kind_is_refused_with_a_reason() {
+        let record = Record::AccountDel { user: "a".into() };
+        let mut newer = postcard::to_allocvec(&(LOG_FORMAT + 1)).unwrap();
+        newer.extend(record.encode_v1());
+        let err = Record::decode(KIND_VERSIONED, &newer).unwrap_err();
+        assert_eq!(err, DecodeError::Newer(LOG_FORMAT + 1));
+        assert!(err.to_string().contains("newer outpost"), "{err}");
+        assert_eq!(
+            Record::decode(9, &record.encode()).unwrap_err(),
+            DecodeError::UnknownKind(9)
+        );
+        // Format 1 never held typed link events.
+        let typed = Record::LinkQueued {
+            peer: "hq".into(),
+            queued: Box::new(typed_event(1)),
+        };
+        assert!(matches!(
+            Record::decode(KIND_RECORD_V1, &typed.encode_v1()),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]

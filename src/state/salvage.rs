@@ -98,7 +98,7 @@ pub fn salvage<S: Storage>(storage: &mut S) -> io::Result<Salvaged> {
     let mut out = Salvaged::default();
     let mut building: Option<State> = None;
     let segments = inspect(storage, |r: RecordRef| {
-        let Ok(record) = Record::decode(r.payload).map(Record::repaired) else {
+        let Ok(record) = Record::decode(r.kind, r.payload).map(Record::repaired) else {
             out.undecodable += 1;
             return;
         };
@@ -175,7 +175,8 @@ mod tests {
     fn salvage_reads_past_damage_that_stops_a_normal_open() {
         let mut log = open_log(MemStorage::new(), 1).unwrap().log;
         for u in ["a", "b", "c", "d"] {
-            log.append(2, &account(u).encode()).unwrap();
+            log.append(crate::state::KIND_VERSIONED, &account(u).encode())
+                .unwrap();
             log.commit().unwrap();
         }
         let mut s = std::mem::take(log.storage());
@@ -197,8 +198,13 @@ mod tests {
     #[test]
     fn a_snapshot_cut_short_is_laid_over_the_state_before_it() {
         let mut log = open_log(MemStorage::new(), 1).unwrap().log;
-        log.append(2, &account("old").encode()).unwrap();
-        log.append(2, &account("gone-later").encode()).unwrap();
+        log.append(crate::state::KIND_VERSIONED, &account("old").encode())
+            .unwrap();
+        log.append(
+            crate::state::KIND_VERSIONED,
+            &account("gone-later").encode(),
+        )
+        .unwrap();
         log.commit().unwrap();
         let mut state = State::default();
         for u in ["old", "x", "y"] {

@@ -9,7 +9,7 @@
 //! at its end; a snapshot a crash left unfinished at the end of the log is
 //! discarded, and the state from the segments before it stands.
 
-use super::{Account, LinkState, OfflineMessage, Record, RosterItem, State};
+use super::{Account, LinkState, OfflineMessage, Queued, Record, RosterItem, State};
 use crate::mirror::cache::MirrorCache;
 use crate::muc::model::{Archived, RoomState};
 use crate::scram::Credentials;
@@ -59,7 +59,7 @@ pub enum SnapshotPart {
     },
     Unacked {
         peer: String,
-        events: Vec<(u64, String)>,
+        events: Vec<Queued>,
     },
     /// A mirrored room's replica without its archive.
     Mirror {
@@ -136,7 +136,7 @@ impl State {
             }
             SnapshotPart::Unacked { peer, events } => {
                 if let Some(l) = self.links.get_mut(peer) {
-                    l.unacked_bytes += events.iter().map(|(_, x)| x.len() as u64).sum::<u64>();
+                    l.unacked_bytes += events.iter().map(|q| q.bytes).sum::<u64>();
                     l.unacked.extend(events.iter().cloned());
                 }
             }
@@ -251,7 +251,7 @@ pub fn write_snapshot(
         part(link, &mut emit)?;
         slices(
             &l.unacked,
-            |(_, xml)| xml.len(),
+            |q| q.bytes as usize,
             |events| {
                 let peer = peer.clone();
                 part(SnapshotPart::Unacked { peer, events }, &mut emit)
@@ -339,10 +339,8 @@ impl Replay {
     /// Apply one record from the log; an error stops the replay (it names
     /// what is wrong; the log layer adds where).
     pub fn apply(&mut self, r: RecordRef) -> Result<(), String> {
-        let record = Record::decode(r.payload)
-            .map_err(|e| {
-                format!("cannot be decoded ({e}); was the log written by a newer outpost?")
-            })?
+        let record = Record::decode(r.kind, r.payload)
+            .map_err(|e| e.to_string())?
             .repaired();
         let bytes = r.payload.len() as u64;
         match record {
@@ -501,11 +499,27 @@ mod tests {
                 });
             }
         }
+        // Queued by an older release (wire XML), then by this one (typed).
         for seq in 1..=scale as u64 {
             s.apply(&Record::LinkOut {
                 peer: "site.example".into(),
                 seq,
                 xml: format!("<e>{body}</e>"),
+            });
+        }
+        for seq in scale as u64 + 1..=2 * scale as u64 {
+            let event = crate::link::event::LinkEvent::Message {
+                room: "r".into(),
+                msg: archived(seq, body),
+            };
+            let queued = crate::state::Queued {
+                seq,
+                bytes: event.encode().to_xml(crate::link::event::DMUC).len() as u64,
+                event: crate::state::QueuedEvent::Typed(event),
+            };
+            s.apply(&Record::LinkQueued {
+                peer: "site.example".into(),
+                queued: Box::new(queued),
             });
         }
         s.apply(&Record::LinkIn {
@@ -543,8 +557,11 @@ mod tests {
     fn a_snapshot_rebuilds_every_part_of_the_state() {
         let state = populated(50, "hello");
         let mut log = reopen(MemStorage::new()).log;
-        log.append(2, &Record::AccountDel { user: "x".into() }.encode())
-            .unwrap();
+        log.append(
+            crate::state::KIND_VERSIONED,
+            &Record::AccountDel { user: "x".into() }.encode(),
+        )
+        .unwrap();
         log.commit().unwrap();
         let bytes = compact(&mut log, &state, 5).unwrap();
         let mut opened = reopen(log.storage().clone());
@@ -583,7 +600,7 @@ mod tests {
             user: "user1".into(),
         });
         log.append(
-            2,
+            crate::state::KIND_VERSIONED,
             &Record::AccountDel {
                 user: "user1".into(),
             }
@@ -624,7 +641,7 @@ mod tests {
         let old = Record::Snapshot(state.clone().into());
         log.append(old.kind(), &old.encode()).unwrap();
         log.append(
-            2,
+            crate::state::KIND_VERSIONED,
             &Record::AccountDel {
                 user: "user2".into(),
             }
@@ -632,7 +649,8 @@ mod tests {
         )
         .unwrap();
         log.commit().unwrap();
-        let mut expect = state;
+        // That layout queued link events as wire XML.
+        let mut expect = State::from(crate::state::LegacyState::from(state));
         expect.accounts.remove("user2");
         assert!(reopen(log.storage().clone()).state == expect);
     }
@@ -640,10 +658,16 @@ mod tests {
     #[test]
     fn an_unfinished_snapshot_followed_by_more_log_is_damage() {
         let mut log = reopen(MemStorage::new()).log;
-        log.append(1, &Record::SnapshotBegin { format: FORMAT }.encode())
-            .unwrap();
-        log.append(2, &Record::AccountDel { user: "u".into() }.encode())
-            .unwrap();
+        log.append(
+            crate::state::KIND_VERSIONED,
+            &Record::SnapshotBegin { format: FORMAT }.encode(),
+        )
+        .unwrap();
+        log.append(
+            crate::state::KIND_VERSIONED,
+            &Record::AccountDel { user: "u".into() }.encode(),
+        )
+        .unwrap();
         log.commit().unwrap();
         match open_log(log.storage().clone(), 1) {
             Err(OpenError::Refused { why, .. }) => assert!(why.contains("inside a snapshot")),
@@ -655,8 +679,11 @@ mod tests {
     #[test]
     fn a_snapshot_of_an_unknown_format_is_refused() {
         let mut log = reopen(MemStorage::new()).log;
-        log.append(1, &Record::SnapshotBegin { format: FORMAT + 1 }.encode())
-            .unwrap();
+        log.append(
+            crate::state::KIND_VERSIONED,
+            &Record::SnapshotBegin { format: FORMAT + 1 }.encode(),
+        )
+        .unwrap();
         log.commit().unwrap();
         match open_log(log.storage().clone(), 1) {
             Err(OpenError::Refused { why, .. }) => assert!(why.contains("format"), "{why}"),

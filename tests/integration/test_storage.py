@@ -4,10 +4,15 @@ salvaged into a new data directory."""
 
 import asyncio
 import hashlib
+import shutil
 import subprocess
+import time
+from pathlib import Path
 
-from outpost_node import BINARY, Node
-from xmpp import Raw, send_as
+from slixmpp import JID
+
+from outpost_node import BINARY, Node, free_port
+from xmpp import Raw, login, send_as
 
 
 def run(coro):
@@ -109,3 +114,61 @@ def test_the_data_directory_is_private_to_its_owner(tmp_path):
     assert (data / "log").stat().st_mode & 0o077 == 0
     for seg in (data / "log").glob("*.seg"):
         assert seg.stat().st_mode & 0o077 == 0
+
+
+def unacked(node, peer):
+    rows = node.cli("links").stdout.splitlines()[1:]
+    return next(r.split() for r in rows if r.split()[0] == peer)[4]
+
+
+def test_link_events_queued_by_the_previous_release_all_arrive(tmp_path):
+    """An HQ and a site whose data directories the release before typed
+    link queues wrote (tests/fixtures/bbde3c9, see make_old_linked_data_dirs.py),
+    each holding events the other never acknowledged: the current build
+    opens both, resends them, and every message is in the room's archive."""
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "bbde3c9"
+    hq = Node(tmp_path / "hq", domain="fairfax.example")
+    site = Node(tmp_path / "site", domain="raleigh.example")
+    for node, name in ((hq, "hq"), (site, "site")):
+        shutil.copytree(fixtures / name / "data", node.dir / "data")
+    port = free_port()
+    hq.append_config(f'[link]\nlisten = "127.0.0.1:{port}"\n'
+                     f'[[link.peer]]\ndomain = "raleigh.example"\nfingerprint = "{site.fingerprint()}"\n')
+    site.append_config(f'[[upstream]]\nmuc = "conference.fairfax.example"\nconnect = "127.0.0.1:{port}"\n'
+                       f'fingerprint = "{hq.fingerprint()}"\n')
+    room = JID("chat@conference.fairfax.example")
+    said = {f"hq while the site was away {i}" for i in range(2)} | {f"site while hq was away {i}" for i in range(2)}
+
+    async def archive_holds_all(port, jid, password):
+        c = await login(port, jid, password)
+        for _ in range(100):
+            bodies = set()
+            async for msg in c.plugin["xep_0313"].iterate(jid=room, rsm={"max": 50}):
+                bodies.add(msg["mam_result"]["forwarded"]["stanza"]["body"])
+            if said <= bodies:
+                c.disconnect()
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"archive at {jid} holds {sorted(bodies)}")
+
+    async def joins_and_sees_all():
+        wayne = await login(site.port, "wayne@raleigh.example/field", "w")
+        await wayne.plugin["xep_0045"].join_muc_wait(room, "Wayne", maxstanzas=50, timeout=15)
+        await wayne.wait_for(lambda: said <= {m["body"] for m in wayne.messages}, "every message at the site")
+        wayne.disconnect()
+
+    hq.start()
+    site.start()
+    try:
+        site.wait_link_up("conference.fairfax.example")
+        run(archive_holds_all(hq.port, "kevin@fairfax.example/desk", "k"))
+        run(joins_and_sees_all())
+        # And once acknowledged, nothing stays queued on either side.
+        for node, peer in ((hq, "raleigh.example"), (site, "conference.fairfax.example")):
+            end = time.monotonic() + 15
+            while (row := unacked(node, peer)) != "0":
+                assert time.monotonic() < end, f"{node.domain} still holds {row} events for {peer}"
+                time.sleep(0.1)
+    finally:
+        site.stop()
+        hq.stop()
