@@ -664,7 +664,7 @@ impl Links {
         let queued = Queued {
             seq,
             bytes: xml.len() as u64,
-            event: QueuedEvent::Typed(ev.clone()),
+            event: QueuedEvent::Typed(Box::new(ev.clone())),
         };
         let record = Record::LinkQueued {
             peer: peer.to_string(),

@@ -38,7 +38,7 @@ pub struct Queued {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueuedEvent {
-    Typed(LinkEvent),
+    Typed(Box<LinkEvent>),
     /// Queued by a release that kept the wire encoding (log format 1):
     /// sent as it is.
     Wire(String),
@@ -57,7 +57,7 @@ impl Queued {
     /// service its rooms belong to (None if it does not decode).
     pub fn event(&self, muc_service: &str) -> Option<LinkEvent> {
         match &self.event {
-            QueuedEvent::Typed(ev) => Some(ev.clone()),
+            QueuedEvent::Typed(ev) => Some(ev.as_ref().clone()),
             QueuedEvent::Wire(xml) => LinkEvent::decode_wire(xml, muc_service).ok(),
         }
     }

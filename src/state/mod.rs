@@ -604,7 +604,7 @@ mod tests {
         Queued {
             seq,
             bytes: event.encode().to_xml(crate::link::event::DMUC).len() as u64,
-            event: QueuedEvent::Typed(event),
+            event: QueuedEvent::Typed(Box::new(event)),
         }
     }
 

@@ -515,7 +515,7 @@ mod tests {
             let queued = crate::state::Queued {
                 seq,
                 bytes: event.encode().to_xml(crate::link::event::DMUC).len() as u64,
-                event: crate::state::QueuedEvent::Typed(event),
+                event: crate::state::QueuedEvent::Typed(Box::new(event)),
             };
             s.apply(&Record::LinkQueued {
                 peer: "site.example".into(),
