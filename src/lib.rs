@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod admission;
 pub mod c2s;
+pub mod common;
 pub mod config;
 pub mod im;
 pub mod jid;
@@ -15,6 +16,7 @@ pub mod mirror;
 pub mod muc;
 pub mod node;
 pub mod scram;
+pub mod settings;
 pub mod shell;
 pub mod sim;
 pub mod stanza;

@@ -2,8 +2,8 @@
 
 use super::output::Output;
 use crate::jid::Jid;
-use crate::node::NodeConfig;
 use crate::scram::ScramServer;
+use crate::settings::NodeConfig;
 use crate::xml::{Element, Framer, StreamHeader};
 use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;

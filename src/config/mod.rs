@@ -2,7 +2,7 @@
 //! file, line and problem; validation; the embedded default.
 
 use crate::jid::normalize_domain;
-use crate::node::NodeConfig;
+use crate::settings::NodeConfig;
 use crate::xml::Limits;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::net::SocketAddr;
@@ -158,19 +158,19 @@ impl Default for Muc {
 }
 
 fn default_max_rooms() -> usize {
-    crate::node::MucLimits::default().max_rooms
+    crate::settings::MucLimits::default().max_rooms
 }
 fn default_max_occupants() -> u32 {
-    crate::node::MucLimits::default().max_users
+    crate::settings::MucLimits::default().max_users
 }
 fn default_archive_messages() -> usize {
-    crate::node::MucLimits::default().archive_messages
+    crate::settings::MucLimits::default().archive_messages
 }
 fn default_archive_bytes() -> u64 {
-    crate::node::MucLimits::default().archive_bytes
+    crate::settings::MucLimits::default().archive_bytes
 }
 fn default_rooms_per_account() -> usize {
-    crate::node::MucLimits::default().rooms_per_account
+    crate::settings::MucLimits::default().rooms_per_account
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,7 +200,7 @@ pub struct Peer {
 }
 
 fn default_grace() -> u64 {
-    crate::node::LinkConfig::default().grace_ms / 1000
+    crate::settings::LinkConfig::default().grace_ms / 1000
 }
 
 impl Default for Link {
@@ -214,10 +214,10 @@ impl Default for Link {
 }
 
 fn default_keepalive() -> u64 {
-    crate::node::LinkConfig::default().keepalive_ms / 1000
+    crate::settings::LinkConfig::default().keepalive_ms / 1000
 }
 fn default_dead_after() -> u64 {
-    crate::node::LinkConfig::default().dead_ms / 1000
+    crate::settings::LinkConfig::default().dead_ms / 1000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -431,7 +431,7 @@ impl Config {
         NodeConfig {
             domain: self.domain.0.clone(),
             muc_service: self.muc_service(),
-            link: crate::node::LinkConfig {
+            link: crate::settings::LinkConfig {
                 upstreams: self.upstream.iter().map(|u| u.muc.0.clone()).collect(),
                 peers: self.link.peer.iter().map(|p| p.domain.0.clone()).collect(),
                 timing: self
@@ -448,7 +448,7 @@ impl Config {
                 grace_ms: self.link.grace * 1000,
                 ..Default::default()
             },
-            muc: crate::node::MucLimits {
+            muc: crate::settings::MucLimits {
                 max_rooms: self.muc.max_rooms,
                 max_users: self.muc.max_occupants,
                 archive_messages: self.muc.archive_messages,

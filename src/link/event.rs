@@ -3,9 +3,9 @@
 //! the wire form, so a compact codec can replace it later.
 
 use crate::jid::Jid;
+use crate::muc::live::Role;
 use crate::muc::model::{Affiliation, Archived, RoomConfig, Subject};
 use crate::muc::muc_ns as mns;
-use crate::muc::Role;
 use crate::xml::{ns, Element, Node as XmlNode};
 use serde::{Deserialize, Serialize};
 

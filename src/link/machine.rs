@@ -6,9 +6,11 @@
 
 use super::conn::{parse_element, Incoming, LinkConn};
 use super::event::{LinkEvent, DMUC};
+use super::LinkStatus;
 use super::{LinkCounters, MAX_LINK_FRAME};
+use crate::common::ConnId;
 use crate::jid::Jid;
-use crate::node::{ConnId, LinkConfig, LinkStatus};
+use crate::settings::LinkConfig;
 use crate::state::{apply_link, LinkStore, Queued, QueuedEvent, Record};
 use crate::xml::{ns, parse_header, Element, Limits};
 use rand_chacha::ChaCha20Rng;

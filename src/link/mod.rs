@@ -35,3 +35,23 @@ pub struct LinkCounters {
     /// Bytes this site delivered to its own sessions from the peer's rooms.
     pub fanout_bytes: u64,
 }
+
+/// One link as `outpost links` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinkStatus {
+    pub peer: String,
+    pub connected: bool,
+    /// Link payload bytes since the node started (TLS overhead not included).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Our events the peer has not acknowledged yet.
+    pub unacked: usize,
+    /// The peer's last event applied here.
+    pub last_in: u64,
+    /// Round trip of the last `<r/>` probe answered on this connection.
+    pub rtt_ms: Option<u64>,
+    /// Bytes delivered to local sessions from this upstream's rooms beyond
+    /// the link bytes that carried them: what clients connecting to the
+    /// master directly would have added to the link (0 on the master's side).
+    pub saved_bytes: u64,
+}

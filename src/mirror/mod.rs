@@ -1137,7 +1137,7 @@ impl Node {
         match self.conn_of_full(&to) {
             Some(c) => self.send_el(c, &stanza),
             None if stanza.name == "message" => {
-                self.route_message(crate::node::NO_CONN, &stanza, &to);
+                self.route_message(crate::common::NO_CONN, &stanza, &to);
             }
             None => {}
         }

@@ -8,9 +8,10 @@
 
 mod admin;
 pub mod form;
-mod live;
+pub mod live;
 mod mam;
 pub mod model;
+pub mod muc_ns;
 mod sites;
 
 pub use live::{LiveRoom, Occupant, Role};
@@ -38,18 +39,6 @@ use crate::xml::{escape, ns, Element, Node as XmlNode};
 use model::{Affiliation, Archived, RoomRecord, RoomState, Subject};
 use std::collections::BTreeSet;
 
-pub mod muc_ns {
-    pub const MUC: &str = "http://jabber.org/protocol/muc";
-    pub const USER: &str = "http://jabber.org/protocol/muc#user";
-    pub const ADMIN: &str = "http://jabber.org/protocol/muc#admin";
-    pub const OWNER: &str = "http://jabber.org/protocol/muc#owner";
-    pub const SID: &str = "urn:xmpp:sid:0";
-    pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
-    pub const MAM: &str = "urn:xmpp:mam:2";
-    pub const RSM: &str = "http://jabber.org/protocol/rsm";
-    pub const SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
-    pub const STABLE_ID: &str = "http://jabber.org/protocol/muc#stable_id";
-}
 use muc_ns as mns;
 
 /// What a joining client asked for in `<history/>`.
@@ -213,7 +202,7 @@ impl Node {
     fn deliver_from_room(&mut self, to: &Jid, el: &Element) {
         if to.domain() == self.cfg.domain {
             // Local accounts: normal routing, offline storage included.
-            self.route_message(crate::node::NO_CONN, el, to);
+            self.route_message(crate::common::NO_CONN, el, to);
         } else {
             self.send_to_remote_user(to, el.clone());
         }
