@@ -1215,3 +1215,30 @@ fn one_account_cannot_hold_slots_with_streams_it_never_binds() {
     let bob = sim.login("bob", "builder", "b");
     assert_alive(&mut sim, bob);
 }
+
+/// A client that sends its stream restart, bind, presence and a ping in one
+/// packet after logging in (as pipelining clients do) gets every answer
+/// without sending anything more.
+#[test]
+fn a_pipelined_bind_presence_and_ping_are_all_answered() {
+    let mut sim = node();
+    let c = tls_stream(&mut sim);
+    // "\0alice\0wonderland"
+    sim.send(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcmxhbmQ=</auth>");
+    assert!(sim.take(c).contains("<success"));
+    let header = sim.header();
+    sim.send(
+        c,
+        &format!(
+            "{header}<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind></iq>\
+             <presence/><iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ),
+    );
+    let out = sim.take(c);
+    assert!(out.contains("alice@localhost/r</jid>"), "{out}");
+    assert!(out.contains("<presence from='alice@localhost/r'"), "{out}");
+    assert!(
+        out.contains("id='p'") && out.contains("type='result'"),
+        "{out}"
+    );
+}

@@ -1,6 +1,10 @@
 //! Client-to-server streams (RFC 6120): framing, stream headers, STARTTLS,
-//! SASL, resource binding, stream errors and timeouts. Once bound, stanzas
-//! go to the IM logic in `im`.
+//! SASL, resource binding, stream errors and timeouts, and what each
+//! connection is sent (`output`). A machine of its own (`Clients`): it
+//! takes the time, bytes and the accounts to check logins against, and
+//! gives out bytes for the shell (`take_output`) and, through `poll`, the
+//! stanzas of bound sessions and the sessions that bound or ended, one at
+//! a time, for the router.
 
 pub mod output;
 mod session;
@@ -8,13 +12,23 @@ pub mod throttle;
 
 pub use session::{Session, Stage};
 
+use crate::admission::Admission;
+use crate::common::ConnId;
 use crate::jid::{normalize_domain, normalize_local, Jid};
-use crate::node::{Action, ConnId, Node};
 use crate::scram::{parse_client_first, parse_plain, Hash, SaslError, ScramServer};
+use crate::settings::NodeConfig;
 use crate::stanza;
+use crate::state::State;
 use crate::xml::{ns, parse_header, parse_stanza, Element, Frame};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use output::Completion;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
+use throttle::AuthThrottle;
 
 /// After this many failed logins on one connection it is closed.
 const MAX_AUTH_FAILURES_PER_STREAM: u32 = 5;
@@ -23,14 +37,233 @@ const MAX_AUTH_FAILURES_PER_STREAM: u32 = 5;
 /// keeps to the protocol never comes near it.
 const MAX_HELD_INPUT: usize = 64 * 1024;
 
-impl Node {
-    pub(crate) fn on_data(&mut self, conn: ConnId, bytes: &[u8]) {
-        self.consume(conn, bytes);
-        self.count_input(conn);
+/// Bytes and connection control for the shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientOutput {
+    Send {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    /// Everything queued so far for `conn` is written, then TLS starts.
+    StartTls {
+        conn: ConnId,
+    },
+    /// Everything queued so far for `conn` is written, then it is closed.
+    Close {
+        conn: ConnId,
+    },
+}
+
+/// What the router is told (see `poll`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromClient {
+    /// `conn` bound the resource `jid`.
+    Bound { conn: ConnId, jid: Jid },
+    /// A stanza from the bound session `jid`, as the client sent it.
+    Stanza { conn: ConnId, jid: Jid, el: Element },
+    /// The session is gone; `jid` if it had bound a resource. Nothing sent
+    /// to `conn` from now on reaches it.
+    Ended { conn: ConnId, jid: Option<Jid> },
+}
+
+pub struct Clients {
+    cfg: NodeConfig,
+    sessions: HashMap<ConnId, Session>,
+    /// Bound sessions per account localpart, in bind order.
+    bound: HashMap<String, Vec<ConnId>>,
+    /// Slots for connections not authenticated yet.
+    preauth: Admission,
+    auth_throttle: AuthThrottle,
+    /// Input all sessions hold in unfinished stanzas (and held back).
+    buffered_input: usize,
+    /// Sessions with input that may be read now.
+    ready: BTreeSet<ConnId>,
+    notices: VecDeque<FromClient>,
+    out: Vec<ClientOutput>,
+    timers: BinaryHeap<Reverse<(u64, ConnId)>>,
+    now: u64,
+    rng: ChaCha20Rng,
+}
+
+/// What reading a session's input gave.
+enum Read {
+    Stanza(FromClient),
+    /// A session bound or ended: the router hears of it before more is read.
+    Notice,
+    /// Nothing more can be read now.
+    Idle,
+}
+
+/// Salt shown for unknown users, stable per name (across restarts too)
+/// so probing cannot tell which accounts exist.
+fn fake_salt(state: &State, user: &str) -> Vec<u8> {
+    let secret = state.secret.as_deref().unwrap_or_default();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    ring::hmac::sign(&key, user.as_bytes()).as_ref()[..16].to_vec()
+}
+
+impl Clients {
+    pub fn new(cfg: NodeConfig, seed: [u8; 32]) -> Clients {
+        let preauth = Admission::new(cfg.max_unauthenticated, cfg.max_unauthenticated_per_address);
+        Clients {
+            cfg,
+            sessions: HashMap::new(),
+            bound: HashMap::new(),
+            preauth,
+            auth_throttle: AuthThrottle::default(),
+            buffered_input: 0,
+            ready: BTreeSet::new(),
+            notices: VecDeque::new(),
+            out: Vec::new(),
+            timers: BinaryHeap::new(),
+            now: 0,
+            rng: ChaCha20Rng::from_seed(seed),
+        }
     }
 
-    /// Keep the node's total of buffered input true for `conn`, and hold
-    /// it to its bound: a connection that grows it past the bound is closed.
+    /// New limits and timeouts, from now on.
+    pub fn reconfigure(&mut self, cfg: NodeConfig) {
+        self.preauth
+            .set_caps(cfg.max_unauthenticated, cfg.max_unauthenticated_per_address);
+        self.cfg = cfg;
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_client(&self, conn: ConnId) -> bool {
+        self.sessions.contains_key(&conn)
+    }
+
+    /// Whether the shell should go on reading `conn` (false while its input
+    /// is held back: see `Session::reads_input`).
+    pub fn accepts_input(&self, conn: ConnId) -> bool {
+        self.sessions.get(&conn).is_none_or(|s| s.reads_input())
+    }
+
+    /// Bytes a paced delivery to `conn` may add now (0 for no session).
+    pub fn paced_room(&self, conn: ConnId) -> usize {
+        self.sessions
+            .get(&conn)
+            .map_or(0, |s| s.output.paced_room())
+    }
+
+    /// What the shell is to do, in order.
+    pub fn take_output(&mut self) -> Vec<ClientOutput> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn random_id(&mut self) -> String {
+        let mut b = [0u8; 9];
+        self.rng.fill_bytes(&mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    // ---- input ------------------------------------------------------------
+
+    /// A new client connection: it takes one of the slots for connections
+    /// not authenticated yet, or is refused at once, saying why.
+    pub fn accepted(&mut self, now: u64, conn: ConnId, peer: IpAddr) {
+        self.now = now;
+        let id = self.random_id();
+        let session = Session::new(peer, &self.cfg, now, id);
+        self.sessions.insert(conn, session);
+        match self.preauth.admit(peer) {
+            Ok(()) => {
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.preauth_slot = true;
+                }
+                self.arm_timer(conn);
+            }
+            Err(refused) => {
+                log::debug!("c2s {conn}: refused {peer}: {}", refused.text());
+                self.stream_error(conn, "policy-violation", refused.text());
+            }
+        }
+    }
+
+    /// Bytes from a client: read by `poll`, as far as the session takes
+    /// them (the rest is held until it can).
+    pub fn data(&mut self, now: u64, conn: ConnId, bytes: &[u8]) {
+        self.now = now;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if s.closing || s.tls_pending {
+            // Bytes after <starttls/> in plaintext are discarded (RFC 6120 §5.4.3.3).
+            return;
+        }
+        if !s.reads_input() && s.held_len() + bytes.len() > MAX_HELD_INPUT {
+            return self.stream_error(
+                conn,
+                "policy-violation",
+                "sending faster than the server answers",
+            );
+        }
+        s.hold(bytes);
+        self.ready.insert(conn);
+        self.count_input(conn);
+        self.arm_timer(conn);
+    }
+
+    /// The next thing the router is to act on: a session that bound or
+    /// ended, or the next stanza of a bound session. Negotiation (headers,
+    /// TLS, SASL, bind) is handled here on the way. `state` holds the
+    /// accounts logins are checked against.
+    pub fn poll(&mut self, now: u64, state: &State) -> Option<FromClient> {
+        self.now = now;
+        self.reap_unread();
+        loop {
+            if let Some(notice) = self.notices.pop_front() {
+                return Some(notice);
+            }
+            let conn = *self.ready.first()?;
+            match self.read_one(conn, state) {
+                Read::Stanza(stanza) => return Some(stanza),
+                Read::Notice => {}
+                Read::Idle => {
+                    self.ready.remove(&conn);
+                }
+            }
+        }
+    }
+
+    /// Frame the input `conn` holds until something comes out for the
+    /// router, or nothing more can be read now.
+    fn read_one(&mut self, conn: ConnId, state: &State) -> Read {
+        loop {
+            let now = self.now;
+            let Some(s) = self.sessions.get_mut(&conn) else {
+                return Read::Idle;
+            };
+            if s.closing || s.tls_pending || !s.reads_input() || s.held_len() == 0 {
+                return Read::Idle;
+            }
+            let frame = match s.next_frame(now) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    log::info!("c2s {conn}: {}: {}", e.condition(), e.text());
+                    self.stream_error(conn, e.condition(), e.text());
+                    return Read::Idle;
+                }
+            };
+            self.count_input(conn);
+            let out = frame.and_then(|frame| self.on_frame(conn, frame, state));
+            // An unfinished stanza, a held-back failure or a bind may need
+            // the timer sooner.
+            self.arm_timer(conn);
+            if let Some(stanza) = out {
+                return Read::Stanza(stanza);
+            }
+            if !self.notices.is_empty() {
+                return Read::Notice; // Bound or ended: the router hears of it first.
+            }
+        }
+    }
+
+    /// Keep the total of buffered input true for `conn`, and hold it to its
+    /// bound: a connection that grows it past the bound is closed.
     fn count_input(&mut self, conn: ConnId) {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
@@ -51,81 +284,78 @@ impl Node {
         }
     }
 
-    /// Frame and handle input, as far as the session takes it now; the
-    /// rest is held until it can (see `Session::reads_input`).
-    fn consume(&mut self, conn: ConnId, bytes: &[u8]) {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let Some(s) = self.sessions.get_mut(&conn) else {
-                return;
-            };
-            if s.closing || s.tls_pending {
-                // Bytes after <starttls/> in plaintext are discarded (RFC 6120 §5.4.3.3).
-                return;
-            }
-            if !s.reads_input() {
-                if s.held_input.len() + rest.len() > MAX_HELD_INPUT {
-                    return self.stream_error(
-                        conn,
-                        "policy-violation",
-                        "sending faster than the server answers",
-                    );
-                }
-                s.held_input.extend_from_slice(rest);
-                return;
-            }
-            let result = s.framer.next_frame(rest);
-            s.partial_since = if s.framer.has_partial() {
-                Some(s.partial_since.unwrap_or(self.now.mono_ms))
-            } else {
-                None
-            };
-            match result {
-                Ok((used, frame)) => {
-                    rest = &rest[used..];
-                    if let Some(frame) = frame {
-                        self.on_frame(conn, frame);
-                    }
-                }
-                Err(e) => {
-                    log::info!("c2s {conn}: {}: {}", e.condition(), e.text());
-                    self.stream_error(conn, e.condition(), e.text());
-                    return;
-                }
-            }
-        }
+    // ---- output -----------------------------------------------------------
+
+    /// Send live traffic, through the session's paced output (see `output`).
+    pub fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.queue_output(conn, bytes, false, None);
     }
 
-    /// Input held while the session could not take it, now that it may.
-    pub(crate) fn resume_input(&mut self, conn: ConnId) {
+    pub fn send_el(&mut self, conn: ConnId, el: &Element) {
+        self.send(conn, el.to_xml(ns::CLIENT).into_bytes());
+    }
+
+    /// Send a large delivery, paced by what the client reads; `done` is
+    /// given back by `written` once the bytes are written.
+    pub fn send_paced(&mut self, conn: ConnId, bytes: Vec<u8>, done: Option<Completion>) {
+        self.queue_output(conn, bytes, true, done);
+    }
+
+    fn queue_output(
+        &mut self,
+        conn: ConnId,
+        bytes: Vec<u8>,
+        paced: bool,
+        done: Option<Completion>,
+    ) {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
-        if s.held_input.is_empty() || !s.reads_input() {
+        if s.not_reading {
             return;
         }
-        let held = std::mem::take(&mut s.held_input);
-        self.consume(conn, &held);
-        self.count_input(conn);
+        if s.output.push(bytes, paced, done).is_err() {
+            log::info!("c2s {conn}: client is not reading; disconnecting");
+            s.not_reading = true;
+            return self.out.push(ClientOutput::Close { conn });
+        }
+        self.release_output(conn);
     }
 
-    /// A new client connection: it takes one of the slots for connections
-    /// not authenticated yet, or is refused at once, saying why.
-    pub(crate) fn on_accepted(&mut self, conn: ConnId, peer: std::net::IpAddr) {
-        let id = self.random_id();
-        let session = Session::new(peer, &self.cfg, self.now.mono_ms, id);
-        self.sessions.insert(conn, session);
-        match self.preauth.admit(peer) {
-            Ok(()) => {
-                if let Some(s) = self.sessions.get_mut(&conn) {
-                    s.preauth_slot = true;
-                }
-                self.arm_timer(conn);
+    /// Hand the shell what fits in a session's window.
+    fn release_output(&mut self, conn: ConnId) {
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            for bytes in s.output.release() {
+                self.out.push(ClientOutput::Send { conn, bytes });
             }
-            Err(refused) => {
-                log::debug!("c2s {conn}: refused {peer}: {}", refused.text());
-                self.stream_error(conn, "policy-violation", refused.text());
-            }
+        }
+    }
+
+    /// The shell wrote `n` bytes of `conn`'s output: the window opens, input
+    /// held meanwhile is read on; what was waiting for those bytes is given
+    /// back.
+    pub fn written(&mut self, now: u64, conn: ConnId, n: usize) -> Vec<Completion> {
+        self.now = now;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return Vec::new();
+        };
+        let done = s.output.written(n);
+        self.release_output(conn);
+        self.ready.insert(conn);
+        done
+    }
+
+    /// Sessions whose output piled up unread end now, at the start of the
+    /// next poll (not in the middle of whatever was sending to them).
+    fn reap_unread(&mut self) {
+        let gone: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.not_reading && !s.closing)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in gone {
+            self.end_session(conn);
         }
     }
 
@@ -139,20 +369,18 @@ impl Node {
         }
     }
 
-    fn on_frame(&mut self, conn: ConnId, frame: Frame) {
+    fn on_frame(&mut self, conn: ConnId, frame: Frame, state: &State) -> Option<FromClient> {
         match frame {
             Frame::StreamOpen(raw) => self.on_stream_open(conn, &raw),
             Frame::StreamClose => {
                 self.send(conn, b"</stream:stream>".to_vec());
-                self.push_action(Action::Close { conn });
+                self.out.push(ClientOutput::Close { conn });
                 self.end_session(conn);
             }
             Frame::Stanza(raw) => {
-                let Some(header) = self.sessions.get(&conn).and_then(|s| s.header.as_ref()) else {
-                    return;
-                };
+                let header = self.sessions.get(&conn)?.header.as_ref()?;
                 match parse_stanza(header, &raw) {
-                    Ok(el) => self.on_element(conn, el),
+                    Ok(el) => return self.on_element(conn, el, state),
                     Err(e) => {
                         log::info!("c2s {conn}: {}: {:?}", e.condition(), e);
                         self.stream_error(conn, e.condition(), "");
@@ -160,6 +388,7 @@ impl Node {
                 }
             }
         }
+        None
     }
 
     fn our_header(&self, stream_id: &str) -> Vec<u8> {
@@ -261,14 +490,23 @@ impl Node {
         f
     }
 
-    fn on_element(&mut self, conn: ConnId, el: Element) {
+    /// A bound session's stanza is for the router; before that, the
+    /// element is part of the negotiation.
+    fn on_element(&mut self, conn: ConnId, el: Element, state: &State) -> Option<FromClient> {
+        let s = self.sessions.get(&conn)?;
+        if let Stage::Bound(jid) = &s.stage {
+            let jid = jid.clone();
+            return Some(FromClient::Stanza { conn, jid, el });
+        }
+        self.negotiate(conn, el, state);
+        None
+    }
+
+    fn negotiate(&mut self, conn: ConnId, el: Element, state: &State) {
         let Some(s) = self.sessions.get(&conn) else {
             return;
         };
-        let (tls, bound) = (s.tls, s.is_bound());
-        if bound {
-            return self.on_stanza(conn, el);
-        }
+        let tls = s.tls;
         if el.is("starttls", ns::TLS) {
             return self.on_starttls(conn);
         }
@@ -277,7 +515,7 @@ impl Node {
                 return self.sasl_failure(conn, "encryption-required", false);
             }
             return match el.name.as_str() {
-                "auth" => self.on_auth(conn, &el),
+                "auth" => self.on_auth(conn, &el, state),
                 "response" => self.on_sasl_response(conn, &el),
                 "abort" => self.sasl_failure(conn, "aborted", false),
                 _ => self.stream_error(conn, "unsupported-stanza-type", ""),
@@ -305,10 +543,11 @@ impl Node {
         }
         s.tls_pending = true;
         self.send(conn, format!("<proceed xmlns='{}'/>", ns::TLS).into_bytes());
-        self.push_action(Action::StartTls { conn });
+        self.out.push(ClientOutput::StartTls { conn });
     }
 
-    pub(crate) fn on_tls_established(&mut self, conn: ConnId) {
+    /// TLS is up on `conn` (after `<proceed/>`): the stream restarts.
+    pub fn tls_established(&mut self, conn: ConnId) {
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.tls = true;
             s.tls_pending = false;
@@ -316,7 +555,7 @@ impl Node {
         }
     }
 
-    fn on_auth(&mut self, conn: ConnId, el: &Element) {
+    fn on_auth(&mut self, conn: ConnId, el: &Element, state: &State) {
         let Some(s) = self.sessions.get(&conn) else {
             return;
         };
@@ -345,7 +584,7 @@ impl Node {
         let account = account.map(|a| self.sasl_user(&a).unwrap_or_else(|| a.to_lowercase()));
         if let Some(account) = &account {
             let ready = self.auth_throttle.ready_at(peer, account);
-            if ready > self.now.mono_ms {
+            if ready > self.now {
                 if let Some(s) = self.sessions.get_mut(&conn) {
                     s.auth_hold = Some((ready, el.clone()));
                 }
@@ -356,9 +595,9 @@ impl Node {
             s.auth_account = account;
         }
         match el.get_attr("mechanism") {
-            Some("PLAIN") => self.auth_plain(conn, initial),
-            Some("SCRAM-SHA-256") => self.auth_scram(conn, Hash::Sha256, initial),
-            Some("SCRAM-SHA-1") => self.auth_scram(conn, Hash::Sha1, initial),
+            Some("PLAIN") => self.auth_plain(conn, initial, state),
+            Some("SCRAM-SHA-256") => self.auth_scram(conn, Hash::Sha256, initial, state),
+            Some("SCRAM-SHA-1") => self.auth_scram(conn, Hash::Sha1, initial, state),
             _ => self.sasl_failure(conn, "invalid-mechanism", false),
         }
     }
@@ -382,7 +621,7 @@ impl Node {
         }
     }
 
-    fn auth_plain(&mut self, conn: ConnId, initial: Option<Vec<u8>>) {
+    fn auth_plain(&mut self, conn: ConnId, initial: Option<Vec<u8>>, state: &State) {
         if !self.sessions[&conn].tls {
             return self.sasl_failure(conn, "encryption-required", false);
         }
@@ -395,7 +634,7 @@ impl Node {
         };
         let user = self.sasl_user(&authcid);
         let ok = user.as_ref().is_some_and(|u| {
-            self.state
+            state
                 .accounts
                 .get(u)
                 .is_some_and(|a| a.creds.verify_password(&password))
@@ -411,7 +650,7 @@ impl Node {
         }
     }
 
-    fn auth_scram(&mut self, conn: ConnId, hash: Hash, initial: Option<Vec<u8>>) {
+    fn auth_scram(&mut self, conn: ConnId, hash: Hash, initial: Option<Vec<u8>>, state: &State) {
         let Some(msg) = initial else {
             return self.sasl_failure(conn, "malformed-request", false);
         };
@@ -427,12 +666,12 @@ impl Node {
         }
         let creds = user
             .as_ref()
-            .and_then(|u| self.state.accounts.get(u))
+            .and_then(|u| state.accounts.get(u))
             .map(|a| a.creds.clone());
         let mut nonce = [0u8; 18];
-        self.random_bytes(&mut nonce);
+        self.rng.fill_bytes(&mut nonce);
         let nonce = B64.encode(nonce);
-        let fake_salt = self.fake_salt(&first.username);
+        let fake_salt = fake_salt(state, &first.username);
         match ScramServer::start(hash, &msg, creds.as_ref(), &nonce, &fake_salt) {
             Ok((server, server_first)) => {
                 let mut server = Box::new(server);
@@ -515,7 +754,7 @@ impl Node {
             return;
         };
         let (peer, account) = (s.peer, s.auth_account.clone().unwrap_or_default());
-        let now = self.now.mono_ms;
+        let now = self.now;
         let delay = self.auth_throttle.failed(peer, &account, now);
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
@@ -588,8 +827,12 @@ impl Node {
         };
         s.stage = Stage::Bound(jid.clone());
         s.partial_since = None;
-        s.keepalive_due = self.now.mono_ms + self.cfg.keepalive_ms;
+        s.keepalive_due = self.now + self.cfg.keepalive_ms;
         self.bound.entry(user.to_string()).or_default().push(conn);
+        self.notices.push_back(FromClient::Bound {
+            conn,
+            jid: jid.clone(),
+        });
         let result = stanza::iq_result(
             iq,
             &domain,
@@ -604,8 +847,10 @@ impl Node {
         log::debug!("c2s {conn}: bound {jid}");
     }
 
-    /// Send a stream error, close the stream and forget the session.
-    pub(crate) fn stream_error(&mut self, conn: ConnId, condition: &str, text: &str) {
+    // ---- ending -----------------------------------------------------------
+
+    /// Send a stream error, close the stream and end the session.
+    pub fn stream_error(&mut self, conn: ConnId, condition: &str, text: &str) {
         let Some(s) = self.sessions.get(&conn) else {
             return;
         };
@@ -618,55 +863,105 @@ impl Node {
             self.send(conn, header);
         }
         self.send(conn, stanza::stream_error(condition, text));
-        self.push_action(Action::Close { conn });
+        self.out.push(ClientOutput::Close { conn });
         self.end_session(conn);
     }
 
-    /// The connection is gone (or going): withdraw presence and forget it.
-    pub(crate) fn end_session(&mut self, conn: ConnId) {
+    /// The connection went away.
+    pub fn disconnected(&mut self, now: u64, conn: ConnId) {
+        self.now = now;
+        self.end_session(conn);
+    }
+
+    /// End every session of `user` with a stream error (the account was deleted).
+    pub fn close_account(&mut self, user: &str, condition: &str, text: &str) {
+        let conns: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.user() == Some(user))
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in conns {
+            self.stream_error(conn, condition, text);
+        }
+    }
+
+    /// The node is stopping: every session is told so and closed.
+    pub fn shutdown(&mut self) {
+        let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+        for conn in conns {
+            self.stream_error(conn, "system-shutdown", "the server is stopping");
+        }
+    }
+
+    /// Forget the session; the router hears of it (`FromClient::Ended`).
+    fn end_session(&mut self, conn: ConnId) {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
         s.closing = true;
         self.buffered_input -= std::mem::take(&mut s.counted_input);
         self.release_preauth_slot(conn);
-        // Offline messages it was being handed and did not get stay stored
-        // (for another session of the account, below, or the next one).
-        let unclaimed: Vec<String> = self
-            .offline_claims
-            .iter()
-            .filter(|(_, (owner, _))| *owner == conn)
-            .map(|(user, _)| user.clone())
-            .collect();
-        for user in &unclaimed {
-            self.offline_claims.remove(user);
-        }
-        let Some(s) = self.sessions.get_mut(&conn) else {
+        self.ready.remove(&conn);
+        let Some(s) = self.sessions.remove(&conn) else {
             return;
         };
-        if s.is_bound() {
-            self.leave_all_rooms(conn);
-            self.go_unavailable(conn, None);
-            let user = self.sessions[&conn].user().map(str::to_string);
-            if let Some(user) = user {
-                if let Some(list) = self.bound.get_mut(&user) {
-                    list.retain(|c| *c != conn);
-                    if list.is_empty() {
-                        self.bound.remove(&user);
-                    }
+        let jid = s.jid().cloned();
+        if let Some(user) = jid.as_ref().and_then(|j| j.local()) {
+            if let Some(list) = self.bound.get_mut(user) {
+                list.retain(|c| *c != conn);
+                if list.is_empty() {
+                    self.bound.remove(user);
                 }
             }
         }
-        self.sessions.remove(&conn);
-        for user in unclaimed {
-            if let Some(&other) = self.bare_message_targets(&user).first() {
-                self.deliver_offline(other, &user);
+        self.notices.push_back(FromClient::Ended { conn, jid });
+    }
+
+    // ---- time -------------------------------------------------------------
+
+    fn arm_timer(&mut self, conn: ConnId) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if let Some(deadline) = s.next_deadline(&self.cfg) {
+            if s.timer_armed.is_none_or(|armed| deadline < armed) {
+                s.timer_armed = Some(deadline);
+                self.timers.push(Reverse((deadline, conn)));
             }
         }
     }
 
-    pub(crate) fn on_session_timer(&mut self, conn: ConnId) {
-        let now = self.now.mono_ms;
+    /// The earliest time at which `handle_timeout` has work.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    pub fn handle_timeout(&mut self, now: u64, state: &State) {
+        self.now = now;
+        // Timers set while these run (work carried over to the next turn)
+        // wait for the next call.
+        let mut due = Vec::new();
+        while let Some(&Reverse((t, conn))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            due.push((t, conn));
+        }
+        for (t, conn) in due {
+            if let Some(s) = self.sessions.get_mut(&conn) {
+                if s.timer_armed == Some(t) {
+                    s.timer_armed = None;
+                }
+                self.on_session_timer(conn, state);
+                self.arm_timer(conn);
+            }
+        }
+    }
+
+    fn on_session_timer(&mut self, conn: ConnId, state: &State) {
+        let now = self.now;
         loop {
             let Some(s) = self.sessions.get_mut(&conn) else {
                 return;
@@ -694,9 +989,10 @@ impl Node {
             .get_mut(&conn)
             .and_then(|s| s.auth_hold.take_if(|(due, _)| *due <= now));
         if let Some((_, el)) = held {
-            self.on_auth(conn, &el);
+            self.on_auth(conn, &el, state);
         }
-        self.resume_input(conn);
+        // Input held meanwhile may be read on.
+        self.ready.insert(conn);
         let cfg = &self.cfg;
         let (handshake_ms, stanza_ms, keepalive_ms) = (
             cfg.handshake_timeout_ms,

@@ -4,8 +4,8 @@ use super::output::Output;
 use crate::jid::Jid;
 use crate::scram::ScramServer;
 use crate::settings::NodeConfig;
-use crate::xml::{Element, Framer, StreamHeader};
-use std::collections::{BTreeSet, VecDeque};
+use crate::xml::{Element, Frame, FrameError, Framer, StreamHeader};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 pub enum Stage {
@@ -36,24 +36,15 @@ pub struct Session {
     pub delayed: VecDeque<(u64, Vec<u8>, bool)>,
     pub timer_armed: Option<u64>,
     pub closing: bool,
-    /// The last available presence broadcast, if the resource is available.
-    pub presence: Option<Element>,
-    pub priority: i8,
-    /// The client fetched the roster, so it gets roster pushes.
-    pub roster_requested: bool,
-    /// Full JIDs that got directed available presence and must hear of unavailability.
-    pub directed: BTreeSet<String>,
-    /// XEP-0280: copies of the account's one-to-one messages are wanted.
-    pub carbons: bool,
     /// When the next whitespace keepalive is due (bound streams only).
     pub keepalive_due: u64,
-    /// Rooms this session has joined, by room localpart.
-    pub rooms: BTreeSet<String>,
     /// What it is sent, paced by what it reads.
     pub output: Output,
-    /// Input that arrived while the session could not take it (an
-    /// authentication in flight, or output the client has not read yet).
-    pub held_input: Vec<u8>,
+    /// Input not framed yet: read as far as the session takes it (not while
+    /// an authentication is in flight, or output the client has not read
+    /// yet piles up); `held_input[held_from..]` is what is left.
+    held_input: Vec<u8>,
+    held_from: usize,
     /// An authentication attempt that waits for the throttle: (when it may
     /// be evaluated, the `<auth>` element).
     pub auth_hold: Option<(u64, Element)>,
@@ -87,15 +78,10 @@ impl Session {
             delayed: VecDeque::new(),
             timer_armed: None,
             closing: false,
-            presence: None,
-            priority: 0,
-            roster_requested: false,
-            directed: BTreeSet::new(),
-            carbons: false,
             keepalive_due: 0,
-            rooms: BTreeSet::new(),
             output: Output::default(),
             held_input: Vec::new(),
+            held_from: 0,
             auth_hold: None,
             auth_account: None,
             not_reading: false,
@@ -104,9 +90,42 @@ impl Session {
         }
     }
 
-    /// Input it holds: an unfinished stanza, and input held back.
+    /// Input it holds: an unfinished stanza, and input not framed yet.
     pub fn buffered_input(&self) -> usize {
-        self.framer.buffered() + self.held_input.len()
+        self.framer.buffered() + self.held_len()
+    }
+
+    pub fn hold(&mut self, bytes: &[u8]) {
+        if self.held_from == self.held_input.len() {
+            self.held_input.clear();
+            self.held_from = 0;
+        }
+        self.held_input.extend_from_slice(bytes);
+    }
+
+    /// Frame the next piece of the held input (what was used is let go;
+    /// `now` marks when an unfinished stanza began).
+    pub fn next_frame(&mut self, now: u64) -> Result<Option<Frame>, FrameError> {
+        let (used, frame) = self.framer.next_frame(&self.held_input[self.held_from..])?;
+        self.consume_held(used);
+        self.partial_since = if self.framer.has_partial() {
+            Some(self.partial_since.unwrap_or(now))
+        } else {
+            None
+        };
+        Ok(frame)
+    }
+
+    pub fn held_len(&self) -> usize {
+        self.held_input.len() - self.held_from
+    }
+
+    fn consume_held(&mut self, n: usize) {
+        self.held_from += n;
+        if self.held_from == self.held_input.len() {
+            self.held_input.clear();
+            self.held_from = 0;
+        }
     }
 
     /// Whether input is read now: not while an authentication is in flight
@@ -138,16 +157,6 @@ impl Session {
             Stage::Bound(jid) => Some(jid),
             _ => None,
         }
-    }
-
-    /// The full JID and the presence it broadcasts, if it is available.
-    pub fn available(&self) -> Option<(&Jid, &Element)> {
-        Some((self.jid()?, self.presence.as_ref()?))
-    }
-
-    /// Available with non-negative priority: receives messages to the bare JID.
-    pub fn receives_bare_messages(&self) -> bool {
-        self.presence.is_some() && self.priority >= 0
     }
 
     pub fn next_deadline(&self, cfg: &NodeConfig) -> Option<u64> {

@@ -28,7 +28,7 @@ impl Node {
         let targets: Vec<ConnId> = self
             .conns_of(user)
             .into_iter()
-            .filter(|c| !already.contains(c) && self.sessions.get(c).is_some_and(|s| s.carbons))
+            .filter(|c| !already.contains(c) && self.resources.get(c).is_some_and(|s| s.carbons))
             .collect();
         if targets.is_empty() {
             return;

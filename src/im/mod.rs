@@ -3,7 +3,10 @@
 
 mod carbons;
 mod presence;
+mod resource;
 mod roster;
+
+pub use resource::Resource;
 
 use crate::c2s::output::Completion;
 use crate::jid::Jid;
@@ -13,14 +16,56 @@ use crate::state::Record;
 use crate::xml::{ns, Element};
 
 impl Node {
-    /// A stanza from a bound session.
-    pub(crate) fn on_stanza(&mut self, conn: ConnId, mut el: Element) {
+    /// `conn` bound the resource `jid`.
+    pub(crate) fn on_bound(&mut self, conn: ConnId, jid: Jid) {
+        if let Some(user) = jid.local() {
+            self.by_user.entry(user.to_string()).or_default().push(conn);
+        }
+        self.resources.insert(conn, Resource::new(jid));
+    }
+
+    /// A client session ended: it leaves its rooms and goes unavailable;
+    /// offline messages it was being handed and did not get stay stored
+    /// (for another session of the account, or the next one).
+    pub(crate) fn on_session_ended(&mut self, conn: ConnId, jid: Option<Jid>) {
+        let unclaimed: Vec<String> = self
+            .offline_claims
+            .iter()
+            .filter(|(_, (owner, _))| *owner == conn)
+            .map(|(user, _)| user.clone())
+            .collect();
+        for user in &unclaimed {
+            self.offline_claims.remove(user);
+        }
+        if self.resources.contains_key(&conn) {
+            self.leave_all_rooms(conn);
+            self.go_unavailable(conn, None);
+            if let Some(user) = jid.as_ref().and_then(|j| j.local()) {
+                if let Some(list) = self.by_user.get_mut(user) {
+                    list.retain(|c| *c != conn);
+                    if list.is_empty() {
+                        self.by_user.remove(user);
+                    }
+                }
+            }
+            self.resources.remove(&conn);
+        }
+        for user in unclaimed {
+            if let Some(&other) = self.bare_message_targets(&user).first() {
+                self.deliver_offline(other, &user);
+            }
+        }
+    }
+
+    /// A stanza from the bound session `from`.
+    pub(crate) fn on_stanza(&mut self, conn: ConnId, from: &Jid, mut el: Element) {
         if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
             return self.stream_error(conn, "unsupported-stanza-type", "");
         }
-        let Some(from) = self.jid_of(conn).cloned() else {
-            return;
-        };
+        if !self.resources.contains_key(&conn) {
+            return; // Ended while this stanza waited.
+        }
+        let from = from.clone();
         if let Some(claimed) = el.get_attr("from") {
             let ok = Jid::parse(claimed).is_ok_and(|j| j == from || j == from.to_bare());
             if !ok {
@@ -90,22 +135,22 @@ impl Node {
 
     /// The account a session is logged in as.
     pub(crate) fn user_of(&self, conn: ConnId) -> Option<String> {
-        Some(self.sessions.get(&conn)?.user()?.to_string())
+        Some(self.jid_of(conn)?.local()?.to_string())
     }
 
     /// The full JID of a bound session.
     pub(crate) fn jid_of(&self, conn: ConnId) -> Option<&Jid> {
-        self.sessions.get(&conn)?.jid()
+        Some(&self.resources.get(&conn)?.jid)
     }
 
     pub(crate) fn conns_of(&self, user: &str) -> Vec<ConnId> {
-        self.bound.get(user).cloned().unwrap_or_default()
+        self.by_user.get(user).cloned().unwrap_or_default()
     }
 
     pub(crate) fn available_conns(&self, user: &str) -> Vec<ConnId> {
         self.conns_of(user)
             .into_iter()
-            .filter(|c| self.sessions[c].presence.is_some())
+            .filter(|c| self.resources[c].presence.is_some())
             .collect()
     }
 
@@ -113,7 +158,7 @@ impl Node {
         let user = jid.local()?;
         self.conns_of(user)
             .into_iter()
-            .find(|c| self.sessions.get(c).and_then(|s| s.jid()) == Some(jid))
+            .find(|c| self.jid_of(*c) == Some(jid))
     }
 
     /// A session here is no longer in `room` (a mastered room's localpart or
@@ -121,7 +166,7 @@ impl Node {
     pub(crate) fn forget_joined_room(&mut self, session: &Jid, room: &str) {
         if let Some(s) = self
             .conn_of_full(session)
-            .and_then(|c| self.sessions.get_mut(&c))
+            .and_then(|c| self.resources.get_mut(&c))
         {
             s.rooms.remove(room);
         }
@@ -191,7 +236,7 @@ impl Node {
     pub(crate) fn bare_message_targets(&self, user: &str) -> Vec<ConnId> {
         self.conns_of(user)
             .into_iter()
-            .filter(|c| self.sessions[c].receives_bare_messages())
+            .filter(|c| self.resources[c].receives_bare_messages())
             .collect()
     }
 
@@ -243,17 +288,20 @@ impl Node {
     pub(crate) fn deliver_offline(&mut self, conn: ConnId, user: &str) {
         let claim = self.offline_claims.get(user).copied();
         if let Some((owner, _)) = claim {
-            if owner != conn && self.sessions.contains_key(&owner) {
+            if owner != conn && self.resources.contains_key(&owner) {
                 return; // Another session of the account is being handed them.
             }
         }
         let after = claim
             .filter(|(c, _)| *c == conn)
             .map_or(0, |(_, upto)| upto);
-        let (Some(acc), Some(s)) = (self.state.accounts.get(user), self.sessions.get(&conn)) else {
+        let Some(acc) = self.state.accounts.get(user) else {
             return;
         };
-        let room = s.output.paced_room();
+        if !self.resources.contains_key(&conn) {
+            return;
+        }
+        let room = self.clients.paced_room(conn);
         let domain = self.cfg.domain.clone();
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -364,8 +412,8 @@ impl Node {
                 if own_account || el.get_attr("to").is_none() =>
             {
                 let on = payload.name == "enable";
-                if let Some(s) = self.sessions.get_mut(&conn) {
-                    s.carbons = on;
+                if let Some(r) = self.resources.get_mut(&conn) {
+                    r.carbons = on;
                 }
                 self.send_el(conn, &reply(None));
             }

@@ -82,7 +82,8 @@ impl Node {
     fn share_presence(&mut self, from: &str, to: &str, unavailable: bool) {
         let targets = self.available_conns(to);
         for src in self.available_conns(from) {
-            let Some((full, presence)) = self.sessions.get(&src).and_then(|s| s.available()) else {
+            let Some((full, presence)) = self.resources.get(&src).and_then(|r| r.available())
+            else {
                 continue;
             };
             let mut el = if unavailable {
@@ -219,7 +220,7 @@ impl Node {
     /// Everyone who sees `conn`'s broadcast presence: subscribed contacts'
     /// available resources, plus the user's own available resources.
     fn presence_audience(&self, conn: ConnId) -> Vec<(ConnId, String)> {
-        let Some(user) = self.sessions.get(&conn).and_then(|s| s.user()) else {
+        let Some(user) = self.jid_of(conn).and_then(|j| j.local()) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -259,7 +260,7 @@ impl Node {
             .get_child("priority", ns::CLIENT)
             .and_then(|p| p.text_content().trim().parse::<i8>().ok())
             .unwrap_or(0);
-        let Some(s) = self.sessions.get_mut(&conn) else {
+        let Some(s) = self.resources.get_mut(&conn) else {
             return;
         };
         let initial = s.presence.is_none();
@@ -303,7 +304,7 @@ impl Node {
                 if c == conn {
                     continue;
                 }
-                let Some((full, presence)) = self.sessions.get(&c).and_then(|s| s.available())
+                let Some((full, presence)) = self.resources.get(&c).and_then(|r| r.available())
                 else {
                     continue;
                 };
@@ -335,15 +336,13 @@ impl Node {
     /// Make `conn` unavailable, telling everyone who saw it available.
     /// `el` is the client's unavailable presence (its status is kept).
     pub(crate) fn go_unavailable(&mut self, conn: ConnId, el: Option<Element>) {
-        let Some(s) = self.sessions.get(&conn) else {
+        let Some(s) = self.resources.get(&conn) else {
             return;
         };
         if s.presence.is_none() && s.directed.is_empty() {
             return;
         }
-        let Some(full) = s.jid().map(Jid::to_string) else {
-            return;
-        };
+        let full = s.jid.to_string();
         let mut el =
             el.unwrap_or_else(|| Element::new("presence", ns::CLIENT).attr("type", "unavailable"));
         el.set_attr("from", full);
@@ -368,7 +367,7 @@ impl Node {
                 }
             }
         }
-        let Some(s) = self.sessions.get_mut(&conn) else {
+        let Some(s) = self.resources.get_mut(&conn) else {
             return;
         };
         s.presence = None;
@@ -392,7 +391,7 @@ impl Node {
             None => self.available_conns(&user),
         };
         let available = el.get_attr("type").is_none();
-        let Some(s) = self.sessions.get_mut(&conn) else {
+        let Some(s) = self.resources.get_mut(&conn) else {
             return;
         };
         if available {

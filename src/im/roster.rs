@@ -81,12 +81,10 @@ impl Node {
             .attr("ver", ver)
             .child(item_element(contact, item.as_ref()));
         for c in self.conns_of(user) {
-            let Some(s) = self.sessions.get(&c).filter(|s| s.roster_requested) else {
+            let Some(s) = self.resources.get(&c).filter(|s| s.roster_requested) else {
                 continue;
             };
-            let Some(to) = s.jid().map(Jid::to_string) else {
-                continue;
-            };
+            let to = s.jid.to_string();
             let id = self.next_push_id();
             let push = Element::new("iq", ns::CLIENT)
                 .attr("type", "set")
@@ -101,16 +99,11 @@ impl Node {
         let Some(me) = self.jid_of(conn).map(|j| j.to_bare().to_string()) else {
             return;
         };
-        let Some(user) = self
-            .sessions
-            .get(&conn)
-            .and_then(|s| s.user())
-            .map(str::to_string)
-        else {
+        let Some(user) = self.user_of(conn) else {
             return;
         };
         if iq.get_attr("type") == Some("get") {
-            if let Some(s) = self.sessions.get_mut(&conn) {
+            if let Some(s) = self.resources.get_mut(&conn) {
                 s.roster_requested = true;
             }
             let acc = &self.state.accounts[&user];

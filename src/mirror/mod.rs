@@ -223,7 +223,7 @@ impl Node {
         let Some(me) = self.jid_of(conn).cloned() else {
             return;
         };
-        if self.sessions[&conn].rooms.len() >= self.cfg.muc.rooms_per_session {
+        if self.resources[&conn].rooms.len() >= self.cfg.muc.rooms_per_session {
             return self.bounce(conn, el, "resource-constraint");
         }
         let first = !self.mirrors.contains_key(key);
@@ -244,7 +244,7 @@ impl Node {
         let m = self.mirrors.get_mut(key).expect("mirror");
         m.pending.push((me.clone(), history.clone(), provisional));
         self.live_rooms.entry(key.to_string()).or_default();
-        if let Some(s) = self.sessions.get_mut(&conn) {
+        if let Some(s) = self.resources.get_mut(&conn) {
             s.rooms.insert(key.to_string());
         }
         if first {

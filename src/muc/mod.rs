@@ -351,7 +351,7 @@ impl Node {
             created = true;
         }
         if let Origin::Local { conn, .. } = origin {
-            if self.sessions[conn].rooms.len() >= self.cfg.muc.rooms_per_session {
+            if self.resources[conn].rooms.len() >= self.cfg.muc.rooms_per_session {
                 return self.presence_error(origin, &el, "resource-constraint");
             }
         }
@@ -414,7 +414,7 @@ impl Node {
             }
         };
         if let Some(s) = match origin {
-            Origin::Local { conn, .. } => self.sessions.get_mut(conn),
+            Origin::Local { conn, .. } => self.resources.get_mut(conn),
             Origin::Remote { .. } => None,
         } {
             s.rooms.insert(room.to_string());
@@ -630,8 +630,7 @@ impl Node {
         let mut bytes = 0usize;
         let room_left = self
             .conn_of_full(to)
-            .and_then(|c| self.sessions.get(&c))
-            .map_or(0, |s| s.output.paced_room());
+            .map_or(0, |c| self.clients.paced_room(c));
         let budget = self.cfg.muc.join_history_bytes.min(room_left);
         let mut picked = Vec::new();
         for m in rs.archive.iter().rev() {
@@ -814,12 +813,10 @@ impl Node {
 
     /// Leave every room a session is in (it went unavailable or disconnected).
     pub(crate) fn leave_all_rooms(&mut self, conn: ConnId) {
-        let Some(s) = self.sessions.get(&conn) else {
+        let Some(s) = self.resources.get(&conn) else {
             return;
         };
-        let (Some(jid), rooms) = (s.jid().cloned(), s.rooms.clone()) else {
-            return;
-        };
+        let (jid, rooms) = (s.jid.clone(), s.rooms.clone());
         for room in rooms {
             if is_mirror_key(&room) {
                 self.mirror_leave(&room, &jid);

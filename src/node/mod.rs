@@ -6,15 +6,14 @@ mod links;
 mod status;
 
 use crate::c2s::output::Completion;
-use crate::c2s::Session;
+use crate::c2s::{ClientOutput, FromClient};
 use crate::scram::Credentials;
 use crate::state::{Record, State};
-use crate::xml::{ns, Element};
+use crate::xml::Element;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 pub use crate::common::{ConnId, Now, NO_CONN};
@@ -150,9 +149,12 @@ pub enum Action {
 pub struct Node {
     pub(crate) cfg: NodeConfig,
     pub(crate) state: State,
-    pub(crate) sessions: HashMap<ConnId, Session>,
-    /// Bound sessions per account localpart, in bind order.
-    pub(crate) bound: HashMap<String, Vec<ConnId>>,
+    /// The client streams: negotiation, authentication, binding, output.
+    pub(crate) clients: crate::c2s::Clients,
+    /// The router's side of each bound session, and the bound sessions of
+    /// each account (localpart) in bind order.
+    pub(crate) resources: HashMap<ConnId, crate::im::Resource>,
+    pub(crate) by_user: HashMap<String, Vec<ConnId>>,
     /// Who is in each room now, by room localpart (mastered here) or room
     /// JID (mirrored from another node).
     pub(crate) live_rooms: HashMap<String, crate::muc::LiveRoom>,
@@ -168,17 +170,11 @@ pub struct Node {
     /// When replicas restored at start that nobody rejoined are dropped, per
     /// upstream (set while its link is up).
     pub(crate) mirror_idle_due: std::collections::BTreeMap<String, u64>,
-    pub(crate) auth_throttle: crate::c2s::throttle::AuthThrottle,
     /// Which session is being handed an account's offline messages, and up
     /// to which id (so no message goes to two sessions).
     pub(crate) offline_claims: HashMap<String, (ConnId, u64)>,
-    /// Slots for connections not authenticated yet.
-    pub(crate) preauth: crate::admission::Admission,
-    /// Input all sessions hold in unfinished stanzas (and held back).
-    pub(crate) buffered_input: usize,
     rng: ChaCha20Rng,
     actions: Vec<Action>,
-    timers: BinaryHeap<Reverse<(u64, ConnId)>>,
     pub(crate) now: Now,
     push_counter: u64,
 }
@@ -200,10 +196,6 @@ impl Node {
     /// `state` is the replay of the log; `seed` the only source of randomness.
     pub fn new(cfg: NodeConfig, state: State, seed: [u8; 32]) -> Node {
         let mut rng = ChaCha20Rng::from_seed(seed);
-        let preauth = crate::admission::Admission::new(
-            cfg.max_unauthenticated,
-            cfg.max_unauthenticated_per_address,
-        );
         let mut epoch = [0u8; 9];
         rng.fill_bytes(&mut epoch);
         let epoch = epoch.iter().map(|x| format!("{x:02x}")).collect();
@@ -217,24 +209,24 @@ impl Node {
             epoch,
             link_seed,
         );
+        let mut clients_seed = [0u8; 32];
+        rng.fill_bytes(&mut clients_seed);
+        let clients = crate::c2s::Clients::new(cfg.clone(), clients_seed);
         let mut node = Node {
             cfg,
             state,
-            sessions: HashMap::new(),
-            bound: HashMap::new(),
+            clients,
+            resources: HashMap::new(),
+            by_user: HashMap::new(),
             live_rooms: HashMap::new(),
             mirrors: HashMap::new(),
             links,
             link_out: Vec::new(),
             link_notices: std::collections::VecDeque::new(),
             mirror_idle_due: std::collections::BTreeMap::new(),
-            auth_throttle: Default::default(),
             offline_claims: HashMap::new(),
-            preauth,
-            buffered_input: 0,
             rng,
             actions: Vec::new(),
-            timers: BinaryHeap::new(),
             now: Now::default(),
             push_counter: 0,
         };
@@ -262,24 +254,21 @@ impl Node {
     }
 
     pub fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.clients.session_count()
     }
 
     pub fn handle(&mut self, now: Now, event: Event) {
         self.now = now;
         match event {
-            Event::Accepted { conn, peer } => self.on_accepted(conn, peer),
+            Event::Accepted { conn, peer } => self.clients.accepted(now.mono_ms, conn, peer),
             Event::Data { conn, bytes } if self.links.is_link(conn) => {
                 self.on_link_data(conn, &bytes)
             }
-            Event::Data { conn, bytes } => {
-                self.on_data(conn, &bytes);
-                self.arm_timer(conn);
-            }
-            Event::TlsEstablished { conn } => self.on_tls_established(conn),
+            Event::Data { conn, bytes } => self.clients.data(now.mono_ms, conn, &bytes),
+            Event::TlsEstablished { conn } => self.clients.tls_established(conn),
             Event::Written { conn, bytes } => self.on_written(conn, bytes),
             Event::Disconnected { conn } if self.links.is_link(conn) => self.on_link_down(conn),
-            Event::Disconnected { conn } => self.end_session(conn),
+            Event::Disconnected { conn } => self.clients.disconnected(now.mono_ms, conn),
             Event::LinkUp { conn, peer } => self.on_link_up(conn, peer),
             Event::DialFailed { peer } => self.links.dial_failed(now.mono_ms, &peer),
             Event::Admin { req, cmd } => {
@@ -290,24 +279,19 @@ impl Node {
                 log::info!("settings changed; limits and timeouts apply from now on");
                 self.cfg = *config;
                 self.links.reconfigure(self.cfg.link.clone());
-                self.preauth.set_caps(
-                    self.cfg.max_unauthenticated,
-                    self.cfg.max_unauthenticated_per_address,
-                );
+                self.clients.reconfigure(self.cfg.clone());
             }
             Event::Shutdown => {
                 self.muc_shutdown();
-                let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
-                for conn in conns {
-                    self.stream_error(conn, "system-shutdown", "the server is stopping");
-                }
+                self.clients.shutdown();
             }
         }
+        self.pump_clients();
     }
 
     /// The earliest monotonic time at which `handle_timeout` has work.
     pub fn next_deadline(&self) -> Option<u64> {
-        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        let timer = self.clients.poll_timeout();
         let links = self.links.poll_timeout();
         let idle = self.mirror_idle_due.values().min().copied();
         [timer, links, idle].into_iter().flatten().min()
@@ -315,102 +299,71 @@ impl Node {
 
     pub fn handle_timeout(&mut self, now: Now) {
         self.now = now;
-        // Timers set while these run (work carried over to the next turn)
-        // wait for the next call.
-        let mut due = Vec::new();
-        while let Some(&Reverse((t, conn))) = self.timers.peek() {
-            if t > now.mono_ms {
-                break;
-            }
-            self.timers.pop();
-            due.push((t, conn));
-        }
-        for (t, conn) in due {
-            if let Some(s) = self.sessions.get_mut(&conn) {
-                if s.timer_armed == Some(t) {
-                    s.timer_armed = None;
-                }
-                self.on_session_timer(conn);
-                self.arm_timer(conn);
-            }
-        }
+        self.clients.handle_timeout(now.mono_ms, &self.state);
+        self.pump_clients();
         self.on_link_timeouts();
         for upstream in take_due(&mut self.mirror_idle_due, now.mono_ms) {
             self.drop_idle_mirrors(&upstream);
         }
+        self.pump_clients();
     }
 
     pub fn drain_actions(&mut self) -> Vec<Action> {
-        self.reap_unread_sessions();
+        self.pump_clients();
         self.flush_links();
         std::mem::take(&mut self.actions)
     }
 
-    pub(crate) fn arm_timer(&mut self, conn: ConnId) {
-        let Some(s) = self.sessions.get_mut(&conn) else {
-            return;
-        };
-        if let Some(deadline) = s.next_deadline(&self.cfg) {
-            if s.timer_armed.is_none_or(|armed| deadline < armed) {
-                s.timer_armed = Some(deadline);
-                self.timers.push(Reverse((deadline, conn)));
+    // ---- the client streams ---------------------------------------------
+
+    /// Act on what the client streams have for the router, one thing at a
+    /// time (each is acted on before the next input is read), and hand
+    /// their output to the shell.
+    fn pump_clients(&mut self) {
+        while let Some(from) = self.clients.poll(self.now.mono_ms, &self.state) {
+            match from {
+                FromClient::Bound { conn, jid } => self.on_bound(conn, jid),
+                FromClient::Stanza { conn, jid, el } => self.on_stanza(conn, &jid, el),
+                FromClient::Ended { conn, jid } => self.on_session_ended(conn, jid),
             }
+            self.take_client_output();
+        }
+        self.take_client_output();
+    }
+
+    fn take_client_output(&mut self) {
+        for out in self.clients.take_output() {
+            self.actions.push(match out {
+                ClientOutput::Send { conn, bytes } => Action::Send { conn, bytes },
+                ClientOutput::StartTls { conn } => Action::StartTls { conn },
+                ClientOutput::Close { conn } => Action::Close { conn },
+            });
         }
     }
 
-    // ---- output helpers -------------------------------------------------
-
-    /// Send live traffic: to a client session through its paced output
-    /// (see `c2s::output`), to anything else (a link) at once.
+    /// Send live traffic to a client session (through its paced output:
+    /// see `c2s::output`).
     pub(crate) fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
-        self.queue_output(conn, bytes, false, None);
+        self.clients.send(conn, bytes);
     }
 
     /// Send a large delivery to a client session, paced by what it reads;
     /// `done` is carried out once the bytes are written.
     pub(crate) fn send_paced(&mut self, conn: ConnId, bytes: Vec<u8>, done: Option<Completion>) {
-        self.queue_output(conn, bytes, true, done);
+        self.clients.send_paced(conn, bytes, done);
     }
 
-    fn queue_output(
-        &mut self,
-        conn: ConnId,
-        bytes: Vec<u8>,
-        paced: bool,
-        done: Option<Completion>,
-    ) {
-        let Some(s) = self.sessions.get_mut(&conn) else {
-            return self.actions.push(Action::Send { conn, bytes });
-        };
-        if s.not_reading {
-            return;
-        }
-        if s.output.push(bytes, paced, done).is_err() {
-            log::info!("c2s {conn}: client is not reading; disconnecting");
-            s.not_reading = true;
-            return self.actions.push(Action::Close { conn });
-        }
-        self.release_output(conn);
-    }
-
-    /// Hand the shell what fits in a session's window.
-    fn release_output(&mut self, conn: ConnId) {
-        if let Some(s) = self.sessions.get_mut(&conn) {
-            for bytes in s.output.release() {
-                self.actions.push(Action::Send { conn, bytes });
-            }
-        }
+    /// Send a stream error to a client, close the stream and end the session.
+    pub(crate) fn stream_error(&mut self, conn: ConnId, condition: &str, text: &str) {
+        self.clients.stream_error(conn, condition, text);
     }
 
     /// The shell wrote `n` bytes of a session's output: carry out what was
     /// waiting for them, open the window, read input held meanwhile.
     fn on_written(&mut self, conn: ConnId, n: usize) {
-        let Some(s) = self.sessions.get_mut(&conn) else {
-            return;
-        };
         // One record per account for all its messages written at once.
         let mut offline: Vec<(String, u64)> = Vec::new();
-        for done in s.output.written(n) {
+        for done in self.clients.written(self.now.mono_ms, conn, n) {
             match done {
                 Completion::OfflineWritten { user, upto } => {
                     match offline.iter_mut().find(|(u, _)| *u == user) {
@@ -423,22 +376,6 @@ impl Node {
         for (user, upto) in offline {
             self.offline_written(conn, &user, upto);
         }
-        self.release_output(conn);
-        self.resume_input(conn);
-    }
-
-    /// Sessions whose output piled up unread are closed now, at the end of
-    /// the turn (not in the middle of whatever was sending to them).
-    fn reap_unread_sessions(&mut self) {
-        let gone: Vec<ConnId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.not_reading)
-            .map(|(c, _)| *c)
-            .collect();
-        for conn in gone {
-            self.end_session(conn);
-        }
     }
 
     /// Whether the shell should go on reading `conn` (false while the core
@@ -447,11 +384,11 @@ impl Node {
         if self.links.is_link(conn) {
             return self.links.accepts_input(conn);
         }
-        self.sessions.get(&conn).is_none_or(|s| s.reads_input())
+        self.clients.accepts_input(conn)
     }
 
     pub(crate) fn send_el(&mut self, conn: ConnId, el: &Element) {
-        self.send(conn, el.to_xml(ns::CLIENT).into_bytes());
+        self.clients.send_el(conn, el);
     }
 
     pub(crate) fn push_action(&mut self, action: Action) {
@@ -477,14 +414,6 @@ impl Node {
     pub(crate) fn next_push_id(&mut self) -> String {
         self.push_counter += 1;
         format!("push{}", self.push_counter)
-    }
-
-    /// Salt shown for unknown users, stable per name (across restarts too)
-    /// so probing cannot tell which accounts exist.
-    pub(crate) fn fake_salt(&self, user: &str) -> Vec<u8> {
-        let secret = self.state.secret.as_deref().unwrap_or_default();
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-        ring::hmac::sign(&key, user.as_bytes()).as_ref()[..16].to_vec()
     }
 
     // ---- admin ----------------------------------------------------------
@@ -513,15 +442,8 @@ impl Node {
                 if !self.state.accounts.contains_key(&user) {
                     return AdminReply::Error(format!("no such user: {user}"));
                 }
-                let conns: Vec<ConnId> = self
-                    .sessions
-                    .iter()
-                    .filter(|(_, s)| s.user() == Some(user.as_str()))
-                    .map(|(c, _)| *c)
-                    .collect();
-                for conn in conns {
-                    self.stream_error(conn, "not-authorized", "the account was deleted");
-                }
+                self.clients
+                    .close_account(&user, "not-authorized", "the account was deleted");
                 self.commit(Record::AccountDel { user });
                 AdminReply::Done
             }

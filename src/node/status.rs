@@ -44,7 +44,7 @@ impl Node {
         NodeStatus {
             domain: self.cfg.domain.clone(),
             accounts: self.state.accounts.len(),
-            sessions: self.sessions.len(),
+            sessions: self.clients.session_count(),
             rooms,
             links: self.link_status(),
         }

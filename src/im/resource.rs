@@ -1,0 +1,45 @@
+//! What the router keeps of each bound session.
+
+use crate::jid::Jid;
+use crate::xml::Element;
+use std::collections::BTreeSet;
+
+pub struct Resource {
+    pub jid: Jid,
+    /// The last available presence broadcast, if the resource is available.
+    pub presence: Option<Element>,
+    pub priority: i8,
+    /// The client fetched the roster, so it gets roster pushes.
+    pub roster_requested: bool,
+    /// Full JIDs that got directed available presence and must hear of unavailability.
+    pub directed: BTreeSet<String>,
+    /// XEP-0280: copies of the account's one-to-one messages are wanted.
+    pub carbons: bool,
+    /// Rooms this session is in: a mastered room's localpart or a mirrored
+    /// room's JID.
+    pub rooms: BTreeSet<String>,
+}
+
+impl Resource {
+    pub fn new(jid: Jid) -> Resource {
+        Resource {
+            jid,
+            presence: None,
+            priority: 0,
+            roster_requested: false,
+            directed: BTreeSet::new(),
+            carbons: false,
+            rooms: BTreeSet::new(),
+        }
+    }
+
+    /// The full JID and the presence it broadcasts, if it is available.
+    pub fn available(&self) -> Option<(&Jid, &Element)> {
+        Some((&self.jid, self.presence.as_ref()?))
+    }
+
+    /// Available with non-negative priority: receives messages to the bare JID.
+    pub fn receives_bare_messages(&self) -> bool {
+        self.presence.is_some() && self.priority >= 0
+    }
+}
