@@ -10,6 +10,9 @@ pub mod output;
 mod session;
 pub mod throttle;
 
+#[cfg(test)]
+mod tests;
+
 pub use session::{Session, Stage};
 
 use crate::admission::Admission;

@@ -3,7 +3,7 @@
 //! restarts.
 //!
 //! Each side numbers the events it sends. An event is made durable (a
-//! `LinkOut` record) before it is written, and stays queued until the peer
+//! `LinkQueued` record) before it is written, and stays queued until the peer
 //! acknowledges it (`<a h='N'/>`, a `LinkAcked` record). A new connection
 //! starts with `<hello received='N'/>`: the last event applied from the other
 //! side, which then resends everything after N. Events at or below the
@@ -15,6 +15,9 @@ pub mod event;
 mod machine;
 
 pub use machine::{FromPeer, LinkOutput, Links};
+
+#[cfg(test)]
+mod tests;
 
 /// The largest link frame (an event with its wrapper) either side accepts.
 /// Fixed, not configured: both ends of a link must agree on it, and every
