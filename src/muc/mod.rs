@@ -13,8 +13,10 @@ mod mam;
 pub mod model;
 pub mod muc_ns;
 mod sites;
+pub mod view;
 
 pub use live::{LiveRoom, Occupant, Role};
+pub use view::RoomView;
 
 /// Who sent a stanza to a room: a session here, or a user at a mirroring site.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +45,7 @@ use muc_ns as mns;
 
 /// What a joining client asked for in `<history/>`.
 #[derive(Default, Debug, Clone)]
-pub(crate) struct HistoryRequest {
+pub struct HistoryRequest {
     maxstanzas: Option<usize>,
     maxchars: Option<usize>,
     seconds: Option<u64>,
@@ -51,7 +53,7 @@ pub(crate) struct HistoryRequest {
 }
 
 impl HistoryRequest {
-    pub(crate) fn from_join(x: Option<&Element>) -> HistoryRequest {
+    pub fn from_join(x: Option<&Element>) -> HistoryRequest {
         let Some(h) = x.and_then(|x| x.get_child("history", mns::MUC)) else {
             return HistoryRequest::default();
         };
@@ -104,7 +106,7 @@ impl Node {
     }
 
     fn occupant_jid(&self, room: &str, nick: &str) -> String {
-        format!("{}/{nick}", self.room_jid(room))
+        self.view(room).occupant_jid(nick)
     }
 
     /// XEP-0421: stable per person and room, unlinkable across rooms.
@@ -526,22 +528,25 @@ impl Node {
         (payload.to_xml(ns::CLIENT).len() <= self.cfg.muc.presence_bytes).then_some(payload)
     }
 
-    /// Status codes on a joining occupant's own presence: 110, 100 if the
-    /// room shows real JIDs to all, 170 if it is archived.
+    /// A room as its occupants see it (see `view`).
+    pub(crate) fn view(&self, room: &str) -> RoomView<'_> {
+        static EMPTY: std::sync::OnceLock<LiveRoom> = std::sync::OnceLock::new();
+        RoomView {
+            jid: self.room_jid(room),
+            state: self.room_state(room),
+            live: self
+                .live_rooms
+                .get(room)
+                .unwrap_or_else(|| EMPTY.get_or_init(LiveRoom::default)),
+        }
+    }
+
     pub(crate) fn self_presence_codes(&self, room: &str) -> Vec<u16> {
-        let config = &self.room_state(room).config;
-        let mut codes = vec![110];
-        if config.whois_anyone {
-            codes.push(100);
-        }
-        if config.archiving {
-            codes.push(170);
-        }
-        codes
+        self.view(room).self_presence_codes()
     }
 
     pub(crate) fn sees_jids(&self, room: &str, viewer: Role) -> bool {
-        self.room_state(room).config.whois_anyone || viewer == Role::Moderator
+        self.view(room).sees_jids(viewer)
     }
 
     /// The presence of occupant `nick` as a viewer sees it.
@@ -553,33 +558,8 @@ impl Node {
         codes: &[u16],
         unavailable: bool,
     ) -> Element {
-        let occ = &self.live_rooms[room].occupants[nick];
-        let rs = self.room_state(room);
-        let mut p = if unavailable {
-            Element::new("presence", ns::CLIENT).attr("type", "unavailable")
-        } else {
-            occ.presence.clone()
-        };
-        p.set_attr("from", self.occupant_jid(room, nick));
-        let affiliation = rs.affiliation(&occ.bare);
-        let role = if unavailable {
-            "none"
-        } else {
-            occ.role.as_str()
-        };
-        let mut item = Element::new("item", mns::USER)
-            .attr("affiliation", affiliation.as_str())
-            .attr("role", role);
-        if let (true, Some(first)) = (show_jid, occ.sessions.first()) {
-            item.set_attr("jid", first.to_string());
-        }
-        let mut x = Element::new("x", mns::USER).child(item);
-        for c in codes {
-            x = x.child(Element::new("status", mns::USER).attr("code", c.to_string()));
-        }
-        p.child(x).child(
-            Element::new("occupant-id", mns::OCCUPANT_ID).attr("id", occ.occupant_id.clone()),
-        )
+        self.view(room)
+            .occupant_presence(nick, show_jid, codes, unavailable)
     }
 
     /// Send occupant `nick`'s presence to every session in the room
@@ -592,89 +572,37 @@ impl Node {
         unavailable: bool,
         skip: Option<&Jid>,
     ) {
-        let Some(live) = self.live(room) else { return };
-        let recipients: Vec<(String, Jid)> = live.all_sessions();
-        for (vnick, session) in recipients {
-            if Some(&session) == skip {
-                continue;
-            }
-            let viewer_role = self.live_rooms[room].occupants[&vnick].role;
-            let mut all_codes = codes.to_vec();
-            if vnick == nick {
-                all_codes.insert(0, 110);
-            }
-            let p = self.occupant_presence(
-                room,
-                nick,
-                self.sees_jids(room, viewer_role),
-                &all_codes,
-                unavailable,
-            );
-            self.room_send(&session, p);
+        if !self.live_rooms.contains_key(room) {
+            return;
+        }
+        let sends = self
+            .view(room)
+            .presence_to_all(nick, codes, unavailable, skip);
+        for (to, p) in sends {
+            self.room_send(&to, p);
         }
     }
 
+    /// The history a joining session asked for, paced, within what its
+    /// connection may queue and the room's bound on join history.
     pub(crate) fn send_history(&mut self, room: &str, to: &Jid, req: &HistoryRequest) {
-        let rs = self.room_state(room);
-        let mut limit = rs.config.history_length as usize;
-        if let Some(m) = req.maxstanzas {
-            limit = limit.min(m);
-        }
-        let oldest = req
-            .seconds
-            .map(|s| self.now.unix_ms.saturating_sub(s * 1000));
-        let room_jid = self.room_jid(room);
-        let to_attr = escape(&to.to_string());
-        let mut chars = 0usize;
-        // Bounded in bytes too: the newest that fit, never a refused join.
-        let mut bytes = 0usize;
-        let room_left = self
-            .conn_of_full(to)
-            .map_or(0, |c| self.clients.paced_room(c));
-        let budget = self.cfg.muc.join_history_bytes.min(room_left);
-        let mut picked = Vec::new();
-        for m in rs.archive.iter().rev() {
-            if picked.len() >= limit
-                || oldest.is_some_and(|o| m.stamp_ms < o)
-                || req.since.is_some_and(|s| m.stamp_ms <= s)
-            {
-                break;
-            }
-            let delay = stanza::delay(&room_jid, m.stamp_ms).to_xml(ns::CLIENT);
-            let xml = stanza::insert_before_close(
-                &format!("<message to='{to_attr}'{}", &m.xml[8..]),
-                &delay,
-            );
-            chars += xml.chars().count();
-            bytes += xml.len();
-            if req.maxchars.is_some_and(|max| chars > max) || bytes > budget {
-                break;
-            }
-            picked.push(xml);
-        }
         let Some(conn) = self.conn_of_full(to) else {
             return;
         };
-        for xml in picked.into_iter().rev() {
+        let budget = self
+            .cfg
+            .muc
+            .join_history_bytes
+            .min(self.clients.paced_room(conn));
+        let history = self.view(room).history(to, req, budget, self.now.unix_ms);
+        for xml in history {
             self.send_paced(conn, xml.into_bytes(), None);
         }
     }
 
     pub(crate) fn send_subject(&mut self, room: &str, to: &Jid) {
-        let (from, text) = match &self.room_state(room).subject {
-            Some(s) if !s.nick.is_empty() => (self.occupant_jid(room, &s.nick), s.text.clone()),
-            Some(s) => (self.room_jid(room), s.text.clone()),
-            None => (self.room_jid(room), String::new()),
-        };
-        let mut subject = Element::new("subject", ns::CLIENT);
-        if !text.is_empty() {
-            subject = subject.text(text);
-        }
-        let m = Element::new("message", ns::CLIENT)
-            .attr("from", from)
-            .attr("type", "groupchat")
-            .attr("id", format!("subject-{}", self.random_id()))
-            .child(subject);
+        let id = format!("subject-{}", self.random_id());
+        let m = self.view(room).subject_message(id);
         self.room_send(to, m);
     }
 
