@@ -161,9 +161,9 @@ impl Node {
             .find(|c| self.jid_of(*c) == Some(jid))
     }
 
-    /// A session here is no longer in `room` (a mastered room's localpart or
-    /// a mirrored room's JID): forget it in the session's own list.
-    pub(crate) fn forget_joined_room(&mut self, session: &Jid, room: &str) {
+    /// A session here is no longer in `room`: forget it in the session's
+    /// own list.
+    pub(crate) fn forget_joined_room(&mut self, session: &Jid, room: &crate::muc::RoomKey) {
         if let Some(s) = self
             .conn_of_full(session)
             .and_then(|c| self.resources.get_mut(&c))

@@ -1,6 +1,7 @@
 //! What the router keeps of each bound session.
 
 use crate::jid::Jid;
+use crate::muc::RoomKey;
 use crate::xml::Element;
 use std::collections::BTreeSet;
 
@@ -15,9 +16,8 @@ pub struct Resource {
     pub directed: BTreeSet<String>,
     /// XEP-0280: copies of the account's one-to-one messages are wanted.
     pub carbons: bool,
-    /// Rooms this session is in: a mastered room's localpart or a mirrored
-    /// room's JID.
-    pub rooms: BTreeSet<String>,
+    /// Rooms this session is in.
+    pub rooms: BTreeSet<RoomKey>,
 }
 
 impl Resource {

@@ -11,7 +11,7 @@
 use crate::jid::Jid;
 use crate::link::event::{LinkEvent, OccupantChange, OccupantInfo};
 use crate::muc::model::Affiliation;
-use crate::muc::{muc_ns as mns, Occupant};
+use crate::muc::{muc_ns as mns, Occupant, RoomKey};
 use crate::node::{ConnId, Node};
 use crate::stanza;
 use crate::xml::{escape, ns, Element, Node as XmlNode};
@@ -82,7 +82,7 @@ impl Node {
 
     /// Who holds a nick in a mirrored room, as this site sees it (for checks).
     pub fn mirror_occupant_bare(&self, room_jid: &str, nick: &str) -> Option<String> {
-        self.live_rooms
+        self.mirror_rooms
             .get(room_jid)?
             .occupants
             .get(nick)
@@ -94,6 +94,7 @@ impl Node {
     pub fn room_roster(&self, key: &str) -> std::collections::BTreeMap<String, String> {
         self.live_rooms
             .get(key)
+            .or_else(|| self.mirror_rooms.get(key))
             .map(|l| {
                 l.occupants
                     .iter()
@@ -135,7 +136,7 @@ impl Node {
             return self.relay_up(&upstream, &me, &to, el); // The service itself (disco…).
         };
         let key = to.to_bare().to_string();
-        let joined_nick = self.live_rooms.get(&key).and_then(|l| l.nick_of(&me));
+        let joined_nick = self.mirror_rooms.get(&key).and_then(|l| l.nick_of(&me));
         // While the master is unreachable, what needs it fails at once, clearly.
         let cached = self.state.mirrors.contains_key(&key);
         if !self.link_is_up(&upstream) && needs_master(&el, joined_nick.is_some(), cached) {
@@ -243,9 +244,9 @@ impl Node {
         }
         let m = self.mirrors.get_mut(key).expect("mirror");
         m.pending.push((me.clone(), history.clone(), provisional));
-        self.live_rooms.entry(key.to_string()).or_default();
+        self.mirror_rooms.entry(key.to_string()).or_default();
         if let Some(s) = self.resources.get_mut(&conn) {
-            s.rooms.insert(key.to_string());
+            s.rooms.insert(RoomKey::Mirrored(key.to_string()));
         }
         if first {
             log::info!("mirror {key}: created for {me}");
@@ -278,7 +279,7 @@ impl Node {
         let Some(me) = self.jid_of(conn).cloned() else {
             return;
         };
-        let occ = &self.live_rooms[key].occupants[nick];
+        let occ = &self.mirror_rooms[key].occupants[nick];
         if occ.role == crate::muc::Role::Visitor {
             return self.bounce(conn, &el, "forbidden");
         }
@@ -332,7 +333,7 @@ impl Node {
         };
         let key = &format!("{room}@{upstream}");
         let Some(occupant_id) = self
-            .live_rooms
+            .mirror_rooms
             .get(key)
             .and_then(|l| l.occupants.get(&nick))
             .map(|o| o.occupant_id.clone())
@@ -351,7 +352,7 @@ impl Node {
 
     /// One serialised message to every local session in a mirrored room.
     fn mirror_broadcast(&mut self, key: &str, xml: &str) {
-        let Some(live) = self.live_rooms.get(key) else {
+        let Some(live) = self.mirror_rooms.get(key) else {
             return;
         };
         let sessions: Vec<Jid> = live
@@ -430,7 +431,7 @@ impl Node {
                         self.mirror_message(&key, msg);
                     }
                 } else {
-                    self.live_rooms.entry(key.clone()).or_default();
+                    self.mirror_rooms.entry(key.clone()).or_default();
                     for info in occupants {
                         self.insert_remote_occupant(&key, &info);
                     }
@@ -448,7 +449,7 @@ impl Node {
                 }
                 self.commit_mirror(&key, MirrorRecord::Subject { seq, subject });
                 for s in self.local_sessions(&key) {
-                    self.send_subject(&key, &s);
+                    self.send_subject(&RoomKey::Mirrored(key.clone()), &s);
                 }
             }
             LinkEvent::Config { room, config } => {
@@ -518,7 +519,7 @@ impl Node {
         let rs = &self.state.mirrors[key].state;
         let bare = who.to_bare().to_string();
         let aff = rs.affiliation(&bare);
-        let live = &self.live_rooms[key];
+        let live = &self.mirror_rooms[key];
         let password = el
             .get_child("x", mns::MUC)
             .and_then(|x| x.get_child("password", mns::MUC))
@@ -565,7 +566,7 @@ impl Node {
         let occupant_id =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_ref()[..12]);
         let presence = Node::occupant_payload(el);
-        let live = self.live_rooms.entry(key.to_string()).or_default();
+        let live = self.mirror_rooms.entry(key.to_string()).or_default();
         match live.occupants.get_mut(nick) {
             Some(o) => o.sessions.push(who.clone()),
             None => {
@@ -594,7 +595,7 @@ impl Node {
         let is_remote = |o: &Occupant| o.sessions.iter().all(|s| s.domain() != local_domain);
         let now: std::collections::BTreeMap<String, OccupantInfo> =
             occupants.into_iter().map(|o| (o.nick.clone(), o)).collect();
-        let gone: Vec<String> = self.live_rooms[key]
+        let gone: Vec<String> = self.mirror_rooms[key]
             .occupants
             .iter()
             .filter(|(n, o)| is_remote(o) && !now.contains_key(*n))
@@ -604,7 +605,7 @@ impl Node {
             self.remote_departs(key, &nick, &[]);
         }
         for (nick, info) in now {
-            let live = self.live_rooms.get_mut(key).expect("room");
+            let live = self.mirror_rooms.get_mut(key).expect("room");
             match live.occupants.get_mut(&nick) {
                 Some(o) => {
                     let presence = bounded_presence(&info.presence, self.cfg.muc.presence_bytes);
@@ -612,12 +613,24 @@ impl Node {
                     o.role = info.role;
                     o.presence = presence;
                     if changed {
-                        self.broadcast_presence_of(key, &nick, &[], false, None);
+                        self.broadcast_room_presence(
+                            &RoomKey::Mirrored(key.to_string()),
+                            &nick,
+                            &[],
+                            false,
+                            None,
+                        );
                     }
                 }
                 None => {
                     if self.insert_remote_occupant(key, &info) {
-                        self.broadcast_presence_of(key, &nick, &[], false, None);
+                        self.broadcast_room_presence(
+                            &RoomKey::Mirrored(key.to_string()),
+                            &nick,
+                            &[],
+                            false,
+                            None,
+                        );
                     }
                 }
             }
@@ -641,7 +654,7 @@ impl Node {
             }
             self.mirrors
                 .insert(key.clone(), Mirror::new(&upstream, &room));
-            self.live_rooms.entry(key).or_default();
+            self.mirror_rooms.entry(key).or_default();
         }
     }
 
@@ -679,7 +692,7 @@ impl Node {
         let local_domain = self.cfg.domain.clone();
         let keys = self.mirrors_of(upstream);
         for key in keys {
-            let remote: Vec<String> = self.live_rooms[&key]
+            let remote: Vec<String> = self.mirror_rooms[&key]
                 .occupants
                 .iter()
                 .filter(|(_, o)| o.sessions.iter().all(|s| s.domain() != local_domain))
@@ -748,7 +761,7 @@ impl Node {
         for key in keys {
             let room = self.mirrors[&key].room.clone();
             let mut joins = Vec::new();
-            for (nick, o) in &self.live_rooms[&key].occupants {
+            for (nick, o) in &self.mirror_rooms[&key].occupants {
                 for s in o.sessions.iter().filter(|s| s.domain() == self.cfg.domain) {
                     let presence = o.presence.clone().child(Element::new("x", mns::MUC));
                     joins.push(LinkEvent::Join {
@@ -808,7 +821,7 @@ impl Node {
     }
 
     fn local_sessions(&self, key: &str) -> Vec<Jid> {
-        let Some(live) = self.live_rooms.get(key) else {
+        let Some(live) = self.mirror_rooms.get(key) else {
             return Vec::new();
         };
         live.occupants
@@ -826,7 +839,7 @@ impl Node {
         let jid = Jid::parse(&info.jid).ok();
         let nick = info.nick.clone();
         let known = self
-            .live_rooms
+            .mirror_rooms
             .get(key)
             .is_some_and(|l| l.occupants.contains_key(&nick));
         if !known && change != OccupantChange::Joined {
@@ -847,14 +860,14 @@ impl Node {
                 // The master gave this nick to someone else (a provisional join
                 // here lost it): its occupant wins, ours goes.
                 let taken = self
-                    .live_rooms
+                    .mirror_rooms
                     .get(key)
                     .and_then(|l| l.occupants.get(&nick))
                     .is_some_and(|o| o.bare != info.bare);
                 if taken {
                     self.remote_departs(key, &nick, &[]);
                 }
-                let live = self.live_rooms.entry(key.to_string()).or_default();
+                let live = self.mirror_rooms.entry(key.to_string()).or_default();
                 let local_joiner = jid
                     .as_ref()
                     .and_then(|j| self.mirrors[key].pending.iter().find(|(p, _, _)| p == j))
@@ -903,29 +916,47 @@ impl Node {
                             // Shown at the time; the master's confirmation only
                             // refreshes what it decides (role, occupant-id).
                             if !unchanged {
-                                self.broadcast_presence_of(key, &nick, &[], false, None);
+                                self.broadcast_room_presence(
+                                    &RoomKey::Mirrored(key.to_string()),
+                                    &nick,
+                                    &[],
+                                    false,
+                                    None,
+                                );
                             }
                         } else {
                             self.finish_local_join(key, &nick, &j, &history);
                         }
                     }
                     None if unchanged => {}
-                    None => self.broadcast_presence_of(key, &nick, &[], false, None),
+                    None => self.broadcast_room_presence(
+                        &RoomKey::Mirrored(key.to_string()),
+                        &nick,
+                        &[],
+                        false,
+                        None,
+                    ),
                 }
             }
             OccupantChange::Updated => {
                 if let Some(o) = self
-                    .live_rooms
+                    .mirror_rooms
                     .get_mut(key)
                     .and_then(|l| l.occupants.get_mut(&nick))
                 {
                     o.role = info.role;
                     o.presence = bounded_presence(&info.presence, self.cfg.muc.presence_bytes);
-                    self.broadcast_presence_of(key, &nick, &[], false, None);
+                    self.broadcast_room_presence(
+                        &RoomKey::Mirrored(key.to_string()),
+                        &nick,
+                        &[],
+                        false,
+                        None,
+                    );
                 }
             }
             OccupantChange::Renamed { new_nick } => {
-                let Some(live) = self.live_rooms.get_mut(key) else {
+                let Some(live) = self.mirror_rooms.get_mut(key) else {
                     return;
                 };
                 let Some(occ) = live.occupants.remove(&nick) else {
@@ -933,10 +964,16 @@ impl Node {
                 };
                 live.occupants.insert(nick.clone(), occ.clone());
                 self.render_departure(key, &nick, &[303], Some(&new_nick), None);
-                let live = self.live_rooms.get_mut(key).expect("room");
+                let live = self.mirror_rooms.get_mut(key).expect("room");
                 live.occupants.remove(&nick);
                 live.occupants.insert(new_nick.clone(), occ);
-                self.broadcast_presence_of(key, &new_nick, &[], false, None);
+                self.broadcast_room_presence(
+                    &RoomKey::Mirrored(key.to_string()),
+                    &new_nick,
+                    &[],
+                    false,
+                    None,
+                );
             }
             // Local sessions leave here at once, so the master's echo is old
             // news; and it may name a session that died with a restart whose
@@ -962,9 +999,11 @@ impl Node {
         session: &Jid,
         history: &crate::muc::HistoryRequest,
     ) {
-        let role = self.live_rooms[key].occupants[nick].role;
-        let sees = self.sees_jids(key, role);
-        let others: Vec<String> = self.live_rooms[key]
+        let role = self.mirror_rooms[key].occupants[nick].role;
+        let sees = self
+            .room_view(&RoomKey::Mirrored(key.to_string()))
+            .sees_jids(role);
+        let others: Vec<String> = self.mirror_rooms[key]
             .occupants
             .keys()
             .filter(|n| *n != nick)
@@ -974,18 +1013,30 @@ impl Node {
             return;
         };
         for other in others {
-            let mut p = self.occupant_presence(key, &other, sees, &[], false);
+            let mut p = self
+                .room_view(&RoomKey::Mirrored(key.to_string()))
+                .occupant_presence(&other, sees, &[], false);
             p.set_attr("to", session.to_string());
             self.send_el(conn, &p);
         }
-        let codes = self.self_presence_codes(key);
-        let mut me = self.occupant_presence(key, nick, sees, &codes, false);
+        let codes = self
+            .room_view(&RoomKey::Mirrored(key.to_string()))
+            .self_presence_codes();
+        let mut me = self
+            .room_view(&RoomKey::Mirrored(key.to_string()))
+            .occupant_presence(nick, sees, &codes, false);
         me.set_attr("to", session.to_string());
         self.send_el(conn, &me);
         // Others at the site see the newcomer.
-        self.broadcast_presence_of(key, nick, &[], false, Some(session));
-        self.send_history(key, session, history);
-        self.send_subject(key, session);
+        self.broadcast_room_presence(
+            &RoomKey::Mirrored(key.to_string()),
+            nick,
+            &[],
+            false,
+            Some(session),
+        );
+        self.send_history(&RoomKey::Mirrored(key.to_string()), session, history);
+        self.send_subject(&RoomKey::Mirrored(key.to_string()), session);
     }
 
     /// Unavailable presence of `nick` to every local session, its own with 110.
@@ -997,17 +1048,21 @@ impl Node {
         new_nick: Option<&str>,
         status: Option<&str>,
     ) {
-        for (vnick, session) in self.live_rooms[key].all_sessions() {
+        for (vnick, session) in self.mirror_rooms[key].all_sessions() {
             if session.domain() != self.cfg.domain {
                 continue;
             }
-            let viewer_role = self.live_rooms[key].occupants[&vnick].role;
-            let sees = self.sees_jids(key, viewer_role);
+            let viewer_role = self.mirror_rooms[key].occupants[&vnick].role;
+            let sees = self
+                .room_view(&RoomKey::Mirrored(key.to_string()))
+                .sees_jids(viewer_role);
             let mut all = codes.to_vec();
             if vnick == nick {
                 all.insert(0, 110);
             }
-            let mut p = self.occupant_presence(key, nick, sees, &all, true);
+            let mut p = self
+                .room_view(&RoomKey::Mirrored(key.to_string()))
+                .occupant_presence(nick, sees, &all, true);
             if let Some(n) = new_nick {
                 set_item_attr(&mut p, "nick", n);
             }
@@ -1029,21 +1084,21 @@ impl Node {
     /// replica stays, whoever is left.
     fn remote_departs(&mut self, key: &str, nick: &str, codes: &[u16]) {
         self.render_departure(key, nick, codes, None, None);
-        if let Some(live) = self.live_rooms.get_mut(key) {
+        if let Some(live) = self.mirror_rooms.get_mut(key) {
             live.occupants.remove(nick);
         }
     }
 
     fn forget_occupant(&mut self, key: &str, nick: &str) {
         let Some(occ) = self
-            .live_rooms
+            .mirror_rooms
             .get_mut(key)
             .and_then(|l| l.occupants.remove(nick))
         else {
             return;
         };
         for s in &occ.sessions {
-            self.forget_joined_room(s, key);
+            self.forget_joined_room(s, &RoomKey::Mirrored(key.to_string()));
         }
         self.maybe_drop_mirror(key);
     }
@@ -1067,7 +1122,7 @@ impl Node {
             destroy = destroy.child(Element::new("reason", mns::USER).text(r));
         }
         for (nick, session) in self
-            .live_rooms
+            .mirror_rooms
             .get(key)
             .map(|l| l.all_sessions())
             .unwrap_or_default()
@@ -1078,14 +1133,14 @@ impl Node {
             let mut p = crate::muc::destroyed_presence(&format!("{key}/{nick}"), &destroy);
             p.set_attr("to", session.to_string());
             self.send_el(c, &p);
-            self.forget_joined_room(&session, key);
+            self.forget_joined_room(&session, &RoomKey::Mirrored(key.to_string()));
         }
         self.drop_mirror(key);
     }
 
     fn drop_mirror(&mut self, key: &str) {
         self.mirrors.remove(key);
-        self.live_rooms.remove(key);
+        self.mirror_rooms.remove(key);
         if self.state.mirrors.contains_key(key) {
             self.commit_mirror(key, MirrorRecord::Drop);
         }
@@ -1111,7 +1166,7 @@ impl Node {
         let key = from.to_bare().to_string();
         // A refused join reaches only the one user (DMUC §3.2.2).
         if stanza.name == "presence" && stanza.get_attr("type") == Some("error") {
-            if let Some(nick) = self.live_rooms.get(&key).and_then(|l| l.nick_of(&to)) {
+            if let Some(nick) = self.mirror_rooms.get(&key).and_then(|l| l.nick_of(&to)) {
                 // A provisional join the master refused: the others see them go.
                 let shown = self
                     .mirrors
@@ -1119,7 +1174,7 @@ impl Node {
                     .is_some_and(|m| m.pending.iter().any(|(p, _, v)| p == &to && *v));
                 if shown {
                     self.render_departure(&key, &nick, &[], None, None);
-                    let live = self.live_rooms.get_mut(&key).expect("room");
+                    let live = self.mirror_rooms.get_mut(&key).expect("room");
                     if let Some(o) = live.occupants.get_mut(&nick) {
                         o.sessions.retain(|s| s != &to);
                         if o.sessions.is_empty() {
@@ -1130,7 +1185,7 @@ impl Node {
             }
             if let Some(m) = self.mirrors.get_mut(&key) {
                 m.pending.retain(|(p, _, _)| p != &to);
-                self.forget_joined_room(&to, &key);
+                self.forget_joined_room(&to, &RoomKey::Mirrored(key.to_string()));
                 self.maybe_drop_mirror(&key);
             }
         }
@@ -1157,28 +1212,32 @@ impl Node {
         };
         m.pending.retain(|(p, _, _)| p != session);
         let (upstream, room) = (m.upstream.clone(), m.room.clone());
-        if let Some(nick) = self.live_rooms.get(key).and_then(|l| l.nick_of(session)) {
+        if let Some(nick) = self.mirror_rooms.get(key).and_then(|l| l.nick_of(session)) {
             let status = presence
                 .get_child("status", ns::CLIENT)
                 .map(|s| s.text_content());
-            let last = self.live_rooms[key].occupants[&nick].sessions.len() == 1;
+            let last = self.mirror_rooms[key].occupants[&nick].sessions.len() == 1;
             if last {
                 self.render_departure(key, &nick, &[], None, status.as_deref());
-                self.live_rooms
+                self.mirror_rooms
                     .get_mut(key)
                     .expect("room")
                     .occupants
                     .remove(&nick);
             } else {
-                let role = self.live_rooms[key].occupants[&nick].role;
-                let sees = self.sees_jids(key, role);
-                let mut own = self.occupant_presence(key, &nick, sees, &[110], true);
+                let role = self.mirror_rooms[key].occupants[&nick].role;
+                let sees = self
+                    .room_view(&RoomKey::Mirrored(key.to_string()))
+                    .sees_jids(role);
+                let mut own = self
+                    .room_view(&RoomKey::Mirrored(key.to_string()))
+                    .occupant_presence(&nick, sees, &[110], true);
                 own.set_attr("to", session.to_string());
                 if let Some(c) = self.conn_of_full(session) {
                     self.send_el(c, &own);
                 }
                 let o = self
-                    .live_rooms
+                    .mirror_rooms
                     .get_mut(key)
                     .expect("room")
                     .occupants
@@ -1187,7 +1246,7 @@ impl Node {
                 o.sessions.retain(|s| s != session);
             }
         }
-        self.forget_joined_room(session, key);
+        self.forget_joined_room(session, &RoomKey::Mirrored(key.to_string()));
         self.link_send(
             &upstream,
             &LinkEvent::Leave {
@@ -1225,7 +1284,12 @@ impl Node {
         let Some(jid) = self.jid_of(conn).cloned() else {
             return;
         };
-        self.muc_mam(&crate::muc::Origin::Local { conn, jid }, el, key, query);
+        self.muc_mam(
+            &crate::muc::Origin::Local { conn, jid },
+            el,
+            &RoomKey::Mirrored(key.to_string()),
+            query,
+        );
     }
 }
 
@@ -1255,7 +1319,7 @@ impl Node {
     /// cannot make a site hold without bound). True if it was added.
     fn insert_remote_occupant(&mut self, key: &str, info: &OccupantInfo) -> bool {
         let (max, presence_bytes) = (self.cfg.muc.max_users as usize, self.cfg.muc.presence_bytes);
-        let Some(live) = self.live_rooms.get_mut(key) else {
+        let Some(live) = self.mirror_rooms.get_mut(key) else {
             return false;
         };
         if live.occupants.len() >= max && !live.occupants.contains_key(&info.nick) {

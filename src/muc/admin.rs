@@ -125,7 +125,7 @@ impl Node {
         for (nick, s) in sessions {
             let p = super::destroyed_presence(&self.occupant_jid(room, &nick), &destroy);
             self.room_send(&s, p);
-            self.forget_joined_room(&s, room);
+            self.forget_joined_room(&s, &super::RoomKey::Mastered(room.to_string()));
         }
         self.live_rooms.remove(room);
         self.commit_room(room, RoomRecord::Destroy);
@@ -183,7 +183,7 @@ impl Node {
             .remove(nick)
             .expect("occupant");
         for s in occ.sessions {
-            self.forget_joined_room(&s, room);
+            self.forget_joined_room(&s, &super::RoomKey::Mastered(room.to_string()));
         }
         self.maybe_close_room(room);
     }

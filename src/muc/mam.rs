@@ -4,6 +4,7 @@ use super::form::DATA;
 use super::mns;
 use super::model::{Affiliation, Archived};
 use super::Origin;
+use super::RoomKey;
 use crate::jid::Jid;
 use crate::node::Node;
 use crate::stanza;
@@ -39,8 +40,15 @@ struct Query {
 }
 
 impl Node {
-    pub(crate) fn muc_mam(&mut self, origin: &Origin, el: &Element, room: &str, query: &Element) {
-        let rs = self.room_state(room);
+    pub(crate) fn muc_mam(
+        &mut self,
+        origin: &Origin,
+        el: &Element,
+        key: &RoomKey,
+        query: &Element,
+    ) {
+        let view = self.room_view(key);
+        let (rs, room_jid) = (view.state, view.jid);
         let bare = self.origin_jid(origin).to_bare().to_string();
         let aff = rs.affiliation(&bare);
         if !rs.config.archiving {
@@ -49,7 +57,7 @@ impl Node {
         if aff == Affiliation::Outcast || (rs.config.members_only && aff < Affiliation::Member) {
             return self.bounce_to(origin, el, "forbidden");
         }
-        let q = match self.parse_query(room, query) {
+        let q = match parse_query(&room_jid, query, self.cfg.muc.mam_max_page) {
             Ok(q) => q,
             Err(condition) => return self.bounce_to(origin, el, condition),
         };
@@ -86,7 +94,6 @@ impl Node {
                 (0, end, end == matching.len())
             }
         };
-        let room_jid = self.room_jid(room);
         let to_attr = escape(&self.origin_jid(origin).to_string());
         let queryid = query.get_attr("queryid").map(escape);
         let result = |m: &Archived| {
@@ -144,58 +151,57 @@ impl Node {
         let reply = stanza::iq_result(el, &room_jid, Some(fin));
         self.reply(origin, &reply);
     }
+}
 
-    fn parse_query(&self, room: &str, query: &Element) -> Result<Query, &'static str> {
-        let mut q = Query {
-            start: None,
-            end: None,
-            with_nick: None,
-            max: DEFAULT_PAGE,
-            after: None,
-            before: None,
-        };
-        if let Some(x) = query.get_child("x", DATA) {
-            for f in x.elements().filter(|f| f.is("field", DATA)) {
-                let value = f
-                    .get_child("value", DATA)
-                    .map(|v| v.text_content())
-                    .unwrap_or_default();
-                match f.get_attr("var") {
-                    Some("FORM_TYPE") if value != mns::MAM => return Err("bad-request"),
-                    Some("start") => {
-                        q.start = Some(stanza::parse_timestamp(&value).ok_or("bad-request")?)
-                    }
-                    Some("end") => {
-                        q.end = Some(stanza::parse_timestamp(&value).ok_or("bad-request")?)
-                    }
-                    Some("with") => {
-                        let j = Jid::parse(&value).map_err(|_| "jid-malformed")?;
-                        let ours = j.to_bare().to_string() == self.room_jid(room);
-                        // In a room, `with` names an occupant; anything else matches nothing.
-                        q.with_nick = Some(if ours {
-                            j.resource().unwrap_or("").to_string()
-                        } else {
-                            "\u{0}".into()
-                        });
-                    }
-                    _ => {}
+/// The MAM query of a client to the room `room_jid`.
+fn parse_query(room_jid: &str, query: &Element, max_page: usize) -> Result<Query, &'static str> {
+    let mut q = Query {
+        start: None,
+        end: None,
+        with_nick: None,
+        max: DEFAULT_PAGE,
+        after: None,
+        before: None,
+    };
+    if let Some(x) = query.get_child("x", DATA) {
+        for f in x.elements().filter(|f| f.is("field", DATA)) {
+            let value = f
+                .get_child("value", DATA)
+                .map(|v| v.text_content())
+                .unwrap_or_default();
+            match f.get_attr("var") {
+                Some("FORM_TYPE") if value != mns::MAM => return Err("bad-request"),
+                Some("start") => {
+                    q.start = Some(stanza::parse_timestamp(&value).ok_or("bad-request")?)
                 }
+                Some("end") => q.end = Some(stanza::parse_timestamp(&value).ok_or("bad-request")?),
+                Some("with") => {
+                    let j = Jid::parse(&value).map_err(|_| "jid-malformed")?;
+                    let ours = j.to_bare().to_string() == room_jid;
+                    // In a room, `with` names an occupant; anything else matches nothing.
+                    q.with_nick = Some(if ours {
+                        j.resource().unwrap_or("").to_string()
+                    } else {
+                        "\u{0}".into()
+                    });
+                }
+                _ => {}
             }
         }
-        if let Some(set) = query.get_child("set", mns::RSM) {
-            if let Some(m) = set.get_child("max", mns::RSM) {
-                q.max = m
-                    .text_content()
-                    .trim()
-                    .parse::<usize>()
-                    .map_err(|_| "bad-request")?;
-            }
-            q.after = set.get_child("after", mns::RSM).map(|a| a.text_content());
-            q.before = set.get_child("before", mns::RSM).map(|b| b.text_content());
-        }
-        q.max = q.max.min(self.cfg.muc.mam_max_page);
-        Ok(q)
     }
+    if let Some(set) = query.get_child("set", mns::RSM) {
+        if let Some(m) = set.get_child("max", mns::RSM) {
+            q.max = m
+                .text_content()
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| "bad-request")?;
+        }
+        q.after = set.get_child("after", mns::RSM).map(|a| a.text_content());
+        q.before = set.get_child("before", mns::RSM).map(|b| b.text_content());
+    }
+    q.max = q.max.min(max_page);
+    Ok(q)
 }
 
 fn result_xml(m: &Archived, to: &str, room_jid: &str, queryid: Option<&str>) -> String {

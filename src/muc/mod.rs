@@ -72,36 +72,21 @@ impl Node {
         jid.domain() == self.cfg.muc_service
     }
 
-    /// A room's JID from its key: the localpart of a room mastered here, or
-    /// the JID itself for a mirrored room.
+    /// The JID of a room mastered here, from its localpart.
     pub(crate) fn room_jid(&self, room: &str) -> String {
-        if is_mirror_key(room) {
-            return room.to_string();
-        }
         format!("{room}@{}", self.cfg.muc_service)
     }
 
     /// Rooms mastered here that have occupants now.
     pub(crate) fn mastered_live_rooms(&self) -> Vec<String> {
-        self.live_rooms
-            .keys()
-            .filter(|r| !is_mirror_key(r))
-            .cloned()
-            .collect()
+        self.live_rooms.keys().cloned().collect()
     }
 
-    /// Durable state of a room mastered here, or the replica of a mirrored one.
+    /// Durable state of a room mastered here.
     pub(crate) fn room_state(&self, room: &str) -> &RoomState {
         match self.state.rooms.get(room) {
             Some(r) => r,
-            None => match self.state.mirrors.get(room) {
-                Some(c) => &c.state,
-                // A mirror still waiting for the master's snapshot.
-                None => {
-                    static UNSYNCED: std::sync::OnceLock<RoomState> = std::sync::OnceLock::new();
-                    UNSYNCED.get_or_init(|| RoomState::new("", Vec::new()))
-                }
-            },
+            None => unsynced(),
         }
     }
 
@@ -419,7 +404,7 @@ impl Node {
             Origin::Local { conn, .. } => self.resources.get_mut(conn),
             Origin::Remote { .. } => None,
         } {
-            s.rooms.insert(room.to_string());
+            s.rooms.insert(RoomKey::Mastered(room.to_string()));
         }
 
         // 1. Everyone else's presence, to the new session.
@@ -435,7 +420,7 @@ impl Node {
             self.room_send(&from, p);
         }
         // 2. Self-presence with 110 and the codes that apply.
-        let mut codes = self.self_presence_codes(room);
+        let mut codes = self.view(room).self_presence_codes();
         if created {
             codes.push(201);
         }
@@ -446,8 +431,9 @@ impl Node {
             self.broadcast_presence_of(room, nick, &[], false, Some(&from));
         }
         // 4. History, 5. subject.
-        self.send_history(room, &from, &history);
-        self.send_subject(room, &from);
+        let key = RoomKey::Mastered(room.to_string());
+        self.send_history(&key, &from, &history);
+        self.send_subject(&key, &from);
         self.notify_join(origin, room, nick, &peers_before);
         log::debug!("muc {room}: {from} joined as {nick}");
     }
@@ -528,28 +514,39 @@ impl Node {
         (payload.to_xml(ns::CLIENT).len() <= self.cfg.muc.presence_bytes).then_some(payload)
     }
 
-    /// A room as its occupants see it (see `view`).
-    pub(crate) fn view(&self, room: &str) -> RoomView<'_> {
+    /// A room as its occupants see it (see `view`): a mastered one or the
+    /// replica of a mirrored one (still empty while its snapshot is awaited).
+    pub(crate) fn room_view(&self, key: &RoomKey) -> RoomView<'_> {
         static EMPTY: std::sync::OnceLock<LiveRoom> = std::sync::OnceLock::new();
+        let (jid, state, live) = match key {
+            RoomKey::Mastered(room) => (
+                self.room_jid(room),
+                self.room_state(room),
+                self.live_rooms.get(room),
+            ),
+            RoomKey::Mirrored(jid) => (
+                jid.clone(),
+                self.state.mirrors.get(jid).map_or(unsynced(), |c| &c.state),
+                self.mirror_rooms.get(jid),
+            ),
+        };
         RoomView {
-            jid: self.room_jid(room),
-            state: self.room_state(room),
-            live: self
-                .live_rooms
-                .get(room)
-                .unwrap_or_else(|| EMPTY.get_or_init(LiveRoom::default)),
+            jid,
+            state,
+            live: live.unwrap_or_else(|| EMPTY.get_or_init(LiveRoom::default)),
         }
     }
 
-    pub(crate) fn self_presence_codes(&self, room: &str) -> Vec<u16> {
-        self.view(room).self_presence_codes()
+    /// A room mastered here, as its occupants see it.
+    pub(crate) fn view(&self, room: &str) -> RoomView<'_> {
+        self.room_view(&RoomKey::Mastered(room.to_string()))
     }
 
     pub(crate) fn sees_jids(&self, room: &str, viewer: Role) -> bool {
         self.view(room).sees_jids(viewer)
     }
 
-    /// The presence of occupant `nick` as a viewer sees it.
+    /// The presence of occupant `nick` of a mastered room as a viewer sees it.
     pub(crate) fn occupant_presence(
         &self,
         room: &str,
@@ -564,6 +561,22 @@ impl Node {
 
     /// Send occupant `nick`'s presence to every session in the room
     /// (except `skip`); its own sessions get status 110 as well.
+    pub(crate) fn broadcast_room_presence(
+        &mut self,
+        key: &RoomKey,
+        nick: &str,
+        codes: &[u16],
+        unavailable: bool,
+        skip: Option<&Jid>,
+    ) {
+        let sends = self
+            .room_view(key)
+            .presence_to_all(nick, codes, unavailable, skip);
+        for (to, p) in sends {
+            self.room_send(&to, p);
+        }
+    }
+
     pub(crate) fn broadcast_presence_of(
         &mut self,
         room: &str,
@@ -572,20 +585,13 @@ impl Node {
         unavailable: bool,
         skip: Option<&Jid>,
     ) {
-        if !self.live_rooms.contains_key(room) {
-            return;
-        }
-        let sends = self
-            .view(room)
-            .presence_to_all(nick, codes, unavailable, skip);
-        for (to, p) in sends {
-            self.room_send(&to, p);
-        }
+        let key = RoomKey::Mastered(room.to_string());
+        self.broadcast_room_presence(&key, nick, codes, unavailable, skip)
     }
 
     /// The history a joining session asked for, paced, within what its
-    /// connection may queue and the room's bound on join history.
-    pub(crate) fn send_history(&mut self, room: &str, to: &Jid, req: &HistoryRequest) {
+    /// connection may queue and the bound on join history.
+    pub(crate) fn send_history(&mut self, key: &RoomKey, to: &Jid, req: &HistoryRequest) {
         let Some(conn) = self.conn_of_full(to) else {
             return;
         };
@@ -594,15 +600,17 @@ impl Node {
             .muc
             .join_history_bytes
             .min(self.clients.paced_room(conn));
-        let history = self.view(room).history(to, req, budget, self.now.unix_ms);
+        let history = self
+            .room_view(key)
+            .history(to, req, budget, self.now.unix_ms);
         for xml in history {
             self.send_paced(conn, xml.into_bytes(), None);
         }
     }
 
-    pub(crate) fn send_subject(&mut self, room: &str, to: &Jid) {
+    pub(crate) fn send_subject(&mut self, key: &RoomKey, to: &Jid) {
         let id = format!("subject-{}", self.random_id());
-        let m = self.view(room).subject_message(id);
+        let m = self.room_view(key).subject_message(id);
         self.room_send(to, m);
     }
 
@@ -682,7 +690,7 @@ impl Node {
             own.children.insert(0, XmlNode::Element(status.clone()));
         }
         self.room_send(session, own.clone());
-        self.forget_joined_room(session, room);
+        self.forget_joined_room(session, &RoomKey::Mastered(room.to_string()));
         let live = self.live_rooms.get_mut(room).expect("room");
         let occ = live.occupants.get_mut(&nick).expect("occupant");
         occ.sessions.retain(|s| s != session);
@@ -746,10 +754,9 @@ impl Node {
         };
         let (jid, rooms) = (s.jid.clone(), s.rooms.clone());
         for room in rooms {
-            if is_mirror_key(&room) {
-                self.mirror_leave(&room, &jid);
-            } else {
-                self.muc_leave(&room, &jid, None);
+            match room {
+                RoomKey::Mirrored(key) => self.mirror_leave(&key, &jid),
+                RoomKey::Mastered(room) => self.muc_leave(&room, &jid, None),
             }
         }
     }
@@ -1125,7 +1132,10 @@ impl Node {
             }
             ("query", mns::OWNER, _) => self.muc_owner(origin, el, room, &payload),
             ("query", mns::ADMIN, _) => self.muc_admin(origin, el, room, &payload),
-            ("query", mns::MAM, "set") => self.muc_mam(origin, el, room, &payload),
+            ("query", mns::MAM, "set") => {
+                let key = RoomKey::Mastered(room.to_string());
+                self.muc_mam(origin, el, &key, &payload)
+            }
             ("query", mns::MAM, "get") => {
                 let q = Element::new("query", mns::MAM).child(mam::query_form());
                 self.reply(origin, &stanza::iq_result(el, &room_jid, Some(q)));
@@ -1217,10 +1227,18 @@ impl Node {
     }
 }
 
-/// Rooms live here are keyed by localpart when mastered here and by room
-/// JID when mirrored from another node; this tells which.
-pub(crate) fn is_mirror_key(room: &str) -> bool {
-    room.contains('@')
+/// A room this node serves: one mastered here, by localpart, or the replica
+/// of one mastered elsewhere, by its JID.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RoomKey {
+    Mastered(String),
+    Mirrored(String),
+}
+
+/// The state of a mirrored room whose snapshot has not come yet.
+fn unsynced() -> &'static RoomState {
+    static UNSYNCED: std::sync::OnceLock<RoomState> = std::sync::OnceLock::new();
+    UNSYNCED.get_or_init(|| RoomState::new("", Vec::new()))
 }
 
 /// A groupchat message as the room sends it: from `room/nick`, the client's

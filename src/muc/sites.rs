@@ -35,9 +35,6 @@ impl Node {
     /// Sites that have at least one occupant in a room mastered here.
     pub(crate) fn room_peers(&self, room: &str) -> BTreeSet<String> {
         let mut peers = BTreeSet::new();
-        if super::is_mirror_key(room) {
-            return peers; // A mirrored room: its master does the fan-out.
-        }
         if let Some(live) = self.live_rooms.get(room) {
             for o in live.occupants.values() {
                 for s in &o.sessions {

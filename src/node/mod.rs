@@ -155,9 +155,10 @@ pub struct Node {
     /// each account (localpart) in bind order.
     pub(crate) resources: HashMap<ConnId, crate::im::Resource>,
     pub(crate) by_user: HashMap<String, Vec<ConnId>>,
-    /// Who is in each room now, by room localpart (mastered here) or room
-    /// JID (mirrored from another node).
+    /// Who is in each room mastered here now, by room localpart.
     pub(crate) live_rooms: HashMap<String, crate::muc::LiveRoom>,
+    /// Who is in each mirrored room now, by room JID.
+    pub(crate) mirror_rooms: HashMap<String, crate::muc::LiveRoom>,
     /// Replicas of mirrored rooms, by room JID.
     pub(crate) mirrors: HashMap<String, crate::mirror::Mirror>,
     /// The link machine: connections to other nodes, their queues' live
@@ -219,6 +220,7 @@ impl Node {
             resources: HashMap::new(),
             by_user: HashMap::new(),
             live_rooms: HashMap::new(),
+            mirror_rooms: HashMap::new(),
             mirrors: HashMap::new(),
             links,
             link_out: Vec::new(),

@@ -4,26 +4,25 @@ use super::{Node, NodeStatus, RoomStatus};
 
 impl Node {
     pub(crate) fn status(&self) -> NodeStatus {
-        let mut rooms: Vec<RoomStatus> = self
+        let mastered = self
             .live_rooms
             .iter()
-            .filter(|(_, live)| !live.occupants.is_empty())
-            .map(|(key, live)| {
-                let mirrored_from = self.mirrors.get(key).map(|m| m.upstream.clone());
-                let jid = if mirrored_from.is_some() {
-                    key.clone()
-                } else {
-                    format!("{key}@{}", self.cfg.muc_service)
-                };
-                RoomStatus {
-                    jid,
-                    mirrored_from,
-                    occupants: live
-                        .occupants
-                        .iter()
-                        .map(|(nick, o)| (nick.clone(), o.bare.clone()))
-                        .collect(),
-                }
+            .map(|(room, live)| (self.room_jid(room), None, live));
+        let mirrored = self.mirror_rooms.iter().map(|(jid, live)| {
+            let upstream = self.mirrors.get(jid).map(|m| m.upstream.clone());
+            (jid.clone(), upstream, live)
+        });
+        let mut rooms: Vec<RoomStatus> = mastered
+            .chain(mirrored)
+            .filter(|(_, _, live)| !live.occupants.is_empty())
+            .map(|(jid, mirrored_from, live)| RoomStatus {
+                jid,
+                mirrored_from,
+                occupants: live
+                    .occupants
+                    .iter()
+                    .map(|(nick, o)| (nick.clone(), o.bare.clone()))
+                    .collect(),
             })
             .collect();
         // Mastered rooms nobody is in still exist: list them, empty.
