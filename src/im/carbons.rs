@@ -1,8 +1,9 @@
 //! XEP-0280 message carbons: every resource of an account that asked for it
 //! sees the account's one-to-one conversations, sent and received.
 
+use super::Ctx;
+use crate::common::ConnId;
 use crate::jid::Jid;
-use crate::node::{ConnId, Node};
 use crate::xml::{ns, Element};
 
 /// Chat messages, and normal messages with a body, unless marked private.
@@ -15,7 +16,7 @@ pub(crate) fn eligible(el: &Element) -> bool {
     chat && !el.has_child("private", ns::CARBONS) && !el.has_child("no-copy", ns::HINTS)
 }
 
-impl Node {
+impl Ctx<'_> {
     /// Send a `<sent/>` or `<received/>` copy of `el` to each resource of
     /// `user` with carbons enabled, except those in `already`.
     pub(crate) fn carbon_copies(
@@ -26,9 +27,12 @@ impl Node {
         el: &Element,
     ) {
         let targets: Vec<ConnId> = self
+            .bound
             .conns_of(user)
             .into_iter()
-            .filter(|c| !already.contains(c) && self.resources.get(c).is_some_and(|s| s.carbons))
+            .filter(|c| {
+                !already.contains(c) && self.bound.resources.get(c).is_some_and(|s| s.carbons)
+            })
             .collect();
         if targets.is_empty() {
             return;
@@ -37,7 +41,7 @@ impl Node {
         let wrapped = Element::new(direction, ns::CARBONS)
             .child(Element::new("forwarded", ns::FORWARD).child(el.clone()));
         for c in targets {
-            let Some(to) = self.jid_of(c).map(Jid::to_string) else {
+            let Some(to) = self.bound.jid_of(c).map(Jid::to_string) else {
                 continue;
             };
             let mut copy = Element::new("message", ns::CLIENT)

@@ -1,501 +1,163 @@
-//! Instant messaging on bound sessions (RFC 6121): routing of messages,
-//! presence and iq between local users, and the server's own iq handlers.
+//! Instant messaging on bound sessions (RFC 6121): the router. It keeps what
+//! it needs of each bound session (`Resource`), routes messages, presence
+//! and iq between local users, stores messages for accounts with no
+//! available resource and hands them out paced, keeps rosters, and answers
+//! the server's own iq. A machine of its own (`Router`): the node hands it
+//! the accounts (its durable part) and the client streams (to see how much
+//! a connection may still queue) with each input, and takes its output
+//! (`take_output`). Stanzas for rooms never reach it: the node sends those
+//! to the MUC service or the mirrors.
 
+mod bound;
 mod carbons;
 mod presence;
 mod resource;
 mod roster;
+mod routing;
 
+pub use bound::Bound;
 pub use resource::Resource;
 
 use crate::c2s::output::Completion;
+use crate::c2s::Clients;
+use crate::common::{ConnId, Now};
 use crate::jid::Jid;
-use crate::node::{ConnId, Node};
-use crate::stanza::{self, Iq};
-use crate::state::Record;
+use crate::settings::NodeConfig;
+use crate::state::{apply_account, Accounts, Record};
 use crate::xml::{ns, Element};
+use std::collections::HashMap;
 
-impl Node {
-    /// `conn` bound the resource `jid`.
-    pub(crate) fn on_bound(&mut self, conn: ConnId, jid: Jid) {
-        if let Some(user) = jid.local() {
-            self.by_user.entry(user.to_string()).or_default().push(conn);
-        }
-        self.resources.insert(conn, Resource::new(jid));
-    }
-
-    /// A client session ended: it leaves its rooms and goes unavailable;
-    /// offline messages it was being handed and did not get stay stored
-    /// (for another session of the account, or the next one).
-    pub(crate) fn on_session_ended(&mut self, conn: ConnId, jid: Option<Jid>) {
-        let unclaimed: Vec<String> = self
-            .offline_claims
-            .iter()
-            .filter(|(_, (owner, _))| *owner == conn)
-            .map(|(user, _)| user.clone())
-            .collect();
-        for user in &unclaimed {
-            self.offline_claims.remove(user);
-        }
-        if self.resources.contains_key(&conn) {
-            self.leave_all_rooms(conn);
-            self.go_unavailable(conn, None);
-            if let Some(user) = jid.as_ref().and_then(|j| j.local()) {
-                if let Some(list) = self.by_user.get_mut(user) {
-                    list.retain(|c| *c != conn);
-                    if list.is_empty() {
-                        self.by_user.remove(user);
-                    }
-                }
-            }
-            self.resources.remove(&conn);
-        }
-        for user in unclaimed {
-            if let Some(&other) = self.bare_message_targets(&user).first() {
-                self.deliver_offline(other, &user);
-            }
-        }
-    }
-
-    /// A stanza from the bound session `from`.
-    pub(crate) fn on_stanza(&mut self, conn: ConnId, from: &Jid, mut el: Element) {
-        if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
-            return self.stream_error(conn, "unsupported-stanza-type", "");
-        }
-        if !self.resources.contains_key(&conn) {
-            return; // Ended while this stanza waited.
-        }
-        let from = from.clone();
-        if let Some(claimed) = el.get_attr("from") {
-            let ok = Jid::parse(claimed).is_ok_and(|j| j == from || j == from.to_bare());
-            if !ok {
-                return self.stream_error(conn, "invalid-from", "the from address is not yours");
-            }
-        }
-        el.set_attr("from", from.to_string());
-        let to = match el.get_attr("to").map(Jid::parse) {
-            None => None,
-            Some(Ok(j)) => Some(j),
-            Some(Err(_)) => {
-                el.remove_attr("to");
-                return self.bounce(conn, &el, "jid-malformed");
-            }
-        };
-        if el.name == "iq" {
-            if let Err(why) = stanza::check_iq(&el) {
-                return self.bounce_explained(conn, &el, "bad-request", why);
-            }
-        }
-        if let Some(t) = to.as_ref().filter(|t| self.is_muc_service(t)) {
-            let t = t.clone();
-            let origin = crate::muc::Origin::Local { conn, jid: from };
-            return self.on_muc_stanza(&origin, el, t);
-        }
-        if let Some(t) = to.as_ref().filter(|t| self.is_mirrored_service(t)) {
-            let t = t.clone();
-            return self.on_mirror_stanza(conn, el, t);
-        }
-        match el.name.as_str() {
-            "message" => self.on_message(conn, el, to),
-            "presence" => self.on_presence(conn, el, to),
-            _ => self.on_iq(conn, el, to),
-        }
-    }
-
-    /// Answer `el` (from the session `conn`) with a stanza error.
-    pub(crate) fn bounce(&mut self, conn: ConnId, el: &Element, condition: &str) {
-        self.bounce_explained(conn, el, condition, "")
-    }
-
-    /// Answer `el` with a stanza error that says why (`text`, if not empty).
-    pub(crate) fn bounce_explained(
-        &mut self,
+/// What the router asks of the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImOutput {
+    /// Live traffic to a client session.
+    Send { conn: ConnId, bytes: Vec<u8> },
+    /// A large delivery, paced by what the client reads; `done` once written.
+    Paced {
         conn: ConnId,
-        el: &Element,
-        condition: &str,
-        text: &str,
-    ) {
-        let from = el.get_attr("to").unwrap_or(&self.cfg.domain).to_string();
-        if let Some(mut reply) =
-            stanza::error_reply(el, condition, stanza::error_type_for(condition), &from)
-        {
-            if !text.is_empty() {
-                reply = stanza::with_error_text(reply, text);
-            }
-            self.send_el(conn, &reply);
+        bytes: Vec<u8>,
+        done: Option<Completion>,
+    },
+    StreamError {
+        conn: ConnId,
+        condition: &'static str,
+        text: &'static str,
+    },
+    /// Append to the log (the accounts have it applied already).
+    Persist(Box<Record>),
+    /// The session went unavailable: it leaves the rooms it is in (joined
+    /// rooms count as directed presence), before its presence goes out.
+    LeaveRooms { conn: ConnId },
+}
+
+pub struct Router {
+    cfg: NodeConfig,
+    bound: Bound,
+    /// Which session is being handed an account's offline messages, and up
+    /// to which id (so no message goes to two sessions).
+    offline_claims: HashMap<String, (ConnId, u64)>,
+    push_counter: u64,
+    out: Vec<ImOutput>,
+}
+
+/// The router at work on one input: its own state, and what the node
+/// hands it for the call.
+pub(crate) struct Ctx<'a> {
+    cfg: &'a NodeConfig,
+    bound: &'a mut Bound,
+    offline_claims: &'a mut HashMap<String, (ConnId, u64)>,
+    push_counter: &'a mut u64,
+    out: &'a mut Vec<ImOutput>,
+    accounts: &'a mut Accounts,
+    clients: &'a Clients,
+    now: Now,
+}
+
+impl Router {
+    pub fn new(cfg: NodeConfig) -> Router {
+        Router {
+            cfg,
+            bound: Bound::default(),
+            offline_claims: HashMap::new(),
+            push_counter: 0,
+            out: Vec::new(),
         }
     }
 
-    /// The localpart of `jid` if it names an existing local account.
-    pub(crate) fn local_account(&self, jid: &Jid) -> Option<String> {
-        let local = jid.local()?;
-        (jid.domain() == self.cfg.domain && self.state.accounts.contains_key(local))
-            .then(|| local.to_string())
+    pub fn reconfigure(&mut self, cfg: NodeConfig) {
+        self.cfg = cfg;
     }
 
-    /// The account a session is logged in as.
-    pub(crate) fn user_of(&self, conn: ConnId) -> Option<String> {
-        Some(self.jid_of(conn)?.local()?.to_string())
+    /// The bound sessions, for lookups.
+    pub fn bound(&self) -> &Bound {
+        &self.bound
     }
 
-    /// The full JID of a bound session.
-    pub(crate) fn jid_of(&self, conn: ConnId) -> Option<&Jid> {
-        Some(&self.resources.get(&conn)?.jid)
+    pub fn bound_mut(&mut self) -> &mut Bound {
+        &mut self.bound
     }
 
-    pub(crate) fn conns_of(&self, user: &str) -> Vec<ConnId> {
-        self.by_user.get(user).cloned().unwrap_or_default()
+    /// `conn` bound the resource `jid`.
+    pub fn on_bound(&mut self, conn: ConnId, jid: Jid) {
+        self.bound.insert(conn, jid);
     }
 
-    pub(crate) fn available_conns(&self, user: &str) -> Vec<ConnId> {
-        self.conns_of(user)
-            .into_iter()
-            .filter(|c| self.resources[c].presence.is_some())
-            .collect()
+    /// What the node is to do, in order.
+    pub fn take_output(&mut self) -> Vec<ImOutput> {
+        std::mem::take(&mut self.out)
     }
 
-    pub(crate) fn conn_of_full(&self, jid: &Jid) -> Option<ConnId> {
-        let user = jid.local()?;
-        self.conns_of(user)
-            .into_iter()
-            .find(|c| self.jid_of(*c) == Some(jid))
-    }
-
-    /// A session here is no longer in `room`: forget it in the session's
-    /// own list.
-    pub(crate) fn forget_joined_room(&mut self, session: &Jid, room: &crate::muc::RoomKey) {
-        if let Some(s) = self
-            .conn_of_full(session)
-            .and_then(|c| self.resources.get_mut(&c))
-        {
-            s.rooms.remove(room);
+    /// The router at work: every input that may route, deliver or change
+    /// an account goes through here.
+    pub(crate) fn ctx<'a>(
+        &'a mut self,
+        accounts: &'a mut Accounts,
+        clients: &'a Clients,
+        now: Now,
+    ) -> Ctx<'a> {
+        Ctx {
+            cfg: &self.cfg,
+            bound: &mut self.bound,
+            offline_claims: &mut self.offline_claims,
+            push_counter: &mut self.push_counter,
+            out: &mut self.out,
+            accounts,
+            clients,
+            now,
         }
     }
+}
 
-    fn deliver(&mut self, conns: &[ConnId], el: &Element) {
-        if conns.is_empty() {
-            return;
-        }
-        let bytes = el.to_xml(ns::CLIENT).into_bytes();
-        for &c in conns {
-            self.send(c, bytes.clone());
-        }
+impl Ctx<'_> {
+    fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.out.push(ImOutput::Send { conn, bytes });
     }
 
-    // ---- messages ---------------------------------------------------------
-
-    fn on_message(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
-        let Some(from) = self.jid_of(conn).cloned() else {
-            return;
-        };
-        let to = to.unwrap_or_else(|| from.to_bare());
-        let Some(sender) = from.local().map(str::to_string) else {
-            return;
-        };
-        if self.route_message(conn, &el, &to) && carbons::eligible(&el) {
-            self.carbon_copies(&sender, &[conn], "sent", &el);
-        }
+    fn send_el(&mut self, conn: ConnId, el: &Element) {
+        self.send(conn, el.to_xml(ns::CLIENT).into_bytes());
     }
 
-    /// Route a message from session `origin`; false if it was refused.
-    pub(crate) fn route_message(&mut self, origin: ConnId, el: &Element, to: &Jid) -> bool {
-        let mtype = el.get_attr("type").unwrap_or("normal").to_string();
-        if to.domain() != self.cfg.domain {
-            self.bounce(origin, el, "remote-server-not-found");
-            return false;
-        }
-        if to.local().is_none() {
-            return true; // Messages to the server itself have no recipient.
-        }
-        let Some(user) = self.local_account(to) else {
-            self.bounce(origin, el, "service-unavailable");
-            return false;
-        };
-        let direct = to.resource().and_then(|_| self.conn_of_full(to));
-        let delivered = match (direct, mtype.as_str()) {
-            (Some(c), _) => vec![c],
-            (None, "error") => vec![],
-            (None, "groupchat") => {
-                self.bounce(origin, el, "service-unavailable");
-                return false;
-            }
-            (None, _) => self.bare_message_targets(&user),
-        };
-        self.deliver(&delivered, el);
-        let storable = !matches!(mtype.as_str(), "error" | "groupchat" | "headline")
-            && (el.has_child("body", ns::CLIENT) || el.has_child("subject", ns::CLIENT));
-        if delivered.is_empty() && storable {
-            return self.store_offline(origin, &user, el);
-        }
-        if carbons::eligible(el) {
-            self.carbon_copies(&user, &delivered, "received", el);
-        }
-        true
+    fn send_paced(&mut self, conn: ConnId, bytes: Vec<u8>, done: Option<Completion>) {
+        self.out.push(ImOutput::Paced { conn, bytes, done });
     }
 
-    pub(crate) fn bare_message_targets(&self, user: &str) -> Vec<ConnId> {
-        self.conns_of(user)
-            .into_iter()
-            .filter(|c| self.resources[c].receives_bare_messages())
-            .collect()
-    }
-
-    /// Keep a message for an account with no available resource, within the
-    /// bounds per account (count, bytes) and for the node (bytes); over them
-    /// the sender is told the recipient's storage is full.
-    fn store_offline(&mut self, origin: ConnId, user: &str, el: &Element) -> bool {
-        let xml = el.to_xml(ns::CLIENT);
-        let Some(acc) = self.state.accounts.get(user) else {
-            self.bounce(origin, el, "service-unavailable");
-            return false;
-        };
-        let size = xml.len() as u64;
-        let full = if acc.offline.len() >= self.cfg.offline_limit
-            || acc.offline_bytes + size > self.cfg.offline_bytes_per_account
-        {
-            Some(format!(
-                "{user} is offline and their message storage is full"
-            ))
-        } else if self.state.offline_bytes() + size > self.cfg.offline_bytes_total {
-            Some(format!(
-                "{user} is offline and this server's message storage is full"
-            ))
-        } else {
-            None
-        };
-        if let Some(text) = full {
-            log::info!("offline storage: refused a {size}-byte message: {text}");
-            self.bounce_explained(origin, el, "resource-constraint", &text);
-            return false;
-        }
-        let stamp_ms = self.now.unix_ms;
-        self.commit(Record::OfflinePush {
-            user: user.to_string(),
-            stamp_ms,
-            xml,
+    fn stream_error(&mut self, conn: ConnId, condition: &'static str, text: &'static str) {
+        self.out.push(ImOutput::StreamError {
+            conn,
+            condition,
+            text,
         });
-        true
     }
 
-    /// Hand stored messages to a resource that just became available.
-    ///
-    /// Paced by what the client reads: an installment that fits the
-    /// session's paced backlog goes out, each message is marked delivered
-    /// only once it was written (`offline_written`), and the next
-    /// installment follows. One session of an account is handed them at a
-    /// time, so none is delivered twice; whatever was not written when a
-    /// session ends stays stored for the next one.
-    pub(crate) fn deliver_offline(&mut self, conn: ConnId, user: &str) {
-        let claim = self.offline_claims.get(user).copied();
-        if let Some((owner, _)) = claim {
-            if owner != conn && self.resources.contains_key(&owner) {
-                return; // Another session of the account is being handed them.
-            }
-        }
-        let after = claim
-            .filter(|(c, _)| *c == conn)
-            .map_or(0, |(_, upto)| upto);
-        let Some(acc) = self.state.accounts.get(user) else {
-            return;
-        };
-        if !self.resources.contains_key(&conn) {
-            return;
-        }
-        let room = self.clients.paced_room(conn);
-        let domain = self.cfg.domain.clone();
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for m in acc.offline.iter().filter(|m| m.id > after) {
-            let delay = stanza::delay(&domain, m.stamp_ms).to_xml(ns::CLIENT);
-            let xml = stanza::insert_before_close(&m.xml, &delay).into_bytes();
-            bytes += xml.len();
-            if bytes > room && !out.is_empty() {
-                break;
-            }
-            out.push((m.id, xml));
-        }
-        let Some(&(last, _)) = out.last() else {
-            return;
-        };
-        self.offline_claims.insert(user.to_string(), (conn, last));
-        for (id, xml) in out {
-            let done = Completion::OfflineWritten {
-                user: user.to_string(),
-                upto: id,
-            };
-            self.send_paced(conn, xml, Some(done));
-        }
+    /// Change an account durably: applied now, persisted before anything
+    /// of this turn is sent.
+    fn commit(&mut self, record: Record) {
+        apply_account(self.accounts, &record);
+        self.out.push(ImOutput::Persist(Box::new(record)));
     }
 
-    /// Offline messages of `user` up to `upto` were written to `conn`: they
-    /// are delivered; the next installment follows if this was the last.
-    pub(crate) fn offline_written(&mut self, conn: ConnId, user: &str, upto: u64) {
-        self.commit(Record::OfflineDone {
-            user: user.to_string(),
-            upto,
-        });
-        if self.offline_claims.get(user) == Some(&(conn, upto)) {
-            self.offline_claims.remove(user);
-            self.deliver_offline(conn, user);
-        }
-    }
-
-    // ---- iq -------------------------------------------------------------------
-
-    fn on_iq(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
-        let is_request = matches!(stanza::check_iq(&el), Ok(Iq::Request { .. }));
-        let Some(me) = self.jid_of(conn).cloned() else {
-            return;
-        };
-        match to {
-            None => self.server_iq(conn, &el, true),
-            Some(t)
-                if t.local().is_none()
-                    && t.resource().is_none()
-                    && t.domain() == self.cfg.domain =>
-            {
-                self.server_iq(conn, &el, false)
-            }
-            Some(t) if t == me.to_bare() => self.server_iq(conn, &el, true),
-            Some(t) if t.domain() != self.cfg.domain => {
-                if is_request {
-                    self.bounce(conn, &el, "remote-server-not-found");
-                }
-            }
-            Some(t) if t.resource().is_some() => match self.conn_of_full(&t) {
-                Some(c) => self.deliver(&[c], &el),
-                None if is_request => self.bounce(conn, &el, "service-unavailable"),
-                None => {}
-            },
-            Some(t) => {
-                // Addressed to another account's bare JID: the server answers for it.
-                if self.local_account(&t).is_none() {
-                    return self.bounce(conn, &el, "service-unavailable");
-                }
-                self.account_iq(conn, &el, &t)
-            }
-        }
-    }
-
-    /// iq addressed to the server, or (`own_account`) to the sender's bare JID.
-    fn server_iq(&mut self, conn: ConnId, el: &Element, own_account: bool) {
-        let Ok(Iq::Request { set, payload }) = stanza::check_iq(el) else {
-            return;
-        };
-        let (itype, payload) = (if set { "set" } else { "get" }, payload.clone());
-        let domain = self.cfg.domain.clone();
-        let answer_from = el.get_attr("to").unwrap_or(&domain).to_string();
-        let reply = |payload: Option<Element>| stanza::iq_result(el, &answer_from, payload);
-        match (payload.name.as_str(), payload.ns.as_str(), itype) {
-            ("query", ns::ROSTER, _) if own_account => self.on_roster_iq(conn, el, &payload),
-            ("query", ns::DISCO_INFO, "get") => {
-                let info = if own_account && el.get_attr("to").is_some() {
-                    account_disco_info()
-                } else {
-                    server_disco_info()
-                };
-                self.send_el(conn, &reply(Some(info)));
-            }
-            ("query", ns::DISCO_ITEMS, "get") => {
-                let mut q = Element::new("query", ns::DISCO_ITEMS);
-                if !own_account {
-                    q = q.child(
-                        Element::new("item", ns::DISCO_ITEMS)
-                            .attr("jid", self.cfg.muc_service.clone())
-                            .attr("name", "Chatrooms"),
-                    );
-                }
-                self.send_el(conn, &reply(Some(q)));
-            }
-            ("ping", ns::PING, "get") => self.send_el(conn, &reply(None)),
-            ("enable" | "disable", ns::CARBONS, "set")
-                if own_account || el.get_attr("to").is_none() =>
-            {
-                let on = payload.name == "enable";
-                if let Some(r) = self.resources.get_mut(&conn) {
-                    r.carbons = on;
-                }
-                self.send_el(conn, &reply(None));
-            }
-            ("session", ns::SESSION, "set") => self.send_el(conn, &reply(None)),
-            ("query", ns::VERSION, "get") => {
-                let v = Element::new("query", ns::VERSION)
-                    .child(Element::new("name", ns::VERSION).text("Outpost"))
-                    .child(Element::new("version", ns::VERSION).text(env!("CARGO_PKG_VERSION")));
-                self.send_el(conn, &reply(Some(v)));
-            }
-            ("bind", ns::BIND, "set") => self.bounce(conn, el, "not-allowed"),
-            _ => self.bounce(conn, el, "service-unavailable"),
-        }
-    }
-
-    /// iq to another local account's bare JID (RFC 6121 §8.5.2.1.3).
-    fn account_iq(&mut self, conn: ConnId, el: &Element, target: &Jid) {
-        let Ok(Iq::Request { set, payload }) = stanza::check_iq(el) else {
-            return;
-        };
-        let itype = if set { "set" } else { "get" };
-        let from = target.to_string();
-        match (payload.name.as_str(), payload.ns.as_str(), itype) {
-            ("query", ns::DISCO_INFO, "get") => {
-                let r = stanza::iq_result(el, &from, Some(account_disco_info()));
-                self.send_el(conn, &r);
-            }
-            ("ping", ns::PING, "get") => {
-                let r = stanza::iq_result(el, &from, None);
-                self.send_el(conn, &r);
-            }
-            _ => self.bounce(conn, el, "service-unavailable"),
-        }
-    }
-}
-
-fn server_disco_info() -> Element {
-    let mut q = Element::new("query", ns::DISCO_INFO).child(
-        Element::new("identity", ns::DISCO_INFO)
-            .attr("category", "server")
-            .attr("type", "im")
-            .attr("name", "Outpost"),
-    );
-    for f in [
-        ns::DISCO_INFO,
-        ns::DISCO_ITEMS,
-        ns::PING,
-        ns::VERSION,
-        ns::ROSTER,
-        ns::DELAY,
-        ns::CARBONS,
-    ] {
-        q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
-    }
-    q
-}
-
-fn account_disco_info() -> Element {
-    let mut q = Element::new("query", ns::DISCO_INFO).child(
-        Element::new("identity", ns::DISCO_INFO)
-            .attr("category", "account")
-            .attr("type", "registered"),
-    );
-    for f in [ns::DISCO_INFO, ns::PING] {
-        q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
-    }
-    q
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::stanza::insert_before_close;
-
-    #[test]
-    fn insert_before_close_works() {
-        assert_eq!(
-            insert_before_close("<message to='a'><body>x</body></message>", "<d/>"),
-            "<message to='a'><body>x</body><d/></message>"
-        );
-        assert_eq!(
-            insert_before_close("<message to='a'/>", "<d/>"),
-            "<message to='a'><d/></message>"
-        );
+    fn next_push_id(&mut self) -> String {
+        *self.push_counter += 1;
+        format!("push{}", self.push_counter)
     }
 }

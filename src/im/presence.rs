@@ -1,12 +1,13 @@
 //! Presence (RFC 6121 §3, §4): subscriptions between local users, broadcast,
 //! probes answered from live sessions, directed presence.
 
+use super::{Ctx, ImOutput};
+use crate::common::ConnId;
 use crate::jid::Jid;
-use crate::node::{ConnId, Node};
 use crate::state::RosterItem;
 use crate::xml::{ns, Element};
 
-impl Node {
+impl Ctx<'_> {
     pub(crate) fn on_presence(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
         let ptype = el.get_attr("type").map(str::to_string);
         match (ptype.as_deref(), to) {
@@ -16,7 +17,7 @@ impl Node {
                 Some(kind @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")),
                 Some(to),
             ) => {
-                let Some(user) = self.user_of(conn) else {
+                let Some(user) = self.bound.user_of(conn) else {
                     return;
                 };
                 if to.domain() != self.cfg.domain || to.local().is_none() {
@@ -50,7 +51,7 @@ impl Node {
             }
             (Some("probe"), _) => {} // Probes are the server's business; clients need not send them.
             (Some("error"), Some(to)) => {
-                if let Some(c) = self.conn_of_full(&to) {
+                if let Some(c) = self.bound.conn_of_full(&to) {
                     self.send_el(c, &el);
                 }
             }
@@ -63,7 +64,7 @@ impl Node {
     }
 
     fn roster_item(&self, user: &str, contact: &str) -> Option<RosterItem> {
-        self.state.accounts.get(user)?.roster.get(contact).cloned()
+        self.accounts.get(user)?.roster.get(contact).cloned()
     }
 
     /// Send a subscription-related presence from `from_user` to every available resource of `to_user`.
@@ -72,7 +73,7 @@ impl Node {
             .attr("from", from_user_jid)
             .attr("to", self.user_jid(to_user))
             .attr("type", ptype);
-        let conns = self.available_conns(to_user);
+        let conns = self.bound.available_conns(to_user);
         for c in conns {
             self.send_el(c, &el);
         }
@@ -80,9 +81,9 @@ impl Node {
 
     /// Send the current presence of each available resource of `from` to each available resource of `to`.
     fn share_presence(&mut self, from: &str, to: &str, unavailable: bool) {
-        let targets = self.available_conns(to);
-        for src in self.available_conns(from) {
-            let Some((full, presence)) = self.resources.get(&src).and_then(|r| r.available())
+        let targets = self.bound.available_conns(to);
+        for src in self.bound.available_conns(from) {
+            let Some((full, presence)) = self.bound.resources.get(&src).and_then(|r| r.available())
             else {
                 continue;
             };
@@ -93,7 +94,7 @@ impl Node {
             };
             el.set_attr("from", full.to_string());
             for &t in &targets {
-                let Some(to) = self.jid_of(t).map(Jid::to_string) else {
+                let Some(to) = self.bound.jid_of(t).map(Jid::to_string) else {
                     continue;
                 };
                 let mut e = el.clone();
@@ -220,11 +221,11 @@ impl Node {
     /// Everyone who sees `conn`'s broadcast presence: subscribed contacts'
     /// available resources, plus the user's own available resources.
     fn presence_audience(&self, conn: ConnId) -> Vec<(ConnId, String)> {
-        let Some(user) = self.jid_of(conn).and_then(|j| j.local()) else {
+        let Some(user) = self.bound.jid_of(conn).and_then(|j| j.local()) else {
             return Vec::new();
         };
         let mut out = Vec::new();
-        if let Some(acc) = self.state.accounts.get(user) {
+        if let Some(acc) = self.accounts.get(user) {
             for (contact, item) in &acc.roster {
                 if !item.subscription.has_from() {
                     continue;
@@ -233,34 +234,34 @@ impl Node {
                     continue;
                 };
                 if let Some(cuser) = self.local_account(&cj) {
-                    for c in self.available_conns(&cuser) {
+                    for c in self.bound.available_conns(&cuser) {
                         out.push((c, contact.clone()));
                     }
                 }
             }
         }
         let own = self.user_jid(user);
-        for c in self.available_conns(user) {
+        for c in self.bound.available_conns(user) {
             out.push((c, own.clone()));
         }
         out
     }
 
     fn broadcast_presence(&mut self, conn: ConnId, mut el: Element) {
-        let Some(user) = self.user_of(conn) else {
+        let Some(user) = self.bound.user_of(conn) else {
             return;
         };
         el.remove_attr("to");
         if el.get_attr("type") == Some("unavailable") {
             // Joined rooms count as directed presence: the session leaves them.
-            self.leave_all_rooms(conn);
+            self.out.push(ImOutput::LeaveRooms { conn });
             return self.go_unavailable(conn, Some(el));
         }
         let priority = el
             .get_child("priority", ns::CLIENT)
             .and_then(|p| p.text_content().trim().parse::<i8>().ok())
             .unwrap_or(0);
-        let Some(s) = self.resources.get_mut(&conn) else {
+        let Some(s) = self.bound.resources.get_mut(&conn) else {
             return;
         };
         let initial = s.presence.is_none();
@@ -282,10 +283,10 @@ impl Node {
 
     /// Presence of the contacts `user` is subscribed to, for a resource just come online.
     fn answer_probes(&mut self, conn: ConnId, user: &str) {
-        let Some(me) = self.jid_of(conn).map(Jid::to_string) else {
+        let Some(me) = self.bound.jid_of(conn).map(Jid::to_string) else {
             return;
         };
-        let mut contacts: Vec<String> = self.state.accounts[user]
+        let mut contacts: Vec<String> = self.accounts[user]
             .roster
             .iter()
             .filter(|(_, i)| i.subscription.has_to())
@@ -300,11 +301,12 @@ impl Node {
             else {
                 continue;
             };
-            for c in self.available_conns(&cuser) {
+            for c in self.bound.available_conns(&cuser) {
                 if c == conn {
                     continue;
                 }
-                let Some((full, presence)) = self.resources.get(&c).and_then(|r| r.available())
+                let Some((full, presence)) =
+                    self.bound.resources.get(&c).and_then(|r| r.available())
                 else {
                     continue;
                 };
@@ -318,7 +320,7 @@ impl Node {
 
     fn deliver_pending_requests(&mut self, conn: ConnId, user: &str) {
         let me = self.user_jid(user);
-        let pending: Vec<String> = self.state.accounts[user]
+        let pending: Vec<String> = self.accounts[user]
             .roster
             .iter()
             .filter(|(_, i)| i.pending_in)
@@ -336,7 +338,7 @@ impl Node {
     /// Make `conn` unavailable, telling everyone who saw it available.
     /// `el` is the client's unavailable presence (its status is kept).
     pub(crate) fn go_unavailable(&mut self, conn: ConnId, el: Option<Element>) {
-        let Some(s) = self.resources.get(&conn) else {
+        let Some(s) = self.bound.resources.get(&conn) else {
             return;
         };
         if s.presence.is_none() && s.directed.is_empty() {
@@ -355,10 +357,10 @@ impl Node {
         for d in directed {
             let Ok(j) = Jid::parse(&d) else { continue };
             let targets = match j.resource() {
-                Some(_) => self.conn_of_full(&j).into_iter().collect(),
+                Some(_) => self.bound.conn_of_full(&j).into_iter().collect(),
                 None => self
                     .local_account(&j)
-                    .map(|u| self.available_conns(&u))
+                    .map(|u| self.bound.available_conns(&u))
                     .unwrap_or_default(),
             };
             for t in targets {
@@ -367,7 +369,7 @@ impl Node {
                 }
             }
         }
-        let Some(s) = self.resources.get_mut(&conn) else {
+        let Some(s) = self.bound.resources.get_mut(&conn) else {
             return;
         };
         s.presence = None;
@@ -387,11 +389,11 @@ impl Node {
             return;
         };
         let targets = match to.resource() {
-            Some(_) => self.conn_of_full(to).into_iter().collect(),
-            None => self.available_conns(&user),
+            Some(_) => self.bound.conn_of_full(to).into_iter().collect(),
+            None => self.bound.available_conns(&user),
         };
         let available = el.get_attr("type").is_none();
-        let Some(s) = self.resources.get_mut(&conn) else {
+        let Some(s) = self.bound.resources.get_mut(&conn) else {
             return;
         };
         if available {

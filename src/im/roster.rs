@@ -1,7 +1,8 @@
 //! Roster management (RFC 6121 §2): get with versioning, set, remove, pushes.
 
+use super::Ctx;
+use crate::common::ConnId;
 use crate::jid::Jid;
-use crate::node::{ConnId, Node};
 use crate::stanza;
 use crate::state::{Record, RosterItem};
 use crate::xml::{ns, Element};
@@ -22,7 +23,7 @@ fn item_bytes(contact: &str, item: &RosterItem) -> usize {
 #[derive(Debug)]
 pub(crate) struct RosterFull;
 
-impl Node {
+impl Ctx<'_> {
     /// Change one roster item of `user` durably and push it to interested
     /// resources. Every path that adds to a roster goes through here, so the
     /// bounds (items and bytes per account) hold on all of them.
@@ -32,7 +33,7 @@ impl Node {
         contact: &str,
         change: impl FnOnce(&mut RosterItem),
     ) -> Result<(), RosterFull> {
-        let Some(acc) = self.state.accounts.get(user) else {
+        let Some(acc) = self.accounts.get(user) else {
             return Ok(());
         };
         let before = acc.roster.get(contact).cloned();
@@ -76,12 +77,12 @@ impl Node {
     }
 
     fn roster_push(&mut self, user: &str, contact: &str, item: Option<RosterItem>) {
-        let ver = self.state.accounts[user].roster_ver.to_string();
+        let ver = self.accounts[user].roster_ver.to_string();
         let query = Element::new("query", ns::ROSTER)
             .attr("ver", ver)
             .child(item_element(contact, item.as_ref()));
-        for c in self.conns_of(user) {
-            let Some(s) = self.resources.get(&c).filter(|s| s.roster_requested) else {
+        for c in self.bound.conns_of(user) {
+            let Some(s) = self.bound.resources.get(&c).filter(|s| s.roster_requested) else {
                 continue;
             };
             let to = s.jid.to_string();
@@ -96,17 +97,17 @@ impl Node {
     }
 
     pub(crate) fn on_roster_iq(&mut self, conn: ConnId, iq: &Element, query: &Element) {
-        let Some(me) = self.jid_of(conn).map(|j| j.to_bare().to_string()) else {
+        let Some(me) = self.bound.jid_of(conn).map(|j| j.to_bare().to_string()) else {
             return;
         };
-        let Some(user) = self.user_of(conn) else {
+        let Some(user) = self.bound.user_of(conn) else {
             return;
         };
         if iq.get_attr("type") == Some("get") {
-            if let Some(s) = self.resources.get_mut(&conn) {
+            if let Some(s) = self.bound.resources.get_mut(&conn) {
                 s.roster_requested = true;
             }
-            let acc = &self.state.accounts[&user];
+            let acc = &self.accounts[&user];
             let ver = acc.roster_ver.to_string();
             let payload = if query.get_attr("ver") == Some(ver.as_str()) {
                 None // The client's copy is current; changes arrive as pushes.
@@ -140,7 +141,7 @@ impl Node {
         };
         let key = contact.to_string();
         if item.get_attr("subscription") == Some("remove") {
-            let Some(existing) = self.state.accounts[&user].roster.get(&key).cloned() else {
+            let Some(existing) = self.accounts[&user].roster.get(&key).cloned() else {
                 return self.bounce_from_account(conn, iq, "item-not-found");
             };
             if existing.subscription.has_to() || existing.ask_out {
@@ -187,7 +188,7 @@ impl Node {
     fn bounce_from_account(&mut self, conn: ConnId, iq: &Element, condition: &str) {
         let mut req = iq.clone();
         req.remove_attr("to");
-        let Some(me) = self.jid_of(conn).map(|j| j.to_bare().to_string()) else {
+        let Some(me) = self.bound.jid_of(conn).map(|j| j.to_bare().to_string()) else {
             return;
         };
         if let Some(mut r) =

@@ -224,7 +224,9 @@ impl Node {
         let Some(me) = self.jid_of(conn).cloned() else {
             return;
         };
-        if self.resources[&conn].rooms.len() >= self.cfg.muc.rooms_per_session {
+        if self.im.bound().resource(conn).map_or(0, |r| r.rooms.len())
+            >= self.cfg.muc.rooms_per_session
+        {
             return self.bounce(conn, el, "resource-constraint");
         }
         let first = !self.mirrors.contains_key(key);
@@ -245,7 +247,7 @@ impl Node {
         let m = self.mirrors.get_mut(key).expect("mirror");
         m.pending.push((me.clone(), history.clone(), provisional));
         self.mirror_rooms.entry(key.to_string()).or_default();
-        if let Some(s) = self.resources.get_mut(&conn) {
+        if let Some(s) = self.im.bound_mut().resource_mut(conn) {
             s.rooms.insert(RoomKey::Mirrored(key.to_string()));
         }
         if first {

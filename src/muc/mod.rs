@@ -338,7 +338,9 @@ impl Node {
             created = true;
         }
         if let Origin::Local { conn, .. } = origin {
-            if self.resources[conn].rooms.len() >= self.cfg.muc.rooms_per_session {
+            if self.im.bound().resource(*conn).map_or(0, |r| r.rooms.len())
+                >= self.cfg.muc.rooms_per_session
+            {
                 return self.presence_error(origin, &el, "resource-constraint");
             }
         }
@@ -401,7 +403,7 @@ impl Node {
             }
         };
         if let Some(s) = match origin {
-            Origin::Local { conn, .. } => self.resources.get_mut(conn),
+            Origin::Local { conn, .. } => self.im.bound_mut().resource_mut(*conn),
             Origin::Remote { .. } => None,
         } {
             s.rooms.insert(RoomKey::Mastered(room.to_string()));
@@ -749,7 +751,7 @@ impl Node {
 
     /// Leave every room a session is in (it went unavailable or disconnected).
     pub(crate) fn leave_all_rooms(&mut self, conn: ConnId) {
-        let Some(s) = self.resources.get(&conn) else {
+        let Some(s) = self.im.bound().resource(conn) else {
             return;
         };
         let (jid, rooms) = (s.jid.clone(), s.rooms.clone());

@@ -3,6 +3,7 @@
 //! the time arrives with every call and all output is an [`Action`].
 
 mod links;
+mod routing;
 mod status;
 
 use crate::c2s::output::Completion;
@@ -151,10 +152,8 @@ pub struct Node {
     pub(crate) state: State,
     /// The client streams: negotiation, authentication, binding, output.
     pub(crate) clients: crate::c2s::Clients,
-    /// The router's side of each bound session, and the bound sessions of
-    /// each account (localpart) in bind order.
-    pub(crate) resources: HashMap<ConnId, crate::im::Resource>,
-    pub(crate) by_user: HashMap<String, Vec<ConnId>>,
+    /// The IM router: bound sessions, routing, offline messages, rosters.
+    pub(crate) im: crate::im::Router,
     /// Who is in each room mastered here now, by room localpart.
     pub(crate) live_rooms: HashMap<String, crate::muc::LiveRoom>,
     /// Who is in each mirrored room now, by room JID.
@@ -171,13 +170,9 @@ pub struct Node {
     /// When replicas restored at start that nobody rejoined are dropped, per
     /// upstream (set while its link is up).
     pub(crate) mirror_idle_due: std::collections::BTreeMap<String, u64>,
-    /// Which session is being handed an account's offline messages, and up
-    /// to which id (so no message goes to two sessions).
-    pub(crate) offline_claims: HashMap<String, (ConnId, u64)>,
     rng: ChaCha20Rng,
     actions: Vec<Action>,
     pub(crate) now: Now,
-    push_counter: u64,
 }
 
 /// Remove and return the peers whose deadline has come.
@@ -213,12 +208,12 @@ impl Node {
         let mut clients_seed = [0u8; 32];
         rng.fill_bytes(&mut clients_seed);
         let clients = crate::c2s::Clients::new(cfg.clone(), clients_seed);
+        let im = crate::im::Router::new(cfg.clone());
         let mut node = Node {
             cfg,
             state,
             clients,
-            resources: HashMap::new(),
-            by_user: HashMap::new(),
+            im,
             live_rooms: HashMap::new(),
             mirror_rooms: HashMap::new(),
             mirrors: HashMap::new(),
@@ -226,11 +221,9 @@ impl Node {
             link_out: Vec::new(),
             link_notices: std::collections::VecDeque::new(),
             mirror_idle_due: std::collections::BTreeMap::new(),
-            offline_claims: HashMap::new(),
             rng,
             actions: Vec::new(),
             now: Now::default(),
-            push_counter: 0,
         };
         if node.state.secret.is_none() {
             // Made once and kept: what derives from it (the salts shown for
@@ -282,6 +275,7 @@ impl Node {
                 self.cfg = *config;
                 self.links.reconfigure(self.cfg.link.clone());
                 self.clients.reconfigure(self.cfg.clone());
+                self.im.reconfigure(self.cfg.clone());
             }
             Event::Shutdown => {
                 self.muc_shutdown();
@@ -355,11 +349,6 @@ impl Node {
         self.clients.send_paced(conn, bytes, done);
     }
 
-    /// Send a stream error to a client, close the stream and end the session.
-    pub(crate) fn stream_error(&mut self, conn: ConnId, condition: &str, text: &str) {
-        self.clients.stream_error(conn, condition, text);
-    }
-
     /// The shell wrote `n` bytes of a session's output: carry out what was
     /// waiting for them, open the window, read input held meanwhile.
     fn on_written(&mut self, conn: ConnId, n: usize) {
@@ -411,11 +400,6 @@ impl Node {
 
     pub(crate) fn random_bytes(&mut self, out: &mut [u8]) {
         self.rng.fill_bytes(out);
-    }
-
-    pub(crate) fn next_push_id(&mut self) -> String {
-        self.push_counter += 1;
-        format!("push{}", self.push_counter)
     }
 
     // ---- admin ----------------------------------------------------------

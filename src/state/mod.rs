@@ -420,10 +420,90 @@ impl Record {
     }
 }
 
+/// The accounts' part of the state: what the IM router keeps durable.
+pub type Accounts = BTreeMap<String, Account>;
+
+/// Apply an account record (accounts, rosters, offline messages) to the
+/// accounts; other records leave them as they are.
+pub fn apply_account(accounts: &mut Accounts, record: &Record) {
+    match record {
+        Record::AccountSet { user, creds } => match accounts.get_mut(user) {
+            Some(acc) => acc.creds = creds.clone(),
+            None => {
+                accounts.insert(
+                    user.clone(),
+                    Account {
+                        creds: creds.clone(),
+                        roster: BTreeMap::new(),
+                        roster_ver: 0,
+                        offline: VecDeque::new(),
+                        next_offline_id: 1,
+                        offline_bytes: 0,
+                    },
+                );
+            }
+        },
+        Record::AccountDel { user } => {
+            accounts.remove(user);
+        }
+        Record::RosterSet {
+            user,
+            contact,
+            item,
+        } => {
+            if let Some(acc) = accounts.get_mut(user) {
+                let was_visible = acc.roster.get(contact).is_some_and(|i| i.visible);
+                if item.visible || was_visible {
+                    acc.roster_ver += 1;
+                }
+                acc.roster.insert(contact.clone(), item.clone());
+            }
+        }
+        Record::RosterDel { user, contact } => {
+            if let Some(acc) = accounts.get_mut(user) {
+                if acc.roster.remove(contact).is_some_and(|i| i.visible) {
+                    acc.roster_ver += 1;
+                }
+            }
+        }
+        Record::OfflinePush {
+            user,
+            stamp_ms,
+            xml,
+        } => {
+            if let Some(acc) = accounts.get_mut(user) {
+                let id = acc.next_offline_id;
+                acc.next_offline_id += 1;
+                acc.offline_bytes += xml.len() as u64;
+                acc.offline.push_back(OfflineMessage {
+                    id,
+                    stamp_ms: *stamp_ms,
+                    xml: xml.clone(),
+                });
+            }
+        }
+        Record::OfflineDone { user, upto } => {
+            if let Some(acc) = accounts.get_mut(user) {
+                while acc.offline.front().is_some_and(|m| m.id <= *upto) {
+                    if let Some(m) = acc.offline.pop_front() {
+                        acc.offline_bytes -= m.xml.len() as u64;
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Bytes of offline messages kept for all accounts.
+pub fn offline_bytes(accounts: &Accounts) -> u64 {
+    accounts.values().map(|a| a.offline_bytes).sum()
+}
+
 impl State {
     /// Bytes of offline messages kept for all accounts.
     pub fn offline_bytes(&self) -> u64 {
-        self.accounts.values().map(|a| a.offline_bytes).sum()
+        offline_bytes(&self.accounts)
     }
 
     pub fn apply(&mut self, record: &Record) {
@@ -432,70 +512,12 @@ impl State {
                 *self = s.clone().into();
                 self.accounts.values_mut().for_each(Account::recount);
             }
-            Record::AccountSet { user, creds } => match self.accounts.get_mut(user) {
-                Some(acc) => acc.creds = creds.clone(),
-                None => {
-                    self.accounts.insert(
-                        user.clone(),
-                        Account {
-                            creds: creds.clone(),
-                            roster: BTreeMap::new(),
-                            roster_ver: 0,
-                            offline: VecDeque::new(),
-                            next_offline_id: 1,
-                            offline_bytes: 0,
-                        },
-                    );
-                }
-            },
-            Record::AccountDel { user } => {
-                self.accounts.remove(user);
-            }
-            Record::RosterSet {
-                user,
-                contact,
-                item,
-            } => {
-                if let Some(acc) = self.accounts.get_mut(user) {
-                    let was_visible = acc.roster.get(contact).is_some_and(|i| i.visible);
-                    if item.visible || was_visible {
-                        acc.roster_ver += 1;
-                    }
-                    acc.roster.insert(contact.clone(), item.clone());
-                }
-            }
-            Record::RosterDel { user, contact } => {
-                if let Some(acc) = self.accounts.get_mut(user) {
-                    if acc.roster.remove(contact).is_some_and(|i| i.visible) {
-                        acc.roster_ver += 1;
-                    }
-                }
-            }
-            Record::OfflinePush {
-                user,
-                stamp_ms,
-                xml,
-            } => {
-                if let Some(acc) = self.accounts.get_mut(user) {
-                    let id = acc.next_offline_id;
-                    acc.next_offline_id += 1;
-                    acc.offline_bytes += xml.len() as u64;
-                    acc.offline.push_back(OfflineMessage {
-                        id,
-                        stamp_ms: *stamp_ms,
-                        xml: xml.clone(),
-                    });
-                }
-            }
-            Record::OfflineDone { user, upto } => {
-                if let Some(acc) = self.accounts.get_mut(user) {
-                    while acc.offline.front().is_some_and(|m| m.id <= *upto) {
-                        if let Some(m) = acc.offline.pop_front() {
-                            acc.offline_bytes -= m.xml.len() as u64;
-                        }
-                    }
-                }
-            }
+            Record::AccountSet { .. }
+            | Record::AccountDel { .. }
+            | Record::RosterSet { .. }
+            | Record::RosterDel { .. }
+            | Record::OfflinePush { .. }
+            | Record::OfflineDone { .. } => apply_account(&mut self.accounts, record),
             Record::Room { room, change } => {
                 crate::muc::model::apply(&mut self.rooms, room, change)
             }

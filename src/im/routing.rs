@@ -1,0 +1,440 @@
+//! Routing between local users: the checks every client stanza passes,
+//! messages (to resources, to the bare JID, offline), and the server's own
+//! iq handlers.
+
+use super::{carbons, Ctx};
+use crate::c2s::output::Completion;
+use crate::common::ConnId;
+use crate::jid::Jid;
+use crate::stanza::{self, Iq};
+use crate::state::Record;
+use crate::xml::{ns, Element};
+
+impl Ctx<'_> {
+    /// The checks a stanza from the bound session `from` passes before it
+    /// goes anywhere: its kind, its `from` (stamped with the session's full
+    /// JID), its `to`, and (for iq) its shape. What passes is returned with
+    /// its parsed `to`; what fails is answered here.
+    pub(crate) fn check(
+        &mut self,
+        conn: ConnId,
+        from: &Jid,
+        mut el: Element,
+    ) -> Option<(Element, Option<Jid>)> {
+        if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
+            self.stream_error(conn, "unsupported-stanza-type", "");
+            return None;
+        }
+        if !self.bound.resources.contains_key(&conn) {
+            return None; // Ended while this stanza waited.
+        }
+        if let Some(claimed) = el.get_attr("from") {
+            let ok = Jid::parse(claimed).is_ok_and(|j| j == *from || j == from.to_bare());
+            if !ok {
+                self.stream_error(conn, "invalid-from", "the from address is not yours");
+                return None;
+            }
+        }
+        el.set_attr("from", from.to_string());
+        let to = match el.get_attr("to").map(Jid::parse) {
+            None => None,
+            Some(Ok(j)) => Some(j),
+            Some(Err(_)) => {
+                el.remove_attr("to");
+                self.bounce(conn, &el, "jid-malformed");
+                return None;
+            }
+        };
+        if el.name == "iq" {
+            if let Err(why) = stanza::check_iq(&el) {
+                self.bounce_explained(conn, &el, "bad-request", why);
+                return None;
+            }
+        }
+        Some((el, to))
+    }
+
+    /// A checked stanza for a local user or this server.
+    pub(crate) fn route(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
+        match el.name.as_str() {
+            "message" => self.on_message(conn, el, to),
+            "presence" => self.on_presence(conn, el, to),
+            _ => self.on_iq(conn, el, to),
+        }
+    }
+
+    /// A client session ended (after it left its rooms): it goes
+    /// unavailable; offline messages it was being handed and did not get
+    /// stay stored (for another session of the account, or the next one).
+    pub(crate) fn ended(&mut self, conn: ConnId, jid: Option<Jid>) {
+        let unclaimed: Vec<String> = self
+            .offline_claims
+            .iter()
+            .filter(|(_, (owner, _))| *owner == conn)
+            .map(|(user, _)| user.clone())
+            .collect();
+        for user in &unclaimed {
+            self.offline_claims.remove(user);
+        }
+        if self.bound.resources.contains_key(&conn) {
+            self.go_unavailable(conn, None);
+            self.bound.forget(conn, jid.as_ref());
+        }
+        for user in unclaimed {
+            if let Some(&other) = self.bound.bare_message_targets(&user).first() {
+                self.deliver_offline(other, &user);
+            }
+        }
+    }
+
+    /// Answer `el` (from the session `conn`) with a stanza error.
+    pub(crate) fn bounce(&mut self, conn: ConnId, el: &Element, condition: &str) {
+        self.bounce_explained(conn, el, condition, "")
+    }
+
+    /// Answer `el` with a stanza error that says why (`text`, if not empty).
+    pub(crate) fn bounce_explained(
+        &mut self,
+        conn: ConnId,
+        el: &Element,
+        condition: &str,
+        text: &str,
+    ) {
+        let from = el.get_attr("to").unwrap_or(&self.cfg.domain).to_string();
+        if let Some(mut reply) =
+            stanza::error_reply(el, condition, stanza::error_type_for(condition), &from)
+        {
+            if !text.is_empty() {
+                reply = stanza::with_error_text(reply, text);
+            }
+            self.send_el(conn, &reply);
+        }
+    }
+
+    /// The localpart of `jid` if it names an existing local account.
+    pub(crate) fn local_account(&self, jid: &Jid) -> Option<String> {
+        let local = jid.local()?;
+        (jid.domain() == self.cfg.domain && self.accounts.contains_key(local))
+            .then(|| local.to_string())
+    }
+
+    fn deliver(&mut self, conns: &[ConnId], el: &Element) {
+        if conns.is_empty() {
+            return;
+        }
+        let bytes = el.to_xml(ns::CLIENT).into_bytes();
+        for &c in conns {
+            self.send(c, bytes.clone());
+        }
+    }
+
+    // ---- messages ---------------------------------------------------------
+
+    fn on_message(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
+        let Some(from) = self.bound.jid_of(conn).cloned() else {
+            return;
+        };
+        let to = to.unwrap_or_else(|| from.to_bare());
+        let Some(sender) = from.local().map(str::to_string) else {
+            return;
+        };
+        if self.route_message(conn, &el, &to) && carbons::eligible(&el) {
+            self.carbon_copies(&sender, &[conn], "sent", &el);
+        }
+    }
+
+    /// Route a message from session `origin`; false if it was refused.
+    pub(crate) fn route_message(&mut self, origin: ConnId, el: &Element, to: &Jid) -> bool {
+        let mtype = el.get_attr("type").unwrap_or("normal").to_string();
+        if to.domain() != self.cfg.domain {
+            self.bounce(origin, el, "remote-server-not-found");
+            return false;
+        }
+        if to.local().is_none() {
+            return true; // Messages to the server itself have no recipient.
+        }
+        let Some(user) = self.local_account(to) else {
+            self.bounce(origin, el, "service-unavailable");
+            return false;
+        };
+        let direct = to.resource().and_then(|_| self.bound.conn_of_full(to));
+        let delivered = match (direct, mtype.as_str()) {
+            (Some(c), _) => vec![c],
+            (None, "error") => vec![],
+            (None, "groupchat") => {
+                self.bounce(origin, el, "service-unavailable");
+                return false;
+            }
+            (None, _) => self.bound.bare_message_targets(&user),
+        };
+        self.deliver(&delivered, el);
+        let storable = !matches!(mtype.as_str(), "error" | "groupchat" | "headline")
+            && (el.has_child("body", ns::CLIENT) || el.has_child("subject", ns::CLIENT));
+        if delivered.is_empty() && storable {
+            return self.store_offline(origin, &user, el);
+        }
+        if carbons::eligible(el) {
+            self.carbon_copies(&user, &delivered, "received", el);
+        }
+        true
+    }
+
+    /// Keep a message for an account with no available resource, within the
+    /// bounds per account (count, bytes) and for the node (bytes); over them
+    /// the sender is told the recipient's storage is full.
+    fn store_offline(&mut self, origin: ConnId, user: &str, el: &Element) -> bool {
+        let xml = el.to_xml(ns::CLIENT);
+        let Some(acc) = self.accounts.get(user) else {
+            self.bounce(origin, el, "service-unavailable");
+            return false;
+        };
+        let size = xml.len() as u64;
+        let full = if acc.offline.len() >= self.cfg.offline_limit
+            || acc.offline_bytes + size > self.cfg.offline_bytes_per_account
+        {
+            Some(format!(
+                "{user} is offline and their message storage is full"
+            ))
+        } else if crate::state::offline_bytes(self.accounts) + size > self.cfg.offline_bytes_total {
+            Some(format!(
+                "{user} is offline and this server's message storage is full"
+            ))
+        } else {
+            None
+        };
+        if let Some(text) = full {
+            log::info!("offline storage: refused a {size}-byte message: {text}");
+            self.bounce_explained(origin, el, "resource-constraint", &text);
+            return false;
+        }
+        let stamp_ms = self.now.unix_ms;
+        self.commit(Record::OfflinePush {
+            user: user.to_string(),
+            stamp_ms,
+            xml,
+        });
+        true
+    }
+
+    /// Hand stored messages to a resource that just became available.
+    ///
+    /// Paced by what the client reads: an installment that fits the
+    /// session's paced backlog goes out, each message is marked delivered
+    /// only once it was written (`offline_written`), and the next
+    /// installment follows. One session of an account is handed them at a
+    /// time, so none is delivered twice; whatever was not written when a
+    /// session ends stays stored for the next one.
+    pub(crate) fn deliver_offline(&mut self, conn: ConnId, user: &str) {
+        let claim = self.offline_claims.get(user).copied();
+        if let Some((owner, _)) = claim {
+            if owner != conn && self.bound.resources.contains_key(&owner) {
+                return; // Another session of the account is being handed them.
+            }
+        }
+        let after = claim
+            .filter(|(c, _)| *c == conn)
+            .map_or(0, |(_, upto)| upto);
+        let Some(acc) = self.accounts.get(user) else {
+            return;
+        };
+        if !self.bound.resources.contains_key(&conn) {
+            return;
+        }
+        let room = self.clients.paced_room(conn);
+        let domain = self.cfg.domain.clone();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for m in acc.offline.iter().filter(|m| m.id > after) {
+            let delay = stanza::delay(&domain, m.stamp_ms).to_xml(ns::CLIENT);
+            let xml = stanza::insert_before_close(&m.xml, &delay).into_bytes();
+            bytes += xml.len();
+            if bytes > room && !out.is_empty() {
+                break;
+            }
+            out.push((m.id, xml));
+        }
+        let Some(&(last, _)) = out.last() else {
+            return;
+        };
+        self.offline_claims.insert(user.to_string(), (conn, last));
+        for (id, xml) in out {
+            let done = Completion::OfflineWritten {
+                user: user.to_string(),
+                upto: id,
+            };
+            self.send_paced(conn, xml, Some(done));
+        }
+    }
+
+    /// Offline messages of `user` up to `upto` were written to `conn`: they
+    /// are delivered; the next installment follows if this was the last.
+    pub(crate) fn offline_written(&mut self, conn: ConnId, user: &str, upto: u64) {
+        self.commit(Record::OfflineDone {
+            user: user.to_string(),
+            upto,
+        });
+        if self.offline_claims.get(user) == Some(&(conn, upto)) {
+            self.offline_claims.remove(user);
+            self.deliver_offline(conn, user);
+        }
+    }
+
+    // ---- iq -------------------------------------------------------------------
+
+    fn on_iq(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
+        let is_request = matches!(stanza::check_iq(&el), Ok(Iq::Request { .. }));
+        let Some(me) = self.bound.jid_of(conn).cloned() else {
+            return;
+        };
+        match to {
+            None => self.server_iq(conn, &el, true),
+            Some(t)
+                if t.local().is_none()
+                    && t.resource().is_none()
+                    && t.domain() == self.cfg.domain =>
+            {
+                self.server_iq(conn, &el, false)
+            }
+            Some(t) if t == me.to_bare() => self.server_iq(conn, &el, true),
+            Some(t) if t.domain() != self.cfg.domain => {
+                if is_request {
+                    self.bounce(conn, &el, "remote-server-not-found");
+                }
+            }
+            Some(t) if t.resource().is_some() => match self.bound.conn_of_full(&t) {
+                Some(c) => self.deliver(&[c], &el),
+                None if is_request => self.bounce(conn, &el, "service-unavailable"),
+                None => {}
+            },
+            Some(t) => {
+                // Addressed to another account's bare JID: the server answers for it.
+                if self.local_account(&t).is_none() {
+                    return self.bounce(conn, &el, "service-unavailable");
+                }
+                self.account_iq(conn, &el, &t)
+            }
+        }
+    }
+
+    /// iq addressed to the server, or (`own_account`) to the sender's bare JID.
+    fn server_iq(&mut self, conn: ConnId, el: &Element, own_account: bool) {
+        let Ok(Iq::Request { set, payload }) = stanza::check_iq(el) else {
+            return;
+        };
+        let (itype, payload) = (if set { "set" } else { "get" }, payload.clone());
+        let domain = self.cfg.domain.clone();
+        let answer_from = el.get_attr("to").unwrap_or(&domain).to_string();
+        let reply = |payload: Option<Element>| stanza::iq_result(el, &answer_from, payload);
+        match (payload.name.as_str(), payload.ns.as_str(), itype) {
+            ("query", ns::ROSTER, _) if own_account => self.on_roster_iq(conn, el, &payload),
+            ("query", ns::DISCO_INFO, "get") => {
+                let info = if own_account && el.get_attr("to").is_some() {
+                    account_disco_info()
+                } else {
+                    server_disco_info()
+                };
+                self.send_el(conn, &reply(Some(info)));
+            }
+            ("query", ns::DISCO_ITEMS, "get") => {
+                let mut q = Element::new("query", ns::DISCO_ITEMS);
+                if !own_account {
+                    q = q.child(
+                        Element::new("item", ns::DISCO_ITEMS)
+                            .attr("jid", self.cfg.muc_service.clone())
+                            .attr("name", "Chatrooms"),
+                    );
+                }
+                self.send_el(conn, &reply(Some(q)));
+            }
+            ("ping", ns::PING, "get") => self.send_el(conn, &reply(None)),
+            ("enable" | "disable", ns::CARBONS, "set")
+                if own_account || el.get_attr("to").is_none() =>
+            {
+                let on = payload.name == "enable";
+                if let Some(r) = self.bound.resources.get_mut(&conn) {
+                    r.carbons = on;
+                }
+                self.send_el(conn, &reply(None));
+            }
+            ("session", ns::SESSION, "set") => self.send_el(conn, &reply(None)),
+            ("query", ns::VERSION, "get") => {
+                let v = Element::new("query", ns::VERSION)
+                    .child(Element::new("name", ns::VERSION).text("Outpost"))
+                    .child(Element::new("version", ns::VERSION).text(env!("CARGO_PKG_VERSION")));
+                self.send_el(conn, &reply(Some(v)));
+            }
+            ("bind", ns::BIND, "set") => self.bounce(conn, el, "not-allowed"),
+            _ => self.bounce(conn, el, "service-unavailable"),
+        }
+    }
+
+    /// iq to another local account's bare JID (RFC 6121 §8.5.2.1.3).
+    fn account_iq(&mut self, conn: ConnId, el: &Element, target: &Jid) {
+        let Ok(Iq::Request { set, payload }) = stanza::check_iq(el) else {
+            return;
+        };
+        let itype = if set { "set" } else { "get" };
+        let from = target.to_string();
+        match (payload.name.as_str(), payload.ns.as_str(), itype) {
+            ("query", ns::DISCO_INFO, "get") => {
+                let r = stanza::iq_result(el, &from, Some(account_disco_info()));
+                self.send_el(conn, &r);
+            }
+            ("ping", ns::PING, "get") => {
+                let r = stanza::iq_result(el, &from, None);
+                self.send_el(conn, &r);
+            }
+            _ => self.bounce(conn, el, "service-unavailable"),
+        }
+    }
+}
+
+fn server_disco_info() -> Element {
+    let mut q = Element::new("query", ns::DISCO_INFO).child(
+        Element::new("identity", ns::DISCO_INFO)
+            .attr("category", "server")
+            .attr("type", "im")
+            .attr("name", "Outpost"),
+    );
+    for f in [
+        ns::DISCO_INFO,
+        ns::DISCO_ITEMS,
+        ns::PING,
+        ns::VERSION,
+        ns::ROSTER,
+        ns::DELAY,
+        ns::CARBONS,
+    ] {
+        q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
+    }
+    q
+}
+
+fn account_disco_info() -> Element {
+    let mut q = Element::new("query", ns::DISCO_INFO).child(
+        Element::new("identity", ns::DISCO_INFO)
+            .attr("category", "account")
+            .attr("type", "registered"),
+    );
+    for f in [ns::DISCO_INFO, ns::PING] {
+        q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
+    }
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::stanza::insert_before_close;
+
+    #[test]
+    fn insert_before_close_works() {
+        assert_eq!(
+            insert_before_close("<message to='a'><body>x</body></message>", "<d/>"),
+            "<message to='a'><body>x</body><d/></message>"
+        );
+        assert_eq!(
+            insert_before_close("<message to='a'/>", "<d/>"),
+            "<message to='a'><d/></message>"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Where a client's stanza goes: the node hands the IM router what it
+//! checks and routes, the MUC service what is for its rooms, the mirrors
+//! what is for rooms mastered elsewhere, and carries out what the router
+//! asks (sends, records, leaving rooms).
+
+use super::{Action, Node};
+use crate::common::ConnId;
+use crate::im::ImOutput;
+use crate::jid::Jid;
+use crate::stanza;
+use crate::xml::Element;
+
+impl Node {
+    pub(crate) fn on_bound(&mut self, conn: ConnId, jid: Jid) {
+        self.im.on_bound(conn, jid);
+    }
+
+    /// A stanza from the bound session `from`: checked by the router, then
+    /// to the rooms' machines or routed.
+    pub(crate) fn on_stanza(&mut self, conn: ConnId, from: &Jid, el: Element) {
+        let checked = self
+            .im
+            .ctx(&mut self.state.accounts, &self.clients, self.now)
+            .check(conn, from, el);
+        self.drain_im();
+        let Some((el, to)) = checked else {
+            return;
+        };
+        match to {
+            Some(t) if self.is_muc_service(&t) => {
+                let origin = crate::muc::Origin::Local {
+                    conn,
+                    jid: from.clone(),
+                };
+                self.on_muc_stanza(&origin, el, t)
+            }
+            Some(t) if self.is_mirrored_service(&t) => self.on_mirror_stanza(conn, el, t),
+            to => {
+                self.im
+                    .ctx(&mut self.state.accounts, &self.clients, self.now)
+                    .route(conn, el, to);
+                self.drain_im();
+            }
+        }
+    }
+
+    /// A client session ended: it leaves its rooms, then the router lets
+    /// it go (its presence, its offline messages).
+    pub(crate) fn on_session_ended(&mut self, conn: ConnId, jid: Option<Jid>) {
+        self.leave_all_rooms(conn);
+        self.im
+            .ctx(&mut self.state.accounts, &self.clients, self.now)
+            .ended(conn, jid);
+        self.drain_im();
+    }
+
+    /// Offline messages of `user` up to `upto` were written to `conn`.
+    pub(crate) fn offline_written(&mut self, conn: ConnId, user: &str, upto: u64) {
+        self.im
+            .ctx(&mut self.state.accounts, &self.clients, self.now)
+            .offline_written(conn, user, upto);
+        self.drain_im();
+    }
+
+    /// Route a message from a room (an invitation) to a local account, as
+    /// any message: to its resources, or stored while it has none.
+    pub(crate) fn route_message(&mut self, origin: ConnId, el: &Element, to: &Jid) -> bool {
+        let routed = self
+            .im
+            .ctx(&mut self.state.accounts, &self.clients, self.now)
+            .route_message(origin, el, to);
+        self.drain_im();
+        routed
+    }
+
+    /// Carry out what the router asked, in order (until it asks nothing
+    /// more: leaving rooms may give it more to do).
+    fn drain_im(&mut self) {
+        loop {
+            let out = self.im.take_output();
+            if out.is_empty() {
+                return;
+            }
+            for o in out {
+                match o {
+                    ImOutput::Send { conn, bytes } => self.clients.send(conn, bytes),
+                    ImOutput::Paced { conn, bytes, done } => {
+                        self.clients.send_paced(conn, bytes, done)
+                    }
+                    ImOutput::StreamError {
+                        conn,
+                        condition,
+                        text,
+                    } => self.clients.stream_error(conn, condition, text),
+                    ImOutput::Persist(record) => self.push_action(Action::Persist(*record)),
+                    ImOutput::LeaveRooms { conn } => self.leave_all_rooms(conn),
+                }
+            }
+        }
+    }
+
+    // ---- lookups for the rooms' machines ------------------------------------
+
+    pub(crate) fn conn_of_full(&self, jid: &Jid) -> Option<ConnId> {
+        self.im.bound().conn_of_full(jid)
+    }
+
+    pub(crate) fn jid_of(&self, conn: ConnId) -> Option<&Jid> {
+        self.im.bound().jid_of(conn)
+    }
+
+    pub(crate) fn forget_joined_room(&mut self, session: &Jid, room: &crate::muc::RoomKey) {
+        self.im.bound_mut().forget_joined_room(session, room);
+    }
+
+    /// Answer `el` (from the session `conn`) with a stanza error.
+    pub(crate) fn bounce(&mut self, conn: ConnId, el: &Element, condition: &str) {
+        let from = el.get_attr("to").unwrap_or(&self.cfg.domain).to_string();
+        if let Some(reply) =
+            stanza::error_reply(el, condition, stanza::error_type_for(condition), &from)
+        {
+            self.send_el(conn, &reply);
+        }
+    }
+}
