@@ -15,6 +15,9 @@ mod resource;
 mod roster;
 mod routing;
 
+#[cfg(test)]
+mod tests;
+
 pub use bound::Bound;
 pub use resource::Resource;
 
