@@ -4,7 +4,7 @@ use super::form::DATA;
 use super::mns;
 use super::model::{Affiliation, Archived};
 use super::Origin;
-use super::RoomKey;
+use super::{RoomKey, RoomView};
 use crate::jid::Jid;
 use crate::node::Node;
 use crate::stanza;
@@ -39,7 +39,15 @@ struct Query {
     before: Option<String>,
 }
 
+/// A page of a room's archive as the asker gets it: the result messages,
+/// in order, then the iq result that closes the page.
+pub struct Page {
+    pub results: Vec<String>,
+    pub fin: Element,
+}
+
 impl Node {
+    /// Answer an archive query to a room, mastered or mirrored.
     pub(crate) fn muc_mam(
         &mut self,
         origin: &Origin,
@@ -47,110 +55,122 @@ impl Node {
         key: &RoomKey,
         query: &Element,
     ) {
-        let view = self.room_view(key);
-        let (rs, room_jid) = (view.state, view.jid);
-        let bare = self.origin_jid(origin).to_bare().to_string();
-        let aff = rs.affiliation(&bare);
-        if !rs.config.archiving {
-            return self.bounce_to(origin, el, "service-unavailable");
-        }
-        if aff == Affiliation::Outcast || (rs.config.members_only && aff < Affiliation::Member) {
-            return self.bounce_to(origin, el, "forbidden");
-        }
-        let q = match parse_query(&room_jid, query, self.cfg.muc.mam_max_page) {
-            Ok(q) => q,
-            Err(condition) => return self.bounce_to(origin, el, condition),
-        };
-        let matching: Vec<&Archived> = rs
-            .archive
-            .iter()
-            .filter(|m| q.start.is_none_or(|s| m.stamp_ms >= s))
-            .filter(|m| q.end.is_none_or(|e| m.stamp_ms <= e))
-            .filter(|m| q.with_nick.as_ref().is_none_or(|n| &m.nick == n))
-            .collect();
-        let position = |id: &str| matching.iter().position(|m| m.stanza_id == id);
-        let (from, to, complete) = match (&q.before, &q.after) {
-            (Some(before), _) => {
-                let end = if before.is_empty() {
-                    matching.len()
-                } else {
-                    match position(before) {
-                        Some(i) => i,
-                        None => return self.bounce_to(origin, el, "item-not-found"),
-                    }
-                };
-                let start = end.saturating_sub(q.max);
-                (start, end, start == 0)
+        let asker = self.origin_jid(origin);
+        let max_page = self.cfg.muc.mam_max_page;
+        match answer(&self.room_view(key), &asker, el, query, max_page) {
+            Ok(page) => {
+                for xml in page.results {
+                    self.reply_raw(origin, xml);
+                }
+                self.reply(origin, &page.fin);
             }
-            (None, Some(after)) => {
-                let Some(i) = position(after) else {
-                    return self.bounce_to(origin, el, "item-not-found");
-                };
-                let end = (i + 1 + q.max).min(matching.len());
-                (i + 1, end, end == matching.len())
-            }
-            (None, None) => {
-                let end = q.max.min(matching.len());
-                (0, end, end == matching.len())
-            }
-        };
-        let to_attr = escape(&self.origin_jid(origin).to_string());
-        let queryid = query.get_attr("queryid").map(escape);
-        let result = |m: &Archived| {
-            (
-                m.stanza_id.clone(),
-                result_xml(m, &to_attr, &room_jid, queryid.as_deref()),
-            )
-        };
-        // Within the page's bytes: from the end a page is anchored to (its
-        // start going forward, its end going backward).
-        let backward = q.before.is_some();
-        let mut page: Vec<(String, String)> = Vec::new();
-        let mut bytes = 0;
-        let mut cut = false;
-        let span = &matching[from..to];
-        let ordered: Vec<&&Archived> = if backward {
-            span.iter().rev().collect()
-        } else {
-            span.iter().collect()
-        };
-        for m in ordered {
-            let (id, xml) = result(m);
-            bytes += xml.len();
-            if bytes > PAGE_BYTES && !page.is_empty() {
-                cut = true;
-                break;
-            }
-            page.push((id, xml));
+            Err(condition) => self.bounce_to(origin, el, condition),
         }
-        let (from, complete) = if backward {
-            page.reverse();
-            (to - page.len(), complete && !cut)
-        } else {
-            (from, complete && !cut)
-        };
-        let total = matching.len();
-        for (_, xml) in &page {
-            self.reply_raw(origin, xml.clone());
-        }
-        let mut set = Element::new("set", mns::RSM);
-        if let (Some((first, _)), Some((last, _))) = (page.first(), page.last()) {
-            set = set
-                .child(
-                    Element::new("first", mns::RSM)
-                        .attr("index", from.to_string())
-                        .text(first.clone()),
-                )
-                .child(Element::new("last", mns::RSM).text(last.clone()));
-        }
-        set = set.child(Element::new("count", mns::RSM).text(total.to_string()));
-        let mut fin = Element::new("fin", mns::MAM).child(set);
-        if complete {
-            fin.set_attr("complete", "true");
-        }
-        let reply = stanza::iq_result(el, &room_jid, Some(fin));
-        self.reply(origin, &reply);
     }
+}
+
+/// The page of `view`'s archive that `asker`'s query `el` (with its
+/// `query` element) asks for, or the error condition to answer with.
+pub fn answer(
+    view: &RoomView,
+    asker: &Jid,
+    el: &Element,
+    query: &Element,
+    max_page: usize,
+) -> Result<Page, &'static str> {
+    let (rs, room_jid) = (view.state, view.jid.as_str());
+    let bare = asker.to_bare().to_string();
+    let aff = rs.affiliation(&bare);
+    if !rs.config.archiving {
+        return Err("service-unavailable");
+    }
+    if aff == Affiliation::Outcast || (rs.config.members_only && aff < Affiliation::Member) {
+        return Err("forbidden");
+    }
+    let q = parse_query(room_jid, query, max_page)?;
+    let matching: Vec<&Archived> = rs
+        .archive
+        .iter()
+        .filter(|m| q.start.is_none_or(|s| m.stamp_ms >= s))
+        .filter(|m| q.end.is_none_or(|e| m.stamp_ms <= e))
+        .filter(|m| q.with_nick.as_ref().is_none_or(|n| &m.nick == n))
+        .collect();
+    let position = |id: &str| matching.iter().position(|m| m.stanza_id == id);
+    let (from, to, complete) = match (&q.before, &q.after) {
+        (Some(before), _) => {
+            let end = if before.is_empty() {
+                matching.len()
+            } else {
+                position(before).ok_or("item-not-found")?
+            };
+            let start = end.saturating_sub(q.max);
+            (start, end, start == 0)
+        }
+        (None, Some(after)) => {
+            let i = position(after).ok_or("item-not-found")?;
+            let end = (i + 1 + q.max).min(matching.len());
+            (i + 1, end, end == matching.len())
+        }
+        (None, None) => {
+            let end = q.max.min(matching.len());
+            (0, end, end == matching.len())
+        }
+    };
+    let to_attr = escape(&asker.to_string());
+    let queryid = query.get_attr("queryid").map(escape);
+    let result = |m: &Archived| {
+        (
+            m.stanza_id.clone(),
+            result_xml(m, &to_attr, room_jid, queryid.as_deref()),
+        )
+    };
+    // Within the page's bytes: from the end a page is anchored to (its
+    // start going forward, its end going backward).
+    let backward = q.before.is_some();
+    let mut page: Vec<(String, String)> = Vec::new();
+    let mut bytes = 0;
+    let mut cut = false;
+    let span = &matching[from..to];
+    let ordered: Vec<&&Archived> = if backward {
+        span.iter().rev().collect()
+    } else {
+        span.iter().collect()
+    };
+    for m in ordered {
+        let (id, xml) = result(m);
+        bytes += xml.len();
+        if bytes > PAGE_BYTES && !page.is_empty() {
+            cut = true;
+            break;
+        }
+        page.push((id, xml));
+    }
+    let (from, complete) = if backward {
+        page.reverse();
+        (to - page.len(), complete && !cut)
+    } else {
+        (from, complete && !cut)
+    };
+    let total = matching.len();
+    let mut set = Element::new("set", mns::RSM);
+    if let (Some((first, _)), Some((last, _))) = (page.first(), page.last()) {
+        set = set
+            .child(
+                Element::new("first", mns::RSM)
+                    .attr("index", from.to_string())
+                    .text(first.clone()),
+            )
+            .child(Element::new("last", mns::RSM).text(last.clone()));
+    }
+    set = set.child(Element::new("count", mns::RSM).text(total.to_string()));
+    let mut fin = Element::new("fin", mns::MAM).child(set);
+    if complete {
+        fin.set_attr("complete", "true");
+    }
+    Ok(Page {
+        results: page.into_iter().map(|(_, xml)| xml).collect(),
+        fin: stanza::iq_result(el, room_jid, Some(fin)),
+    })
 }
 
 /// The MAM query of a client to the room `room_jid`.
