@@ -18,6 +18,7 @@ use crate::xml::{escape, ns, Element, Node as XmlNode};
 use std::collections::HashSet;
 
 pub mod cache;
+mod render;
 use cache::MirrorRecord;
 
 /// A room message reaching local users later than this after the master
@@ -451,7 +452,7 @@ impl Node {
                 }
                 self.commit_mirror(&key, MirrorRecord::Subject { seq, subject });
                 for s in self.local_sessions(&key) {
-                    self.send_subject(&RoomKey::Mirrored(key.clone()), &s);
+                    self.mirror_send_subject(&key, &s);
                 }
             }
             LinkEvent::Config { room, config } => {
@@ -615,24 +616,12 @@ impl Node {
                     o.role = info.role;
                     o.presence = presence;
                     if changed {
-                        self.broadcast_room_presence(
-                            &RoomKey::Mirrored(key.to_string()),
-                            &nick,
-                            &[],
-                            false,
-                            None,
-                        );
+                        self.mirror_broadcast_presence(key, &nick, &[], false, None);
                     }
                 }
                 None => {
                     if self.insert_remote_occupant(key, &info) {
-                        self.broadcast_room_presence(
-                            &RoomKey::Mirrored(key.to_string()),
-                            &nick,
-                            &[],
-                            false,
-                            None,
-                        );
+                        self.mirror_broadcast_presence(key, &nick, &[], false, None);
                     }
                 }
             }
@@ -918,26 +907,14 @@ impl Node {
                             // Shown at the time; the master's confirmation only
                             // refreshes what it decides (role, occupant-id).
                             if !unchanged {
-                                self.broadcast_room_presence(
-                                    &RoomKey::Mirrored(key.to_string()),
-                                    &nick,
-                                    &[],
-                                    false,
-                                    None,
-                                );
+                                self.mirror_broadcast_presence(key, &nick, &[], false, None);
                             }
                         } else {
                             self.finish_local_join(key, &nick, &j, &history);
                         }
                     }
                     None if unchanged => {}
-                    None => self.broadcast_room_presence(
-                        &RoomKey::Mirrored(key.to_string()),
-                        &nick,
-                        &[],
-                        false,
-                        None,
-                    ),
+                    None => self.mirror_broadcast_presence(key, &nick, &[], false, None),
                 }
             }
             OccupantChange::Updated => {
@@ -948,13 +925,7 @@ impl Node {
                 {
                     o.role = info.role;
                     o.presence = bounded_presence(&info.presence, self.cfg.muc.presence_bytes);
-                    self.broadcast_room_presence(
-                        &RoomKey::Mirrored(key.to_string()),
-                        &nick,
-                        &[],
-                        false,
-                        None,
-                    );
+                    self.mirror_broadcast_presence(key, &nick, &[], false, None);
                 }
             }
             OccupantChange::Renamed { new_nick } => {
@@ -969,13 +940,7 @@ impl Node {
                 let live = self.mirror_rooms.get_mut(key).expect("room");
                 live.occupants.remove(&nick);
                 live.occupants.insert(new_nick.clone(), occ);
-                self.broadcast_room_presence(
-                    &RoomKey::Mirrored(key.to_string()),
-                    &new_nick,
-                    &[],
-                    false,
-                    None,
-                );
+                self.mirror_broadcast_presence(key, &new_nick, &[], false, None);
             }
             // Local sessions leave here at once, so the master's echo is old
             // news; and it may name a session that died with a restart whose
@@ -1002,9 +967,7 @@ impl Node {
         history: &crate::muc::HistoryRequest,
     ) {
         let role = self.mirror_rooms[key].occupants[nick].role;
-        let sees = self
-            .room_view(&RoomKey::Mirrored(key.to_string()))
-            .sees_jids(role);
+        let sees = self.mirror_view(key).sees_jids(role);
         let others: Vec<String> = self.mirror_rooms[key]
             .occupants
             .keys()
@@ -1016,29 +979,21 @@ impl Node {
         };
         for other in others {
             let mut p = self
-                .room_view(&RoomKey::Mirrored(key.to_string()))
+                .mirror_view(key)
                 .occupant_presence(&other, sees, &[], false);
             p.set_attr("to", session.to_string());
             self.send_el(conn, &p);
         }
-        let codes = self
-            .room_view(&RoomKey::Mirrored(key.to_string()))
-            .self_presence_codes();
+        let codes = self.mirror_view(key).self_presence_codes();
         let mut me = self
-            .room_view(&RoomKey::Mirrored(key.to_string()))
+            .mirror_view(key)
             .occupant_presence(nick, sees, &codes, false);
         me.set_attr("to", session.to_string());
         self.send_el(conn, &me);
         // Others at the site see the newcomer.
-        self.broadcast_room_presence(
-            &RoomKey::Mirrored(key.to_string()),
-            nick,
-            &[],
-            false,
-            Some(session),
-        );
-        self.send_history(&RoomKey::Mirrored(key.to_string()), session, history);
-        self.send_subject(&RoomKey::Mirrored(key.to_string()), session);
+        self.mirror_broadcast_presence(key, nick, &[], false, Some(session));
+        self.mirror_send_history(key, session, history);
+        self.mirror_send_subject(key, session);
     }
 
     /// Unavailable presence of `nick` to every local session, its own with 110.
@@ -1055,15 +1010,13 @@ impl Node {
                 continue;
             }
             let viewer_role = self.mirror_rooms[key].occupants[&vnick].role;
-            let sees = self
-                .room_view(&RoomKey::Mirrored(key.to_string()))
-                .sees_jids(viewer_role);
+            let sees = self.mirror_view(key).sees_jids(viewer_role);
             let mut all = codes.to_vec();
             if vnick == nick {
                 all.insert(0, 110);
             }
             let mut p = self
-                .room_view(&RoomKey::Mirrored(key.to_string()))
+                .mirror_view(key)
                 .occupant_presence(nick, sees, &all, true);
             if let Some(n) = new_nick {
                 set_item_attr(&mut p, "nick", n);
@@ -1228,11 +1181,9 @@ impl Node {
                     .remove(&nick);
             } else {
                 let role = self.mirror_rooms[key].occupants[&nick].role;
-                let sees = self
-                    .room_view(&RoomKey::Mirrored(key.to_string()))
-                    .sees_jids(role);
+                let sees = self.mirror_view(key).sees_jids(role);
                 let mut own = self
-                    .room_view(&RoomKey::Mirrored(key.to_string()))
+                    .mirror_view(key)
                     .occupant_presence(&nick, sees, &[110], true);
                 own.set_attr("to", session.to_string());
                 if let Some(c) = self.conn_of_full(session) {
@@ -1286,12 +1237,16 @@ impl Node {
         let Some(jid) = self.jid_of(conn).cloned() else {
             return;
         };
-        self.muc_mam(
-            &crate::muc::Origin::Local { conn, jid },
-            el,
-            &RoomKey::Mirrored(key.to_string()),
-            query,
-        );
+        let max_page = self.cfg.muc.mam_max_page;
+        match crate::muc::mam::answer(&self.mirror_view(key), &jid, el, query, max_page) {
+            Ok(page) => {
+                for xml in page.results {
+                    self.send_paced(conn, xml.into_bytes(), None);
+                }
+                self.send_el(conn, &page.fin);
+            }
+            Err(condition) => self.bounce(conn, el, condition),
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 mod admin;
 pub mod form;
 pub mod live;
-mod mam;
+pub mod mam;
 pub mod model;
 pub mod muc_ns;
 mod sites;
@@ -1238,7 +1238,7 @@ pub enum RoomKey {
 }
 
 /// The state of a mirrored room whose snapshot has not come yet.
-fn unsynced() -> &'static RoomState {
+pub(crate) fn unsynced() -> &'static RoomState {
     static UNSYNCED: std::sync::OnceLock<RoomState> = std::sync::OnceLock::new();
     UNSYNCED.get_or_init(|| RoomState::new("", Vec::new()))
 }
