@@ -93,7 +93,8 @@ impl Node {
     /// Nick → bare JID of everyone in a room as this node shows it; `key` is
     /// a mastered room's localpart or a mirrored room's JID (for checks).
     pub fn room_roster(&self, key: &str) -> std::collections::BTreeMap<String, String> {
-        self.live_rooms
+        self.muc
+            .live_rooms()
             .get(key)
             .or_else(|| self.mirror_rooms.get(key))
             .map(|l| {
@@ -568,7 +569,7 @@ impl Node {
             ring::digest::digest(&ring::digest::SHA256, format!("{key}\0{bare}").as_bytes());
         let occupant_id =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_ref()[..12]);
-        let presence = Node::occupant_payload(el);
+        let presence = crate::muc::occupant_payload(el);
         let live = self.mirror_rooms.entry(key.to_string()).or_default();
         match live.occupants.get_mut(nick) {
             Some(o) => o.sessions.push(who.clone()),

@@ -5,10 +5,10 @@ use super::form::{self, DATA};
 use super::live::Role;
 use super::mns;
 use super::model::{Affiliation, RoomRecord};
+use super::Ctx;
 use super::Origin;
 use crate::jid::Jid;
 use crate::link::event::OccupantChange;
-use crate::node::Node;
 use crate::stanza;
 use crate::xml::{ns, Element, Node as XmlNode};
 use std::collections::BTreeSet;
@@ -24,22 +24,22 @@ enum Change {
     },
 }
 
-impl Node {
+impl Ctx<'_> {
     pub(super) fn muc_owner(&mut self, origin: &Origin, el: &Element, room: &str, query: &Element) {
         let bare = self.origin_jid(origin).to_bare().to_string();
-        if self.state.rooms[room].affiliation(&bare) != Affiliation::Owner {
+        if self.rooms[room].affiliation(&bare) != Affiliation::Owner {
             return self.bounce_to(origin, el, "forbidden");
         }
         let room_jid = self.room_jid(room);
         let limit = self.cfg.muc.max_users;
         if el.get_attr("type") == Some("get") {
-            let f = form::config_form(&self.state.rooms[room].config, limit);
+            let f = form::config_form(&self.rooms[room].config, limit);
             let q = Element::new("query", mns::OWNER).child(f);
             return self.reply(origin, &stanza::iq_result(el, &room_jid, Some(q)));
         }
         if let Some(x) = query.get_child("x", DATA) {
             if form::is_form(x, "cancel") {
-                if self.state.rooms[room].locked {
+                if self.rooms[room].locked {
                     self.destroy_room(room, None, None);
                 }
                 return self.reply(origin, &stanza::iq_result(el, &room_jid, None));
@@ -47,7 +47,7 @@ impl Node {
             if !form::is_form(x, "submit") {
                 return self.bounce_to(origin, el, "bad-request");
             }
-            let before = self.state.rooms[room].config.clone();
+            let before = self.rooms[room].config.clone();
             let config = match form::apply_submission(x, &before, limit) {
                 Ok(c) => c,
                 Err(e) => {
@@ -67,7 +67,7 @@ impl Node {
                         l.occupants
                             .iter()
                             .filter(|(_, o)| {
-                                self.state.rooms[room].affiliation(&o.bare) < Affiliation::Member
+                                self.rooms[room].affiliation(&o.bare) < Affiliation::Member
                             })
                             .map(|(n, _)| n.clone())
                             .collect()
@@ -125,7 +125,7 @@ impl Node {
         for (nick, s) in sessions {
             let p = super::destroyed_presence(&self.occupant_jid(room, &nick), &destroy);
             self.room_send(&s, p);
-            self.forget_joined_room(&s, &super::RoomKey::Mastered(room.to_string()));
+            self.left_room(&s, room);
         }
         self.live_rooms.remove(room);
         self.commit_room(room, RoomRecord::Destroy);
@@ -183,7 +183,7 @@ impl Node {
             .remove(nick)
             .expect("occupant");
         for s in occ.sessions {
-            self.forget_joined_room(&s, &super::RoomKey::Mastered(room.to_string()));
+            self.left_room(&s, room);
         }
         self.maybe_close_room(room);
     }
@@ -191,7 +191,7 @@ impl Node {
     pub(super) fn muc_admin(&mut self, origin: &Origin, el: &Element, room: &str, query: &Element) {
         let me = self.origin_jid(origin);
         let bare = me.to_bare().to_string();
-        let actor_aff = self.state.rooms[room].affiliation(&bare);
+        let actor_aff = self.rooms[room].affiliation(&bare);
         let actor_nick = self.live(room).and_then(|l| l.nick_of(&me));
         let actor_role = actor_nick
             .as_ref()
@@ -216,7 +216,7 @@ impl Node {
                 if actor_aff < Affiliation::Admin {
                     return self.bounce_to(origin, el, "forbidden");
                 }
-                for (jid, _) in self.state.rooms[room]
+                for (jid, _) in self.rooms[room]
                     .affiliations
                     .iter()
                     .filter(|(_, x)| **x == a)
@@ -243,7 +243,7 @@ impl Node {
                                 .attr("nick", nick.clone())
                                 .attr(
                                     "affiliation",
-                                    self.state.rooms[room].affiliation(&o.bare).as_str(),
+                                    self.rooms[room].affiliation(&o.bare).as_str(),
                                 )
                                 .attr("jid", o.bare.clone()),
                         );
@@ -304,9 +304,9 @@ impl Node {
                 }
                 _ => None,
             })
-            .filter(|j| !self.state.rooms[room].affiliations.contains_key(*j))
+            .filter(|j| !self.rooms[room].affiliations.contains_key(*j))
             .collect();
-        let kept = self.state.rooms[room].affiliations.len();
+        let kept = self.rooms[room].affiliations.len();
         if kept + added.len() > self.cfg.muc.affiliations_per_room {
             return self.bounce_to_explained(
                 origin,
@@ -328,7 +328,7 @@ impl Node {
         actor_role: Role,
         change: &Change,
     ) -> Result<(), &'static str> {
-        let rs = &self.state.rooms[room];
+        let rs = &self.rooms[room];
         match change {
             Change::Role { nick, role } => {
                 let Some(target) = self.live(room).and_then(|l| l.occupants.get(nick)) else {
@@ -395,7 +395,7 @@ impl Node {
                     .live(room)
                     .map(|l| l.nicks_of_bare(&jid))
                     .unwrap_or_default();
-                let members_only = self.state.rooms[room].config.members_only;
+                let members_only = self.rooms[room].config.members_only;
                 for nick in nicks {
                     if affiliation == Affiliation::Outcast {
                         self.remove_occupant(room, &nick, 301, actor, reason);

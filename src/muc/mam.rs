@@ -3,10 +3,10 @@
 use super::form::DATA;
 use super::mns;
 use super::model::{Affiliation, Archived};
+use super::Ctx;
 use super::Origin;
-use super::{RoomKey, RoomView};
+use super::RoomView;
 use crate::jid::Jid;
-use crate::node::Node;
 use crate::stanza;
 use crate::xml::{escape, ns, Element};
 
@@ -46,18 +46,12 @@ pub struct Page {
     pub fin: Element,
 }
 
-impl Node {
+impl Ctx<'_> {
     /// Answer an archive query to a room, mastered or mirrored.
-    pub(crate) fn muc_mam(
-        &mut self,
-        origin: &Origin,
-        el: &Element,
-        key: &RoomKey,
-        query: &Element,
-    ) {
+    pub(crate) fn muc_mam(&mut self, origin: &Origin, el: &Element, room: &str, query: &Element) {
         let asker = self.origin_jid(origin);
         let max_page = self.cfg.muc.mam_max_page;
-        match answer(&self.room_view(key), &asker, el, query, max_page) {
+        match answer(&self.view(room), &asker, el, query, max_page) {
             Ok(page) => {
                 for xml in page.results {
                     self.reply_raw(origin, xml);

@@ -12,8 +12,12 @@ pub mod live;
 pub mod mam;
 pub mod model;
 pub mod muc_ns;
+mod service;
 mod sites;
 pub mod view;
+
+pub(crate) use service::Ctx;
+pub use service::{MucOutput, Service};
 
 pub use live::{LiveRoom, Occupant, Role};
 pub use view::RoomView;
@@ -32,13 +36,12 @@ pub enum Origin {
     },
 }
 
+use crate::common::ConnId;
 use crate::jid::Jid;
 use crate::link::event::{LinkEvent, OccupantChange};
-use crate::node::{ConnId, Node};
 use crate::stanza;
-use crate::state::Record;
 use crate::xml::{escape, ns, Element, Node as XmlNode};
-use model::{Affiliation, Archived, RoomRecord, RoomState, Subject};
+use model::{Affiliation, Archived, RoomRecord, RoomState, Rooms, Subject};
 use std::collections::BTreeSet;
 
 use muc_ns as mns;
@@ -67,7 +70,7 @@ impl HistoryRequest {
     }
 }
 
-impl Node {
+impl Ctx<'_> {
     pub(crate) fn is_muc_service(&self, jid: &Jid) -> bool {
         jid.domain() == self.cfg.muc_service
     }
@@ -84,7 +87,7 @@ impl Node {
 
     /// Durable state of a room mastered here.
     pub(crate) fn room_state(&self, room: &str) -> &RoomState {
-        match self.state.rooms.get(room) {
+        match self.rooms.get(room) {
             Some(r) => r,
             None => unsynced(),
         }
@@ -97,7 +100,7 @@ impl Node {
     /// XEP-0421: stable per person and room, unlinkable across rooms.
     fn occupant_id(&self, room: &str, bare: &str) -> String {
         use base64::Engine;
-        let salt = &self.state.rooms[room].salt;
+        let salt = &self.rooms[room].salt;
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(salt);
         ctx.update(bare.as_bytes());
@@ -179,7 +182,7 @@ impl Node {
     /// (or the account, for invitations), or a user at a linked site.
     pub(crate) fn send_to_jid(&mut self, to: &Jid, mut el: Element) {
         el.set_attr("to", to.to_string());
-        if let Some(c) = self.conn_of_full(to) {
+        if let Some(c) = self.bound.conn_of_full(to) {
             return self.send_el(c, &el);
         }
         self.send_to_remote_user(to, el);
@@ -189,7 +192,10 @@ impl Node {
     fn deliver_from_room(&mut self, to: &Jid, el: &Element) {
         if to.domain() == self.cfg.domain {
             // Local accounts: normal routing, offline storage included.
-            self.route_message(crate::common::NO_CONN, el, to);
+            self.out.push(MucOutput::Route {
+                to: to.clone(),
+                el: Box::new(el.clone()),
+            });
         } else {
             self.send_to_remote_user(to, el.clone());
         }
@@ -198,7 +204,7 @@ impl Node {
     /// Deliver a broadcast-type stanza to one local session of an occupant.
     /// Occupants at mirroring sites are served by their site from one copy.
     fn room_send(&mut self, to: &Jid, mut el: Element) {
-        if let Some(c) = self.conn_of_full(to) {
+        if let Some(c) = self.bound.conn_of_full(to) {
             el.set_attr("to", to.to_string());
             self.send_el(c, &el);
         }
@@ -256,7 +262,7 @@ impl Node {
             }
             ("query", ns::DISCO_ITEMS, false) => {
                 let mut q = Element::new("query", ns::DISCO_ITEMS);
-                for (name, r) in &self.state.rooms {
+                for (name, r) in self.rooms.iter() {
                     if r.config.public && !r.locked {
                         let mut item =
                             Element::new("item", ns::DISCO_ITEMS).attr("jid", self.room_jid(name));
@@ -295,21 +301,23 @@ impl Node {
             },
         }
     }
+}
 
-    /// The client's presence without MUC payloads: what others see of it.
-    pub(crate) fn occupant_payload(el: &Element) -> Element {
-        let mut p = Element::new("presence", ns::CLIENT);
-        for c in &el.children {
-            if let XmlNode::Element(e) = c {
-                if e.ns == mns::MUC || e.ns == mns::USER || e.ns == mns::OCCUPANT_ID {
-                    continue;
-                }
+/// The client's presence without MUC payloads: what others see of it.
+pub(crate) fn occupant_payload(el: &Element) -> Element {
+    let mut p = Element::new("presence", ns::CLIENT);
+    for c in &el.children {
+        if let XmlNode::Element(e) = c {
+            if e.ns == mns::MUC || e.ns == mns::USER || e.ns == mns::OCCUPANT_ID {
+                continue;
             }
-            p.children.push(c.clone());
         }
-        p
+        p.children.push(c.clone());
     }
+    p
+}
 
+impl Ctx<'_> {
     fn muc_join(&mut self, origin: &Origin, el: Element, room: &str, nick: &str) {
         let from = self.origin_jid(origin);
         let bare = from.to_bare().to_string();
@@ -319,8 +327,8 @@ impl Node {
             let text = "your presence is too large for a room";
             return self.presence_error_explained(origin, &el, "not-acceptable", text);
         };
-        if !self.state.rooms.contains_key(room) {
-            if self.state.rooms.len() >= self.cfg.muc.max_rooms {
+        if !self.rooms.contains_key(room) {
+            if self.rooms.len() >= self.cfg.muc.max_rooms {
                 return self.presence_error(origin, &el, "resource-constraint");
             }
             if let Some(why) = self.room_creation_refused(origin, &from) {
@@ -338,13 +346,13 @@ impl Node {
             created = true;
         }
         if let Origin::Local { conn, .. } = origin {
-            if self.im.bound().resource(*conn).map_or(0, |r| r.rooms.len())
+            if self.bound.resource(*conn).map_or(0, |r| r.rooms.len())
                 >= self.cfg.muc.rooms_per_session
             {
                 return self.presence_error(origin, &el, "resource-constraint");
             }
         }
-        let rs = &self.state.rooms[room];
+        let rs = &self.rooms[room];
         let affiliation = rs.affiliation(&bare);
         let live = self.live_rooms.get(room);
         let occupants = live.map_or(0, |l| l.occupants.len());
@@ -402,11 +410,11 @@ impl Node {
                 true
             }
         };
-        if let Some(s) = match origin {
-            Origin::Local { conn, .. } => self.im.bound_mut().resource_mut(*conn),
-            Origin::Remote { .. } => None,
-        } {
-            s.rooms.insert(RoomKey::Mastered(room.to_string()));
+        if let Origin::Local { conn, .. } = origin {
+            self.out.push(MucOutput::Joined {
+                conn: *conn,
+                room: room.to_string(),
+            });
         }
 
         // 1. Everyone else's presence, to the new session.
@@ -433,9 +441,8 @@ impl Node {
             self.broadcast_presence_of(room, nick, &[], false, Some(&from));
         }
         // 4. History, 5. subject.
-        let key = RoomKey::Mastered(room.to_string());
-        self.send_history(&key, &from, &history);
-        self.send_subject(&key, &from);
+        self.send_history(room, &from, &history);
+        self.send_subject(room, &from);
         self.notify_join(origin, room, nick, &peers_before);
         log::debug!("muc {room}: {from} joined as {nick}");
     }
@@ -483,7 +490,6 @@ impl Node {
         };
         let limits = &self.cfg.muc;
         let mine = self
-            .state
             .rooms
             .values()
             .filter(|r| owns(r, &|j| j == bare))
@@ -495,12 +501,7 @@ impl Node {
         }
         if let Origin::Remote { peer, .. } = origin {
             let of_site = |j: &str| j.rsplit_once('@').map_or(j, |(_, d)| d) == peer;
-            let site = self
-                .state
-                .rooms
-                .values()
-                .filter(|r| owns(r, &of_site))
-                .count();
+            let site = self.rooms.values().filter(|r| owns(r, &of_site)).count();
             if site >= limits.rooms_per_site {
                 return Some(format!(
                     "users of {peer} already own {site} rooms, the most one site may create here"
@@ -512,36 +513,21 @@ impl Node {
 
     /// An occupant's presence as the room keeps it, if it is within bounds.
     fn bounded_payload(&self, el: &Element) -> Option<Element> {
-        let payload = Self::occupant_payload(el);
+        let payload = occupant_payload(el);
         (payload.to_xml(ns::CLIENT).len() <= self.cfg.muc.presence_bytes).then_some(payload)
-    }
-
-    /// A room as its occupants see it (see `view`): a mastered one or the
-    /// replica of a mirrored one (still empty while its snapshot is awaited).
-    pub(crate) fn room_view(&self, key: &RoomKey) -> RoomView<'_> {
-        static EMPTY: std::sync::OnceLock<LiveRoom> = std::sync::OnceLock::new();
-        let (jid, state, live) = match key {
-            RoomKey::Mastered(room) => (
-                self.room_jid(room),
-                self.room_state(room),
-                self.live_rooms.get(room),
-            ),
-            RoomKey::Mirrored(jid) => (
-                jid.clone(),
-                self.state.mirrors.get(jid).map_or(unsynced(), |c| &c.state),
-                self.mirror_rooms.get(jid),
-            ),
-        };
-        RoomView {
-            jid,
-            state,
-            live: live.unwrap_or_else(|| EMPTY.get_or_init(LiveRoom::default)),
-        }
     }
 
     /// A room mastered here, as its occupants see it.
     pub(crate) fn view(&self, room: &str) -> RoomView<'_> {
-        self.room_view(&RoomKey::Mastered(room.to_string()))
+        static EMPTY: std::sync::OnceLock<LiveRoom> = std::sync::OnceLock::new();
+        RoomView {
+            jid: self.room_jid(room),
+            state: self.room_state(room),
+            live: self
+                .live_rooms
+                .get(room)
+                .unwrap_or_else(|| EMPTY.get_or_init(LiveRoom::default)),
+        }
     }
 
     pub(crate) fn sees_jids(&self, room: &str, viewer: Role) -> bool {
@@ -563,22 +549,6 @@ impl Node {
 
     /// Send occupant `nick`'s presence to every session in the room
     /// (except `skip`); its own sessions get status 110 as well.
-    pub(crate) fn broadcast_room_presence(
-        &mut self,
-        key: &RoomKey,
-        nick: &str,
-        codes: &[u16],
-        unavailable: bool,
-        skip: Option<&Jid>,
-    ) {
-        let sends = self
-            .room_view(key)
-            .presence_to_all(nick, codes, unavailable, skip);
-        for (to, p) in sends {
-            self.room_send(&to, p);
-        }
-    }
-
     pub(crate) fn broadcast_presence_of(
         &mut self,
         room: &str,
@@ -587,14 +557,18 @@ impl Node {
         unavailable: bool,
         skip: Option<&Jid>,
     ) {
-        let key = RoomKey::Mastered(room.to_string());
-        self.broadcast_room_presence(&key, nick, codes, unavailable, skip)
+        let sends = self
+            .view(room)
+            .presence_to_all(nick, codes, unavailable, skip);
+        for (to, p) in sends {
+            self.room_send(&to, p);
+        }
     }
 
     /// The history a joining session asked for, paced, within what its
     /// connection may queue and the bound on join history.
-    pub(crate) fn send_history(&mut self, key: &RoomKey, to: &Jid, req: &HistoryRequest) {
-        let Some(conn) = self.conn_of_full(to) else {
+    pub(crate) fn send_history(&mut self, room: &str, to: &Jid, req: &HistoryRequest) {
+        let Some(conn) = self.bound.conn_of_full(to) else {
             return;
         };
         let budget = self
@@ -602,17 +576,15 @@ impl Node {
             .muc
             .join_history_bytes
             .min(self.clients.paced_room(conn));
-        let history = self
-            .room_view(key)
-            .history(to, req, budget, self.now.unix_ms);
+        let history = self.view(room).history(to, req, budget, self.now.unix_ms);
         for xml in history {
             self.send_paced(conn, xml.into_bytes(), None);
         }
     }
 
-    pub(crate) fn send_subject(&mut self, key: &RoomKey, to: &Jid) {
+    pub(crate) fn send_subject(&mut self, room: &str, to: &Jid) {
         let id = format!("subject-{}", self.random_id());
-        let m = self.room_view(key).subject_message(id);
+        let m = self.view(room).subject_message(id);
         self.room_send(to, m);
     }
 
@@ -692,7 +664,7 @@ impl Node {
             own.children.insert(0, XmlNode::Element(status.clone()));
         }
         self.room_send(session, own.clone());
-        self.forget_joined_room(session, &RoomKey::Mastered(room.to_string()));
+        self.left_room(session, room);
         let live = self.live_rooms.get_mut(room).expect("room");
         let occ = live.occupants.get_mut(&nick).expect("occupant");
         occ.sessions.retain(|s| s != session);
@@ -739,26 +711,11 @@ impl Node {
         if self.live(room).is_some_and(|l| l.occupants.is_empty()) {
             self.live_rooms.remove(room);
             let temporary = self
-                .state
                 .rooms
                 .get(room)
                 .is_some_and(|r| !r.config.persistent || r.locked);
             if temporary {
                 self.commit_room(room, RoomRecord::Destroy);
-            }
-        }
-    }
-
-    /// Leave every room a session is in (it went unavailable or disconnected).
-    pub(crate) fn leave_all_rooms(&mut self, conn: ConnId) {
-        let Some(s) = self.im.bound().resource(conn) else {
-            return;
-        };
-        let (jid, rooms) = (s.jid.clone(), s.rooms.clone());
-        for room in rooms {
-            match room {
-                RoomKey::Mirrored(key) => self.mirror_leave(&key, &jid),
-                RoomKey::Mastered(room) => self.muc_leave(&room, &jid, None),
             }
         }
     }
@@ -783,13 +740,6 @@ impl Node {
         self.drop_rooms_that_died_with_their_occupants();
     }
 
-    pub(crate) fn commit_room(&mut self, room: &str, change: RoomRecord) {
-        self.commit(Record::Room {
-            room: room.to_string(),
-            change,
-        });
-    }
-
     // ---- messages ----------------------------------------------------------
 
     fn muc_room_message(&mut self, origin: &Origin, el: Element, room: &str) {
@@ -807,7 +757,7 @@ impl Node {
         if el.get_attr("type") == Some("error") {
             return;
         }
-        if !self.state.rooms.contains_key(room) {
+        if !self.rooms.contains_key(room) {
             return self.bounce_to(origin, &el, "item-not-found");
         }
         let sender = self.origin_jid(origin);
@@ -823,7 +773,7 @@ impl Node {
             return self.bounce_to(origin, &el, "bad-request");
         }
         let role = self.live_rooms[room].occupants[&nick].role;
-        let config = &self.state.rooms[room].config;
+        let config = &self.rooms[room].config;
         if let (Some(subject), false) = (
             el.get_child("subject", ns::CLIENT),
             el.has_child("body", ns::CLIENT),
@@ -840,7 +790,7 @@ impl Node {
                 nick: nick.clone(),
                 stamp_ms,
             };
-            let seq = self.state.rooms[room].next_seq;
+            let seq = self.rooms[room].next_seq;
             self.commit_room(
                 room,
                 RoomRecord::Subject {
@@ -890,7 +840,7 @@ impl Node {
         let room_jid = self.room_jid(room);
         // An id minted at a site is kept; a resubmission of it is a duplicate.
         if let Some(id) = &minted {
-            if self.state.rooms[room]
+            if self.rooms[room]
                 .archive
                 .iter()
                 .rev()
@@ -905,7 +855,7 @@ impl Node {
         let out = stamp_groupchat(el, &from, &room_jid, &stanza_id, &occupant_id);
         if el.has_child("body", ns::CLIENT) {
             let msg = Archived {
-                seq: self.state.rooms[room].next_seq,
+                seq: self.rooms[room].next_seq,
                 stanza_id,
                 stamp_ms: self.now.unix_ms,
                 nick: nick.to_string(),
@@ -942,7 +892,7 @@ impl Node {
 
     /// Keep the archive within the configured count and bytes.
     fn trim_archive(&mut self, room: &str) {
-        let rs = &self.state.rooms[room];
+        let rs = &self.rooms[room];
         let (max_n, max_bytes) = (self.cfg.muc.archive_messages, self.cfg.muc.archive_bytes);
         let (mut n, mut bytes) = (rs.archive.len(), rs.archive_bytes);
         let mut upto = None;
@@ -970,7 +920,7 @@ impl Node {
         let body = out.to_xml(ns::CLIENT);
         let rest = &body["<message".len()..];
         for s in sessions {
-            if let Some(c) = self.conn_of_full(&s) {
+            if let Some(c) = self.bound.conn_of_full(&s) {
                 let bytes = format!("<message to='{}'{rest}", escape(&s.to_string())).into_bytes();
                 self.send(c, bytes);
             }
@@ -1013,7 +963,7 @@ impl Node {
             return self.bounce_to(origin, el, "not-acceptable");
         };
         let role = self.live_rooms[room].occupants[&nick].role;
-        let rs = &self.state.rooms[room];
+        let rs = &self.rooms[room];
         let affiliation = rs.affiliation(&bare);
         if !(rs.config.allow_invites
             || role == Role::Moderator
@@ -1040,9 +990,9 @@ impl Node {
             let invitee_bare = invitee.to_string();
             if members_only
                 && affiliation >= Affiliation::Admin
-                && rs_affiliation(self, room, &invitee_bare) < Affiliation::Member
+                && rs_affiliation(self.rooms, room, &invitee_bare) < Affiliation::Member
             {
-                let rs = &self.state.rooms[room];
+                let rs = &self.rooms[room];
                 if !rs.affiliations.contains_key(&invitee_bare)
                     && rs.affiliations.len() >= self.cfg.muc.affiliations_per_room
                 {
@@ -1112,7 +1062,7 @@ impl Node {
             return;
         };
         let (itype, payload) = (if set { "set" } else { "get" }, payload.clone());
-        let Some(rs) = self.state.rooms.get(room) else {
+        let Some(rs) = self.rooms.get(room) else {
             return self.bounce_to(origin, el, "item-not-found");
         };
         let bare = self.origin_jid(origin).to_bare().to_string();
@@ -1134,10 +1084,7 @@ impl Node {
             }
             ("query", mns::OWNER, _) => self.muc_owner(origin, el, room, &payload),
             ("query", mns::ADMIN, _) => self.muc_admin(origin, el, room, &payload),
-            ("query", mns::MAM, "set") => {
-                let key = RoomKey::Mastered(room.to_string());
-                self.muc_mam(origin, el, &key, &payload)
-            }
+            ("query", mns::MAM, "set") => self.muc_mam(origin, el, room, &payload),
             ("query", mns::MAM, "get") => {
                 let q = Element::new("query", mns::MAM).child(mam::query_form());
                 self.reply(origin, &stanza::iq_result(el, &room_jid, Some(q)));
@@ -1192,19 +1139,17 @@ impl Node {
     }
 }
 
-fn rs_affiliation(node: &Node, room: &str, bare: &str) -> Affiliation {
-    node.state
-        .rooms
+fn rs_affiliation(rooms: &Rooms, room: &str, bare: &str) -> Affiliation {
+    rooms
         .get(room)
         .map_or(Affiliation::None, |r: &RoomState| r.affiliation(bare))
 }
 
-impl Node {
+impl Ctx<'_> {
     /// After a restart rooms are empty: temporary (and never configured)
     /// rooms do not survive that.
     pub(crate) fn drop_rooms_that_died_with_their_occupants(&mut self) {
         let dead: Vec<String> = self
-            .state
             .rooms
             .iter()
             .filter(|(_, r)| !r.config.persistent || r.locked)
@@ -1216,16 +1161,14 @@ impl Node {
     }
 }
 
-impl Node {
+impl Ctx<'_> {
     /// A stanza for a user at another node: over the link to that node's
-    /// domain if there is one, else it cannot be delivered (no federation).
+    /// domain (the node drops it if there is none: no federation).
     pub(crate) fn send_to_remote_user(&mut self, to: &Jid, el: Element) {
-        if !self.link_deliver_stanza(to, &el) {
-            log::debug!(
-                "muc: no link towards {}; dropped a stanza for {to}",
-                to.domain()
-            );
-        }
+        self.out.push(MucOutput::Remote {
+            to: to.clone(),
+            el: Box::new(el),
+        });
     }
 }
 

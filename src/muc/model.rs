@@ -181,7 +181,10 @@ pub enum RoomRecord {
     Destroy,
 }
 
-pub fn apply(rooms: &mut BTreeMap<String, RoomState>, room: &str, record: &RoomRecord) {
+/// The rooms mastered here, by localpart: what the MUC service keeps durable.
+pub type Rooms = BTreeMap<String, RoomState>;
+
+pub fn apply(rooms: &mut Rooms, room: &str, record: &RoomRecord) {
     if let RoomRecord::Create { owner, salt } = record {
         rooms.insert(room.to_string(), RoomState::new(owner, salt.clone()));
         return;

@@ -3,10 +3,10 @@
 //! site that has occupants in the room (DMUC: one copy per site).
 
 use super::model::{Affiliation, Archived};
+use super::Ctx;
 use super::Origin;
 use crate::jid::Jid;
 use crate::link::event::{LinkEvent, OccupantChange, OccupantInfo};
-use crate::node::Node;
 use crate::xml::{ns, Element};
 use std::collections::BTreeSet;
 
@@ -31,7 +31,7 @@ fn newest_within<'a>(
     (picked, cut)
 }
 
-impl Node {
+impl Ctx<'_> {
     /// Sites that have at least one occupant in a room mastered here.
     pub(crate) fn room_peers(&self, room: &str) -> BTreeSet<String> {
         let mut peers = BTreeSet::new();
@@ -39,7 +39,7 @@ impl Node {
             for o in live.occupants.values() {
                 for s in &o.sessions {
                     if s.domain() != self.cfg.domain {
-                        if let Some(p) = self.peer_for_domain(s.domain()) {
+                        if let Some(p) = self.links.peer_for_domain(s.domain()) {
                             peers.insert(p);
                         }
                     }
@@ -107,7 +107,7 @@ impl Node {
     /// (`since` None), or with every message after `since` for a site
     /// coming back from a split (`gap` says some are no longer kept).
     pub(crate) fn send_snapshot(&mut self, peer: &str, room: &str, since: Option<u64>) {
-        let rs = &self.state.rooms[room];
+        let rs = &self.rooms[room];
         let budget = self.cfg.muc.snapshot_history_bytes;
         let (history, gap) = match since {
             None => {
@@ -171,8 +171,7 @@ impl Node {
     /// An event from a mirroring site.
     pub(crate) fn on_site_event(&mut self, peer: &str, ev: LinkEvent) {
         if let LinkEvent::Resync { room, last_seq } = &ev {
-            self.links.reattached(peer);
-            if self.state.rooms.contains_key(room) && self.live_rooms.contains_key(room) {
+            if self.rooms.contains_key(room) && self.live_rooms.contains_key(room) {
                 self.send_snapshot(peer, room, Some(*last_seq));
             }
             return;
@@ -250,7 +249,7 @@ impl Node {
                     .get(&room)
                     .and_then(|l| l.nick_of(&from))
                     .is_some();
-                if !known && self.state.rooms.contains_key(&room) {
+                if !known && self.rooms.contains_key(&room) {
                     // The sender was in the room when the site sent this (this
                     // node restarted since): take them back in, then the message.
                     if let Some(to) = self.room_occupant_jid(&room, &nick) {
@@ -364,7 +363,7 @@ impl Node {
     }
 
     pub(crate) fn notify_config(&mut self, room: &str) {
-        let config = self.state.rooms[room].config.clone();
+        let config = self.rooms[room].config.clone();
         self.notify_room(
             room,
             LinkEvent::Config {

@@ -18,11 +18,6 @@ impl Node {
         self.links.is_site(peer)
     }
 
-    /// The peer that serves `domain`, if any.
-    pub(crate) fn peer_for_domain(&self, domain: &str) -> Option<String> {
-        self.links.peer_for_domain(domain)
-    }
-
     /// Queue an event for `peer`: durable first, then sent if the link is up.
     pub(crate) fn link_send(&mut self, peer: &str, ev: &LinkEvent) {
         let now = self.now.mono_ms;
@@ -128,7 +123,7 @@ impl Node {
             LinkOutput::GraceExpired { peer } if self.is_upstream(&peer) => {
                 self.mirror_detach(&peer)
             }
-            LinkOutput::GraceExpired { peer } => self.master_detach_site(&peer),
+            LinkOutput::GraceExpired { peer } => self.with_muc(|m| m.master_detach_site(&peer)),
             _ => {}
         }
     }
@@ -164,7 +159,7 @@ impl Node {
                     }
                 } else if restarted {
                     // The site restarted: its sessions are gone.
-                    self.forget_site_occupants(&peer);
+                    self.with_muc(|m| m.forget_site_occupants(&peer));
                 }
             }
             FromPeer::Skipped { peer } => self.resync_upstream(&peer),

@@ -3,6 +3,7 @@
 //! the time arrives with every call and all output is an [`Action`].
 
 mod links;
+mod rooms;
 mod routing;
 mod status;
 
@@ -154,8 +155,8 @@ pub struct Node {
     pub(crate) clients: crate::c2s::Clients,
     /// The IM router: bound sessions, routing, offline messages, rosters.
     pub(crate) im: crate::im::Router,
-    /// Who is in each room mastered here now, by room localpart.
-    pub(crate) live_rooms: HashMap<String, crate::muc::LiveRoom>,
+    /// The MUC service: the rooms mastered here.
+    pub(crate) muc: crate::muc::Service,
     /// Who is in each mirrored room now, by room JID.
     pub(crate) mirror_rooms: HashMap<String, crate::muc::LiveRoom>,
     /// Replicas of mirrored rooms, by room JID.
@@ -209,12 +210,15 @@ impl Node {
         rng.fill_bytes(&mut clients_seed);
         let clients = crate::c2s::Clients::new(cfg.clone(), clients_seed);
         let im = crate::im::Router::new(cfg.clone());
+        let mut muc_seed = [0u8; 32];
+        rng.fill_bytes(&mut muc_seed);
+        let muc = crate::muc::Service::new(cfg.clone(), muc_seed);
         let mut node = Node {
             cfg,
             state,
             clients,
             im,
-            live_rooms: HashMap::new(),
+            muc,
             mirror_rooms: HashMap::new(),
             mirrors: HashMap::new(),
             links,
@@ -232,7 +236,7 @@ impl Node {
             node.random_bytes(&mut secret);
             node.commit(Record::ServerSecret { secret });
         }
-        node.drop_rooms_that_died_with_their_occupants();
+        node.with_muc(|m| m.drop_rooms_that_died_with_their_occupants());
         node.restore_mirrors();
         for upstream in node.cfg.link.upstreams.clone() {
             node.leave_for_dead_sessions(&upstream);
@@ -276,9 +280,10 @@ impl Node {
                 self.links.reconfigure(self.cfg.link.clone());
                 self.clients.reconfigure(self.cfg.clone());
                 self.im.reconfigure(self.cfg.clone());
+                self.muc.reconfigure(self.cfg.clone());
             }
             Event::Shutdown => {
-                self.muc_shutdown();
+                self.with_muc(|m| m.muc_shutdown());
                 self.clients.shutdown();
             }
         }

@@ -4,10 +4,12 @@ use super::{Node, NodeStatus, RoomStatus};
 
 impl Node {
     pub(crate) fn status(&self) -> NodeStatus {
+        let service = &self.cfg.muc_service;
         let mastered = self
-            .live_rooms
+            .muc
+            .live_rooms()
             .iter()
-            .map(|(room, live)| (self.room_jid(room), None, live));
+            .map(|(room, live)| (format!("{room}@{service}"), None, live));
         let mirrored = self.mirror_rooms.iter().map(|(jid, live)| {
             let upstream = self.mirrors.get(jid).map(|m| m.upstream.clone());
             (jid.clone(), upstream, live)
@@ -28,7 +30,8 @@ impl Node {
         // Mastered rooms nobody is in still exist: list them, empty.
         for room in self.state.rooms.keys() {
             if self
-                .live_rooms
+                .muc
+                .live_rooms()
                 .get(room)
                 .is_none_or(|l| l.occupants.is_empty())
             {
