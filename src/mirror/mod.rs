@@ -8,18 +8,22 @@
 //! delivered locally at once with a stanza-id minted here, and submitted to
 //! the master, which keeps that id and gives the message its place in order.
 
+use crate::common::ConnId;
 use crate::jid::Jid;
 use crate::link::event::{LinkEvent, OccupantChange, OccupantInfo};
 use crate::muc::model::Affiliation;
-use crate::muc::{muc_ns as mns, Occupant, RoomKey};
-use crate::node::{ConnId, Node};
+use crate::muc::{muc_ns as mns, Occupant};
 use crate::stanza;
 use crate::xml::{escape, ns, Element, Node as XmlNode};
 use std::collections::HashSet;
 
 pub mod cache;
 mod render;
+mod service;
+
 use cache::MirrorRecord;
+pub(crate) use service::Ctx;
+pub use service::{MirrorOutput, Mirrors};
 
 /// A room message reaching local users later than this after the master
 /// stamped it is marked with `<delay/>`.
@@ -52,6 +56,12 @@ pub struct Mirror {
 }
 
 impl Mirror {
+    /// What it holds for later: joins awaiting the master, messages held
+    /// past a gap, local messages awaiting the master's echo.
+    pub fn backlog(&self) -> usize {
+        self.pending.len() + self.held.len() + self.delivered_early.len()
+    }
+
     fn new(upstream: &str, room: &str) -> Mirror {
         Mirror {
             upstream: upstream.to_string(),
@@ -65,72 +75,10 @@ impl Mirror {
     }
 }
 
-impl Node {
-    /// Stanza-ids of a mirrored room's replica, in the master's order (for checks).
-    pub fn mirror_sequence(&self, room_jid: &str) -> Vec<String> {
-        self.state
-            .mirrors
-            .get(room_jid)
-            .map(|m| {
-                m.state
-                    .archive
-                    .iter()
-                    .map(|a| a.stanza_id.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Who holds a nick in a mirrored room, as this site sees it (for checks).
-    pub fn mirror_occupant_bare(&self, room_jid: &str, nick: &str) -> Option<String> {
-        self.mirror_rooms
-            .get(room_jid)?
-            .occupants
-            .get(nick)
-            .map(|o| o.bare.clone())
-    }
-
-    /// Nick → bare JID of everyone in a room as this node shows it; `key` is
-    /// a mastered room's localpart or a mirrored room's JID (for checks).
-    pub fn room_roster(&self, key: &str) -> std::collections::BTreeMap<String, String> {
-        self.muc
-            .live_rooms()
-            .get(key)
-            .or_else(|| self.mirror_rooms.get(key))
-            .map(|l| {
-                l.occupants
-                    .iter()
-                    .map(|(n, o)| (n.clone(), o.bare.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// What mirrors still hold for later: joins awaiting the master, messages
-    /// held past a gap, local messages awaiting the master's echo (for
-    /// checks: nothing is left once the network is quiet).
-    pub fn mirror_backlog(&self) -> usize {
-        self.mirrors
-            .values()
-            .map(|m| m.pending.len() + m.held.len() + m.delivered_early.len())
-            .sum()
-    }
-
-    /// True if a mirrored room's replica holds a message with this text (for checks).
-    pub fn mirror_contains(&self, room_jid: &str, text: &str) -> bool {
-        self.state
-            .mirrors
-            .get(room_jid)
-            .is_some_and(|m| m.state.archive.iter().any(|a| a.xml.contains(text)))
-    }
-
-    pub(crate) fn is_mirrored_service(&self, jid: &Jid) -> bool {
-        self.cfg.link.upstreams.iter().any(|u| u == jid.domain())
-    }
-
+impl Ctx<'_> {
     /// A local user's stanza to a room on an upstream MUC service.
     pub(crate) fn on_mirror_stanza(&mut self, conn: ConnId, el: Element, to: Jid) {
-        let Some(me) = self.jid_of(conn).cloned() else {
+        let Some(me) = self.bound.jid_of(conn).cloned() else {
             return;
         };
         let upstream = to.domain().to_string();
@@ -140,7 +88,7 @@ impl Node {
         let key = to.to_bare().to_string();
         let joined_nick = self.mirror_rooms.get(&key).and_then(|l| l.nick_of(&me));
         // While the master is unreachable, what needs it fails at once, clearly.
-        let cached = self.state.mirrors.contains_key(&key);
+        let cached = self.replicas.contains_key(&key);
         if !self.link_is_up(&upstream) && needs_master(&el, joined_nick.is_some(), cached) {
             return self.master_unreachable(conn, &el, &upstream);
         }
@@ -191,7 +139,7 @@ impl Node {
                 if el.get_attr("type") == Some("set") && el.has_child("query", mns::MAM) =>
             {
                 // The site's copy answers archive queries.
-                if self.state.mirrors.contains_key(&key) && joined_nick.is_some() {
+                if self.replicas.contains_key(&key) && joined_nick.is_some() {
                     let query = el.get_child("query", mns::MAM).expect("checked").clone();
                     self.mirror_mam(conn, &el, &key, &query);
                 } else {
@@ -223,11 +171,10 @@ impl Node {
         nick: &str,
         el: &Element,
     ) {
-        let Some(me) = self.jid_of(conn).cloned() else {
+        let Some(me) = self.bound.jid_of(conn).cloned() else {
             return;
         };
-        if self.im.bound().resource(conn).map_or(0, |r| r.rooms.len())
-            >= self.cfg.muc.rooms_per_session
+        if self.bound.resource(conn).map_or(0, |r| r.rooms.len()) >= self.cfg.muc.rooms_per_session
         {
             return self.bounce(conn, el, "resource-constraint");
         }
@@ -240,7 +187,7 @@ impl Node {
         let history = crate::muc::HistoryRequest::from_join(el.get_child("x", mns::MUC));
         // During a split, a room known here admits provisionally from its
         // cached state; the master confirms or refuses when the link is back.
-        let provisional = self.state.mirrors.contains_key(key) && !self.link_is_up(upstream);
+        let provisional = self.replicas.contains_key(key) && !self.link_is_up(upstream);
         if provisional {
             if let Err(condition) = self.cached_admission(key, &me, nick, el) {
                 return self.bounce(conn, el, condition);
@@ -249,9 +196,10 @@ impl Node {
         let m = self.mirrors.get_mut(key).expect("mirror");
         m.pending.push((me.clone(), history.clone(), provisional));
         self.mirror_rooms.entry(key.to_string()).or_default();
-        if let Some(s) = self.im.bound_mut().resource_mut(conn) {
-            s.rooms.insert(RoomKey::Mirrored(key.to_string()));
-        }
+        self.out.push(MirrorOutput::Joined {
+            conn,
+            key: key.to_string(),
+        });
         if first {
             log::info!("mirror {key}: created for {me}");
         }
@@ -280,7 +228,7 @@ impl Node {
     }
 
     fn mirror_groupchat(&mut self, conn: ConnId, key: &str, nick: &str, el: Element) {
-        let Some(me) = self.jid_of(conn).cloned() else {
+        let Some(me) = self.bound.jid_of(conn).cloned() else {
             return;
         };
         let occ = &self.mirror_rooms[key].occupants[nick];
@@ -366,7 +314,7 @@ impl Node {
             .collect();
         let rest = &xml["<message".len()..];
         for s in sessions {
-            if let Some(c) = self.conn_of_full(&s) {
+            if let Some(c) = self.bound.conn_of_full(&s) {
                 let bytes = format!("<message to='{}'{rest}", escape(&s.to_string())).into_bytes();
                 self.count_fanout(key, bytes.len());
                 self.send(c, bytes);
@@ -378,7 +326,10 @@ impl Node {
     /// have crossed the link to a client of the master.
     fn count_fanout(&mut self, key: &str, bytes: usize) {
         if let Some(m) = self.mirrors.get(key) {
-            self.links.count_fanout(&m.upstream, bytes);
+            self.out.push(MirrorOutput::Fanout {
+                upstream: m.upstream.clone(),
+                bytes,
+            });
         }
     }
 
@@ -401,7 +352,7 @@ impl Node {
                     return;
                 };
                 // A replica already cached here (live, or kept across a restart).
-                let cached = self.state.mirrors.get(&key).map(|c| c.last_seq);
+                let cached = self.replicas.get(&key).map(|c| c.last_seq);
                 // Back from a split: what local users missed, in the master's
                 // order, marked as delayed (their own messages they have seen).
                 let missed: Vec<crate::muc::model::Archived> = match cached {
@@ -448,7 +399,7 @@ impl Node {
             LinkEvent::Message { room, msg } => self.mirror_message(&format!("{room}@{peer}"), msg),
             LinkEvent::Subject { room, seq, subject } => {
                 let key = format!("{room}@{peer}");
-                if !self.state.mirrors.contains_key(&key) {
+                if !self.replicas.contains_key(&key) {
                     return;
                 }
                 self.commit_mirror(&key, MirrorRecord::Subject { seq, subject });
@@ -490,7 +441,7 @@ impl Node {
             for s in &sessions {
                 let mut n = notice.clone();
                 n.set_attr("to", s.to_string());
-                if let Some(c) = self.conn_of_full(s) {
+                if let Some(c) = self.bound.conn_of_full(s) {
                     self.send_el(c, &n);
                 }
             }
@@ -503,7 +454,7 @@ impl Node {
                     escape(&s.to_string()),
                     &m.xml["<message".len()..]
                 );
-                if let Some(c) = self.conn_of_full(s) {
+                if let Some(c) = self.bound.conn_of_full(s) {
                     let bytes = stanza::insert_before_close(&xml, &delay).into_bytes();
                     self.count_fanout(key, bytes.len());
                     self.send(c, bytes);
@@ -520,7 +471,7 @@ impl Node {
         nick: &str,
         el: &Element,
     ) -> Result<(), &'static str> {
-        let rs = &self.state.mirrors[key].state;
+        let rs = &self.replicas[key].state;
         let bare = who.to_bare().to_string();
         let aff = rs.affiliation(&bare);
         let live = &self.mirror_rooms[key];
@@ -556,7 +507,7 @@ impl Node {
         history: &crate::muc::HistoryRequest,
     ) {
         use base64::Engine;
-        let rs = &self.state.mirrors[key].state;
+        let rs = &self.replicas[key].state;
         let bare = who.to_bare().to_string();
         let role = match rs.affiliation(&bare) {
             Affiliation::Owner | Affiliation::Admin => crate::muc::Role::Moderator,
@@ -633,8 +584,7 @@ impl Node {
     /// local users join again (during a split, from the cache).
     pub(crate) fn restore_mirrors(&mut self) {
         let cached: Vec<(String, String, String)> = self
-            .state
-            .mirrors
+            .replicas
             .iter()
             .map(|(k, c)| (k.clone(), c.upstream.clone(), c.room.clone()))
             .collect();
@@ -659,7 +609,7 @@ impl Node {
             .any(|k| self.local_sessions(k).is_empty());
         if idle {
             let due = self.now.mono_ms + self.cfg.link.grace_ms;
-            self.mirror_idle_due.insert(upstream.to_string(), due);
+            self.idle_due.insert(upstream.to_string(), due);
         }
     }
 
@@ -706,7 +656,7 @@ impl Node {
             .iter_mut()
             .filter(|(_, m)| m.upstream == upstream)
         {
-            if let Some(c) = self.state.mirrors.get(key) {
+            if let Some(c) = self.replicas.get(key) {
                 m.resyncing = true;
                 rooms.push((m.room.clone(), c.last_seq));
             }
@@ -720,7 +670,7 @@ impl Node {
     /// died with the previous run. Their events still go (messages are not
     /// lost), followed by a leave, so the master keeps no ghost occupant.
     pub(crate) fn leave_for_dead_sessions(&mut self, upstream: &str) {
-        let Some(queue) = self.state.links.get(upstream) else {
+        let Some(queue) = self.link_queues.get(upstream) else {
             return;
         };
         let mut sessions = std::collections::BTreeSet::new();
@@ -777,7 +727,7 @@ impl Node {
     /// A room message in the master's order: into the replica, and to local
     /// users unless they already have it.
     fn mirror_message(&mut self, key: &str, msg: crate::muc::model::Archived) {
-        let (Some(m), Some(c)) = (self.mirrors.get_mut(key), self.state.mirrors.get(key)) else {
+        let (Some(m), Some(c)) = (self.mirrors.get_mut(key), self.replicas.get(key)) else {
             return;
         };
         if msg.seq <= c.last_seq {
@@ -837,7 +787,7 @@ impl Node {
         if !known && change != OccupantChange::Joined {
             return; // Already gone here (a local leave confirmed at once).
         }
-        let cached = self.state.mirrors.get(key);
+        let cached = self.replicas.get(key);
         if cached.is_some_and(|c| c.state.affiliation(&info.bare) != info.affiliation) {
             self.commit_mirror(
                 key,
@@ -975,7 +925,7 @@ impl Node {
             .filter(|n| *n != nick)
             .cloned()
             .collect();
-        let Some(conn) = self.conn_of_full(session) else {
+        let Some(conn) = self.bound.conn_of_full(session) else {
             return;
         };
         for other in others {
@@ -1028,7 +978,7 @@ impl Node {
                     XmlNode::Element(Element::new("status", ns::CLIENT).text(s)),
                 );
             }
-            if let Some(c) = self.conn_of_full(&session) {
+            if let Some(c) = self.bound.conn_of_full(&session) {
                 p.set_attr("to", session.to_string());
                 self.send_el(c, &p);
             }
@@ -1054,7 +1004,7 @@ impl Node {
             return;
         };
         for s in &occ.sessions {
-            self.forget_joined_room(s, &RoomKey::Mirrored(key.to_string()));
+            self.left_room(s, key);
         }
         self.maybe_drop_mirror(key);
     }
@@ -1083,13 +1033,13 @@ impl Node {
             .map(|l| l.all_sessions())
             .unwrap_or_default()
         {
-            let Some(c) = self.conn_of_full(&session) else {
+            let Some(c) = self.bound.conn_of_full(&session) else {
                 continue;
             };
             let mut p = crate::muc::destroyed_presence(&format!("{key}/{nick}"), &destroy);
             p.set_attr("to", session.to_string());
             self.send_el(c, &p);
-            self.forget_joined_room(&session, &RoomKey::Mirrored(key.to_string()));
+            self.left_room(&session, key);
         }
         self.drop_mirror(key);
     }
@@ -1097,18 +1047,8 @@ impl Node {
     fn drop_mirror(&mut self, key: &str) {
         self.mirrors.remove(key);
         self.mirror_rooms.remove(key);
-        if self.state.mirrors.contains_key(key) {
+        if self.replicas.contains_key(key) {
             self.commit_mirror(key, MirrorRecord::Drop);
-        }
-    }
-
-    /// Change a cached replica (durably), if there is one.
-    fn commit_mirror(&mut self, key: &str, change: MirrorRecord) {
-        if self.state.mirrors.contains_key(key) {
-            self.commit(crate::state::Record::Mirror {
-                key: key.to_string(),
-                change: Box::new(change),
-            });
         }
     }
 
@@ -1141,14 +1081,17 @@ impl Node {
             }
             if let Some(m) = self.mirrors.get_mut(&key) {
                 m.pending.retain(|(p, _, _)| p != &to);
-                self.forget_joined_room(&to, &RoomKey::Mirrored(key.to_string()));
+                self.left_room(&to, &key);
                 self.maybe_drop_mirror(&key);
             }
         }
-        match self.conn_of_full(&to) {
+        match self.bound.conn_of_full(&to) {
             Some(c) => self.send_el(c, &stanza),
             None if stanza.name == "message" => {
-                self.route_message(crate::common::NO_CONN, &stanza, &to);
+                self.out.push(MirrorOutput::Route {
+                    to: to.clone(),
+                    el: Box::new(stanza.clone()),
+                });
             }
             None => {}
         }
@@ -1187,7 +1130,7 @@ impl Node {
                     .mirror_view(key)
                     .occupant_presence(&nick, sees, &[110], true);
                 own.set_attr("to", session.to_string());
-                if let Some(c) = self.conn_of_full(session) {
+                if let Some(c) = self.bound.conn_of_full(session) {
                     self.send_el(c, &own);
                 }
                 let o = self
@@ -1200,7 +1143,7 @@ impl Node {
                 o.sessions.retain(|s| s != session);
             }
         }
-        self.forget_joined_room(session, &RoomKey::Mirrored(key.to_string()));
+        self.left_room(session, key);
         self.link_send(
             &upstream,
             &LinkEvent::Leave {
@@ -1235,7 +1178,7 @@ impl Node {
     }
 
     fn mirror_mam(&mut self, conn: ConnId, el: &Element, key: &str, query: &Element) {
-        let Some(jid) = self.jid_of(conn).cloned() else {
+        let Some(jid) = self.bound.jid_of(conn).cloned() else {
             return;
         };
         let max_page = self.cfg.muc.mam_max_page;
@@ -1271,7 +1214,7 @@ fn bounded_presence(presence: &Element, max_bytes: usize) -> Element {
     }
 }
 
-impl Node {
+impl Ctx<'_> {
     /// Show a remote occupant the master announced, unless the room is
     /// already at the most occupants any room may have here (a master
     /// cannot make a site hold without bound). True if it was added.

@@ -2,12 +2,12 @@
 //! replica (`muc::RoomView`) and delivered to local sessions only (the
 //! master serves everyone else).
 
+use super::Ctx;
 use crate::jid::Jid;
 use crate::muc::{HistoryRequest, LiveRoom, RoomView};
-use crate::node::Node;
 use crate::xml::Element;
 
-impl Node {
+impl Ctx<'_> {
     /// The mirrored room `key` (its JID) as its occupants see it; empty
     /// while the master's snapshot is awaited.
     pub(crate) fn mirror_view(&self, key: &str) -> RoomView<'_> {
@@ -15,8 +15,7 @@ impl Node {
         RoomView {
             jid: key.to_string(),
             state: self
-                .state
-                .mirrors
+                .replicas
                 .get(key)
                 .map_or(crate::muc::unsynced(), |c| &c.state),
             live: self
@@ -28,7 +27,7 @@ impl Node {
 
     /// Deliver to a local session (others are the master's to serve).
     fn deliver_local(&mut self, to: &Jid, mut el: Element) {
-        if let Some(c) = self.conn_of_full(to) {
+        if let Some(c) = self.bound.conn_of_full(to) {
             el.set_attr("to", to.to_string());
             self.send_el(c, &el);
         }
@@ -55,7 +54,7 @@ impl Node {
     /// The history a joining session asked for, paced, within what its
     /// connection may queue and the bound on join history.
     pub(crate) fn mirror_send_history(&mut self, key: &str, to: &Jid, req: &HistoryRequest) {
-        let Some(conn) = self.conn_of_full(to) else {
+        let Some(conn) = self.bound.conn_of_full(to) else {
             return;
         };
         let budget = self

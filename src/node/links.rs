@@ -118,10 +118,10 @@ impl Node {
     fn on_link_notice(&mut self, notice: LinkOutput) {
         match notice {
             LinkOutput::Down { peer } if self.is_upstream(&peer) => {
-                self.mirror_idle_due.remove(&peer);
+                self.mirrors.link_down(&peer);
             }
             LinkOutput::GraceExpired { peer } if self.is_upstream(&peer) => {
-                self.mirror_detach(&peer)
+                self.with_mirrors(|m| m.mirror_detach(&peer))
             }
             LinkOutput::GraceExpired { peer } => self.with_muc(|m| m.master_detach_site(&peer)),
             _ => {}
@@ -151,18 +151,18 @@ impl Node {
                 was_detached,
             } => {
                 if self.is_upstream(&peer) {
-                    self.schedule_idle_mirror_drop(&peer);
+                    self.with_mirrors(|m| m.schedule_idle_mirror_drop(&peer));
                     if restarted || forgot || was_detached {
                         // The master lost track of our occupants, or we showed
                         // its occupants as gone: announce ours, ask what we missed.
-                        self.resync_upstream(&peer);
+                        self.with_mirrors(|m| m.resync_upstream(&peer));
                     }
                 } else if restarted {
                     // The site restarted: its sessions are gone.
                     self.with_muc(|m| m.forget_site_occupants(&peer));
                 }
             }
-            FromPeer::Skipped { peer } => self.resync_upstream(&peer),
+            FromPeer::Skipped { peer } => self.with_mirrors(|m| m.resync_upstream(&peer)),
         }
     }
 }

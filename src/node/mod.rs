@@ -2,7 +2,9 @@
 //! events into actions. It never reads a clock, touches a socket or a file:
 //! the time arrives with every call and all output is an [`Action`].
 
+mod checks;
 mod links;
+mod mirrors;
 mod rooms;
 mod routing;
 mod status;
@@ -11,11 +13,9 @@ use crate::c2s::output::Completion;
 use crate::c2s::{ClientOutput, FromClient};
 use crate::scram::Credentials;
 use crate::state::{Record, State};
-use crate::xml::Element;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 pub use crate::common::{ConnId, Now, NO_CONN};
@@ -157,10 +157,8 @@ pub struct Node {
     pub(crate) im: crate::im::Router,
     /// The MUC service: the rooms mastered here.
     pub(crate) muc: crate::muc::Service,
-    /// Who is in each mirrored room now, by room JID.
-    pub(crate) mirror_rooms: HashMap<String, crate::muc::LiveRoom>,
-    /// Replicas of mirrored rooms, by room JID.
-    pub(crate) mirrors: HashMap<String, crate::mirror::Mirror>,
+    /// The mirrors: rooms mastered elsewhere, replicated here.
+    pub(crate) mirrors: crate::mirror::Mirrors,
     /// The link machine: connections to other nodes, their queues' live
     /// side, dials and grace periods (its durable side is `state.links`).
     pub(crate) links: crate::link::Links,
@@ -168,25 +166,9 @@ pub struct Node {
     /// (a link down, a grace period over) waiting to be acted on.
     pub(crate) link_out: Vec<crate::link::LinkOutput>,
     pub(crate) link_notices: std::collections::VecDeque<crate::link::LinkOutput>,
-    /// When replicas restored at start that nobody rejoined are dropped, per
-    /// upstream (set while its link is up).
-    pub(crate) mirror_idle_due: std::collections::BTreeMap<String, u64>,
     rng: ChaCha20Rng,
     actions: Vec<Action>,
     pub(crate) now: Now,
-}
-
-/// Remove and return the peers whose deadline has come.
-fn take_due(deadlines: &mut std::collections::BTreeMap<String, u64>, now: u64) -> Vec<String> {
-    let due: Vec<String> = deadlines
-        .iter()
-        .filter(|(_, t)| **t <= now)
-        .map(|(p, _)| p.clone())
-        .collect();
-    for p in &due {
-        deadlines.remove(p);
-    }
-    due
 }
 
 impl Node {
@@ -213,18 +195,19 @@ impl Node {
         let mut muc_seed = [0u8; 32];
         rng.fill_bytes(&mut muc_seed);
         let muc = crate::muc::Service::new(cfg.clone(), muc_seed);
+        let mut mirrors_seed = [0u8; 32];
+        rng.fill_bytes(&mut mirrors_seed);
+        let mirrors = crate::mirror::Mirrors::new(cfg.clone(), mirrors_seed);
         let mut node = Node {
             cfg,
             state,
             clients,
             im,
             muc,
-            mirror_rooms: HashMap::new(),
-            mirrors: HashMap::new(),
+            mirrors,
             links,
             link_out: Vec::new(),
             link_notices: std::collections::VecDeque::new(),
-            mirror_idle_due: std::collections::BTreeMap::new(),
             rng,
             actions: Vec::new(),
             now: Now::default(),
@@ -238,9 +221,6 @@ impl Node {
         }
         node.with_muc(|m| m.drop_rooms_that_died_with_their_occupants());
         node.restore_mirrors();
-        for upstream in node.cfg.link.upstreams.clone() {
-            node.leave_for_dead_sessions(&upstream);
-        }
         node
     }
 
@@ -281,6 +261,7 @@ impl Node {
                 self.clients.reconfigure(self.cfg.clone());
                 self.im.reconfigure(self.cfg.clone());
                 self.muc.reconfigure(self.cfg.clone());
+                self.mirrors.reconfigure(self.cfg.clone());
             }
             Event::Shutdown => {
                 self.with_muc(|m| m.muc_shutdown());
@@ -294,7 +275,7 @@ impl Node {
     pub fn next_deadline(&self) -> Option<u64> {
         let timer = self.clients.poll_timeout();
         let links = self.links.poll_timeout();
-        let idle = self.mirror_idle_due.values().min().copied();
+        let idle = self.mirrors.poll_timeout();
         [timer, links, idle].into_iter().flatten().min()
     }
 
@@ -303,8 +284,8 @@ impl Node {
         self.clients.handle_timeout(now.mono_ms, &self.state);
         self.pump_clients();
         self.on_link_timeouts();
-        for upstream in take_due(&mut self.mirror_idle_due, now.mono_ms) {
-            self.drop_idle_mirrors(&upstream);
+        for upstream in self.mirrors.take_due(now.mono_ms) {
+            self.with_mirrors(|m| m.drop_idle_mirrors(&upstream));
         }
         self.pump_clients();
     }
@@ -342,18 +323,6 @@ impl Node {
         }
     }
 
-    /// Send live traffic to a client session (through its paced output:
-    /// see `c2s::output`).
-    pub(crate) fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
-        self.clients.send(conn, bytes);
-    }
-
-    /// Send a large delivery to a client session, paced by what it reads;
-    /// `done` is carried out once the bytes are written.
-    pub(crate) fn send_paced(&mut self, conn: ConnId, bytes: Vec<u8>, done: Option<Completion>) {
-        self.clients.send_paced(conn, bytes, done);
-    }
-
     /// The shell wrote `n` bytes of a session's output: carry out what was
     /// waiting for them, open the window, read input held meanwhile.
     fn on_written(&mut self, conn: ConnId, n: usize) {
@@ -383,10 +352,6 @@ impl Node {
         self.clients.accepts_input(conn)
     }
 
-    pub(crate) fn send_el(&mut self, conn: ConnId, el: &Element) {
-        self.clients.send_el(conn, el);
-    }
-
     pub(crate) fn push_action(&mut self, action: Action) {
         self.actions.push(action);
     }
@@ -395,12 +360,6 @@ impl Node {
     pub(crate) fn commit(&mut self, record: Record) {
         self.state.apply(&record);
         self.actions.push(Action::Persist(record));
-    }
-
-    pub(crate) fn random_id(&mut self) -> String {
-        let mut b = [0u8; 9];
-        self.rng.fill_bytes(&mut b);
-        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
     pub(crate) fn random_bytes(&mut self, out: &mut [u8]) {

@@ -7,7 +7,6 @@ use super::{Action, Node};
 use crate::common::ConnId;
 use crate::im::ImOutput;
 use crate::jid::Jid;
-use crate::stanza;
 use crate::xml::Element;
 
 impl Node {
@@ -96,30 +95,6 @@ impl Node {
                     ImOutput::LeaveRooms { conn } => self.leave_all_rooms(conn),
                 }
             }
-        }
-    }
-
-    // ---- lookups for the rooms' machines ------------------------------------
-
-    pub(crate) fn conn_of_full(&self, jid: &Jid) -> Option<ConnId> {
-        self.im.bound().conn_of_full(jid)
-    }
-
-    pub(crate) fn jid_of(&self, conn: ConnId) -> Option<&Jid> {
-        self.im.bound().jid_of(conn)
-    }
-
-    pub(crate) fn forget_joined_room(&mut self, session: &Jid, room: &crate::muc::RoomKey) {
-        self.im.bound_mut().forget_joined_room(session, room);
-    }
-
-    /// Answer `el` (from the session `conn`) with a stanza error.
-    pub(crate) fn bounce(&mut self, conn: ConnId, el: &Element, condition: &str) {
-        let from = el.get_attr("to").unwrap_or(&self.cfg.domain).to_string();
-        if let Some(reply) =
-            stanza::error_reply(el, condition, stanza::error_type_for(condition), &from)
-        {
-            self.send_el(conn, &reply);
         }
     }
 }

@@ -10,8 +10,8 @@ impl Node {
             .live_rooms()
             .iter()
             .map(|(room, live)| (format!("{room}@{service}"), None, live));
-        let mirrored = self.mirror_rooms.iter().map(|(jid, live)| {
-            let upstream = self.mirrors.get(jid).map(|m| m.upstream.clone());
+        let mirrored = self.mirrors.rooms().iter().map(|(jid, live)| {
+            let upstream = self.mirrors.mirrors().get(jid).map(|m| m.upstream.clone());
             (jid.clone(), upstream, live)
         });
         let mut rooms: Vec<RoomStatus> = mastered

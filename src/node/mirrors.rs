@@ -1,0 +1,103 @@
+//! The mirrors at the node: what reaches them (local users' stanzas for
+//! rooms mastered elsewhere, the masters' events, link notices, sessions
+//! leaving) and what they ask (deliveries, records, events for masters,
+//! the sessions' room lists).
+
+use super::{Action, Node};
+use crate::common::{ConnId, NO_CONN};
+use crate::jid::Jid;
+use crate::link::event::LinkEvent;
+use crate::mirror::MirrorOutput;
+use crate::muc::RoomKey;
+use crate::xml::Element;
+
+impl Node {
+    /// Run `f` on the mirrors, then carry out what they asked.
+    pub(crate) fn with_mirrors<R>(&mut self, f: impl FnOnce(&mut crate::mirror::Ctx) -> R) -> R {
+        let result = {
+            let mut ctx = self.mirrors.ctx(
+                &mut self.state.mirrors,
+                &self.state.links,
+                self.im.bound(),
+                &self.clients,
+                &self.links,
+                self.now,
+            );
+            f(&mut ctx)
+        };
+        self.drain_mirrors();
+        result
+    }
+
+    fn drain_mirrors(&mut self) {
+        loop {
+            let out = self.mirrors.take_output();
+            if out.is_empty() {
+                return;
+            }
+            for o in out {
+                match o {
+                    MirrorOutput::Send { conn, bytes } => self.clients.send(conn, bytes),
+                    MirrorOutput::Paced { conn, bytes } => {
+                        self.clients.send_paced(conn, bytes, None)
+                    }
+                    MirrorOutput::Route { to, el } => {
+                        self.route_message(NO_CONN, &el, &to);
+                    }
+                    MirrorOutput::Persist(record) => self.push_action(Action::Persist(*record)),
+                    MirrorOutput::ToMaster {
+                        upstream,
+                        event,
+                        transient: false,
+                    } => self.link_send(&upstream, &event),
+                    MirrorOutput::ToMaster {
+                        upstream, event, ..
+                    } => self.link_send_transient(&upstream, &event),
+                    MirrorOutput::Fanout { upstream, bytes } => {
+                        self.links.count_fanout(&upstream, bytes)
+                    }
+                    MirrorOutput::Joined { conn, key } => {
+                        if let Some(r) = self.im.bound_mut().resource_mut(conn) {
+                            r.rooms.insert(RoomKey::Mirrored(key));
+                        }
+                    }
+                    MirrorOutput::Left { session, key } => self
+                        .im
+                        .bound_mut()
+                        .forget_joined_room(&session, &RoomKey::Mirrored(key)),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn is_mirrored_service(&self, jid: &Jid) -> bool {
+        self.cfg.link.upstreams.iter().any(|u| u == jid.domain())
+    }
+
+    /// A local user's stanza to a room on an upstream MUC service.
+    pub(crate) fn on_mirror_stanza(&mut self, conn: ConnId, el: Element, to: Jid) {
+        self.with_mirrors(|m| m.on_mirror_stanza(conn, el, to));
+    }
+
+    /// An event from the master of rooms mirrored here.
+    pub(crate) fn on_upstream_event(&mut self, peer: &str, ev: LinkEvent) {
+        self.with_mirrors(|m| m.on_upstream_event(peer, ev));
+    }
+
+    pub(crate) fn mirror_leave(&mut self, key: &str, session: &Jid) {
+        self.with_mirrors(|m| m.mirror_leave(key, session));
+    }
+
+    /// At start: the replicas cached in the log come back (without
+    /// occupants), and sessions named in events still queued for a master
+    /// died with the previous run.
+    pub(crate) fn restore_mirrors(&mut self) {
+        let upstreams = self.cfg.link.upstreams.clone();
+        self.with_mirrors(|m| {
+            m.restore_mirrors();
+            for upstream in &upstreams {
+                m.leave_for_dead_sessions(upstream);
+            }
+        });
+    }
+}
