@@ -13,6 +13,7 @@ pub mod im;
 pub mod jid;
 pub mod link;
 pub mod mirror;
+pub mod model;
 pub mod muc;
 pub mod node;
 pub mod scram;

@@ -8,8 +8,9 @@
 #![allow(clippy::disallowed_methods)] // Test knobs come from the environment.
 
 use outpost::jid::Jid;
-use outpost::link::event::{LinkEvent, OccupantChange, OccupantInfo, DMUC};
-use outpost::muc::model::{Affiliation, Archived, RoomConfig, Subject};
+use outpost::link::event::DMUC;
+use outpost::model::event::{LinkEvent, OccupantChange, OccupantInfo};
+use outpost::model::room::{Affiliation, Archived, RoomConfig, Subject};
 use outpost::muc::Role;
 use outpost::node::{Event, NodeConfig};
 use outpost::sim::{Rng, SimNode};

@@ -3,7 +3,7 @@
 //! functions the node uses.
 #![allow(clippy::disallowed_methods)] // Reads the fixture's files.
 
-use outpost::muc::model::{Archived, RoomRecord};
+use outpost::model::room::{Archived, RoomRecord};
 use outpost::scram::Credentials;
 use outpost::shell::datadir::open_state;
 use outpost::state::{snapshot, Record, State};

@@ -4,7 +4,7 @@
 use super::Resource;
 use crate::common::ConnId;
 use crate::jid::Jid;
-use crate::muc::RoomKey;
+use crate::model::room::RoomKey;
 use std::collections::HashMap;
 
 #[derive(Default)]

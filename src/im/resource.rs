@@ -1,7 +1,7 @@
 //! What the router keeps of each bound session.
 
 use crate::jid::Jid;
-use crate::muc::RoomKey;
+use crate::model::room::RoomKey;
 use crate::xml::Element;
 use std::collections::BTreeSet;
 

@@ -5,11 +5,12 @@
 //! element at a time so the node applies each before the next is read.
 
 use super::conn::{parse_element, Incoming, LinkConn};
-use super::event::{LinkEvent, DMUC};
+use super::event::DMUC;
 use super::LinkStatus;
 use super::{LinkCounters, MAX_LINK_FRAME};
 use crate::common::ConnId;
 use crate::jid::Jid;
+use crate::model::event::LinkEvent;
 use crate::settings::LinkConfig;
 use crate::state::{apply_link, LinkStore, Queued, QueuedEvent, Record};
 use crate::xml::{ns, parse_header, Element, Limits};

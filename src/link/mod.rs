@@ -13,6 +13,7 @@ pub mod compress;
 mod conn;
 pub mod event;
 mod machine;
+mod queue;
 
 pub use machine::{FromPeer, LinkOutput, Links};
 

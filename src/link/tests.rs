@@ -1,9 +1,9 @@
 //! The link machine through its inputs and outputs: two machines, a site's
 //! and its master's, wired back to back with no node around them.
 
-use super::event::LinkEvent;
 use super::{FromPeer, LinkOutput, Links};
 use crate::common::ConnId;
+use crate::model::event::LinkEvent;
 use crate::settings::LinkConfig;
 use crate::state::{LinkStore, Record};
 use crate::xml::Limits;

@@ -10,18 +10,18 @@
 
 use crate::common::ConnId;
 use crate::jid::Jid;
-use crate::link::event::{LinkEvent, OccupantChange, OccupantInfo};
-use crate::muc::model::Affiliation;
-use crate::muc::{muc_ns as mns, Occupant};
+use crate::model::event::{LinkEvent, OccupantChange, OccupantInfo};
+use crate::model::room::Affiliation;
+use crate::muc::Occupant;
 use crate::stanza;
+use crate::xml::muc_ns as mns;
 use crate::xml::{escape, ns, Element, Node as XmlNode};
 use std::collections::HashSet;
 
-pub mod cache;
 mod render;
 mod service;
 
-use cache::MirrorRecord;
+use crate::model::replica::MirrorRecord;
 pub(crate) use service::Ctx;
 pub use service::{MirrorOutput, Mirrors};
 
@@ -52,7 +52,7 @@ pub struct Mirror {
     early_order: std::collections::VecDeque<String>,
     /// A resync was asked for; messages that arrive past a gap wait for it.
     resyncing: bool,
-    held: Vec<crate::muc::model::Archived>,
+    held: Vec<crate::model::room::Archived>,
 }
 
 impl Mirror {
@@ -355,7 +355,7 @@ impl Ctx<'_> {
                 let cached = self.replicas.get(&key).map(|c| c.last_seq);
                 // Back from a split: what local users missed, in the master's
                 // order, marked as delayed (their own messages they have seen).
-                let missed: Vec<crate::muc::model::Archived> = match cached {
+                let missed: Vec<crate::model::room::Archived> = match cached {
                     Some(last) => history
                         .iter()
                         .filter(|h| h.seq > last && !m.delivered_early.remove(&h.stanza_id))
@@ -429,7 +429,7 @@ impl Ctx<'_> {
     }
 
     /// Messages from a split, to every local session, with `<delay/>`.
-    fn deliver_missed(&mut self, key: &str, missed: &[crate::muc::model::Archived], gap: bool) {
+    fn deliver_missed(&mut self, key: &str, missed: &[crate::model::room::Archived], gap: bool) {
         let sessions = self.local_sessions(key);
         if gap {
             let notice = Element::new("message", ns::CLIENT)
@@ -726,7 +726,7 @@ impl Ctx<'_> {
 
     /// A room message in the master's order: into the replica, and to local
     /// users unless they already have it.
-    fn mirror_message(&mut self, key: &str, msg: crate::muc::model::Archived) {
+    fn mirror_message(&mut self, key: &str, msg: crate::model::room::Archived) {
         let (Some(m), Some(c)) = (self.mirrors.get_mut(key), self.replicas.get(key)) else {
             return;
         };

@@ -5,15 +5,15 @@
 //! read-only views of the bound sessions, client streams and links with
 //! each input, and carries out its outputs.
 
-use super::cache::{MirrorCache, MirrorRecord};
 use super::Mirror;
 use crate::c2s::output::Completion;
 use crate::c2s::Clients;
 use crate::common::{ConnId, Now};
 use crate::im::Bound;
 use crate::jid::Jid;
-use crate::link::event::LinkEvent;
 use crate::link::Links;
+use crate::model::event::LinkEvent;
+use crate::model::replica::{MirrorCache, MirrorRecord};
 use crate::muc::LiveRoom;
 use crate::settings::NodeConfig;
 use crate::stanza;
@@ -208,7 +208,7 @@ impl Ctx<'_> {
     /// this turn is sent.
     pub(super) fn commit(&mut self, record: Record) {
         if let Record::Mirror { key, change } = &record {
-            super::cache::apply(self.replicas, key, change);
+            crate::model::replica::apply(self.replicas, key, change);
         }
         self.out.push(MirrorOutput::Persist(Box::new(record)));
     }

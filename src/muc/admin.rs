@@ -2,13 +2,13 @@
 //! (`muc#owner`), affiliations and roles (`muc#admin`), kick and ban.
 
 use super::form::{self, DATA};
-use super::live::Role;
 use super::mns;
-use super::model::{Affiliation, RoomRecord};
 use super::Ctx;
 use super::Origin;
 use crate::jid::Jid;
-use crate::link::event::OccupantChange;
+use crate::model::event::OccupantChange;
+use crate::model::occupants::Role;
+use crate::model::room::{Affiliation, RoomRecord};
 use crate::stanza;
 use crate::xml::{ns, Element, Node as XmlNode};
 use std::collections::BTreeSet;

@@ -1,7 +1,7 @@
 //! XEP-0004 data forms for rooms: the owner's configuration form
 //! (`muc#roomconfig`) and the public room information (`muc#roominfo`).
 
-use super::model::RoomConfig;
+use crate::model::room::RoomConfig;
 use crate::xml::Element;
 
 pub const DATA: &str = "jabber:x:data";

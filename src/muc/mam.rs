@@ -2,11 +2,11 @@
 
 use super::form::DATA;
 use super::mns;
-use super::model::{Affiliation, Archived};
 use super::Ctx;
 use super::Origin;
 use super::RoomView;
 use crate::jid::Jid;
+use crate::model::room::{Affiliation, Archived};
 use crate::stanza;
 use crate::xml::{escape, ns, Element};
 

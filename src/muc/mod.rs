@@ -8,10 +8,7 @@
 
 mod admin;
 pub mod form;
-pub mod live;
 pub mod mam;
-pub mod model;
-pub mod muc_ns;
 mod service;
 mod sites;
 pub mod view;
@@ -19,7 +16,7 @@ pub mod view;
 pub(crate) use service::Ctx;
 pub use service::{MucOutput, Service};
 
-pub use live::{LiveRoom, Occupant, Role};
+pub use crate::model::occupants::{LiveRoom, Occupant, Role};
 pub use view::RoomView;
 
 /// Who sent a stanza to a room: a session here, or a user at a mirroring site.
@@ -38,13 +35,13 @@ pub enum Origin {
 
 use crate::common::ConnId;
 use crate::jid::Jid;
-use crate::link::event::{LinkEvent, OccupantChange};
+use crate::model::event::{LinkEvent, OccupantChange};
+use crate::model::room::{Affiliation, Archived, RoomRecord, RoomState, Rooms, Subject};
 use crate::stanza;
 use crate::xml::{escape, ns, Element, Node as XmlNode};
-use model::{Affiliation, Archived, RoomRecord, RoomState, Rooms, Subject};
 use std::collections::BTreeSet;
 
-use muc_ns as mns;
+use crate::xml::muc_ns as mns;
 
 /// What a joining client asked for in `<history/>`.
 #[derive(Default, Debug, Clone)]
@@ -1170,14 +1167,6 @@ impl Ctx<'_> {
             el: Box::new(el),
         });
     }
-}
-
-/// A room this node serves: one mastered here, by localpart, or the replica
-/// of one mastered elsewhere, by its JID.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RoomKey {
-    Mastered(String),
-    Mirrored(String),
 }
 
 /// The state of a mirrored room whose snapshot has not come yet.

@@ -3,15 +3,15 @@
 //! state (`Rooms`) and read-only views of the bound sessions, the client
 //! streams and the links with each input, and carries out its outputs.
 
-use super::live::LiveRoom;
-use super::model::{RoomRecord, Rooms};
 use crate::c2s::output::Completion;
 use crate::c2s::Clients;
 use crate::common::{ConnId, Now};
 use crate::im::Bound;
 use crate::jid::Jid;
-use crate::link::event::LinkEvent;
 use crate::link::Links;
+use crate::model::event::LinkEvent;
+use crate::model::occupants::LiveRoom;
+use crate::model::room::{RoomRecord, Rooms};
 use crate::settings::NodeConfig;
 use crate::state::Record;
 use crate::xml::{ns, Element};
@@ -147,7 +147,7 @@ impl Ctx<'_> {
     /// this turn is sent.
     pub(super) fn commit(&mut self, record: Record) {
         if let Record::Room { room, change } = &record {
-            super::model::apply(self.rooms, room, change);
+            crate::model::room::apply(self.rooms, room, change);
         }
         self.out.push(MucOutput::Persist(Box::new(record)));
     }

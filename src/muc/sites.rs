@@ -2,11 +2,11 @@
 //! enter rooms as `Origin::Remote`, and each room change goes once to each
 //! site that has occupants in the room (DMUC: one copy per site).
 
-use super::model::{Affiliation, Archived};
 use super::Ctx;
 use super::Origin;
 use crate::jid::Jid;
-use crate::link::event::{LinkEvent, OccupantChange, OccupantInfo};
+use crate::model::event::{LinkEvent, OccupantChange, OccupantInfo};
+use crate::model::room::{Affiliation, Archived};
 use crate::xml::{ns, Element};
 use std::collections::BTreeSet;
 
@@ -256,7 +256,7 @@ impl Ctx<'_> {
                         let join = Element::new("presence", ns::CLIENT)
                             .attr("from", from.to_string())
                             .attr("to", to.to_string())
-                            .child(Element::new("x", crate::muc::muc_ns::MUC));
+                            .child(Element::new("x", crate::xml::muc_ns::MUC));
                         self.on_muc_stanza(&origin, join, to);
                     }
                 }

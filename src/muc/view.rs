@@ -3,12 +3,12 @@
 //! state and who is in it. Pure: it decides what goes to whom, the caller
 //! sends it.
 
-use super::live::{LiveRoom, Role};
-use super::model::RoomState;
-use super::muc_ns as mns;
 use super::HistoryRequest;
 use crate::jid::Jid;
+use crate::model::occupants::{LiveRoom, Role};
+use crate::model::room::RoomState;
 use crate::stanza;
+use crate::xml::muc_ns as mns;
 use crate::xml::{escape, ns, Element};
 
 pub struct RoomView<'a> {
@@ -169,8 +169,8 @@ impl RoomView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::muc::live::Occupant;
-    use crate::muc::model::{Affiliation, Archived};
+    use crate::model::occupants::Occupant;
+    use crate::model::room::{Affiliation, Archived};
 
     fn room() -> (RoomState, LiveRoom) {
         let mut state = RoomState::new("alice@hq", vec![1; 16]);

@@ -5,8 +5,8 @@
 
 use super::{Action, ConnId, Node};
 use crate::jid::Jid;
-use crate::link::event::LinkEvent;
 use crate::link::{FromPeer, LinkOutput};
+use crate::model::event::LinkEvent;
 use crate::xml::Element;
 
 impl Node {

@@ -6,9 +6,9 @@
 use super::{Action, Node};
 use crate::common::{ConnId, NO_CONN};
 use crate::jid::Jid;
-use crate::link::event::LinkEvent;
 use crate::mirror::MirrorOutput;
-use crate::muc::RoomKey;
+use crate::model::event::LinkEvent;
+use crate::model::room::RoomKey;
 use crate::xml::Element;
 
 impl Node {

@@ -5,8 +5,9 @@
 use super::{Action, Node};
 use crate::common::{ConnId, NO_CONN};
 use crate::jid::Jid;
-use crate::link::event::LinkEvent;
-use crate::muc::{MucOutput, Origin, RoomKey};
+use crate::model::event::LinkEvent;
+use crate::model::room::RoomKey;
+use crate::muc::{MucOutput, Origin};
 use crate::xml::Element;
 
 impl Node {

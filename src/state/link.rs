@@ -3,7 +3,7 @@
 //! have been applied here.
 
 use super::Record;
-use crate::link::event::{LinkEvent, DMUC};
+use crate::model::event::LinkEvent;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -42,25 +42,6 @@ pub enum QueuedEvent {
     /// Queued by a release that kept the wire encoding (log format 1):
     /// sent as it is.
     Wire(String),
-}
-
-impl Queued {
-    /// The event as the link writes it (inside `<e>`).
-    pub fn to_wire(&self) -> String {
-        match &self.event {
-            QueuedEvent::Typed(ev) => ev.encode().to_xml(DMUC),
-            QueuedEvent::Wire(xml) => xml.clone(),
-        }
-    }
-
-    /// The event itself; one queued as wire XML is decoded with the MUC
-    /// service its rooms belong to (None if it does not decode).
-    pub fn event(&self, muc_service: &str) -> Option<LinkEvent> {
-        match &self.event {
-            QueuedEvent::Typed(ev) => Some(ev.as_ref().clone()),
-            QueuedEvent::Wire(xml) => LinkEvent::decode_wire(xml, muc_service).ok(),
-        }
-    }
 }
 
 /// Apply a link record (`LinkQueued`, `LinkOut`, `LinkAcked`, `LinkIn`) to
@@ -121,17 +102,6 @@ impl From<LegacyLinkState> for LinkState {
             unacked_bytes: unacked.iter().map(|q| q.bytes).sum(),
             unacked,
             last_in: old.last_in,
-        }
-    }
-}
-
-/// For tests that write what older releases wrote.
-impl From<LinkState> for LegacyLinkState {
-    fn from(l: LinkState) -> LegacyLinkState {
-        LegacyLinkState {
-            next_out: l.next_out,
-            unacked: l.unacked.iter().map(|q| (q.seq, q.to_wire())).collect(),
-            last_in: l.last_in,
         }
     }
 }

@@ -10,8 +10,8 @@ pub mod snapshot;
 
 pub use link::{apply_link, LinkState, LinkStore, Queued, QueuedEvent};
 
-use crate::mirror::cache::{MirrorCache, MirrorRecord};
-use crate::muc::model::{RoomRecord, RoomState};
+use crate::model::replica::{MirrorCache, MirrorRecord};
+use crate::model::room::{RoomRecord, RoomState};
 use crate::scram::Credentials;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -330,7 +330,7 @@ impl Record {
                 *s = fixed;
             }
         }
-        fn fix_archive<'a>(msgs: impl IntoIterator<Item = &'a mut crate::muc::model::Archived>) {
+        fn fix_archive<'a>(msgs: impl IntoIterator<Item = &'a mut crate::model::room::Archived>) {
             msgs.into_iter().for_each(|m| fix(&mut m.xml));
         }
         fn fix_state(s: &mut LegacyState) {
@@ -347,8 +347,8 @@ impl Record {
                 l.unacked.iter_mut().for_each(|(_, x)| fix(x));
             }
         }
-        use crate::mirror::cache::MirrorRecord;
-        use crate::muc::model::RoomRecord;
+        use crate::model::replica::MirrorRecord;
+        use crate::model::room::RoomRecord;
         use snapshot::SnapshotPart;
         match &mut self {
             Record::OfflinePush { xml, .. } | Record::LinkOut { xml, .. } => fix(xml),
@@ -519,14 +519,14 @@ impl State {
             | Record::OfflinePush { .. }
             | Record::OfflineDone { .. } => apply_account(&mut self.accounts, record),
             Record::Room { room, change } => {
-                crate::muc::model::apply(&mut self.rooms, room, change)
+                crate::model::room::apply(&mut self.rooms, room, change)
             }
             Record::LinkQueued { .. }
             | Record::LinkOut { .. }
             | Record::LinkAcked { .. }
             | Record::LinkIn { .. } => apply_link(&mut self.links, record),
             Record::Mirror { key, change } => {
-                crate::mirror::cache::apply(&mut self.mirrors, key, change)
+                crate::model::replica::apply(&mut self.mirrors, key, change)
             }
             Record::AdminPassword { creds } => self.admin = Some(creds.clone()),
             // Snapshots are assembled by `snapshot::Replay`, never committed.
@@ -619,7 +619,7 @@ mod tests {
     }
 
     fn typed_event(seq: u64) -> Queued {
-        let event = crate::link::event::LinkEvent::Resync {
+        let event = crate::model::event::LinkEvent::Resync {
             room: "ops".into(),
             last_seq: seq,
         };
@@ -662,7 +662,7 @@ mod tests {
             .collect();
         assert!(events
             .iter()
-            .all(|e| matches!(e, Some(crate::link::event::LinkEvent::Resync { .. }))));
+            .all(|e| matches!(e, Some(crate::model::event::LinkEvent::Resync { .. }))));
         state.apply(&Record::LinkAcked {
             peer: "hq".into(),
             upto: 1,

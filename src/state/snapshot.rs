@@ -10,8 +10,8 @@
 //! discarded, and the state from the segments before it stands.
 
 use super::{Account, LinkState, OfflineMessage, Queued, Record, RosterItem, State};
-use crate::mirror::cache::MirrorCache;
-use crate::muc::model::{Archived, RoomState};
+use crate::model::replica::MirrorCache;
+use crate::model::room::{Archived, RoomState};
 use crate::scram::Credentials;
 use crate::store::{Log, OpenError, RecordRef, Recovery, Storage};
 use serde::{Deserialize, Serialize};
@@ -435,7 +435,7 @@ pub fn open_log<S: Storage>(storage: S, salt: u64) -> Result<Opened<S>, OpenErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::muc::model::RoomRecord;
+    use crate::model::room::RoomRecord;
     use crate::store::MemStorage;
 
     fn archived(seq: u64, body: &str) -> Archived {
@@ -508,7 +508,7 @@ mod tests {
             });
         }
         for seq in scale as u64 + 1..=2 * scale as u64 {
-            let event = crate::link::event::LinkEvent::Message {
+            let event = crate::model::event::LinkEvent::Message {
                 room: "r".into(),
                 msg: archived(seq, body),
             };
@@ -529,11 +529,11 @@ mod tests {
         let history: Vec<Archived> = (1..=scale as u64).map(|m| archived(m, body)).collect();
         s.apply(&Record::Mirror {
             key: "r@conf.hq".into(),
-            change: Box::new(crate::mirror::cache::MirrorRecord::Synced {
+            change: Box::new(crate::model::replica::MirrorRecord::Synced {
                 upstream: "conf.hq".into(),
                 room: "r".into(),
                 config: Default::default(),
-                affiliations: vec![("a@x".into(), crate::muc::model::Affiliation::Owner)],
+                affiliations: vec![("a@x".into(), crate::model::room::Affiliation::Owner)],
                 subject: None,
                 history,
                 next_seq: scale as u64 + 1,

@@ -5,6 +5,8 @@ mod element;
 mod framer;
 mod parse;
 
+pub mod muc_ns;
+
 pub use element::{escape, escape_into, is_xml_char, repair, Element, Node};
 pub use framer::{Frame, FrameError, Framer, Limits, MAX_STANZA_BYTES_LIMIT};
 pub use parse::{parse_fragment, parse_header, parse_stanza, ParseError, StreamHeader};

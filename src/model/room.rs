@@ -225,3 +225,11 @@ pub fn apply(rooms: &mut Rooms, room: &str, record: &RoomRecord) {
         RoomRecord::Create { .. } | RoomRecord::Destroy => unreachable!("handled above"),
     }
 }
+
+/// A room this node serves: one mastered here, by localpart, or the replica
+/// of one mastered elsewhere, by its JID.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RoomKey {
+    Mastered(String),
+    Mirrored(String),
+}

@@ -3,7 +3,7 @@
 //! site, so that joins during a split are still admitted from cached state and
 //! the site's archive still answers.
 
-use crate::muc::model::{Affiliation, Archived, RoomConfig, RoomState, Subject};
+use crate::model::room::{Affiliation, Archived, RoomConfig, RoomState, Subject};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -1,0 +1,9 @@
+//! The data the machines share: rooms (durable and live), replicas of
+//! rooms mastered elsewhere, the events links carry, and the key that
+//! names a room either way. Data only: the machines that act on it are
+//! `muc`, `mirror` and `link`.
+
+pub mod event;
+pub mod occupants;
+pub mod replica;
+pub mod room;
