@@ -8,6 +8,8 @@ pub mod admin;
 pub mod admission;
 pub mod c2s;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod im;
 pub mod jid;
 pub mod link;
