@@ -50,7 +50,12 @@ fn nwf(e: impl std::fmt::Display) -> ParseError {
 
 fn resolved_ns(r: &ResolveResult) -> Result<String, ParseError> {
     match r {
-        ResolveResult::Bound(ns) => Ok(String::from_utf8_lossy(ns.as_ref()).into_owned()),
+        // quick-xml resolves to the declaration's raw bytes; the namespace
+        // name is the attribute's value, with its references replaced.
+        ResolveResult::Bound(ns) => {
+            let raw = String::from_utf8_lossy(ns.as_ref());
+            Ok(quick_xml::escape::unescape(&raw).map_err(nwf)?.into_owned())
+        }
         ResolveResult::Unbound => Ok(String::new()),
         ResolveResult::Unknown(p) => Err(ParseError::InvalidNamespace(format!(
             "undeclared prefix '{}'",
@@ -235,6 +240,24 @@ mod tests {
         let xml = el.to_xml("jabber:client");
         let again = parse_stanza(&h, xml.as_bytes()).unwrap();
         assert_eq!(el, again);
+    }
+
+    /// Found by fuzzing (framer target): the writer escapes the namespace,
+    /// so the parser must have unescaped it, or forwarding changes it.
+    #[test]
+    fn namespace_names_are_unescaped_and_survive_the_writer() {
+        let h = parse_header(HEADER.as_bytes()).unwrap();
+        let el = parse_stanza(&h, b"<z xmlns='\"'/>").unwrap();
+        assert_eq!(
+            parse_stanza(&h, el.to_xml("jabber:client").as_bytes()).unwrap(),
+            el
+        );
+        let el = parse_stanza(&h, b"<p:z xmlns:p='a&amp;b&#x27;'/>").unwrap();
+        assert_eq!(el.ns, "a&b'");
+        assert_eq!(
+            parse_stanza(&h, el.to_xml("jabber:client").as_bytes()).unwrap(),
+            el
+        );
     }
 
     #[test]
