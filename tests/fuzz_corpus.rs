@@ -70,6 +70,14 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         add("http", name, whole(req));
         add("http", &format!("{name}-split"), split(req));
     }
+    // A head ending just below the limit, read 3 bytes at a time.
+    let mut at_limit = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    at_limit.resize(outpost::admin::http::MAX_HEAD - 2, b'a');
+    add(
+        "http",
+        "head-at-limit",
+        [&[1u8, 3][..], &at_limit, b"\r\n\r\n"].concat(),
+    );
 
     for (name, mode, typed) in [
         ("trusted", 0b1111_1101u8, &b"help\rstatus\r\nconfig get c2s.listen\nuser add bob\rsecret\rsecret\r\x1b[Auser del bob\r"[..]),
