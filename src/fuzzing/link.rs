@@ -10,6 +10,7 @@ use crate::sim::{Network, Shape, SimNode};
 const HQ: &str = "hq.example";
 const SITE: &str = "site.example";
 const HQ_MUC: &str = "conference.hq.example";
+const ROOM: &str = "chat@conference.hq.example";
 
 fn master_config() -> NodeConfig {
     let mut c = NodeConfig::new(HQ);
@@ -41,15 +42,22 @@ fn link(data: &[u8], compressed: bool) {
         return;
     };
     let (sizes, payload) = split_plan(rest);
-    let (cfg, peer) = if mode & 1 == 1 {
+    let site = mode & 1 == 1;
+    let (cfg, peer) = if site {
         (site_config(), HQ_MUC)
     } else {
         (master_config(), SITE)
     };
     let domain = cfg.domain.clone();
     let mut node = SimNode::new(cfg, 7);
-    node.add_user("alice", "a");
     let conn = node.alloc_conn();
+    // As in the captured seeds: Alice is in the room on this node's side.
+    node.add_user("alice", "a");
+    let alice = node.login("alice", "a", if site { "tv" } else { "hq" });
+    if !site {
+        node.send(alice, &join("Boss"));
+        node.send(alice, &instant_room());
+    }
     node.event(Event::LinkUp {
         conn,
         peer: peer.into(),
@@ -59,7 +67,7 @@ fn link(data: &[u8], compressed: bool) {
         stream.push(b'Z');
     }
     stream.extend_from_slice(payload);
-    for piece in chunks(&stream, &sizes) {
+    for (i, piece) in chunks(&stream, &sizes).into_iter().enumerate() {
         if node.is_closed(conn) {
             break;
         }
@@ -67,6 +75,11 @@ fn link(data: &[u8], compressed: bool) {
             conn,
             bytes: piece.to_vec(),
         });
+        if site && i == 0 {
+            // A site takes joins once its master's hello is in: the seeds
+            // end their first piece there.
+            node.send(alice, &join("Alice"));
+        }
     }
     node.advance(1_000); // Acks and other timers fire.
     if mode & 2 == 2 && !node.is_closed(conn) {
@@ -74,6 +87,14 @@ fn link(data: &[u8], compressed: bool) {
         node.advance(1_000);
     }
     still_serves_local_users(&mut node, &domain);
+}
+
+fn join(nick: &str) -> String {
+    format!("<presence to='{ROOM}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+}
+
+fn instant_room() -> String {
+    format!("<iq type='set' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>")
 }
 
 fn still_serves_local_users(node: &mut SimNode, domain: &str) {
@@ -97,32 +118,39 @@ pub fn link_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut seeds = Vec::new();
     for (mode, name, chunks) in [(0u8, "to-master", &up), (1u8, "to-site", &down)] {
         let plain: Vec<u8> = chunks.concat();
-        seeds.push(("link_plain", name.to_string(), with_header(mode, &plain)));
-        // The same bytes delivered in 7-byte reads, and a dropped link after.
-        let mut split = vec![mode | 2, 1, 7];
-        split.extend_from_slice(&plain);
-        seeds.push(("link_plain", format!("{name}-split"), split));
-        // Compressed as a node does it: one stream, flushed per batch.
+        // First piece: up to the end of the hello (see `link`), then 255 bytes at a time.
+        let hello_end = find(&plain, b"/>").map_or(255, |i| (i + 2).min(255)) as u8;
+        let plan = [mode, 2, hello_end, 255];
+        seeds.push(("link_plain", name.to_string(), [&plan[..], &plain].concat()));
+        // 7-byte reads, and the link drops after the input.
+        let plan = [mode | 2, 1, 7];
+        seeds.push((
+            "link_plain",
+            format!("{name}-split"),
+            [&plan[..], &plain].concat(),
+        ));
+        // Compressed as a node does it: one stream, flushed per batch
+        // (the first batch holds the hello; +1 for the `Z`).
         let mut deflater = Deflater::new();
-        let packed: Vec<u8> = chunks.iter().flat_map(|c| deflater.compress(c)).collect();
+        let packed: Vec<Vec<u8>> = chunks.iter().map(|c| deflater.compress(c)).collect();
+        let first = packed.first().map_or(255, |p| (p.len() + 1).min(255)) as u8;
+        let plan = [mode, 2, first, 255];
         seeds.push((
             "link_compressed",
             name.to_string(),
-            with_header(mode, &packed),
+            [&plan[..], &packed.concat()].concat(),
         ));
     }
     seeds
 }
 
-fn with_header(mode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut input = vec![mode, 0];
-    input.extend_from_slice(payload);
-    input
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// What crossed a plain link (site to master, master to site), write by write.
 fn capture_link_traffic() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let room = format!("chat@{HQ_MUC}");
+    let room = ROOM;
     let mut hq = master_config();
     hq.link.compress = false;
     let mut site = site_config();
@@ -130,23 +158,23 @@ fn capture_link_traffic() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let mut net = Network::new();
     let (h, s) = (net.add_node(hq, 1), net.add_node(site, 2));
     net.add_link(s, h, Shape::default());
-    net.node(h).add_user("kevin", "k");
-    net.node(s).add_user("wayne", "w");
-    let kevin = net.node(h).login("kevin", "k", "hq");
-    let wayne = net.node(s).login("wayne", "w", "tv");
+    net.node(h).add_user("alice", "a");
+    net.node(s).add_user("alice", "a");
+    let boss = net.node(h).login("alice", "a", "hq");
+    let alice = net.node(s).login("alice", "a", "tv");
     net.advance(100);
     let steps: Vec<(usize, u64, String)> = vec![
-        (h, kevin, format!("<presence to='{room}/Kevin'><x xmlns='http://jabber.org/protocol/muc'/></presence>")),
-        (h, kevin, format!("<iq type='set' id='i' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>")),
-        (h, kevin, format!("<message to='{room}' type='groupchat'><subject>Ops</subject></message>")),
-        (s, wayne, format!("<presence to='{room}/Wayne'><x xmlns='http://jabber.org/protocol/muc'/></presence>")),
-        (s, wayne, format!("<message to='{room}' type='groupchat' id='m1'><body>hello</body></message>")),
-        (h, kevin, format!("<message to='{room}' type='groupchat' id='m2'><body>hi &amp; welcome</body></message>")),
-        (s, wayne, format!("<message to='{room}' type='groupchat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>")),
-        (s, wayne, format!("<message to='{room}/Kevin' type='chat' id='pm'><body>psst</body></message>")),
-        (s, wayne, format!("<presence to='{room}/Wayne'><show>away</show></presence>")),
-        (h, kevin, format!("<iq type='set' id='k' to='{room}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Wayne' role='moderator'/></query></iq>")),
-        (s, wayne, format!("<presence to='{room}/Wayne' type='unavailable'/>")),
+        (h, boss, join("Boss")),
+        (h, boss, instant_room()),
+        (h, boss, format!("<message to='{room}' type='groupchat'><subject>Ops</subject></message>")),
+        (s, alice, join("Alice")),
+        (s, alice, format!("<message to='{room}' type='groupchat' id='m1'><body>hello</body></message>")),
+        (h, boss, format!("<message to='{room}' type='groupchat' id='m2'><body>hi &amp; welcome</body></message>")),
+        (s, alice, format!("<message to='{room}' type='groupchat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>")),
+        (s, alice, format!("<message to='{room}/Boss' type='chat' id='pm'><body>psst</body></message>")),
+        (s, alice, format!("<presence to='{room}/Alice'><show>away</show></presence>")),
+        (h, boss, format!("<iq type='set' id='k' to='{room}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Alice' role='moderator'/></query></iq>")),
+        (s, alice, format!("<presence to='{room}/Alice' type='unavailable'/>")),
     ];
     for (node, conn, stanza) in steps {
         net.node(node).send(conn, &stanza);
@@ -156,7 +184,25 @@ fn capture_link_traffic() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let mut up = Vec::new();
     let mut down = Vec::new();
     for (to_master, text) in net.take_transcript(s) {
-        if to_master { &mut up } else { &mut down }.push(text.into_bytes());
+        if to_master { &mut up } else { &mut down }.push(without_acks(&text).into_bytes());
     }
     (up, down)
+}
+
+/// The text without acknowledgements of events: the fuzzed node has not
+/// sent the events the captured acks are for, and would close the link
+/// at the first one.
+fn without_acks(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("<a h='") {
+        out.push_str(&rest[..at]);
+        let ack_len = rest[at..].find("/>").map_or(rest.len() - at, |end| end + 2);
+        if &rest[at..at + ack_len] == "<a h='0'/>" {
+            out.push_str("<a h='0'/>");
+        }
+        rest = &rest[at + ack_len..];
+    }
+    out.push_str(rest);
+    out
 }
