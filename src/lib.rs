@@ -9,6 +9,8 @@ pub mod admission;
 pub mod c2s;
 pub mod common;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod im;
 pub mod jid;
 pub mod link;

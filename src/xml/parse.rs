@@ -62,7 +62,12 @@ fn checked(s: &str) -> Result<&str, ParseError> {
 
 fn resolved_ns(r: &ResolveResult) -> Result<String, ParseError> {
     match r {
-        ResolveResult::Bound(ns) => Ok(String::from_utf8_lossy(ns.as_ref()).into_owned()),
+        // quick-xml resolves to the declaration's raw bytes; the namespace
+        // name is the attribute's value, with its references replaced.
+        ResolveResult::Bound(ns) => {
+            let raw = String::from_utf8_lossy(ns.as_ref());
+            Ok(quick_xml::escape::unescape(&raw).map_err(nwf)?.into_owned())
+        }
         ResolveResult::Unbound => Ok(String::new()),
         ResolveResult::Unknown(p) => Err(ParseError::InvalidNamespace(format!(
             "undeclared prefix '{}'",
@@ -187,11 +192,37 @@ fn push_text(parent: &mut Element, s: &str) {
     }
 }
 
+/// A name as Namespaces in XML allows it: an optional prefix and a local
+/// part, each an XML name without ':'. quick-xml does not check names, and
+/// the writer copies them as they are, so a malformed name (`<xml://>`)
+/// would turn into malformed output for whoever the stanza is forwarded to.
+/// Non-ASCII letters are taken broadly (from U+00C0, as XML 1.0 5th ed.).
+fn is_qname(name: &[u8]) -> bool {
+    fn start(c: char) -> bool {
+        c.is_ascii_alphabetic() || c == '_' || (c >= '\u{c0}' && c != '\u{d7}' && c != '\u{f7}')
+    }
+    fn rest(c: char) -> bool {
+        start(c) || c.is_ascii_digit() || c == '-' || c == '.' || c == '\u{b7}'
+    }
+    let ncname = |part: &str| {
+        let mut chars = part.chars();
+        chars.next().is_some_and(start) && chars.all(rest)
+    };
+    match std::str::from_utf8(name).map(|n| n.split_once(':')) {
+        Ok(Some((prefix, local))) => ncname(prefix) && ncname(local),
+        Ok(None) => ncname(std::str::from_utf8(name).unwrap_or("")),
+        Err(_) => false,
+    }
+}
+
 fn element_from(
     reader: &NsReader<&[u8]>,
     ns: String,
     start: &BytesStart,
 ) -> Result<Element, ParseError> {
+    if !is_qname(start.name().as_ref()) {
+        return Err(nwf("invalid element name"));
+    }
     let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
     let mut attrs = Vec::new();
     for a in start.attributes() {
@@ -199,6 +230,9 @@ fn element_from(
         let key = a.key.as_ref();
         if key == b"xmlns" || key.starts_with(b"xmlns:") {
             continue;
+        }
+        if !is_qname(key) {
+            return Err(nwf("invalid attribute name"));
         }
         if let Some(prefix) = a.key.prefix() {
             if prefix.as_ref() != b"xml" {
@@ -250,6 +284,52 @@ mod tests {
         let xml = el.to_xml("jabber:client");
         let again = parse_stanza(&h, xml.as_bytes()).unwrap();
         assert_eq!(el, again);
+    }
+
+    /// Found by fuzzing (framer target): the writer escapes the namespace,
+    /// so the parser must have unescaped it, or forwarding changes it.
+    #[test]
+    fn namespace_names_are_unescaped_and_survive_the_writer() {
+        let h = parse_header(HEADER.as_bytes()).unwrap();
+        let el = parse_stanza(&h, b"<z xmlns='\"'/>").unwrap();
+        assert_eq!(
+            parse_stanza(&h, el.to_xml("jabber:client").as_bytes()).unwrap(),
+            el
+        );
+        let el = parse_stanza(&h, b"<p:z xmlns:p='a&amp;b&#x27;'/>").unwrap();
+        assert_eq!(el.ns, "a&b'");
+        assert_eq!(
+            parse_stanza(&h, el.to_xml("jabber:client").as_bytes()).unwrap(),
+            el
+        );
+    }
+
+    /// Found by fuzzing (framer target): the writer turned `<xml://>` into
+    /// `</ xmlns='…'/>`. Names that are not XML names are refused.
+    #[test]
+    fn malformed_names_are_not_well_formed() {
+        let h = parse_header(HEADER.as_bytes()).unwrap();
+        for bad in [
+            &b"<xml://>"[..],
+            b"<a\0b/>",
+            b"<a:b:c xmlns:a='u'/>",
+            b"<m x\0='1'/>",
+            b"<m 1a='1'/>",
+            b"<m a:='1'/>",
+        ] {
+            let err = parse_stanza(&h, bad).unwrap_err();
+            assert_eq!(err.condition(), "not-well-formed", "{bad:?}");
+        }
+        let el = parse_stanza(
+            &h,
+            "<é:ü-1.x xmlns:é='u' xml:lang='de' a_b='1'/>".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(el.name, "ü-1.x");
+        assert_eq!(
+            parse_stanza(&h, el.to_xml("jabber:client").as_bytes()).unwrap(),
+            el
+        );
     }
 
     #[test]
