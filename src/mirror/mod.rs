@@ -20,10 +20,12 @@ use std::collections::HashSet;
 
 mod render;
 mod service;
+#[cfg(test)]
+mod tests;
 
 use crate::model::replica::MirrorRecord;
 pub(crate) use service::Ctx;
-pub use service::{MirrorOutput, Mirrors};
+pub use service::{MirrorOutput, Mirrors, Replicas};
 
 /// A room message reaching local users later than this after the master
 /// stamped it is marked with `<delay/>`.

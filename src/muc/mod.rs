@@ -11,6 +11,8 @@ pub mod form;
 pub mod mam;
 mod service;
 mod sites;
+#[cfg(test)]
+mod tests;
 pub mod view;
 
 pub(crate) use service::Ctx;
