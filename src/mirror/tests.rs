@@ -95,7 +95,7 @@ impl Bench {
         self.ctx_run(|m| m.on_mirror_stanza(conn, el, to))
     }
 
-    fn from_master(&mut self, ev: LinkEvent) -> Vec<MirrorOutput> {
+    fn master_says(&mut self, ev: LinkEvent) -> Vec<MirrorOutput> {
         self.ctx_run(|m| m.on_upstream_event(HQ, ev))
     }
 }
@@ -146,7 +146,7 @@ fn a_join_goes_to_the_master_and_is_rendered_from_its_answer() {
         "nothing shown before the master answers"
     );
     // The master: the whole room, then the newcomer.
-    let out = b.from_master(LinkEvent::Snapshot {
+    let out = b.master_says(LinkEvent::Snapshot {
         room: "ops".into(),
         config: RoomConfig::default(),
         affiliations: vec![("kevin@hq.example".into(), Affiliation::Owner)],
@@ -160,7 +160,7 @@ fn a_join_goes_to_the_master_and_is_rendered_from_its_answer() {
         |o| matches!(o, MirrorOutput::Persist(r) if matches!(r.as_ref(), Record::Mirror { .. }))
     ));
     assert!(b.replicas.contains_key(ROOM), "the replica is kept");
-    let out = b.from_master(LinkEvent::Occupant {
+    let out = b.master_says(LinkEvent::Occupant {
         room: "ops".into(),
         info: info("Wayne", "wayne@site.example/tv"),
         change: OccupantChange::Joined,
@@ -194,7 +194,7 @@ fn a_local_message_is_shown_at_once_sent_up_and_not_shown_again_when_the_master_
     b.link_up();
     let wayne = b.local(1, "wayne@site.example/tv");
     b.stanza(1, &wayne, &join("Wayne"));
-    b.from_master(LinkEvent::Snapshot {
+    b.master_says(LinkEvent::Snapshot {
         room: "ops".into(),
         config: RoomConfig::default(),
         affiliations: vec![],
@@ -204,7 +204,7 @@ fn a_local_message_is_shown_at_once_sent_up_and_not_shown_again_when_the_master_
         next_seq: 1,
         gap: false,
     });
-    b.from_master(LinkEvent::Occupant {
+    b.master_says(LinkEvent::Occupant {
         room: "ops".into(),
         info: info("Wayne", "wayne@site.example/tv"),
         change: OccupantChange::Joined,
@@ -240,7 +240,7 @@ fn a_local_message_is_shown_at_once_sent_up_and_not_shown_again_when_the_master_
             xml,
         },
     };
-    let out = b.from_master(echo);
+    let out = b.master_says(echo);
     assert_eq!(sent_to(&out, 1), "", "not delivered twice");
     assert_eq!(
         b.replicas[ROOM].state.archive.len(),
