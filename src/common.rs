@@ -14,3 +14,91 @@ pub struct Now {
     /// Wall-clock Unix milliseconds, for timestamps users see.
     pub unix_ms: u64,
 }
+
+/// A linked node as the links know it: a site's domain, or the MUC service
+/// of an upstream whose rooms are mirrored here. Stored as its string.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct PeerId(String);
+
+impl PeerId {
+    pub fn new(name: impl Into<String>) -> PeerId {
+        PeerId(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for PeerId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Maps keyed by peer are looked up by name too.
+impl std::borrow::Borrow<str> for PeerId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Remove and return the keys whose deadline has come.
+pub fn take_due<K: Ord + Clone>(
+    deadlines: &mut std::collections::BTreeMap<K, u64>,
+    now: u64,
+) -> Vec<K> {
+    let due: Vec<K> = deadlines
+        .iter()
+        .filter(|(_, t)| **t <= now)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in &due {
+        deadlines.remove(k);
+    }
+    due
+}
+
+impl From<&str> for PeerId {
+    fn from(name: &str) -> PeerId {
+        PeerId::new(name)
+    }
+}
+
+impl From<String> for PeerId {
+    fn from(name: String) -> PeerId {
+        PeerId(name)
+    }
+}
+
+/// A peer is its name: compared with a domain or a service as it is.
+impl PartialEq<PeerId> for str {
+    fn eq(&self, other: &PeerId) -> bool {
+        self == other.0
+    }
+}
+
+impl PartialEq<str> for PeerId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}

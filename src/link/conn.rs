@@ -4,6 +4,7 @@
 //! machine interprets it, one element at a time.
 
 use super::compress;
+use crate::common::PeerId;
 use crate::xml::{Element, Frame, Framer, Limits, StreamHeader};
 use std::collections::VecDeque;
 
@@ -22,7 +23,7 @@ pub(crate) enum Incoming {
 }
 
 pub struct LinkConn {
-    pub peer: String,
+    pub peer: PeerId,
     framer: Framer,
     pub(crate) header: Option<StreamHeader>,
     /// The peer's `<hello/>` has arrived: events flow.
@@ -56,9 +57,9 @@ pub struct LinkConn {
 }
 
 impl LinkConn {
-    pub(crate) fn new(peer: &str, limits: Limits, now: u64, timing: (u64, u64)) -> LinkConn {
+    pub(crate) fn new(peer: &PeerId, limits: Limits, now: u64, timing: (u64, u64)) -> LinkConn {
         LinkConn {
-            peer: peer.to_string(),
+            peer: peer.clone(),
             framer: Framer::new(limits),
             header: None,
             established: false,

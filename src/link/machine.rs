@@ -8,7 +8,7 @@ use super::conn::{parse_element, Incoming, LinkConn};
 use super::event::DMUC;
 use super::LinkStatus;
 use super::{LinkCounters, MAX_LINK_FRAME};
-use crate::common::ConnId;
+use crate::common::{take_due, ConnId, PeerId};
 use crate::jid::Jid;
 use crate::model::event::LinkEvent;
 use crate::settings::LinkConfig;
@@ -33,17 +33,17 @@ pub enum LinkOutput {
         conn: ConnId,
     },
     Dial {
-        peer: String,
+        peer: PeerId,
     },
     Persist(Box<Record>),
     /// The connection serving `peer` is gone.
     Down {
-        peer: String,
+        peer: PeerId,
     },
     /// `peer`'s link stayed down past the grace period: its occupants are
     /// to be shown as gone.
     GraceExpired {
-        peer: String,
+        peer: PeerId,
     },
 }
 
@@ -54,13 +54,13 @@ pub enum FromPeer {
     /// `applied` once applied (it is then recorded and acknowledged); one
     /// that could not be decoded is confirmed too (refused, not retried).
     Event {
-        peer: String,
+        peer: PeerId,
         seq: Option<u64>,
         event: Box<Result<LinkEvent, String>>,
     },
     /// The peer said hello on a new connection.
     Hello {
-        peer: String,
+        peer: PeerId,
         /// The peer restarted since we last heard from it (a new epoch).
         restarted: bool,
         /// It asks us to announce our occupants again.
@@ -69,7 +69,7 @@ pub enum FromPeer {
         was_detached: bool,
     },
     /// The peer dropped events we never got: resynchronise.
-    Skipped { peer: String },
+    Skipped { peer: PeerId },
 }
 
 pub struct Links {
@@ -82,18 +82,18 @@ pub struct Links {
     /// its live state (who is in which room) and must re-announce.
     epoch: String,
     conns: HashMap<ConnId, LinkConn>,
-    of_peer: HashMap<String, ConnId>,
+    of_peer: HashMap<PeerId, ConnId>,
     /// When each upstream is to be dialed next, and its current backoff.
-    dial_due: BTreeMap<String, u64>,
-    dial_backoff: HashMap<String, u64>,
-    traffic: HashMap<String, LinkCounters>,
+    dial_due: BTreeMap<PeerId, u64>,
+    dial_backoff: HashMap<PeerId, u64>,
+    traffic: HashMap<PeerId, LinkCounters>,
     /// The epoch each peer announced last.
-    peer_epochs: HashMap<String, String>,
+    peer_epochs: HashMap<PeerId, String>,
     /// When the grace period of a peer whose link is down runs out.
-    grace_due: BTreeMap<String, u64>,
+    grace_due: BTreeMap<PeerId, u64>,
     /// Peers whose occupants we showed as gone (the grace period ran out);
     /// cleared once the other side has resynchronised.
-    detached: BTreeSet<String>,
+    detached: BTreeSet<PeerId>,
     timers: BinaryHeap<Reverse<(u64, ConnId)>>,
     limits: Limits,
     /// For the redial jitter (seeded by the node: deterministic in tests).
@@ -109,7 +109,11 @@ impl Links {
         epoch: String,
         seed: [u8; 32],
     ) -> Links {
-        let dial_due = cfg.upstreams.iter().map(|u| (u.clone(), 0)).collect();
+        let dial_due = cfg
+            .upstreams
+            .iter()
+            .map(|u| (PeerId::new(u.clone()), 0))
+            .collect();
         Links {
             cfg,
             domain: domain.to_string(),
@@ -144,8 +148,8 @@ impl Links {
 
     /// The peer that serves `domain`, if any: a site whose users these
     /// are, or the upstream whose MUC service this is.
-    pub fn peer_for_domain(&self, domain: &str) -> Option<String> {
-        (self.is_site(domain) || self.is_upstream(domain)).then(|| domain.to_string())
+    pub fn peer_for_domain(&self, domain: &str) -> Option<PeerId> {
+        (self.is_site(domain) || self.is_upstream(domain)).then(|| PeerId::new(domain))
     }
 
     pub fn is_link(&self, conn: ConnId) -> bool {
@@ -166,16 +170,13 @@ impl Links {
     }
 
     /// `peer` resynchronised: its occupants are shown again.
-    pub fn reattached(&mut self, peer: &str) {
+    pub fn reattached(&mut self, peer: &PeerId) {
         self.detached.remove(peer);
     }
 
     /// Bytes a site's mirrors delivered to local sessions from `peer`'s rooms.
-    pub fn count_fanout(&mut self, peer: &str, bytes: usize) {
-        self.traffic
-            .entry(peer.to_string())
-            .or_default()
-            .fanout_bytes += bytes as u64;
+    pub fn count_fanout(&mut self, peer: &PeerId, bytes: usize) {
+        self.traffic.entry(peer.clone()).or_default().fanout_bytes += bytes as u64;
     }
 
     /// Whether the node should read `conn` on (not while compressed input
@@ -202,7 +203,7 @@ impl Links {
         &mut self,
         now: u64,
         conn: ConnId,
-        peer: String,
+        peer: PeerId,
         store: &LinkStore,
         out: &mut Vec<LinkOutput>,
     ) {
@@ -277,21 +278,21 @@ impl Links {
     }
 
     /// Dialing `peer` failed: try again later.
-    pub fn dial_failed(&mut self, now: u64, peer: &str) {
+    pub fn dial_failed(&mut self, now: u64, peer: &PeerId) {
         self.schedule_dial(peer, now);
     }
 
     /// Dial again later: doubling backoff with ±25 % jitter.
-    fn schedule_dial(&mut self, peer: &str, now: u64) {
+    fn schedule_dial(&mut self, peer: &PeerId, now: u64) {
         let (min, max) = (self.cfg.backoff_min_ms, self.cfg.backoff_max_ms);
         let backoff = self
             .dial_backoff
             .get(peer)
             .map_or(min, |b| (b * 2).min(max));
-        self.dial_backoff.insert(peer.to_string(), backoff);
+        self.dial_backoff.insert(peer.clone(), backoff);
         let jitter = self.rng.next_u64() % (backoff / 2 + 1);
         self.dial_due
-            .insert(peer.to_string(), now + backoff - backoff / 4 + jitter);
+            .insert(peer.clone(), now + backoff - backoff / 4 + jitter);
     }
 
     fn close(&mut self, now: u64, conn: ConnId, out: &mut Vec<LinkOutput>) {
@@ -370,8 +371,9 @@ impl Links {
             Incoming::Close => self.close(now, conn, out),
             Incoming::Header(raw) => match parse_header(&raw) {
                 Ok(h) if h.ns == ns::STREAMS && h.default_ns == DMUC => {
+                    let is_site = self.is_site(&self.conns.get(&conn)?.peer);
                     let l = self.conns.get_mut(&conn)?;
-                    if self.cfg.peers.contains(&l.peer) && h.attr("from") != Some(l.peer.as_str()) {
+                    if is_site && h.attr("from") != Some(l.peer.as_str()) {
                         let what =
                             format!("stream from {:?} on the link of {}", h.attr("from"), l.peer);
                         self.protocol_error(now, conn, &what, out);
@@ -565,13 +567,13 @@ impl Links {
     pub fn applied(
         &mut self,
         now: u64,
-        peer: &str,
+        peer: &PeerId,
         seq: u64,
         store: &mut LinkStore,
         out: &mut Vec<LinkOutput>,
     ) {
         let record = Record::LinkIn {
-            peer: peer.to_string(),
+            peer: peer.clone(),
             seq,
         };
         Self::commit(store, out, record);
@@ -582,7 +584,7 @@ impl Links {
 
     /// The event inside `<e>` or `<t>`, decoded with the MUC service its
     /// rooms belong to (None: the wrapper is empty).
-    fn wrapped_event(&self, peer: &str, el: &Element) -> Option<Result<LinkEvent, String>> {
+    fn wrapped_event(&self, peer: &PeerId, el: &Element) -> Option<Result<LinkEvent, String>> {
         let payload = el.elements().next()?;
         let service = if self.is_upstream(peer) {
             peer
@@ -594,7 +596,7 @@ impl Links {
 
     fn acknowledged(
         &mut self,
-        peer: &str,
+        peer: &PeerId,
         upto: u64,
         store: &mut LinkStore,
         out: &mut Vec<LinkOutput>,
@@ -605,7 +607,7 @@ impl Links {
             .is_some_and(|q| q.seq <= upto);
         if pending {
             let record = Record::LinkAcked {
-                peer: peer.to_string(),
+                peer: peer.clone(),
                 upto,
             };
             Self::commit(store, out, record);
@@ -649,7 +651,7 @@ impl Links {
     pub fn send(
         &mut self,
         now: u64,
-        peer: &str,
+        peer: &PeerId,
         ev: &LinkEvent,
         store: &mut LinkStore,
         out: &mut Vec<LinkOutput>,
@@ -659,7 +661,7 @@ impl Links {
         if let Some(upto) = self.oldest_to_drop(peer, xml.len() as u64, store) {
             log::warn!("link {peer}: too much unacknowledged; dropping events up to {upto}");
             let record = Record::LinkAcked {
-                peer: peer.to_string(),
+                peer: peer.clone(),
                 upto,
             };
             Self::commit(store, out, record);
@@ -670,7 +672,7 @@ impl Links {
             event: QueuedEvent::Typed(Box::new(ev.clone())),
         };
         let record = Record::LinkQueued {
-            peer: peer.to_string(),
+            peer: peer.clone(),
             queued: Box::new(queued),
         };
         Self::commit(store, out, record);
@@ -685,7 +687,7 @@ impl Links {
     /// and bytes), the oldest events go to make room for one of `bytes`:
     /// the last sequence number to drop, if any. The peer hears of the gap
     /// (`<skip/>`) and resynchronises.
-    fn oldest_to_drop(&self, peer: &str, bytes: u64, store: &LinkStore) -> Option<u64> {
+    fn oldest_to_drop(&self, peer: &PeerId, bytes: u64, store: &LinkStore) -> Option<u64> {
         let l = store.get(peer)?;
         let (mut count, mut total) = (l.unacked.len(), l.unacked_bytes);
         let mut upto = None;
@@ -703,7 +705,7 @@ impl Links {
     /// Send an event now if the link is up, unnumbered (`<t>`): never queued,
     /// never resent, lost with the connection. For what is only worth
     /// having at once (chat states).
-    pub fn send_transient(&mut self, now: u64, peer: &str, ev: &LinkEvent) {
+    pub fn send_transient(&mut self, now: u64, peer: &PeerId, ev: &LinkEvent) {
         if let Some(&conn) = self.of_peer.get(peer) {
             if self.conns[&conn].is_established() {
                 let xml = ev.encode().to_xml(DMUC);
@@ -830,12 +832,12 @@ impl Links {
     // ---- status -------------------------------------------------------------
 
     pub fn status(&self, store: &LinkStore) -> Vec<LinkStatus> {
-        let mut peers: Vec<String> = self
+        let mut peers: Vec<PeerId> = self
             .cfg
             .upstreams
             .iter()
             .chain(&self.cfg.peers)
-            .cloned()
+            .map(PeerId::new)
             .collect();
         peers.sort();
         peers
@@ -851,22 +853,9 @@ impl Links {
                     saved_bytes: traffic.fanout_bytes.saturating_sub(traffic.bytes_in),
                     unacked: state.map_or(0, |s| s.unacked.len()),
                     last_in: state.map_or(0, |s| s.last_in),
-                    peer,
+                    peer: peer.to_string(),
                 }
             })
             .collect()
     }
-}
-
-/// Remove and return the peers whose deadline has come.
-fn take_due(deadlines: &mut BTreeMap<String, u64>, now: u64) -> Vec<String> {
-    let due: Vec<String> = deadlines
-        .iter()
-        .filter(|(_, t)| **t <= now)
-        .map(|(p, _)| p.clone())
-        .collect();
-    for p in &due {
-        deadlines.remove(p);
-    }
-    due
 }

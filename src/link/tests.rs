@@ -149,7 +149,7 @@ impl Pair {
         let now = self.now;
         let site = &mut self.site;
         site.links
-            .send(now, HQ, &ev, &mut site.store, &mut site.out);
+            .send(now, &HQ.into(), &ev, &mut site.store, &mut site.out);
     }
 }
 

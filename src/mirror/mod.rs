@@ -8,7 +8,7 @@
 //! delivered locally at once with a stanza-id minted here, and submitted to
 //! the master, which keeps that id and gives the message its place in order.
 
-use crate::common::ConnId;
+use crate::common::{ConnId, PeerId};
 use crate::jid::Jid;
 use crate::model::event::{LinkEvent, OccupantChange, OccupantInfo};
 use crate::model::room::Affiliation;
@@ -41,7 +41,7 @@ const MAX_HELD: usize = 10_000;
 /// has arrived.
 pub struct Mirror {
     /// The upstream MUC service (the link's peer key).
-    pub upstream: String,
+    pub upstream: PeerId,
     /// The room's localpart at the master.
     pub room: String,
     /// Local sessions whose join awaits the master's answer, with the history they asked for.
@@ -64,9 +64,9 @@ impl Mirror {
         self.pending.len() + self.held.len() + self.delivered_early.len()
     }
 
-    fn new(upstream: &str, room: &str) -> Mirror {
+    fn new(upstream: &PeerId, room: &str) -> Mirror {
         Mirror {
-            upstream: upstream.to_string(),
+            upstream: upstream.clone(),
             room: room.to_string(),
             pending: Vec::new(),
             delivered_early: HashSet::new(),
@@ -83,7 +83,7 @@ impl Ctx<'_> {
         let Some(me) = self.bound.jid_of(conn).cloned() else {
             return;
         };
-        let upstream = to.domain().to_string();
+        let upstream = PeerId::new(to.domain());
         let Some(room) = to.local().map(str::to_string) else {
             return self.relay_up(&upstream, &me, &to, el); // The service itself (disco…).
         };
@@ -152,7 +152,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn relay_up(&mut self, upstream: &str, from: &Jid, to: &Jid, el: Element) {
+    fn relay_up(&mut self, upstream: &PeerId, from: &Jid, to: &Jid, el: Element) {
         let stanza = strip_addressing(&el);
         self.link_send(
             upstream,
@@ -167,7 +167,7 @@ impl Ctx<'_> {
     fn mirror_join(
         &mut self,
         conn: ConnId,
-        upstream: &str,
+        upstream: &PeerId,
         room: &str,
         key: &str,
         nick: &str,
@@ -274,7 +274,7 @@ impl Ctx<'_> {
 
     /// A chat state from the master's room: to the local sessions, as the
     /// room shows it (nothing is kept).
-    fn mirror_transient(&mut self, upstream: &str, ev: LinkEvent) {
+    fn mirror_transient(&mut self, upstream: &PeerId, ev: LinkEvent) {
         let LinkEvent::Groupchat {
             room,
             nick,
@@ -336,7 +336,7 @@ impl Ctx<'_> {
     }
 
     /// An event from the master of rooms we mirror.
-    pub(crate) fn on_upstream_event(&mut self, peer: &str, ev: LinkEvent) {
+    pub(crate) fn on_upstream_event(&mut self, peer: &PeerId, ev: LinkEvent) {
         match ev {
             LinkEvent::Relay { from, to, stanza } => self.relay_down(peer, from, to, stanza),
             LinkEvent::Snapshot {
@@ -371,7 +371,7 @@ impl Ctx<'_> {
                 self.commit(crate::state::Record::Mirror {
                     key: key.clone(),
                     change: Box::new(MirrorRecord::Synced {
-                        upstream: peer.to_string(),
+                        upstream: peer.clone(),
                         room,
                         config,
                         affiliations,
@@ -585,7 +585,7 @@ impl Ctx<'_> {
     /// At start: the replicas cached in the log, without occupants until
     /// local users join again (during a split, from the cache).
     pub(crate) fn restore_mirrors(&mut self) {
-        let cached: Vec<(String, String, String)> = self
+        let cached: Vec<(String, PeerId, String)> = self
             .replicas
             .iter()
             .map(|(k, c)| (k.clone(), c.upstream.clone(), c.room.clone()))
@@ -604,35 +604,35 @@ impl Ctx<'_> {
 
     /// The link to `upstream` is up: a replica nobody here has rejoined since
     /// the restart goes after the grace period.
-    pub(crate) fn schedule_idle_mirror_drop(&mut self, upstream: &str) {
+    pub(crate) fn schedule_idle_mirror_drop(&mut self, upstream: &PeerId) {
         let idle = self
             .mirrors_of(upstream)
             .iter()
             .any(|k| self.local_sessions(k).is_empty());
         if idle {
             let due = self.now.mono_ms + self.cfg.link.grace_ms;
-            self.idle_due.insert(upstream.to_string(), due);
+            self.idle_due.insert(upstream.clone(), due);
         }
     }
 
-    pub(crate) fn drop_idle_mirrors(&mut self, upstream: &str) {
+    pub(crate) fn drop_idle_mirrors(&mut self, upstream: &PeerId) {
         for key in self.mirrors_of(upstream) {
             self.maybe_drop_mirror(&key);
         }
     }
 
     /// Keys of the rooms mirrored here from `upstream`.
-    fn mirrors_of(&self, upstream: &str) -> Vec<String> {
+    fn mirrors_of(&self, upstream: &PeerId) -> Vec<String> {
         self.mirrors
             .iter()
-            .filter(|(_, m)| m.upstream == upstream)
+            .filter(|(_, m)| m.upstream == *upstream)
             .map(|(k, _)| k.clone())
             .collect()
     }
 
     /// The master has been out of reach past the grace period: its occupants
     /// (everyone not at this site) are shown leaving with status 333.
-    pub(crate) fn mirror_detach(&mut self, upstream: &str) {
+    pub(crate) fn mirror_detach(&mut self, upstream: &PeerId) {
         let local_domain = self.cfg.domain.clone();
         let keys = self.mirrors_of(upstream);
         for key in keys {
@@ -650,13 +650,13 @@ impl Ctx<'_> {
 
     /// Back from a split or a master restart: announce our occupants, then
     /// ask for everything after the last event applied here.
-    pub(crate) fn resync_upstream(&mut self, upstream: &str) {
+    pub(crate) fn resync_upstream(&mut self, upstream: &PeerId) {
         self.reannounce_occupants(upstream);
         let mut rooms = Vec::new();
         for (key, m) in self
             .mirrors
             .iter_mut()
-            .filter(|(_, m)| m.upstream == upstream)
+            .filter(|(_, m)| m.upstream == *upstream)
         {
             if let Some(c) = self.replicas.get(key) {
                 m.resyncing = true;
@@ -671,7 +671,7 @@ impl Ctx<'_> {
     /// At start: every session named in events still queued for `upstream`
     /// died with the previous run. Their events still go (messages are not
     /// lost), followed by a leave, so the master keeps no ghost occupant.
-    pub(crate) fn leave_for_dead_sessions(&mut self, upstream: &str) {
+    pub(crate) fn leave_for_dead_sessions(&mut self, upstream: &PeerId) {
         let Some(queue) = self.link_queues.get(upstream) else {
             return;
         };
@@ -700,7 +700,7 @@ impl Ctx<'_> {
     }
 
     /// After the master restarted: tell it again who is in its rooms from here.
-    pub(crate) fn reannounce_occupants(&mut self, upstream: &str) {
+    pub(crate) fn reannounce_occupants(&mut self, upstream: &PeerId) {
         let keys = self.mirrors_of(upstream);
         for key in keys {
             let room = self.mirrors[&key].room.clone();
@@ -1055,7 +1055,7 @@ impl Ctx<'_> {
     }
 
     /// A stanza from the master's side for one of our users.
-    fn relay_down(&mut self, peer: &str, from: Jid, to: Jid, mut stanza: Element) {
+    fn relay_down(&mut self, peer: &PeerId, from: Jid, to: Jid, mut stanza: Element) {
         if to.domain() != self.cfg.domain || from.domain() != peer {
             return log::warn!("link {peer}: refused a relay from {from} to {to}");
         }
@@ -1157,11 +1157,11 @@ impl Ctx<'_> {
         self.maybe_drop_mirror(key);
     }
 
-    fn link_is_up(&self, upstream: &str) -> bool {
+    fn link_is_up(&self, upstream: &PeerId) -> bool {
         self.links.is_up(upstream)
     }
 
-    fn master_unreachable(&mut self, conn: ConnId, el: &Element, upstream: &str) {
+    fn master_unreachable(&mut self, conn: ConnId, el: &Element, upstream: &PeerId) {
         let Some(mut reply) = stanza::error_reply(
             el,
             "remote-server-timeout",

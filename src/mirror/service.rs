@@ -8,7 +8,7 @@
 use super::Mirror;
 use crate::c2s::output::Completion;
 use crate::c2s::Clients;
-use crate::common::{ConnId, Now};
+use crate::common::{ConnId, Now, PeerId};
 use crate::im::Bound;
 use crate::jid::Jid;
 use crate::link::Links;
@@ -49,13 +49,13 @@ pub enum MirrorOutput {
     Persist(Box<Record>),
     /// An event for the master; a transient one is never queued.
     ToMaster {
-        upstream: String,
+        upstream: PeerId,
         event: Box<LinkEvent>,
         transient: bool,
     },
     /// Bytes delivered locally from `upstream`'s rooms (the link's savings).
     Fanout {
-        upstream: String,
+        upstream: PeerId,
         bytes: usize,
     },
     /// The local session `conn` joined the mirrored room `key`, and
@@ -78,7 +78,7 @@ pub struct Mirrors {
     rooms: HashMap<String, LiveRoom>,
     /// When replicas restored at start that nobody rejoined are dropped, per
     /// upstream (set while its link is up).
-    idle_due: BTreeMap<String, u64>,
+    idle_due: BTreeMap<PeerId, u64>,
     rng: ChaCha20Rng,
     out: Vec<MirrorOutput>,
 }
@@ -88,7 +88,7 @@ pub(crate) struct Ctx<'a> {
     pub(super) cfg: &'a NodeConfig,
     pub(super) mirrors: &'a mut HashMap<String, Mirror>,
     pub(super) mirror_rooms: &'a mut HashMap<String, LiveRoom>,
-    pub(super) idle_due: &'a mut BTreeMap<String, u64>,
+    pub(super) idle_due: &'a mut BTreeMap<PeerId, u64>,
     rng: &'a mut ChaCha20Rng,
     pub(super) out: &'a mut Vec<MirrorOutput>,
     pub(super) replicas: &'a mut Replicas,
@@ -135,22 +135,13 @@ impl Mirrors {
     }
 
     /// Upstreams whose idle replicas are due to go at `now`.
-    pub fn take_due(&mut self, now: u64) -> Vec<String> {
-        let due: Vec<String> = self
-            .idle_due
-            .iter()
-            .filter(|(_, t)| **t <= now)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in &due {
-            self.idle_due.remove(p);
-        }
-        due
+    pub fn take_due(&mut self, now: u64) -> Vec<PeerId> {
+        crate::common::take_due(&mut self.idle_due, now)
     }
 
     /// The link to `upstream` went down: nothing is dropped for idleness
     /// while it is.
-    pub fn link_down(&mut self, upstream: &str) {
+    pub fn link_down(&mut self, upstream: &PeerId) {
         self.idle_due.remove(upstream);
     }
 
@@ -219,17 +210,17 @@ impl Ctx<'_> {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    pub(super) fn link_send(&mut self, upstream: &str, event: &LinkEvent) {
+    pub(super) fn link_send(&mut self, upstream: &PeerId, event: &LinkEvent) {
         self.out.push(MirrorOutput::ToMaster {
-            upstream: upstream.to_string(),
+            upstream: upstream.clone(),
             event: Box::new(event.clone()),
             transient: false,
         });
     }
 
-    pub(super) fn link_send_transient(&mut self, upstream: &str, event: &LinkEvent) {
+    pub(super) fn link_send_transient(&mut self, upstream: &PeerId, event: &LinkEvent) {
         self.out.push(MirrorOutput::ToMaster {
-            upstream: upstream.to_string(),
+            upstream: upstream.clone(),
             event: Box::new(event.clone()),
             transient: true,
         });

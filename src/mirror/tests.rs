@@ -96,7 +96,7 @@ impl Bench {
     }
 
     fn master_says(&mut self, ev: LinkEvent) -> Vec<MirrorOutput> {
-        self.ctx_run(|m| m.on_upstream_event(HQ, ev))
+        self.ctx_run(|m| m.on_upstream_event(&HQ.into(), ev))
     }
 }
 

@@ -3,6 +3,7 @@
 //! site, so that joins during a split are still admitted from cached state and
 //! the site's archive still answers.
 
+use crate::common::PeerId;
 use crate::model::room::{Affiliation, Archived, RoomConfig, RoomState, Subject};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ pub const REPLICA_AFFILIATIONS: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorCache {
     /// The upstream MUC service (the link's peer key).
-    pub upstream: String,
+    pub upstream: PeerId,
     /// The room's localpart at the master.
     pub room: String,
     pub state: RoomState,
@@ -30,7 +31,7 @@ pub struct MirrorCache {
 pub enum MirrorRecord {
     /// The master's snapshot (first sync, or a resync answer).
     Synced {
-        upstream: String,
+        upstream: PeerId,
         room: String,
         config: RoomConfig,
         affiliations: Vec<(String, Affiliation)>,

@@ -30,12 +30,12 @@ pub enum Origin {
         jid: Jid,
     },
     Remote {
-        peer: String,
+        peer: PeerId,
         jid: Jid,
     },
 }
 
-use crate::common::ConnId;
+use crate::common::{ConnId, PeerId};
 use crate::jid::Jid;
 use crate::model::event::{LinkEvent, OccupantChange};
 use crate::model::room::{Affiliation, Archived, RoomRecord, RoomState, Rooms, Subject};

@@ -5,7 +5,7 @@
 
 use crate::c2s::output::Completion;
 use crate::c2s::Clients;
-use crate::common::{ConnId, Now};
+use crate::common::{ConnId, Now, PeerId};
 use crate::im::Bound;
 use crate::jid::Jid;
 use crate::link::Links;
@@ -47,7 +47,7 @@ pub enum MucOutput {
     Persist(Box<Record>),
     /// An event for a mirroring site; a transient one is never queued.
     ToSite {
-        peer: String,
+        peer: PeerId,
         event: Box<LinkEvent>,
         transient: bool,
     },
@@ -169,17 +169,17 @@ impl Ctx<'_> {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    pub(super) fn link_send(&mut self, peer: &str, event: &LinkEvent) {
+    pub(super) fn link_send(&mut self, peer: &PeerId, event: &LinkEvent) {
         self.out.push(MucOutput::ToSite {
-            peer: peer.to_string(),
+            peer: peer.clone(),
             event: Box::new(event.clone()),
             transient: false,
         });
     }
 
-    pub(super) fn link_send_transient(&mut self, peer: &str, event: &LinkEvent) {
+    pub(super) fn link_send_transient(&mut self, peer: &PeerId, event: &LinkEvent) {
         self.out.push(MucOutput::ToSite {
-            peer: peer.to_string(),
+            peer: peer.clone(),
             event: Box::new(event.clone()),
             transient: true,
         });

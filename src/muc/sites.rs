@@ -4,6 +4,7 @@
 
 use super::Ctx;
 use super::Origin;
+use crate::common::PeerId;
 use crate::jid::Jid;
 use crate::model::event::{LinkEvent, OccupantChange, OccupantInfo};
 use crate::model::room::{Affiliation, Archived};
@@ -33,7 +34,7 @@ fn newest_within<'a>(
 
 impl Ctx<'_> {
     /// Sites that have at least one occupant in a room mastered here.
-    pub(crate) fn room_peers(&self, room: &str) -> BTreeSet<String> {
+    pub(crate) fn room_peers(&self, room: &str) -> BTreeSet<PeerId> {
         let mut peers = BTreeSet::new();
         if let Some(live) = self.live_rooms.get(room) {
             for o in live.occupants.values() {
@@ -66,7 +67,7 @@ impl Ctx<'_> {
         }
     }
 
-    pub(crate) fn notify_peers(&mut self, peers: &BTreeSet<String>, ev: LinkEvent) {
+    pub(crate) fn notify_peers(&mut self, peers: &BTreeSet<PeerId>, ev: LinkEvent) {
         for p in peers {
             self.link_send(p, &ev);
         }
@@ -79,7 +80,7 @@ impl Ctx<'_> {
         room: &str,
         nick: &str,
         change: OccupantChange,
-        also: &BTreeSet<String>,
+        also: &BTreeSet<PeerId>,
     ) {
         let mut peers = self.room_peers(room);
         peers.extend(also.iter().cloned());
@@ -106,7 +107,7 @@ impl Ctx<'_> {
     /// The whole room for a site: with the recent history for a new mirror
     /// (`since` None), or with every message after `since` for a site
     /// coming back from a split (`gap` says some are no longer kept).
-    pub(crate) fn send_snapshot(&mut self, peer: &str, room: &str, since: Option<u64>) {
+    pub(crate) fn send_snapshot(&mut self, peer: &PeerId, room: &str, since: Option<u64>) {
         let rs = &self.rooms[room];
         let budget = self.cfg.muc.snapshot_history_bytes;
         let (history, gap) = match since {
@@ -152,7 +153,7 @@ impl Ctx<'_> {
         origin: &Origin,
         room: &str,
         nick: &str,
-        peers_before: &BTreeSet<String>,
+        peers_before: &BTreeSet<PeerId>,
     ) {
         if let Origin::Remote { peer, .. } = origin {
             // A site coming back from a split gets its snapshot on `resync`.
@@ -169,7 +170,7 @@ impl Ctx<'_> {
     }
 
     /// An event from a mirroring site.
-    pub(crate) fn on_site_event(&mut self, peer: &str, ev: LinkEvent) {
+    pub(crate) fn on_site_event(&mut self, peer: &PeerId, ev: LinkEvent) {
         if let LinkEvent::Resync { room, last_seq } = &ev {
             if self.rooms.contains_key(room) && self.live_rooms.contains_key(room) {
                 self.send_snapshot(peer, room, Some(*last_seq));
@@ -189,7 +190,7 @@ impl Ctx<'_> {
             return log::warn!("link {peer}: refused an event on behalf of {from}");
         }
         let origin = Origin::Remote {
-            peer: peer.to_string(),
+            peer: peer.clone(),
             jid: from.clone(),
         };
         match ev {
@@ -282,7 +283,7 @@ impl Ctx<'_> {
     /// A site's link has been down past the grace period: its occupants are
     /// shown leaving with status 333, here and at the other sites (not to that
     /// site, which keeps its users in and announces them again on return).
-    pub(crate) fn master_detach_site(&mut self, peer: &str) {
+    pub(crate) fn master_detach_site(&mut self, peer: &PeerId) {
         let rooms = self.mastered_live_rooms();
         for room in rooms {
             let affected: Vec<String> = self.live_rooms[&room]
@@ -331,7 +332,7 @@ impl Ctx<'_> {
     }
 
     /// A site restarted: its users' sessions died with it, so they leave.
-    pub(crate) fn forget_site_occupants(&mut self, peer: &str) {
+    pub(crate) fn forget_site_occupants(&mut self, peer: &PeerId) {
         let stale: usize = self
             .mastered_live_rooms()
             .iter()
@@ -377,7 +378,7 @@ impl Ctx<'_> {
     pub(crate) fn notify_destroyed(
         &mut self,
         room: &str,
-        peers: &BTreeSet<String>,
+        peers: &BTreeSet<PeerId>,
         alt: Option<String>,
         reason: Option<String>,
     ) {

@@ -4,6 +4,7 @@
 //! rooms (a site's events) or the mirrors (a master's).
 
 use super::{Action, ConnId, Node};
+use crate::common::PeerId;
 use crate::jid::Jid;
 use crate::link::{FromPeer, LinkOutput};
 use crate::model::event::LinkEvent;
@@ -19,7 +20,7 @@ impl Node {
     }
 
     /// Queue an event for `peer`: durable first, then sent if the link is up.
-    pub(crate) fn link_send(&mut self, peer: &str, ev: &LinkEvent) {
+    pub(crate) fn link_send(&mut self, peer: &PeerId, ev: &LinkEvent) {
         let now = self.now.mono_ms;
         self.links
             .send(now, peer, ev, &mut self.state.links, &mut self.link_out);
@@ -27,7 +28,7 @@ impl Node {
     }
 
     /// Send an event now if the link is up, unnumbered: never queued.
-    pub(crate) fn link_send_transient(&mut self, peer: &str, ev: &LinkEvent) {
+    pub(crate) fn link_send_transient(&mut self, peer: &PeerId, ev: &LinkEvent) {
         self.links.send_transient(self.now.mono_ms, peer, ev);
     }
 
@@ -46,7 +47,7 @@ impl Node {
         self.links.status(&self.state.links)
     }
 
-    pub(crate) fn on_link_up(&mut self, conn: ConnId, peer: String) {
+    pub(crate) fn on_link_up(&mut self, conn: ConnId, peer: PeerId) {
         let now = self.now.mono_ms;
         self.links
             .up(now, conn, peer, &self.state.links, &mut self.link_out);

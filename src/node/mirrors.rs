@@ -4,7 +4,7 @@
 //! the sessions' room lists).
 
 use super::{Action, Node};
-use crate::common::{ConnId, NO_CONN};
+use crate::common::{ConnId, PeerId, NO_CONN};
 use crate::jid::Jid;
 use crate::mirror::MirrorOutput;
 use crate::model::event::LinkEvent;
@@ -80,7 +80,7 @@ impl Node {
     }
 
     /// An event from the master of rooms mirrored here.
-    pub(crate) fn on_upstream_event(&mut self, peer: &str, ev: LinkEvent) {
+    pub(crate) fn on_upstream_event(&mut self, peer: &PeerId, ev: LinkEvent) {
         self.with_mirrors(|m| m.on_upstream_event(peer, ev));
     }
 
@@ -96,7 +96,7 @@ impl Node {
         self.with_mirrors(|m| {
             m.restore_mirrors();
             for upstream in &upstreams {
-                m.leave_for_dead_sessions(upstream);
+                m.leave_for_dead_sessions(&PeerId::new(upstream.clone()));
             }
         });
     }

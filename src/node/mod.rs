@@ -18,7 +18,7 @@ use rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
-pub use crate::common::{ConnId, Now, NO_CONN};
+pub use crate::common::{ConnId, Now, PeerId, NO_CONN};
 pub use crate::link::LinkStatus;
 pub use crate::settings::{LinkConfig, MucLimits, NodeConfig};
 
@@ -88,11 +88,11 @@ pub enum Event {
     /// A link connection to `peer` is up (TLS done and the peer's key checked).
     LinkUp {
         conn: ConnId,
-        peer: String,
+        peer: PeerId,
     },
     /// Dialing `peer` failed; the core schedules the next attempt.
     DialFailed {
-        peer: String,
+        peer: PeerId,
     },
     Data {
         conn: ConnId,
@@ -140,7 +140,7 @@ pub enum Action {
     Persist(Record),
     /// Open a link to this upstream (the shell knows its address and key).
     Dial {
-        peer: String,
+        peer: PeerId,
     },
     AdminReply {
         req: u64,

@@ -3,7 +3,7 @@
 //! (deliveries, records, events for sites, the sessions' room lists).
 
 use super::{Action, Node};
-use crate::common::{ConnId, NO_CONN};
+use crate::common::{ConnId, PeerId, NO_CONN};
 use crate::jid::Jid;
 use crate::model::event::LinkEvent;
 use crate::model::room::RoomKey;
@@ -81,7 +81,7 @@ impl Node {
     }
 
     /// An event from a mirroring site.
-    pub(crate) fn on_site_event(&mut self, peer: &str, ev: LinkEvent) {
+    pub(crate) fn on_site_event(&mut self, peer: &PeerId, ev: LinkEvent) {
         if let LinkEvent::Resync { .. } = &ev {
             self.links.reattached(peer);
         }

@@ -11,7 +11,11 @@ impl Node {
             .iter()
             .map(|(room, live)| (format!("{room}@{service}"), None, live));
         let mirrored = self.mirrors.rooms().iter().map(|(jid, live)| {
-            let upstream = self.mirrors.mirrors().get(jid).map(|m| m.upstream.clone());
+            let upstream = self
+                .mirrors
+                .mirrors()
+                .get(jid)
+                .map(|m| m.upstream.to_string());
             (jid.clone(), upstream, live)
         });
         let mut rooms: Vec<RoomStatus> = mastered

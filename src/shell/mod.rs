@@ -330,7 +330,7 @@ fn apply_actions(
                     let _ = tx.try_send(reply);
                 }
             }
-            Action::Dial { peer } => dials.push(peer),
+            Action::Dial { peer } => dials.push(peer.to_string()),
         }
     }
     Ok(())
@@ -460,7 +460,7 @@ async fn accept_links(
             log::info!("link {peer}: accepted from {addr}");
             w.start(conn::Io::Tls(Box::new(tls)), |conn| Event::LinkUp {
                 conn,
-                peer,
+                peer: peer.into(),
             })
             .await;
         })
@@ -514,13 +514,13 @@ fn dial(
                 log::info!("link {peer}: connected to {addr}");
                 w.start(conn::Io::TlsClient(Box::new(tls)), |conn| Event::LinkUp {
                     conn,
-                    peer,
+                    peer: peer.into(),
                 })
                 .await;
             }
             Err(e) => {
                 log::warn!("link {peer}: {e}");
-                let _ = w.events.send(Event::DialFailed { peer }).await;
+                let _ = w.events.send(Event::DialFailed { peer: peer.into() }).await;
             }
         }
     })

@@ -95,7 +95,7 @@ impl SimNode {
                     self.closed.insert(conn);
                 }
                 Action::AdminReply { reply, .. } => self.admin_replies.push(reply),
-                Action::Dial { peer } => self.dials.push(peer),
+                Action::Dial { peer } => self.dials.push(peer.to_string()),
             }
         }
         // The simulated handshake always succeeds at once.

@@ -207,15 +207,15 @@ impl Network {
                     let site_domain = self.wires[wi].site_domain.clone();
                     self.nodes[master].event(Event::LinkUp {
                         conn: m,
-                        peer: site_domain,
+                        peer: site_domain.into(),
                     });
                     self.nodes[site].event(Event::LinkUp {
                         conn: s,
-                        peer: upstream.clone(),
+                        peer: upstream.clone().into(),
                     });
                 } else if !self.wires[wi].up {
                     self.nodes[site].event(Event::DialFailed {
-                        peer: upstream.clone(),
+                        peer: upstream.clone().into(),
                     });
                 }
             }

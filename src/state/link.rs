@@ -3,12 +3,13 @@
 //! have been applied here.
 
 use super::Record;
+use crate::common::PeerId;
 use crate::model::event::LinkEvent;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 /// What `link::Links` keeps durable, per peer.
-pub type LinkStore = BTreeMap<String, LinkState>;
+pub type LinkStore = BTreeMap<PeerId, LinkState>;
 
 /// What survives a restart of a link: the events not yet acknowledged by the
 /// peer (to resend), and how far the peer's events have been applied (to
@@ -70,8 +71,8 @@ pub fn apply_link(links: &mut LinkStore, record: &Record) {
     }
 }
 
-fn push(links: &mut LinkStore, peer: &str, queued: Queued) {
-    let l = links.entry(peer.to_string()).or_default();
+fn push(links: &mut LinkStore, peer: &PeerId, queued: Queued) {
+    let l = links.entry(peer.clone()).or_default();
     l.next_out = queued.seq + 1;
     l.unacked_bytes += queued.bytes;
     l.unacked.push_back(queued);

@@ -10,6 +10,7 @@ pub mod snapshot;
 
 pub use link::{apply_link, LinkState, LinkStore, Queued, QueuedEvent};
 
+use crate::common::PeerId;
 use crate::model::replica::{MirrorCache, MirrorRecord};
 use crate::model::room::{RoomRecord, RoomState};
 use crate::scram::Credentials;
@@ -150,7 +151,7 @@ impl Account {
 struct StateBeforeAdmin {
     accounts: BTreeMap<String, Account>,
     rooms: BTreeMap<String, RoomState>,
-    links: BTreeMap<String, link::LegacyLinkState>,
+    links: BTreeMap<PeerId, link::LegacyLinkState>,
     mirrors: BTreeMap<String, MirrorCache>,
 }
 
@@ -172,7 +173,7 @@ impl From<StateBeforeAdmin> for LegacyState {
 pub struct LegacyState {
     pub accounts: BTreeMap<String, Account>,
     pub rooms: BTreeMap<String, RoomState>,
-    pub links: BTreeMap<String, link::LegacyLinkState>,
+    pub links: BTreeMap<PeerId, link::LegacyLinkState>,
     pub mirrors: BTreeMap<String, MirrorCache>,
     pub admin: Option<Credentials>,
 }
@@ -210,7 +211,7 @@ pub struct State {
     /// Rooms this node masters, keyed by the room's localpart.
     pub rooms: BTreeMap<String, RoomState>,
     /// Link bookkeeping per peer (a site's domain, or an upstream MUC service).
-    pub links: BTreeMap<String, LinkState>,
+    pub links: BTreeMap<PeerId, LinkState>,
     /// Replicas of rooms mastered elsewhere, keyed by the room's JID.
     pub mirrors: BTreeMap<String, MirrorCache>,
     /// The admin password of the serial console and the web page (hashed
@@ -259,18 +260,18 @@ pub enum Record {
     /// An event queued for a peer as wire XML (log format 1; read, no
     /// longer written: see `LinkQueued`).
     LinkOut {
-        peer: String,
+        peer: PeerId,
         seq: u64,
         xml: String,
     },
     /// The peer has applied our events up to `upto`.
     LinkAcked {
-        peer: String,
+        peer: PeerId,
         upto: u64,
     },
     /// We have applied the peer's event `seq`.
     LinkIn {
-        peer: String,
+        peer: PeerId,
         seq: u64,
     },
     /// A change to the cached replica of a mirrored room (keyed by room JID).
@@ -297,7 +298,7 @@ pub enum Record {
     },
     /// An event queued for a peer, durable before it is sent.
     LinkQueued {
-        peer: String,
+        peer: PeerId,
         queued: Box<Queued>,
     },
 }
@@ -547,7 +548,7 @@ mod tests {
         struct Old<'a> {
             accounts: &'a BTreeMap<String, Account>,
             rooms: &'a BTreeMap<String, RoomState>,
-            links: &'a BTreeMap<String, LinkState>,
+            links: &'a BTreeMap<PeerId, LinkState>,
             mirrors: &'a BTreeMap<String, MirrorCache>,
         }
         let mut state = State::default();

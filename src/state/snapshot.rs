@@ -10,6 +10,7 @@
 //! discarded, and the state from the segments before it stands.
 
 use super::{Account, LinkState, OfflineMessage, Queued, Record, RosterItem, State};
+use crate::common::PeerId;
 use crate::model::replica::MirrorCache;
 use crate::model::room::{Archived, RoomState};
 use crate::scram::Credentials;
@@ -53,12 +54,12 @@ pub enum SnapshotPart {
         messages: Vec<Archived>,
     },
     Link {
-        peer: String,
+        peer: PeerId,
         next_out: u64,
         last_in: u64,
     },
     Unacked {
-        peer: String,
+        peer: PeerId,
         events: Vec<Queued>,
     },
     /// A mirrored room's replica without its archive.
