@@ -78,6 +78,24 @@ pub fn take_due<K: Ord + Clone>(
     due
 }
 
+/// Pop the connection timers that have come (deadline, connection), in
+/// deadline order. Timers set while the caller handles them wait for the
+/// next call.
+pub fn pop_due(
+    timers: &mut std::collections::BinaryHeap<std::cmp::Reverse<(u64, ConnId)>>,
+    now: u64,
+) -> Vec<(u64, ConnId)> {
+    let mut due = Vec::new();
+    while let Some(&std::cmp::Reverse((t, conn))) = timers.peek() {
+        if t > now {
+            break;
+        }
+        timers.pop();
+        due.push((t, conn));
+    }
+    due
+}
+
 impl From<&str> for PeerId {
     fn from(name: &str) -> PeerId {
         PeerId::new(name)

@@ -16,7 +16,7 @@ mod tests;
 pub use session::{Session, Stage};
 
 use crate::admission::Admission;
-use crate::common::ConnId;
+use crate::common::{pop_due, ConnId};
 use crate::jid::{normalize_domain, normalize_local, Jid};
 use crate::scram::{parse_client_first, parse_plain, Hash, SaslError, ScramServer};
 use crate::settings::NodeConfig;
@@ -942,17 +942,7 @@ impl Clients {
 
     pub fn handle_timeout(&mut self, now: u64, state: &State) {
         self.now = now;
-        // Timers set while these run (work carried over to the next turn)
-        // wait for the next call.
-        let mut due = Vec::new();
-        while let Some(&Reverse((t, conn))) = self.timers.peek() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            due.push((t, conn));
-        }
-        for (t, conn) in due {
+        for (t, conn) in pop_due(&mut self.timers, now) {
             if let Some(s) = self.sessions.get_mut(&conn) {
                 if s.timer_armed == Some(t) {
                     s.timer_armed = None;

@@ -8,7 +8,7 @@ use super::conn::{parse_element, Incoming, LinkConn};
 use super::event::DMUC;
 use super::LinkStatus;
 use super::{LinkCounters, MAX_LINK_FRAME};
-use crate::common::{take_due, ConnId, PeerId};
+use crate::common::{pop_due, take_due, ConnId, PeerId};
 use crate::jid::Jid;
 use crate::model::event::LinkEvent;
 use crate::settings::LinkConfig;
@@ -763,17 +763,7 @@ impl Links {
     }
 
     pub fn handle_timeout(&mut self, now: u64, store: &LinkStore, out: &mut Vec<LinkOutput>) {
-        // Timers set while these run (work carried over to the next turn)
-        // wait for the next call.
-        let mut due = Vec::new();
-        while let Some(&Reverse((t, conn))) = self.timers.peek() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            due.push((t, conn));
-        }
-        for (t, conn) in due {
+        for (t, conn) in pop_due(&mut self.timers, now) {
             if let Some(l) = self.conns.get_mut(&conn) {
                 if l.timer_armed == Some(t) {
                     l.timer_armed = None;

@@ -1187,7 +1187,7 @@ impl Ctx<'_> {
         match crate::muc::mam::answer(&self.mirror_view(key), &jid, el, query, max_page) {
             Ok(page) => {
                 for xml in page.results {
-                    self.send_paced(conn, xml.into_bytes(), None);
+                    self.send_paced(conn, xml.into_bytes());
                 }
                 self.send_el(conn, &page.fin);
             }

@@ -66,7 +66,7 @@ impl Ctx<'_> {
             .mirror_view(key)
             .history(to, req, budget, self.now.unix_ms);
         for xml in history {
-            self.send_paced(conn, xml.into_bytes(), None);
+            self.send_paced(conn, xml.into_bytes());
         }
     }
 

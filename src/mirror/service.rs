@@ -6,7 +6,6 @@
 //! each input, and carries out its outputs.
 
 use super::Mirror;
-use crate::c2s::output::Completion;
 use crate::c2s::Clients;
 use crate::common::{ConnId, Now, PeerId};
 use crate::im::Bound;
@@ -181,7 +180,7 @@ impl Ctx<'_> {
         self.send(conn, el.to_xml(ns::CLIENT).into_bytes());
     }
 
-    pub(super) fn send_paced(&mut self, conn: ConnId, bytes: Vec<u8>, _done: Option<Completion>) {
+    pub(super) fn send_paced(&mut self, conn: ConnId, bytes: Vec<u8>) {
         self.out.push(MirrorOutput::Paced { conn, bytes });
     }
 

@@ -141,7 +141,7 @@ impl Ctx<'_> {
     /// Answer with already serialised XML (archive results, paced).
     pub(crate) fn reply_raw(&mut self, origin: &Origin, xml: String) {
         match origin {
-            Origin::Local { conn, .. } => self.send_paced(*conn, xml.into_bytes(), None),
+            Origin::Local { conn, .. } => self.send_paced(*conn, xml.into_bytes()),
             Origin::Remote { .. } => match crate::xml::parse_fragment(&xml) {
                 Ok(el) => self.reply(origin, &el),
                 Err(e) => log::warn!("muc: cannot relay a reply: {e:?}"),
@@ -577,7 +577,7 @@ impl Ctx<'_> {
             .min(self.clients.paced_room(conn));
         let history = self.view(room).history(to, req, budget, self.now.unix_ms);
         for xml in history {
-            self.send_paced(conn, xml.into_bytes(), None);
+            self.send_paced(conn, xml.into_bytes());
         }
     }
 

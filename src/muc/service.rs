@@ -3,7 +3,6 @@
 //! state (`Rooms`) and read-only views of the bound sessions, the client
 //! streams and the links with each input, and carries out its outputs.
 
-use crate::c2s::output::Completion;
 use crate::c2s::Clients;
 use crate::common::{ConnId, Now, PeerId};
 use crate::im::Bound;
@@ -139,7 +138,7 @@ impl Ctx<'_> {
         self.send(conn, el.to_xml(ns::CLIENT).into_bytes());
     }
 
-    pub(super) fn send_paced(&mut self, conn: ConnId, bytes: Vec<u8>, _done: Option<Completion>) {
+    pub(super) fn send_paced(&mut self, conn: ConnId, bytes: Vec<u8>) {
         self.out.push(MucOutput::Paced { conn, bytes });
     }
 
