@@ -68,11 +68,11 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["--help"] | ["-h"] | ["help"] => {
-            println!("{USAGE}");
+            outpost::out!("{USAGE}");
             Ok(())
         }
         ["--version"] | ["-V"] => {
-            println!("outpost {}", env!("CARGO_PKG_VERSION"));
+            outpost::out!("outpost {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
         [] | ["run"] => {
@@ -86,12 +86,12 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
         }
         ["check"] => {
             let cfg = load_config(config_path)?;
-            println!("# configuration is valid; effective settings:");
-            print!("{}", cfg.effective());
+            outpost::out!("# configuration is valid; effective settings:");
+            outpost::shell::stdout::write(format_args!("{}", cfg.effective()));
             // Creating the key here lets a site and HQ be paired before either starts.
             shell::datadir::create_private(&cfg.data_dir)?;
             let id = shell::link::identity(&cfg)?;
-            println!("# this node's link key fingerprint: {}", id.fingerprint);
+            outpost::out!("# this node's link key fingerprint: {}", id.fingerprint);
             Ok(())
         }
         ["user", rest @ ..] => {
@@ -104,7 +104,7 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
             shell::logger::init(log::LevelFilter::Warn);
             match shell::admin::execute(&cfg, AdminCommand::Links)? {
                 AdminReply::Links(links) => {
-                    println!(
+                    outpost::out!(
                         "{:40} {:9} {:>12} {:>12} {:>8} {:>8} {:>8} {:>12}",
                         "peer",
                         "state",
@@ -118,7 +118,7 @@ fn dispatch(mut args: Vec<String>) -> Result<(), String> {
                     for l in links {
                         let state = if l.connected { "up" } else { "down" };
                         let rtt = l.rtt_ms.map_or("-".to_string(), |r| r.to_string());
-                        println!(
+                        outpost::out!(
                             "{:40} {:9} {:>12} {:>12} {:>8} {:>8} {:>8} {:>12}",
                             l.peer,
                             state,
@@ -210,7 +210,7 @@ fn user_command(cfg: &Config, args: &[&str]) -> Result<(), String> {
         AdminReply::Done => Ok(()),
         AdminReply::Users(users) => {
             for u in users {
-                println!("{u}@{}", cfg.domain.0);
+                outpost::out!("{u}@{}", cfg.domain.0);
             }
             Ok(())
         }

@@ -38,9 +38,9 @@ fn open_original(data_dir: &Path) -> Result<FileStorage, String> {
 pub fn check(data_dir: &Path) -> Result<bool, String> {
     let mut storage = open_original(data_dir)?;
     let reports = inspect(&mut storage, |_| {}).map_err(|e| format!("cannot read the log: {e}"))?;
-    println!("log: {}", log_dir(data_dir).display());
+    crate::out!("log: {}", log_dir(data_dir).display());
     for r in &reports {
-        println!("{}", segment_line(r));
+        crate::out!("{}", segment_line(r));
     }
     match open_log(DryRun::new(storage), 1) {
         Ok(mut opened) => {
@@ -51,17 +51,17 @@ pub fn check(data_dir: &Path) -> Result<bool, String> {
                 .filter(|w| !w.starts_with("write"))
                 .collect();
             if would.is_empty() {
-                println!("start-up: reads it as it is");
+                crate::out!("start-up: reads it as it is");
             }
             for w in would {
-                println!("start-up: would {w}");
+                crate::out!("start-up: would {w}");
             }
-            println!("{}", Summary::of(&opened.state));
+            crate::out!("{}", Summary::of(&opened.state));
             Ok(true)
         }
         Err(e) => {
-            println!("start-up: refuses to start: {e}");
-            println!(
+            crate::out!("start-up: refuses to start: {e}");
+            crate::out!(
                 "to go on: `outpost data salvage NEW_DIR` copies what is readable into NEW_DIR"
             );
             Ok(false)
@@ -96,17 +96,19 @@ pub fn salvage(from: &Path, to: &Path) -> Result<(), String> {
         .log;
     compact(&mut log, &got.state, super::random_u64())
         .map_err(|e| format!("cannot write {}: {e}", new_log.display()))?;
-    println!("read {}:", log_dir(from).display());
+    crate::out!("read {}:", log_dir(from).display());
     for r in &got.segments {
-        println!("{}", segment_line(r));
+        crate::out!("{}", segment_line(r));
     }
-    println!(
+    crate::out!(
         "records applied: {}; unreadable records skipped: {}; snapshots cut short: {}",
-        got.applied, got.undecodable, got.partial_snapshots
+        got.applied,
+        got.undecodable,
+        got.partial_snapshots
     );
-    println!("wrote {}:", to.display());
-    println!("{}", Summary::of(&got.state));
-    println!(
+    crate::out!("wrote {}:", to.display());
+    crate::out!("{}", Summary::of(&got.state));
+    crate::out!(
         "{} is unchanged. To use the salvaged data, stop the node and point data_dir at {} (or move it into place).",
         from.display(),
         to.display()

@@ -153,23 +153,26 @@ fn serve_relays(dir: &Path, children: &mut [Child]) -> Result<(), String> {
             ))
             .detach();
         }
-        println!("Outpost demo: HQ and two sites on loopback, each site linked to HQ through");
-        println!(
+        crate::out!("Outpost demo: HQ and two sites on loopback, each site linked to HQ through");
+        crate::out!(
             "a relay shaped like a 9600 bit/s line with 300 ms latency. Files in {}.",
             dir.display()
         );
-        println!();
+        crate::out!();
         for n in &NODES {
-            println!(
+            crate::out!(
                 "  {:8} {}@{}  password '{PASSWORD}'  server 127.0.0.1 port {}",
-                n.name, n.user, n.domain, n.c2s
+                n.name,
+                n.user,
+                n.domain,
+                n.c2s
             );
         }
-        println!();
-        println!("Log in (Profanity: /connect bob@raleigh.example server 127.0.0.1 port 5223),");
-        println!("join ops@conference.hq.example from several nodes, and watch the link bytes.");
-        println!("Ctrl-C stops everything.");
-        println!();
+        crate::out!();
+        crate::out!("Log in (Profanity: /connect bob@raleigh.example server 127.0.0.1 port 5223),");
+        crate::out!("join ops@conference.hq.example from several nodes, and watch the link bytes.");
+        crate::out!("Ctrl-C stops everything.");
+        crate::out!();
         let mut signals =
             async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
                 .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -199,7 +202,7 @@ fn serve_relays(dir: &Path, children: &mut [Child]) -> Result<(), String> {
                 .iter()
                 .map(|(name, c)| format!("{name}: up {} B, down {} B", c.up.get(), c.down.get()))
                 .collect();
-            println!("link bytes  {}", line.join("   "));
+            crate::out!("link bytes  {}", line.join("   "));
         }
     }))
 }

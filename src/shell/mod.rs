@@ -18,6 +18,7 @@ pub mod demo;
 pub mod link;
 pub mod logger;
 mod relay;
+pub mod stdout;
 mod tls;
 mod web;
 

@@ -3,10 +3,12 @@ of the hardening review that used to succeed, and must not any more."""
 
 import asyncio
 import base64
+import os
 import resource
 import select
 import signal
 import socket
+import subprocess
 import time
 
 from slixmpp import JID
@@ -229,3 +231,15 @@ def plain_auth(user, password):
 
 def whole_bodies(text):
     return {int(m.split("#")[1]) for m in text.split("<message ") if "</message>" in m and "#" in m}
+
+
+def test_command_output_into_a_closed_pipe_ends_quietly():
+    """`outpost check | head -0`: the reader has gone before the first line;
+    the command ends with success, without an abort or a panic message."""
+    from outpost_node import BINARY
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.run([str(BINARY), "check"], stdout=write_end, stderr=subprocess.PIPE, timeout=30)
+    os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert b"panicked" not in proc.stderr and b"Broken pipe" not in proc.stderr, proc.stderr
