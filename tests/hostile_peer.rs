@@ -396,6 +396,7 @@ fn event(rng: &mut Rng, seq_hint: u64) -> LinkEvent {
                 .collect(),
             next_seq: seq,
             gap: chance(rng, 20),
+            locked: chance(rng, 20),
         },
         7 => {
             let change = match rng.below(5) {
@@ -762,6 +763,7 @@ fn a_master_cannot_make_a_site_hold_without_bound() {
             history: vec![],
             next_seq: 1,
             gap: false,
+            locked: false,
         },
     );
     for i in 0..20 {

@@ -175,6 +175,7 @@ impl LinkEvent {
                 history,
                 next_seq,
                 gap,
+                locked,
             } => {
                 let mut e = el("snapshot")
                     .attr("room", room.clone())
@@ -182,6 +183,9 @@ impl LinkEvent {
                     .child(config_el("config", config));
                 if *gap {
                     e.set_attr("gap", "1");
+                }
+                if *locked {
+                    e.set_attr("locked", "1");
                 }
                 for (jid, a) in affiliations {
                     e = e.child(
@@ -376,6 +380,7 @@ impl LinkEvent {
                     history,
                     next_seq: number(&attr("next-seq")?)?,
                     gap: e.get_attr("gap") == Some("1"),
+                    locked: e.get_attr("locked") == Some("1"),
                 }
             }
             "occupant" => {
@@ -631,6 +636,7 @@ mod tests {
                 history: vec![archived.clone()],
                 next_seq: 8,
                 gap: true,
+                locked: true,
             },
             LinkEvent::Destroyed {
                 room: "chat".into(),

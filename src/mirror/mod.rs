@@ -348,6 +348,7 @@ impl Ctx<'_> {
                 history,
                 next_seq,
                 gap,
+                locked,
             } => {
                 let key = format!("{room}@{peer}");
                 let Some(m) = self.mirrors.get_mut(&key) else {
@@ -380,6 +381,9 @@ impl Ctx<'_> {
                         next_seq,
                     }),
                 });
+                if locked {
+                    self.commit_mirror(&key, MirrorRecord::Locked);
+                }
                 held.sort_by_key(|h| h.seq);
                 if resync {
                     self.deliver_missed(&key, &missed, gap);
@@ -937,7 +941,12 @@ impl Ctx<'_> {
             p.set_attr("to", session.to_string());
             self.send_el(conn, &p);
         }
-        let codes = self.mirror_view(key).self_presence_codes();
+        let mut codes = self.mirror_view(key).self_presence_codes();
+        // Only its owner can be in a room that waits for configuration:
+        // the creator, who is told to configure it (as at the master).
+        if self.replicas.get(key).is_some_and(|c| c.state.locked) {
+            codes.push(201);
+        }
         let mut me = self
             .mirror_view(key)
             .occupant_presence(nick, sees, &codes, false);

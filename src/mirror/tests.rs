@@ -155,6 +155,7 @@ fn a_join_goes_to_the_master_and_is_rendered_from_its_answer() {
         history: vec![],
         next_seq: 1,
         gap: false,
+        locked: false,
     });
     assert!(out.iter().any(
         |o| matches!(o, MirrorOutput::Persist(r) if matches!(r.as_ref(), Record::Mirror { .. }))
@@ -171,6 +172,10 @@ fn a_join_goes_to_the_master_and_is_rendered_from_its_answer() {
         "{to_wayne}"
     );
     assert!(to_wayne.contains("code='110'"), "{to_wayne}");
+    assert!(
+        !to_wayne.contains("code='201'"),
+        "not a new room: {to_wayne}"
+    );
 }
 
 #[test]
@@ -203,6 +208,7 @@ fn a_local_message_is_shown_at_once_sent_up_and_not_shown_again_when_the_master_
         history: vec![],
         next_seq: 1,
         gap: false,
+        locked: false,
     });
     b.master_says(LinkEvent::Occupant {
         room: "ops".into(),

@@ -100,6 +100,8 @@ pub enum LinkEvent {
         next_seq: u64,
         /// Some messages the site missed are no longer kept by the master.
         gap: bool,
+        /// Just created: the room waits for its owner's configuration.
+        locked: bool,
     },
     Occupant {
         room: String,

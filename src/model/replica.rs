@@ -55,6 +55,11 @@ pub enum MirrorRecord {
     },
     /// The replica is dropped (no local occupants, or the room was destroyed).
     Drop,
+    /// The master's snapshot said the room waits for its owner's
+    /// configuration (follows `Synced`, which leaves it unlocked; a
+    /// `Config` unlocks it). Added after format 1: appended so older
+    /// records decode unchanged.
+    Locked,
 }
 
 pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &MirrorRecord) {
@@ -111,7 +116,11 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
             c.last_seq = c.last_seq.max(*seq);
             c.state.subject = Some(subject.clone());
         }
-        MirrorRecord::Config { config } => c.state.config = config.clone(),
+        MirrorRecord::Config { config } => {
+            c.state.config = config.clone();
+            c.state.locked = false;
+        }
+        MirrorRecord::Locked => c.state.locked = true,
         MirrorRecord::Affiliation { jid, affiliation } => {
             let affs = &mut c.state.affiliations;
             if *affiliation == Affiliation::None {

@@ -142,6 +142,7 @@ impl Ctx<'_> {
             history,
             next_seq: rs.next_seq,
             gap,
+            locked: rs.locked,
         };
         self.link_send(peer, &ev);
     }
