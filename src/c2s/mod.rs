@@ -545,6 +545,9 @@ impl Clients {
             return self.stream_error(conn, "policy-violation", "TLS is already negotiated");
         }
         s.tls_pending = true;
+        // What came after <starttls/> in the same read is plaintext too.
+        s.drop_held();
+        self.count_input(conn);
         self.send(conn, format!("<proceed xmlns='{}'/>", ns::TLS).into_bytes());
         self.out.push(ClientOutput::StartTls { conn });
     }

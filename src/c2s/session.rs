@@ -116,6 +116,13 @@ impl Session {
         Ok(frame)
     }
 
+    /// Let go of everything held: plaintext that followed `<starttls/>`
+    /// must never be read as if it came over TLS (RFC 6120 §5.4.3.3).
+    pub fn drop_held(&mut self) {
+        self.held_input.clear();
+        self.held_from = 0;
+    }
+
     pub fn held_len(&self) -> usize {
         self.held_input.len() - self.held_from
     }

@@ -168,3 +168,28 @@ fn deleting_an_account_ends_every_session_of_it() {
     assert_eq!(ended.len(), 2);
     assert_eq!(b.clients.session_count(), 0);
 }
+
+/// Plaintext sent after `<starttls/>` in the same packet (say, appended by
+/// someone on the path) is dropped, never read as if it came over TLS.
+#[test]
+fn plaintext_after_starttls_in_the_same_read_is_never_read_after_tls() {
+    let mut b = Bench::new();
+    b.clients.accepted(b.now, 1, "192.0.2.1".parse().unwrap());
+    b.input(1, HEADER);
+    let injected =
+        format!("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>{HEADER}{PLAIN_ALICE}");
+    let (_, sent) = b.input(1, &injected);
+    assert!(sent.ends_with("[starttls]"), "{sent}");
+    b.clients.tls_established(1);
+    // The client's first bytes over TLS: a new stream header, nothing else.
+    let (heard, sent) = b.input(1, HEADER);
+    assert!(heard.is_empty(), "{heard:?}");
+    assert!(
+        !sent.contains("<success"),
+        "the injected <auth> was not read: {sent}"
+    );
+    assert!(sent.contains("<stream:features"), "a fresh stream: {sent}");
+    // And the client can still log in.
+    let (_, sent) = b.input(1, PLAIN_ALICE);
+    assert!(sent.contains("<success"), "{sent}");
+}
