@@ -1,5 +1,6 @@
 //! The c2s and IM state machines driven without sockets, on a virtual clock.
 
+use base64::Engine;
 use outpost::node::{AdminCommand, AdminReply, NodeConfig};
 use outpost::sim::SimNode;
 
@@ -664,6 +665,37 @@ fn deleting_a_user_ends_their_sessions_and_login() {
     assert!(
         matches!(sim.admin(AdminCommand::UserList), AdminReply::Users(u) if u == vec!["alice".to_string()])
     );
+}
+
+/// A deleted user's contacts see them go offline, and a login of theirs
+/// that was half-way through SCRAM is ended rather than completed.
+#[test]
+fn deleting_a_user_tells_their_contacts_and_ends_a_login_in_progress() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    let bob = sim.login("bob", "builder", "b");
+    online_with_roster(&mut sim, &[alice, bob]);
+    sim.send(alice, "<presence to='bob@localhost' type='subscribe'/>");
+    sim.send(bob, "<presence to='alice@localhost' type='subscribed'/>");
+    sim.take(alice);
+    sim.take(bob);
+    // A second login of bob's stops after the server's first SCRAM message.
+    let half = tls_stream(&mut sim);
+    let client_first =
+        base64::engine::general_purpose::STANDARD.encode("n,,n=bob,r=fyko+d2lbbFgONRv9qkxdawL");
+    sim.send(half, &format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{client_first}</auth>"));
+    assert!(sim.take(half).contains("<challenge"));
+    assert_eq!(
+        sim.admin(AdminCommand::UserDel { user: "bob".into() }),
+        AdminReply::Done
+    );
+    let out = sim.take(alice);
+    assert!(
+        out.contains("from='bob@localhost/b'") && out.contains("type='unavailable'"),
+        "{out}"
+    );
+    assert_eq!(stream_error_of(&sim.take(half)), Some("not-authorized"));
+    assert!(sim.is_closed(half));
 }
 
 #[test]

@@ -884,7 +884,7 @@ impl Clients {
         let conns: Vec<ConnId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.user() == Some(user))
+            .filter(|(_, s)| s.user() == Some(user) || s.authenticating_as(user))
             .map(|(c, _)| *c)
             .collect();
         for conn in conns {

@@ -154,6 +154,12 @@ impl Session {
         }
     }
 
+    /// In the middle of a SCRAM exchange for `user` (its credentials were
+    /// taken at the start, so the exchange would succeed after a deletion).
+    pub fn authenticating_as(&self, user: &str) -> bool {
+        matches!(self.stage, Stage::Scram(_)) && self.auth_account.as_deref() == Some(user)
+    }
+
     pub fn is_bound(&self) -> bool {
         matches!(self.stage, Stage::Bound(_))
     }

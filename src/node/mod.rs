@@ -394,6 +394,9 @@ impl Node {
                 }
                 self.clients
                     .close_account(&user, "not-authorized", "the account was deleted");
+                // Its sessions end while the account (and so its roster)
+                // still exists: contacts are told it went offline.
+                self.pump_clients();
                 self.commit(Record::AccountDel { user });
                 AdminReply::Done
             }
