@@ -740,6 +740,8 @@ fn join_leave_flood_does_not_grow_state() {
         last = sim.take(alice) + &last;
     }
     assert_eq!(error_of(&last), Some("resource-constraint"), "{last}");
+    // A refused join leaves no room behind.
+    assert!(!sim.node.state().rooms.contains_key("x149"));
 }
 
 /// An iq request without a payload (or with two) to a room, a nick or the

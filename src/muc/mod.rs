@@ -326,6 +326,14 @@ impl Ctx<'_> {
             let text = "your presence is too large for a room";
             return self.presence_error_explained(origin, &el, "not-acceptable", text);
         };
+        // Before a room is created for it: a refused join leaves nothing.
+        if let Origin::Local { conn, .. } = origin {
+            if self.bound.resource(*conn).map_or(0, |r| r.rooms.len())
+                >= self.cfg.muc.rooms_per_session
+            {
+                return self.presence_error(origin, &el, "resource-constraint");
+            }
+        }
         if !self.rooms.contains_key(room) {
             if self.rooms.len() >= self.cfg.muc.max_rooms {
                 return self.presence_error(origin, &el, "resource-constraint");
@@ -343,13 +351,6 @@ impl Ctx<'_> {
                 },
             );
             created = true;
-        }
-        if let Origin::Local { conn, .. } = origin {
-            if self.bound.resource(*conn).map_or(0, |r| r.rooms.len())
-                >= self.cfg.muc.rooms_per_session
-            {
-                return self.presence_error(origin, &el, "resource-constraint");
-            }
         }
         let rs = &self.rooms[room];
         let affiliation = rs.affiliation(&bare);
