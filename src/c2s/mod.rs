@@ -351,12 +351,13 @@ impl Clients {
     /// Sessions whose output piled up unread end now, at the start of the
     /// next poll (not in the middle of whatever was sending to them).
     fn reap_unread(&mut self) {
-        let gone: Vec<ConnId> = self
+        let mut gone: Vec<ConnId> = self
             .sessions
             .iter()
             .filter(|(_, s)| s.not_reading && !s.closing)
             .map(|(c, _)| *c)
             .collect();
+        gone.sort_unstable();
         for conn in gone {
             self.end_session(conn);
         }
@@ -881,12 +882,13 @@ impl Clients {
 
     /// End every session of `user` with a stream error (the account was deleted).
     pub fn close_account(&mut self, user: &str, condition: &str, text: &str) {
-        let conns: Vec<ConnId> = self
+        let mut conns: Vec<ConnId> = self
             .sessions
             .iter()
             .filter(|(_, s)| s.user() == Some(user) || s.authenticating_as(user))
             .map(|(c, _)| *c)
             .collect();
+        conns.sort_unstable();
         for conn in conns {
             self.stream_error(conn, condition, text);
         }
@@ -894,7 +896,8 @@ impl Clients {
 
     /// The node is stopping: every session is told so and closed.
     pub fn shutdown(&mut self) {
-        let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+        let mut conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+        conns.sort_unstable();
         for conn in conns {
             self.stream_error(conn, "system-shutdown", "the server is stopping");
         }

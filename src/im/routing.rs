@@ -67,12 +67,13 @@ impl Ctx<'_> {
     /// unavailable; offline messages it was being handed and did not get
     /// stay stored (for another session of the account, or the next one).
     pub(crate) fn ended(&mut self, conn: ConnId, jid: Option<Jid>) {
-        let unclaimed: Vec<String> = self
+        let mut unclaimed: Vec<String> = self
             .offline_claims
             .iter()
             .filter(|(_, (owner, _))| *owner == conn)
             .map(|(user, _)| user.clone())
             .collect();
+        unclaimed.sort_unstable();
         for user in &unclaimed {
             self.offline_claims.remove(user);
         }

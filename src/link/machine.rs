@@ -318,7 +318,8 @@ impl Links {
     /// Hand out what every connection queued: one write, and one
     /// compressed block, per batch of events.
     pub fn flush(&mut self, out: &mut Vec<LinkOutput>) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort_unstable();
         for conn in conns {
             self.flush_one(conn, out);
         }
@@ -346,11 +347,13 @@ impl Links {
         out: &mut Vec<LinkOutput>,
     ) -> Option<FromPeer> {
         loop {
+            // The oldest connection first: the same order in every run.
             let conn = self
                 .conns
                 .iter()
-                .find(|(_, l)| !l.inbox.is_empty())
-                .map(|(c, _)| *c)?;
+                .filter(|(_, l)| !l.inbox.is_empty())
+                .map(|(c, _)| *c)
+                .min()?;
             let item = self.conns.get_mut(&conn)?.inbox.pop_front()?;
             if let Some(from) = self.interpret(now, conn, item, store, out) {
                 return Some(from);

@@ -626,12 +626,16 @@ impl Ctx<'_> {
     }
 
     /// Keys of the rooms mirrored here from `upstream`.
+    /// The rooms mirrored from `upstream`, in name order.
     fn mirrors_of(&self, upstream: &PeerId) -> Vec<String> {
-        self.mirrors
+        let mut keys: Vec<String> = self
+            .mirrors
             .iter()
             .filter(|(_, m)| m.upstream == *upstream)
             .map(|(k, _)| k.clone())
-            .collect()
+            .collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// The master has been out of reach past the grace period: its occupants

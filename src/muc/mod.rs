@@ -79,9 +79,12 @@ impl Ctx<'_> {
         format!("{room}@{}", self.cfg.muc_service)
     }
 
-    /// Rooms mastered here that have occupants now.
+    /// Rooms mastered here that have occupants now, in name order (so
+    /// what is done to each happens in the same order in every run).
     pub(crate) fn mastered_live_rooms(&self) -> Vec<String> {
-        self.live_rooms.keys().cloned().collect()
+        let mut rooms: Vec<String> = self.live_rooms.keys().cloned().collect();
+        rooms.sort_unstable();
+        rooms
     }
 
     /// Durable state of a room mastered here.
