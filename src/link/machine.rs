@@ -133,9 +133,11 @@ impl Links {
         }
     }
 
-    /// New settings (the grace period, per-link timing for new connections).
-    pub fn reconfigure(&mut self, cfg: LinkConfig) {
+    /// New settings (the grace period; parser limits and per-link timing
+    /// for new connections).
+    pub fn reconfigure(&mut self, cfg: LinkConfig, limits: Limits) {
         self.cfg = cfg;
+        self.limits = limits;
     }
 
     pub fn is_upstream(&self, peer: &str) -> bool {

@@ -235,3 +235,29 @@ fn a_peer_that_claims_more_than_was_sent_is_refused() {
     p.connect();
     assert!(!p.site.links.is_up(HQ));
 }
+
+/// Parser limits changed at run time apply to the next link connection.
+#[test]
+fn new_parser_limits_apply_to_the_next_connection() {
+    let hello = |side: &Side| {
+        side.heard
+            .iter()
+            .filter(|f| matches!(f, FromPeer::Hello { .. }))
+            .count()
+    };
+    let mut p = Pair::new();
+    p.connect();
+    assert_eq!(hello(&p.hq), 1, "the site's hello was read");
+    let hq_cfg = LinkConfig {
+        peers: vec![SITE.into()],
+        ..LinkConfig::default()
+    };
+    // No element may carry an attribute any more: the hello cannot be read.
+    let strict = Limits {
+        max_attrs: 0,
+        ..Limits::default()
+    };
+    p.hq.links.reconfigure(hq_cfg, strict);
+    p.connect();
+    assert_eq!(hello(&p.hq), 1, "the next hello was refused");
+}

@@ -257,7 +257,8 @@ impl Node {
             Event::Reconfigure { config } => {
                 log::info!("settings changed; limits and timeouts apply from now on");
                 self.cfg = *config;
-                self.links.reconfigure(self.cfg.link.clone());
+                self.links
+                    .reconfigure(self.cfg.link.clone(), self.cfg.limits);
                 self.clients.reconfigure(self.cfg.clone());
                 self.im.reconfigure(self.cfg.clone());
                 self.muc.reconfigure(self.cfg.clone());
