@@ -7,3 +7,5 @@ pub mod event;
 pub mod occupants;
 pub mod replica;
 pub mod room;
+#[cfg(test)]
+pub mod samples;

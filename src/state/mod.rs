@@ -4,6 +4,8 @@
 //! and hands it to the shell to append to the log, so the state after a
 //! restart is exactly the replay of the log.
 
+#[cfg(test)]
+mod format_tests;
 pub mod link;
 pub mod salvage;
 pub mod snapshot;

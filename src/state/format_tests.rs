@@ -1,0 +1,247 @@
+//! The log format pinned: one record of every kind (and every kind of
+//! room, replica and queued link event), then the snapshot of the state
+//! they build, encoded and compared byte for byte with
+//! `tests/fixtures/log-format-2.txt`. A change to any stored type fails
+//! here: bump `LOG_FORMAT`, keep a decoder and a migration for the old
+//! layout, keep a data_dir written by the release before (docs/storage.md,
+//! "Formats"), and only then regenerate the file with
+//! `OUTPOST_BLESS_FORMAT=1 cargo test --lib format_tests`. Appending an
+//! enum variant keeps old records readable: add it here and regenerate.
+#![allow(clippy::disallowed_methods)] // Reads and writes its fixture file.
+
+use super::link::{Queued, QueuedEvent};
+use super::snapshot::write_snapshot;
+use super::{Record, RosterItem, State, Subscription, LOG_FORMAT};
+use crate::model::replica::MirrorRecord;
+use crate::model::room::{Affiliation, RoomRecord};
+use crate::model::samples;
+use crate::scram::Credentials;
+
+const FIXTURE: &str = "tests/fixtures/log-format-2.txt";
+const PEER: &str = "raleigh.example";
+const KEY: &str = "ops@conference.hq.example";
+
+fn room(change: RoomRecord) -> Record {
+    Record::Room {
+        room: "chat".into(),
+        change,
+    }
+}
+
+fn mirror(key: &str, change: MirrorRecord) -> Record {
+    Record::Mirror {
+        key: key.into(),
+        change: Box::new(change),
+    }
+}
+
+fn records() -> Vec<Record> {
+    let creds = Credentials::derive("wonderland", b"fixed salt", 64);
+    let mut records = vec![
+        Record::ServerSecret {
+            secret: vec![7; 32],
+        },
+        Record::AdminPassword {
+            creds: creds.clone(),
+        },
+        Record::AccountSet {
+            user: "alice".into(),
+            creds: creds.clone(),
+        },
+        Record::AccountSet {
+            user: "carol".into(),
+            creds: creds.clone(),
+        },
+        Record::AccountDel {
+            user: "carol".into(),
+        },
+        Record::RosterSet {
+            user: "alice".into(),
+            contact: "bob@localhost".into(),
+            item: RosterItem {
+                name: Some("Bob".into()),
+                groups: vec!["Friends".into()],
+                subscription: Subscription::Both,
+                ask_out: false,
+                pending_in: false,
+                visible: true,
+            },
+        },
+        Record::RosterSet {
+            user: "alice".into(),
+            contact: "eve@localhost".into(),
+            item: RosterItem {
+                subscription: Subscription::From,
+                ask_out: true,
+                pending_in: true,
+                ..RosterItem::default()
+            },
+        },
+        Record::RosterDel {
+            user: "alice".into(),
+            contact: "eve@localhost".into(),
+        },
+        Record::OfflinePush {
+            user: "alice".into(),
+            stamp_ms: 1_795_000_000_000,
+            xml: "<message from='bob@localhost/b' type='chat'><body>one</body></message>".into(),
+        },
+        Record::OfflinePush {
+            user: "alice".into(),
+            stamp_ms: 1_795_000_000_001,
+            xml: "<message from='bob@localhost/b' type='chat'><body>two</body></message>".into(),
+        },
+        Record::OfflineDone {
+            user: "alice".into(),
+            upto: 1,
+        },
+        room(RoomRecord::Create {
+            owner: "alice@localhost".into(),
+            salt: vec![1; 16],
+        }),
+        room(RoomRecord::Configure {
+            config: samples::config(),
+        }),
+        room(RoomRecord::Affiliate {
+            jid: "wayne@raleigh.example".into(),
+            affiliation: Affiliation::Member,
+        }),
+        room(RoomRecord::Subject {
+            subject: samples::subject(),
+        }),
+        room(RoomRecord::Message {
+            msg: samples::archived(1),
+        }),
+        room(RoomRecord::Message {
+            msg: samples::archived(2),
+        }),
+        room(RoomRecord::Trim { upto: 1 }),
+        Record::Room {
+            room: "gone".into(),
+            change: RoomRecord::Create {
+                owner: "alice@localhost".into(),
+                salt: vec![2; 16],
+            },
+        },
+        Record::Room {
+            room: "gone".into(),
+            change: RoomRecord::Destroy,
+        },
+        mirror(
+            KEY,
+            MirrorRecord::Synced {
+                upstream: "conference.hq.example".into(),
+                room: "ops".into(),
+                config: samples::config(),
+                affiliations: vec![("kevin@hq.example".into(), Affiliation::Owner)],
+                subject: None,
+                history: vec![samples::archived(3)],
+                next_seq: 4,
+            },
+        ),
+        mirror(KEY, MirrorRecord::Locked),
+        mirror(
+            KEY,
+            MirrorRecord::Subject {
+                seq: 4,
+                subject: samples::subject(),
+            },
+        ),
+        mirror(
+            KEY,
+            MirrorRecord::Config {
+                config: samples::config(),
+            },
+        ),
+        mirror(
+            KEY,
+            MirrorRecord::Affiliation {
+                jid: "wayne@raleigh.example".into(),
+                affiliation: Affiliation::Admin,
+            },
+        ),
+        mirror(
+            KEY,
+            MirrorRecord::Message {
+                msg: samples::archived(5),
+            },
+        ),
+        mirror(
+            "dropped@conference.hq.example",
+            MirrorRecord::Synced {
+                upstream: "conference.hq.example".into(),
+                room: "dropped".into(),
+                config: samples::config(),
+                affiliations: vec![],
+                subject: None,
+                history: vec![],
+                next_seq: 1,
+            },
+        ),
+        mirror("dropped@conference.hq.example", MirrorRecord::Drop),
+    ];
+    let events = samples::link_events();
+    let n = events.len() as u64;
+    for (i, event) in events.into_iter().enumerate() {
+        records.push(Record::LinkQueued {
+            peer: PEER.into(),
+            queued: Box::new(Queued {
+                seq: i as u64 + 1,
+                bytes: 100,
+                event: QueuedEvent::Typed(Box::new(event)),
+            }),
+        });
+    }
+    records.extend([
+        Record::LinkOut {
+            peer: PEER.into(),
+            seq: n + 1,
+            xml: "<resync room='chat' last-seq='3'/>".into(),
+        },
+        Record::LinkAcked {
+            peer: PEER.into(),
+            upto: 1,
+        },
+        Record::LinkIn {
+            peer: PEER.into(),
+            seq: 5,
+        },
+    ]);
+    records
+}
+
+/// One line per record: its kind and its encoding, in hex.
+fn encoded() -> String {
+    let mut state = State::default();
+    let mut all = records();
+    for r in &all {
+        state.apply(r);
+    }
+    write_snapshot(&state, |r| {
+        all.push(r);
+        Ok(())
+    })
+    .unwrap();
+    let mut out = format!("# log format {LOG_FORMAT}: see src/state/format_tests.rs\n");
+    for r in &all {
+        let bytes = r.encode();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        out.push_str(&format!("{} {hex}\n", r.kind()));
+        // And each reads back as itself.
+        assert_eq!(&Record::decode(r.kind(), &bytes).unwrap(), r);
+    }
+    out
+}
+
+#[test]
+fn the_log_format_is_what_the_fixture_pins() {
+    let now = encoded();
+    if std::env::var("OUTPOST_BLESS_FORMAT").is_ok() {
+        std::fs::write(FIXTURE, &now).unwrap();
+    }
+    let pinned = std::fs::read_to_string(FIXTURE).unwrap_or_default();
+    assert!(
+        now == pinned,
+        "the encoding of stored records changed: see src/state/format_tests.rs for what a format change needs"
+    );
+}
