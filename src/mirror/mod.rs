@@ -114,6 +114,9 @@ impl Ctx<'_> {
                         );
                     }
                     (None, None) => self.mirror_join(conn, &upstream, &room, &key, &nick, &el),
+                    (Some("unavailable"), None) if self.is_pending(&key, &me) => {
+                        self.cancel_join(&key, &me, &nick, strip_addressing(&el))
+                    }
                     _ => {}
                 }
             }
@@ -1120,6 +1123,48 @@ impl Ctx<'_> {
 
     /// A local session leaves: confirmed here at once (slow links, splits),
     /// told to the others here, and submitted to the master.
+    fn is_pending(&self, key: &str, session: &Jid) -> bool {
+        self.mirrors
+            .get(key)
+            .is_some_and(|m| m.pending.iter().any(|(p, _, _)| p == session))
+    }
+
+    /// A session leaves before the master answered its join: it is out at
+    /// once, and the master (which may admit it first) hears it leave, in
+    /// order after the join.
+    fn cancel_join(&mut self, key: &str, session: &Jid, nick: &str, presence: Element) {
+        let Some(m) = self.mirrors.get_mut(key) else {
+            return;
+        };
+        m.pending.retain(|(p, _, _)| p != session);
+        let (upstream, room) = (m.upstream.clone(), m.room.clone());
+        if let Some(conn) = self.bound.conn_of_full(session) {
+            let x = Element::new("x", mns::USER)
+                .child(
+                    Element::new("item", mns::USER)
+                        .attr("affiliation", "none")
+                        .attr("role", "none"),
+                )
+                .child(Element::new("status", mns::USER).attr("code", "110"));
+            let own = Element::new("presence", ns::CLIENT)
+                .attr("type", "unavailable")
+                .attr("from", format!("{key}/{nick}"))
+                .attr("to", session.to_string())
+                .child(x);
+            self.send_el(conn, &own);
+        }
+        self.left_room(session, key);
+        self.link_send(
+            &upstream,
+            &LinkEvent::Leave {
+                room,
+                from: session.clone(),
+                presence,
+            },
+        );
+        self.maybe_drop_mirror(key);
+    }
+
     fn mirror_local_leave(&mut self, key: &str, session: &Jid, presence: Element) {
         let Some(m) = self.mirrors.get_mut(key) else {
             return;

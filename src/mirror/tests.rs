@@ -254,3 +254,51 @@ fn a_local_message_is_shown_at_once_sent_up_and_not_shown_again_when_the_master_
         "kept in the replica's archive"
     );
 }
+
+/// A session that leaves before the master answered its join is out at
+/// once; the master hears it leave after the join, and its late admission
+/// shows the session nothing.
+#[test]
+fn leaving_before_the_master_answers_the_join_is_not_undone_by_the_answer() {
+    let mut b = Bench::new();
+    b.link_up();
+    let wayne = b.local(1, "wayne@site.example/tv");
+    b.stanza(1, &wayne, &join("Wayne"));
+    let out = b.stanza(
+        1,
+        &wayne,
+        &format!("<presence xmlns='jabber:client' to='{ROOM}/Wayne' type='unavailable'/>"),
+    );
+    let to_wayne = sent_to(&out, 1);
+    assert!(
+        to_wayne.contains("type='unavailable'") && to_wayne.contains("code='110'"),
+        "{to_wayne}"
+    );
+    assert!(out.iter().any(|o| matches!(o, MirrorOutput::ToMaster { event, .. } if matches!(event.as_ref(), LinkEvent::Leave { .. }))), "{out:?}");
+    assert!(out.contains(&MirrorOutput::Left {
+        session: wayne.clone(),
+        key: ROOM.into()
+    }));
+    // The master's answer to the join arrives afterwards.
+    let mut late = b.master_says(LinkEvent::Snapshot {
+        room: "ops".into(),
+        config: RoomConfig::default(),
+        affiliations: vec![],
+        subject: None,
+        occupants: vec![info("Wayne", "wayne@site.example/tv")],
+        history: vec![],
+        next_seq: 1,
+        gap: false,
+        locked: false,
+    });
+    late.extend(b.master_says(LinkEvent::Occupant {
+        room: "ops".into(),
+        info: info("Wayne", "wayne@site.example/tv"),
+        change: OccupantChange::Joined,
+    }));
+    assert_eq!(
+        sent_to(&late, 1),
+        "",
+        "nothing shown to a session that left"
+    );
+}
