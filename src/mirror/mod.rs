@@ -1059,6 +1059,22 @@ impl Ctx<'_> {
             self.send_el(c, &p);
             self.left_room(&session, key);
         }
+        // Joins the master had not answered yet fail: the room is gone.
+        let pending: Vec<Jid> = self
+            .mirrors
+            .get(key)
+            .map(|m| m.pending.iter().map(|(p, _, _)| p.clone()).collect())
+            .unwrap_or_default();
+        for session in pending {
+            let join = Element::new("presence", ns::CLIENT).attr("from", session.to_string());
+            if let (Some(c), Some(error)) = (
+                self.bound.conn_of_full(&session),
+                stanza::error_reply(&join, "gone", "cancel", key),
+            ) {
+                self.send_el(c, &stanza::with_error_text(error, "the room was destroyed"));
+            }
+            self.left_room(&session, key);
+        }
         self.drop_mirror(key);
     }
 

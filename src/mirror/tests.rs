@@ -302,3 +302,27 @@ fn leaving_before_the_master_answers_the_join_is_not_undone_by_the_answer() {
         "nothing shown to a session that left"
     );
 }
+
+/// A room destroyed while a local join waits for the master: the join
+/// fails, saying why, and the session is not counted in the room.
+#[test]
+fn a_join_waiting_when_the_room_is_destroyed_fails() {
+    let mut b = Bench::new();
+    b.link_up();
+    let wayne = b.local(1, "wayne@site.example/tv");
+    b.stanza(1, &wayne, &join("Wayne"));
+    let out = b.master_says(LinkEvent::Destroyed {
+        room: "ops".into(),
+        alt: None,
+        reason: None,
+    });
+    let to_wayne = sent_to(&out, 1);
+    assert!(
+        to_wayne.contains("type='error'") && to_wayne.contains("<gone"),
+        "{to_wayne}"
+    );
+    assert!(out.contains(&MirrorOutput::Left {
+        session: wayne,
+        key: ROOM.into()
+    }));
+}
