@@ -864,12 +864,15 @@ impl Clients {
         if s.closing {
             return;
         }
+        // Past the output window (what it holds back is dropped with the
+        // session): the client is told why, whatever it left unread.
+        let mut bytes = Vec::new();
         if !s.header_sent {
             let id = s.stream_id.clone();
-            let header = self.our_header(&id);
-            self.send(conn, header);
+            bytes = self.our_header(&id);
         }
-        self.send(conn, stanza::stream_error(condition, text));
+        bytes.extend(stanza::stream_error(condition, text));
+        self.out.push(ClientOutput::Send { conn, bytes });
         self.out.push(ClientOutput::Close { conn });
         self.end_session(conn);
     }

@@ -193,3 +193,24 @@ fn plaintext_after_starttls_in_the_same_read_is_never_read_after_tls() {
     let (_, sent) = b.input(1, PLAIN_ALICE);
     assert!(sent.contains("<success"), "{sent}");
 }
+
+/// A stream error reaches the client even when its output window is full
+/// (what the window holds back is dropped with the session).
+#[test]
+fn a_stream_error_goes_out_past_a_full_output_window() {
+    let mut b = Bench::new();
+    b.bound(1, "desk");
+    // 256 KiB the client has not read: more than the window lets out.
+    for _ in 0..64 {
+        b.clients.send(1, vec![b' '; 4096]);
+    }
+    b.run();
+    b.clients
+        .close_account("alice", "not-authorized", "the account was deleted");
+    let (_, sent) = b.run();
+    assert!(
+        sent.contains("<not-authorized") && sent.ends_with("[close]"),
+        "{}",
+        &sent[sent.len().saturating_sub(300)..]
+    );
+}
