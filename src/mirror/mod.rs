@@ -1169,9 +1169,22 @@ impl Ctx<'_> {
                 .child(x);
             self.send_el(conn, &own);
         }
+        self.left_upstream(key, session, &upstream, room, presence);
+    }
+
+    /// The session is out here: its room list, the master (in order after
+    /// its join), and the mirror if nobody is left.
+    fn left_upstream(
+        &mut self,
+        key: &str,
+        session: &Jid,
+        upstream: &PeerId,
+        room: String,
+        presence: Element,
+    ) {
         self.left_room(session, key);
         self.link_send(
-            &upstream,
+            upstream,
             &LinkEvent::Leave {
                 room,
                 from: session.clone(),
@@ -1219,16 +1232,7 @@ impl Ctx<'_> {
                 o.sessions.retain(|s| s != session);
             }
         }
-        self.left_room(session, key);
-        self.link_send(
-            &upstream,
-            &LinkEvent::Leave {
-                room,
-                from: session.clone(),
-                presence,
-            },
-        );
-        self.maybe_drop_mirror(key);
+        self.left_upstream(key, session, &upstream, room, presence);
     }
 
     fn link_is_up(&self, upstream: &PeerId) -> bool {
