@@ -27,7 +27,6 @@ import base64
 import os
 import resource
 import select
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 import servers  # noqa: E402
 from outpost_node import Node, free_port  # noqa: E402
-from xmpp import Raw, login, send_as  # noqa: E402
+from sockets import idle_sockets  # noqa: E402
+from xmpp import Raw, login, plain_auth, send_as  # noqa: E402
 
 
 
@@ -72,11 +72,6 @@ def offline_flood(binary, tmp):
         return f"RSS +{rss / 1024:.0f} MB, log +{log / 1e6:.0f} MB, {refused} refused"
     finally:
         node.stop()
-
-
-def plain_auth(user, password):
-    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-    return f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
 
 
 def pipelined_guesses(binary, tmp):
@@ -118,20 +113,6 @@ def pipelined_guesses(binary, tmp):
         return asyncio.run(attack())
     finally:
         node.stop()
-
-
-def idle_sockets(port, n, source="127.0.0.2"):
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind((source, 0))
-        s.setblocking(False)
-        try:
-            s.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        socks.append(s)
-    return socks
 
 
 def link_flood(binary, tmp):

@@ -40,6 +40,19 @@ fn online_with_roster(sim: &mut SimNode, conns: &[u64]) {
     }
 }
 
+/// Alice and Bob online with their rosters, Alice subscribed to Bob's
+/// presence (approved); output drained.
+fn alice_follows_bob(sim: &mut SimNode) -> (u64, u64) {
+    let alice = sim.login("alice", "wonderland", "a");
+    let bob = sim.login("bob", "builder", "b");
+    online_with_roster(sim, &[alice, bob]);
+    sim.send(alice, "<presence to='bob@localhost' type='subscribe'/>");
+    sim.send(bob, "<presence to='alice@localhost' type='subscribed'/>");
+    sim.take(alice);
+    sim.take(bob);
+    (alice, bob)
+}
+
 /// Connect, open the stream and negotiate TLS; ready for SASL.
 fn tls_stream(sim: &mut SimNode) -> u64 {
     let c = sim.connect();
@@ -526,13 +539,7 @@ fn subscription_handshake_and_presence_between_two_users() {
 #[test]
 fn unsubscribing_withdraws_presence_on_both_sides() {
     let mut sim = node();
-    let alice = sim.login("alice", "wonderland", "a");
-    let bob = sim.login("bob", "builder", "b");
-    online_with_roster(&mut sim, &[alice, bob]);
-    sim.send(alice, "<presence to='bob@localhost' type='subscribe'/>");
-    sim.send(bob, "<presence to='alice@localhost' type='subscribed'/>");
-    sim.take(alice);
-    sim.take(bob);
+    let (alice, bob) = alice_follows_bob(&mut sim);
     sim.send(alice, "<presence to='bob@localhost' type='unsubscribe'/>");
     let out = sim.take(alice);
     assert!(out.contains("subscription='none'"), "{out}");
@@ -672,13 +679,7 @@ fn deleting_a_user_ends_their_sessions_and_login() {
 #[test]
 fn deleting_a_user_tells_their_contacts_and_ends_a_login_in_progress() {
     let mut sim = node();
-    let alice = sim.login("alice", "wonderland", "a");
-    let bob = sim.login("bob", "builder", "b");
-    online_with_roster(&mut sim, &[alice, bob]);
-    sim.send(alice, "<presence to='bob@localhost' type='subscribe'/>");
-    sim.send(bob, "<presence to='alice@localhost' type='subscribed'/>");
-    sim.take(alice);
-    sim.take(bob);
+    let (alice, _bob) = alice_follows_bob(&mut sim);
     // A second login of bob's stops after the server's first SCRAM message.
     let half = tls_stream(&mut sim);
     let client_first =

@@ -1530,27 +1530,18 @@ fn snapshots_to_a_site_are_bounded_in_bytes() {
 fn a_room_created_from_a_site_is_configured_by_its_creator() {
     let mut w = world();
     let room = "fresh@conference.fairfax.example";
-    w.net.node(RALEIGH).send(
-        w.wayne,
-        &format!(
-            "<presence to='{room}/Wayne'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
-        ),
-    );
-    w.net.settle();
-    let out = w.net.node(RALEIGH).take(w.wayne);
+    let enter = |net: &mut Network, node: usize, conn: u64, nick: &str| {
+        net.node(node).send(conn, &format!("<presence to='{room}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+        net.settle();
+        net.node(node).take(conn)
+    };
+    let out = enter(&mut w.net, RALEIGH, w.wayne, "Wayne");
     assert!(
         out.contains("code='110'") && out.contains("code='201'"),
         "{out}"
     );
     // Locked until configured: another user is refused.
-    w.net.node(HQ).send(
-        w.kevin,
-        &format!(
-            "<presence to='{room}/Kevin'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
-        ),
-    );
-    w.net.settle();
-    let refused = w.net.node(HQ).take(w.kevin);
+    let refused = enter(&mut w.net, HQ, w.kevin, "Kevin");
     assert!(refused.contains("<item-not-found"), "{refused}");
     // The creator asks for an instant room (what clients do on 201).
     w.net.node(RALEIGH).send(w.wayne, &format!("<iq type='set' id='instant' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
@@ -1560,27 +1551,13 @@ fn a_room_created_from_a_site_is_configured_by_its_creator() {
         answer.contains("id='instant'") && answer.contains("type='result'"),
         "{answer}"
     );
-    w.net.node(HQ).send(
-        w.kevin,
-        &format!(
-            "<presence to='{room}/Kevin'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
-        ),
-    );
-    w.net.settle();
-    let joined = w.net.node(HQ).take(w.kevin);
+    let joined = enter(&mut w.net, HQ, w.kevin, "Kevin");
     assert!(
         joined.contains("code='110'") && !joined.contains("code='201'"),
         "{joined}"
     );
     // Others at the site join the configured room as usual.
-    w.net.node(RALEIGH).send(
-        w.keith,
-        &format!(
-            "<presence to='{room}/Keith'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
-        ),
-    );
-    w.net.settle();
-    let keith = w.net.node(RALEIGH).take(w.keith);
+    let keith = enter(&mut w.net, RALEIGH, w.keith, "Keith");
     assert!(
         keith.contains("code='110'") && !keith.contains("code='201'"),
         "{keith}"

@@ -4,17 +4,16 @@ of the hardening review that used to succeed, and must not any more."""
 import asyncio
 import base64
 import os
-import resource
 import select
 import signal
-import socket
 import subprocess
 import time
 
 from slixmpp import JID
 
 from outpost_node import Node, free_port
-from xmpp import Raw, login, send_as
+from sockets import idle_sockets, raise_own_file_limit
+from xmpp import Raw, login, plain_auth, send_as
 
 
 def run(coro):
@@ -40,26 +39,6 @@ def test_subscription_requests_cannot_bloat_a_roster(node):
         assert 300 < len(items) <= 1000, len(items)
         alice.disconnect()
     run(scenario())
-
-
-def raise_own_file_limit(n):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, n), hard), hard))
-
-
-def idle_sockets(port, n, source="127.0.0.2"):
-    """Open n TCP connections from `source` and keep them idle."""
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind((source, 0))
-        s.setblocking(False)
-        try:
-            s.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        socks.append(s)
-    return socks
 
 
 def login_ok(port, user, password):
@@ -222,11 +201,6 @@ def test_a_room_with_a_big_history_can_still_be_joined(node):
         for c in (alice, bob):
             c.disconnect()
     run(scenario())
-
-
-def plain_auth(user, password):
-    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-    return f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
 
 
 def whole_bodies(text):

@@ -17,6 +17,12 @@ def insecure_context():
     return ctx
 
 
+
+def plain_auth(user, password):
+    """A SASL PLAIN <auth> element for `user` and `password`."""
+    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    return f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+
 class Client(slixmpp.ClientXMPP):
     """slixmpp client that records what it receives."""
 
@@ -145,8 +151,7 @@ class Raw:
 
     async def login_plain(self, user, password):
         await self.starttls()
-        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-        await self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+        await self.send(plain_auth(user, password))
         await self.read_until("<success")
         await self.send(self.header)
         await self.read_until("</stream:features>")
