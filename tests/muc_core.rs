@@ -643,6 +643,90 @@ fn mam_pages_through_the_archive() {
 }
 
 #[test]
+fn mam_time_bounds_and_ids_hold_when_the_clock_steps_back() {
+    let (mut sim, alice, bob, _) = setup();
+    room_with(&mut sim, alice, &[]);
+    join(&mut sim, bob, "Bob", "<history maxstanzas='0'/>");
+    let t0 = sim.now.unix_ms;
+    for i in 0..6u64 {
+        sim.now.unix_ms = t0 + i * 1000;
+        let who = if i % 2 == 0 { alice } else { bob };
+        say(&mut sim, who, &format!("m{i}"), &format!("at {i}"));
+    }
+    // The clock steps back: the message is stamped as the one before it.
+    sim.now.unix_ms = t0 - 60_000;
+    say(&mut sim, alice, "late", "stepped back");
+    sim.take(bob);
+    let stamp = |i: u64| outpost::stanza::timestamp(t0 + i * 1000);
+    let query = |fields: &str, rsm: &str| {
+        format!("<iq type='set' id='q' to='{ROOM}'><query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:xmpp:mam:2</value></field>{fields}</x><set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query></iq>")
+    };
+    let field =
+        |var: &str, value: &str| format!("<field var='{var}'><value>{value}</value></field>");
+    let bodies = |out: &str| -> Vec<String> {
+        out.split("<body>")
+            .skip(1)
+            .map(|b| b[..b.find('<').unwrap()].to_string())
+            .collect()
+    };
+    // A time span, both ends included.
+    let span = field("start", &stamp(2)) + &field("end", &stamp(4));
+    sim.send(bob, &query(&span, ""));
+    let out = sim.take(bob);
+    assert_eq!(bodies(&out), ["at 2", "at 3", "at 4"], "{out}");
+    assert!(
+        out.contains("<count>3</count>") && out.contains("complete='true'"),
+        "{out}"
+    );
+    // The stepped-back message is found after the last stamp before it.
+    sim.send(bob, &query(&field("start", &stamp(5)), ""));
+    assert_eq!(bodies(&sim.take(bob)), ["at 5", "stepped back"]);
+    // Paging back from an id inside the span: index counts from the span.
+    sim.send(bob, &query(&span, "<max>10</max>"));
+    let last = outpost::sim::between(&sim.take(bob), "<last>", "</last>")
+        .unwrap()
+        .to_string();
+    sim.send(
+        bob,
+        &query(&span, &format!("<max>1</max><before>{last}</before>")),
+    );
+    let out = sim.take(bob);
+    assert_eq!(bodies(&out), ["at 3"], "{out}");
+    assert!(
+        out.contains("index='1'") && !out.contains("complete='true'"),
+        "{out}"
+    );
+    // An id outside the span is not an anchor in it.
+    sim.send(
+        bob,
+        &query(&field("end", &stamp(1)), &format!("<after>{last}</after>")),
+    );
+    assert_eq!(error_of(&sim.take(bob)), Some("item-not-found"));
+    // One occupant's messages, paged from an id: index and count by occupant.
+    let bobs = field("with", &format!("{ROOM}/Bob"));
+    sim.send(bob, &query(&bobs, "<max>1</max>"));
+    let out = sim.take(bob);
+    assert_eq!(bodies(&out), ["at 1"], "{out}");
+    assert!(out.contains("<count>3</count>"), "{out}");
+    let first = outpost::sim::between(&out, "<last>", "</last>")
+        .unwrap()
+        .to_string();
+    sim.send(
+        bob,
+        &query(&bobs, &format!("<max>5</max><after>{first}</after>")),
+    );
+    let out = sim.take(bob);
+    assert_eq!(bodies(&out), ["at 3", "at 5"], "{out}");
+    assert!(
+        out.contains("index='1'") && out.contains("complete='true'"),
+        "{out}"
+    );
+    // Alice's id is no anchor among Bob's messages.
+    sim.send(bob, &query(&bobs, &format!("<after>{last}</after>")));
+    assert_eq!(error_of(&sim.take(bob)), Some("item-not-found"));
+}
+
+#[test]
 fn persistent_rooms_survive_a_restart_and_temporary_ones_do_not() {
     let (mut sim, alice, bob, _) = setup();
     room_with(

@@ -3,6 +3,7 @@
 //! names a room either way. Data only: the machines that act on it are
 //! `muc`, `mirror` and `link`.
 
+pub mod archive;
 pub mod event;
 pub mod occupants;
 pub mod replica;

@@ -92,12 +92,11 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
         // join up; an archive with a silent hole would mislead archive queries.
         let first = history.first().map_or(u64::MAX, |h| h.seq);
         if first <= c.last_seq + 1 {
-            c.state.archive.retain(|a| a.seq < first);
+            c.state.archive.drop_from(first);
         } else {
             c.state.archive.clear();
         }
         c.state.archive.extend(history.iter().cloned());
-        c.state.archive_bytes = c.state.archive.iter().map(|m| m.xml.len() as u64).sum();
         trim(&mut c.state);
         c.state.next_seq = *next_seq;
         c.state.locked = false;
@@ -133,8 +132,7 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
             if msg.seq > c.last_seq {
                 c.last_seq = msg.seq;
                 c.state.next_seq = msg.seq + 1;
-                c.state.archive_bytes += msg.xml.len() as u64;
-                c.state.archive.push_back(msg.clone());
+                c.state.archive.push(msg.clone());
                 trim(&mut c.state);
             }
         }
@@ -144,11 +142,8 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
 
 /// Keep the replica's archive within its bounds.
 fn trim(state: &mut RoomState) {
-    while state.archive.len() > REPLICA_HISTORY || state.archive_bytes > REPLICA_HISTORY_BYTES {
-        let Some(m) = state.archive.pop_front() else {
-            break;
-        };
-        state.archive_bytes -= m.xml.len() as u64;
+    while state.archive.len() > REPLICA_HISTORY || state.archive.bytes() > REPLICA_HISTORY_BYTES {
+        state.archive.pop_front();
     }
 }
 
@@ -211,7 +206,7 @@ mod tests {
             apply(&mut m, key, &MirrorRecord::Message { msg: msg(seq) });
         }
         assert_eq!(m[key].state.archive.len(), REPLICA_HISTORY);
-        assert_eq!(m[key].state.archive[0].seq, 11);
+        assert_eq!(m[key].state.archive.front().unwrap().seq, 11);
         // And in bytes: big messages push the oldest out sooner.
         let big = |seq: u64| Archived {
             xml: format!("<message><body>{}</body></message>", "b".repeat(100_000)),
@@ -222,9 +217,9 @@ mod tests {
             apply(&mut m, key, &MirrorRecord::Message { msg: big(seq) });
         }
         let c = &m[key].state;
-        assert!(c.archive_bytes <= REPLICA_HISTORY_BYTES);
+        assert!(c.archive.bytes() <= REPLICA_HISTORY_BYTES);
         let sum: u64 = c.archive.iter().map(|a| a.xml.len() as u64).sum();
-        assert_eq!(c.archive_bytes, sum);
+        assert_eq!(c.archive.bytes(), sum);
         assert_eq!(c.archive.back().unwrap().seq, first + 99);
     }
 }

@@ -1,7 +1,8 @@
 //! Durable room state (the master's copy) and how room records change it.
 
+use super::archive::Archive;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomConfig {
@@ -101,8 +102,8 @@ pub struct RoomState {
     /// Keyed by bare JID; absent means `none`.
     pub affiliations: BTreeMap<String, Affiliation>,
     pub subject: Option<Subject>,
-    pub archive: VecDeque<Archived>,
-    pub archive_bytes: u64,
+    /// Stored as the fields `archive` (the messages) and `archive_bytes`.
+    pub archive: Archive,
     /// Sequence number of the next room event; the master's order.
     pub next_seq: u64,
     /// Salt for occupant-ids (XEP-0421), fixed for the room's life.
@@ -117,8 +118,7 @@ impl RoomState {
             config: RoomConfig::default(),
             affiliations: BTreeMap::from([(owner.to_string(), Affiliation::Owner)]),
             subject: None,
-            archive: VecDeque::new(),
-            archive_bytes: 0,
+            archive: Archive::new(),
             next_seq: 1,
             salt,
             locked: true,
@@ -131,8 +131,7 @@ impl RoomState {
             config: self.config.clone(),
             affiliations: self.affiliations.clone(),
             subject: self.subject.clone(),
-            archive: VecDeque::new(),
-            archive_bytes: 0,
+            archive: Archive::new(),
             next_seq: self.next_seq,
             salt: self.salt.clone(),
             locked: self.locked,
@@ -212,16 +211,9 @@ pub fn apply(rooms: &mut Rooms, room: &str, record: &RoomRecord) {
         }
         RoomRecord::Message { msg } => {
             r.next_seq = msg.seq + 1;
-            r.archive_bytes += msg.xml.len() as u64;
-            r.archive.push_back(msg.clone());
+            r.archive.push(msg.clone());
         }
-        RoomRecord::Trim { upto } => {
-            while r.archive.front().is_some_and(|m| m.seq <= *upto) {
-                if let Some(m) = r.archive.pop_front() {
-                    r.archive_bytes -= m.xml.len() as u64;
-                }
-            }
-        }
+        RoomRecord::Trim { upto } => r.archive.drop_upto(*upto),
         RoomRecord::Create { .. } | RoomRecord::Destroy => unreachable!("handled above"),
     }
 }

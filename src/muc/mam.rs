@@ -82,70 +82,70 @@ pub fn answer(
         return Err("forbidden");
     }
     let q = parse_query(room_jid, query, max_page)?;
-    let matching: Vec<&Archived> = rs
-        .archive
-        .iter()
-        .filter(|m| q.start.is_none_or(|s| m.stamp_ms >= s))
-        .filter(|m| q.end.is_none_or(|e| m.stamp_ms <= e))
-        .filter(|m| q.with_nick.as_ref().is_none_or(|n| &m.nick == n))
-        .collect();
-    let position = |id: &str| matching.iter().position(|m| m.stanza_id == id);
-    let (from, to, complete) = match (&q.before, &q.after) {
+    let archive = &rs.archive;
+    // The span of positions the time bounds allow, found by binary search.
+    let lo = q.start.map_or(0, |s| archive.first_at_or_after(s));
+    let hi = q
+        .end
+        .map_or(archive.len(), |e| archive.first_after(e))
+        .max(lo);
+    let matches = |p: usize| {
+        q.with_nick
+            .as_ref()
+            .is_none_or(|n| archive.get(p).is_some_and(|m| &m.nick == n))
+    };
+    // An RSM anchor: a message in the span that the query matches.
+    let anchor = |id: &str| {
+        let p = archive.seq_of(id).and_then(|seq| archive.position(seq));
+        p.filter(|p| (lo..hi).contains(p) && matches(*p))
+            .ok_or("item-not-found")
+    };
+    let backward = q.before.is_some();
+    let positions: Box<dyn Iterator<Item = usize>> = match (&q.before, &q.after) {
         (Some(before), _) => {
             let end = if before.is_empty() {
-                matching.len()
+                hi
             } else {
-                position(before).ok_or("item-not-found")?
+                anchor(before)?
             };
-            let start = end.saturating_sub(q.max);
-            (start, end, start == 0)
+            Box::new((lo..end).rev())
         }
-        (None, Some(after)) => {
-            let i = position(after).ok_or("item-not-found")?;
-            let end = (i + 1 + q.max).min(matching.len());
-            (i + 1, end, end == matching.len())
-        }
-        (None, None) => {
-            let end = q.max.min(matching.len());
-            (0, end, end == matching.len())
-        }
+        (None, Some(after)) => Box::new(anchor(after)? + 1..hi),
+        (None, None) => Box::new(lo..hi),
     };
     let to_attr = escape(&asker.to_string());
     let queryid = query.get_attr("queryid").map(escape);
-    let result = |m: &Archived| {
-        (
-            m.stanza_id.clone(),
-            result_xml(m, &to_attr, room_jid, queryid.as_deref()),
-        )
-    };
-    // Within the page's bytes: from the end a page is anchored to (its
-    // start going forward, its end going backward).
-    let backward = q.before.is_some();
-    let mut page: Vec<(String, String)> = Vec::new();
+    // Walk from the end a page is anchored to (its start going forward,
+    // its end going backward), within the page's count and bytes.
+    let mut page: Vec<(usize, String, String)> = Vec::new();
     let mut bytes = 0;
-    let mut cut = false;
-    let span = &matching[from..to];
-    let ordered: Vec<&&Archived> = if backward {
-        span.iter().rev().collect()
-    } else {
-        span.iter().collect()
-    };
-    for m in ordered {
-        let (id, xml) = result(m);
-        bytes += xml.len();
-        if bytes > PAGE_BYTES && !page.is_empty() {
-            cut = true;
+    let mut complete = true;
+    for p in positions.filter(|p| matches(*p)) {
+        if page.len() == q.max {
+            complete = false;
             break;
         }
-        page.push((id, xml));
+        let m = archive.get(p).expect("a position in the archive");
+        let xml = result_xml(m, &to_attr, room_jid, queryid.as_deref());
+        bytes += xml.len();
+        if bytes > PAGE_BYTES && !page.is_empty() {
+            complete = false;
+            break;
+        }
+        page.push((p, m.stanza_id.clone(), xml));
     }
-    let (from, complete) = if backward {
+    if backward {
         page.reverse();
-        (to - page.len(), complete && !cut)
-    } else {
-        (from, complete && !cut)
+    }
+    // RSM's count and index: by arithmetic, or by counting what a `with`
+    // filter lets through.
+    let count_matching = |range: std::ops::Range<usize>| match &q.with_nick {
+        None => range.len(),
+        Some(_) => range.filter(|p| matches(*p)).count(),
     };
-    let total = matching.len();
+    let total = count_matching(lo..hi);
+    let from = page.first().map_or(0, |(p, _, _)| count_matching(lo..*p));
+    let page: Vec<(String, String)> = page.into_iter().map(|(_, id, xml)| (id, xml)).collect();
     let mut set = Element::new("set", mns::RSM);
     if let (Some((first, _)), Some((last, _))) = (page.first(), page.last()) {
         set = set

@@ -842,15 +842,11 @@ impl Ctx<'_> {
         let real_bare = &sender.to_bare().to_string();
         let room_jid = self.room_jid(room);
         // An id minted at a site is kept; a resubmission of it is a duplicate.
-        if let Some(id) = &minted {
-            if self.rooms[room]
-                .archive
-                .iter()
-                .rev()
-                .any(|m| &m.stanza_id == id)
-            {
-                return;
-            }
+        if minted
+            .as_ref()
+            .is_some_and(|id| self.rooms[room].archive.contains_id(id))
+        {
+            return;
         }
         let stanza_id = minted.unwrap_or_else(|| self.random_id());
         let occupant_id = self.occupant_id(room, real_bare);
@@ -860,7 +856,9 @@ impl Ctx<'_> {
             let msg = Archived {
                 seq: self.rooms[room].next_seq,
                 stanza_id,
-                stamp_ms: self.now.unix_ms,
+                // Never before the previous message, even if the clock stepped
+                // back: archive queries find a time by binary search.
+                stamp_ms: self.now.unix_ms.max(self.rooms[room].archive.last_stamp()),
                 nick: nick.to_string(),
                 real: real_bare.to_string(),
                 xml: out.to_xml(ns::CLIENT),
@@ -897,7 +895,7 @@ impl Ctx<'_> {
     fn trim_archive(&mut self, room: &str) {
         let rs = &self.rooms[room];
         let (max_n, max_bytes) = (self.cfg.muc.archive_messages, self.cfg.muc.archive_bytes);
-        let (mut n, mut bytes) = (rs.archive.len(), rs.archive_bytes);
+        let (mut n, mut bytes) = (rs.archive.len(), rs.archive.bytes());
         let mut upto = None;
         for m in &rs.archive {
             if n <= max_n && bytes <= max_bytes {

@@ -177,7 +177,7 @@ mod tests {
         state.locked = false;
         state.config.history_length = 2;
         for seq in 1..=3 {
-            state.archive.push_back(Archived {
+            state.archive.push(Archived {
                 seq,
                 stanza_id: format!("s{seq}"),
                 stamp_ms: seq * 1000,

@@ -88,7 +88,7 @@ impl Node {
                 LinkOutput::Send { conn, bytes } => self.push_action(Action::Send { conn, bytes }),
                 LinkOutput::Close { conn } => self.push_action(Action::Close { conn }),
                 LinkOutput::Dial { peer } => self.push_action(Action::Dial { peer }),
-                LinkOutput::Persist(record) => self.push_action(Action::Persist(*record)),
+                LinkOutput::Persist(record) => self.push_action(Action::Persist(record)),
                 notice @ (LinkOutput::Down { .. } | LinkOutput::GraceExpired { .. }) => {
                     self.link_notices.push_back(notice)
                 }

@@ -44,7 +44,7 @@ impl Node {
                     MirrorOutput::Route { to, el } => {
                         self.route_message(NO_CONN, &el, &to);
                     }
-                    MirrorOutput::Persist(record) => self.push_action(Action::Persist(*record)),
+                    MirrorOutput::Persist(record) => self.push_action(Action::Persist(record)),
                     MirrorOutput::ToMaster {
                         upstream,
                         event,

@@ -137,7 +137,7 @@ pub enum Action {
         conn: ConnId,
     },
     /// Append to the log. Sends in the same batch wait until it is durable.
-    Persist(Record),
+    Persist(Box<Record>),
     /// Open a link to this upstream (the shell knows its address and key).
     Dial {
         peer: PeerId,
@@ -360,7 +360,7 @@ impl Node {
     /// Change durable state: apply now, persist before anything is sent.
     pub(crate) fn commit(&mut self, record: Record) {
         self.state.apply(&record);
-        self.actions.push(Action::Persist(record));
+        self.actions.push(Action::Persist(Box::new(record)));
     }
 
     pub(crate) fn random_bytes(&mut self, out: &mut [u8]) {

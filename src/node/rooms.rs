@@ -48,7 +48,7 @@ impl Node {
                     MucOutput::Route { to, el } => {
                         self.route_message(NO_CONN, &el, &to);
                     }
-                    MucOutput::Persist(record) => self.push_action(Action::Persist(*record)),
+                    MucOutput::Persist(record) => self.push_action(Action::Persist(record)),
                     MucOutput::ToSite {
                         peer,
                         event,

@@ -91,7 +91,7 @@ impl Node {
                         condition,
                         text,
                     } => self.clients.stream_error(conn, condition, text),
-                    ImOutput::Persist(record) => self.push_action(Action::Persist(*record)),
+                    ImOutput::Persist(record) => self.push_action(Action::Persist(record)),
                     ImOutput::LeaveRooms { conn } => self.leave_all_rooms(conn),
                 }
             }

@@ -340,12 +340,10 @@ impl Record {
             for acc in s.accounts.values_mut() {
                 acc.offline.iter_mut().for_each(|m| fix(&mut m.xml));
             }
-            s.rooms
-                .values_mut()
-                .for_each(|r| fix_archive(&mut r.archive));
+            s.rooms.values_mut().for_each(|r| r.archive.map_xml(fix));
             s.mirrors
                 .values_mut()
-                .for_each(|m| fix_archive(&mut m.state.archive));
+                .for_each(|m| m.state.archive.map_xml(fix));
             for l in s.links.values_mut() {
                 l.unacked.iter_mut().for_each(|(_, x)| fix(x));
             }

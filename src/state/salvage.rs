@@ -41,7 +41,7 @@ impl Summary {
         }
         for room in state.rooms.values() {
             s.archived_messages += room.archive.len();
-            s.archive_bytes += room.archive_bytes;
+            s.archive_bytes += room.archive.bytes();
         }
         s.unacked_events = state.links.values().map(|l| l.unacked.len()).sum();
         s

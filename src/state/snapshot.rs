@@ -156,10 +156,7 @@ impl State {
 }
 
 fn extend_archive(room: &mut RoomState, messages: &[Archived]) {
-    for m in messages {
-        room.archive_bytes += m.xml.len() as u64;
-        room.archive.push_back(m.clone());
-    }
+    room.archive.extend(messages.iter().cloned());
 }
 
 /// Cut a collection into parts of about [`PART_BYTES`] each.
@@ -231,8 +228,7 @@ pub fn write_snapshot(
         )?;
     }
     for (room, rs) in &state.rooms {
-        let mut bare = rs.clone_without_archive();
-        bare.archive_bytes = 0;
+        let bare = rs.clone_without_archive();
         let room_part = SnapshotPart::Room {
             room: room.clone(),
             state: bare,
@@ -260,13 +256,12 @@ pub fn write_snapshot(
         )?;
     }
     for (key, c) in &state.mirrors {
-        let mut cache = MirrorCache {
+        let cache = MirrorCache {
             upstream: c.upstream.clone(),
             room: c.room.clone(),
             state: c.state.clone_without_archive(),
             last_seq: c.last_seq,
         };
-        cache.state.archive_bytes = 0;
         let mirror = SnapshotPart::Mirror {
             key: key.clone(),
             cache,
