@@ -857,3 +857,53 @@ fn a_compressed_flood_is_handled_a_piece_per_turn() {
     assert!(hq.is_closed(conn), "closed for too much whitespace");
     assert_serves(&mut hq, kevin, 0, 1);
 }
+
+/// A peer that ends its compressed stream after every event makes the
+/// receiver start an inflater each time: that is counted against the
+/// turn's budget, so the node stays responsive and every event still
+/// arrives, once.
+#[test]
+fn a_stream_restarted_every_event_is_handled_a_piece_per_turn() {
+    use outpost::link::compress::{stored_stream, Deflater};
+    let mut cfg = NodeConfig::new(HQ_DOMAIN);
+    cfg.link.peers = vec![SITE_DOMAIN.into()];
+    let mut hq = SimNode::new(cfg, 1);
+    hq.add_user("kevin", "k");
+    let kevin = hq.login("kevin", "k", "hq");
+    let conn = hq.alloc_conn();
+    hq.event(Event::LinkUp {
+        conn,
+        peer: SITE_DOMAIN.into(),
+    });
+    hq.take_bytes(conn);
+    let mut stream = b"Z".to_vec();
+    let mut opening = Deflater::new();
+    stream.extend(opening.compress(header(SITE_DOMAIN).as_bytes()));
+    stream.extend(opening.finish());
+    // 2,000 events, each a stream of its own, each a few dozen bytes.
+    const EVENTS: u64 = 2000;
+    for n in 1..=EVENTS {
+        let event = format!("<e n='{n}'><resync room='r' last-seq='0'/></e>");
+        stream.extend(stored_stream(event.as_bytes()));
+    }
+    hq.event(Event::Data {
+        conn,
+        bytes: stream,
+    });
+    let applied = |hq: &SimNode| hq.node.state().links[SITE_DOMAIN].last_in;
+    let first = applied(&hq);
+    assert!(first > 0 && first < EVENTS, "one turn handled {first} events");
+    assert_serves(&mut hq, kevin, 0, 0);
+    let mut turns = 1;
+    while applied(&hq) < EVENTS {
+        hq.advance(0);
+        turns += 1;
+        assert!(turns < 100);
+    }
+    assert!(!hq.is_closed(conn), "a restarted stream is no error");
+    assert_eq!(
+        hq.node.link_compression_held(SITE_DOMAIN),
+        Some((true, false)),
+        "the last stream ended: no inflater is held"
+    );
+}

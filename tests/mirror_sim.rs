@@ -1563,3 +1563,46 @@ fn a_room_created_from_a_site_is_configured_by_its_creator() {
         "{keith}"
     );
 }
+
+#[test]
+fn an_idle_link_lets_its_compression_state_go_and_what_follows_still_arrives() {
+    let mut w = world();
+    join(&mut w.net, HQ, w.kevin, "Kevin");
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    w.net.node(HQ).take(w.kevin);
+    let held = |net: &mut Network| {
+        let hq = net.node(HQ).node.link_compression_held("raleigh.example");
+        let site = net
+            .node(RALEIGH)
+            .node
+            .link_compression_held("conference.fairfax.example");
+        (hq.expect("linked"), site.expect("linked"))
+    };
+    // Busy: both ends compress and inflate.
+    assert_eq!(held(&mut w.net), ((true, true), (true, true)));
+    for round in 0..3 {
+        // Idle past the release time, keepalives and probes included.
+        w.net.advance(outpost::link::DEFLATE_IDLE_MS + 70_000);
+        assert_eq!(
+            held(&mut w.net),
+            ((false, false), (false, false)),
+            "round {round}: an idle link holds no compression state"
+        );
+        let links = w.net.node(HQ).admin(outpost::node::AdminCommand::Links);
+        assert!(
+            matches!(&links, outpost::node::AdminReply::Links(l) if l.iter().all(|l| l.connected)),
+            "the link stays up: {links:?}"
+        );
+        // Traffic after the release crosses both ways, each on a new stream.
+        let (up, down) = (format!("up {round} {}", "x".repeat(200)), format!("down {round}"));
+        say(&mut w.net, RALEIGH, w.wayne, &up);
+        w.net.settle();
+        say(&mut w.net, HQ, w.kevin, &down);
+        w.net.settle();
+        let at_hq = w.net.node(HQ).take(w.kevin);
+        let at_site = w.net.node(RALEIGH).take(w.wayne);
+        assert!(at_hq.contains(&up) && at_hq.contains(&down), "{at_hq}");
+        assert!(at_site.contains(&up) && at_site.contains(&down), "{at_site}");
+        assert_eq!(held(&mut w.net), ((true, true), (true, true)));
+    }
+}

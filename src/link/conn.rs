@@ -13,6 +13,12 @@ use std::collections::VecDeque;
 /// that inflates hugely cannot hold up the rest of the node.
 const INFLATE_PER_TURN: usize = 1024 * 1024;
 
+/// A compressor that took no write larger than a keepalive for this long
+/// is let go (the peer permitting): an idle link holds no compression
+/// state, a busy one keeps its window. The next write starts a new stream
+/// from the primer, so losing the window costs a few bytes once.
+pub const DEFLATE_IDLE_MS: u64 = 30_000;
+
 /// What a connection's input held, framed, in order.
 pub(crate) enum Incoming {
     Header(Vec<u8>),
@@ -40,13 +46,24 @@ pub struct LinkConn {
     /// When the outstanding `<r/>` went out (its answer gives the round trip).
     pub(crate) probe_sent: Option<u64>,
     /// We opened the stream with `Z`: all we write after it is compressed.
+    compress_out: bool,
+    /// Our compressor, held while we write (see `release_deflate`).
     deflate: Option<compress::Deflater>,
+    /// When the compressor last took a write larger than a keepalive.
+    pub(crate) deflate_used: u64,
+    /// The peer reads streams that end and start again (its hello said
+    /// `z-restart='1'`): an idle compressor may be let go.
+    pub(crate) peer_restarts: bool,
     /// The peer opened with `Z`: all it sends after it is compressed.
+    compress_in: bool,
+    /// Our inflater for the peer's current stream (let go at its end).
     inflate: Option<compress::Inflater>,
     /// The peer's first byte has arrived (it says whether the stream is compressed).
     started: bool,
     /// Written since the last flush: one compressed block per batch of events.
     out: Vec<u8>,
+    /// Bytes ready for the wire as they are (the end of a compressed stream).
+    wire_out: Vec<u8>,
     /// Compressed input not inflated yet (the turn's budget ran out).
     pending_in: Vec<u8>,
     /// More inflating is due next turn.
@@ -71,10 +88,15 @@ impl LinkConn {
             dead_ms: timing.1,
             probed: false,
             probe_sent: None,
+            compress_out: false,
             deflate: None,
+            deflate_used: now,
+            peer_restarts: false,
+            compress_in: false,
             inflate: None,
             started: false,
             out: Vec::new(),
+            wire_out: Vec::new(),
             pending_in: Vec::new(),
             inflate_behind: false,
             inbox: VecDeque::new(),
@@ -88,7 +110,24 @@ impl LinkConn {
 
     /// Compress all output from now on (after the `Z` that says so).
     pub(crate) fn start_deflate(&mut self) {
-        self.deflate = Some(compress::Deflater::new());
+        self.compress_out = true;
+    }
+
+    /// End our compressed stream and let the compressor (about 300 KB) go,
+    /// if the peer reads restarted streams and nothing waits to be
+    /// compressed. The next write starts a new stream.
+    pub(crate) fn release_deflate(&mut self) {
+        if !self.peer_restarts || !self.out.is_empty() {
+            return;
+        }
+        if let Some(d) = self.deflate.take() {
+            self.wire_out.extend(d.finish());
+        }
+    }
+
+    /// Whether a compressor or an inflater is held (for tests and status).
+    pub fn holds_compression_state(&self) -> (bool, bool) {
+        (self.deflate.is_some(), self.inflate.is_some())
     }
 
     /// Queue output; `flush` hands it out (compressed, if so agreed).
@@ -100,13 +139,25 @@ impl LinkConn {
     /// What was written since the last flush, as it goes on the wire.
     pub(crate) fn flush(&mut self) -> Option<Vec<u8>> {
         let plain = std::mem::take(&mut self.out);
+        let mut wire = std::mem::take(&mut self.wire_out);
         if plain.is_empty() {
-            return None;
+            return (!wire.is_empty()).then_some(wire);
         }
-        Some(match self.deflate.as_mut() {
-            Some(d) => d.compress(&plain),
-            None => plain,
-        })
+        if !self.compress_out {
+            wire.extend(plain);
+            return Some(wire);
+        }
+        if self.deflate.is_none() && plain.len() <= compress::STORED_MAX {
+            // A keepalive or an ack on an idle link: a stream of its own.
+            wire.extend(compress::stored_stream(&plain));
+            return Some(wire);
+        }
+        if plain.len() > compress::STORED_MAX {
+            self.deflate_used = self.last_tx;
+        }
+        let d = self.deflate.get_or_insert_with(compress::Deflater::new);
+        wire.extend(d.compress(&plain));
+        Some(wire)
     }
 
     /// Take bytes from the peer: frame them into `inbox` (inflating first
@@ -116,11 +167,11 @@ impl LinkConn {
         if !self.started && !rest.is_empty() {
             self.started = true;
             if rest[0] == b'Z' {
-                self.inflate = Some(compress::Inflater::new());
+                self.compress_in = true;
                 rest = &rest[1..];
             }
         }
-        if self.inflate.is_none() {
+        if !self.compress_in {
             return self.frame(rest);
         }
         self.pending_in.extend_from_slice(rest);
@@ -136,15 +187,27 @@ impl LinkConn {
         let mut rest = &input[..];
         let mut plain = vec![0u8; compress::INFLATE_CHUNK];
         let mut produced = 0;
-        while let Some(inflater) = self.inflate.as_mut() {
-            let (used, n) = match inflater.step(rest, &mut plain) {
-                Ok(x) => x,
+        while !rest.is_empty() || self.inflate.is_some() {
+            if self.inflate.is_none() {
+                // A new stream of the peer's (its first, or one after an
+                // end). Counted like output: a peer that ends a stream every
+                // few bytes spends the turn's budget, not the node's time.
+                self.inflate = Some(compress::Inflater::new());
+                produced += compress::NEW_STREAM_COST;
+            }
+            let inflater = self.inflate.as_mut().expect("made above");
+            let step = match inflater.step(rest, &mut plain) {
+                Ok(step) => step,
                 Err(e) => return self.inbox.push_back(Incoming::Error(e)),
             };
-            rest = &rest[used..];
-            if used == 0 && n == 0 {
+            rest = &rest[step.consumed..];
+            if step.ended {
+                // The peer went idle: its inflater (about 45 KB) goes too.
+                self.inflate = None;
+            } else if step.consumed == 0 && step.written == 0 {
                 break;
             }
+            let n = step.written;
             self.frame(&plain[..n]);
             if self.broken() {
                 return;
@@ -189,12 +252,15 @@ impl LinkConn {
     pub(crate) fn next_deadline(&self, now: u64) -> u64 {
         let probe = (self.established && !self.probed).then_some(self.last_rx + self.dead_ms / 2);
         let go_on = self.inflate_behind.then_some(now);
+        let release = (self.peer_restarts && self.deflate.is_some())
+            .then_some(self.deflate_used + DEFLATE_IDLE_MS);
         [
             Some(self.last_tx + self.keepalive_ms),
             Some(self.last_rx + self.dead_ms),
             probe,
             self.ack_due,
             go_on,
+            release,
         ]
         .into_iter()
         .flatten()

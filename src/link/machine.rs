@@ -165,6 +165,12 @@ impl Links {
             .is_some_and(|c| self.conns[c].is_established())
     }
 
+    /// Whether the connection to `peer` holds a compressor and an inflater.
+    pub fn compression_held(&self, peer: &str) -> Option<(bool, bool)> {
+        let conn = self.of_peer.get(peer)?;
+        Some(self.conns[conn].holds_compression_state())
+    }
+
     /// Whether we showed `peer`'s occupants as gone and it has not
     /// resynchronised since.
     pub fn is_detached(&self, peer: &str) -> bool {
@@ -236,7 +242,7 @@ impl Links {
             }
         }
         let header = format!(
-            "<stream:stream xmlns='{DMUC}' xmlns:stream='{}' from='{}'><hello received='{received}' epoch='{}'{}/>",
+            "<stream:stream xmlns='{DMUC}' xmlns:stream='{}' from='{}'><hello received='{received}' epoch='{}' z-restart='1'{}/>",
             ns::STREAMS,
             crate::xml::escape(&self.domain),
             self.epoch,
@@ -433,6 +439,7 @@ impl Links {
                 self.acknowledged(&peer, received, store, out);
                 if let Some(l) = self.conns.get_mut(&conn) {
                     l.established = true;
+                    l.peer_restarts = el.get_attr("z-restart") == Some("1");
                 }
                 // One probe at once, so the round trip is known from the start.
                 self.send_probe(now, conn);
@@ -819,6 +826,11 @@ impl Links {
         if let Some(l) = self.conns.get(&conn) {
             if now >= l.last_tx + l.keepalive_ms {
                 self.write(now, conn, b" ");
+            }
+        }
+        if let Some(l) = self.conns.get_mut(&conn) {
+            if now >= l.deflate_used + super::conn::DEFLATE_IDLE_MS {
+                l.release_deflate();
             }
         }
         self.arm_timer(now, conn);

@@ -15,6 +15,7 @@ pub mod event;
 mod machine;
 mod queue;
 
+pub use conn::DEFLATE_IDLE_MS;
 pub use machine::{FromPeer, LinkOutput, Links};
 
 #[cfg(test)]

@@ -3,6 +3,11 @@
 use super::Node;
 
 impl Node {
+    /// Whether the link to `peer` holds a compressor and an inflater now.
+    pub fn link_compression_held(&self, peer: &str) -> Option<(bool, bool)> {
+        self.links.compression_held(peer)
+    }
+
     /// Stanza-ids of a mirrored room's replica, in the master's order (for checks).
     pub fn mirror_sequence(&self, room_jid: &str) -> Vec<String> {
         self.state
