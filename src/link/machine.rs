@@ -805,6 +805,10 @@ impl Links {
         if l.inflate_behind {
             l.inflate_pending();
         }
+        // Before the probe, ack or keepalive below, which then need no compressor.
+        if now >= l.deflate_used + super::conn::DEFLATE_IDLE_MS {
+            l.release_deflate();
+        }
         if now >= l.last_rx + l.dead_ms {
             log::warn!(
                 "link {}: nothing heard for {} s; closing",
@@ -826,11 +830,6 @@ impl Links {
         if let Some(l) = self.conns.get(&conn) {
             if now >= l.last_tx + l.keepalive_ms {
                 self.write(now, conn, b" ");
-            }
-        }
-        if let Some(l) = self.conns.get_mut(&conn) {
-            if now >= l.deflate_used + super::conn::DEFLATE_IDLE_MS {
-                l.release_deflate();
             }
         }
         self.arm_timer(now, conn);
