@@ -13,6 +13,9 @@ pub struct MucLimits {
     /// Archive retention per room.
     pub archive_messages: usize,
     pub archive_bytes: u64,
+    /// Bytes of all archives together (rooms mastered here and replicas):
+    /// past it, the largest archives give up their oldest messages first.
+    pub archive_bytes_total: u64,
     pub mam_max_page: usize,
     /// Rooms one account may own (create), and all the accounts of one
     /// linked site together.
@@ -37,6 +40,7 @@ impl Default for MucLimits {
             rooms_per_session: 100,
             archive_messages: 10_000,
             archive_bytes: 8 * 1024 * 1024,
+            archive_bytes_total: 64 * 1024 * 1024,
             mam_max_page: 250,
             rooms_per_account: 20,
             rooms_per_site: 100,

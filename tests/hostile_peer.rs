@@ -892,7 +892,10 @@ fn a_stream_restarted_every_event_is_handled_a_piece_per_turn() {
     });
     let applied = |hq: &SimNode| hq.node.state().links[SITE_DOMAIN].last_in;
     let first = applied(&hq);
-    assert!(first > 0 && first < EVENTS, "one turn handled {first} events");
+    assert!(
+        first > 0 && first < EVENTS,
+        "one turn handled {first} events"
+    );
     assert_serves(&mut hq, kevin, 0, 0);
     let mut turns = 1;
     while applied(&hq) < EVENTS {

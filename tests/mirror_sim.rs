@@ -1594,7 +1594,10 @@ fn an_idle_link_lets_its_compression_state_go_and_what_follows_still_arrives() {
             "the link stays up: {links:?}"
         );
         // Traffic after the release crosses both ways, each on a new stream.
-        let (up, down) = (format!("up {round} {}", "x".repeat(200)), format!("down {round}"));
+        let (up, down) = (
+            format!("up {round} {}", "x".repeat(200)),
+            format!("down {round}"),
+        );
         say(&mut w.net, RALEIGH, w.wayne, &up);
         w.net.settle();
         say(&mut w.net, HQ, w.kevin, &down);
@@ -1602,7 +1605,49 @@ fn an_idle_link_lets_its_compression_state_go_and_what_follows_still_arrives() {
         let at_hq = w.net.node(HQ).take(w.kevin);
         let at_site = w.net.node(RALEIGH).take(w.wayne);
         assert!(at_hq.contains(&up) && at_hq.contains(&down), "{at_hq}");
-        assert!(at_site.contains(&up) && at_site.contains(&down), "{at_site}");
+        assert!(
+            at_site.contains(&up) && at_site.contains(&down),
+            "{at_site}"
+        );
         assert_eq!(held(&mut w.net), ((true, true), (true, true)));
     }
+}
+
+#[test]
+fn replicas_count_in_the_sites_archive_budget_and_keep_it_across_a_restart() {
+    const TOTAL: u64 = 32 * 1024;
+    let mut net = Network::new();
+    net.add_node(hq_config(), 1);
+    let mut site = site_config("raleigh.example");
+    site.muc.archive_bytes_total = TOTAL;
+    net.add_node(site, 2);
+    net.add_link(RALEIGH, HQ, Shape::default());
+    net.node(HQ).add_user("kevin", "k");
+    net.node(RALEIGH).add_user("wayne", "w");
+    let kevin = net.node(HQ).login("kevin", "k", "hq");
+    let wayne = net.node(RALEIGH).login("wayne", "w", "tv");
+    net.advance(100);
+    join(&mut net, HQ, kevin, "Kevin");
+    net.node(HQ).send(kevin, &format!("<iq type='set' id='inst' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
+    join(&mut net, RALEIGH, wayne, "Wayne");
+    let line = "r".repeat(500);
+    for i in 0..300 {
+        say(&mut net, HQ, kevin, &format!("{i} {line}"));
+        net.settle();
+        net.node(HQ).take(kevin);
+        net.node(RALEIGH).take(wayne);
+    }
+    let replica = |net: &mut Network| {
+        let m = &net.node(RALEIGH).node.state().mirrors[ROOM];
+        let seqs: Vec<u64> = m.state.archive.iter().map(|a| a.seq).collect();
+        (m.state.archive.bytes(), seqs)
+    };
+    let (bytes, seqs) = replica(&mut net);
+    assert!(bytes <= TOTAL, "{bytes}");
+    assert!(seqs.len() < 100 && seqs.len() > 10, "{}", seqs.len());
+    // HQ's own archive is its own budget's business: all 300 there.
+    assert_eq!(net.node(HQ).node.state().rooms["chat"].archive.len(), 300);
+    let before = replica(&mut net);
+    net.crash_and_restart(RALEIGH);
+    assert_eq!(replica(&mut net), before, "trimmed through the log");
 }

@@ -997,3 +997,54 @@ fn forbidden_characters_never_reach_a_rooms_history() {
     sim.send(carol, "<iq type='get' id='alive' to='room@conference.localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
     assert!(sim.take(carol).contains("id='alive'"));
 }
+
+#[test]
+fn a_flooded_room_gives_up_its_history_before_quiet_rooms_do() {
+    const TOTAL: u64 = 64 * 1024;
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.muc.archive_bytes_total = TOTAL;
+    let (mut sim, alice, bob, _) = setup_with(cfg);
+    let quiet = "quiet@conference.localhost";
+    sim.send(
+        alice,
+        &format!(
+            "<presence to='{quiet}/Alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ),
+    );
+    sim.send(alice, &format!("<iq type='set' id='c' to='{quiet}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>"));
+    for i in 0..5 {
+        sim.send(
+            alice,
+            &format!("<message to='{quiet}' type='groupchat'><body>quiet {i}</body></message>"),
+        );
+    }
+    // Bob floods another room with ten times the node's budget.
+    room_with(&mut sim, bob, &[("muc#roomconfig_persistentroom", "1")]);
+    let line = "f".repeat(500);
+    for i in 0..1300 {
+        say(&mut sim, bob, &format!("f{i}"), &format!("{i} {line}"));
+        sim.take(bob);
+    }
+    sim.take(alice);
+    let held = |sim: &SimNode| {
+        let rooms = &sim.node.state().rooms;
+        let seqs = |r: &str| -> Vec<u64> { rooms[r].archive.iter().map(|m| m.seq).collect() };
+        let total: u64 = rooms.values().map(|r| r.archive.bytes()).sum();
+        (total, seqs("quiet"), seqs("room"))
+    };
+    let (total, quiet_kept, flooded) = held(&sim);
+    assert!(total <= TOTAL, "{total} bytes held");
+    assert_eq!(quiet_kept.len(), 5, "the quiet room keeps its history");
+    assert!(
+        flooded.len() < 200 && flooded.last().is_some(),
+        "{}",
+        flooded.len()
+    );
+    // What is kept is the newest, and the archive answers from there.
+    sim.send(bob, &format!("<iq type='set' id='q' to='{ROOM}'><query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><max>1</max><before/></set></query></iq>"));
+    assert!(sim.take(bob).contains("1299 fff"));
+    // Trimmed through the log: a restart holds the same.
+    let before = held(&sim);
+    sim.crash_and_restart();
+    assert_eq!(held(&sim), before);
+}

@@ -44,6 +44,7 @@ pub fn effect(running: &Config, new: &Config) -> Effect {
     masked.muc.max_occupants = running.muc.max_occupants;
     masked.muc.archive_messages = running.muc.archive_messages;
     masked.muc.archive_bytes = running.muc.archive_bytes;
+    masked.muc.archive_bytes_total = running.muc.archive_bytes_total;
     masked.muc.rooms_per_account = running.muc.rooms_per_account;
     masked.link.grace = running.link.grace;
     // Per-link timing applies from each link's next connection.

@@ -139,6 +139,10 @@ pub struct Muc {
     /// Archive retention per room: bytes kept.
     #[serde(default = "default_archive_bytes")]
     pub archive_bytes: u64,
+    /// Archive retention for the whole node (rooms and mirrored rooms):
+    /// bytes kept in all archives together.
+    #[serde(default = "default_archive_bytes_total")]
+    pub archive_bytes_total: u64,
     /// Rooms one account may create (own).
     #[serde(default = "default_rooms_per_account")]
     pub rooms_per_account: usize,
@@ -152,6 +156,7 @@ impl Default for Muc {
             max_occupants: default_max_occupants(),
             archive_messages: default_archive_messages(),
             archive_bytes: default_archive_bytes(),
+            archive_bytes_total: default_archive_bytes_total(),
             rooms_per_account: default_rooms_per_account(),
         }
     }
@@ -168,6 +173,9 @@ fn default_archive_messages() -> usize {
 }
 fn default_archive_bytes() -> u64 {
     crate::settings::MucLimits::default().archive_bytes
+}
+fn default_archive_bytes_total() -> u64 {
+    crate::settings::MucLimits::default().archive_bytes_total
 }
 fn default_rooms_per_account() -> usize {
     crate::settings::MucLimits::default().rooms_per_account
@@ -453,6 +461,7 @@ impl Config {
                 max_users: self.muc.max_occupants,
                 archive_messages: self.muc.archive_messages,
                 archive_bytes: self.muc.archive_bytes,
+                archive_bytes_total: self.muc.archive_bytes_total,
                 rooms_per_account: self.muc.rooms_per_account,
                 ..Default::default()
             },

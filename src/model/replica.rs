@@ -60,6 +60,12 @@ pub enum MirrorRecord {
     /// `Config` unlocks it). Added after format 1: appended so older
     /// records decode unchanged.
     Locked,
+    /// Drop archived messages up to and including this sequence number
+    /// (the node's archives passed `archive_bytes_total`). Appended, like
+    /// `Locked`.
+    Trim {
+        upto: u64,
+    },
 }
 
 pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &MirrorRecord) {
@@ -120,6 +126,7 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
             c.state.locked = false;
         }
         MirrorRecord::Locked => c.state.locked = true,
+        MirrorRecord::Trim { upto } => c.state.archive.drop_upto(*upto),
         MirrorRecord::Affiliation { jid, affiliation } => {
             let affs = &mut c.state.affiliations;
             if *affiliation == Affiliation::None {

@@ -26,6 +26,7 @@ impl Node {
             f(&mut ctx)
         };
         self.drain_mirrors();
+        self.keep_archives_within_total();
         result
     }
 

@@ -5,6 +5,7 @@
 mod checks;
 mod links;
 mod mirrors;
+mod retention;
 mod rooms;
 mod routing;
 mod status;
@@ -221,6 +222,8 @@ impl Node {
         }
         node.with_muc(|m| m.drop_rooms_that_died_with_their_occupants());
         node.restore_mirrors();
+        // The budget may have been lowered since the archives were written.
+        node.keep_archives_within_total();
         node
     }
 
@@ -263,6 +266,7 @@ impl Node {
                 self.im.reconfigure(self.cfg.clone());
                 self.muc.reconfigure(self.cfg.clone());
                 self.mirrors.reconfigure(self.cfg.clone());
+                self.keep_archives_within_total();
             }
             Event::Shutdown => {
                 self.with_muc(|m| m.muc_shutdown());

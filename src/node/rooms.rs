@@ -24,6 +24,7 @@ impl Node {
             f(&mut ctx)
         };
         self.drain_muc();
+        self.keep_archives_within_total();
         result
     }
 

@@ -178,6 +178,7 @@ fn records() -> Vec<Record> {
                 next_seq: 1,
             },
         ),
+        mirror(KEY, MirrorRecord::Trim { upto: 1 }),
         mirror("dropped@conference.hq.example", MirrorRecord::Drop),
     ];
     let events = samples::link_events();
