@@ -120,3 +120,45 @@ impl PartialEq<str> for PeerId {
         self.0 == other
     }
 }
+
+/// Bytes for one connection: its own beginning, then bytes it may share
+/// with other recipients. A room message is serialised once; each
+/// occupant's copy is its own `<message to='…'` and the shared rest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Payload {
+    pub head: Vec<u8>,
+    pub shared: Option<std::rc::Rc<[u8]>>,
+}
+
+impl Payload {
+    /// `head` followed by the shared `rest`.
+    pub fn shared(head: Vec<u8>, rest: &std::rc::Rc<[u8]>) -> Payload {
+        Payload {
+            head,
+            shared: Some(rest.clone()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.shared.as_ref().map_or(0, |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pieces, in order, as they go on the wire.
+    pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self.head[..]).chain(self.shared.as_deref())
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts().flatten().copied().collect()
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(head: Vec<u8>) -> Payload {
+        Payload { head, shared: None }
+    }
+}

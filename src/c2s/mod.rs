@@ -16,7 +16,7 @@ mod tests;
 pub use session::{Session, Stage};
 
 use crate::admission::Admission;
-use crate::common::{pop_due, ConnId};
+use crate::common::{pop_due, ConnId, Payload};
 use crate::jid::{normalize_domain, normalize_local, Jid};
 use crate::scram::{parse_client_first, parse_plain, Hash, SaslError, ScramServer};
 use crate::settings::NodeConfig;
@@ -45,7 +45,7 @@ const MAX_HELD_INPUT: usize = 64 * 1024;
 pub enum ClientOutput {
     Send {
         conn: ConnId,
-        bytes: Vec<u8>,
+        bytes: Payload,
     },
     /// Everything queued so far for `conn` is written, then TLS starts.
     StartTls {
@@ -290,8 +290,8 @@ impl Clients {
     // ---- output -----------------------------------------------------------
 
     /// Send live traffic, through the session's paced output (see `output`).
-    pub fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
-        self.queue_output(conn, bytes, false, None);
+    pub fn send(&mut self, conn: ConnId, bytes: impl Into<Payload>) {
+        self.queue_output(conn, bytes.into(), false, None);
     }
 
     pub fn send_el(&mut self, conn: ConnId, el: &Element) {
@@ -301,13 +301,13 @@ impl Clients {
     /// Send a large delivery, paced by what the client reads; `done` is
     /// given back by `written` once the bytes are written.
     pub fn send_paced(&mut self, conn: ConnId, bytes: Vec<u8>, done: Option<Completion>) {
-        self.queue_output(conn, bytes, true, done);
+        self.queue_output(conn, bytes.into(), true, done);
     }
 
     fn queue_output(
         &mut self,
         conn: ConnId,
-        bytes: Vec<u8>,
+        bytes: Payload,
         paced: bool,
         done: Option<Completion>,
     ) {
@@ -872,6 +872,7 @@ impl Clients {
             bytes = self.our_header(&id);
         }
         bytes.extend(stanza::stream_error(condition, text));
+        let bytes = bytes.into();
         self.out.push(ClientOutput::Send { conn, bytes });
         self.out.push(ClientOutput::Close { conn });
         self.end_session(conn);

@@ -10,6 +10,7 @@
 //! client that lets more than [`MAX_LIVE_BACKLOG`] of it pile up is not
 //! reading and is disconnected.
 
+use crate::common::Payload;
 use std::collections::VecDeque;
 
 /// Bytes handed to the shell and not yet reported written, at most.
@@ -31,7 +32,7 @@ pub enum Completion {
 }
 
 struct Chunk {
-    bytes: Vec<u8>,
+    bytes: Payload,
     paced: bool,
     done: Option<Completion>,
 }
@@ -56,7 +57,7 @@ impl Output {
     /// Queue bytes; `Err` if a client lets live traffic pile up past the bound.
     pub fn push(
         &mut self,
-        bytes: Vec<u8>,
+        bytes: Payload,
         paced: bool,
         done: Option<Completion>,
     ) -> Result<(), NotReading> {
@@ -74,7 +75,7 @@ impl Output {
 
     /// What may go to the shell now, in order (at least one chunk when
     /// nothing is in flight, so a chunk larger than the window still goes).
-    pub fn release(&mut self) -> Vec<Vec<u8>> {
+    pub fn release(&mut self) -> Vec<Payload> {
         let mut out = Vec::new();
         while let Some(chunk) = self.waiting.front() {
             if self.in_flight > 0 && self.in_flight + chunk.bytes.len() > WINDOW {
@@ -140,37 +141,37 @@ impl Output {
 mod tests {
     use super::*;
 
-    fn sizes(chunks: &[Vec<u8>]) -> Vec<usize> {
-        chunks.iter().map(Vec::len).collect()
+    fn sizes(chunks: &[Payload]) -> Vec<usize> {
+        chunks.iter().map(Payload::len).collect()
     }
 
     #[test]
     fn the_window_paces_what_goes_out_and_keeps_order() {
         let mut o = Output::default();
         for i in 0..5 {
-            o.push(vec![i; 30 * 1024], true, None).unwrap();
+            o.push(vec![i; 30 * 1024].into(), true, None).unwrap();
         }
         assert_eq!(sizes(&o.release()), [30 * 1024, 30 * 1024]);
         assert!(o.release().is_empty(), "the window is full");
-        o.push(b"live".to_vec(), false, None).unwrap();
+        o.push(b"live".to_vec().into(), false, None).unwrap();
         o.written(30 * 1024);
         let next = o.release();
         assert_eq!(next.len(), 1);
         assert_eq!(
-            next[0][0], 2,
+            next[0].head[0], 2,
             "in order: the paced chunk before the live one"
         );
         o.written(60 * 1024);
         let rest = o.release();
-        assert_eq!(rest.last().unwrap(), b"live");
+        assert_eq!(rest.last().unwrap().to_vec(), b"live");
         assert_eq!(o.backlog(), 0);
     }
 
     #[test]
     fn a_chunk_bigger_than_the_window_still_goes_alone() {
         let mut o = Output::default();
-        o.push(vec![0; 200 * 1024], true, None).unwrap();
-        o.push(vec![1; 10], false, None).unwrap();
+        o.push(vec![0; 200 * 1024].into(), true, None).unwrap();
+        o.push(vec![1; 10].into(), false, None).unwrap();
         assert_eq!(sizes(&o.release()), [200 * 1024]);
         o.written(200 * 1024);
         assert_eq!(sizes(&o.release()), [10]);
@@ -183,8 +184,8 @@ mod tests {
             user: "bob".into(),
             upto,
         };
-        o.push(vec![0; 100], true, Some(done(1))).unwrap();
-        o.push(vec![0; 100], true, Some(done(2))).unwrap();
+        o.push(vec![0; 100].into(), true, Some(done(1))).unwrap();
+        o.push(vec![0; 100].into(), true, Some(done(2))).unwrap();
         assert_eq!(o.release().len(), 2);
         assert_eq!(o.written(150), [done(1)]);
         assert_eq!(o.written(49), []);
@@ -194,13 +195,14 @@ mod tests {
     #[test]
     fn live_traffic_a_client_does_not_read_is_bounded_paced_is_not_counted() {
         let mut o = Output::default();
-        o.push(vec![0; WINDOW], false, None).unwrap();
+        o.push(vec![0; WINDOW].into(), false, None).unwrap();
         o.release();
-        o.push(vec![0; 4 * MAX_LIVE_BACKLOG], true, None).unwrap();
+        o.push(vec![0; 4 * MAX_LIVE_BACKLOG].into(), true, None)
+            .unwrap();
         for _ in 0..(MAX_LIVE_BACKLOG / 1024) {
-            o.push(vec![0; 1024], false, None).unwrap();
+            o.push(vec![0; 1024].into(), false, None).unwrap();
         }
         assert!(!o.wants_input());
-        assert_eq!(o.push(vec![0; 1], false, None), Err(NotReading));
+        assert_eq!(o.push(vec![0; 1].into(), false, None), Err(NotReading));
     }
 }

@@ -46,7 +46,9 @@ impl Bench {
         let mut sent = String::new();
         for o in self.clients.take_output() {
             match o {
-                ClientOutput::Send { bytes, .. } => sent.push_str(&String::from_utf8_lossy(&bytes)),
+                ClientOutput::Send { bytes, .. } => {
+                    sent.push_str(&String::from_utf8_lossy(&bytes.to_vec()))
+                }
                 ClientOutput::StartTls { .. } => sent.push_str("[starttls]"),
                 ClientOutput::Close { .. } => sent.push_str("[close]"),
             }

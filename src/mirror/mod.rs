@@ -8,7 +8,7 @@
 //! delivered locally at once with a stanza-id minted here, and submitted to
 //! the master, which keeps that id and gives the message its place in order.
 
-use crate::common::{ConnId, PeerId};
+use crate::common::{ConnId, Payload, PeerId};
 use crate::jid::Jid;
 use crate::model::event::{LinkEvent, OccupantChange, OccupantInfo};
 use crate::model::room::Affiliation;
@@ -317,10 +317,12 @@ impl Ctx<'_> {
             .values()
             .flat_map(|o| o.sessions.iter().cloned())
             .collect();
-        let rest = &xml["<message".len()..];
+        // Every copy shares these bytes, whoever is slow to read it.
+        let rest: std::rc::Rc<[u8]> = xml.as_bytes()["<message".len()..].into();
         for s in sessions {
             if let Some(c) = self.bound.conn_of_full(&s) {
-                let bytes = format!("<message to='{}'{rest}", escape(&s.to_string())).into_bytes();
+                let to = format!("<message to='{}'", escape(&s.to_string()));
+                let bytes = Payload::shared(to.into_bytes(), &rest);
                 self.count_fanout(key, bytes.len());
                 self.send(c, bytes);
             }

@@ -7,7 +7,7 @@
 
 use super::Mirror;
 use crate::c2s::Clients;
-use crate::common::{ConnId, Now, PeerId};
+use crate::common::{ConnId, Now, Payload, PeerId};
 use crate::im::Bound;
 use crate::jid::Jid;
 use crate::link::Links;
@@ -31,7 +31,7 @@ pub enum MirrorOutput {
     /// To a local session.
     Send {
         conn: ConnId,
-        bytes: Vec<u8>,
+        bytes: Payload,
     },
     /// A large delivery to a local session (history, archive pages), paced.
     Paced {
@@ -172,7 +172,8 @@ impl Mirrors {
 }
 
 impl Ctx<'_> {
-    pub(super) fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
+    pub(super) fn send(&mut self, conn: ConnId, bytes: impl Into<Payload>) {
+        let bytes = bytes.into();
         self.out.push(MirrorOutput::Send { conn, bytes });
     }
 

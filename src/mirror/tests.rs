@@ -103,9 +103,10 @@ impl Bench {
 fn sent_to(out: &[MirrorOutput], to: ConnId) -> String {
     out.iter()
         .filter_map(|o| match o {
-            MirrorOutput::Send { conn, bytes } | MirrorOutput::Paced { conn, bytes }
-                if *conn == to =>
-            {
+            MirrorOutput::Send { conn, bytes } if *conn == to => {
+                Some(String::from_utf8_lossy(&bytes.to_vec()).into_owned())
+            }
+            MirrorOutput::Paced { conn, bytes } if *conn == to => {
                 Some(String::from_utf8_lossy(bytes).into_owned())
             }
             _ => None,

@@ -35,7 +35,7 @@ pub enum Origin {
     },
 }
 
-use crate::common::{ConnId, PeerId};
+use crate::common::{ConnId, Payload, PeerId};
 use crate::jid::Jid;
 use crate::model::event::{LinkEvent, OccupantChange};
 use crate::model::room::{Affiliation, Archived, RoomRecord, RoomState, Rooms, Subject};
@@ -919,11 +919,12 @@ impl Ctx<'_> {
             .flat_map(|o| o.sessions.iter().cloned())
             .collect();
         let body = out.to_xml(ns::CLIENT);
-        let rest = &body["<message".len()..];
+        // Every copy shares these bytes, whoever is slow to read it.
+        let rest: std::rc::Rc<[u8]> = body.as_bytes()["<message".len()..].into();
         for s in sessions {
             if let Some(c) = self.bound.conn_of_full(&s) {
-                let bytes = format!("<message to='{}'{rest}", escape(&s.to_string())).into_bytes();
-                self.send(c, bytes);
+                let to = format!("<message to='{}'", escape(&s.to_string()));
+                self.send(c, Payload::shared(to.into_bytes(), &rest));
             }
         }
     }

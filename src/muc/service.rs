@@ -4,7 +4,7 @@
 //! streams and the links with each input, and carries out its outputs.
 
 use crate::c2s::Clients;
-use crate::common::{ConnId, Now, PeerId};
+use crate::common::{ConnId, Now, Payload, PeerId};
 use crate::im::Bound;
 use crate::jid::Jid;
 use crate::link::Links;
@@ -24,7 +24,7 @@ pub enum MucOutput {
     /// To a local session.
     Send {
         conn: ConnId,
-        bytes: Vec<u8>,
+        bytes: Payload,
     },
     /// A large delivery to a local session (history, archive pages), paced.
     Paced {
@@ -130,7 +130,8 @@ impl Service {
 }
 
 impl Ctx<'_> {
-    pub(super) fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
+    pub(super) fn send(&mut self, conn: ConnId, bytes: impl Into<Payload>) {
+        let bytes = bytes.into();
         self.out.push(MucOutput::Send { conn, bytes });
     }
 

@@ -77,7 +77,10 @@ impl Bench {
 fn sent_to(out: &[MucOutput], to: ConnId) -> String {
     out.iter()
         .filter_map(|o| match o {
-            MucOutput::Send { conn, bytes } | MucOutput::Paced { conn, bytes } if *conn == to => {
+            MucOutput::Send { conn, bytes } if *conn == to => {
+                Some(String::from_utf8_lossy(&bytes.to_vec()).into_owned())
+            }
+            MucOutput::Paced { conn, bytes } if *conn == to => {
                 Some(String::from_utf8_lossy(bytes).into_owned())
             }
             _ => None,

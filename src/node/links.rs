@@ -85,7 +85,10 @@ impl Node {
     pub(crate) fn take_link_out(&mut self) {
         for o in std::mem::take(&mut self.link_out) {
             match o {
-                LinkOutput::Send { conn, bytes } => self.push_action(Action::Send { conn, bytes }),
+                LinkOutput::Send { conn, bytes } => self.push_action(Action::Send {
+                    conn,
+                    bytes: bytes.into(),
+                }),
                 LinkOutput::Close { conn } => self.push_action(Action::Close { conn }),
                 LinkOutput::Dial { peer } => self.push_action(Action::Dial { peer }),
                 LinkOutput::Persist(record) => self.push_action(Action::Persist(record)),

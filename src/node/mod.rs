@@ -127,7 +127,7 @@ pub enum Event {
 pub enum Action {
     Send {
         conn: ConnId,
-        bytes: Vec<u8>,
+        bytes: crate::common::Payload,
     },
     /// Everything queued so far for `conn` is written, then TLS is started on it.
     StartTls {

@@ -26,7 +26,7 @@ const READ_BUF: usize = 2048;
 pub const READ_CREDITS: usize = 4;
 
 pub enum Out {
-    Bytes(Vec<u8>),
+    Bytes(crate::common::Payload),
     StartTls,
     Close,
 }
@@ -81,6 +81,14 @@ impl Io {
             Io::Gone => Err(io::ErrorKind::NotConnected.into()),
         }
     }
+    /// A payload's pieces (its own head, then what it shares with other
+    /// recipients), written without joining them first.
+    async fn write_payload(&mut self, bytes: &crate::common::Payload) -> io::Result<()> {
+        for part in bytes.parts() {
+            self.write_all(part).await?;
+        }
+        Ok(())
+    }
     async fn flush(&mut self) -> io::Result<()> {
         match self {
             Io::Plain(s) => s.flush().await,
@@ -132,7 +140,7 @@ pub async fn serve(
         match step {
             Step::Out(Some(Out::Bytes(bytes))) => {
                 let mut written = bytes.len();
-                if io.write_all(&bytes).await.is_err() {
+                if io.write_payload(&bytes).await.is_err() {
                     break;
                 }
                 // Write whatever else is ready before one flush.
@@ -142,7 +150,7 @@ pub async fn serve(
                     match next {
                         Out::Bytes(b) => {
                             written += b.len();
-                            if io.write_all(&b).await.is_err() {
+                            if io.write_payload(&b).await.is_err() {
                                 close = true;
                                 break;
                             }

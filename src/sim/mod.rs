@@ -87,7 +87,8 @@ impl SimNode {
                 Action::Persist(_) => {}
                 Action::Send { conn, bytes } => {
                     if !self.closed.contains(&conn) {
-                        self.outbox.entry(conn).or_default().extend(bytes);
+                        let outbox = self.outbox.entry(conn).or_default();
+                        bytes.parts().for_each(|p| outbox.extend_from_slice(p));
                     }
                 }
                 Action::StartTls { conn } => tls.push(conn),
@@ -189,6 +190,17 @@ impl SimNode {
         let read: Vec<u8> = bytes.drain(..n).collect();
         self.event(Event::Written { conn, bytes: n });
         String::from_utf8_lossy(&read).into_owned()
+    }
+
+    /// Bytes handed to connections and not read yet.
+    pub fn unread_bytes(&self) -> usize {
+        self.outbox.values().map(Vec::len).sum()
+    }
+
+    /// Heap the simulator holds for output not read yet (a real node
+    /// would have written it to its sockets).
+    pub fn outbox_heap_bytes(&self) -> usize {
+        self.outbox.values().map(Vec::capacity).sum()
     }
 
     pub fn is_closed(&self, conn: ConnId) -> bool {
