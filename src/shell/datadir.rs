@@ -93,7 +93,7 @@ pub fn open_state(data_dir: &Path, salt: u64) -> Result<Opened, String> {
         log::warn!("log: removed segment {seg:016x}, left empty by an interrupted start");
     }
     if let Some((seg, offset)) = opened.unfinished_snapshot {
-        log::warn!("log: discarded a snapshot left unfinished at segment {seg:016x} offset {offset}; the log before it stands");
+        log::warn!("log: a snapshot begun at segment {seg:016x} offset {offset} was left unfinished (the node stopped while compacting); it is read past, and the records before and beside it stand");
     }
     log::info!(
         "log: replayed {} records from {}",

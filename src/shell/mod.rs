@@ -24,6 +24,7 @@ mod web;
 
 use crate::config::Config;
 use crate::node::{Action, AdminReply, ConnId, Event, Node, Now};
+use crate::state::snapshot::{Compaction, STEP_BYTES};
 use crate::store::Log;
 use conn::{ConnHandle, Out};
 use datadir::{admin_socket, open_state, DataLock, LockError};
@@ -114,6 +115,8 @@ async fn serve(
     let opened = open_state(&cfg.data_dir, random_u64())?;
     let (mut log, state) = (opened.log, opened.state);
     let mut snapshot_bytes = opened.snapshot_bytes;
+    // A compaction under way: a step of it per turn (see `Compaction`).
+    let mut compacting: Option<Compaction> = None;
     let tls = futures_rustls::TlsAcceptor::from(tls::server_config(&cfg)?);
     let web_listener = cfg.admin.http.map(web::bind).transpose()?;
     let mut node = Node::new(cfg.node_config(), state, random_seed());
@@ -210,7 +213,14 @@ async fn serve(
     };
     let mut shutting_down = false;
     loop {
-        let first = next_event(&events_rx, node.next_deadline(), &clock).await;
+        let first = if compacting.is_some() {
+            // Between steps, connections run and events are taken as they
+            // come, but nothing is waited for.
+            future::yield_now().await;
+            events_rx.try_recv().ok()
+        } else {
+            next_event(&events_rx, node.next_deadline(), &clock).await
+        };
         let mut batch = Vec::new();
         batch.extend(first);
         while batch.len() < MAX_BATCH {
@@ -240,10 +250,20 @@ async fn serve(
         for peer in dials {
             dial(&wiring, peer, &link_tls.upstreams);
         }
-        if log.total_bytes() > COMPACT_SLACK_BYTES + 2 * snapshot_bytes {
-            snapshot_bytes = crate::state::snapshot::compact(&mut log, node.state(), random_u64())
-                .map_err(|e| format!("log compaction failed: {e}"))?;
-            log::info!("log: compacted to a {snapshot_bytes}-byte snapshot");
+        // The state now holds exactly what the log does: a step may read it.
+        let failed = |e: std::io::Error| format!("log compaction failed: {e}");
+        match compacting.as_mut() {
+            Some(c) => {
+                if let Some(bytes) = c.step(&mut log, node.state(), STEP_BYTES).map_err(failed)? {
+                    snapshot_bytes = bytes;
+                    compacting = None;
+                    log::info!("log: compacted to a {snapshot_bytes}-byte snapshot");
+                }
+            }
+            None if log.total_bytes() > COMPACT_SLACK_BYTES + 2 * snapshot_bytes => {
+                compacting = Some(Compaction::begin(&mut log, random_u64()).map_err(failed)?);
+            }
+            None => {}
         }
         if shutting_down {
             break;

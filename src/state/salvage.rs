@@ -2,7 +2,7 @@
 //! what a state holds. Used by `outpost data check` and `outpost data
 //! salvage`, which never change the data directory they read.
 
-use super::snapshot::{SnapshotPart, FORMAT};
+use super::snapshot::{Entity, SnapshotPart, FORMAT};
 use super::{Record, State};
 use crate::store::{inspect, RecordRef, SegmentReport, Storage};
 use std::fmt;
@@ -96,7 +96,8 @@ pub struct Salvaged {
 /// is laid over the state before it rather than replacing it.
 pub fn salvage<S: Storage>(storage: &mut S) -> io::Result<Salvaged> {
     let mut out = Salvaged::default();
-    let mut building: Option<State> = None;
+    // The snapshot being read, and the entity of its last part.
+    let mut building: Option<(State, Option<Entity>)> = None;
     let segments = inspect(storage, |r: RecordRef| {
         let Ok(record) = Record::decode(r.kind, r.payload).map(Record::repaired) else {
             out.undecodable += 1;
@@ -104,33 +105,39 @@ pub fn salvage<S: Storage>(storage: &mut S) -> io::Result<Salvaged> {
         };
         out.applied += 1;
         match record {
-            Record::SnapshotBegin { format } if format == FORMAT => {
-                if let Some(partial) = building.take() {
+            Record::SnapshotBegin { format } if (1..=FORMAT).contains(&format) => {
+                if let Some((partial, _)) = building.take() {
                     overlay(&mut out.state, partial);
                     out.partial_snapshots += 1;
                 }
-                building = Some(State::default());
+                building = Some((State::default(), None));
             }
             Record::SnapshotBegin { .. } => out.undecodable += 1,
             Record::SnapshotPart(part) => match building.as_mut() {
-                Some(b) => b.apply_part(&part),
+                Some((b, last)) => {
+                    b.apply_part(&part);
+                    *last = Some(Entity::of_part(&part));
+                }
                 None => apply_stray_part(&mut out.state, &part),
             },
             Record::SnapshotEnd { .. } => {
-                if let Some(b) = building.take() {
+                if let Some((b, _)) = building.take() {
                     out.state = b;
                 }
             }
             other => {
-                if let Some(partial) = building.take() {
-                    overlay(&mut out.state, partial);
-                    out.partial_snapshots += 1;
+                // Written beside the snapshot: about an entity it already
+                // holds, it applies to the snapshot too.
+                if let Some((b, Some(last))) = building.as_mut() {
+                    if Entity::of_record(&other).is_some_and(|e| e <= *last) {
+                        b.apply(&other);
+                    }
                 }
                 out.state.apply(&other);
             }
         }
     })?;
-    if let Some(partial) = building.take() {
+    if let Some((partial, _)) = building.take() {
         overlay(&mut out.state, partial);
         out.partial_snapshots += 1;
     }

@@ -5,9 +5,11 @@
 //! offline queue, of an archive…), then `SnapshotEnd`, into a fresh
 //! segment; the older segments are dropped only once all of it is durable.
 //! No record ever has to hold the whole state, so no state is too big to
-//! be written or read back. Replay builds a snapshot aside and swaps it in
-//! at its end; a snapshot a crash left unfinished at the end of the log is
-//! discarded, and the state from the segments before it stands.
+//! be written or read back. The node writes a snapshot a step per turn
+//! ([`Compaction`]), its own records going on between the steps. Replay
+//! builds a snapshot aside and swaps it in at its end; a snapshot a crash
+//! left unfinished is ignored, and the state from the records before and
+//! beside it stands.
 
 use super::{Account, LinkState, OfflineMessage, Queued, Record, RosterItem, State};
 use crate::common::PeerId;
@@ -20,12 +22,22 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io;
 
 /// Format of the snapshot parts; a reader refuses a format it does not know.
-pub const FORMAT: u32 = 1;
+///
+/// 1. Parts follow each other from `SnapshotBegin` to `SnapshotEnd`.
+/// 2. The node's own records may come between the parts (the snapshot is
+///    written a little per turn): one for an entity whose parts were
+///    already written applies to the snapshot too (see `Replay`). Format 1
+///    snapshots read the same way. Releases that know only format 1 refuse
+///    a log with a format 2 snapshot rather than misread it.
+pub const FORMAT: u32 = 2;
 /// A part closes once its contents reach this many bytes (so a part is at
 /// most this plus one item, and every item is bounded on its own).
 pub const PART_BYTES: usize = 1024 * 1024;
 /// Snapshot records are committed in groups of about this many bytes.
 const COMMIT_BYTES: usize = 4 * 1024 * 1024;
+/// Snapshot bytes an incremental compaction writes per turn (at least one
+/// entity: its parts are never split across turns).
+pub const STEP_BYTES: u64 = 256 * 1024;
 
 /// One piece of a snapshot. Collections come in slices, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,104 +197,234 @@ fn archived_size(m: &Archived) -> usize {
     m.xml.len() + m.stanza_id.len() + m.nick.len() + m.real.len()
 }
 
-/// Every record of a snapshot of `state`, in order, one at a time.
-pub fn write_snapshot(
+/// What a snapshot part or a record is about. A snapshot writes one entity
+/// at a time, all its parts together, in this order (variants, then keys).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Entity {
+    Account(String),
+    Room(String),
+    Link(PeerId),
+    Mirror(String),
+    Admin,
+    Secret,
+}
+
+impl Entity {
+    pub fn of_part(part: &SnapshotPart) -> Entity {
+        match part {
+            SnapshotPart::Account { user, .. }
+            | SnapshotPart::Roster { user, .. }
+            | SnapshotPart::Offline { user, .. } => Entity::Account(user.clone()),
+            SnapshotPart::Room { room, .. } | SnapshotPart::Archive { room, .. } => {
+                Entity::Room(room.clone())
+            }
+            SnapshotPart::Link { peer, .. } | SnapshotPart::Unacked { peer, .. } => {
+                Entity::Link(peer.clone())
+            }
+            SnapshotPart::Mirror { key, .. } | SnapshotPart::MirrorArchive { key, .. } => {
+                Entity::Mirror(key.clone())
+            }
+            SnapshotPart::Admin { .. } => Entity::Admin,
+            SnapshotPart::Secret { .. } => Entity::Secret,
+        }
+    }
+
+    /// The entity a record changes (none for the snapshot's own records).
+    pub fn of_record(record: &Record) -> Option<Entity> {
+        Some(match record {
+            Record::AccountSet { user, .. }
+            | Record::AccountDel { user }
+            | Record::RosterSet { user, .. }
+            | Record::RosterDel { user, .. }
+            | Record::OfflinePush { user, .. }
+            | Record::OfflineDone { user, .. } => Entity::Account(user.clone()),
+            Record::Room { room, .. } => Entity::Room(room.clone()),
+            Record::LinkOut { peer, .. }
+            | Record::LinkAcked { peer, .. }
+            | Record::LinkIn { peer, .. }
+            | Record::LinkQueued { peer, .. } => Entity::Link(peer.clone()),
+            Record::Mirror { key, .. } => Entity::Mirror(key.clone()),
+            Record::AdminPassword { .. } => Entity::Admin,
+            Record::ServerSecret { .. } => Entity::Secret,
+            Record::Snapshot(_)
+            | Record::SnapshotBegin { .. }
+            | Record::SnapshotPart(_)
+            | Record::SnapshotEnd { .. } => return None,
+        })
+    }
+
+    /// The first entity of `state` after `after` (the first of all for None).
+    pub fn next(state: &State, after: Option<&Entity>) -> Option<Entity> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        fn first_after<K: Ord + Clone, V>(map: &BTreeMap<K, V>, after: Option<&K>) -> Option<K> {
+            let mut keys = match after {
+                Some(k) => map.range((Excluded(k), Unbounded)),
+                None => map.range(..),
+            };
+            keys.next().map(|(k, _)| k.clone())
+        }
+        let account = |k| first_after(&state.accounts, k).map(Entity::Account);
+        let room = |k| first_after(&state.rooms, k).map(Entity::Room);
+        let link = |k| first_after(&state.links, k).map(Entity::Link);
+        let mirror = |k| first_after(&state.mirrors, k).map(Entity::Mirror);
+        let admin = || state.admin.as_ref().map(|_| Entity::Admin);
+        let secret = || state.secret.as_ref().map(|_| Entity::Secret);
+        // The rest of `after`'s kind, then every later kind from its start.
+        match after {
+            None => account(None)
+                .or_else(|| room(None))
+                .or_else(|| link(None))
+                .or_else(|| mirror(None))
+                .or_else(admin)
+                .or_else(secret),
+            Some(Entity::Account(k)) => account(Some(k))
+                .or_else(|| room(None))
+                .or_else(|| link(None))
+                .or_else(|| mirror(None))
+                .or_else(admin)
+                .or_else(secret),
+            Some(Entity::Room(k)) => room(Some(k))
+                .or_else(|| link(None))
+                .or_else(|| mirror(None))
+                .or_else(admin)
+                .or_else(secret),
+            Some(Entity::Link(k)) => link(Some(k))
+                .or_else(|| mirror(None))
+                .or_else(admin)
+                .or_else(secret),
+            Some(Entity::Mirror(k)) => mirror(Some(k)).or_else(admin).or_else(secret),
+            Some(Entity::Admin) => secret(),
+            Some(Entity::Secret) => None,
+        }
+    }
+}
+
+/// Every part of one entity of `state` (nothing if it is gone); returns
+/// how many.
+pub fn write_entity(
     state: &State,
-    mut emit: impl FnMut(Record) -> io::Result<()>,
-) -> io::Result<()> {
+    entity: &Entity,
+    emit: &mut dyn FnMut(Record) -> io::Result<()>,
+) -> io::Result<u64> {
     let mut parts = 0u64;
     let mut part = |p: SnapshotPart, emit: &mut dyn FnMut(Record) -> io::Result<()>| {
         parts += 1;
         emit(Record::SnapshotPart(p))
     };
-    emit(Record::SnapshotBegin { format: FORMAT })?;
-    for (user, acc) in &state.accounts {
-        let account = SnapshotPart::Account {
-            user: user.clone(),
-            creds: acc.creds.clone(),
-            roster_ver: acc.roster_ver,
-            next_offline_id: acc.next_offline_id,
-        };
-        part(account, &mut emit)?;
-        let roster: Vec<(String, RosterItem)> = acc
-            .roster
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let item_size = |(contact, item): &(String, RosterItem)| {
-            contact.len()
-                + item.name.as_ref().map_or(0, String::len)
-                + item.groups.iter().map(|g| g.len() + 4).sum::<usize>()
-        };
-        slices(&roster, item_size, |items| {
-            let user = user.clone();
-            part(SnapshotPart::Roster { user, items }, &mut emit)
-        })?;
-        slices(
-            &acc.offline,
-            |m| m.xml.len(),
-            |messages| {
+    match entity {
+        Entity::Account(user) => {
+            let Some(acc) = state.accounts.get(user) else {
+                return Ok(0);
+            };
+            let account = SnapshotPart::Account {
+                user: user.clone(),
+                creds: acc.creds.clone(),
+                roster_ver: acc.roster_ver,
+                next_offline_id: acc.next_offline_id,
+            };
+            part(account, emit)?;
+            let roster: Vec<(String, RosterItem)> = acc
+                .roster
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let item_size = |(contact, item): &(String, RosterItem)| {
+                contact.len()
+                    + item.name.as_ref().map_or(0, String::len)
+                    + item.groups.iter().map(|g| g.len() + 4).sum::<usize>()
+            };
+            slices(&roster, item_size, |items| {
                 let user = user.clone();
-                part(SnapshotPart::Offline { user, messages }, &mut emit)
-            },
-        )?;
+                part(SnapshotPart::Roster { user, items }, emit)
+            })?;
+            slices(
+                &acc.offline,
+                |m| m.xml.len(),
+                |messages| {
+                    let user = user.clone();
+                    part(SnapshotPart::Offline { user, messages }, emit)
+                },
+            )?;
+        }
+        Entity::Room(room) => {
+            let Some(rs) = state.rooms.get(room) else {
+                return Ok(0);
+            };
+            let room_part = SnapshotPart::Room {
+                room: room.clone(),
+                state: rs.clone_without_archive(),
+            };
+            part(room_part, emit)?;
+            slices(&rs.archive, archived_size, |messages| {
+                let room = room.clone();
+                part(SnapshotPart::Archive { room, messages }, emit)
+            })?;
+        }
+        Entity::Link(peer) => {
+            let Some(l) = state.links.get(peer) else {
+                return Ok(0);
+            };
+            let link = SnapshotPart::Link {
+                peer: peer.clone(),
+                next_out: l.next_out,
+                last_in: l.last_in,
+            };
+            part(link, emit)?;
+            slices(
+                &l.unacked,
+                |q| q.bytes as usize,
+                |events| {
+                    let peer = peer.clone();
+                    part(SnapshotPart::Unacked { peer, events }, emit)
+                },
+            )?;
+        }
+        Entity::Mirror(key) => {
+            let Some(c) = state.mirrors.get(key) else {
+                return Ok(0);
+            };
+            let cache = MirrorCache {
+                upstream: c.upstream.clone(),
+                room: c.room.clone(),
+                state: c.state.clone_without_archive(),
+                last_seq: c.last_seq,
+            };
+            let mirror = SnapshotPart::Mirror {
+                key: key.clone(),
+                cache,
+            };
+            part(mirror, emit)?;
+            slices(&c.state.archive, archived_size, |messages| {
+                let key = key.clone();
+                part(SnapshotPart::MirrorArchive { key, messages }, emit)
+            })?;
+        }
+        Entity::Admin => {
+            if let Some(creds) = &state.admin {
+                let creds = creds.clone();
+                part(SnapshotPart::Admin { creds }, emit)?;
+            }
+        }
+        Entity::Secret => {
+            if let Some(secret) = &state.secret {
+                let secret = secret.clone();
+                part(SnapshotPart::Secret { secret }, emit)?;
+            }
+        }
     }
-    for (room, rs) in &state.rooms {
-        let bare = rs.clone_without_archive();
-        let room_part = SnapshotPart::Room {
-            room: room.clone(),
-            state: bare,
-        };
-        part(room_part, &mut emit)?;
-        slices(&rs.archive, archived_size, |messages| {
-            let room = room.clone();
-            part(SnapshotPart::Archive { room, messages }, &mut emit)
-        })?;
-    }
-    for (peer, l) in &state.links {
-        let link = SnapshotPart::Link {
-            peer: peer.clone(),
-            next_out: l.next_out,
-            last_in: l.last_in,
-        };
-        part(link, &mut emit)?;
-        slices(
-            &l.unacked,
-            |q| q.bytes as usize,
-            |events| {
-                let peer = peer.clone();
-                part(SnapshotPart::Unacked { peer, events }, &mut emit)
-            },
-        )?;
-    }
-    for (key, c) in &state.mirrors {
-        let cache = MirrorCache {
-            upstream: c.upstream.clone(),
-            room: c.room.clone(),
-            state: c.state.clone_without_archive(),
-            last_seq: c.last_seq,
-        };
-        let mirror = SnapshotPart::Mirror {
-            key: key.clone(),
-            cache,
-        };
-        part(mirror, &mut emit)?;
-        slices(&c.state.archive, archived_size, |messages| {
-            let key = key.clone();
-            part(SnapshotPart::MirrorArchive { key, messages }, &mut emit)
-        })?;
-    }
-    if let Some(creds) = &state.admin {
-        part(
-            SnapshotPart::Admin {
-                creds: creds.clone(),
-            },
-            &mut emit,
-        )?;
-    }
-    if let Some(secret) = &state.secret {
-        let secret = secret.clone();
-        part(SnapshotPart::Secret { secret }, &mut emit)?;
+    Ok(parts)
+}
+
+/// Every record of a snapshot of `state`, in order, one at a time.
+pub fn write_snapshot(
+    state: &State,
+    mut emit: impl FnMut(Record) -> io::Result<()>,
+) -> io::Result<()> {
+    emit(Record::SnapshotBegin { format: FORMAT })?;
+    let (mut parts, mut last) = (0u64, None);
+    while let Some(entity) = Entity::next(state, last.as_ref()) {
+        parts += write_entity(state, &entity, &mut emit)?;
+        last = Some(entity);
     }
     emit(Record::SnapshotEnd { parts })
 }
@@ -314,6 +456,64 @@ fn compact_committing_every<S: Storage>(
     Ok(bytes)
 }
 
+/// A compaction written a step per turn of the node, beside its own
+/// records: each step writes the next entities of the state as it is then,
+/// at least one and about [`STEP_BYTES`], and commits them. A record the
+/// node writes between steps is about an entity either already written
+/// (the replay applies it to the snapshot too) or not yet (its parts, when
+/// written, include it). So no step holds the node up for longer than the
+/// largest entity takes, whatever the state's size.
+pub struct Compaction {
+    last: Option<Entity>,
+    parts: u64,
+    bytes: u64,
+}
+
+impl Compaction {
+    /// Start a new segment with the snapshot's beginning.
+    pub fn begin<S: Storage>(log: &mut Log<S>, salt: u64) -> io::Result<Compaction> {
+        log.begin_compaction(salt)?;
+        let begin = Record::SnapshotBegin { format: FORMAT };
+        let encoded = begin.encode();
+        log.append(begin.kind(), &encoded)?;
+        Ok(Compaction {
+            last: None,
+            parts: 0,
+            bytes: encoded.len() as u64,
+        })
+    }
+
+    /// Write the next entities of `state` (which must hold every record
+    /// appended so far), about `budget` bytes, and commit. Returns the
+    /// snapshot's size once it is finished and the older segments are gone.
+    pub fn step<S: Storage>(
+        &mut self,
+        log: &mut Log<S>,
+        state: &State,
+        budget: u64,
+    ) -> io::Result<Option<u64>> {
+        let start = self.bytes;
+        while self.bytes - start < budget {
+            let Some(entity) = Entity::next(state, self.last.as_ref()) else {
+                let end = Record::SnapshotEnd { parts: self.parts };
+                let encoded = end.encode();
+                log.append(end.kind(), &encoded)?;
+                log.finish_compaction()?;
+                return Ok(Some(self.bytes + encoded.len() as u64));
+            };
+            let bytes = &mut self.bytes;
+            self.parts += write_entity(state, &entity, &mut |record| {
+                let encoded = record.encode();
+                *bytes += encoded.len() as u64;
+                log.append(record.kind(), &encoded).map(|_| ())
+            })?;
+            self.last = Some(entity);
+        }
+        log.commit()?;
+        Ok(None)
+    }
+}
+
 /// Replays records into state, building snapshots aside.
 #[derive(Default)]
 pub struct Replay {
@@ -329,6 +529,18 @@ struct Building {
     begin: (u64, u64, u64),
     parts: u64,
     bytes: u64,
+    /// The entity of the last part: records about it or an entity before it
+    /// apply to the snapshot too.
+    last: Option<Entity>,
+}
+
+impl Building {
+    fn record(&mut self, record: &Record) {
+        let written = |e: &Entity| self.last.as_ref().is_some_and(|last| e <= last);
+        if Entity::of_record(record).is_some_and(|e| written(&e)) {
+            self.state.apply(record);
+        }
+    }
 }
 
 impl Replay {
@@ -341,19 +553,19 @@ impl Replay {
         let bytes = r.payload.len() as u64;
         match record {
             Record::SnapshotBegin { format } => {
-                if format != FORMAT {
+                if !(1..=FORMAT).contains(&format) {
                     return Err(format!(
-                        "snapshot format {format} is not known to this outpost (it reads {FORMAT})"
+                        "snapshot format {format} is not known to this outpost (it reads up to {FORMAT})"
                     ));
                 }
-                if self.building.is_some() {
-                    return Err("a snapshot begins inside another one".into());
-                }
+                // One begun before it was interrupted (a crash): the
+                // records around it stand, its parts do not.
                 self.building = Some(Building {
                     state: State::default(),
                     begin: (r.seg, r.offset, r.seq),
                     parts: 0,
                     bytes,
+                    last: None,
                 });
             }
             Record::SnapshotPart(part) => {
@@ -362,6 +574,7 @@ impl Replay {
                     .as_mut()
                     .ok_or("a snapshot part outside a snapshot")?;
                 b.state.apply_part(&part);
+                b.last = Some(Entity::of_part(&part));
                 b.parts += 1;
                 b.bytes += bytes;
             }
@@ -380,11 +593,12 @@ impl Replay {
                 self.snapshot_bytes = b.bytes + bytes;
             }
             other => {
-                if self.building.is_some() {
-                    return Err("a change inside a snapshot".into());
-                }
                 if matches!(other, Record::Snapshot(_)) {
                     self.snapshot_bytes = bytes;
+                    self.building = None;
+                }
+                if let Some(b) = self.building.as_mut() {
+                    b.record(&other);
                 }
                 self.state.apply(&other);
             }
@@ -400,25 +614,17 @@ pub struct Opened<S: Storage> {
     pub recovery: Recovery,
     /// Size of the last complete snapshot, to decide when to compact next.
     pub snapshot_bytes: u64,
-    /// A snapshot that a crash left unfinished was discarded: (segment, offset).
+    /// A snapshot that a crash left unfinished was ignored: (segment, offset).
     pub unfinished_snapshot: Option<(u64, u64)>,
 }
 
 /// Open a log and replay it into state (see the module comment).
 pub fn open_log<S: Storage>(storage: S, salt: u64) -> Result<Opened<S>, OpenError> {
     let mut replay = Replay::default();
-    let (mut log, recovery) = Log::open(storage, salt, |r| replay.apply(r))?;
-    let mut unfinished_snapshot = None;
-    if let Some(b) = replay.building.take() {
-        let (seg, offset, seq) = b.begin;
-        log.discard_tail(seg, offset, seq)
-            .map_err(|_| OpenError::Damaged {
-                segment: log.storage().describe(seg),
-                offset,
-                reason: "a snapshot was left unfinished, but more of the log follows it",
-            })?;
-        unfinished_snapshot = Some((seg, offset));
-    }
+    let (log, recovery) = Log::open(storage, salt, |r| replay.apply(r))?;
+    // Its parts are left where they are and read past again: the state
+    // before it, and every record written beside it, stand.
+    let unfinished_snapshot = replay.building.take().map(|b| (b.begin.0, b.begin.1));
     Ok(Opened {
         log,
         state: replay.state,
@@ -651,25 +857,150 @@ mod tests {
         assert!(reopen(log.storage().clone()).state == expect);
     }
 
-    #[test]
-    fn an_unfinished_snapshot_followed_by_more_log_is_damage() {
-        let mut log = reopen(MemStorage::new()).log;
-        log.append(
-            crate::state::KIND_VERSIONED,
-            &Record::SnapshotBegin { format: FORMAT }.encode(),
-        )
-        .unwrap();
-        log.append(
-            crate::state::KIND_VERSIONED,
-            &Record::AccountDel { user: "u".into() }.encode(),
-        )
-        .unwrap();
-        log.commit().unwrap();
-        match open_log(log.storage().clone(), 1) {
-            Err(OpenError::Refused { why, .. }) => assert!(why.contains("inside a snapshot")),
-            Err(e) => panic!("{e}"),
-            Ok(_) => panic!("replayed a change inside a snapshot"),
+    /// A record about some entity, before or after wherever a snapshot
+    /// being written has got to: creations, changes and deletions.
+    fn some_record(x: &mut u64) -> Record {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        let n = *x;
+        let user = format!("user{}", n % 6);
+        let room = format!("room{}", (n >> 8) % 4);
+        match (n >> 16) % 9 {
+            0 => Record::AccountSet {
+                user,
+                creds: Credentials::derive("pw", b"salt", 16),
+            },
+            1 => Record::AccountDel { user },
+            2 => Record::OfflinePush {
+                user,
+                stamp_ms: n,
+                xml: format!("<message><body>{n}</body></message>"),
+            },
+            3 => Record::RosterSet {
+                user,
+                contact: format!("c{}@x", n % 50),
+                item: RosterItem {
+                    visible: true,
+                    ..Default::default()
+                },
+            },
+            4 => Record::Room {
+                room,
+                change: RoomRecord::Create {
+                    owner: "user0@x".into(),
+                    salt: vec![7],
+                },
+            },
+            5 => Record::Room {
+                room,
+                change: RoomRecord::Destroy,
+            },
+            6 => Record::LinkIn {
+                peer: "site.example".into(),
+                seq: n % 1000,
+            },
+            7 => Record::Mirror {
+                key: "r@conf.hq".into(),
+                change: Box::new(crate::model::replica::MirrorRecord::Trim { upto: n % 30 }),
+            },
+            _ => Record::AdminPassword {
+                creds: Credentials::derive("admin", b"salt", 16),
+            },
         }
+    }
+
+    #[test]
+    fn records_written_between_the_steps_of_a_compaction_are_never_lost() {
+        for seed in 1..=20u64 {
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut state = populated(20, &"z".repeat(200));
+            let mut log = reopen(MemStorage::new()).log;
+            compact(&mut log, &state, 1).unwrap();
+            let mut compaction = Compaction::begin(&mut log, 2).unwrap();
+            let mut steps = 0;
+            loop {
+                // The node's own records, as a turn writes them.
+                for _ in 0..(x % 4) {
+                    let r = some_record(&mut x);
+                    state.apply(&r);
+                    log.append(r.kind(), &r.encode()).unwrap();
+                }
+                log.commit().unwrap();
+                // A crash now loses nothing that was committed.
+                let mut crashed = log.storage().clone();
+                crashed.crash(0);
+                assert!(reopen(crashed).state == state, "seed {seed}, step {steps}");
+                steps += 1;
+                if compaction.step(&mut log, &state, 1).unwrap().is_some() {
+                    break;
+                }
+            }
+            assert!(steps > 5, "seed {seed}: {steps} steps");
+            // The older segments are gone; the snapshot and what followed it
+            // rebuild the state, and so does what comes after.
+            let r = some_record(&mut x);
+            state.apply(&r);
+            log.append(r.kind(), &r.encode()).unwrap();
+            log.commit().unwrap();
+            let mut opened = reopen(log.storage().clone());
+            assert_eq!(opened.log.storage().segments().unwrap(), vec![3]);
+            assert!(
+                opened.state == state,
+                "seed {seed}: read back after the compaction"
+            );
+        }
+    }
+
+    #[test]
+    fn a_compaction_interrupted_by_a_crash_is_read_past_and_the_next_one_finishes() {
+        let mut state = populated(20, "q");
+        let mut log = reopen(MemStorage::new()).log;
+        compact(&mut log, &state, 1).unwrap();
+        let mut compaction = Compaction::begin(&mut log, 2).unwrap();
+        compaction.step(&mut log, &state, 1024).unwrap();
+        let r = Record::AccountDel {
+            user: "user0".into(),
+        };
+        state.apply(&r);
+        log.append(r.kind(), &r.encode()).unwrap();
+        log.commit().unwrap();
+        let opened = reopen(log.storage().clone());
+        assert!(opened.unfinished_snapshot.is_some());
+        assert!(opened.state == state);
+        // After the restart: more records, then a whole compaction.
+        let mut log = opened.log;
+        let r = Record::AccountDel {
+            user: "user1".into(),
+        };
+        state.apply(&r);
+        log.append(r.kind(), &r.encode()).unwrap();
+        log.commit().unwrap();
+        let mut compaction = Compaction::begin(&mut log, 3).unwrap();
+        while compaction.step(&mut log, &state, 1024).unwrap().is_none() {}
+        let opened = reopen(log.storage().clone());
+        assert!(opened.unfinished_snapshot.is_none());
+        assert!(opened.state == state);
+    }
+
+    #[test]
+    fn a_snapshot_of_the_format_before_still_loads() {
+        // Format 1 wrote the same parts, with no records between them.
+        let state = populated(10, "one");
+        let mut log = reopen(MemStorage::new()).log;
+        log.begin_compaction(2).unwrap();
+        write_snapshot(&state, |r| {
+            let r = match r {
+                Record::SnapshotBegin { .. } => Record::SnapshotBegin { format: 1 },
+                r => r,
+            };
+            log.append(r.kind(), &r.encode()).map(|_| ())
+        })
+        .unwrap();
+        log.finish_compaction().unwrap();
+        let opened = reopen(log.storage().clone());
+        assert!(opened.state == state);
+        assert!(opened.snapshot_bytes > 0 && opened.unfinished_snapshot.is_none());
     }
 
     #[test]

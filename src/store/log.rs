@@ -325,23 +325,6 @@ impl<S: Storage> Log<S> {
         Ok(())
     }
 
-    /// Cut the newest segment back to `offset`, where a record with sequence
-    /// number `seq` began: for a snapshot that a crash left unfinished at
-    /// the end of the log. Refused anywhere but in the newest segment.
-    pub fn discard_tail(&mut self, seg: u64, offset: u64, seq: u64) -> io::Result<()> {
-        if seg != self.seg || offset < HEADER_LEN_V1 as u64 || offset > self.seg_bytes {
-            return Err(invalid(
-                "only the end of the newest segment can be discarded",
-            ));
-        }
-        self.pending.clear();
-        self.storage.truncate(seg, offset)?;
-        self.total_bytes -= self.seg_bytes - offset;
-        self.seg_bytes = offset;
-        self.next_seq = seq;
-        Ok(())
-    }
-
     /// Bytes in all segments.
     pub fn total_bytes(&self) -> u64 {
         self.total_bytes

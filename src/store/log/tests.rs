@@ -352,26 +352,6 @@ fn a_crash_mid_compaction_keeps_the_old_segments_whole() {
 }
 
 #[test]
-fn an_unfinished_snapshot_can_be_discarded_from_the_newest_segment_only() {
-    let (mut log, _, _) = replay(MemStorage::new());
-    log.append(1, b"a").unwrap();
-    log.commit().unwrap();
-    log.begin_compaction(5).unwrap();
-    let first = log.append(9, b"part").unwrap();
-    log.commit().unwrap();
-    let (mut log, got, _) = replay(log.storage().clone());
-    let begin = got.iter().find(|g| g.kind == 9).unwrap().seq;
-    assert_eq!(begin, first);
-    assert!(log.discard_tail(1, HEADER_LEN as u64, begin).is_err());
-    log.discard_tail(2, HEADER_LEN as u64, begin).unwrap();
-    log.append(1, b"b").unwrap();
-    log.commit().unwrap();
-    let (_, got, _) = replay(log.storage().clone());
-    let payloads: Vec<_> = got.iter().map(|r| r.payload.clone()).collect();
-    assert_eq!(payloads, vec![b"a".to_vec(), b"b".to_vec()]);
-}
-
-#[test]
 fn inspect_reports_damage_and_reads_on_past_it() {
     let (mut log, ends) = committed_one_by_one(6);
     let mut s = log.storage().clone();
