@@ -81,14 +81,6 @@ impl Io {
             Io::Gone => Err(io::ErrorKind::NotConnected.into()),
         }
     }
-    /// A payload's pieces (its own head, then what it shares with other
-    /// recipients), written without joining them first.
-    async fn write_payload(&mut self, bytes: &crate::common::Payload) -> io::Result<()> {
-        for part in bytes.parts() {
-            self.write_all(part).await?;
-        }
-        Ok(())
-    }
     async fn flush(&mut self) -> io::Result<()> {
         match self {
             Io::Plain(s) => s.flush().await,
@@ -139,22 +131,15 @@ pub async fn serve(
         let step = future::or(async { Step::Out(out.recv().await.ok()) }, read).await;
         match step {
             Step::Out(Some(Out::Bytes(bytes))) => {
-                let mut written = bytes.len();
-                if io.write_payload(&bytes).await.is_err() {
-                    break;
-                }
-                // Write whatever else is ready before one flush.
+                // Whatever else is ready joins it: one write (so TLS makes
+                // as few records as it can), one flush. Shared bytes are
+                // copied only here, for the moment of the write.
+                let mut batch = bytes.to_vec();
                 let mut close = false;
                 let mut starttls = false;
                 while let Ok(next) = out.try_recv() {
                     match next {
-                        Out::Bytes(b) => {
-                            written += b.len();
-                            if io.write_payload(&b).await.is_err() {
-                                close = true;
-                                break;
-                            }
-                        }
+                        Out::Bytes(b) => b.parts().for_each(|p| batch.extend_from_slice(p)),
                         Out::Close => {
                             close = true;
                             break;
@@ -164,6 +149,10 @@ pub async fn serve(
                             break;
                         }
                     }
+                }
+                let written = batch.len();
+                if io.write_all(&batch).await.is_err() {
+                    break;
                 }
                 if io.flush().await.is_err() || close {
                     break;
