@@ -1043,6 +1043,15 @@ fn a_flooded_room_gives_up_its_history_before_quiet_rooms_do() {
     // What is kept is the newest, and the archive answers from there.
     sim.send(bob, &format!("<iq type='set' id='q' to='{ROOM}'><query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><max>1</max><before/></set></query></iq>"));
     assert!(sim.take(bob).contains("1299 fff"));
+    // The operator sees the space used against the budget.
+    let status = match sim.admin(outpost::node::AdminCommand::Status) {
+        outpost::node::AdminReply::Status(s) => s.storage,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(status.archive_budget, TOTAL);
+    assert_eq!(status.archive_bytes, total);
+    let kept = (quiet_kept.len() + flooded.len()) as u64;
+    assert_eq!(status.archived_messages, kept);
     // Trimmed through the log: a restart holds the same.
     let before = held(&sim);
     sim.crash_and_restart();

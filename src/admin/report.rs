@@ -48,6 +48,17 @@ pub fn status(s: &NodeStatus, facts: &Facts, cfg: &Config) -> String {
         "log: {} bytes; settings in {}",
         facts.log_bytes, facts.config_file
     );
+    let st = &s.storage;
+    let _ = writeln!(
+        out,
+        "archives: {} messages, {} of {} bytes; offline messages: {}, {} of {} bytes",
+        st.archived_messages,
+        st.archive_bytes,
+        st.archive_budget,
+        st.offline_messages,
+        st.offline_bytes,
+        st.offline_budget
+    );
     if facts.restart_pending {
         let _ = writeln!(
             out,

@@ -410,12 +410,22 @@ fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>)
             action_form(csrf, "restart", "", "Restart now")
         );
     }
+    let st = &s.storage;
     b += &format!(
         "<h2>Status</h2><p>{} accounts, {} client connections, log {} bytes.<br>\
+         <span id=space>Room archives: {} messages, {} of {} bytes ({}%). \
+         Offline messages: {}, {} of {} bytes.</span><br>\
          This node's link fingerprint: <code id=fingerprint>{}</code></p>",
         s.accounts,
         s.sessions,
         v.facts.log_bytes,
+        st.archived_messages,
+        st.archive_bytes,
+        st.archive_budget,
+        st.archive_bytes * 100 / st.archive_budget.max(1),
+        st.offline_messages,
+        st.offline_bytes,
+        st.offline_budget,
         escape(&v.facts.fingerprint)
     );
     let links = s

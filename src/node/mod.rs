@@ -68,6 +68,21 @@ pub struct NodeStatus {
     pub sessions: usize,
     pub rooms: Vec<RoomStatus>,
     pub links: Vec<LinkStatus>,
+    pub storage: StorageStatus,
+}
+
+/// What the node keeps, against the budgets that bound it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StorageStatus {
+    /// Room archives, mastered rooms' and replicas' together.
+    pub archived_messages: u64,
+    pub archive_bytes: u64,
+    /// `[muc] archive_bytes_total`.
+    pub archive_budget: u64,
+    pub offline_messages: u64,
+    pub offline_bytes: u64,
+    /// `[c2s] offline_bytes_total`.
+    pub offline_budget: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

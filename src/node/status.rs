@@ -1,6 +1,6 @@
 //! The node's own account of itself, for the serial console and the web page.
 
-use super::{Node, NodeStatus, RoomStatus};
+use super::{Node, NodeStatus, RoomStatus, StorageStatus};
 
 impl Node {
     pub(crate) fn status(&self) -> NodeStatus {
@@ -53,6 +53,22 @@ impl Node {
             sessions: self.clients.session_count(),
             rooms,
             links: self.link_status(),
+            storage: self.storage_status(),
+        }
+    }
+
+    fn storage_status(&self) -> StorageStatus {
+        let s = &self.state;
+        let rooms = s.rooms.values().map(|r| &r.archive);
+        let archives = rooms.chain(s.mirrors.values().map(|m| &m.state.archive));
+        let archived_messages = archives.map(|a| a.len() as u64).sum();
+        StorageStatus {
+            archived_messages,
+            archive_bytes: super::retention::archive_bytes(s),
+            archive_budget: self.cfg.muc.archive_bytes_total,
+            offline_messages: s.accounts.values().map(|a| a.offline.len() as u64).sum(),
+            offline_bytes: s.offline_bytes(),
+            offline_budget: self.cfg.offline_bytes_total,
         }
     }
 }

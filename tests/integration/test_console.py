@@ -39,6 +39,7 @@ def test_first_run_status_users_and_a_new_account_that_logs_in(console_node):
     first_run(cable)
     out = cable.command("status")
     assert "serving localhost" in out and "log:" in out and "OK" in out
+    assert "archives: 0 messages, 0 of 67108864 bytes" in out, out
     cable.line("user add dave")
     cable.expect(rb"New password: ")
     cable.line("d4ve-pw")

@@ -58,6 +58,9 @@ def test_first_run_login_change_settings_and_see_them_take_effect(web_node):
         page = b.text()
         assert "Outpost: localhost" in page
         assert node.fingerprint() in page
+        # The space the node uses, against its budgets.
+        assert "Room archives: 0 messages, 0 of 67108864 bytes (0%)" in page, page
+        assert "Offline messages: 0, 0 of 67108864 bytes" in page, page
 
         # A user added on the page can log in at once.
         b.submit("form:has(input[value=user_add])", user="erin", password="3rin-pw")
