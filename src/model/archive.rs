@@ -68,9 +68,14 @@ impl Archive {
         self.messages.get(position)
     }
 
-    /// Add the newest message; its sequence number is above every other's.
-    pub fn push(&mut self, msg: Archived) {
-        debug_assert!(self.back().is_none_or(|b| b.seq < msg.seq));
+    /// Add the newest message. One whose sequence number is not above
+    /// every other's is not kept (the order is what every lookup relies
+    /// on; a master never sends such a message, a damaged or hostile one
+    /// might): false then.
+    pub fn push(&mut self, msg: Archived) -> bool {
+        if self.back().is_some_and(|b| b.seq >= msg.seq) {
+            return false;
+        }
         let h = id_hash(&msg.stanza_id);
         match self.by_id.entry(h) {
             Entry::Occupied(_) => self.clashes.entry(h).or_default().push(msg.seq),
@@ -80,6 +85,7 @@ impl Archive {
         }
         self.bytes += msg.xml.len() as u64;
         self.messages.push_back(msg);
+        true
     }
 
     /// Remove the oldest message.
@@ -185,14 +191,18 @@ impl Archive {
 impl FromIterator<Archived> for Archive {
     fn from_iter<I: IntoIterator<Item = Archived>>(iter: I) -> Archive {
         let mut a = Archive::new();
-        iter.into_iter().for_each(|m| a.push(m));
+        iter.into_iter().for_each(|m| {
+            a.push(m);
+        });
         a
     }
 }
 
 impl Extend<Archived> for Archive {
     fn extend<I: IntoIterator<Item = Archived>>(&mut self, iter: I) {
-        iter.into_iter().for_each(|m| self.push(m));
+        iter.into_iter().for_each(|m| {
+            self.push(m);
+        });
     }
 }
 
@@ -280,6 +290,17 @@ mod tests {
         assert_eq!(a.bytes(), sum);
         a.clear();
         assert_eq!((a.len(), a.bytes(), a.seq_of("id5")), (0, 0, None));
+    }
+
+    #[test]
+    fn a_message_out_of_order_is_not_kept() {
+        let mut a = Archive::new();
+        assert!(a.push(msg(5, "a")));
+        assert!(!a.push(msg(5, "b")));
+        assert!(!a.push(msg(3, "c")));
+        assert!(a.push(msg(6, "d")));
+        assert_eq!(a.iter().map(|m| m.seq).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(a.seq_of("c"), None);
     }
 
     #[test]

@@ -210,7 +210,7 @@ pub fn apply(rooms: &mut Rooms, room: &str, record: &RoomRecord) {
             r.next_seq += 1;
         }
         RoomRecord::Message { msg } => {
-            r.next_seq = msg.seq + 1;
+            r.next_seq = r.next_seq.max(msg.seq + 1);
             r.archive.push(msg.clone());
         }
         RoomRecord::Trim { upto } => r.archive.drop_upto(*upto),
