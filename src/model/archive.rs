@@ -72,10 +72,15 @@ impl Archive {
     /// every other's is not kept (the order is what every lookup relies
     /// on; a master never sends such a message, a damaged or hostile one
     /// might): false then.
-    pub fn push(&mut self, msg: Archived) -> bool {
+    ///
+    /// A stamp below the one before is raised to it: time bounds are found
+    /// by binary search. (Masters stamp so since this release; archives
+    /// written before, or replicas of an older master, may not be.)
+    pub fn push(&mut self, mut msg: Archived) -> bool {
         if self.back().is_some_and(|b| b.seq >= msg.seq) {
             return false;
         }
+        msg.stamp_ms = msg.stamp_ms.max(self.last_stamp());
         let h = id_hash(&msg.stanza_id);
         match self.by_id.entry(h) {
             Entry::Occupied(_) => self.clashes.entry(h).or_default().push(msg.seq),
@@ -290,6 +295,23 @@ mod tests {
         assert_eq!(a.bytes(), sum);
         a.clear();
         assert_eq!((a.len(), a.bytes(), a.seq_of("id5")), (0, 0, None));
+    }
+
+    #[test]
+    fn a_stamp_that_goes_back_is_raised_so_time_bounds_find_everything() {
+        // As a clock that stepped back stamped it before this release.
+        let stamps = [1_000, 3_000, 2_000, 4_000];
+        let a: Archive = (1..=4)
+            .map(|seq| Archived {
+                stamp_ms: stamps[seq as usize - 1],
+                ..msg(seq, &format!("id{seq}"))
+            })
+            .collect();
+        let kept: Vec<u64> = a.iter().map(|m| m.stamp_ms).collect();
+        assert_eq!(kept, [1_000, 3_000, 3_000, 4_000]);
+        // From 2,500 on: the messages of seq 2, 3 and 4 (none is left out).
+        assert_eq!(a.first_at_or_after(2_500), 1);
+        assert_eq!(a.first_after(3_000), 3);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The node's archives within `[muc] archive_bytes_total`: rooms mastered
 //! here and replicas of rooms mastered elsewhere share one budget. Past it,
-//! the largest archive gives up its oldest messages, down to the size of
-//! the next largest, until all of them fit in 15/16 of the budget (so
-//! trimming happens once per sixteenth, not at every message). A room one
-//! user floods shrinks first; quiet rooms keep their history.
+//! the largest archives give up their oldest messages, all cut down to one
+//! level, until everything fits in 15/16 of the budget (so trimming happens
+//! once per sixteenth, not at every message, with one trim record per
+//! archive cut). A room one user floods shrinks first; quiet rooms keep
+//! their history.
 
 use super::Node;
 use crate::model::archive::Archive;
@@ -36,47 +37,43 @@ pub fn archive_bytes(state: &State) -> u64 {
 impl Node {
     pub(crate) fn keep_archives_within_total(&mut self) {
         let limit = self.cfg.muc.archive_bytes_total;
-        let mut total = archive_bytes(&self.state);
+        let total = archive_bytes(&self.state);
         if total <= limit {
             return;
         }
         let target = limit - limit / 16;
-        log::info!(
-            "archives hold {total} bytes, over archive_bytes_total ({limit}): the largest give up their oldest messages"
+        let mut sizes: Vec<(u64, Held)> = self
+            .state
+            .rooms
+            .iter()
+            .map(|(room, r)| (r.archive.bytes(), Held::Room(room.clone())))
+            .chain(
+                self.state
+                    .mirrors
+                    .iter()
+                    .map(|(key, m)| (m.state.archive.bytes(), Held::Replica(key.clone()))),
+            )
+            .collect();
+        // Largest first; among equals, in key order (replays the same).
+        sizes.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let level = level_for(sizes.iter().map(|s| s.0), total - target);
+        log::warn!(
+            "room archives hold {total} bytes, over [muc] archive_bytes_total ({limit}): \
+             those over {level} bytes give up their oldest messages (raise the setting to keep more)"
         );
-        while total > target {
-            let mut sizes: Vec<(u64, Held)> = self
-                .state
-                .rooms
-                .iter()
-                .map(|(room, r)| (r.archive.bytes(), Held::Room(room.clone())))
-                .chain(
-                    self.state
-                        .mirrors
-                        .iter()
-                        .map(|(key, m)| (m.state.archive.bytes(), Held::Replica(key.clone()))),
-                )
-                .collect();
-            // Largest first; among equals, in key order (replays the same).
-            sizes.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            let Some((largest, held)) = sizes.first().cloned() else {
-                return;
-            };
-            let next = sizes.get(1).map_or(0, |s| s.0);
+        for (_, held) in sizes.into_iter().take_while(|(size, _)| *size > level) {
             let Some(messages) = archive(&self.state, &held) else {
-                return;
+                continue;
             };
-            let (mut bytes, mut upto) = (largest, None);
+            let (mut bytes, mut upto) = (messages.bytes(), None);
             for m in messages {
-                if total <= target || (bytes <= next && upto.is_some()) {
+                if bytes <= level {
                     break;
                 }
-                let n = m.xml.len() as u64;
-                (total, bytes, upto) = (total - n, bytes - n, Some(m.seq));
+                bytes -= m.xml.len() as u64;
+                upto = Some(m.seq);
             }
-            let Some(upto) = upto else {
-                return; // Nothing left to drop.
-            };
+            let Some(upto) = upto else { continue };
             self.commit(match held {
                 Held::Room(room) => Record::Room {
                     room,
@@ -87,6 +84,45 @@ impl Node {
                     change: Box::new(MirrorRecord::Trim { upto }),
                 },
             });
+        }
+    }
+}
+
+/// The size every archive is cut down to so that `excess` bytes go, the
+/// largest archives first: cutting the k largest down to a level L frees
+/// their sum less k·L. `sizes` are in descending order.
+fn level_for(sizes: impl Iterator<Item = u64>, excess: u64) -> u64 {
+    let sizes: Vec<u64> = sizes.collect();
+    let mut sum = 0u64;
+    for (k, size) in sizes.iter().enumerate() {
+        sum += size;
+        let k = k as u64 + 1;
+        let next = sizes.get(k as usize).copied().unwrap_or(0);
+        if sum - k * next >= excess {
+            return (sum - excess) / k;
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::level_for;
+
+    #[test]
+    fn the_largest_archives_are_cut_to_one_level() {
+        // One big archive: only it is cut.
+        assert_eq!(level_for([100, 10, 5].into_iter(), 30), 70);
+        // Two of a size: both are cut to the same level.
+        assert_eq!(level_for([50, 50, 10].into_iter(), 20), 40);
+        // Down past the next one: three share the cut.
+        assert_eq!(level_for([50, 40, 30].into_iter(), 45), 25);
+        // Everything must go.
+        assert_eq!(level_for([5, 5].into_iter(), 10), 0);
+        for (sizes, excess) in [(vec![90u64, 70, 70, 3], 100u64), (vec![8, 8, 8, 8], 9)] {
+            let level = level_for(sizes.iter().copied(), excess);
+            let freed: u64 = sizes.iter().map(|s| s.saturating_sub(level)).sum();
+            assert!(freed >= excess, "{sizes:?}: level {level} frees {freed}");
         }
     }
 }

@@ -135,6 +135,7 @@ pub async fn serve(
                 // as few records as it can), one flush. Shared bytes are
                 // copied only here, for the moment of the write.
                 let mut batch = bytes.to_vec();
+                drop(bytes);
                 let mut close = false;
                 let mut starttls = false;
                 while let Ok(next) = out.try_recv() {

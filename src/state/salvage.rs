@@ -106,8 +106,8 @@ pub fn salvage<S: Storage>(storage: &mut S) -> io::Result<Salvaged> {
         out.applied += 1;
         match record {
             Record::SnapshotBegin { format } if (1..=FORMAT).contains(&format) => {
-                if let Some((partial, _)) = building.take() {
-                    overlay(&mut out.state, partial);
+                if let Some((partial, last)) = building.take() {
+                    overlay_unfinished(&mut out.state, partial, last);
                     out.partial_snapshots += 1;
                 }
                 building = Some((State::default(), None));
@@ -137,8 +137,8 @@ pub fn salvage<S: Storage>(storage: &mut S) -> io::Result<Salvaged> {
             }
         }
     })?;
-    if let Some((partial, _)) = building.take() {
-        overlay(&mut out.state, partial);
+    if let Some((partial, last)) = building.take() {
+        overlay_unfinished(&mut out.state, partial, last);
         out.partial_snapshots += 1;
     }
     out.segments = segments;
@@ -151,6 +151,16 @@ fn apply_stray_part(state: &mut State, part: &SnapshotPart) {
 }
 
 /// Everything a partial snapshot holds replaces the same thing before it.
+/// Lay a snapshot that never ended over the state, but for the entity of
+/// its last part: a write torn in the middle of a step may have cut it
+/// short, and the state has it whole (its records, or an earlier snapshot).
+fn overlay_unfinished(state: &mut State, mut partial: State, last: Option<Entity>) {
+    if let Some(entity) = last {
+        partial.remove_entity(&entity);
+    }
+    overlay(state, partial);
+}
+
 fn overlay(state: &mut State, partial: State) {
     state.accounts.extend(partial.accounts);
     state.rooms.extend(partial.rooms);
@@ -229,6 +239,66 @@ mod tests {
         assert_eq!(got.partial_snapshots, 1);
         assert!(got.state.accounts.contains_key("gone-later"));
         assert!(got.state.accounts.contains_key("old"));
+    }
+
+    #[test]
+    fn a_step_torn_in_the_middle_of_a_room_does_not_cut_the_room_short() {
+        use crate::model::room::{Archived, RoomRecord};
+        use crate::state::snapshot::Compaction;
+        let mut state = State::default();
+        let mut log = open_log(MemStorage::new(), 1).unwrap().log;
+        let mut put = |state: &mut State, log: &mut crate::store::Log<MemStorage>, r: Record| {
+            state.apply(&r);
+            log.append(r.kind(), &r.encode()).unwrap();
+        };
+        put(&mut state, &mut log, account("a"));
+        let create = RoomRecord::Create {
+            owner: "o@x".into(),
+            salt: vec![1],
+        };
+        let room = |change| Record::Room {
+            room: "r".into(),
+            change,
+        };
+        put(&mut state, &mut log, room(create));
+        for seq in 1..=3000u64 {
+            let msg = Archived {
+                seq,
+                stanza_id: format!("id{seq}"),
+                stamp_ms: seq,
+                nick: "n".into(),
+                real: "a@x".into(),
+                xml: format!("<message><body>{}</body></message>", "z".repeat(1000)),
+            };
+            put(&mut state, &mut log, room(RoomRecord::Message { msg }));
+        }
+        log.commit().unwrap();
+        let mut c = Compaction::begin(&mut log, 2).unwrap();
+        assert!(
+            c.step(&mut log, &state, 1).unwrap().is_none(),
+            "the account"
+        );
+        let seg = *log.storage().segments().unwrap().last().unwrap();
+        let before = log.storage().bytes(seg).unwrap().len();
+        assert!(c.step(&mut log, &state, 1).unwrap().is_none(), "the room");
+        let after = log.storage().bytes(seg).unwrap().len();
+        // Power fails half-way through the room's batch; the node restarts
+        // and writes on.
+        let mut torn = log.storage().clone();
+        torn.bytes_mut(seg)
+            .unwrap()
+            .truncate(before + (after - before) / 2);
+        let mut log = open_log(torn, 3).unwrap().log;
+        put(
+            &mut state,
+            &mut log,
+            Record::AccountDel { user: "a".into() },
+        );
+        log.commit().unwrap();
+        let mut s = log.storage().clone();
+        let got = salvage(&mut s).unwrap();
+        assert_eq!(got.state.rooms["r"].archive.len(), 3000);
+        assert!(got.state == state, "salvage reads what start-up reads");
     }
 
     #[test]

@@ -92,6 +92,18 @@ pub enum SnapshotPart {
 }
 
 impl State {
+    /// Forget one entity (an account, a room, a link, a replica…).
+    pub(crate) fn remove_entity(&mut self, entity: &Entity) {
+        match entity {
+            Entity::Account(user) => drop(self.accounts.remove(user)),
+            Entity::Room(room) => drop(self.rooms.remove(room)),
+            Entity::Link(peer) => drop(self.links.remove(peer)),
+            Entity::Mirror(key) => drop(self.mirrors.remove(key)),
+            Entity::Admin => self.admin = None,
+            Entity::Secret => self.secret = None,
+        }
+    }
+
     /// Apply one snapshot part to a state being rebuilt from nothing.
     pub(crate) fn apply_part(&mut self, part: &SnapshotPart) {
         match part {
