@@ -247,7 +247,7 @@ mod tests {
         use crate::state::snapshot::Compaction;
         let mut state = State::default();
         let mut log = open_log(MemStorage::new(), 1).unwrap().log;
-        let mut put = |state: &mut State, log: &mut crate::store::Log<MemStorage>, r: Record| {
+        let put = |state: &mut State, log: &mut crate::store::Log<MemStorage>, r: Record| {
             state.apply(&r);
             log.append(r.kind(), &r.encode()).unwrap();
         };
