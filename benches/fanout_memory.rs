@@ -8,32 +8,14 @@
 
 use outpost::node::NodeConfig;
 use outpost::sim::SimNode;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[allow(dead_code)]
 mod common;
 use common::chat_line;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
+use counting::{live, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -63,7 +45,7 @@ fn main() {
     for c in &conns {
         sim.take(*c);
     }
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     for m in 0..MESSAGES {
         let line = chat_line(m as u64);
         sim.send(
@@ -74,7 +56,7 @@ fn main() {
         );
     }
     // What the simulator holds as written to sockets is not the node's.
-    let grown = LIVE.load(Ordering::Relaxed) - before - sim.outbox_heap_bytes();
+    let grown = live() - before - sim.outbox_heap_bytes();
     let released = sim.unread_bytes();
     let sent_to_one = sim.take(conns[OCCUPANTS - 1]).len();
     assert_eq!(

@@ -795,12 +795,9 @@ fn a_master_cannot_make_a_site_hold_without_bound() {
     assert_serves(&mut site, keith, 0, 0);
 }
 
-/// A compressed link whose input inflates hugely is handled a piece per
-/// turn (before, 1 GB of whitespace stalled the node 2.7 s), and a peer
-/// that sends nothing but whitespace is cut off.
-#[test]
-fn a_compressed_flood_is_handled_a_piece_per_turn() {
-    use outpost::link::compress::Deflater;
+/// HQ with Kevin logged in, and a link connection from the site that has
+/// sent nothing yet: (HQ, Kevin's connection, the link's).
+fn hq_with_a_site_connected() -> (SimNode, u64, u64) {
     let mut cfg = NodeConfig::new(HQ_DOMAIN);
     cfg.link.peers = vec![SITE_DOMAIN.into()];
     let mut hq = SimNode::new(cfg, 1);
@@ -812,6 +809,16 @@ fn a_compressed_flood_is_handled_a_piece_per_turn() {
         peer: SITE_DOMAIN.into(),
     });
     hq.take_bytes(conn);
+    (hq, kevin, conn)
+}
+
+/// A compressed link whose input inflates hugely is handled a piece per
+/// turn (before, 1 GB of whitespace stalled the node 2.7 s), and a peer
+/// that sends nothing but whitespace is cut off.
+#[test]
+fn a_compressed_flood_is_handled_a_piece_per_turn() {
+    use outpost::link::compress::Deflater;
+    let (mut hq, kevin, conn) = hq_with_a_site_connected();
     let mut deflate = Deflater::new();
     let mut stream = b"Z".to_vec();
     stream.extend(deflate.compress(header(SITE_DOMAIN).as_bytes()));
@@ -865,17 +872,7 @@ fn a_compressed_flood_is_handled_a_piece_per_turn() {
 #[test]
 fn a_stream_restarted_every_event_is_handled_a_piece_per_turn() {
     use outpost::link::compress::{stored_stream, Deflater};
-    let mut cfg = NodeConfig::new(HQ_DOMAIN);
-    cfg.link.peers = vec![SITE_DOMAIN.into()];
-    let mut hq = SimNode::new(cfg, 1);
-    hq.add_user("kevin", "k");
-    let kevin = hq.login("kevin", "k", "hq");
-    let conn = hq.alloc_conn();
-    hq.event(Event::LinkUp {
-        conn,
-        peer: SITE_DOMAIN.into(),
-    });
-    hq.take_bytes(conn);
+    let (mut hq, kevin, conn) = hq_with_a_site_connected();
     let mut stream = b"Z".to_vec();
     let mut opening = Deflater::new();
     stream.extend(opening.compress(header(SITE_DOMAIN).as_bytes()));
