@@ -66,7 +66,8 @@ fn resolved_ns(r: &ResolveResult) -> Result<String, ParseError> {
         // name is the attribute's value, with its references replaced.
         ResolveResult::Bound(ns) => {
             let raw = String::from_utf8_lossy(ns.as_ref());
-            Ok(quick_xml::escape::unescape(&raw).map_err(nwf)?.into_owned())
+            let ns = quick_xml::escape::unescape(&raw).map_err(nwf)?;
+            Ok(checked(&ns)?.to_owned())
         }
         ResolveResult::Unbound => Ok(String::new()),
         ResolveResult::Unknown(p) => Err(ParseError::InvalidNamespace(format!(
@@ -302,6 +303,28 @@ mod tests {
             parse_stanza(&h, el.to_xml("jabber:client").as_bytes()).unwrap(),
             el
         );
+    }
+
+    /// Found by fuzzing (framer target): a namespace name holding a
+    /// character XML forbids was taken as it was, and the writer's repair
+    /// of it then changed the stanza a node forwards. Refused like such a
+    /// character anywhere else.
+    #[test]
+    fn a_namespace_name_with_a_forbidden_character_is_refused() {
+        let h = parse_header(HEADER.as_bytes()).unwrap();
+        for raw in [
+            "<bind xmlns='urn:x\u{17}y'/>",
+            "<p:bind xmlns:p='urn:x&#x1;y'/>",
+            "<a xmlns='urn:ok'><b xmlns='urn:\u{1}'/></a>",
+        ] {
+            assert!(
+                matches!(
+                    parse_stanza(&h, raw.as_bytes()),
+                    Err(ParseError::NotWellFormed(_))
+                ),
+                "{raw:?}"
+            );
+        }
     }
 
     /// Found by fuzzing (framer target): the writer turned `<xml://>` into
