@@ -5,32 +5,186 @@
 //! stanza-ids, random strings minted here or at a site, are indexed by a
 //! hash. A site's resent message is recognised, and a query paged from an
 //! id answered, in O(log n) at any archive size.
+//!
+//! Older messages are kept in sealed [`Block`]s: a run of messages encoded
+//! together and DEFLATE-compressed (room messages share most of their
+//! markup, so a block holds a message in a fraction of its stanza's size).
+//! The newest messages stay open until they fill a block. Reading a sealed
+//! message decodes its block once; the last block decoded is kept.
 
 use super::room::Archived;
-use serde::de::Deserializer;
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::cmp::Ordering::{self, Greater, Less};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::rc::Rc;
+
+/// Stanza bytes of open messages that seal them into a block.
+pub const BLOCK_BYTES: usize = 16 * 1024;
+/// Open messages that seal them into a block, however small.
+pub const BLOCK_MESSAGES: usize = 256;
+/// The most a block may decode to (a damaged one must not exhaust memory):
+/// the log's record bound.
+const BLOCK_DECODED_MAX: usize = 64 * 1024 * 1024;
+
+/// Sealed messages: what finds them without decoding, and their encoding.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub first_stamp: u64,
+    pub last_stamp: u64,
+    /// Bytes of the messages' stanzas.
+    pub xml_bytes: u64,
+    /// [`id_hash`] of each message's stanza-id, in order: the index is
+    /// rebuilt from these without decoding anything.
+    pub id_hashes: Vec<u64>,
+    /// The messages (postcard `Vec<Archived>`), DEFLATE-compressed.
+    pub packed: Packed,
+}
+
+/// Compressed bytes, shared by the archive and the snapshot written from it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Packed(Rc<[u8]>);
+
+impl Packed {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Packed {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Packed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Packed, D::Error> {
+        struct Bytes;
+        impl<'de> Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                Ok(v)
+            }
+        }
+        Ok(Packed(d.deserialize_bytes(Bytes)?.into()))
+    }
+}
+
+impl Block {
+    fn seal(messages: &[Archived]) -> Option<Block> {
+        let (first, last) = (messages.first()?, messages.last()?);
+        let encoded = postcard::to_allocvec(messages).ok()?;
+        Some(Block {
+            first_seq: first.seq,
+            last_seq: last.seq,
+            first_stamp: first.stamp_ms,
+            last_stamp: last.stamp_ms,
+            xml_bytes: messages.iter().map(|m| m.xml.len() as u64).sum(),
+            id_hashes: messages.iter().map(|m| id_hash(&m.stanza_id)).collect(),
+            packed: Packed(miniz_oxide::deflate::compress_to_vec(&encoded, 6).into()),
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.id_hashes.len()
+    }
+
+    /// Its messages, or None if they do not match what it says of them
+    /// (damage the log's checksums missed, or a writer's bug).
+    fn open(&self) -> Option<Vec<Archived>> {
+        let encoded =
+            miniz_oxide::inflate::decompress_to_vec_with_limit(&self.packed.0, BLOCK_DECODED_MAX)
+                .ok()?;
+        let messages: Vec<Archived> = postcard::from_bytes(&encoded).ok()?;
+        let fits = messages.len() == self.count()
+            && messages.first().is_some_and(|m| m.seq == self.first_seq)
+            && messages.last().is_some_and(|m| m.seq == self.last_seq)
+            && messages.windows(2).all(|w| w[0].seq < w[1].seq)
+            && messages.iter().map(|m| m.xml.len() as u64).sum::<u64>() == self.xml_bytes
+            && messages
+                .iter()
+                .map(|m| id_hash(&m.stanza_id))
+                .eq(self.id_hashes.iter().copied());
+        fits.then_some(messages)
+    }
+
+    /// Whether what it says of itself is in order (checked before one read
+    /// from the log is taken in).
+    fn is_well_formed(&self) -> bool {
+        !self.id_hashes.is_empty()
+            && self.first_seq <= self.last_seq
+            && self.last_seq - self.first_seq >= self.count() as u64 - 1
+            && self.first_stamp <= self.last_stamp
+    }
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "Block(seq {}..={}, {} messages, {} bytes packed)",
+            self.first_seq,
+            self.last_seq,
+            self.count(),
+            self.packed.len()
+        )
+    }
+}
+
+/// A stanza-id's hash, stored in blocks: FNV-1a, fixed for all releases.
+pub fn id_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Ids of one hash beyond the first that are indexed. Ids that clash on a
+/// 64-bit hash by chance are a few in a lifetime; more are crafted, and
+/// lookups of them must not cost a decode each.
+const MAX_CLASHES: usize = 8;
 
 #[derive(Clone, Default)]
 pub struct Archive {
-    messages: VecDeque<Archived>,
+    /// Sealed blocks, oldest first, each with the absolute index of its
+    /// first message (messages are counted from the archive's creation).
+    sealed: VecDeque<(u64, Block)>,
+    /// Messages of the oldest block that were dropped, and their bytes.
+    dropped_in_first: usize,
+    dropped_in_first_bytes: u64,
+    /// The newest messages, not yet sealed.
+    open: VecDeque<Archived>,
+    open_bytes: usize,
+    /// Absolute index of the oldest message kept.
+    front_abs: u64,
+    len: usize,
     /// Bytes of the messages' stanzas.
     bytes: u64,
-    /// A hash of each stanza-id to the sequence number of its message.
+    /// A hash of each stanza-id to the absolute index of its message.
     by_id: HashMap<u64, u64>,
     /// Messages whose id hashes like an earlier one's (a clash, or an id
-    /// archived twice): hash to their sequence numbers. Nearly always empty.
+    /// archived twice): hash to their absolute indexes. Nearly always empty.
     clashes: HashMap<u64, Vec<u64>>,
-}
-
-fn id_hash(id: &str) -> u64 {
-    // Fixed keys: the index is rebuilt at every start, never stored.
-    let mut h = DefaultHasher::new();
-    id.hash(&mut h);
-    h.finish()
+    /// The block decoded last (by its absolute index), for the next read.
+    decoded: RefCell<Option<(u64, Rc<Vec<Archived>>)>>,
 }
 
 impl Archive {
@@ -39,11 +193,11 @@ impl Archive {
     }
 
     pub fn len(&self) -> usize {
-        self.messages.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
+        self.len == 0
     }
 
     /// Bytes of the archived stanzas (what retention counts).
@@ -51,21 +205,59 @@ impl Archive {
         self.bytes
     }
 
-    pub fn iter(&self) -> std::collections::vec_deque::Iter<'_, Archived> {
-        self.messages.iter()
+    /// Bytes the archive takes to hold its messages: sealed ones packed,
+    /// open ones as they are.
+    pub fn held_bytes(&self) -> u64 {
+        let packed: usize = self.sealed.iter().map(|(_, b)| b.packed.len()).sum();
+        (packed + self.open_bytes) as u64
     }
 
-    pub fn front(&self) -> Option<&Archived> {
-        self.messages.front()
+    /// The messages, oldest first (each one decoded on demand).
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            archive: self,
+            front: 0,
+            back: self.len,
+        }
     }
 
-    pub fn back(&self) -> Option<&Archived> {
-        self.messages.back()
+    pub fn front(&self) -> Option<Archived> {
+        self.get(0)
+    }
+
+    pub fn back(&self) -> Option<Archived> {
+        self.get(self.len.checked_sub(1)?)
+    }
+
+    fn sealed_len(&self) -> usize {
+        self.len - self.open.len()
     }
 
     /// The message at a position (0 is the oldest kept).
-    pub fn get(&self, position: usize) -> Option<&Archived> {
-        self.messages.get(position)
+    pub fn get(&self, position: usize) -> Option<Archived> {
+        if position >= self.len {
+            return None;
+        }
+        let Some(in_open) = position.checked_sub(self.sealed_len()) else {
+            let abs = self.front_abs + position as u64;
+            let b = self.sealed.partition_point(|(start, _)| *start <= abs) - 1;
+            let (start, _) = self.sealed[b];
+            return self.block(b)?.get((abs - start) as usize).cloned();
+        };
+        self.open.get(in_open).cloned()
+    }
+
+    /// The messages of sealed block `b`, decoded (or from the last decode).
+    fn block(&self, b: usize) -> Option<Rc<Vec<Archived>>> {
+        let (start, block) = &self.sealed[b];
+        if let Some((at, messages)) = &*self.decoded.borrow() {
+            if at == start {
+                return Some(messages.clone());
+            }
+        }
+        let messages = Rc::new(block.open()?);
+        *self.decoded.borrow_mut() = Some((*start, messages.clone()));
+        Some(messages)
     }
 
     /// Add the newest message. One whose sequence number is not above
@@ -77,64 +269,216 @@ impl Archive {
     /// by binary search. (Masters stamp so since this release; archives
     /// written before, or replicas of an older master, may not be.)
     pub fn push(&mut self, mut msg: Archived) -> bool {
-        if self.back().is_some_and(|b| b.seq >= msg.seq) {
+        if self.last_seq().is_some_and(|last| last >= msg.seq) {
             return false;
         }
         msg.stamp_ms = msg.stamp_ms.max(self.last_stamp());
-        let h = id_hash(&msg.stanza_id);
-        match self.by_id.entry(h) {
-            Entry::Occupied(_) => self.clashes.entry(h).or_default().push(msg.seq),
-            Entry::Vacant(v) => {
-                v.insert(msg.seq);
-            }
-        }
+        self.index(id_hash(&msg.stanza_id), self.end_abs());
         self.bytes += msg.xml.len() as u64;
-        self.messages.push_back(msg);
+        self.open_bytes += msg.xml.len();
+        self.len += 1;
+        self.open.push_back(msg);
+        if self.open_bytes >= BLOCK_BYTES || self.open.len() >= BLOCK_MESSAGES {
+            self.seal();
+        }
         true
     }
 
-    /// Remove the oldest message.
-    pub fn pop_front(&mut self) -> Option<Archived> {
-        let m = self.messages.pop_front()?;
-        self.forget(&m);
-        Some(m)
+    /// Add a block of older messages, as a snapshot stored it. One out of
+    /// order, or that says impossible things of itself, is not kept.
+    pub fn push_block(&mut self, block: Block) -> bool {
+        if !block.is_well_formed() || self.last_seq().is_some_and(|l| l >= block.first_seq) {
+            return false;
+        }
+        self.seal();
+        // Stamps only grow (see `push`); a block's cannot be raised
+        // without decoding it, so an earlier one is kept open instead.
+        if block.first_stamp < self.last_stamp() {
+            let Some(messages) = block.open() else {
+                return false;
+            };
+            for m in messages {
+                self.push(m);
+            }
+            return true;
+        }
+        let start = self.end_abs();
+        for (abs, h) in (start..).zip(&block.id_hashes) {
+            self.index(*h, abs);
+        }
+        self.len += block.count();
+        self.bytes += block.xml_bytes;
+        self.sealed.push_back((start, block));
+        true
     }
 
-    /// Remove the newest message.
-    fn pop_back(&mut self) -> Option<Archived> {
-        let m = self.messages.pop_back()?;
-        self.forget(&m);
-        Some(m)
+    /// The absolute index the next message gets.
+    fn end_abs(&self) -> u64 {
+        self.front_abs + self.len as u64
     }
 
-    fn forget(&mut self, m: &Archived) {
-        self.bytes -= m.xml.len() as u64;
-        let h = id_hash(&m.stanza_id);
-        if self.by_id.get(&h) == Some(&m.seq) {
+    fn index(&mut self, h: u64, abs: u64) {
+        match self.by_id.entry(h) {
+            Entry::Vacant(v) => drop(v.insert(abs)),
+            Entry::Occupied(_) => {
+                let clashes = self.clashes.entry(h).or_default();
+                if clashes.len() < MAX_CLASHES {
+                    clashes.push(abs);
+                }
+            }
+        }
+    }
+
+    fn forget(&mut self, h: u64, abs: u64) {
+        if self.by_id.get(&h) == Some(&abs) {
             // A clash takes the freed place, so lookups need look no further.
-            match self.clashes.get_mut(&h).and_then(Vec::pop) {
+            match self.clashes.get_mut(&h).and_then(|c| c.pop()) {
                 Some(next) => self.by_id.insert(h, next),
                 None => self.by_id.remove(&h),
             };
-        } else if let Some(seqs) = self.clashes.get_mut(&h) {
-            seqs.retain(|s| *s != m.seq);
+        } else if let Some(c) = self.clashes.get_mut(&h) {
+            c.retain(|a| *a != abs);
         }
         if self.clashes.get(&h).is_some_and(Vec::is_empty) {
             self.clashes.remove(&h);
         }
     }
 
+    /// Seal the open messages into a block.
+    fn seal(&mut self) {
+        let messages = Vec::from(std::mem::take(&mut self.open));
+        self.open_bytes = 0;
+        let start = self.end_abs() - messages.len() as u64;
+        match Block::seal(&messages) {
+            Some(block) => self.sealed.push_back((start, block)),
+            // Nothing to seal (or messages postcard cannot encode, which
+            // strings and integers never are): they stay open.
+            None => self.open = messages.into(),
+        }
+        if !self.open.is_empty() {
+            self.open_bytes = self.open.iter().map(|m| m.xml.len()).sum();
+        }
+    }
+
+    /// Remove the oldest message (the oldest readable one: a block damage
+    /// made unreadable goes with it).
+    pub fn pop_front(&mut self) -> Option<Archived> {
+        loop {
+            if self.sealed.is_empty() {
+                let m = self.open.pop_front()?;
+                self.open_bytes -= m.xml.len();
+                self.forget(id_hash(&m.stanza_id), self.front_abs);
+                self.front_abs += 1;
+                self.len -= 1;
+                self.bytes -= m.xml.len() as u64;
+                return Some(m);
+            }
+            let Some(m) = self.front() else {
+                self.drop_first_block();
+                continue;
+            };
+            self.dropped_in_first += 1;
+            self.dropped_in_first_bytes += m.xml.len() as u64;
+            self.forget(id_hash(&m.stanza_id), self.front_abs);
+            self.front_abs += 1;
+            self.len -= 1;
+            self.bytes -= m.xml.len() as u64;
+            if self.dropped_in_first == self.sealed[0].1.count() {
+                self.sealed.pop_front();
+                self.dropped_in_first = 0;
+                self.dropped_in_first_bytes = 0;
+            }
+            return Some(m);
+        }
+    }
+
+    /// Drop the oldest block's kept messages without decoding them.
+    fn drop_first_block(&mut self) {
+        let Some((start, block)) = self.sealed.pop_front() else {
+            return;
+        };
+        let skip = std::mem::take(&mut self.dropped_in_first);
+        let skipped_bytes = std::mem::take(&mut self.dropped_in_first_bytes);
+        for (abs, h) in (start..).zip(&block.id_hashes).skip(skip) {
+            self.forget(*h, abs);
+        }
+        let kept = block.count() - skip;
+        self.front_abs += kept as u64;
+        self.len -= kept;
+        self.bytes -= block.xml_bytes.saturating_sub(skipped_bytes);
+    }
+
+    /// Remove the newest message.
+    fn pop_back(&mut self) -> Option<Archived> {
+        if self.open.is_empty() {
+            self.unseal_last();
+        }
+        let m = self.open.pop_back()?;
+        self.open_bytes -= m.xml.len();
+        self.len -= 1;
+        self.bytes -= m.xml.len() as u64;
+        self.forget(id_hash(&m.stanza_id), self.end_abs());
+        Some(m)
+    }
+
+    /// Turn the newest block back into open messages (the kept ones).
+    fn unseal_last(&mut self) {
+        let Some((start, block)) = self.sealed.pop_back() else {
+            return;
+        };
+        let (skip, skipped_bytes) = if self.sealed.is_empty() {
+            let bytes = std::mem::take(&mut self.dropped_in_first_bytes);
+            (std::mem::take(&mut self.dropped_in_first), bytes)
+        } else {
+            (0, 0)
+        };
+        let kept = block.count() - skip;
+        *self.decoded.borrow_mut() = None;
+        match block.open() {
+            Some(messages) => {
+                self.open = messages.into_iter().skip(skip).collect();
+                self.open_bytes = self.open.iter().map(|m| m.xml.len()).sum();
+            }
+            None => {
+                // Unreadable: its messages are gone; account for them so.
+                for abs in start + skip as u64..start + block.count() as u64 {
+                    let h = block.id_hashes[(abs - start) as usize];
+                    self.forget(h, abs);
+                }
+                self.len -= kept;
+                self.bytes -= block.xml_bytes.saturating_sub(skipped_bytes);
+            }
+        }
+    }
+
     /// Drop the messages up to and including sequence number `upto`.
     pub fn drop_upto(&mut self, upto: u64) {
+        while self.sealed.front().is_some_and(|(_, b)| b.last_seq <= upto) {
+            self.drop_first_block();
+        }
+        // What is left to drop is in the first block, or open.
         while self.front().is_some_and(|m| m.seq <= upto) {
             self.pop_front();
+        }
+        if self.front().is_none()
+            && self
+                .sealed
+                .front()
+                .is_some_and(|(_, b)| b.first_seq <= upto)
+        {
+            // An unreadable first block, partly up to `upto`: its messages
+            // are lost either way.
+            self.drop_first_block();
+            self.drop_upto(upto);
         }
     }
 
     /// Drop the messages from sequence number `from` on.
     pub fn drop_from(&mut self, from: u64) {
-        while self.back().is_some_and(|m| m.seq >= from) {
-            self.pop_back();
+        while self.last_seq().is_some_and(|s| s >= from) {
+            if self.pop_back().is_none() {
+                break;
+            }
         }
     }
 
@@ -145,51 +489,153 @@ impl Archive {
     /// The sequence number of the message with this stanza-id.
     pub fn seq_of(&self, stanza_id: &str) -> Option<u64> {
         let h = id_hash(stanza_id);
-        let is = |seq: &u64| {
-            self.position(*seq)
-                .and_then(|p| self.get(p))
-                .is_some_and(|m| m.stanza_id == stanza_id)
-        };
-        let first = self.by_id.get(&h).copied().filter(is);
-        let clash = || self.clashes.get(&h)?.iter().copied().filter(is).min();
-        match (first, clash()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let first = self.by_id.get(&h).into_iter();
+        let clashes = self.clashes.get(&h).into_iter().flatten();
+        first
+            .chain(clashes)
+            .filter_map(|abs| self.get(abs.checked_sub(self.front_abs)? as usize))
+            .filter(|m| m.stanza_id == stanza_id)
+            .map(|m| m.seq)
+            .min()
     }
 
     pub fn contains_id(&self, stanza_id: &str) -> bool {
         self.seq_of(stanza_id).is_some()
     }
 
+    /// The newest message's sequence number.
+    pub fn last_seq(&self) -> Option<u64> {
+        match self.open.back() {
+            Some(m) => Some(m.seq),
+            None => self.sealed.back().map(|(_, b)| b.last_seq),
+        }
+    }
+
     /// The position of the message with sequence number `seq`.
     pub fn position(&self, seq: u64) -> Option<usize> {
-        self.messages.binary_search_by_key(&seq, |m| m.seq).ok()
+        self.search(|m| m.seq.cmp(&seq), |b| (b.first_seq, b.last_seq), seq)
+            .ok()
     }
 
     /// The position of the first message stamped at or after `ms`.
     pub fn first_at_or_after(&self, ms: u64) -> usize {
-        self.messages.partition_point(|m| m.stamp_ms < ms)
+        let found = self.search(
+            |m| if m.stamp_ms < ms { Less } else { Greater },
+            |b| (b.first_stamp, b.last_stamp),
+            ms,
+        );
+        found.unwrap_or_else(|p| p)
     }
 
     /// The position of the first message stamped after `ms`.
     pub fn first_after(&self, ms: u64) -> usize {
-        self.messages.partition_point(|m| m.stamp_ms <= ms)
+        ms.checked_add(1)
+            .map_or(self.len, |at| self.first_at_or_after(at))
+    }
+
+    /// A binary search over the messages (by a key that grows with them):
+    /// first over blocks by their bounds, then inside the one block that
+    /// can hold `key`. Ok(position) of a match, or Err(where it would be).
+    fn search(
+        &self,
+        cmp: impl Fn(&Archived) -> Ordering,
+        bounds: impl Fn(&Block) -> (u64, u64),
+        key: u64,
+    ) -> Result<usize, usize> {
+        // The first block that may hold `key` or later keys.
+        let b = self
+            .sealed
+            .partition_point(|(_, block)| bounds(block).1 < key);
+        if b < self.sealed.len() {
+            let (start, block) = &self.sealed[b];
+            let skip = if b == 0 { self.dropped_in_first } else { 0 };
+            let base = (start + skip as u64 - self.front_abs) as usize;
+            if bounds(block).0 > key && !(b == 0 && skip > 0) {
+                return Err(base);
+            }
+            if let Some(messages) = self.block(b) {
+                let kept = &messages[skip.min(messages.len())..];
+                return kept
+                    .binary_search_by(&cmp)
+                    .map(|p| base + p)
+                    .map_err(|p| base + p);
+            }
+        }
+        let base = self.sealed_len();
+        let (a, c) = self.open.as_slices();
+        let found = match a.binary_search_by(&cmp) {
+            Err(p) if p == a.len() => c.binary_search_by(&cmp).map(|q| p + q).map_err(|q| p + q),
+            other => other,
+        };
+        found.map(|p| base + p).map_err(|p| base + p)
     }
 
     /// The newest stamp, which the next message's may not be below.
     pub fn last_stamp(&self) -> u64 {
-        self.back().map_or(0, |m| m.stamp_ms)
+        match self.open.back() {
+            Some(m) => m.stamp_ms,
+            None => self.sealed.back().map_or(0, |(_, b)| b.last_stamp),
+        }
     }
 
     /// Change every stanza kept (repairs of what older releases stored).
     pub fn map_xml(&mut self, mut f: impl FnMut(&mut String)) {
-        let messages = std::mem::take(&mut self.messages);
+        let messages: Vec<Archived> = self.iter().collect();
         self.clear();
         for mut m in messages {
             f(&mut m.xml);
             self.push(m);
         }
+    }
+
+    /// What a snapshot stores: the kept messages of a partly dropped first
+    /// block, the other blocks as they are, then the open messages.
+    pub fn stored(&self) -> (Vec<Archived>, Vec<Block>, Vec<Archived>) {
+        let mut blocks: Vec<Block> = self.sealed.iter().map(|(_, b)| b.clone()).collect();
+        let mut loose = Vec::new();
+        if self.dropped_in_first > 0 {
+            blocks.remove(0);
+            let first = self.sealed[0].1.count() - self.dropped_in_first;
+            loose = self.iter().take(first).collect();
+        }
+        (loose, blocks, self.open.iter().cloned().collect())
+    }
+}
+
+/// The messages of an archive in order, decoded as they are reached.
+pub struct Iter<'a> {
+    archive: &'a Archive,
+    front: usize,
+    back: usize,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Archived;
+
+    fn next(&mut self) -> Option<Archived> {
+        while self.front < self.back {
+            self.front += 1;
+            if let Some(m) = self.archive.get(self.front - 1) {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.back - self.front))
+    }
+}
+
+impl DoubleEndedIterator for Iter<'_> {
+    fn next_back(&mut self) -> Option<Archived> {
+        while self.front < self.back {
+            self.back -= 1;
+            if let Some(m) = self.archive.get(self.back) {
+                return Some(m);
+            }
+        }
+        None
     }
 }
 
@@ -212,8 +658,8 @@ impl Extend<Archived> for Archive {
 }
 
 impl<'a> IntoIterator for &'a Archive {
-    type Item = &'a Archived;
-    type IntoIter = std::collections::vec_deque::Iter<'a, Archived>;
+    type Item = Archived;
+    type IntoIter = Iter<'a>;
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
     }
@@ -221,7 +667,7 @@ impl<'a> IntoIterator for &'a Archive {
 
 impl PartialEq for Archive {
     fn eq(&self, other: &Archive) -> bool {
-        self.messages == other.messages
+        self.len == other.len && self.iter().eq(other.iter())
     }
 }
 
@@ -229,7 +675,7 @@ impl Eq for Archive {}
 
 impl std::fmt::Debug for Archive {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.debug_list().entries(&self.messages).finish()
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -239,7 +685,7 @@ impl std::fmt::Debug for Archive {
 impl Serialize for Archive {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut t = s.serialize_tuple(2)?;
-        t.serialize_element(&self.messages)?;
+        t.serialize_element(&self.iter().collect::<Vec<_>>())?;
         t.serialize_element(&self.bytes)?;
         t.end()
     }
@@ -348,7 +794,7 @@ mod tests {
         }
         let a: Archive = (1..=3).map(|s| msg(s, &format!("id{s}"))).collect();
         let before = Before {
-            archive: a.iter().cloned().collect(),
+            archive: a.iter().collect(),
             archive_bytes: a.bytes(),
         };
         let bytes = postcard::to_allocvec(&a).unwrap();
@@ -357,5 +803,159 @@ mod tests {
         assert_eq!(back, a);
         assert_eq!(back.seq_of("id2"), Some(2));
         assert_eq!(back.bytes(), a.bytes());
+    }
+
+    /// A body like people write: words that repeat across messages, not
+    /// within one.
+    fn chatty(seq: u64) -> Archived {
+        let words = [
+            "road", "north", "water", "pump", "fuel", "team", "ok", "late",
+        ];
+        let body: Vec<&str> = (0..12)
+            .map(|i| words[((seq * 7 + i * 3) % 8) as usize])
+            .collect();
+        Archived {
+            xml: format!(
+                "<message from='ops@conf.x/n{}' type='groupchat' id='c{seq}'><body>{}</body>\
+                 <stanza-id xmlns='urn:xmpp:sid:0' id='s{seq}' by='ops@conf.x'/></message>",
+                seq % 5,
+                body.join(" ")
+            ),
+            ..msg(seq, &format!("s{seq}"))
+        }
+    }
+
+    /// Every lookup of `a` agrees with a plain list of the same messages.
+    fn agrees(a: &Archive, model: &[Archived]) {
+        assert_eq!(a.len(), model.len());
+        assert_eq!(
+            a.bytes(),
+            model.iter().map(|m| m.xml.len() as u64).sum::<u64>()
+        );
+        assert!(a.iter().eq(model.iter().cloned()));
+        assert!(a.iter().rev().eq(model.iter().rev().cloned()));
+        assert_eq!(a.last_seq(), model.last().map(|m| m.seq));
+        for (p, m) in model.iter().enumerate() {
+            assert_eq!(a.get(p).as_ref(), Some(m));
+            assert_eq!(a.position(m.seq), Some(p));
+            assert_eq!(a.seq_of(&m.stanza_id), Some(m.seq));
+            assert_eq!(
+                a.first_at_or_after(m.stamp_ms),
+                model.partition_point(|x| x.stamp_ms < m.stamp_ms)
+            );
+            assert_eq!(
+                a.first_after(m.stamp_ms),
+                model.partition_point(|x| x.stamp_ms <= m.stamp_ms)
+            );
+            // Between messages (sequence numbers and stamps skip here).
+            assert_eq!(a.position(m.seq + 1), None);
+            assert_eq!(
+                a.first_at_or_after(m.stamp_ms + 1),
+                model.partition_point(|x| x.stamp_ms <= m.stamp_ms)
+            );
+        }
+        assert_eq!(a.get(model.len()), None);
+    }
+
+    #[test]
+    fn sealed_blocks_answer_like_a_plain_list_through_trims_and_rewinds() {
+        let mut a = Archive::new();
+        let mut model: Vec<Archived> = Vec::new();
+        let mut seq = 0;
+        let mut add = |a: &mut Archive, model: &mut Vec<Archived>, n: u64| {
+            for _ in 0..n {
+                seq += 2;
+                let m = chatty(seq);
+                assert!(a.push(m.clone()));
+                model.push(m);
+            }
+        };
+        add(&mut a, &mut model, 700);
+        assert!(a.sealed.len() >= 2, "{} blocks", a.sealed.len());
+        agrees(&a, &model);
+        // Trim into the middle of the first block, then past it.
+        let cut = model[100].seq;
+        a.drop_upto(cut);
+        model.retain(|m| m.seq > cut);
+        agrees(&a, &model);
+        let cut = model[300].seq;
+        a.drop_upto(cut);
+        model.retain(|m| m.seq > cut);
+        agrees(&a, &model);
+        // A replica rewinds into a sealed block, then grows again.
+        let from = model[150].seq;
+        a.drop_from(from);
+        model.retain(|m| m.seq < from);
+        agrees(&a, &model);
+        add(&mut a, &mut model, 400);
+        agrees(&a, &model);
+        // Stored as a snapshot does, and read back.
+        let (loose, blocks, open) = a.stored();
+        assert!(!blocks.is_empty());
+        let mut back = Archive::new();
+        back.extend(loose);
+        blocks.into_iter().for_each(|b| assert!(back.push_block(b)));
+        back.extend(open);
+        agrees(&back, &model);
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn sealed_messages_take_a_fraction_of_their_size() {
+        let a: Archive = (1..=2_000).map(chatty).collect();
+        let (held, bytes) = (a.held_bytes(), a.bytes());
+        assert!(held * 4 < bytes, "{held} held for {bytes} bytes of stanzas");
+    }
+
+    #[test]
+    fn a_block_out_of_order_or_impossible_is_not_kept() {
+        let a: Archive = (1..=300).map(chatty).collect();
+        let (_, blocks, _) = a.stored();
+        let mut b = Archive::new();
+        assert!(b.push_block(blocks[0].clone()));
+        assert!(!b.push_block(blocks[0].clone()), "the same again");
+        let mut odd = blocks[0].clone();
+        odd.id_hashes.clear();
+        assert!(!Archive::new().push_block(odd));
+        let mut odd = blocks[0].clone();
+        odd.last_seq = odd.first_seq + 3; // fewer numbers than messages
+        assert!(!Archive::new().push_block(odd));
+    }
+
+    #[test]
+    fn a_damaged_block_loses_its_messages_and_nothing_else() {
+        let a: Archive = (1..=600).map(chatty).collect();
+        let (_, mut blocks, open) = a.stored();
+        let mut packed = blocks[1].packed.0.to_vec();
+        let mid = packed.len() / 2;
+        packed[mid] ^= 0x55;
+        packed.truncate(mid + 1);
+        blocks[1].packed = Packed(packed.into());
+        let mut b = Archive::new();
+        let damaged = blocks[1].first_seq..=blocks[1].last_seq;
+        blocks
+            .into_iter()
+            .for_each(|blk| assert!(b.push_block(blk)));
+        b.extend(open);
+        let read: Vec<u64> = b.iter().map(|m| m.seq).collect();
+        let expected: Vec<u64> = (1..=600).filter(|s| !damaged.contains(s)).collect();
+        assert_eq!(read, expected);
+        assert_eq!(b.seq_of(&format!("s{}", damaged.start())), None);
+        assert_eq!(b.seq_of("s600"), Some(600));
+        let page: Vec<Archived> = b.iter().rev().take(5).collect();
+        assert_eq!(page[0].seq, 600);
+        // Trimming through it and rewinding into it stay consistent.
+        b.drop_upto(*damaged.end() + 1);
+        assert_eq!(b.front().map(|m| m.seq), Some(damaged.end() + 2));
+    }
+
+    #[test]
+    fn crafted_clashing_ids_are_indexed_a_bounded_number_of_times() {
+        let mut a = Archive::new();
+        for seq in 1..=50 {
+            a.push(msg(seq, "same"));
+        }
+        assert_eq!(a.clashes[&id_hash("same")].len(), MAX_CLASHES);
+        assert_eq!(a.seq_of("same"), Some(1));
     }
 }

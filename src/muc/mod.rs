@@ -1176,8 +1176,11 @@ impl Ctx<'_> {
 
 /// The state of a mirrored room whose snapshot has not come yet.
 pub(crate) fn unsynced() -> &'static RoomState {
-    static UNSYNCED: std::sync::OnceLock<RoomState> = std::sync::OnceLock::new();
-    UNSYNCED.get_or_init(|| RoomState::new("", Vec::new()))
+    thread_local! {
+        // One per thread, made once (an archive is not shared across threads).
+        static UNSYNCED: &'static RoomState = Box::leak(Box::new(RoomState::new("", Vec::new())));
+    }
+    UNSYNCED.with(|s| *s)
 }
 
 /// A groupchat message as the room sends it: from `room/nick`, the client's

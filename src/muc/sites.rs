@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 
 /// The newest messages of `newest_first` whose bytes fit in `budget`, in
 /// the master's order, and whether any were left out for the budget.
-fn newest_within<'a>(
-    newest_first: impl Iterator<Item = &'a Archived>,
+fn newest_within(
+    newest_first: impl Iterator<Item = Archived>,
     budget: usize,
 ) -> (Vec<Archived>, bool) {
     let mut picked = Vec::new();
@@ -26,7 +26,7 @@ fn newest_within<'a>(
             cut = true;
             break;
         }
-        picked.push(m.clone());
+        picked.push(m);
     }
     picked.reverse();
     (picked, cut)

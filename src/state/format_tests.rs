@@ -12,8 +12,9 @@
 use super::link::{Queued, QueuedEvent};
 use super::snapshot::write_snapshot;
 use super::{Record, RosterItem, State, Subscription, LOG_FORMAT};
+use crate::model::archive::BLOCK_BYTES;
 use crate::model::replica::MirrorRecord;
-use crate::model::room::{Affiliation, RoomRecord};
+use crate::model::room::{Affiliation, Archived, RoomRecord};
 use crate::model::samples;
 use crate::scram::Credentials;
 
@@ -116,6 +117,17 @@ fn records() -> Vec<Record> {
             msg: samples::archived(2),
         }),
         room(RoomRecord::Trim { upto: 1 }),
+        // Messages that fill blocks: the snapshot stores the kept part of
+        // the first one loose, the second as a block, the last one open.
+        room(RoomRecord::Message { msg: big(3) }),
+        room(RoomRecord::Message {
+            msg: samples::archived(4),
+        }),
+        room(RoomRecord::Message { msg: big(5) }),
+        room(RoomRecord::Message {
+            msg: samples::archived(6),
+        }),
+        room(RoomRecord::Trim { upto: 2 }),
         Record::Room {
             room: "gone".into(),
             change: RoomRecord::Create {
@@ -178,6 +190,7 @@ fn records() -> Vec<Record> {
                 next_seq: 1,
             },
         ),
+        mirror(KEY, MirrorRecord::Message { msg: big(6) }),
         mirror(KEY, MirrorRecord::Trim { upto: 1 }),
         mirror("dropped@conference.hq.example", MirrorRecord::Drop),
     ];
@@ -209,6 +222,14 @@ fn records() -> Vec<Record> {
         },
     ]);
     records
+}
+
+/// A message whose stanza alone fills an archive block.
+fn big(seq: u64) -> Archived {
+    let body = "field report ".repeat(BLOCK_BYTES / 13 + 1);
+    let mut msg = samples::archived(seq);
+    msg.xml = msg.xml.replace("hi &amp; bye", &body);
+    msg
 }
 
 /// One line per record: its kind and its encoding, in hex.

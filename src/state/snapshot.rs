@@ -13,6 +13,7 @@
 
 use super::{Account, LinkState, OfflineMessage, Queued, Record, RosterItem, State};
 use crate::common::PeerId;
+use crate::model::archive::{Archive, Block};
 use crate::model::replica::MirrorCache;
 use crate::model::room::{Archived, RoomState};
 use crate::scram::Credentials;
@@ -29,7 +30,10 @@ use std::io;
 ///    already written applies to the snapshot too (see `Replay`). Format 1
 ///    snapshots read the same way. Releases that know only format 1 refuse
 ///    a log with a format 2 snapshot rather than misread it.
-pub const FORMAT: u32 = 2;
+/// 3. Archives' older messages come as compressed blocks
+///    (`ArchiveBlocks`, `MirrorArchiveBlocks`) between their loose
+///    messages. Format 2 snapshots read the same way.
+pub const FORMAT: u32 = 3;
 /// A part closes once its contents reach this many bytes (so a part is at
 /// most this plus one item, and every item is bounded on its own).
 pub const PART_BYTES: usize = 1024 * 1024;
@@ -59,7 +63,7 @@ pub enum SnapshotPart {
     /// A mastered room without its archive (that follows in slices).
     Room {
         room: String,
-        state: RoomState,
+        state: Box<RoomState>,
     },
     Archive {
         room: String,
@@ -77,7 +81,7 @@ pub enum SnapshotPart {
     /// A mirrored room's replica without its archive.
     Mirror {
         key: String,
-        cache: MirrorCache,
+        cache: Box<MirrorCache>,
     },
     MirrorArchive {
         key: String,
@@ -88,6 +92,16 @@ pub enum SnapshotPart {
     },
     Secret {
         secret: Vec<u8>,
+    },
+    /// Sealed blocks of a room's archive, in order (format 3).
+    ArchiveBlocks {
+        room: String,
+        blocks: Vec<Block>,
+    },
+    /// Sealed blocks of a replica's archive, in order (format 3).
+    MirrorArchiveBlocks {
+        key: String,
+        blocks: Vec<Block>,
     },
 }
 
@@ -137,7 +151,7 @@ impl State {
                 }
             }
             SnapshotPart::Room { room, state } => {
-                self.rooms.insert(room.clone(), state.clone());
+                self.rooms.insert(room.clone(), state.as_ref().clone());
             }
             SnapshotPart::Archive { room, messages } => {
                 if let Some(r) = self.rooms.get_mut(room) {
@@ -166,7 +180,7 @@ impl State {
                 }
             }
             SnapshotPart::Mirror { key, cache } => {
-                self.mirrors.insert(key.clone(), cache.clone());
+                self.mirrors.insert(key.clone(), cache.as_ref().clone());
             }
             SnapshotPart::MirrorArchive { key, messages } => {
                 if let Some(c) = self.mirrors.get_mut(key) {
@@ -175,12 +189,46 @@ impl State {
             }
             SnapshotPart::Admin { creds } => self.admin = Some(creds.clone()),
             SnapshotPart::Secret { secret } => self.secret = Some(secret.clone()),
+            SnapshotPart::ArchiveBlocks { room, blocks } => {
+                if let Some(r) = self.rooms.get_mut(room) {
+                    extend_blocks(r, blocks);
+                }
+            }
+            SnapshotPart::MirrorArchiveBlocks { key, blocks } => {
+                if let Some(c) = self.mirrors.get_mut(key) {
+                    extend_blocks(&mut c.state, blocks);
+                }
+            }
         }
     }
 }
 
 fn extend_archive(room: &mut RoomState, messages: &[Archived]) {
     room.archive.extend(messages.iter().cloned());
+}
+
+fn extend_blocks(room: &mut RoomState, blocks: &[Block]) {
+    for block in blocks {
+        room.archive.push_block(block.clone());
+    }
+}
+
+/// An archive's parts: the loose messages, the sealed blocks (as many to a
+/// part as fit in [`PART_BYTES`]), then the open messages.
+fn archive_parts(
+    archive: &Archive,
+    messages_part: impl Fn(Vec<Archived>) -> SnapshotPart,
+    blocks_part: impl Fn(Vec<Block>) -> SnapshotPart,
+    mut emit: impl FnMut(SnapshotPart) -> io::Result<()>,
+) -> io::Result<()> {
+    let (loose, blocks, open) = archive.stored();
+    slices(&loose, archived_size, |m| emit(messages_part(m)))?;
+    slices(&blocks, block_size, |b| emit(blocks_part(b)))?;
+    slices(&open, archived_size, |m| emit(messages_part(m)))
+}
+
+fn block_size(b: &Block) -> usize {
+    b.packed.len() + 8 * b.id_hashes.len()
 }
 
 /// Cut a collection into parts of about [`PART_BYTES`] each.
@@ -227,15 +275,15 @@ impl Entity {
             SnapshotPart::Account { user, .. }
             | SnapshotPart::Roster { user, .. }
             | SnapshotPart::Offline { user, .. } => Entity::Account(user.clone()),
-            SnapshotPart::Room { room, .. } | SnapshotPart::Archive { room, .. } => {
-                Entity::Room(room.clone())
-            }
+            SnapshotPart::Room { room, .. }
+            | SnapshotPart::Archive { room, .. }
+            | SnapshotPart::ArchiveBlocks { room, .. } => Entity::Room(room.clone()),
             SnapshotPart::Link { peer, .. } | SnapshotPart::Unacked { peer, .. } => {
                 Entity::Link(peer.clone())
             }
-            SnapshotPart::Mirror { key, .. } | SnapshotPart::MirrorArchive { key, .. } => {
-                Entity::Mirror(key.clone())
-            }
+            SnapshotPart::Mirror { key, .. }
+            | SnapshotPart::MirrorArchive { key, .. }
+            | SnapshotPart::MirrorArchiveBlocks { key, .. } => Entity::Mirror(key.clone()),
             SnapshotPart::Admin { .. } => Entity::Admin,
             SnapshotPart::Secret { .. } => Entity::Secret,
         }
@@ -364,13 +412,21 @@ pub fn write_entity(
             };
             let room_part = SnapshotPart::Room {
                 room: room.clone(),
-                state: rs.clone_without_archive(),
+                state: Box::new(rs.clone_without_archive()),
             };
             part(room_part, emit)?;
-            slices(&rs.archive, archived_size, |messages| {
-                let room = room.clone();
-                part(SnapshotPart::Archive { room, messages }, emit)
-            })?;
+            archive_parts(
+                &rs.archive,
+                |messages| SnapshotPart::Archive {
+                    room: room.clone(),
+                    messages,
+                },
+                |blocks| SnapshotPart::ArchiveBlocks {
+                    room: room.clone(),
+                    blocks,
+                },
+                |p| part(p, emit),
+            )?;
         }
         Entity::Link(peer) => {
             let Some(l) = state.links.get(peer) else {
@@ -403,13 +459,21 @@ pub fn write_entity(
             };
             let mirror = SnapshotPart::Mirror {
                 key: key.clone(),
-                cache,
+                cache: Box::new(cache),
             };
             part(mirror, emit)?;
-            slices(&c.state.archive, archived_size, |messages| {
-                let key = key.clone();
-                part(SnapshotPart::MirrorArchive { key, messages }, emit)
-            })?;
+            archive_parts(
+                &c.state.archive,
+                |messages| SnapshotPart::MirrorArchive {
+                    key: key.clone(),
+                    messages,
+                },
+                |blocks| SnapshotPart::MirrorArchiveBlocks {
+                    key: key.clone(),
+                    blocks,
+                },
+                |p| part(p, emit),
+            )?;
         }
         Entity::Admin => {
             if let Some(creds) = &state.admin {

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""What a node's room archives cost it: memory, disk and start-up time.
+
+One client fills 25 rooms with room messages of ~100-byte bodies (words
+drawn from a fixed vocabulary with a fixed seed, so every build stores the
+same text; a body of one repeated letter would flatter compression), the
+node's retention raised to keep them all. Then, per build: RSS after the
+fill, log bytes once compaction has run, disk bytes per message and per
+byte of body; then the node is stopped and started again on its data, and
+the time from start to a login answered and to a MAM page answered is
+taken, with RSS after that restart. With --reference, the same run against
+another build, in the same invocation.
+
+    cargo build --release
+    python3 benches/archive_footprint.py [--messages 100000] [--reference OTHER_OUTPOST]
+"""
+
+import argparse
+import asyncio
+import random
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import servers
+from outpost_node import wait_for_port
+from xmpp import Raw
+
+ROOMS = 25
+WORDS = ("road north water pump fuel team late early bridge truck radio "
+         "battery signal crossing convoy medic supplies tent generator river "
+         "checkpoint ok yes no tomorrow tonight report status copy repeat").split()
+
+
+def room(i):
+    return f"fill{i}@conference.localhost"
+
+
+def body(rng):
+    words = []
+    while sum(len(w) + 1 for w in words) < 100:
+        words.append(rng.choice(WORDS))
+    return " ".join(words)[:100]
+
+
+async def fill(port, messages):
+    rng = random.Random(7)
+    raw = await Raw.open(port)
+    await raw.login_plain("user0", servers.PASSWORD)
+    for i in range(ROOMS):
+        await raw.send(f"<presence to='{room(i)}/f'><x xmlns='http://jabber.org/protocol/muc'>"
+                       "<history maxstanzas='0'/></x></presence>")
+        await raw.read_until("110")
+        await raw.send(f"<iq type='set' id='c{i}' to='{room(i)}'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+                       "<x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'>"
+                       "<value>1</value></field></x></query></iq>")
+        await raw.read_until(f"id='c{i}'")
+    batch = 200
+    for start in range(0, messages, batch):
+        out = "".join(
+            f"<message to='{room(k % ROOMS)}' type='groupchat' id='m{k}'><body>{body(rng)}</body></message>"
+            for k in range(start, min(start + batch, messages)))
+        await raw.send(out + f"<iq type='get' id='b{start}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await raw.read_until(f"id='b{start}'")
+        raw.buffer = ""
+    raw.close()
+
+
+async def login_then_mam(port):
+    """When a login was answered, then when a MAM page of room 0 was."""
+    raw = await Raw.open(port)
+    await raw.login_plain("user1", servers.PASSWORD)
+    login = time.monotonic()
+    await raw.send(f"<iq type='set' id='q' to='{room(0)}'><query xmlns='urn:xmpp:mam:2' queryid='q'>"
+                   "<set xmlns='http://jabber.org/protocol/rsm'><max>20</max><before/></set></query></iq>")
+    await raw.read_until("id='q'")
+    mam = time.monotonic()
+    raw.close()
+    return login, mam
+
+
+def log_bytes(data):
+    return sum(f.stat().st_size for f in (data / "log").iterdir())
+
+
+def run(binary, workdir, messages):
+    servers.OUTPOST = Path(binary)
+    per_room = messages // ROOMS + 1
+    extra = (f"[muc]\narchive_messages = {per_room}\narchive_bytes = {per_room * 1024}\n"
+             f"rooms_per_account = 100\narchive_bytes_total = {messages * 1024}\n")
+    r = {}
+    with servers.outpost(workdir, 2, extra=extra) as (pid, port, data):
+        t = time.monotonic()
+        asyncio.run(fill(port, messages))
+        r["fill_s"] = time.monotonic() - t
+        r["rss_filled"] = servers.rss_kb(pid)
+    # Stopped: its log as the next start finds it.
+    r["log"] = log_bytes(data)
+    cfg = workdir / "outpost.toml"
+    port = int(cfg.read_text().split('listen = "127.0.0.1:')[1].split('"')[0])
+    t = time.monotonic()
+    proc = subprocess.Popen([str(binary), "run", "-c", str(cfg)])
+    try:
+        wait_for_port(port, proc, 600.0)
+        login, mam = asyncio.run(login_then_mam(port))
+        r["start_login_s"], r["start_mam_s"] = login - t, mam - t
+        r["rss_restarted"] = servers.rss_kb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--reference", help="another outpost binary, run the same way")
+    args = ap.parse_args()
+    builds = [("this build", str(servers.OUTPOST))]
+    if args.reference:
+        builds.append(("reference", args.reference))
+    n = args.messages
+    print(f"{n} room messages with 100-byte bodies into {ROOMS} rooms, then a restart")
+    print(f"{'build':12} {'fill s':>7} {'RSS MB':>7} {'log MB':>7} {'B/msg':>6} {'x body':>7} "
+          f"{'start→login s':>14} {'start→MAM s':>12} {'RSS after MB':>13}")
+    for name, binary in builds:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = run(binary, Path(tmp), n)
+        print(f"{name:12} {r['fill_s']:7.1f} {r['rss_filled'] / 1024:7.1f} {r['log'] / 1e6:7.1f} "
+              f"{r['log'] / n:6.0f} {r['log'] / n / 100:7.2f} {r['start_login_s']:14.2f} "
+              f"{r['start_mam_s']:12.2f} {r['rss_restarted'] / 1024:13.1f}")
+
+
+if __name__ == "__main__":
+    main()
