@@ -6,163 +6,33 @@
 //! hash. A site's resent message is recognised, and a query paged from an
 //! id answered, in O(log n) at any archive size.
 //!
-//! Older messages are kept in sealed [`Block`]s: a run of messages encoded
-//! together and DEFLATE-compressed (room messages share most of their
-//! markup, so a block holds a message in a fraction of its stanza's size).
-//! The newest messages stay open until they fill a block. Reading a sealed
-//! message decodes its block once; the last block decoded is kept.
+//! Older messages are kept in sealed [`Block`]s (compressed, in memory or
+//! in an archive file); the newest stay open until they fill a block.
+//! Reading a sealed message decodes its block once; the blocks decoded
+//! last are kept (a few for the whole node, see `block::decoded`).
 
+use super::block::{
+    decoded, forget_decoded, id_hash, next_archive_number, Block, Bytes, Extent, Packed,
+};
 use super::room::Archived;
-use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::de::Deserializer;
 use serde::ser::{SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
 use std::cmp::Ordering::{self, Greater, Less};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::rc::Rc;
 
 /// Stanza bytes of open messages that seal them into a block.
 pub const BLOCK_BYTES: usize = 16 * 1024;
 /// Open messages that seal them into a block, however small.
 pub const BLOCK_MESSAGES: usize = 256;
-/// The most a block may decode to (a damaged one must not exhaust memory):
-/// the log's record bound.
-const BLOCK_DECODED_MAX: usize = 64 * 1024 * 1024;
-
-/// Sealed messages: what finds them without decoding, and their encoding.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Block {
-    pub first_seq: u64,
-    pub last_seq: u64,
-    pub first_stamp: u64,
-    pub last_stamp: u64,
-    /// Bytes of the messages' stanzas.
-    pub xml_bytes: u64,
-    /// [`id_hash`] of each message's stanza-id, in order: the index is
-    /// rebuilt from these without decoding anything.
-    pub id_hashes: Vec<u64>,
-    /// The messages (postcard `Vec<Archived>`), DEFLATE-compressed.
-    pub packed: Packed,
-}
-
-/// Compressed bytes, shared by the archive and the snapshot written from it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Packed(Rc<[u8]>);
-
-impl Packed {
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl Serialize for Packed {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Packed {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Packed, D::Error> {
-        struct Bytes;
-        impl<'de> Visitor<'de> for Bytes {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-                let mut v = Vec::new();
-                while let Some(b) = seq.next_element()? {
-                    v.push(b);
-                }
-                Ok(v)
-            }
-        }
-        Ok(Packed(d.deserialize_bytes(Bytes)?.into()))
-    }
-}
-
-impl Block {
-    fn seal(messages: &[Archived]) -> Option<Block> {
-        let (first, last) = (messages.first()?, messages.last()?);
-        let encoded = postcard::to_allocvec(messages).ok()?;
-        Some(Block {
-            first_seq: first.seq,
-            last_seq: last.seq,
-            first_stamp: first.stamp_ms,
-            last_stamp: last.stamp_ms,
-            xml_bytes: messages.iter().map(|m| m.xml.len() as u64).sum(),
-            id_hashes: messages.iter().map(|m| id_hash(&m.stanza_id)).collect(),
-            packed: Packed(miniz_oxide::deflate::compress_to_vec(&encoded, 6).into()),
-        })
-    }
-
-    pub fn count(&self) -> usize {
-        self.id_hashes.len()
-    }
-
-    /// Its messages, or None if they do not match what it says of them
-    /// (damage the log's checksums missed, or a writer's bug).
-    fn open(&self) -> Option<Vec<Archived>> {
-        let encoded =
-            miniz_oxide::inflate::decompress_to_vec_with_limit(&self.packed.0, BLOCK_DECODED_MAX)
-                .ok()?;
-        let messages: Vec<Archived> = postcard::from_bytes(&encoded).ok()?;
-        let fits = messages.len() == self.count()
-            && messages.first().is_some_and(|m| m.seq == self.first_seq)
-            && messages.last().is_some_and(|m| m.seq == self.last_seq)
-            && messages.windows(2).all(|w| w[0].seq < w[1].seq)
-            && messages.iter().map(|m| m.xml.len() as u64).sum::<u64>() == self.xml_bytes
-            && messages
-                .iter()
-                .map(|m| id_hash(&m.stanza_id))
-                .eq(self.id_hashes.iter().copied());
-        fits.then_some(messages)
-    }
-
-    /// Whether what it says of itself is in order (checked before one read
-    /// from the log is taken in).
-    fn is_well_formed(&self) -> bool {
-        !self.id_hashes.is_empty()
-            && self.first_seq <= self.last_seq
-            && self.last_seq - self.first_seq >= self.count() as u64 - 1
-            && self.first_stamp <= self.last_stamp
-    }
-}
-
-impl std::fmt::Debug for Block {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(
-            f,
-            "Block(seq {}..={}, {} messages, {} bytes packed)",
-            self.first_seq,
-            self.last_seq,
-            self.count(),
-            self.packed.len()
-        )
-    }
-}
-
-/// A stanza-id's hash, stored in blocks: FNV-1a, fixed for all releases.
-pub fn id_hash(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// Ids of one hash beyond the first that are indexed. Ids that clash on a
 /// 64-bit hash by chance are a few in a lifetime; more are crafted, and
 /// lookups of them must not cost a decode each.
 const MAX_CLASHES: usize = 8;
 
-#[derive(Clone, Default)]
 pub struct Archive {
     /// Sealed blocks, oldest first, each with the absolute index of its
     /// first message (messages are counted from the archive's creation).
@@ -183,8 +53,49 @@ pub struct Archive {
     /// Messages whose id hashes like an earlier one's (a clash, or an id
     /// archived twice): hash to their absolute indexes. Nearly always empty.
     clashes: HashMap<u64, Vec<u64>>,
-    /// The block decoded last (by its absolute index), for the next read.
-    decoded: RefCell<Option<(u64, Rc<Vec<Archived>>)>>,
+    /// Sealed blocks whose bytes are in memory, not yet in a file.
+    held_blocks: usize,
+    /// This archive's number among the node's, for decoded blocks' keys.
+    number: u64,
+}
+
+impl Default for Archive {
+    fn default() -> Archive {
+        Archive {
+            sealed: VecDeque::new(),
+            dropped_in_first: 0,
+            dropped_in_first_bytes: 0,
+            open: VecDeque::new(),
+            open_bytes: 0,
+            front_abs: 0,
+            len: 0,
+            bytes: 0,
+            by_id: HashMap::new(),
+            clashes: HashMap::new(),
+            held_blocks: 0,
+            number: next_archive_number(),
+        }
+    }
+}
+
+/// A copy changes apart from the original: it gets its own number.
+impl Clone for Archive {
+    fn clone(&self) -> Archive {
+        Archive {
+            sealed: self.sealed.clone(),
+            dropped_in_first: self.dropped_in_first,
+            dropped_in_first_bytes: self.dropped_in_first_bytes,
+            open: self.open.clone(),
+            open_bytes: self.open_bytes,
+            front_abs: self.front_abs,
+            len: self.len,
+            bytes: self.bytes,
+            by_id: self.by_id.clone(),
+            clashes: self.clashes.clone(),
+            held_blocks: self.held_blocks,
+            number: next_archive_number(),
+        }
+    }
 }
 
 impl Archive {
@@ -205,11 +116,74 @@ impl Archive {
         self.bytes
     }
 
-    /// Bytes the archive takes to hold its messages: sealed ones packed,
-    /// open ones as they are.
+    /// Bytes of messages the archive holds in memory: blocks not yet in a
+    /// file (compressed), and open messages' stanzas.
     pub fn held_bytes(&self) -> u64 {
-        let packed: usize = self.sealed.iter().map(|(_, b)| b.packed.len()).sum();
-        (packed + self.open_bytes) as u64
+        let held = self.sealed.iter().filter(|(_, b)| b.packed.is_held());
+        (held.map(|(_, b)| b.packed.len()).sum::<usize>() + self.open_bytes) as u64
+    }
+
+    /// Bytes of its blocks, compressed, wherever they are.
+    pub fn packed_bytes(&self) -> u64 {
+        self.sealed.iter().map(|(_, b)| b.packed.len() as u64).sum()
+    }
+
+    /// Whether some sealed blocks are held in memory, to be written out.
+    pub fn has_held_blocks(&self) -> bool {
+        self.held_blocks > 0
+    }
+
+    /// Write the blocks held in memory with `store`, which says where each
+    /// went; memory then keeps only that. Stops at the first error (the
+    /// blocks not written stay held, nothing is lost).
+    pub fn spill(&mut self, store: &mut dyn FnMut(&[u8]) -> io::Result<Extent>) -> io::Result<()> {
+        for (_, block) in self.sealed.iter_mut().rev() {
+            if self.held_blocks == 0 {
+                break;
+            }
+            if let Packed::Held(bytes) = &block.packed {
+                block.packed = Packed::Stored(store(&bytes.0)?);
+                self.held_blocks -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read every stored block back into memory (to copy an archive away
+    /// from its files); false if one could not be read (it is left out).
+    pub fn hold_all(&mut self) -> bool {
+        let mut whole = true;
+        for (_, block) in self.sealed.iter_mut() {
+            if let Packed::Stored(_) = block.packed {
+                match block.bytes() {
+                    Some(bytes) => {
+                        block.packed = Packed::Held(Bytes(bytes.into_owned().into()));
+                        self.held_blocks += 1;
+                    }
+                    None => whole = false,
+                }
+            }
+        }
+        whole
+    }
+
+    /// Where the stored blocks are.
+    pub fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
+        self.sealed.iter().filter_map(|(_, b)| match b.packed {
+            Packed::Stored(at) => Some(at),
+            Packed::Held(_) => None,
+        })
+    }
+
+    /// Count a block coming or going.
+    fn track(&mut self, block: &Block, coming: bool) {
+        if block.packed.is_held() {
+            if coming {
+                self.held_blocks += 1;
+            } else {
+                self.held_blocks -= 1;
+            }
+        }
     }
 
     /// The messages, oldest first (each one decoded on demand).
@@ -247,17 +221,10 @@ impl Archive {
         self.open.get(in_open).cloned()
     }
 
-    /// The messages of sealed block `b`, decoded (or from the last decode).
+    /// The messages of sealed block `b`, decoded (or from a recent decode).
     fn block(&self, b: usize) -> Option<Rc<Vec<Archived>>> {
         let (start, block) = &self.sealed[b];
-        if let Some((at, messages)) = &*self.decoded.borrow() {
-            if at == start {
-                return Some(messages.clone());
-            }
-        }
-        let messages = Rc::new(block.open()?);
-        *self.decoded.borrow_mut() = Some((*start, messages.clone()));
-        Some(messages)
+        decoded((self.number, *start), block)
     }
 
     /// Add the newest message. One whose sequence number is not above
@@ -308,6 +275,7 @@ impl Archive {
         }
         self.len += block.count();
         self.bytes += block.xml_bytes;
+        self.track(&block, true);
         self.sealed.push_back((start, block));
         true
     }
@@ -350,7 +318,10 @@ impl Archive {
         self.open_bytes = 0;
         let start = self.end_abs() - messages.len() as u64;
         match Block::seal(&messages) {
-            Some(block) => self.sealed.push_back((start, block)),
+            Some(block) => {
+                self.track(&block, true);
+                self.sealed.push_back((start, block));
+            }
             // Nothing to seal (or messages postcard cannot encode, which
             // strings and integers never are): they stay open.
             None => self.open = messages.into(),
@@ -384,7 +355,9 @@ impl Archive {
             self.len -= 1;
             self.bytes -= m.xml.len() as u64;
             if self.dropped_in_first == self.sealed[0].1.count() {
-                self.sealed.pop_front();
+                if let Some((_, gone)) = self.sealed.pop_front() {
+                    self.track(&gone, false);
+                }
                 self.dropped_in_first = 0;
                 self.dropped_in_first_bytes = 0;
             }
@@ -397,6 +370,7 @@ impl Archive {
         let Some((start, block)) = self.sealed.pop_front() else {
             return;
         };
+        self.track(&block, false);
         let skip = std::mem::take(&mut self.dropped_in_first);
         let skipped_bytes = std::mem::take(&mut self.dropped_in_first_bytes);
         for (abs, h) in (start..).zip(&block.id_hashes).skip(skip) {
@@ -426,6 +400,7 @@ impl Archive {
         let Some((start, block)) = self.sealed.pop_back() else {
             return;
         };
+        self.track(&block, false);
         let (skip, skipped_bytes) = if self.sealed.is_empty() {
             let bytes = std::mem::take(&mut self.dropped_in_first_bytes);
             (std::mem::take(&mut self.dropped_in_first), bytes)
@@ -433,7 +408,7 @@ impl Archive {
             (0, 0)
         };
         let kept = block.count() - skip;
-        *self.decoded.borrow_mut() = None;
+        forget_decoded((self.number, start));
         match block.open() {
             Some(messages) => {
                 self.open = messages.into_iter().skip(skip).collect();
@@ -926,11 +901,11 @@ mod tests {
     fn a_damaged_block_loses_its_messages_and_nothing_else() {
         let a: Archive = (1..=600).map(chatty).collect();
         let (_, mut blocks, open) = a.stored();
-        let mut packed = blocks[1].packed.0.to_vec();
+        let mut packed = blocks[1].bytes().unwrap().into_owned();
         let mid = packed.len() / 2;
         packed[mid] ^= 0x55;
         packed.truncate(mid + 1);
-        blocks[1].packed = Packed(packed.into());
+        blocks[1].packed = Packed::Held(Bytes(packed.into()));
         let mut b = Archive::new();
         let damaged = blocks[1].first_seq..=blocks[1].last_seq;
         blocks

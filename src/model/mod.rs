@@ -4,6 +4,7 @@
 //! `muc`, `mirror` and `link`.
 
 pub mod archive;
+pub mod block;
 pub mod event;
 pub mod occupants;
 pub mod replica;

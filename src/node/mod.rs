@@ -250,6 +250,15 @@ impl Node {
         &self.state
     }
 
+    /// Write the archive blocks held in memory with `store` (the shell's
+    /// archive files); memory then keeps where they went.
+    pub fn spill_archive_blocks(
+        &mut self,
+        store: &mut dyn FnMut(&[u8]) -> std::io::Result<crate::model::block::Extent>,
+    ) -> std::io::Result<()> {
+        self.state.spill_blocks(store)
+    }
+
     pub fn session_count(&self) -> usize {
         self.clients.session_count()
     }

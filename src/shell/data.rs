@@ -3,13 +3,17 @@
 //! into a new data directory. Both only read the original; neither needs
 //! the node stopped to read, but a salvage is meant for a stopped node.
 
+use super::archive_files::{ArchiveFiles, SharedFiles};
 use super::datadir::log_dir;
 use super::FileStorage;
+use crate::model::block::install_reader;
 use crate::state::salvage::{salvage as read_salvage, Summary};
 use crate::state::snapshot::{compact, open_log};
 use crate::store::{inspect, DryRun, SegmentReport};
+use std::cell::RefCell;
 use std::fs;
 use std::path::Path;
+use std::rc::Rc;
 
 fn segment_line(r: &SegmentReport) -> String {
     let name = Path::new(&r.segment)
@@ -85,7 +89,14 @@ pub fn salvage(from: &Path, to: &Path) -> Result<(), String> {
             ));
         }
     }
-    let got = read_salvage(&mut storage).map_err(|e| format!("cannot read the log: {e}"))?;
+    // Blocks the log refers to are read from `from`'s archive files and
+    // written into the new log whole: `to` gets no archive files of its
+    // own until its node writes them.
+    let blocks = SharedFiles(Rc::new(RefCell::new(ArchiveFiles::open_existing(from))));
+    install_reader(Some(Rc::new(blocks)));
+    let mut got = read_salvage(&mut storage).map_err(|e| format!("cannot read the log: {e}"))?;
+    let blocks_whole = got.state.hold_all_blocks();
+    install_reader(None);
     super::datadir::create_private(to)?;
     copy_other_files(from, to)?;
     let new_log = log_dir(to);
@@ -106,6 +117,12 @@ pub fn salvage(from: &Path, to: &Path) -> Result<(), String> {
         got.undecodable,
         got.partial_snapshots
     );
+    if !blocks_whole {
+        crate::out!(
+            "some archive blocks could not be read from {} (their messages are left out)",
+            from.join("archive").display()
+        );
+    }
     crate::out!("wrote {}:", to.display());
     crate::out!("{}", Summary::of(&got.state));
     crate::out!(
@@ -116,14 +133,16 @@ pub fn salvage(from: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Everything in the data directory but the log and what a running node
-/// holds (its lock and admin socket), recursively.
+/// Everything in the data directory but the log, the archive files (their
+/// blocks are in the new log) and what a running node holds (its lock and
+/// admin socket), recursively.
 fn copy_other_files(from: &Path, to: &Path) -> Result<(), String> {
     let entries = fs::read_dir(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
     for entry in entries {
         let entry = entry.map_err(|e| format!("cannot read {}: {e}", from.display()))?;
         let name = entry.file_name();
-        if from == to || ["log", "lock", "admin.sock"].contains(&name.to_string_lossy().as_ref()) {
+        let skipped = ["log", "archive", "lock", "admin.sock"];
+        if from == to || skipped.contains(&name.to_string_lossy().as_ref()) {
             continue;
         }
         let (src, dst) = (entry.path(), to.join(&name));

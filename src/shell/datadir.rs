@@ -1,10 +1,14 @@
 //! The data directory: exclusive lock, log replay into state.
 
+use super::archive_files::{ArchiveFiles, SharedFiles};
 use super::FileStorage;
+use crate::model::block::install_reader;
 use crate::state::State;
 use crate::store::{Log, OpenError};
+use std::cell::RefCell;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Held while a process owns the data directory (the node, or an offline CLI command).
 pub struct DataLock {
@@ -62,6 +66,8 @@ pub fn admin_socket(data_dir: &Path) -> PathBuf {
 pub struct Opened {
     pub log: Log<FileStorage>,
     pub state: State,
+    /// The archive files, installed as where archives read their blocks.
+    pub archive: SharedFiles,
     /// Size of the last snapshot, to decide when to compact next.
     pub snapshot_bytes: u64,
 }
@@ -75,6 +81,15 @@ pub fn open_state(data_dir: &Path, salt: u64) -> Result<Opened, String> {
     let dir = log_dir(data_dir);
     let storage = FileStorage::open(&dir)
         .map_err(|e| format!("cannot open log directory {}: {e}", dir.display()))?;
+    // Installed before the replay, which may read blocks (trims do).
+    let archive = ArchiveFiles::open(data_dir).map_err(|e| {
+        format!(
+            "cannot open the archive files in {}: {e}",
+            data_dir.display()
+        )
+    })?;
+    let archive = SharedFiles(Rc::new(RefCell::new(archive)));
+    install_reader(Some(Rc::new(archive.clone())));
     let opened = crate::state::snapshot::open_log(storage, salt).map_err(|e| match e {
         OpenError::Io(e) => format!("cannot read the log in {}: {e}", dir.display()),
         other => format!(
@@ -100,9 +115,30 @@ pub fn open_state(data_dir: &Path, salt: u64) -> Result<Opened, String> {
         recovery.records,
         dir.display()
     );
+    // Blocks written after the last snapshot are sealed again from the
+    // records; the files' copies of them, and files no block refers to,
+    // go.
+    let collected = archive
+        .0
+        .borrow_mut()
+        .collect(&opened.state.block_files(), true)
+        .map_err(|e| {
+            format!(
+                "cannot tidy the archive files in {}: {e}",
+                data_dir.display()
+            )
+        })?;
+    if collected.bytes > 0 {
+        log::info!(
+            "archive: removed {} bytes ({} files) that no snapshot refers to",
+            collected.bytes,
+            collected.files
+        );
+    }
     Ok(Opened {
         log: opened.log,
         state: opened.state,
+        archive,
         snapshot_bytes: opened.snapshot_bytes,
     })
 }

@@ -7,6 +7,7 @@
 pub mod accept;
 pub mod admin;
 pub mod admin_ops;
+pub mod archive_files;
 pub mod config_file;
 mod conn;
 mod console;
@@ -25,14 +26,16 @@ mod web;
 use crate::config::Config;
 use crate::node::{Action, AdminReply, ConnId, Event, Node, Now};
 use crate::state::snapshot::{Compaction, STEP_BYTES};
+use crate::state::State;
 use crate::store::Log;
+use archive_files::SharedFiles;
 use conn::{ConnHandle, Out};
 use datadir::{admin_socket, open_state, DataLock, LockError};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::channel::{self, Receiver, Sender};
 use smol::{Async, LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -113,7 +116,9 @@ async fn serve(
         Err(LockError::Io(e)) => return Err(e),
     };
     let opened = open_state(&cfg.data_dir, random_u64())?;
-    let (mut log, state) = (opened.log, opened.state);
+    let (mut log, state, archive) = (opened.log, opened.state, opened.archive);
+    // Whether writing archive blocks failed last time (said once).
+    let mut spill_failing = false;
     let mut snapshot_bytes = opened.snapshot_bytes;
     // A compaction under way: a step of it per turn (see `Compaction`).
     let mut compacting: Option<Compaction> = None;
@@ -250,14 +255,18 @@ async fn serve(
         for peer in dials {
             dial(&wiring, peer, &link_tls.upstreams);
         }
+        spill_archive_blocks(&mut node, &archive, &mut spill_failing);
         // The state now holds exactly what the log does: a step may read it.
         let failed = |e: std::io::Error| format!("log compaction failed: {e}");
         match compacting.as_mut() {
             Some(c) => {
+                // A snapshot refers only to blocks that are durable.
+                archive.0.borrow_mut().sync().map_err(failed)?;
                 if let Some(bytes) = c.step(&mut log, node.state(), STEP_BYTES).map_err(failed)? {
                     snapshot_bytes = bytes;
-                    compacting = None;
                     log::info!("log: compacted to a {snapshot_bytes}-byte snapshot");
+                    collect_archive_files(&archive, c.block_files(), node.state());
+                    compacting = None;
                 }
             }
             None if log.total_bytes() > COMPACT_SLACK_BYTES + 2 * snapshot_bytes => {
@@ -289,6 +298,47 @@ async fn serve(
     }
     log::info!("stopped");
     Ok(Stopped::Exit)
+}
+
+/// Move the archive blocks sealed this turn out of memory into the archive
+/// files. A failure loses nothing (the blocks stay in memory, their
+/// messages are in the log); it is said once, and tried again next turn.
+fn spill_archive_blocks(node: &mut Node, archive: &SharedFiles, failing: &mut bool) {
+    if !node.state().has_held_blocks() {
+        return;
+    }
+    let mut files = archive.0.borrow_mut();
+    match node.spill_archive_blocks(&mut |bytes| files.append(bytes)) {
+        Ok(()) if *failing => {
+            *failing = false;
+            log::info!("archive: writing blocks to the archive files works again");
+        }
+        Ok(()) => {}
+        Err(e) if !*failing => {
+            *failing = true;
+            log::error!("archive: cannot write blocks to the archive files ({e}); they stay in memory until it works");
+        }
+        Err(_) => {}
+    }
+}
+
+/// After a compaction: remove the archive files that neither the new
+/// snapshot nor the state refers to (retention dropped their blocks).
+fn collect_archive_files(archive: &SharedFiles, snapshot: &BTreeMap<u32, u64>, state: &State) {
+    let mut keep = state.block_files();
+    for (file, end) in snapshot {
+        let e = keep.entry(*file).or_insert(0);
+        *e = (*e).max(*end);
+    }
+    match archive.0.borrow_mut().collect(&keep, false) {
+        Ok(done) if done.files > 0 => log::info!(
+            "archive: removed {} files ({} bytes) that hold no kept message",
+            done.files,
+            done.bytes
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("archive: cannot remove unused archive files: {e}"),
+    }
 }
 
 async fn next_event(

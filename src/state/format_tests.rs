@@ -13,6 +13,7 @@ use super::link::{Queued, QueuedEvent};
 use super::snapshot::write_snapshot;
 use super::{Record, RosterItem, State, Subscription, LOG_FORMAT};
 use crate::model::archive::BLOCK_BYTES;
+use crate::model::block::Extent;
 use crate::model::replica::MirrorRecord;
 use crate::model::room::{Affiliation, Archived, RoomRecord};
 use crate::model::samples;
@@ -239,6 +240,18 @@ fn encoded() -> String {
     for r in &all {
         state.apply(r);
     }
+    // The replica's blocks as written to an archive file; the room's stay
+    // held in memory: the snapshot pins both forms.
+    let replica = &mut state.mirrors.get_mut(KEY).unwrap().state.archive;
+    replica
+        .spill(&mut |bytes| {
+            Ok(Extent {
+                file: 7,
+                offset: 4096,
+                len: bytes.len() as u32,
+            })
+        })
+        .unwrap();
     write_snapshot(&state, |r| {
         all.push(r);
         Ok(())

@@ -4,6 +4,7 @@
 //! and hands it to the shell to append to the log, so the state after a
 //! restart is exactly the replay of the log.
 
+mod archive_blocks;
 #[cfg(test)]
 mod format_tests;
 pub mod link;

@@ -13,7 +13,8 @@
 
 use super::{Account, LinkState, OfflineMessage, Queued, Record, RosterItem, State};
 use crate::common::PeerId;
-use crate::model::archive::{Archive, Block};
+use crate::model::archive::Archive;
+use crate::model::block::{Block, Extent, Packed};
 use crate::model::replica::MirrorCache;
 use crate::model::room::{Archived, RoomState};
 use crate::scram::Credentials;
@@ -103,6 +104,21 @@ pub enum SnapshotPart {
         key: String,
         blocks: Vec<Block>,
     },
+}
+
+impl SnapshotPart {
+    /// Where the archive blocks it refers to are stored.
+    fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
+        let blocks = match self {
+            SnapshotPart::ArchiveBlocks { blocks, .. }
+            | SnapshotPart::MirrorArchiveBlocks { blocks, .. } => &blocks[..],
+            _ => &[],
+        };
+        blocks.iter().filter_map(|b| match b.packed {
+            Packed::Stored(at) => Some(at),
+            Packed::Held(_) => None,
+        })
+    }
 }
 
 impl State {
@@ -228,7 +244,12 @@ fn archive_parts(
 }
 
 fn block_size(b: &Block) -> usize {
-    b.packed.len() + 8 * b.id_hashes.len()
+    let packed = if b.packed.is_held() {
+        b.packed.len()
+    } else {
+        16
+    };
+    packed + 8 * b.id_hashes.len() + 40
 }
 
 /// Cut a collection into parts of about [`PART_BYTES`] each.
@@ -543,6 +564,9 @@ pub struct Compaction {
     last: Option<Entity>,
     parts: u64,
     bytes: u64,
+    /// Archive files the parts written refer to, with the end of what they
+    /// refer to in each (see `State::block_files`).
+    block_files: BTreeMap<u32, u64>,
 }
 
 impl Compaction {
@@ -556,7 +580,13 @@ impl Compaction {
             last: None,
             parts: 0,
             bytes: encoded.len() as u64,
+            block_files: BTreeMap::new(),
         })
+    }
+
+    /// Archive files the snapshot refers to (so far; all once finished).
+    pub fn block_files(&self) -> &BTreeMap<u32, u64> {
+        &self.block_files
     }
 
     /// Write the next entities of `state` (which must hold every record
@@ -577,8 +607,14 @@ impl Compaction {
                 log.finish_compaction()?;
                 return Ok(Some(self.bytes + encoded.len() as u64));
             };
-            let bytes = &mut self.bytes;
+            let (bytes, files) = (&mut self.bytes, &mut self.block_files);
             self.parts += write_entity(state, &entity, &mut |record| {
+                if let Record::SnapshotPart(part) = &record {
+                    for at in part.extents() {
+                        let end = files.entry(at.file).or_insert(0);
+                        *end = (*end).max(at.offset + u64::from(at.len));
+                    }
+                }
                 let encoded = record.encode();
                 *bytes += encoded.len() as u64;
                 log.append(record.kind(), &encoded).map(|_| ())
