@@ -12,15 +12,15 @@
 //! last are kept (a few for the whole node, see `block::decoded`).
 
 use super::block::{
-    decoded, forget_decoded, id_hash, next_archive_number, Block, Bytes, Extent, Packed,
+    decoded, fingerprint_of, forget_decoded, next_archive_number, Block, Bytes, Extent, Packed,
 };
+use super::id_index::IdIndex;
 use super::room::Archived;
 use serde::de::Deserializer;
 use serde::ser::{SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering::{self, Greater, Less};
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
 
@@ -28,11 +28,6 @@ use std::rc::Rc;
 pub const BLOCK_BYTES: usize = 16 * 1024;
 /// Open messages that seal them into a block, however small.
 pub const BLOCK_MESSAGES: usize = 256;
-/// Ids of one hash beyond the first that are indexed. Ids that clash on a
-/// 64-bit hash by chance are a few in a lifetime; more are crafted, and
-/// lookups of them must not cost a decode each.
-const MAX_CLASHES: usize = 8;
-
 pub struct Archive {
     /// Sealed blocks, oldest first, each with the absolute index of its
     /// first message (messages are counted from the archive's creation).
@@ -48,11 +43,8 @@ pub struct Archive {
     len: usize,
     /// Bytes of the messages' stanzas.
     bytes: u64,
-    /// A hash of each stanza-id to the absolute index of its message.
-    by_id: HashMap<u64, u64>,
-    /// Messages whose id hashes like an earlier one's (a clash, or an id
-    /// archived twice): hash to their absolute indexes. Nearly always empty.
-    clashes: HashMap<u64, Vec<u64>>,
+    /// The messages' stanza-ids, to their absolute indexes.
+    ids: IdIndex,
     /// Sealed blocks whose bytes are in memory, not yet in a file.
     held_blocks: usize,
     /// This archive's number among the node's, for decoded blocks' keys.
@@ -70,8 +62,7 @@ impl Default for Archive {
             front_abs: 0,
             len: 0,
             bytes: 0,
-            by_id: HashMap::new(),
-            clashes: HashMap::new(),
+            ids: IdIndex::default(),
             held_blocks: 0,
             number: next_archive_number(),
         }
@@ -90,8 +81,7 @@ impl Clone for Archive {
             front_abs: self.front_abs,
             len: self.len,
             bytes: self.bytes,
-            by_id: self.by_id.clone(),
-            clashes: self.clashes.clone(),
+            ids: self.ids.clone(),
             held_blocks: self.held_blocks,
             number: next_archive_number(),
         }
@@ -240,7 +230,9 @@ impl Archive {
             return false;
         }
         msg.stamp_ms = msg.stamp_ms.max(self.last_stamp());
-        self.index(id_hash(&msg.stanza_id), self.end_abs());
+        let abs = self.end_abs();
+        self.ids
+            .add(fingerprint_of(&msg.stanza_id), abs, self.front_abs..abs + 1);
         self.bytes += msg.xml.len() as u64;
         self.open_bytes += msg.xml.len();
         self.len += 1;
@@ -270,8 +262,11 @@ impl Archive {
             return true;
         }
         let start = self.end_abs();
-        for (abs, h) in (start..).zip(&block.id_hashes) {
-            self.index(*h, abs);
+        let kept = self.front_abs..start + block.count() as u64;
+        // A block whose fingerprints cannot be read cannot be read whole
+        // either: its messages are found by position only, as damaged.
+        for (abs, fp) in (start..).zip(block.fingerprints().unwrap_or_default()) {
+            self.ids.add(fp, abs, kept.clone());
         }
         self.len += block.count();
         self.bytes += block.xml_bytes;
@@ -283,33 +278,6 @@ impl Archive {
     /// The absolute index the next message gets.
     fn end_abs(&self) -> u64 {
         self.front_abs + self.len as u64
-    }
-
-    fn index(&mut self, h: u64, abs: u64) {
-        match self.by_id.entry(h) {
-            Entry::Vacant(v) => drop(v.insert(abs)),
-            Entry::Occupied(_) => {
-                let clashes = self.clashes.entry(h).or_default();
-                if clashes.len() < MAX_CLASHES {
-                    clashes.push(abs);
-                }
-            }
-        }
-    }
-
-    fn forget(&mut self, h: u64, abs: u64) {
-        if self.by_id.get(&h) == Some(&abs) {
-            // A clash takes the freed place, so lookups need look no further.
-            match self.clashes.get_mut(&h).and_then(|c| c.pop()) {
-                Some(next) => self.by_id.insert(h, next),
-                None => self.by_id.remove(&h),
-            };
-        } else if let Some(c) = self.clashes.get_mut(&h) {
-            c.retain(|a| *a != abs);
-        }
-        if self.clashes.get(&h).is_some_and(Vec::is_empty) {
-            self.clashes.remove(&h);
-        }
     }
 
     /// Seal the open messages into a block.
@@ -338,7 +306,6 @@ impl Archive {
             if self.sealed.is_empty() {
                 let m = self.open.pop_front()?;
                 self.open_bytes -= m.xml.len();
-                self.forget(id_hash(&m.stanza_id), self.front_abs);
                 self.front_abs += 1;
                 self.len -= 1;
                 self.bytes -= m.xml.len() as u64;
@@ -350,7 +317,6 @@ impl Archive {
             };
             self.dropped_in_first += 1;
             self.dropped_in_first_bytes += m.xml.len() as u64;
-            self.forget(id_hash(&m.stanza_id), self.front_abs);
             self.front_abs += 1;
             self.len -= 1;
             self.bytes -= m.xml.len() as u64;
@@ -367,15 +333,12 @@ impl Archive {
 
     /// Drop the oldest block's kept messages without decoding them.
     fn drop_first_block(&mut self) {
-        let Some((start, block)) = self.sealed.pop_front() else {
+        let Some((_, block)) = self.sealed.pop_front() else {
             return;
         };
         self.track(&block, false);
         let skip = std::mem::take(&mut self.dropped_in_first);
         let skipped_bytes = std::mem::take(&mut self.dropped_in_first_bytes);
-        for (abs, h) in (start..).zip(&block.id_hashes).skip(skip) {
-            self.forget(*h, abs);
-        }
         let kept = block.count() - skip;
         self.front_abs += kept as u64;
         self.len -= kept;
@@ -391,7 +354,6 @@ impl Archive {
         self.open_bytes -= m.xml.len();
         self.len -= 1;
         self.bytes -= m.xml.len() as u64;
-        self.forget(id_hash(&m.stanza_id), self.end_abs());
         Some(m)
     }
 
@@ -416,10 +378,6 @@ impl Archive {
             }
             None => {
                 // Unreadable: its messages are gone; account for them so.
-                for abs in start + skip as u64..start + block.count() as u64 {
-                    let h = block.id_hashes[(abs - start) as usize];
-                    self.forget(h, abs);
-                }
                 self.len -= kept;
                 self.bytes -= block.xml_bytes.saturating_sub(skipped_bytes);
             }
@@ -434,6 +392,11 @@ impl Archive {
         // What is left to drop is in the first block, or open.
         while self.front().is_some_and(|m| m.seq <= upto) {
             self.pop_front();
+        }
+        // Entries of dropped messages leave the id index at its merges; a
+        // large trim makes one now rather than keep them.
+        if self.ids.len() > 2 * self.len + 1024 {
+            self.ids.merge(self.front_abs..self.end_abs());
         }
         if self.front().is_none()
             && self
@@ -455,6 +418,8 @@ impl Archive {
                 break;
             }
         }
+        // The dropped messages' absolute indexes go to the next ones.
+        self.ids.retain_within(self.front_abs..self.end_abs());
     }
 
     pub fn clear(&mut self) {
@@ -463,12 +428,11 @@ impl Archive {
 
     /// The sequence number of the message with this stanza-id.
     pub fn seq_of(&self, stanza_id: &str) -> Option<u64> {
-        let h = id_hash(stanza_id);
-        let first = self.by_id.get(&h).into_iter();
-        let clashes = self.clashes.get(&h).into_iter().flatten();
-        first
-            .chain(clashes)
-            .filter_map(|abs| self.get(abs.checked_sub(self.front_abs)? as usize))
+        let kept = self.front_abs..self.end_abs();
+        self.ids
+            .candidates(fingerprint_of(stanza_id), kept)
+            .into_iter()
+            .filter_map(|abs| self.get((abs - self.front_abs) as usize))
             .filter(|m| m.stanza_id == stanza_id)
             .map(|m| m.seq)
             .min()
@@ -757,7 +721,8 @@ mod tests {
         assert_eq!(a.seq_of("same"), Some(3));
         a.drop_upto(3);
         assert_eq!(a.seq_of("same"), None);
-        assert!(a.clashes.is_empty() && a.by_id.is_empty());
+        a.ids.merge(a.front_abs..a.end_abs());
+        assert!(a.ids.is_empty());
     }
 
     #[test]
@@ -890,7 +855,7 @@ mod tests {
         assert!(b.push_block(blocks[0].clone()));
         assert!(!b.push_block(blocks[0].clone()), "the same again");
         let mut odd = blocks[0].clone();
-        odd.id_hashes.clear();
+        odd.count = 0;
         assert!(!Archive::new().push_block(odd));
         let mut odd = blocks[0].clone();
         odd.last_seq = odd.first_seq + 3; // fewer numbers than messages
@@ -930,7 +895,8 @@ mod tests {
         for seq in 1..=50 {
             a.push(msg(seq, "same"));
         }
-        assert_eq!(a.clashes[&id_hash("same")].len(), MAX_CLASHES);
+        a.ids.merge(a.front_abs..a.end_abs());
+        assert_eq!(a.ids.len(), crate::model::id_index::MAX_CANDIDATES);
         assert_eq!(a.seq_of("same"), Some(1));
     }
 }

@@ -31,14 +31,15 @@ pub struct Block {
     pub last_stamp: u64,
     /// Bytes of the messages' stanzas.
     pub xml_bytes: u64,
-    /// [`id_hash`] of each message's stanza-id, in order: the index is
-    /// rebuilt from these without decoding anything.
-    pub id_hashes: Vec<u64>,
-    /// The messages (postcard `Vec<Archived>`), DEFLATE-compressed.
+    pub count: u32,
+    /// The block's contents: the [`fingerprint_of`] each message's
+    /// stanza-id (4 bytes each, little-endian, in order: an archive's id
+    /// index is rebuilt from these without decoding anything), then the
+    /// messages (postcard `Vec<Archived>`) DEFLATE-compressed.
     pub packed: Packed,
 }
 
-/// Where a block's compressed bytes are.
+/// Where a block's contents are.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Packed {
     /// In memory (shared by the archive and a snapshot written from it).
@@ -143,23 +144,27 @@ impl Block {
     pub fn seal(messages: &[Archived]) -> Option<Block> {
         let (first, last) = (messages.first()?, messages.last()?);
         let encoded = postcard::to_allocvec(messages).ok()?;
-        let packed = miniz_oxide::deflate::compress_to_vec(&encoded, 6);
+        let mut contents: Vec<u8> = messages
+            .iter()
+            .flat_map(|m| fingerprint_of(&m.stanza_id).to_le_bytes())
+            .collect();
+        contents.extend(miniz_oxide::deflate::compress_to_vec(&encoded, 6));
         Some(Block {
             first_seq: first.seq,
             last_seq: last.seq,
             first_stamp: first.stamp_ms,
             last_stamp: last.stamp_ms,
             xml_bytes: messages.iter().map(|m| m.xml.len() as u64).sum(),
-            id_hashes: messages.iter().map(|m| id_hash(&m.stanza_id)).collect(),
-            packed: Packed::Held(Bytes(packed.into())),
+            count: u32::try_from(messages.len()).ok()?,
+            packed: Packed::Held(Bytes(contents.into())),
         })
     }
 
     pub fn count(&self) -> usize {
-        self.id_hashes.len()
+        self.count as usize
     }
 
-    /// The compressed bytes, from memory or read from their file.
+    /// The contents, from memory or read from their file.
     pub fn bytes(&self) -> Option<Cow<'_, [u8]>> {
         match &self.packed {
             Packed::Held(b) => Some(Cow::Borrowed(&b.0)),
@@ -167,12 +172,30 @@ impl Block {
         }
     }
 
+    /// The fingerprints of its messages' stanza-ids, in order (read from
+    /// the file for a stored block: they lead its contents).
+    pub fn fingerprints(&self) -> Option<Vec<u32>> {
+        let n = 4 * self.count();
+        let bytes = match &self.packed {
+            Packed::Held(b) => Cow::Borrowed(b.0.get(..n)?),
+            Packed::Stored(at) => {
+                let len = u32::try_from(n).ok().filter(|n| *n <= at.len)?;
+                Cow::Owned(read_stored(Extent { len, ..*at })?)
+            }
+        };
+        let fps = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        Some(fps.collect())
+    }
+
     /// Its messages, or None if they cannot be read or do not match what
     /// the block says of them (damage the checksums missed, a lost file).
     pub fn open(&self) -> Option<Vec<Archived>> {
         let bytes = self.bytes()?;
+        let (fps, packed) = bytes.split_at_checked(4 * self.count())?;
         let encoded =
-            miniz_oxide::inflate::decompress_to_vec_with_limit(&bytes, DECODED_MAX).ok()?;
+            miniz_oxide::inflate::decompress_to_vec_with_limit(packed, DECODED_MAX).ok()?;
         let messages: Vec<Archived> = postcard::from_bytes(&encoded).ok()?;
         let fits = messages.len() == self.count()
             && messages.first().is_some_and(|m| m.seq == self.first_seq)
@@ -181,18 +204,19 @@ impl Block {
             && messages.iter().map(|m| m.xml.len() as u64).sum::<u64>() == self.xml_bytes
             && messages
                 .iter()
-                .map(|m| id_hash(&m.stanza_id))
-                .eq(self.id_hashes.iter().copied());
+                .map(|m| fingerprint_of(&m.stanza_id).to_le_bytes())
+                .eq(fps.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]));
         fits.then_some(messages)
     }
 
     /// Whether what it says of itself is in order (checked before one read
     /// from the log is taken in).
     pub fn is_well_formed(&self) -> bool {
-        !self.id_hashes.is_empty()
+        self.count > 0
             && self.first_seq <= self.last_seq
-            && self.last_seq - self.first_seq >= self.count() as u64 - 1
+            && self.last_seq - self.first_seq >= u64::from(self.count) - 1
             && self.first_stamp <= self.last_stamp
+            && self.packed.len() >= 4 * self.count()
     }
 }
 
@@ -263,9 +287,11 @@ pub fn forget_decoded(key: DecodedKey) {
     DECODED.with(|d| d.borrow_mut().retain(|(k, _)| *k != key));
 }
 
-/// A stanza-id's hash, stored in blocks: FNV-1a, fixed for all releases.
-pub fn id_hash(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+/// A stanza-id's fingerprint, stored in blocks: FNV-1a folded to 32
+/// bits, fixed for all releases.
+pub fn fingerprint_of(id: &str) -> u32 {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    });
+    (h ^ (h >> 32)) as u32
 }

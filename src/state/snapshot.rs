@@ -249,7 +249,7 @@ fn block_size(b: &Block) -> usize {
     } else {
         16
     };
-    packed + 8 * b.id_hashes.len() + 40
+    packed + 48
 }
 
 /// Cut a collection into parts of about [`PART_BYTES`] each.
