@@ -384,6 +384,37 @@ impl Archive {
         }
     }
 
+    /// Where to cut (the `upto` of [`drop_upto`](Self::drop_upto)) to
+    /// keep at most `max_messages` and `max_bytes`: whole blocks first,
+    /// oldest first (so a cut decodes nothing, and may keep up to a block
+    /// fewer than the bounds allow), then open messages.
+    pub fn trim_point(&self, max_messages: usize, max_bytes: u64) -> Option<u64> {
+        let (mut n, mut bytes) = (self.len, self.bytes);
+        let over = |n: usize, bytes: u64| n > max_messages || bytes > max_bytes;
+        let mut upto = None;
+        for (i, (_, b)) in self.sealed.iter().enumerate() {
+            if !over(n, bytes) {
+                return upto;
+            }
+            let (skip, skipped) = match i {
+                0 => (self.dropped_in_first, self.dropped_in_first_bytes),
+                _ => (0, 0),
+            };
+            n -= b.count() - skip;
+            bytes -= b.xml_bytes.saturating_sub(skipped);
+            upto = Some(b.last_seq);
+        }
+        for m in &self.open {
+            if !over(n, bytes) {
+                break;
+            }
+            n -= 1;
+            bytes -= m.xml.len() as u64;
+            upto = Some(m.seq);
+        }
+        upto
+    }
+
     /// Drop the messages up to and including sequence number `upto`.
     pub fn drop_upto(&mut self, upto: u64) {
         while self.sealed.front().is_some_and(|(_, b)| b.last_seq <= upto) {

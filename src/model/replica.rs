@@ -149,8 +149,11 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
 
 /// Keep the replica's archive within its bounds.
 fn trim(state: &mut RoomState) {
-    while state.archive.len() > REPLICA_HISTORY || state.archive.bytes() > REPLICA_HISTORY_BYTES {
-        state.archive.pop_front();
+    if let Some(upto) = state
+        .archive
+        .trim_point(REPLICA_HISTORY, REPLICA_HISTORY_BYTES)
+    {
+        state.archive.drop_upto(upto);
     }
 }
 
@@ -212,8 +215,18 @@ mod tests {
         for seq in 1..=(REPLICA_HISTORY as u64 + 10) {
             apply(&mut m, key, &MirrorRecord::Message { msg: msg(seq) });
         }
-        assert_eq!(m[key].state.archive.len(), REPLICA_HISTORY);
-        assert_eq!(m[key].state.archive.front().unwrap().seq, 11);
+        // Cut a block at a time: within a block of the bound.
+        let kept = m[key].state.archive.len();
+        let block = crate::model::archive::BLOCK_MESSAGES;
+        assert!(
+            kept <= REPLICA_HISTORY && kept > REPLICA_HISTORY - block,
+            "{kept}"
+        );
+        let newest = REPLICA_HISTORY as u64 + 10;
+        assert_eq!(
+            m[key].state.archive.front().unwrap().seq,
+            newest - kept as u64 + 1
+        );
         // And in bytes: big messages push the oldest out sooner.
         let big = |seq: u64| Archived {
             xml: format!("<message><body>{}</body></message>", "b".repeat(100_000)),

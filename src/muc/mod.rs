@@ -895,17 +895,7 @@ impl Ctx<'_> {
     fn trim_archive(&mut self, room: &str) {
         let rs = &self.rooms[room];
         let (max_n, max_bytes) = (self.cfg.muc.archive_messages, self.cfg.muc.archive_bytes);
-        let (mut n, mut bytes) = (rs.archive.len(), rs.archive.bytes());
-        let mut upto = None;
-        for m in &rs.archive {
-            if n <= max_n && bytes <= max_bytes {
-                break;
-            }
-            n -= 1;
-            bytes -= m.xml.len() as u64;
-            upto = Some(m.seq);
-        }
-        if let Some(upto) = upto {
+        if let Some(upto) = rs.archive.trim_point(max_n, max_bytes) {
             self.commit_room(room, RoomRecord::Trim { upto });
         }
     }

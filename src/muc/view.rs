@@ -124,10 +124,9 @@ impl RoomView<'_> {
         let to_attr = escape(&to.to_string());
         let (mut chars, mut bytes) = (0usize, 0usize);
         let mut picked = Vec::new();
-        for m in self.state.archive.iter().rev() {
-            if picked.len() >= limit
-                || oldest.is_some_and(|o| m.stamp_ms < o)
-                || req.since.is_some_and(|s| m.stamp_ms <= s)
+        // Newest first, up to the limit (reading one decodes its block).
+        for m in self.state.archive.iter().rev().take(limit) {
+            if oldest.is_some_and(|o| m.stamp_ms < o) || req.since.is_some_and(|s| m.stamp_ms <= s)
             {
                 break;
             }

@@ -65,15 +65,9 @@ impl Node {
             let Some(messages) = archive(&self.state, &held) else {
                 continue;
             };
-            let (mut bytes, mut upto) = (messages.bytes(), None);
-            for m in messages {
-                if bytes <= level {
-                    break;
-                }
-                bytes -= m.xml.len() as u64;
-                upto = Some(m.seq);
-            }
-            let Some(upto) = upto else { continue };
+            let Some(upto) = messages.trim_point(usize::MAX, level) else {
+                continue;
+            };
             self.commit(match held {
                 Held::Room(room) => Record::Room {
                     room,
