@@ -278,3 +278,88 @@ fn files_bytes(data_dir: &std::path::Path) -> u64 {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum()
 }
+
+/// Files that retention emptied but for a few live blocks are rewritten:
+/// their blocks are read back and written with the next ones, and the
+/// files go. Nothing is lost on the way.
+#[test]
+fn sparse_archive_files_are_rewritten_and_removed() {
+    use outpost::model::block::install_reader;
+    use outpost::shell::archive_files::{ArchiveFiles, SharedFiles};
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+    use std::rc::Rc;
+    let dir = tempfile::tempdir().unwrap();
+    let files = ArchiveFiles::open(dir.path())
+        .unwrap()
+        .with_file_bytes(16 * 1024);
+    let files = SharedFiles(Rc::new(RefCell::new(files)));
+    install_reader(Some(Rc::new(files.clone())));
+    let spill = |state: &mut State| {
+        state
+            .spill_blocks(&mut |b| files.0.borrow_mut().append(b))
+            .unwrap()
+    };
+    let mut state = State::default();
+    state.apply(&create_room("quiet"));
+    state.apply(&create_room("busy"));
+    // A quiet room's few blocks among a busy room's many, turn by turn.
+    for seq in 1..=6_000 {
+        let room = if seq <= 400 && seq % 2 == 0 {
+            "quiet"
+        } else {
+            "busy"
+        };
+        match room_message(room, seq) {
+            Record::Room { change, .. } => state.apply(&Record::Room {
+                room: room.into(),
+                change,
+            }),
+            _ => unreachable!(),
+        }
+        if seq % 50 == 0 {
+            spill(&mut state);
+        }
+    }
+    spill(&mut state);
+    let expect_quiet: Vec<Archived> = state.rooms["quiet"].archive.iter().collect();
+    let first_files: BTreeSet<u32> = state.rooms["quiet"]
+        .archive
+        .extents()
+        .map(|e| e.file)
+        .collect();
+    // Retention drops most of the busy room.
+    state.apply(&Record::Room {
+        room: "busy".into(),
+        change: RoomRecord::Trim { upto: 5_000 },
+    });
+    let sparse: BTreeSet<u32> = files
+        .0
+        .borrow()
+        .sparse(&state.block_usage())
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        first_files.is_subset(&sparse),
+        "{first_files:?} not in {sparse:?}"
+    );
+    assert!(state.rehold_blocks(&sparse, u64::MAX) > 0);
+    spill(&mut state);
+    files.0.borrow_mut().sync().unwrap();
+    let removed = files
+        .0
+        .borrow_mut()
+        .collect(&state.block_files(), false)
+        .unwrap();
+    assert!(removed.files >= first_files.len());
+    let numbers = files.0.borrow().numbers().unwrap();
+    assert!(first_files.iter().all(|f| !numbers.contains(f)));
+    // Every message is still there, read from the files it is in now.
+    let quiet: Vec<Archived> = state.rooms["quiet"].archive.iter().collect();
+    assert_eq!(quiet, expect_quiet);
+    let busy = &state.rooms["busy"].archive;
+    assert_eq!(busy.back().unwrap().seq, 6_000);
+    assert_eq!(busy.seq_of("busy-5999"), Some(5_999));
+    install_reader(None);
+}

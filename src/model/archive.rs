@@ -20,7 +20,7 @@ use serde::de::Deserializer;
 use serde::ser::{SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering::{self, Greater, Less};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::rc::Rc;
 
@@ -155,6 +155,30 @@ impl Archive {
             }
         }
         whole
+    }
+
+    /// Read stored blocks in `files` back into memory, up to `budget`
+    /// bytes (see `State::rehold_blocks`); the bytes read.
+    pub fn rehold(&mut self, files: &BTreeSet<u32>, budget: u64) -> u64 {
+        let mut read = 0;
+        for (_, block) in self.sealed.iter_mut() {
+            let Packed::Stored(at) = block.packed else {
+                continue;
+            };
+            if read >= budget {
+                break;
+            }
+            if !files.contains(&at.file) {
+                continue;
+            }
+            // One that cannot be read stays where it is (and its file).
+            if let Some(bytes) = block.bytes() {
+                block.packed = Packed::Held(Bytes(bytes.into_owned().into()));
+                self.held_blocks += 1;
+                read += u64::from(at.len);
+            }
+        }
+        read
     }
 
     /// Where the stored blocks are.

@@ -250,6 +250,16 @@ impl Node {
         &self.state
     }
 
+    /// Read archive blocks stored in `files` back into memory (up to
+    /// `budget` bytes), for the next spill to write them elsewhere.
+    pub fn rehold_archive_blocks(
+        &mut self,
+        files: &std::collections::BTreeSet<u32>,
+        budget: u64,
+    ) -> u64 {
+        self.state.rehold_blocks(files, budget)
+    }
+
     /// Write the archive blocks held in memory with `store` (the shell's
     /// archive files); memory then keeps where they went.
     pub fn spill_archive_blocks(

@@ -32,6 +32,8 @@ pub struct ArchiveFiles {
     next: u32,
     unsynced: bool,
     readers: RefCell<BTreeMap<u32, File>>,
+    /// A file takes blocks until it reaches this size.
+    file_bytes: u64,
 }
 
 /// What a clean-up removed.
@@ -53,6 +55,7 @@ impl ArchiveFiles {
             next: 1,
             unsynced: false,
             readers: RefCell::default(),
+            file_bytes: FILE_BYTES,
         };
         files.next = files.numbers()?.last().map_or(1, |n| n + 1);
         Ok(files)
@@ -67,7 +70,14 @@ impl ArchiveFiles {
             next: u32::MAX,
             unsynced: false,
             readers: RefCell::default(),
+            file_bytes: FILE_BYTES,
         }
+    }
+
+    /// Files of another size than [`FILE_BYTES`] (tests fill several).
+    pub fn with_file_bytes(mut self, bytes: u64) -> ArchiveFiles {
+        self.file_bytes = bytes;
+        self
     }
 
     fn path(&self, file: u32) -> PathBuf {
@@ -107,7 +117,7 @@ impl ArchiveFiles {
         let full = self
             .current
             .as_ref()
-            .is_some_and(|(_, _, at)| *at > 0 && at + bytes.len() as u64 > FILE_BYTES);
+            .is_some_and(|(_, _, at)| *at > 0 && at + bytes.len() as u64 > self.file_bytes);
         if full {
             self.sync()?;
             self.current = None;
@@ -178,6 +188,22 @@ impl ArchiveFiles {
             File::open(&self.dir)?.sync_all()?;
         }
         Ok(done)
+    }
+
+    /// Files (not the one being written) whose live bytes, by `live`, are
+    /// under a quarter of their size: their blocks are worth writing
+    /// again, so that the files can go.
+    pub fn sparse(&self, live: &BTreeMap<u32, u64>) -> io::Result<Vec<u32>> {
+        let current = self.current.as_ref().map(|(n, _, _)| *n);
+        let mut sparse = Vec::new();
+        for n in self.numbers()? {
+            let size = fs::metadata(self.path(n))?.len();
+            let used = live.get(&n).copied().unwrap_or(0);
+            if Some(n) != current && used < size / 4 {
+                sparse.push(n);
+            }
+        }
+        Ok(sparse)
     }
 
     fn read(&self, at: Extent) -> io::Result<Vec<u8>> {

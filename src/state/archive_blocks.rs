@@ -4,7 +4,7 @@
 use super::State;
 use crate::model::archive::Archive;
 use crate::model::block::Extent;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 impl State {
@@ -50,5 +50,29 @@ impl State {
             *end = (*end).max(at.offset + u64::from(at.len));
         }
         files
+    }
+
+    /// Bytes of blocks the state keeps in each archive file.
+    pub fn block_usage(&self) -> BTreeMap<u32, u64> {
+        let mut used = BTreeMap::new();
+        for at in self.archives().flat_map(Archive::extents) {
+            *used.entry(at.file).or_insert(0) += u64::from(at.len);
+        }
+        used
+    }
+
+    /// Read the blocks stored in `files` back into memory, up to `budget`
+    /// bytes, to be written again (into the file being written) by the
+    /// next spill; the files can go once no snapshot refers to them.
+    /// Returns the bytes read.
+    pub fn rehold_blocks(&mut self, files: &BTreeSet<u32>, budget: u64) -> u64 {
+        let mut read = 0;
+        for archive in self.archives_mut() {
+            if read >= budget {
+                break;
+            }
+            read += archive.rehold(files, budget - read);
+        }
+        read
     }
 }
