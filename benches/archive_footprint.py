@@ -6,7 +6,7 @@ drawn from a fixed vocabulary with a fixed seed, so every build stores the
 same text; a body of one repeated letter would flatter compression), the
 node's retention raised to keep them all. Then, per build: RSS after the
 fill, disk bytes (log and archive files) per message and per byte of
-body; then the node is stopped and started again on its data, and
+body, bytes written per byte of body (write amplification: flash wears); then the node is stopped and started again on its data, and
 the time from start to a login answered and to a MAM page answered is
 taken, with RSS after that restart. With --reference, the same run against
 another build, in the same invocation.
@@ -81,6 +81,15 @@ async def login_then_mam(port):
     return login, mam
 
 
+def written_bytes(pid):
+    """Bytes the process passed to write calls (the log and archive files;
+    client traffic is a small part: acknowledgements of the fill)."""
+    for line in open(f"/proc/{pid}/io"):
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
 def disk_bytes(data):
     """The log and the archive files (where a build has them)."""
     return sum(f.stat().st_size for d in ("log", "archive") if (data / d).is_dir()
@@ -98,6 +107,7 @@ def run(binary, workdir, messages):
         asyncio.run(fill(port, messages))
         r["fill_s"] = time.monotonic() - t
         r["rss_filled"] = servers.rss_kb(pid)
+        r["written"] = written_bytes(pid)
     # Stopped: its log as the next start finds it.
     r["disk"] = disk_bytes(data)
     cfg = workdir / "outpost.toml"
@@ -126,12 +136,13 @@ def main():
     n = args.messages
     print(f"{n} room messages with 100-byte bodies into {ROOMS} rooms, then a restart")
     print(f"{'build':12} {'fill s':>7} {'RSS MB':>7} {'disk MB':>8} {'B/msg':>6} {'x body':>7} "
-          f"{'start→login s':>14} {'start→MAM s':>12} {'RSS after MB':>13}")
+          f"{'written/body':>13} {'start→login s':>14} {'start→MAM s':>12} {'RSS after MB':>13}")
     for name, binary in builds:
         with tempfile.TemporaryDirectory() as tmp:
             r = run(binary, Path(tmp), n)
         print(f"{name:12} {r['fill_s']:7.1f} {r['rss_filled'] / 1024:7.1f} {r['disk'] / 1e6:8.1f} "
-              f"{r['disk'] / n:6.0f} {r['disk'] / n / 100:7.2f} {r['start_login_s']:14.2f} "
+              f"{r['disk'] / n:6.0f} {r['disk'] / n / 100:7.2f} {r['written'] / n / 100:13.1f} "
+              f"{r['start_login_s']:14.2f} "
               f"{r['start_mam_s']:12.2f} {r['rss_restarted'] / 1024:13.1f}")
 
 

@@ -32,6 +32,7 @@ fn network() -> Network {
     // Room retention high enough to hold every size measured.
     hq.muc.archive_messages = usize::MAX;
     hq.muc.archive_bytes = u64::MAX;
+    hq.muc.archive_bytes_total = u64::MAX;
     let mut site = NodeConfig::new("raleigh.example");
     site.link.upstreams = vec!["conference.fairfax.example".into()];
     net.add_node(hq, 1);
