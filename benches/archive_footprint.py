@@ -82,12 +82,11 @@ async def login_then_mam(port):
 
 
 def written_bytes(pid):
-    """Bytes the process passed to write calls (the log and archive files;
-    client traffic is a small part: acknowledgements of the fill)."""
-    for line in open(f"/proc/{pid}/io"):
-        if line.startswith("wchar:"):
-            return int(line.split()[1])
-    return 0
+    """Bytes the process sent to the storage device (its files' pages,
+    written back by its syncs), less those of files it cut or removed
+    before they were written: what wears the flash."""
+    io = dict(line.split(": ") for line in open(f"/proc/{pid}/io").read().splitlines())
+    return int(io["write_bytes"]) - int(io["cancelled_write_bytes"])
 
 
 def disk_bytes(data):
