@@ -54,7 +54,8 @@ fn base(compacted: bool) -> Base {
     Base { storage, written }
 }
 
-/// Accounts, a roster, an offline message, a persistent room with history.
+/// Accounts, a roster, an offline message, a persistent room with history
+/// (a sealed block of it, and a message after).
 fn activity(sim: &mut SimNode, tag: &str) {
     let (a, b) = (format!("a{tag}"), format!("b{tag}"));
     sim.add_user(&a, "pw");
@@ -66,6 +67,8 @@ fn activity(sim: &mut SimNode, tag: &str) {
         format!("<message to='{b}@fuzz.example' type='chat'><body>while you were out</body></message>"),
         format!("<presence to='{room}/A'><x xmlns='http://jabber.org/protocol/muc'/></presence>"),
         format!("<iq type='set' id='c' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>"),
+        // Fills an archive block on its own: the snapshot holds a block.
+        format!("<message to='{room}' type='groupchat'><body>{}</body></message>", "report ".repeat(2500)),
         format!("<message to='{room}' type='groupchat'><body>archived</body></message>"),
     ] {
         sim.send(conn, &stanza);
