@@ -51,10 +51,13 @@ pub fn status(s: &NodeStatus, facts: &Facts, cfg: &Config) -> String {
     let st = &s.storage;
     let _ = writeln!(
         out,
-        "archives: {} messages, {} of {} bytes; offline messages: {}, {} of {} bytes",
+        "archives: {} messages, {} of {} bytes ({} compressed on flash, {} in memory); \
+         offline messages: {}, {} of {} bytes",
         st.archived_messages,
         st.archive_bytes,
         st.archive_budget,
+        st.archive_packed_bytes,
+        st.archive_memory_bytes,
         st.offline_messages,
         st.offline_bytes,
         st.offline_budget

@@ -413,7 +413,8 @@ fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>)
     let st = &s.storage;
     b += &format!(
         "<h2>Status</h2><p>{} accounts, {} client connections, log {} bytes.<br>\
-         <span id=space>Room archives: {} messages, {} of {} bytes ({}%). \
+         <span id=space>Room archives: {} messages, {} of {} bytes ({}%); \
+         {} bytes compressed on flash, {} in memory. \
          Offline messages: {}, {} of {} bytes.</span><br>\
          This node's link fingerprint: <code id=fingerprint>{}</code></p>",
         s.accounts,
@@ -423,6 +424,8 @@ fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>)
         st.archive_bytes,
         st.archive_budget,
         st.archive_bytes * 100 / st.archive_budget.max(1),
+        st.archive_packed_bytes,
+        st.archive_memory_bytes,
         st.offline_messages,
         st.offline_bytes,
         st.offline_budget,

@@ -79,6 +79,12 @@ pub struct StorageStatus {
     pub archive_bytes: u64,
     /// `[muc] archive_bytes_total`.
     pub archive_budget: u64,
+    /// What the archives' sealed blocks take, compressed (in the archive
+    /// files, or in memory until written there).
+    pub archive_packed_bytes: u64,
+    /// What the archives hold in memory: open messages, blocks not yet
+    /// written out.
+    pub archive_memory_bytes: u64,
     pub offline_messages: u64,
     pub offline_bytes: u64,
     /// `[c2s] offline_bytes_total`.

@@ -61,11 +61,18 @@ impl Node {
         let s = &self.state;
         let rooms = s.rooms.values().map(|r| &r.archive);
         let archives = rooms.chain(s.mirrors.values().map(|m| &m.state.archive));
-        let archived_messages = archives.map(|a| a.len() as u64).sum();
+        let (mut archived_messages, mut packed, mut memory) = (0, 0, 0);
+        for a in archives {
+            archived_messages += a.len() as u64;
+            packed += a.packed_bytes();
+            memory += a.held_bytes();
+        }
         StorageStatus {
             archived_messages,
             archive_bytes: super::retention::archive_bytes(s),
             archive_budget: self.cfg.muc.archive_bytes_total,
+            archive_packed_bytes: packed,
+            archive_memory_bytes: memory,
             offline_messages: s.accounts.values().map(|a| a.offline.len() as u64).sum(),
             offline_bytes: s.offline_bytes(),
             offline_budget: self.cfg.offline_bytes_total,
