@@ -27,7 +27,7 @@ use std::rc::Rc;
 /// Stanza bytes of open messages that seal them into a block.
 pub const BLOCK_BYTES: usize = 16 * 1024;
 /// Open messages that seal them into a block, however small.
-pub const BLOCK_MESSAGES: usize = 256;
+pub const BLOCK_MESSAGES: usize = super::block::MAX_MESSAGES;
 pub struct Archive {
     /// Sealed blocks, oldest first, each with the absolute index of its
     /// first message (messages are counted from the archive's creation).
@@ -137,24 +137,6 @@ impl Archive {
             }
         }
         Ok(())
-    }
-
-    /// Read every stored block back into memory (to copy an archive away
-    /// from its files); false if one could not be read (it is left out).
-    pub fn hold_all(&mut self) -> bool {
-        let mut whole = true;
-        for (_, block) in self.sealed.iter_mut() {
-            if let Packed::Stored(_) = block.packed {
-                match block.bytes() {
-                    Some(bytes) => {
-                        block.packed = Packed::Held(Bytes(bytes.into_owned().into()));
-                        self.held_blocks += 1;
-                    }
-                    None => whole = false,
-                }
-            }
-        }
-        whole
     }
 
     /// Read stored blocks in `files` back into memory, up to `budget`
@@ -371,7 +353,8 @@ impl Archive {
 
     /// Remove the newest message.
     fn pop_back(&mut self) -> Option<Archived> {
-        if self.open.is_empty() {
+        // An unreadable block goes whole; the one before it is tried next.
+        while self.open.is_empty() && !self.sealed.is_empty() {
             self.unseal_last();
         }
         let m = self.open.pop_back()?;
@@ -409,12 +392,18 @@ impl Archive {
     }
 
     /// Where to cut (the `upto` of [`drop_upto`](Self::drop_upto)) to
-    /// keep at most `max_messages` and `max_bytes`: whole blocks first,
-    /// oldest first (so a cut decodes nothing, and may keep up to a block
-    /// fewer than the bounds allow), then open messages.
+    /// keep at most `max_messages` and `max_bytes`, oldest first. Whole
+    /// blocks go while what stays is at least half of each bound (a cut
+    /// then reads nothing, and keeps up to a block fewer than the bounds
+    /// allow); past that, message by message (bounds near a block's size
+    /// would otherwise empty the archive in a sawtooth).
     pub fn trim_point(&self, max_messages: usize, max_bytes: u64) -> Option<u64> {
         let (mut n, mut bytes) = (self.len, self.bytes);
         let over = |n: usize, bytes: u64| n > max_messages || bytes > max_bytes;
+        let keeps_half = |n: usize, bytes: u64| {
+            (max_messages == usize::MAX || n >= max_messages / 2)
+                && (max_bytes == u64::MAX || bytes >= max_bytes / 2)
+        };
         let mut upto = None;
         for (i, (_, b)) in self.sealed.iter().enumerate() {
             if !over(n, bytes) {
@@ -424,9 +413,28 @@ impl Archive {
                 0 => (self.dropped_in_first, self.dropped_in_first_bytes),
                 _ => (0, 0),
             };
-            n -= b.count() - skip;
-            bytes -= b.xml_bytes.saturating_sub(skipped);
-            upto = Some(b.last_seq);
+            let (cut_n, cut_bytes) = (b.count() - skip, b.xml_bytes.saturating_sub(skipped));
+            if keeps_half(n - cut_n, bytes.saturating_sub(cut_bytes)) {
+                n -= cut_n;
+                bytes = bytes.saturating_sub(cut_bytes);
+                upto = Some(b.last_seq);
+                continue;
+            }
+            // Inside this block (read once); an unreadable one goes whole.
+            let Some(messages) = self.block(i) else {
+                n -= cut_n;
+                bytes = bytes.saturating_sub(cut_bytes);
+                upto = Some(b.last_seq);
+                continue;
+            };
+            for m in messages.iter().skip(skip) {
+                if !over(n, bytes) {
+                    return upto;
+                }
+                n -= 1;
+                bytes = bytes.saturating_sub(m.xml.len() as u64);
+                upto = Some(m.seq);
+            }
         }
         for m in &self.open {
             if !over(n, bytes) {
@@ -443,6 +451,9 @@ impl Archive {
     pub fn drop_upto(&mut self, upto: u64) {
         while self.sealed.front().is_some_and(|(_, b)| b.last_seq <= upto) {
             self.drop_first_block();
+        }
+        if self.sealed.front().is_some_and(|(_, b)| b.first_seq > upto) {
+            return; // Nothing else is that old: no block read.
         }
         // What is left to drop is in the first block, or open.
         while self.front().is_some_and(|m| m.seq <= upto) {
@@ -547,13 +558,16 @@ impl Archive {
             if bounds(block).0 > key && !(b == 0 && skip > 0) {
                 return Err(base);
             }
-            if let Some(messages) = self.block(b) {
-                let kept = &messages[skip.min(messages.len())..];
-                return kept
-                    .binary_search_by(&cmp)
-                    .map(|p| base + p)
-                    .map_err(|p| base + p);
-            }
+            // An unreadable block: where it starts (later blocks are not
+            // skipped for it).
+            let Some(messages) = self.block(b) else {
+                return Err(base);
+            };
+            let kept = &messages[skip.min(messages.len())..];
+            return kept
+                .binary_search_by(&cmp)
+                .map(|p| base + p)
+                .map_err(|p| base + p);
         }
         let base = self.sealed_len();
         let (a, c) = self.open.as_slices();
@@ -590,7 +604,9 @@ impl Archive {
         if self.dropped_in_first > 0 {
             blocks.remove(0);
             let first = self.sealed[0].1.count() - self.dropped_in_first;
-            loose = self.iter().take(first).collect();
+            // By position: an unreadable block's messages are left out, not
+            // taken from the next block.
+            loose = (0..first).filter_map(|p| self.get(p)).collect();
         }
         (loose, blocks, self.open.iter().cloned().collect())
     }

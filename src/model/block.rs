@@ -21,6 +21,8 @@ use std::rc::Rc;
 /// The most a block may decode to (a damaged one must not exhaust memory):
 /// the log's record bound.
 const DECODED_MAX: usize = 64 * 1024 * 1024;
+/// The most messages a block holds (an archive seals at this many).
+pub const MAX_MESSAGES: usize = 256;
 
 /// Sealed messages: what finds them without decoding, and their encoding.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,11 +214,20 @@ impl Block {
     /// Whether what it says of itself is in order (checked before one read
     /// from the log is taken in).
     pub fn is_well_formed(&self) -> bool {
+        let extent_fits = match &self.packed {
+            Packed::Held(_) => true,
+            Packed::Stored(at) => {
+                at.len as usize <= DECODED_MAX && at.offset.checked_add(u64::from(at.len)).is_some()
+            }
+        };
         self.count > 0
+            && self.count() <= MAX_MESSAGES
             && self.first_seq <= self.last_seq
             && self.last_seq - self.first_seq >= u64::from(self.count) - 1
             && self.first_stamp <= self.last_stamp
+            && self.xml_bytes <= DECODED_MAX as u64
             && self.packed.len() >= 4 * self.count()
+            && extent_fits
     }
 }
 
@@ -262,11 +273,14 @@ pub fn next_archive_number() -> u64 {
 
 /// The messages of `block`, from the blocks decoded last or decoded now.
 pub fn decoded(key: DecodedKey, block: &Block) -> Option<Rc<Vec<Archived>>> {
+    // A hit moves to the back: the least recently read goes first.
     let hit = DECODED.with(|d| {
-        d.borrow()
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, m)| m.clone())
+        let mut d = d.borrow_mut();
+        let at = d.iter().position(|(k, _)| *k == key)?;
+        let entry = d.remove(at)?;
+        let messages = entry.1.clone();
+        d.push_back(entry);
+        Some(messages)
     });
     if hit.is_some() {
         return hit;

@@ -110,6 +110,15 @@ impl ArchiveFiles {
         Ok(total)
     }
 
+    /// Never give a new file a number `referenced` (the highest the state
+    /// or its snapshot names) or below: a missing file's number must not
+    /// come back with other blocks in it.
+    pub fn number_past(&mut self, referenced: Option<u32>) {
+        if let Some(n) = referenced {
+            self.next = self.next.max(n.saturating_add(1));
+        }
+    }
+
     /// Write a block; where it went. Not durable until [`sync`](Self::sync).
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<Extent> {
         let len = u32::try_from(bytes.len())

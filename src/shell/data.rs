@@ -95,7 +95,7 @@ pub fn salvage(from: &Path, to: &Path) -> Result<(), String> {
     let blocks = SharedFiles(Rc::new(RefCell::new(ArchiveFiles::open_existing(from))));
     install_reader(Some(Rc::new(blocks)));
     let mut got = read_salvage(&mut storage).map_err(|e| format!("cannot read the log: {e}"))?;
-    let blocks_whole = got.state.hold_all_blocks();
+    let unreadable = got.state.rebuild_archives_readable();
     install_reader(None);
     super::datadir::create_private(to)?;
     copy_other_files(from, to)?;
@@ -117,9 +117,9 @@ pub fn salvage(from: &Path, to: &Path) -> Result<(), String> {
         got.undecodable,
         got.partial_snapshots
     );
-    if !blocks_whole {
+    if unreadable > 0 {
         crate::out!(
-            "some archive blocks could not be read from {} (their messages are left out)",
+            "{unreadable} archived messages could not be read from {} and are left out",
             from.join("archive").display()
         );
     }

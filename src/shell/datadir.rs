@@ -116,18 +116,24 @@ pub fn open_state(data_dir: &Path, salt: u64) -> Result<Opened, String> {
         dir.display()
     );
     // Blocks written after the last snapshot are sealed again from the
-    // records; the files' copies of them, and files no block refers to,
-    // go.
-    let collected = archive
+    // records; the files' copies of them, and files neither the snapshot
+    // (the next replay reads its blocks, whatever the records after it
+    // dropped) nor the state refers to, go.
+    let mut keep = opened.state.block_files();
+    for (file, end) in &opened.snapshot_block_files {
+        let e = keep.entry(*file).or_insert(0);
+        *e = (*e).max(*end);
+    }
+    archive
         .0
         .borrow_mut()
-        .collect(&opened.state.block_files(), true)
-        .map_err(|e| {
-            format!(
-                "cannot tidy the archive files in {}: {e}",
-                data_dir.display()
-            )
-        })?;
+        .number_past(keep.keys().last().copied());
+    let collected = archive.0.borrow_mut().collect(&keep, true).map_err(|e| {
+        format!(
+            "cannot tidy the archive files in {}: {e}",
+            data_dir.display()
+        )
+    })?;
     if collected.bytes > 0 {
         log::info!(
             "archive: removed {} bytes ({} files) that no snapshot refers to",

@@ -34,11 +34,17 @@ impl State {
         Ok(())
     }
 
-    /// Read every stored block back into memory; false if one could not be.
-    pub fn hold_all_blocks(&mut self) -> bool {
-        // Every archive is tried, whatever the ones before gave.
-        let read: Vec<bool> = self.archives_mut().map(Archive::hold_all).collect();
-        read.into_iter().all(|whole| whole)
+    /// Rebuild every archive from the messages that can be read, sealed
+    /// into blocks held in memory (to copy the state away from its archive
+    /// files: a salvage). Returns how many messages could not be read.
+    pub fn rebuild_archives_readable(&mut self) -> u64 {
+        let mut lost = 0;
+        for archive in self.archives_mut() {
+            let rebuilt: Archive = archive.iter().collect();
+            lost += (archive.len() - rebuilt.len()) as u64;
+            *archive = rebuilt;
+        }
+        lost
     }
 
     /// The archive files the state refers to, each with the end of the last

@@ -107,6 +107,15 @@ pub enum SnapshotPart {
 }
 
 impl SnapshotPart {
+    /// Add the archive files it refers to to `files`, with the end of what
+    /// it refers to in each (see `State::block_files`).
+    fn note_extents(&self, files: &mut BTreeMap<u32, u64>) {
+        for at in self.extents() {
+            let end = files.entry(at.file).or_insert(0);
+            *end = (*end).max(at.offset.saturating_add(u64::from(at.len)));
+        }
+    }
+
     /// Where the archive blocks it refers to are stored.
     fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
         let blocks = match self {
@@ -610,10 +619,7 @@ impl Compaction {
             let (bytes, files) = (&mut self.bytes, &mut self.block_files);
             self.parts += write_entity(state, &entity, &mut |record| {
                 if let Record::SnapshotPart(part) = &record {
-                    for at in part.extents() {
-                        let end = files.entry(at.file).or_insert(0);
-                        *end = (*end).max(at.offset + u64::from(at.len));
-                    }
+                    part.note_extents(files);
                 }
                 let encoded = record.encode();
                 *bytes += encoded.len() as u64;
@@ -633,6 +639,9 @@ pub struct Replay {
     building: Option<Building>,
     /// Size of the last complete snapshot (0 if the log has none).
     pub snapshot_bytes: u64,
+    /// Archive files the last complete snapshot refers to: a replay of
+    /// the log reads them, whatever the records after it did since.
+    pub snapshot_block_files: BTreeMap<u32, u64>,
 }
 
 struct Building {
@@ -644,6 +653,8 @@ struct Building {
     /// The entity of the last part: records about it or an entity before it
     /// apply to the snapshot too.
     last: Option<Entity>,
+    /// Archive files its parts refer to.
+    block_files: BTreeMap<u32, u64>,
 }
 
 impl Building {
@@ -678,6 +689,7 @@ impl Replay {
                     parts: 0,
                     bytes,
                     last: None,
+                    block_files: BTreeMap::new(),
                 });
             }
             Record::SnapshotPart(part) => {
@@ -686,6 +698,7 @@ impl Replay {
                     .as_mut()
                     .ok_or("a snapshot part outside a snapshot")?;
                 b.state.apply_part(&part);
+                part.note_extents(&mut b.block_files);
                 b.last = Some(Entity::of_part(&part));
                 b.parts += 1;
                 b.bytes += bytes;
@@ -703,10 +716,12 @@ impl Replay {
                 }
                 self.state = b.state;
                 self.snapshot_bytes = b.bytes + bytes;
+                self.snapshot_block_files = b.block_files;
             }
             other => {
                 if matches!(other, Record::Snapshot(_)) {
                     self.snapshot_bytes = bytes;
+                    self.snapshot_block_files.clear();
                     self.building = None;
                 }
                 if let Some(b) = self.building.as_mut() {
@@ -728,6 +743,8 @@ pub struct Opened<S: Storage> {
     pub snapshot_bytes: u64,
     /// A snapshot that a crash left unfinished was ignored: (segment, offset).
     pub unfinished_snapshot: Option<(u64, u64)>,
+    /// Archive files the last complete snapshot refers to.
+    pub snapshot_block_files: BTreeMap<u32, u64>,
 }
 
 /// Open a log and replay it into state (see the module comment).
@@ -743,6 +760,7 @@ pub fn open_log<S: Storage>(storage: S, salt: u64) -> Result<Opened<S>, OpenErro
         recovery,
         snapshot_bytes: replay.snapshot_bytes,
         unfinished_snapshot,
+        snapshot_block_files: replay.snapshot_block_files,
     })
 }
 
