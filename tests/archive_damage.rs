@@ -192,3 +192,24 @@ fn crafted_block_descriptions_are_refused() {
     assert!(a.push_block(block(1, 1, 5, held(8))));
     assert_eq!((a.len(), a.bytes()), (1, 5));
 }
+
+#[test]
+fn a_walk_past_an_unreadable_block_reads_it_once() {
+    let (a, disk) = stored_archive(2_000);
+    let second = a.extents().nth(1).unwrap().offset;
+    forget_decoded(&a);
+    install_reader(Some(Rc::new(Reader(disk.clone()))));
+    disk.failing.borrow_mut().insert(second);
+    let before = disk.reads.get();
+    let forward = a.iter().count();
+    let backward = a.iter().rev().count();
+    assert_eq!(forward, backward);
+    assert!(forward < 2_000 && forward > 1_500, "{forward}");
+    // Every block read about once each way, the unreadable one included.
+    let blocks = a.extents().count();
+    assert!(
+        disk.reads.get() - before <= 2 * blocks + 2,
+        "{} reads",
+        disk.reads.get() - before
+    );
+}

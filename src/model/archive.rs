@@ -217,6 +217,20 @@ impl Archive {
         self.open.get(in_open).cloned()
     }
 
+    /// The positions of the block that holds `position` (its kept part;
+    /// just `position` for an open message).
+    fn block_span(&self, position: usize) -> std::ops::Range<usize> {
+        if position >= self.sealed_len() {
+            return position..position + 1;
+        }
+        let abs = self.front_abs + position as u64;
+        let b = self.sealed.partition_point(|(start, _)| *start <= abs) - 1;
+        let (start, block) = &self.sealed[b];
+        let first = start.max(&self.front_abs) - self.front_abs;
+        let end = start + block.count() as u64 - self.front_abs;
+        first as usize..end as usize
+    }
+
     /// The messages of sealed block `b`, decoded (or from a recent decode).
     fn block(&self, b: usize) -> Option<Rc<Vec<Archived>>> {
         let (start, block) = &self.sealed[b];
@@ -624,9 +638,12 @@ impl Iterator for Iter<'_> {
 
     fn next(&mut self) -> Option<Archived> {
         while self.front < self.back {
+            let at = self.front;
             self.front += 1;
-            if let Some(m) = self.archive.get(self.front - 1) {
-                return Some(m);
+            match self.archive.get(at) {
+                Some(m) => return Some(m),
+                // Unreadable: its block is, past this message too.
+                None => self.front = self.archive.block_span(at).end.min(self.back),
             }
         }
         None
@@ -641,8 +658,9 @@ impl DoubleEndedIterator for Iter<'_> {
     fn next_back(&mut self) -> Option<Archived> {
         while self.front < self.back {
             self.back -= 1;
-            if let Some(m) = self.archive.get(self.back) {
-                return Some(m);
+            match self.archive.get(self.back) {
+                Some(m) => return Some(m),
+                None => self.back = self.archive.block_span(self.back).start.max(self.front),
             }
         }
         None
