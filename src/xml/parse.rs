@@ -186,6 +186,11 @@ pub fn parse_stanza(header: &StreamHeader, raw: &[u8]) -> Result<Element, ParseE
 }
 
 fn push_text(parent: &mut Element, s: &str) {
+    // Empty character data (`<![CDATA[]]>`) is no text: a text node of
+    // nothing would not survive the writer, which writes nothing for it.
+    if s.is_empty() {
+        return;
+    }
     if let Some(Node::Text(prev)) = parent.children.last_mut() {
         prev.push_str(s);
     } else {
@@ -285,6 +290,22 @@ mod tests {
         let xml = el.to_xml("jabber:client");
         let again = parse_stanza(&h, xml.as_bytes()).unwrap();
         assert_eq!(el, again);
+    }
+
+    /// Found by fuzzing (framer target, in CI): an empty CDATA section
+    /// made an empty text node, which the writer drops, so a forwarded
+    /// stanza differed from the one received.
+    #[test]
+    fn an_empty_cdata_section_is_no_text_and_survives_the_writer() {
+        let h = parse_header(HEADER.as_bytes()).unwrap();
+        let el = parse_stanza(&h, b"<message><body><![CDATA[]]></body></message>").unwrap();
+        let body = el.get_child("body", "jabber:client").unwrap();
+        assert!(body.children.is_empty());
+        let again = parse_stanza(&h, el.to_xml("jabber:client").as_bytes()).unwrap();
+        assert_eq!(el, again);
+        // Text around it joins as one node, as without it.
+        let el = parse_stanza(&h, b"<body>a<![CDATA[]]>b</body>").unwrap();
+        assert_eq!(el.children, vec![Node::Text("ab".into())]);
     }
 
     /// Found by fuzzing (framer target): the writer escapes the namespace,
