@@ -219,9 +219,7 @@ fn archive_blocks_live_in_files_and_read_back_after_a_restart() {
         }
         log.commit().unwrap();
         let held_before = state.rooms["ops"].archive.held_bytes();
-        state
-            .spill_blocks(&mut |b| files.0.borrow_mut().append(b))
-            .unwrap();
+        write_out(&mut state, &files);
         let ops = &state.rooms["ops"].archive;
         assert!(!state.has_held_blocks());
         // Only the open messages stay in memory, less than a block's worth.
@@ -234,7 +232,6 @@ fn archive_blocks_live_in_files_and_read_back_after_a_restart() {
         // Read from the files.
         assert_eq!(ops.seq_of("ops-500"), Some(500));
         assert!(ops.get(10).unwrap().xml.contains(" 22</body>"));
-        files.0.borrow_mut().sync().unwrap();
         snapshot::compact(&mut log, &state, 2).unwrap();
         // After the snapshot: more messages, sealed and written, then a
         // stop without another snapshot.
@@ -242,10 +239,7 @@ fn archive_blocks_live_in_files_and_read_back_after_a_restart() {
             commit(&mut log, &mut state, room_message("ops", seq));
         }
         log.commit().unwrap();
-        state
-            .spill_blocks(&mut |b| files.0.borrow_mut().append(b))
-            .unwrap();
-        files.0.borrow_mut().sync().unwrap();
+        write_out(&mut state, &files);
         // The state is compared through its messages (blocks may lie
         // elsewhere after the restart).
         for r in ["ops", "logistics"] {
@@ -295,11 +289,6 @@ fn sparse_archive_files_are_rewritten_and_removed() {
         .with_file_bytes(16 * 1024);
     let files = SharedFiles(Rc::new(RefCell::new(files)));
     install_reader(Some(Rc::new(files.clone())));
-    let spill = |state: &mut State| {
-        state
-            .spill_blocks(&mut |b| files.0.borrow_mut().append(b))
-            .unwrap()
-    };
     let mut state = State::default();
     state.apply(&create_room("quiet"));
     state.apply(&create_room("busy"));
@@ -318,10 +307,10 @@ fn sparse_archive_files_are_rewritten_and_removed() {
             _ => unreachable!(),
         }
         if seq % 50 == 0 {
-            spill(&mut state);
+            write_out(&mut state, &files);
         }
     }
-    spill(&mut state);
+    write_out(&mut state, &files);
     let expect_quiet: Vec<Archived> = state.rooms["quiet"].archive.iter().collect();
     let first_files: BTreeSet<u32> = state.rooms["quiet"]
         .archive
@@ -345,8 +334,7 @@ fn sparse_archive_files_are_rewritten_and_removed() {
         "{first_files:?} not in {sparse:?}"
     );
     assert!(state.rehold_blocks(&sparse, u64::MAX) > 0);
-    spill(&mut state);
-    files.0.borrow_mut().sync().unwrap();
+    write_out(&mut state, &files);
     let removed = files
         .0
         .borrow_mut()
@@ -419,11 +407,8 @@ fn a_rewind_into_a_stored_block_survives_two_restarts() {
             let key = "r@conf.hq".into();
             commit(&mut log, &mut state, Record::Mirror { key, change });
             log.commit().unwrap();
-            state
-                .spill_blocks(&mut |b| files.0.borrow_mut().append(b))
-                .unwrap();
+            write_out(&mut state, &files);
         }
-        files.0.borrow_mut().sync().unwrap();
         snapshot::compact(&mut log, &state, 2).unwrap();
         // The upstream resends from 300: the replica rewinds into a block.
         let resent = (300..=620).map(replica_message).collect();
@@ -453,10 +438,7 @@ fn a_salvage_leaves_out_unreadable_blocks_and_refers_to_no_file() {
             commit(&mut log, &mut state, room_message("ops", seq));
         }
         log.commit().unwrap();
-        state
-            .spill_blocks(&mut |b| files.0.borrow_mut().append(b))
-            .unwrap();
-        files.0.borrow_mut().sync().unwrap();
+        write_out(&mut state, &files);
         snapshot::compact(&mut log, &state, 2).unwrap();
     }
     // Damage: the first block's bytes are zeroed.
@@ -472,4 +454,13 @@ fn a_salvage_leaves_out_unreadable_blocks_and_refers_to_no_file() {
     assert!(seqs.len() < 3_000 && seqs.len() > 2_500, "{}", seqs.len());
     assert_eq!(seqs.last(), Some(&3_000));
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+}
+
+/// What the shell does with the blocks a turn sealed: write them to the
+/// archive files; and before a compaction step: make them durable.
+fn write_out(state: &mut State, files: &outpost::shell::archive_files::SharedFiles) {
+    state
+        .spill_blocks(&mut |b| files.0.borrow_mut().append(b))
+        .unwrap();
+    files.0.borrow_mut().sync().unwrap();
 }

@@ -51,7 +51,7 @@ pub fn status(s: &NodeStatus, facts: &Facts, cfg: &Config) -> String {
     let st = &s.storage;
     let _ = writeln!(
         out,
-        "archives: {} messages, {} of {} bytes ({} compressed on flash, {} in memory); \
+        "archives: {} messages, {} of {} bytes ({} compressed, {} in memory); \
          offline messages: {}, {} of {} bytes",
         st.archived_messages,
         st.archive_bytes,

@@ -414,7 +414,7 @@ fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>)
     b += &format!(
         "<h2>Status</h2><p>{} accounts, {} client connections, log {} bytes.<br>\
          <span id=space>Room archives: {} messages, {} of {} bytes ({}%); \
-         {} bytes compressed on flash, {} in memory. \
+         {} bytes compressed, {} in memory. \
          Offline messages: {}, {} of {} bytes.</span><br>\
          This node's link fingerprint: <code id=fingerprint>{}</code></p>",
         s.accounts,

@@ -105,7 +105,8 @@ impl IdIndex {
     }
 
     /// Bytes the index takes.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         (self.sorted.capacity() + self.recent.capacity()) * std::mem::size_of::<(u32, u32)>()
     }
 }

@@ -80,7 +80,8 @@ pub struct StorageStatus {
     /// `[muc] archive_bytes_total`.
     pub archive_budget: u64,
     /// What the archives' sealed blocks take, compressed (in the archive
-    /// files, or in memory until written there).
+    /// files, or in memory until written there; the admin page and the
+    /// console say "compressed", not "on flash", for that reason).
     pub archive_packed_bytes: u64,
     /// What the archives hold in memory: open messages, blocks not yet
     /// written out.

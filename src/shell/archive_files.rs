@@ -101,15 +101,6 @@ impl ArchiveFiles {
         Ok(numbers)
     }
 
-    /// Bytes of every file present.
-    pub fn total_bytes(&self) -> io::Result<u64> {
-        let mut total = 0;
-        for n in self.numbers()? {
-            total += fs::metadata(self.path(n))?.len();
-        }
-        Ok(total)
-    }
-
     /// Never give a new file a number `referenced` (the highest the state
     /// or its snapshot names) or below: a missing file's number must not
     /// come back with other blocks in it.

@@ -197,26 +197,22 @@ async def fill_room(port, count):
     raw.close()
 
 
+async def mam_page(port, rsm):
+    """One MAM page of the room as bob asks for it: its bodies, and the
+    archive id of its last message."""
+    raw = await Raw.open(port)
+    await raw.login_plain("bob", "secret")
+    await raw.send(f"<iq type='set' id='q' to='{ROOM}'><query xmlns='urn:xmpp:mam:2' queryid='q'>"
+                   f"<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query></iq>")
+    out = await raw.read_until("</fin>")
+    raw.close()
+    bodies = [b.split("</body>")[0] for b in out.split("<body>")[1:]]
+    last = out.split("<last>")[1].split("</last>")[0] if "<last>" in out else None
+    return bodies, last
+
+
 async def archive_page(port, rsm):
-    """The bodies of one MAM page of the room, as bob asks for it."""
-    raw = await Raw.open(port)
-    await raw.login_plain("bob", "secret")
-    await raw.send(f"<iq type='set' id='q' to='{ROOM}'><query xmlns='urn:xmpp:mam:2' queryid='q'>"
-                   f"<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query></iq>")
-    out = await raw.read_until("</fin>")
-    raw.close()
-    return [b.split("</body>")[0] for b in out.split("<body>")[1:]]
-
-
-async def last_id(port, rsm):
-    """The archive id of the last message of a page."""
-    raw = await Raw.open(port)
-    await raw.login_plain("bob", "secret")
-    await raw.send(f"<iq type='set' id='q' to='{ROOM}'><query xmlns='urn:xmpp:mam:2' queryid='q'>"
-                   f"<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query></iq>")
-    out = await raw.read_until("</fin>")
-    raw.close()
-    return out.split("<last>")[1].split("</last>")[0]
+    return (await mam_page(port, rsm))[0]
 
 
 def test_room_archives_live_in_archive_files_through_a_crash_and_a_salvage(tmp_path):
@@ -244,7 +240,7 @@ def test_room_archives_live_in_archive_files_through_a_crash_and_a_salvage(tmp_p
         assert run(archive_page(node.port, "<max>10</max>")) == oldest
         assert run(archive_page(node.port, "<max>10</max><before/>")) == newest
         # Paged by id from the middle (the id's block read from its file).
-        at = run(last_id(node.port, "<max>200</max>"))
+        _, at = run(mam_page(node.port, "<max>200</max>"))
         middle = run(archive_page(node.port, f"<max>3</max><after>{at}</after>"))
         assert middle == [f"report {k} from the north road" for k in (200, 201, 202)]
     finally:
