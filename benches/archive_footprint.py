@@ -47,25 +47,7 @@ def body(rng):
 
 async def fill(port, messages):
     rng = random.Random(7)
-    raw = await Raw.open(port)
-    await raw.login_plain("user0", servers.PASSWORD)
-    for i in range(ROOMS):
-        await raw.send(f"<presence to='{room(i)}/f'><x xmlns='http://jabber.org/protocol/muc'>"
-                       "<history maxstanzas='0'/></x></presence>")
-        await raw.read_until("110")
-        await raw.send(f"<iq type='set' id='c{i}' to='{room(i)}'><query xmlns='http://jabber.org/protocol/muc#owner'>"
-                       "<x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'>"
-                       "<value>1</value></field></x></query></iq>")
-        await raw.read_until(f"id='c{i}'")
-    batch = 200
-    for start in range(0, messages, batch):
-        out = "".join(
-            f"<message to='{room(k % ROOMS)}' type='groupchat' id='m{k}'><body>{body(rng)}</body></message>"
-            for k in range(start, min(start + batch, messages)))
-        await raw.send(out + f"<iq type='get' id='b{start}'><ping xmlns='urn:xmpp:ping'/></iq>")
-        await raw.read_until(f"id='b{start}'")
-        raw.buffer = ""
-    raw.close()
+    await servers.fill_rooms(port, [room(i) for i in range(ROOMS)], messages, lambda _: body(rng))
 
 
 async def login_then_mam(port):

@@ -85,3 +85,30 @@ Component "conference.localhost" "muc"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()
+
+
+async def fill_rooms(port, rooms, messages, body):
+    """user0 joins each room JID of `rooms`, makes it persistent, then sends
+    `messages` room messages round robin (message k's body is `body(k)`),
+    200 at a time, each batch acknowledged by a ping: the node stored them
+    before it answered."""
+    from xmpp import Raw
+    raw = await Raw.open(port)
+    await raw.login_plain("user0", PASSWORD)
+    for i, jid in enumerate(rooms):
+        await raw.send(f"<presence to='{jid}/f'><x xmlns='http://jabber.org/protocol/muc'>"
+                       "<history maxstanzas='0'/></x></presence>")
+        await raw.read_until("110")
+        await raw.send(f"<iq type='set' id='c{i}' to='{jid}'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+                       "<x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'>"
+                       "<value>1</value></field></x></query></iq>")
+        await raw.read_until(f"id='c{i}'")
+    batch = 200
+    for start in range(0, messages, batch):
+        out = "".join(
+            f"<message to='{rooms[k % len(rooms)]}' type='groupchat' id='m{k}'><body>{body(k)}</body></message>"
+            for k in range(start, min(start + batch, messages)))
+        await raw.send(out + f"<iq type='get' id='b{start}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await raw.read_until(f"id='b{start}'")
+        raw.buffer = ""
+    raw.close()
