@@ -3,6 +3,7 @@
 //! without sockets. Tests use it for every behaviour of the core; later
 //! issues grow it into a multi-node network with shaped links.
 
+mod blocks;
 mod network;
 
 pub use network::{Network, Shape};
@@ -30,6 +31,8 @@ pub struct SimNode {
     pub dials: Vec<String>,
     /// Records persisted so far (for assertions on durability order).
     pub persisted: usize,
+    /// Where sealed archive blocks go after each commit (see `blocks`).
+    blocks: std::rc::Rc<blocks::MemBlocks>,
 }
 
 fn seed_bytes(seed: u64) -> [u8; 32] {
@@ -51,6 +54,8 @@ impl SimNode {
     /// A node started on a log that already exists (e.g. a copy of a data
     /// directory's segments).
     pub fn from_storage(cfg: NodeConfig, seed: u64, storage: MemStorage) -> SimNode {
+        // Installed first: a replay may read blocks.
+        let blocks = blocks::store();
         let (log, state) = replay(storage);
         SimNode {
             node: Node::new(cfg.clone(), state, seed_bytes(seed)),
@@ -67,6 +72,7 @@ impl SimNode {
             admin_replies: Vec::new(),
             dials: Vec::new(),
             persisted: 0,
+            blocks,
         }
     }
 
@@ -82,6 +88,11 @@ impl SimNode {
             }
         }
         self.log.commit().expect("memory log commit");
+        // As the shell does after each commit.
+        let blocks = &self.blocks;
+        self.node
+            .spill_archive_blocks(&mut |b| blocks.append(b))
+            .expect("memory");
         for a in actions {
             match a {
                 Action::Persist(_) => {}
