@@ -51,15 +51,31 @@ def outpost(workdir: Path, users: int, extra: str = ""):
 
 
 @contextlib.contextmanager
-def prosody(workdir: Path, users: int, cert_dir: Path):
-    """Yield (pid, port) of Prosody 0.12 with the same accounts and a MUC component."""
-    port = free_port()
+def prosody(workdir: Path, users: int, cert_dir: Path, muc_archive: bool = False):
+    """Yield (pid, port) of Prosody 0.12 with the same accounts and a MUC
+    component. With `muc_archive`, the rooms keep every message with
+    mod_muc_mam on SQLite (no expiry). A second call on the same `workdir`
+    starts it again on the data the first left."""
     data = workdir / "prosody-data"
+    cfg = workdir / "prosody.cfg.lua"
+    if cfg.exists():
+        port = int(cfg.read_text().split("c2s_ports = { ")[1].split(" ")[0])
+        with _running_prosody(cfg, port) as pid:
+            yield pid, port
+        return
+    port = free_port()
     accounts = data / "localhost" / "accounts"
     accounts.mkdir(parents=True)
     for i in range(users):
         (accounts / f"user{i}.dat").write_text(f'return {{ ["password"] = "{PASSWORD}"; }};\n')
-    cfg = workdir / "prosody.cfg.lua"
+    archive = """
+default_storage = "internal"
+storage = { muc_log = "sql" }
+sql = { driver = "SQLite3", database = "archive.sqlite" }
+muc_log_by_default = true
+muc_log_all_rooms = true
+muc_log_expires_after = "never"
+""" if muc_archive else ""
     cfg.write_text(f"""
 run_as_root = true
 daemonize = false
@@ -75,13 +91,21 @@ c2s_require_encryption = true
 modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "presence"; "version"; "uptime"; "time"; "private"; "vcard_legacy"; "carbons"; "pep"; "blocklist"; "offline" }}
 modules_disabled = {{ "s2s"; "http"; "bosh"; "websocket" }}
 ssl = {{ certificate = "{cert_dir}/cert.pem"; key = "{cert_dir}/key.pem" }}
+{archive}
 VirtualHost "localhost"
 Component "conference.localhost" "muc"
+{'    modules_enabled = { "muc_mam" }' if muc_archive else ''}
 """)
+    with _running_prosody(cfg, port) as pid:
+        yield pid, port
+
+
+@contextlib.contextmanager
+def _running_prosody(cfg: Path, port: int):
     proc = subprocess.Popen(["prosody", "-F", "--config", str(cfg)], stdout=subprocess.DEVNULL)
     try:
-        wait_for_port(port, proc)
-        yield proc.pid, port
+        wait_for_port(port, proc, 600.0)
+        yield proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()
@@ -100,9 +124,12 @@ async def fill_rooms(port, rooms, messages, body):
                        "<history maxstanzas='0'/></x></presence>")
         await raw.read_until("110")
         await raw.send(f"<iq type='set' id='c{i}' to='{jid}'><query xmlns='http://jabber.org/protocol/muc#owner'>"
-                       "<x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'>"
+                       "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+                       "<value>http://jabber.org/protocol/muc#roomconfig</value></field>"
+                       "<field var='muc#roomconfig_persistentroom'>"
                        "<value>1</value></field></x></query></iq>")
-        await raw.read_until(f"id='c{i}'")
+        answer = await raw.read_until(f"id='c{i}'")
+        assert "type='error'" not in answer, answer
     batch = 200
     for start in range(0, messages, batch):
         out = "".join(
