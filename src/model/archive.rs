@@ -43,8 +43,12 @@ pub struct Archive {
     len: usize,
     /// Bytes of the messages' stanzas.
     bytes: u64,
-    /// The messages' stanza-ids, to their absolute indexes.
+    /// The sealed messages' stanza-ids, to their blocks' serials.
     ids: IdIndex,
+    /// The serial number of the oldest block (blocks are numbered as they
+    /// are sealed, and the newest's number goes to the next if it is
+    /// opened again), for the id index.
+    front_serial: u64,
     /// Sealed blocks whose bytes are in memory, not yet in a file.
     held_blocks: usize,
     /// This archive's number among the node's, for decoded blocks' keys.
@@ -63,6 +67,7 @@ impl Default for Archive {
             len: 0,
             bytes: 0,
             ids: IdIndex::default(),
+            front_serial: 0,
             held_blocks: 0,
             number: next_archive_number(),
         }
@@ -82,6 +87,7 @@ impl Clone for Archive {
             len: self.len,
             bytes: self.bytes,
             ids: self.ids.clone(),
+            front_serial: self.front_serial,
             held_blocks: self.held_blocks,
             number: next_archive_number(),
         }
@@ -250,9 +256,6 @@ impl Archive {
             return false;
         }
         msg.stamp_ms = msg.stamp_ms.max(self.last_stamp());
-        let abs = self.end_abs();
-        self.ids
-            .add(fingerprint_of(&msg.stanza_id), abs, self.front_abs..abs + 1);
         self.bytes += msg.xml.len() as u64;
         self.open_bytes += msg.xml.len();
         self.len += 1;
@@ -282,17 +285,27 @@ impl Archive {
             return true;
         }
         let start = self.end_abs();
-        let kept = self.front_abs..start + block.count() as u64;
         // A block whose fingerprints cannot be read cannot be read whole
         // either: its messages are found by position only, as damaged.
-        for (abs, fp) in (start..).zip(block.fingerprints().unwrap_or_default()) {
-            self.ids.add(fp, abs, kept.clone());
-        }
+        let fingerprints = block.fingerprints().unwrap_or_default();
         self.len += block.count();
         self.bytes += block.xml_bytes;
         self.track(&block, true);
         self.sealed.push_back((start, block));
+        self.index_newest_block(&fingerprints);
         true
+    }
+
+    /// The serial numbers of the sealed blocks, oldest first.
+    fn serials(&self) -> std::ops::Range<u64> {
+        self.front_serial..self.front_serial + self.sealed.len() as u64
+    }
+
+    fn index_newest_block(&mut self, fingerprints: &[u32]) {
+        let serials = self.serials();
+        for fp in fingerprints {
+            self.ids.add(*fp, serials.end - 1, serials.clone());
+        }
     }
 
     /// The absolute index the next message gets.
@@ -309,6 +322,11 @@ impl Archive {
             Some(block) => {
                 self.track(&block, true);
                 self.sealed.push_back((start, block));
+                let fingerprints: Vec<u32> = messages
+                    .iter()
+                    .map(|m| fingerprint_of(&m.stanza_id))
+                    .collect();
+                self.index_newest_block(&fingerprints);
             }
             // Nothing to seal (or messages postcard cannot encode, which
             // strings and integers never are): they stay open.
@@ -343,6 +361,7 @@ impl Archive {
             if self.dropped_in_first == self.sealed[0].1.count() {
                 if let Some((_, gone)) = self.sealed.pop_front() {
                     self.track(&gone, false);
+                    self.front_serial += 1;
                 }
                 self.dropped_in_first = 0;
                 self.dropped_in_first_bytes = 0;
@@ -356,6 +375,7 @@ impl Archive {
         let Some((_, block)) = self.sealed.pop_front() else {
             return;
         };
+        self.front_serial += 1;
         self.track(&block, false);
         let skip = std::mem::take(&mut self.dropped_in_first);
         let skipped_bytes = std::mem::take(&mut self.dropped_in_first_bytes);
@@ -475,8 +495,8 @@ impl Archive {
         }
         // Entries of dropped messages leave the id index at its merges; a
         // large trim makes one now rather than keep them.
-        if self.ids.len() > 2 * self.len + 1024 {
-            self.ids.merge(self.front_abs..self.end_abs());
+        if self.ids.len() > 2 * self.sealed_len() + 1024 {
+            self.ids.merge(self.serials());
         }
         if self.front().is_none()
             && self
@@ -498,8 +518,8 @@ impl Archive {
                 break;
             }
         }
-        // The dropped messages' absolute indexes go to the next ones.
-        self.ids.retain_within(self.front_abs..self.end_abs());
+        // The dropped blocks' serials go to the next ones.
+        self.ids.retain_within(self.serials());
     }
 
     pub fn clear(&mut self) {
@@ -508,14 +528,20 @@ impl Archive {
 
     /// The sequence number of the message with this stanza-id.
     pub fn seq_of(&self, stanza_id: &str) -> Option<u64> {
-        let kept = self.front_abs..self.end_abs();
-        self.ids
-            .candidates(fingerprint_of(stanza_id), kept)
-            .into_iter()
-            .filter_map(|abs| self.get((abs - self.front_abs) as usize))
-            .filter(|m| m.stanza_id == stanza_id)
-            .map(|m| m.seq)
-            .min()
+        let candidates = self
+            .ids
+            .candidates(fingerprint_of(stanza_id), self.serials());
+        let in_blocks = candidates.into_iter().filter_map(|serial| {
+            let b = (serial - self.front_serial) as usize;
+            let skip = if b == 0 { self.dropped_in_first } else { 0 };
+            let messages = self.block(b)?;
+            let kept = messages.get(skip..)?;
+            kept.iter()
+                .find(|m| m.stanza_id == stanza_id)
+                .map(|m| m.seq)
+        });
+        let in_open = self.open.iter().find(|m| m.stanza_id == stanza_id);
+        in_blocks.chain(in_open.map(|m| m.seq)).min()
     }
 
     pub fn contains_id(&self, stanza_id: &str) -> bool {
@@ -810,7 +836,7 @@ mod tests {
         assert_eq!(a.seq_of("same"), Some(3));
         a.drop_upto(3);
         assert_eq!(a.seq_of("same"), None);
-        a.ids.merge(a.front_abs..a.end_abs());
+        a.ids.merge(a.serials());
         assert!(a.ids.is_empty());
     }
 
@@ -981,11 +1007,35 @@ mod tests {
     #[test]
     fn crafted_clashing_ids_are_indexed_a_bounded_number_of_times() {
         let mut a = Archive::new();
+        // Each in a block of its own: the index names blocks.
         for seq in 1..=50 {
-            a.push(msg(seq, "same"));
+            assert!(a.push_block(Block::seal(&[msg(seq, "same")]).unwrap()));
         }
-        a.ids.merge(a.front_abs..a.end_abs());
+        a.ids.merge(a.serials());
         assert_eq!(a.ids.len(), crate::model::id_index::MAX_CANDIDATES);
         assert_eq!(a.seq_of("same"), Some(1));
+    }
+
+    #[test]
+    fn ids_are_found_in_an_archive_of_more_blocks_than_16_bits_number() {
+        let mut a = Archive::new();
+        let blocks = 70_000u64;
+        for seq in 1..=blocks {
+            assert!(a.push_block(Block::seal(&[msg(seq, &format!("s{seq}"))]).unwrap()));
+        }
+        a.push(msg(blocks + 1, "open"));
+        // Blocks 2 and 65,538 share their serials' low 16 bits.
+        for seq in [1, 2, 65_538, 65_539, blocks, blocks + 1] {
+            let id = if seq > blocks {
+                "open".into()
+            } else {
+                format!("s{seq}")
+            };
+            assert_eq!(a.seq_of(&id), Some(seq), "{id}");
+        }
+        a.drop_upto(10);
+        assert_eq!(a.seq_of("s2"), None);
+        assert_eq!(a.seq_of("s65538"), Some(65_538));
+        assert_eq!(a.seq_of("s11"), Some(11));
     }
 }

@@ -1,32 +1,39 @@
-//! An archive's stanza-ids, found in O(log n) with 8 bytes per message:
-//! a 32-bit fingerprint of each id with the low 32 bits of its message's
-//! absolute index (the archive holds fewer than 2^32 messages, so that
-//! names it), sorted by fingerprint, plus a shorter unsorted run of the
-//! newest that is merged in when it fills.
+//! An archive's stanza-ids, found in O(log n) with 6 bytes per sealed
+//! message: a 32-bit fingerprint of each id with the low 16 bits of its
+//! block's serial number (blocks are numbered as they are sealed; an
+//! archive holds fewer than 2^16 blocks, or a lookup checks the few that
+//! share the low bits), sorted by fingerprint, plus a shorter unsorted run
+//! of the newest that is merged in when it fills. The open messages are
+//! not indexed: there are few, and a lookup reads them all.
 //!
 //! Entries are never removed one by one: a lookup checks each candidate
-//! against the message it names (an entry of a dropped message names no
-//! message, or one with another id), and merges leave out entries of
-//! messages no longer kept.
+//! block for the id itself (an entry of a dropped block names no block,
+//! or one without that id), and merges leave out entries of blocks no
+//! longer kept.
 
 pub use super::block::fingerprint_of;
+use std::ops::Range;
 
-/// Entries with one fingerprint a lookup checks, and a merge keeps. Ids
+/// Blocks with one fingerprint a lookup checks, and a merge keeps. Ids
 /// that share a fingerprint by chance are a few per million; more are
 /// crafted, and each check may cost a block read.
 pub const MAX_CANDIDATES: usize = 8;
 
+/// Sorted by fingerprint then block: two runs rather than one of pairs,
+/// whose padding would take a quarter of the memory.
 #[derive(Clone, Default)]
 pub struct IdIndex {
-    sorted: Vec<(u32, u32)>,
-    recent: Vec<(u32, u32)>,
+    fingerprints: Vec<u32>,
+    blocks: Vec<u16>,
+    recent: Vec<(u32, u16)>,
 }
 
 impl IdIndex {
-    /// Index the message at absolute index `abs` by its id's fingerprint.
-    /// `kept` is the span of absolute indexes the archive keeps, for merges.
-    pub fn add(&mut self, fp: u32, abs: u64, kept: std::ops::Range<u64>) {
-        self.recent.push((fp, abs as u32));
+    /// Index a message of the block with serial number `block` by its id's
+    /// fingerprint. `kept` is the span of serials the archive keeps, for
+    /// merges.
+    pub fn add(&mut self, fp: u32, block: u64, kept: Range<u64>) {
+        self.recent.push((fp, block as u16));
         if self.recent.len() >= self.recent_limit() {
             self.merge(kept);
         }
@@ -35,21 +42,26 @@ impl IdIndex {
     /// The newest entries are scanned, not searched: an eighth of the rest
     /// (at most 4,096, a few µs to scan), so a merge, which moves the
     /// whole sorted run, comes after it grew by an eighth or 4,096: index
-    /// a million messages (a start-up) and it moves about 2 KB per message,
-    /// not the run's whole size.
+    /// a million messages (a start-up) and it moves about 1.5 KB per
+    /// message, not the run's whole size.
     fn recent_limit(&self) -> usize {
-        (self.sorted.len() / 8).clamp(256, 4096)
+        (self.fingerprints.len() / 8).clamp(256, 4096)
     }
 
-    /// Absolute indexes that may hold an id with this fingerprint (at
-    /// most [`MAX_CANDIDATES`], oldest first), for messages in `kept`.
-    pub fn candidates(&self, fp: u32, kept: std::ops::Range<u64>) -> Vec<u64> {
-        let start = self.sorted.partition_point(|(f, _)| *f < fp);
-        let sorted = self.sorted[start..].iter().take_while(|(f, _)| *f == fp);
-        let recent = self.recent.iter().filter(|(f, _)| *f == fp);
+    /// Serials of the blocks in `kept` that may hold an id with this
+    /// fingerprint (at most [`MAX_CANDIDATES`], oldest first).
+    pub fn candidates(&self, fp: u32, kept: Range<u64>) -> Vec<u64> {
+        let start = self.fingerprints.partition_point(|f| *f < fp);
+        let end = start + self.fingerprints[start..].partition_point(|f| *f == fp);
+        let sorted = self.blocks[start..end].iter().copied();
+        let recent = self
+            .recent
+            .iter()
+            .filter(|(f, _)| *f == fp)
+            .map(|(_, b)| *b);
         let mut found: Vec<u64> = sorted
             .chain(recent)
-            .filter_map(|(_, lo)| resolve(*lo, &kept))
+            .flat_map(|lo| resolve(lo, kept.clone()))
             .collect();
         found.sort_unstable();
         found.dedup();
@@ -58,15 +70,20 @@ impl IdIndex {
     }
 
     /// Fold the recent entries into the sorted ones, leaving out those of
-    /// messages no longer kept and those past [`MAX_CANDIDATES`] per
-    /// fingerprint.
-    pub fn merge(&mut self, kept: std::ops::Range<u64>) {
+    /// blocks no longer kept, repeats, and those past [`MAX_CANDIDATES`]
+    /// per fingerprint.
+    pub fn merge(&mut self, kept: Range<u64>) {
         let mut recent = std::mem::take(&mut self.recent);
         recent.sort_unstable();
-        let old = std::mem::take(&mut self.sorted);
-        let mut merged = Vec::with_capacity(old.len() + recent.len());
-        let (mut a, mut b) = (old.into_iter().peekable(), recent.into_iter().peekable());
-        let (mut last_fp, mut same) = (None, 0);
+        let fingerprints = std::mem::take(&mut self.fingerprints);
+        let blocks = std::mem::take(&mut self.blocks);
+        let old = fingerprints.into_iter().zip(blocks);
+        let size = old.len() + recent.len();
+        let (mut a, mut b) = (old.peekable(), recent.into_iter().peekable());
+        let (mut merged_fps, mut merged_blocks) =
+            (Vec::with_capacity(size), Vec::with_capacity(size));
+        let mut last = None;
+        let mut same = 0;
         loop {
             let next = match (a.peek(), b.peek()) {
                 (Some(x), Some(y)) if x <= y => a.next(),
@@ -74,30 +91,43 @@ impl IdIndex {
                 (Some(_), None) => a.next(),
                 (None, None) => break,
             };
-            let Some((fp, lo)) = next else { break };
-            if resolve(lo, &kept).is_none() {
+            let Some((fp, block)) = next else { break };
+            if resolve(block, kept.clone()).next().is_none() || last == Some((fp, block)) {
                 continue;
             }
-            same = if last_fp == Some(fp) { same + 1 } else { 1 };
-            last_fp = Some(fp);
+            same = if last.is_some_and(|(f, _)| f == fp) {
+                same + 1
+            } else {
+                1
+            };
+            last = Some((fp, block));
             if same <= MAX_CANDIDATES {
-                merged.push((fp, lo));
+                merged_fps.push(fp);
+                merged_blocks.push(block);
             }
         }
-        merged.shrink_to_fit();
-        self.sorted = merged;
+        merged_fps.shrink_to_fit();
+        merged_blocks.shrink_to_fit();
+        self.fingerprints = merged_fps;
+        self.blocks = merged_blocks;
     }
 
-    /// Leave out entries of messages outside `kept` now.
-    pub fn retain_within(&mut self, kept: std::ops::Range<u64>) {
-        let within = |(_, lo): &(u32, u32)| resolve(*lo, &kept).is_some();
-        self.sorted.retain(within);
-        self.recent.retain(within);
+    /// Leave out entries of blocks outside `kept` now.
+    pub fn retain_within(&mut self, kept: Range<u64>) {
+        self.recent
+            .retain(|(_, b)| resolve(*b, kept.clone()).next().is_some());
+        if self
+            .blocks
+            .iter()
+            .any(|b| resolve(*b, kept.clone()).next().is_none())
+        {
+            self.merge(kept);
+        }
     }
 
     /// Entries held (kept or not yet left out).
     pub fn len(&self) -> usize {
-        self.sorted.len() + self.recent.len()
+        self.fingerprints.len() + self.recent.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -107,15 +137,17 @@ impl IdIndex {
     /// Bytes the index takes.
     #[cfg(test)]
     fn bytes(&self) -> usize {
-        (self.sorted.capacity() + self.recent.capacity()) * std::mem::size_of::<(u32, u32)>()
+        self.fingerprints.capacity() * 4
+            + self.blocks.capacity() * 2
+            + self.recent.capacity() * std::mem::size_of::<(u32, u16)>()
     }
 }
 
-/// The absolute index in `kept` whose low 32 bits are `lo`, if any.
-fn resolve(lo: u32, kept: &std::ops::Range<u64>) -> Option<u64> {
-    let offset = lo.wrapping_sub(kept.start as u32) as u64;
-    let abs = kept.start + offset;
-    (abs < kept.end).then_some(abs)
+/// The serials in `kept` whose low 16 bits are `lo`: one at most while an
+/// archive holds fewer than 2^16 blocks.
+fn resolve(lo: u16, kept: Range<u64>) -> impl Iterator<Item = u64> {
+    let first = kept.start + u64::from(lo.wrapping_sub(kept.start as u16));
+    (first..kept.end).step_by(1 << 16)
 }
 
 #[cfg(test)]
@@ -123,39 +155,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_resolve_within_what_is_kept_across_the_32_bit_wrap() {
-        let kept = (u32::MAX as u64 - 2)..(u32::MAX as u64 + 5);
-        assert_eq!(resolve(u32::MAX, &kept), Some(u32::MAX as u64));
-        assert_eq!(resolve(3, &kept), Some(u32::MAX as u64 + 4));
-        assert_eq!(resolve(4, &kept), None);
-        assert_eq!(resolve(u32::MAX - 3, &kept), None);
+    fn entries_resolve_within_what_is_kept_across_the_16_bit_wrap() {
+        let all = |lo, kept| resolve(lo, kept).collect::<Vec<_>>();
+        let kept = 65_534..65_541;
+        assert_eq!(all(u16::MAX, kept.clone()), [65_535]);
+        assert_eq!(all(3, kept.clone()), [65_539]);
+        assert_eq!(all(5, kept.clone()), Vec::<u64>::new());
+        assert_eq!(all(65_533, kept), Vec::<u64>::new());
+        // More blocks than 16 bits name: each that shares the low bits.
+        assert_eq!(all(7, 0..140_000), [7, 65_543, 131_079]);
     }
 
     #[test]
     fn lookups_find_every_kept_entry_before_and_after_merges() {
+        let block_of = |message: u64| message / 40;
         let mut index = IdIndex::default();
-        for abs in 0..10_000u64 {
-            index.add(fingerprint_of(&format!("id{abs}")), abs, 0..abs + 1);
+        for m in 0..10_000u64 {
+            index.add(
+                fingerprint_of(&format!("id{m}")),
+                block_of(m),
+                0..block_of(m) + 1,
+            );
         }
-        assert!(index.recent.len() < index.sorted.len());
-        for abs in (0..10_000u64).step_by(7) {
-            let got = index.candidates(fingerprint_of(&format!("id{abs}")), 0..10_000);
-            assert!(got.contains(&abs), "{abs}: {got:?}");
+        assert!(index.recent.len() < index.fingerprints.len());
+        for m in (0..10_000u64).step_by(7) {
+            let got = index.candidates(fingerprint_of(&format!("id{m}")), 0..250);
+            assert!(got.contains(&block_of(m)), "{m}: {got:?}");
         }
-        // Dropped messages leave at the next merge.
-        index.merge(5_000..10_000);
+        // Dropped blocks leave at the next merge.
+        index.merge(125..250);
         assert_eq!(index.len(), 5_000);
         assert!(index
-            .candidates(fingerprint_of("id10"), 5_000..10_000)
+            .candidates(fingerprint_of("id10"), 125..250)
             .is_empty());
-        assert!(index.bytes() <= 5_000 * 8 + 8);
+        assert!(index.bytes() <= 5_000 * 6);
+    }
+
+    #[test]
+    fn an_id_indexed_again_in_the_same_block_is_held_once() {
+        let mut index = IdIndex::default();
+        for _ in 0..3 {
+            index.add(7, 2, 0..3);
+        }
+        index.merge(0..3);
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.candidates(7, 0..3), [2]);
     }
 
     #[test]
     fn a_flood_of_one_fingerprint_is_held_and_checked_a_bounded_number_of_times() {
         let mut index = IdIndex::default();
-        for abs in 0..5_000u64 {
-            index.add(42, abs, 0..abs + 1);
+        for block in 0..5_000u64 {
+            index.add(42, block, 0..block + 1);
         }
         index.merge(0..5_000);
         assert_eq!(index.len(), MAX_CANDIDATES);
