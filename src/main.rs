@@ -28,6 +28,7 @@ usage: outpost [run] [-c FILE]            run the node (embedded defaults withou
        outpost --version";
 
 fn main() -> ExitCode {
+    shell::allocator::configure();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match dispatch(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod allocator;
 pub mod admin_ops;
 pub mod archive_files;
 pub mod config_file;
