@@ -427,7 +427,7 @@ fn offline_storage_is_bounded_in_bytes_per_account_and_per_node() {
         accepted, 4,
         "100 kB hold four 20 kB messages and their markup"
     );
-    let bob_bytes = sim.node.state().accounts["bob"].offline_bytes;
+    let bob_bytes = sim.node.state().accounts["bob"].offline.bytes();
     assert!(bob_bytes <= 100_000, "{bob_bytes}");
     // The node's total binds across accounts.
     let mut to_carol = 0;
@@ -450,11 +450,11 @@ fn offline_storage_is_bounded_in_bytes_per_account_and_per_node() {
     assert!(sim.node.state().offline_bytes() <= 150_000);
     // Delivery frees the space; the counts survive a restart.
     sim.crash_and_restart();
-    assert_eq!(sim.node.state().accounts["bob"].offline_bytes, bob_bytes);
+    assert_eq!(sim.node.state().accounts["bob"].offline.bytes(), bob_bytes);
     let bob = sim.login("bob", "builder", "b");
     sim.send(bob, "<presence/>");
     assert_eq!(sim.take(bob).matches("<body>").count(), 4);
-    assert_eq!(sim.node.state().accounts["bob"].offline_bytes, 0);
+    assert_eq!(sim.node.state().accounts["bob"].offline.bytes(), 0);
     let alice = sim.login("alice", "wonderland", "a2");
     sim.send(
         alice,
@@ -1014,6 +1014,47 @@ fn offline_messages_count_as_delivered_only_once_written() {
         whole(&first).len() < 500,
         "the first session did not read them all"
     );
+    assert!(sim.node.state().accounts["bob"].offline.is_empty());
+}
+
+/// Offline messages are sealed into blocks and written out like a room's
+/// archive: memory keeps less than a block's worth of them. A session that
+/// reads part, a crash, and the next session reads the rest from the
+/// blocks: each exactly once, in order.
+#[test]
+fn offline_messages_live_in_blocks_and_each_comes_once_across_a_crash() {
+    let mut sim = SimNode::new(NodeConfig::new("localhost"), 12);
+    sim.add_user("alice", "wonderland");
+    sim.add_user("bob", "builder");
+    let alice = sim.login("alice", "wonderland", "a");
+    let body = "o".repeat(1000);
+    for i in 0..100 {
+        sim.send(alice, &format!("<message to='bob@localhost' type='chat' id='m{i}'><body>#{i}# {body}</body></message>"));
+    }
+    let queue = &sim.node.state().accounts["bob"].offline;
+    assert_eq!(queue.len(), 100);
+    assert!(
+        queue.archive().held_bytes() < 16 * 1024 && queue.bytes() > 100_000,
+        "{} of {} bytes in memory",
+        queue.archive().held_bytes(),
+        queue.bytes()
+    );
+    let numbers = |out: &str| -> Vec<usize> {
+        out.split("<message ")
+            .filter(|m| m.contains("</message>"))
+            .filter_map(|m| m.split('#').nth(1)?.parse().ok())
+            .collect()
+    };
+    let bob = sim.login("bob", "builder", "phone");
+    sim.send(bob, "<presence/>");
+    let first = numbers(&sim.take_some(bob, 30_000));
+    assert!(!first.is_empty() && first.len() < 100, "{first:?}");
+    sim.crash_and_restart();
+    let bob = sim.login("bob", "builder", "phone");
+    sim.send(bob, "<presence/>");
+    let second = numbers(&sim.take(bob));
+    let all: Vec<usize> = first.iter().chain(&second).copied().collect();
+    assert_eq!(all, (0..100).collect::<Vec<_>>(), "each once, in order");
     assert!(sim.node.state().accounts["bob"].offline.is_empty());
 }
 

@@ -266,6 +266,85 @@ fn archive_blocks_live_in_files_and_read_back_after_a_restart() {
     assert_eq!(ops.position(ops.seq_of("ops-1000").unwrap()), Some(499));
 }
 
+/// Offline queues on flash: 300 accounts with a few KiB each (no queue
+/// fills a block) pass the node's bound on open messages; the largest are
+/// sealed and written out, and the state read back after a restart (from
+/// a snapshot that refers to the files) is the same, delivered messages
+/// gone.
+#[test]
+fn offline_queues_past_the_open_bound_live_in_files_across_a_restart() {
+    use outpost::node::OPEN_MESSAGE_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = Credentials::derive("pw", b"fixed salt", 64);
+    let push = |user: &str, i: usize| Record::OfflinePush {
+        user: user.into(),
+        stamp_ms: 1_795_000_000_000 + i as u64,
+        xml: format!(
+            "<message from='hq@localhost/a' type='chat'><body>{i} {}</body></message>",
+            "situation report ".repeat(50)
+        ),
+    };
+    let users: Vec<String> = (0..300).map(|u| format!("user{u}")).collect();
+    let mut expect = State::default();
+    {
+        let opened = open_state(dir.path(), 1).unwrap();
+        let (mut log, mut state, files) = (opened.log, opened.state, opened.archive);
+        for user in &users {
+            let set = Record::AccountSet {
+                user: user.clone(),
+                creds: creds.clone(),
+            };
+            commit(&mut log, &mut state, set.clone());
+            expect.apply(&set);
+            for i in 0..8 {
+                commit(&mut log, &mut state, push(user, i));
+                expect.apply(&push(user, i));
+            }
+        }
+        log.commit().unwrap();
+        let open = |s: &State| -> u64 {
+            let all = s
+                .accounts
+                .values()
+                .map(|a| a.offline.archive().held_bytes());
+            all.sum()
+        };
+        assert!(open(&state) > OPEN_MESSAGE_BYTES as u64, "{}", open(&state));
+        // What the node does after each commit.
+        assert!(state.bound_open_messages(OPEN_MESSAGE_BYTES) > 0);
+        write_out(&mut state, &files);
+        assert!(open(&state) <= OPEN_MESSAGE_BYTES as u64 / 2);
+        assert!(state == expect);
+        snapshot::compact(&mut log, &state, 2).unwrap();
+        // Delivered after the snapshot: records only.
+        let done = Record::OfflineDone {
+            user: "user7".into(),
+            upto: 5,
+        };
+        commit(&mut log, &mut state, done.clone());
+        expect.apply(&done);
+        log.commit().unwrap();
+    }
+    assert!(
+        files_bytes(dir.path()) > 0,
+        "blocks went to the archive files"
+    );
+    let opened = open_state(dir.path(), 3).unwrap();
+    assert!(opened.state == expect, "the queues read back differ");
+    let user7: Vec<u64> = opened.state.accounts["user7"]
+        .offline
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(user7, [6, 7, 8]);
+    let last = opened.state.accounts["user299"]
+        .offline
+        .iter()
+        .last()
+        .unwrap();
+    assert!(last.xml.contains("<body>7 situation"), "{}", last.xml);
+}
+
 fn files_bytes(data_dir: &std::path::Path) -> u64 {
     std::fs::read_dir(data_dir.join("archive"))
         .unwrap()

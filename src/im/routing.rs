@@ -191,7 +191,7 @@ impl Ctx<'_> {
         };
         let size = xml.len() as u64;
         let full = if acc.offline.len() >= self.cfg.offline_limit
-            || acc.offline_bytes + size > self.cfg.offline_bytes_per_account
+            || acc.offline.bytes() + size > self.cfg.offline_bytes_per_account
         {
             Some(format!(
                 "{user} is offline and their message storage is full"
@@ -245,7 +245,7 @@ impl Ctx<'_> {
         let domain = self.cfg.domain.clone();
         let mut out = Vec::new();
         let mut bytes = 0;
-        for m in acc.offline.iter().filter(|m| m.id > after) {
+        for m in acc.offline.after(after) {
             let delay = stanza::delay(&domain, m.stamp_ms).to_xml(ns::CLIENT);
             let xml = stanza::insert_before_close(&m.xml, &delay).into_bytes();
             bytes += xml.len();

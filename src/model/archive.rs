@@ -190,9 +190,14 @@ impl Archive {
 
     /// The messages, oldest first (each one decoded on demand).
     pub fn iter(&self) -> Iter<'_> {
+        self.iter_from(0)
+    }
+
+    /// The messages from `position` on.
+    pub fn iter_from(&self, position: usize) -> Iter<'_> {
         Iter {
             archive: self,
-            front: 0,
+            front: position.min(self.len),
             back: self.len,
         }
     }
@@ -311,6 +316,19 @@ impl Archive {
     /// The absolute index the next message gets.
     fn end_abs(&self) -> u64 {
         self.front_abs + self.len as u64
+    }
+
+    /// Stanza bytes of the open messages.
+    pub fn open_bytes(&self) -> usize {
+        self.open_bytes
+    }
+
+    /// Seal the open messages into a block now, however few (memory
+    /// holds open messages whole; see `State::bound_open_messages`).
+    pub fn seal_open(&mut self) {
+        if !self.open.is_empty() {
+            self.seal();
+        }
     }
 
     /// Seal the open messages into a block.
@@ -568,6 +586,17 @@ impl Archive {
             |m| if m.stamp_ms < ms { Less } else { Greater },
             |b| (b.first_stamp, b.last_stamp),
             ms,
+        );
+        found.unwrap_or_else(|p| p)
+    }
+
+    /// The position of the first message with a sequence number above
+    /// `seq`.
+    pub fn first_after_seq(&self, seq: u64) -> usize {
+        let found = self.search(
+            |m| if m.seq <= seq { Less } else { Greater },
+            |b| (b.first_seq, b.last_seq),
+            seq.saturating_add(1),
         );
         found.unwrap_or_else(|p| p)
     }

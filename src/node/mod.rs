@@ -171,6 +171,10 @@ pub enum Action {
     },
 }
 
+/// Stanza bytes of open (not yet sealed) archive messages the node holds
+/// in memory, all rooms, replicas and offline queues together.
+pub const OPEN_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+
 pub struct Node {
     pub(crate) cfg: NodeConfig,
     pub(crate) state: State,
@@ -268,11 +272,16 @@ impl Node {
     }
 
     /// Write the archive blocks held in memory with `store` (the shell's
-    /// archive files); memory then keeps where they went.
+    /// archive files); memory then keeps where they went. Open messages
+    /// past the node's bound are sealed first, to go with them.
     pub fn spill_archive_blocks(
         &mut self,
         store: &mut dyn FnMut(&[u8]) -> std::io::Result<crate::model::block::Extent>,
     ) -> std::io::Result<()> {
+        self.state.bound_open_messages(OPEN_MESSAGE_BYTES);
+        if !self.state.has_held_blocks() {
+            return Ok(());
+        }
         self.state.spill_blocks(store)
     }
 

@@ -6,8 +6,8 @@
 
 pub mod accept;
 pub mod admin;
-pub mod allocator;
 pub mod admin_ops;
+pub mod allocator;
 pub mod archive_files;
 pub mod config_file;
 mod conn;
@@ -306,9 +306,6 @@ async fn serve(
 /// files. A failure loses nothing (the blocks stay in memory, their
 /// messages are in the log); it is said once, and tried again next turn.
 fn spill_archive_blocks(node: &mut Node, archive: &SharedFiles, failing: &mut bool) {
-    if !node.state().has_held_blocks() {
-        return;
-    }
     let mut files = archive.0.borrow_mut();
     match node.spill_archive_blocks(&mut |bytes| files.append(bytes)) {
         Ok(()) if *failing => {

@@ -8,14 +8,55 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 impl State {
+    /// Rooms' archives, replicas' archives and offline queues.
     fn archives(&self) -> impl Iterator<Item = &Archive> {
         let rooms = self.rooms.values().map(|r| &r.archive);
-        rooms.chain(self.mirrors.values().map(|m| &m.state.archive))
+        let mirrors = self.mirrors.values().map(|m| &m.state.archive);
+        let offline = self.accounts.values().map(|a| a.offline.archive());
+        rooms.chain(mirrors).chain(offline)
     }
 
     fn archives_mut(&mut self) -> impl Iterator<Item = &mut Archive> {
         let rooms = self.rooms.values_mut().map(|r| &mut r.archive);
-        rooms.chain(self.mirrors.values_mut().map(|m| &mut m.state.archive))
+        let mirrors = self.mirrors.values_mut().map(|m| &mut m.state.archive);
+        let offline = self.accounts.values_mut().map(|a| a.offline.archive_mut());
+        rooms.chain(mirrors).chain(offline)
+    }
+
+    /// Seal open messages early when all archives' open runs together
+    /// hold more than `budget` bytes of stanzas: the largest runs first,
+    /// until they hold at most half of it. Open messages are what memory
+    /// keeps whole; a thousand quiet rooms or offline queues would each
+    /// keep up to a block's worth (16 KiB) otherwise. Returns how many
+    /// runs were sealed.
+    pub fn bound_open_messages(&mut self, budget: usize) -> usize {
+        let total: usize = self.archives().map(Archive::open_bytes).sum();
+        if total <= budget {
+            return 0;
+        }
+        let mut runs: Vec<(usize, usize)> = self
+            .archives()
+            .enumerate()
+            .map(|(i, a)| (a.open_bytes(), i))
+            .filter(|(bytes, _)| *bytes > 0)
+            .collect();
+        runs.sort_unstable_by(|a, b| b.cmp(a));
+        let mut left = total;
+        let chosen: BTreeSet<usize> = runs
+            .into_iter()
+            .take_while(|(bytes, _)| {
+                let more = left > budget / 2;
+                left -= bytes;
+                more
+            })
+            .map(|(_, i)| i)
+            .collect();
+        for (i, archive) in self.archives_mut().enumerate() {
+            if chosen.contains(&i) {
+                archive.seal_open();
+            }
+        }
+        chosen.len()
     }
 
     /// Whether some archive holds sealed blocks not yet written out.
@@ -80,5 +121,70 @@ impl State {
             read += archive.rehold(files, budget - read);
         }
         read
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{OfflineMessage, Record};
+
+    fn with_offline_queues(sizes: &[usize]) -> State {
+        let mut state = State::default();
+        for (i, size) in sizes.iter().enumerate() {
+            let user = format!("u{i}");
+            state.apply(&Record::AccountSet {
+                user: user.clone(),
+                creds: crate::scram::Credentials::derive("pw", b"fixed salt", 64),
+            });
+            // Messages of 1 KiB until the queue holds `size` bytes.
+            for _ in 0..size / 1024 {
+                state.apply(&Record::OfflinePush {
+                    user: user.clone(),
+                    stamp_ms: 1,
+                    xml: "m".repeat(1024),
+                });
+            }
+        }
+        state
+    }
+
+    fn messages(state: &State) -> Vec<Vec<OfflineMessage>> {
+        state
+            .accounts
+            .values()
+            .map(|a| a.offline.iter().collect())
+            .collect()
+    }
+
+    #[test]
+    fn open_messages_past_the_bound_are_sealed_largest_runs_first() {
+        // 40 queues of 4 KiB and one of 12 KiB: 172 KiB open in all.
+        let mut sizes = vec![4 * 1024; 40];
+        sizes.push(12 * 1024);
+        let mut state = with_offline_queues(&sizes);
+        let before = messages(&state);
+        let open = |s: &State| s.archives().map(Archive::open_bytes).sum::<usize>();
+        assert_eq!(open(&state), 172 * 1024);
+        assert_eq!(state.bound_open_messages(200 * 1024), 0, "under the bound");
+        let sealed = state.bound_open_messages(128 * 1024);
+        assert!(open(&state) <= 64 * 1024, "{}", open(&state));
+        assert_eq!(
+            sealed,
+            1 + 24,
+            "the 12 KiB run, then 4 KiB runs to half the bound"
+        );
+        assert_eq!(state.accounts["u40"].offline.archive().open_bytes(), 0);
+        assert_eq!(
+            messages(&state),
+            before,
+            "nothing changes but where they are"
+        );
+        assert!(state.has_held_blocks());
+        assert_eq!(
+            state.bound_open_messages(128 * 1024),
+            0,
+            "until they grow again"
+        );
     }
 }

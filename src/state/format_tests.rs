@@ -97,6 +97,15 @@ fn records() -> Vec<Record> {
             user: "alice".into(),
             upto: 1,
         },
+        Record::AccountSet {
+            user: "dave".into(),
+            creds: creds.clone(),
+        },
+        Record::OfflinePush {
+            user: "dave".into(),
+            stamp_ms: 1_795_000_000_002,
+            xml: "<message from='bob@localhost/b' type='chat'><body>three</body></message>".into(),
+        },
         room(RoomRecord::Create {
             owner: "alice@localhost".into(),
             salt: vec![1; 16],
@@ -240,6 +249,10 @@ fn encoded() -> String {
     for r in &all {
         state.apply(r);
     }
+    // Alice's offline queue sealed into a block (held), dave's open: the
+    // snapshot pins both forms of a queue.
+    let alice = &mut state.accounts.get_mut("alice").unwrap().offline;
+    alice.archive_mut().seal_open();
     // The replica's blocks as written to an archive file; the room's stay
     // held in memory: the snapshot pins both forms.
     let replica = &mut state.mirrors.get_mut(KEY).unwrap().state.archive;

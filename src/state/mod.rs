@@ -8,17 +8,19 @@ mod archive_blocks;
 #[cfg(test)]
 mod format_tests;
 pub mod link;
+mod offline;
 pub mod salvage;
 pub mod snapshot;
 
 pub use link::{apply_link, LinkState, LinkStore, Queued, QueuedEvent};
+pub use offline::{OfflineMessage, OfflineQueue};
 
 use crate::common::PeerId;
 use crate::model::replica::{MirrorCache, MirrorRecord};
 use crate::model::room::{RoomRecord, RoomState};
 use crate::scram::Credentials;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 /// Log record kinds (the `kind` byte of a log record). Kinds 1 (snapshot)
 /// and 2 (other records) hold a record of log format 1 as it is: releases
@@ -122,30 +124,13 @@ pub struct RosterItem {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OfflineMessage {
-    pub id: u64,
-    pub stamp_ms: u64,
-    /// The stanza as it will be delivered, without the delay element.
-    pub xml: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub creds: Credentials,
     /// Keyed by the contact's bare JID.
     pub roster: BTreeMap<String, RosterItem>,
     pub roster_ver: u64,
-    pub offline: VecDeque<OfflineMessage>,
+    pub offline: OfflineQueue,
     pub next_offline_id: u64,
-    /// Bytes of the stanzas in `offline` (derived; not stored in the log).
-    #[serde(skip)]
-    pub offline_bytes: u64,
-}
-
-impl Account {
-    fn recount(&mut self) {
-        self.offline_bytes = self.offline.iter().map(|m| m.xml.len() as u64).sum();
-    }
 }
 
 /// The state's layout before `admin` was added (postcard needs every field):
@@ -339,7 +324,7 @@ impl Record {
         }
         fn fix_state(s: &mut LegacyState) {
             for acc in s.accounts.values_mut() {
-                acc.offline.iter_mut().for_each(|m| fix(&mut m.xml));
+                acc.offline.map_xml(fix);
             }
             s.rooms.values_mut().for_each(|r| r.archive.map_xml(fix));
             s.mirrors
@@ -438,9 +423,8 @@ pub fn apply_account(accounts: &mut Accounts, record: &Record) {
                         creds: creds.clone(),
                         roster: BTreeMap::new(),
                         roster_ver: 0,
-                        offline: VecDeque::new(),
+                        offline: OfflineQueue::default(),
                         next_offline_id: 1,
-                        offline_bytes: 0,
                     },
                 );
             }
@@ -476,8 +460,7 @@ pub fn apply_account(accounts: &mut Accounts, record: &Record) {
             if let Some(acc) = accounts.get_mut(user) {
                 let id = acc.next_offline_id;
                 acc.next_offline_id += 1;
-                acc.offline_bytes += xml.len() as u64;
-                acc.offline.push_back(OfflineMessage {
+                acc.offline.push(OfflineMessage {
                     id,
                     stamp_ms: *stamp_ms,
                     xml: xml.clone(),
@@ -486,11 +469,7 @@ pub fn apply_account(accounts: &mut Accounts, record: &Record) {
         }
         Record::OfflineDone { user, upto } => {
             if let Some(acc) = accounts.get_mut(user) {
-                while acc.offline.front().is_some_and(|m| m.id <= *upto) {
-                    if let Some(m) = acc.offline.pop_front() {
-                        acc.offline_bytes -= m.xml.len() as u64;
-                    }
-                }
+                acc.offline.drop_upto(*upto);
             }
         }
         _ => {}
@@ -499,7 +478,7 @@ pub fn apply_account(accounts: &mut Accounts, record: &Record) {
 
 /// Bytes of offline messages kept for all accounts.
 pub fn offline_bytes(accounts: &Accounts) -> u64 {
-    accounts.values().map(|a| a.offline_bytes).sum()
+    accounts.values().map(|a| a.offline.bytes()).sum()
 }
 
 impl State {
@@ -512,7 +491,6 @@ impl State {
         match record {
             Record::Snapshot(s) => {
                 *self = s.clone().into();
-                self.accounts.values_mut().for_each(Account::recount);
             }
             Record::AccountSet { .. }
             | Record::AccountDel { .. }
@@ -613,7 +591,7 @@ mod tests {
         let acc = &direct.accounts["a"];
         assert_eq!(acc.roster_ver, 1);
         assert_eq!(acc.offline.len(), 1);
-        assert_eq!(acc.offline[0].id, 2);
+        assert_eq!(acc.offline.iter().next().unwrap().id, 2);
         let mut from_snapshot = State::default();
         let legacy = Record::Snapshot(direct.clone().into());
         from_snapshot.apply(&Record::decode(KIND_SNAPSHOT_V1, &legacy.encode_v1()).unwrap());

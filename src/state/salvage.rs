@@ -37,7 +37,7 @@ impl Summary {
         for acc in state.accounts.values() {
             s.roster_items += acc.roster.len();
             s.offline_messages += acc.offline.len();
-            s.offline_bytes += acc.offline.iter().map(|m| m.xml.len() as u64).sum::<u64>();
+            s.offline_bytes += acc.offline.bytes();
         }
         for room in state.rooms.values() {
             s.archived_messages += room.archive.len();

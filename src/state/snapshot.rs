@@ -11,7 +11,7 @@
 //! left unfinished is ignored, and the state from the records before and
 //! beside it stands.
 
-use super::{Account, LinkState, OfflineMessage, Queued, Record, RosterItem, State};
+use super::{Account, LinkState, OfflineMessage, OfflineQueue, Queued, Record, RosterItem, State};
 use crate::common::PeerId;
 use crate::model::archive::Archive;
 use crate::model::block::{Block, Extent, Packed};
@@ -34,7 +34,9 @@ use std::io;
 /// 3. Archives' older messages come as compressed blocks
 ///    (`ArchiveBlocks`, `MirrorArchiveBlocks`) between their loose
 ///    messages. Format 2 snapshots read the same way.
-pub const FORMAT: u32 = 3;
+/// 4. Offline queues likewise (`OfflineBlocks`). Formats 2 and 3 read the
+///    same way.
+pub const FORMAT: u32 = 4;
 /// A part closes once its contents reach this many bytes (so a part is at
 /// most this plus one item, and every item is bounded on its own).
 pub const PART_BYTES: usize = 1024 * 1024;
@@ -104,6 +106,11 @@ pub enum SnapshotPart {
         key: String,
         blocks: Vec<Block>,
     },
+    /// Sealed blocks of an account's offline queue, in order (format 4).
+    OfflineBlocks {
+        user: String,
+        blocks: Vec<Block>,
+    },
 }
 
 impl SnapshotPart {
@@ -120,7 +127,8 @@ impl SnapshotPart {
     fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
         let blocks = match self {
             SnapshotPart::ArchiveBlocks { blocks, .. }
-            | SnapshotPart::MirrorArchiveBlocks { blocks, .. } => &blocks[..],
+            | SnapshotPart::MirrorArchiveBlocks { blocks, .. }
+            | SnapshotPart::OfflineBlocks { blocks, .. } => &blocks[..],
             _ => &[],
         };
         blocks.iter().filter_map(|b| match b.packed {
@@ -158,9 +166,8 @@ impl State {
                         creds: creds.clone(),
                         roster: BTreeMap::new(),
                         roster_ver: *roster_ver,
-                        offline: VecDeque::new(),
+                        offline: OfflineQueue::default(),
                         next_offline_id: *next_offline_id,
-                        offline_bytes: 0,
                     },
                 );
             }
@@ -171,8 +178,9 @@ impl State {
             }
             SnapshotPart::Offline { user, messages } => {
                 if let Some(acc) = self.accounts.get_mut(user) {
-                    acc.offline_bytes += messages.iter().map(|m| m.xml.len() as u64).sum::<u64>();
-                    acc.offline.extend(messages.iter().cloned());
+                    for m in messages {
+                        acc.offline.push(m.clone());
+                    }
                 }
             }
             SnapshotPart::Room { room, state } => {
@@ -222,6 +230,13 @@ impl State {
             SnapshotPart::MirrorArchiveBlocks { key, blocks } => {
                 if let Some(c) = self.mirrors.get_mut(key) {
                     extend_blocks(&mut c.state, blocks);
+                }
+            }
+            SnapshotPart::OfflineBlocks { user, blocks } => {
+                if let Some(acc) = self.accounts.get_mut(user) {
+                    for block in blocks {
+                        acc.offline.archive_mut().push_block(block.clone());
+                    }
                 }
             }
         }
@@ -304,7 +319,8 @@ impl Entity {
         match part {
             SnapshotPart::Account { user, .. }
             | SnapshotPart::Roster { user, .. }
-            | SnapshotPart::Offline { user, .. } => Entity::Account(user.clone()),
+            | SnapshotPart::Offline { user, .. }
+            | SnapshotPart::OfflineBlocks { user, .. } => Entity::Account(user.clone()),
             SnapshotPart::Room { room, .. }
             | SnapshotPart::Archive { room, .. }
             | SnapshotPart::ArchiveBlocks { room, .. } => Entity::Room(room.clone()),
@@ -427,13 +443,17 @@ pub fn write_entity(
                 let user = user.clone();
                 part(SnapshotPart::Roster { user, items }, emit)
             })?;
-            slices(
-                &acc.offline,
-                |m| m.xml.len(),
-                |messages| {
-                    let user = user.clone();
-                    part(SnapshotPart::Offline { user, messages }, emit)
+            archive_parts(
+                acc.offline.archive(),
+                |messages| SnapshotPart::Offline {
+                    user: user.clone(),
+                    messages: messages.into_iter().map(OfflineMessage::from).collect(),
                 },
+                |blocks| SnapshotPart::OfflineBlocks {
+                    user: user.clone(),
+                    blocks,
+                },
+                |p| part(p, emit),
             )?;
         }
         Entity::Room(room) => {
