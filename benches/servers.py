@@ -29,15 +29,17 @@ def cpu_seconds(pid):
 
 
 @contextlib.contextmanager
-def outpost(workdir: Path, users: int, extra: str = ""):
+def outpost(workdir: Path, users: int, extra: str = "", c2s_extra: str = ""):
     """Yield (pid, port, data_dir) of an outpost with user0..user{n-1};
-    `extra` is appended to its configuration file (whole TOML sections)."""
+    `extra` is appended to its configuration file (whole TOML sections),
+    `c2s_extra` to its `[c2s]` section (keys, one per line)."""
     if not OUTPOST.exists():
         sys.exit("build first: cargo build --release")
     port = free_port()
     cfg = workdir / "outpost.toml"
     cfg.write_text(f'domain = "localhost"\ndata_dir = "data"\nlog_level = "warn"\n'
-                   f'[c2s]\nlisten = "127.0.0.1:{port}"\nmax_connections = {users + 50}\n' + extra)
+                   f'[c2s]\nlisten = "127.0.0.1:{port}"\nmax_connections = {users + 50}\n'
+                   + c2s_extra.replace("[c2s]\n", "") + extra)
     for i in range(users):
         subprocess.run([str(OUTPOST), "user", "add", f"user{i}", "-c", str(cfg)],
                        input=PASSWORD + "\n", text=True, check=True, capture_output=True)
