@@ -28,14 +28,8 @@ BODY = "situation report from the north road: water pump fixed, fuel low " * 15
 async def fill(port, accounts, messages):
     raw = await Raw.open(port)
     await raw.login_plain("user0", servers.PASSWORD)
-    batch = 200
-    for start in range(0, messages, batch):
-        out = "".join(
-            f"<message to='user{1 + k % accounts}@localhost' type='chat' id='m{k}'><body>{k} {BODY}</body></message>"
-            for k in range(start, min(start + batch, messages)))
-        await raw.send(out + f"<iq type='get' id='b{start}'><ping xmlns='urn:xmpp:ping'/></iq>")
-        await raw.read_until(f"id='b{start}'")
-        raw.buffer = ""
+    await servers.send_acked(raw, messages, lambda k: (
+        f"<message to='user{1 + k % accounts}@localhost' type='chat' id='m{k}'><body>{k} {BODY}</body></message>"))
     raw.close()
 
 
@@ -56,7 +50,6 @@ def run(binary, workdir, accounts, messages):
     servers.OUTPOST = Path(binary)
     extra = (f"[c2s]\noffline_limit = {messages}\noffline_bytes_per_account = {messages * 2048}\n"
              f"offline_bytes_total = {messages * 2048}\n")
-    # servers.outpost writes [c2s] itself: merge ours into it.
     r = {}
     with servers.outpost(workdir, accounts + 1, c2s_extra=extra) as (pid, port, _):
         t = time.monotonic()

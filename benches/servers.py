@@ -132,12 +132,18 @@ async def fill_rooms(port, rooms, messages, body):
                        "<value>1</value></field></x></query></iq>")
         answer = await raw.read_until(f"id='c{i}'")
         assert "type='error'" not in answer, answer
+    await send_acked(raw, messages, lambda k: (
+        f"<message to='{rooms[k % len(rooms)]}' type='groupchat' id='m{k}'><body>{body(k)}</body></message>"))
+    raw.close()
+
+
+async def send_acked(raw, count, stanza):
+    """Send `stanza(k)` for k in range(count), 200 at a time, each batch
+    followed by a ping whose answer is awaited: the node handled (and
+    stored) the batch before it answered."""
     batch = 200
-    for start in range(0, messages, batch):
-        out = "".join(
-            f"<message to='{rooms[k % len(rooms)]}' type='groupchat' id='m{k}'><body>{body(k)}</body></message>"
-            for k in range(start, min(start + batch, messages)))
+    for start in range(0, count, batch):
+        out = "".join(stanza(k) for k in range(start, min(start + batch, count)))
         await raw.send(out + f"<iq type='get' id='b{start}'><ping xmlns='urn:xmpp:ping'/></iq>")
         await raw.read_until(f"id='b{start}'")
         raw.buffer = ""
-    raw.close()

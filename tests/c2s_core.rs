@@ -965,6 +965,14 @@ fn failures_count_across_streams_per_address_and_per_account() {
     assert!(sim.take(again).contains("<success"));
 }
 
+/// The numbers of the whole messages in `out` whose bodies begin `#N#`.
+fn message_numbers(out: &str) -> Vec<usize> {
+    out.split("<message ")
+        .filter(|m| m.contains("</message>"))
+        .filter_map(|m| m.split('#').nth(1)?.parse().ok())
+        .collect()
+}
+
 /// 500 offline messages of 4 KB, and a client that reads slowly and is
 /// killed halfway: before, everything was marked delivered when queued
 /// (249 arrived, the rest were lost). Now only what was written counts,
@@ -1000,18 +1008,12 @@ fn offline_messages_count_as_delivered_only_once_written() {
     let bob = sim.login("bob", "builder", "phone");
     sim.send(bob, "<presence/>");
     let second = sim.take(bob);
-    let whole = |out: &str| -> Vec<usize> {
-        out.split("<message ")
-            .filter(|m| m.contains("</message>"))
-            .filter_map(|m| m.split('#').nth(1)?.parse().ok())
-            .collect()
-    };
-    let mut got = whole(&first);
-    got.extend(whole(&second));
+    let mut got = message_numbers(&first);
+    got.extend(message_numbers(&second));
     got.sort();
     assert_eq!(got, (0..500).collect::<Vec<_>>(), "each exactly once");
     assert!(
-        whole(&first).len() < 500,
+        message_numbers(&first).len() < 500,
         "the first session did not read them all"
     );
     assert!(sim.node.state().accounts["bob"].offline.is_empty());
@@ -1039,20 +1041,14 @@ fn offline_messages_live_in_blocks_and_each_comes_once_across_a_crash() {
         queue.archive().held_bytes(),
         queue.bytes()
     );
-    let numbers = |out: &str| -> Vec<usize> {
-        out.split("<message ")
-            .filter(|m| m.contains("</message>"))
-            .filter_map(|m| m.split('#').nth(1)?.parse().ok())
-            .collect()
-    };
     let bob = sim.login("bob", "builder", "phone");
     sim.send(bob, "<presence/>");
-    let first = numbers(&sim.take_some(bob, 30_000));
+    let first = message_numbers(&sim.take_some(bob, 30_000));
     assert!(!first.is_empty() && first.len() < 100, "{first:?}");
     sim.crash_and_restart();
     let bob = sim.login("bob", "builder", "phone");
     sim.send(bob, "<presence/>");
-    let second = numbers(&sim.take(bob));
+    let second = message_numbers(&sim.take(bob));
     let all: Vec<usize> = first.iter().chain(&second).copied().collect();
     assert_eq!(all, (0..100).collect::<Vec<_>>(), "each once, in order");
     assert!(sim.node.state().accounts["bob"].offline.is_empty());
