@@ -19,6 +19,7 @@ pub mod model;
 pub mod muc;
 pub mod node;
 pub mod scram;
+pub mod server_info;
 pub mod settings;
 pub mod shell;
 pub mod sim;

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use outpost::node::{AdminCommand, AdminReply, NodeConfig};
-use outpost::sim::SimNode;
+use outpost::sim::{between, SimNode};
 
 fn node() -> SimNode {
     let mut cfg = NodeConfig::new("localhost");
@@ -645,6 +645,91 @@ fn server_iq_disco_ping_and_unknown_payloads() {
         "<iq type='get' id='f2' to='bob@localhost/b'><ping xmlns='urn:xmpp:ping'/></iq>",
     );
     assert!(sim.take(bob).contains("from='alice@localhost/a'"));
+}
+
+/// Entity capabilities (XEP-0115): the stream features carry the server's
+/// hash; the info at `node#ver` is the server's, and hashes to `ver` as
+/// the client would compute it. Other nodes are not found (XEP-0030).
+#[test]
+fn the_server_announces_caps_and_answers_for_its_node_only() {
+    let mut sim = node();
+    let c = sim.connect();
+    sim.send(c, &sim.header());
+    let features = sim.take(c);
+    let ver = between(&features, "ver='", "'")
+        .expect("a caps hash")
+        .to_string();
+    assert!(
+        features.contains(
+            "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:x-outpost'"
+        ),
+        "{features}"
+    );
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(alice, &format!("<iq type='get' id='c' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='urn:x-outpost#{ver}'/></iq>"));
+    let info = sim.take(alice);
+    assert!(
+        info.contains("type='result'") && info.contains(&format!("node='urn:x-outpost#{ver}'")),
+        "{info}"
+    );
+    // The verification string from the answer, as a client builds it.
+    let mut features: Vec<&str> = info
+        .split("<feature var='")
+        .skip(1)
+        .filter_map(|f| f.split('\'').next())
+        .collect();
+    features.sort_unstable();
+    let mut s = String::from("server/im//Outpost<");
+    for f in features {
+        s.push_str(f);
+        s.push('<');
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, s.as_bytes());
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD.encode(digest),
+        ver
+    );
+    for (id, query) in [
+        (
+            "x1",
+            "<query xmlns='http://jabber.org/protocol/disco#info' node='urn:x-outpost#stale'/>",
+        ),
+        (
+            "x2",
+            "<query xmlns='http://jabber.org/protocol/disco#items' node='anything'/>",
+        ),
+    ] {
+        sim.send(
+            alice,
+            &format!("<iq type='get' id='{id}' to='localhost'>{query}</iq>"),
+        );
+        let out = sim.take(alice);
+        assert!(
+            out.contains("type='error'") && out.contains("<item-not-found"),
+            "{out}"
+        );
+    }
+}
+
+/// XEP-0202: the server's time, in UTC.
+#[test]
+fn the_server_tells_its_time() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(
+        alice,
+        "<iq type='get' id='t' to='localhost'><time xmlns='urn:xmpp:time'/></iq>",
+    );
+    let out = sim.take(alice);
+    assert!(
+        out.contains("type='result'") && out.contains("<tzo>+00:00</tzo>"),
+        "{out}"
+    );
+    let utc = between(&out, "<utc>", "</utc>").expect("a utc element");
+    assert!(
+        utc.len() == 24 && utc.ends_with('Z') && utc.as_bytes()[10] == b'T',
+        "{utc}"
+    );
 }
 
 #[test]

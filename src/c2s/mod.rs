@@ -490,6 +490,7 @@ impl Clients {
                 f.push_str("</mechanisms>");
             }
         }
+        f.push_str(&crate::server_info::caps_feature());
         f.push_str("</stream:features>");
         f
     }

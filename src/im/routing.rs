@@ -6,6 +6,7 @@ use super::{carbons, Ctx};
 use crate::c2s::output::Completion;
 use crate::common::ConnId;
 use crate::jid::Jid;
+use crate::server_info;
 use crate::stanza::{self, Iq};
 use crate::state::Record;
 use crate::xml::{ns, Element};
@@ -328,13 +329,31 @@ impl Ctx<'_> {
         let reply = |payload: Option<Element>| stanza::iq_result(el, &answer_from, payload);
         match (payload.name.as_str(), payload.ns.as_str(), itype) {
             ("query", ns::ROSTER, _) if own_account => self.on_roster_iq(conn, el, &payload),
+            // Nodes: the server's caps node only (XEP-0115 §6.2); the
+            // account and the other nodes have none (XEP-0030 §3.1).
+            ("query", ns::DISCO_INFO | ns::DISCO_ITEMS, "get")
+                if payload.get_attr("node").is_some_and(|n| {
+                    own_account
+                        || payload.ns == ns::DISCO_ITEMS
+                        || n != server_info::caps_node_ver()
+                }) =>
+            {
+                self.bounce(conn, el, "item-not-found")
+            }
             ("query", ns::DISCO_INFO, "get") => {
                 let info = if own_account && el.get_attr("to").is_some() {
                     account_disco_info()
                 } else {
-                    server_disco_info()
+                    server_info::disco_info(payload.get_attr("node"))
                 };
                 self.send_el(conn, &reply(Some(info)));
+            }
+            ("time", ns::TIME, "get") => {
+                // The node keeps UTC; it does not know the site's zone.
+                let time = Element::new("time", ns::TIME)
+                    .child(Element::new("tzo", ns::TIME).text("+00:00"))
+                    .child(Element::new("utc", ns::TIME).text(stanza::timestamp(self.now.unix_ms)));
+                self.send_el(conn, &reply(Some(time)));
             }
             ("query", ns::DISCO_ITEMS, "get") => {
                 let mut q = Element::new("query", ns::DISCO_ITEMS);
@@ -388,27 +407,6 @@ impl Ctx<'_> {
             _ => self.bounce(conn, el, "service-unavailable"),
         }
     }
-}
-
-fn server_disco_info() -> Element {
-    let mut q = Element::new("query", ns::DISCO_INFO).child(
-        Element::new("identity", ns::DISCO_INFO)
-            .attr("category", "server")
-            .attr("type", "im")
-            .attr("name", "Outpost"),
-    );
-    for f in [
-        ns::DISCO_INFO,
-        ns::DISCO_ITEMS,
-        ns::PING,
-        ns::VERSION,
-        ns::ROSTER,
-        ns::DELAY,
-        ns::CARBONS,
-    ] {
-        q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
-    }
-    q
 }
 
 fn account_disco_info() -> Element {

@@ -30,4 +30,6 @@ pub mod ns {
     pub const CARBONS: &str = "urn:xmpp:carbons:2";
     pub const FORWARD: &str = "urn:xmpp:forward:0";
     pub const HINTS: &str = "urn:xmpp:hints";
+    pub const TIME: &str = "urn:xmpp:time";
+    pub const CAPS: &str = "http://jabber.org/protocol/caps";
 }
