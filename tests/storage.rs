@@ -467,6 +467,23 @@ fn replica_seqs(s: &State) -> Vec<u64> {
         .collect()
 }
 
+/// Early sealing (the node-wide bound on open messages) takes rooms' and
+/// offline queues' open runs, never a replica's: a replica trims itself by
+/// whole blocks as it applies a message, so its blocks must end where a
+/// replay of the log ends them.
+#[test]
+fn early_sealing_leaves_replicas_as_a_replay_makes_them() {
+    let mut state = State::default();
+    state.apply(&create_room("ops"));
+    state.apply(&room_message("ops", 1));
+    state.apply(&replica_synced(vec![replica_message(1)], 2));
+    let replica_open = |s: &State| s.mirrors["r@conf.hq"].state.archive.open_bytes();
+    assert!(replica_open(&state) > 0);
+    assert_eq!(state.bound_open_messages(0), 1, "the room's run only");
+    assert_eq!(state.rooms["ops"].archive.open_bytes(), 0);
+    assert!(replica_open(&state) > 0);
+}
+
 /// A record after the snapshot that rewinds into a stored block reads it at
 /// every replay: the clean-up at start-up keeps what the snapshot refers
 /// to, not only what the state does, so a second start loses nothing.

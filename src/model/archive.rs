@@ -51,6 +51,9 @@ pub struct Archive {
     front_serial: u64,
     /// Sealed blocks whose bytes are in memory, not yet in a file.
     held_blocks: usize,
+    /// Whether ids are looked up (not in an offline queue, whose messages
+    /// have none).
+    indexed: bool,
     /// This archive's number among the node's, for decoded blocks' keys.
     number: u64,
 }
@@ -69,6 +72,7 @@ impl Default for Archive {
             ids: IdIndex::default(),
             front_serial: 0,
             held_blocks: 0,
+            indexed: true,
             number: next_archive_number(),
         }
     }
@@ -89,6 +93,7 @@ impl Clone for Archive {
             ids: self.ids.clone(),
             front_serial: self.front_serial,
             held_blocks: self.held_blocks,
+            indexed: self.indexed,
             number: next_archive_number(),
         }
     }
@@ -97,6 +102,15 @@ impl Clone for Archive {
 impl Archive {
     pub fn new() -> Archive {
         Archive::default()
+    }
+
+    /// An archive whose messages are never looked up by id: it keeps no
+    /// id index ([`seq_of`](Self::seq_of) reads only its open messages).
+    pub fn without_ids() -> Archive {
+        Archive {
+            indexed: false,
+            ..Archive::default()
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -307,6 +321,9 @@ impl Archive {
     }
 
     fn index_newest_block(&mut self, fingerprints: &[u32]) {
+        if !self.indexed {
+            return;
+        }
         let serials = self.serials();
         for fp in fingerprints {
             self.ids.add(*fp, serials.end - 1, serials.clone());
@@ -541,16 +558,24 @@ impl Archive {
     }
 
     pub fn clear(&mut self) {
-        *self = Archive::new();
+        *self = Archive {
+            indexed: self.indexed,
+            ..Archive::new()
+        };
     }
 
-    /// The sequence number of the message with this stanza-id.
+    /// The sequence number of the message with this stanza-id (the
+    /// oldest kept, if it was archived twice).
     pub fn seq_of(&self, stanza_id: &str) -> Option<u64> {
-        let candidates = self
-            .ids
-            .candidates(fingerprint_of(stanza_id), self.serials());
-        let in_blocks = candidates.into_iter().filter_map(|serial| {
+        let fp = fingerprint_of(stanza_id);
+        let candidates = self.ids.candidates(fp, self.serials());
+        let in_blocks = candidates.into_iter().find_map(|serial| {
             let b = (serial - self.front_serial) as usize;
+            // A block's fingerprints are read without decoding it: most
+            // candidates past 65,536 blocks are ruled out so.
+            if !self.sealed[b].1.fingerprints()?.contains(&fp) {
+                return None;
+            }
             let skip = if b == 0 { self.dropped_in_first } else { 0 };
             let messages = self.block(b)?;
             let kept = messages.get(skip..)?;
@@ -558,8 +583,10 @@ impl Archive {
                 .find(|m| m.stanza_id == stanza_id)
                 .map(|m| m.seq)
         });
-        let in_open = self.open.iter().find(|m| m.stanza_id == stanza_id);
-        in_blocks.chain(in_open.map(|m| m.seq)).min()
+        in_blocks.or_else(|| {
+            let in_open = self.open.iter().find(|m| m.stanza_id == stanza_id);
+            in_open.map(|m| m.seq)
+        })
     }
 
     pub fn contains_id(&self, stanza_id: &str) -> bool {

@@ -172,7 +172,8 @@ pub enum Action {
 }
 
 /// Stanza bytes of open (not yet sealed) archive messages the node holds
-/// in memory, all rooms, replicas and offline queues together.
+/// in memory, all rooms and offline queues together (see
+/// `State::bound_open_messages`).
 pub const OPEN_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
 pub struct Node {

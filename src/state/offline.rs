@@ -39,10 +39,20 @@ impl From<Archived> for OfflineMessage {
 }
 
 /// Messages in the order they were stored, each with an id above the one
-/// before; delivered ones leave from the front.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// before; delivered ones leave from the front. A stamp below the one
+/// before (the wall clock stepped back) is raised to it, as in a room's
+/// archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfflineQueue {
     archive: Archive,
+}
+
+impl Default for OfflineQueue {
+    fn default() -> OfflineQueue {
+        OfflineQueue {
+            archive: Archive::without_ids(),
+        }
+    }
 }
 
 impl OfflineQueue {
