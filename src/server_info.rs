@@ -15,7 +15,7 @@ const IDENTITY: (&str, &str, &str) = ("server", "im", "Outpost");
 /// Offline storage of messages (XEP-0160 says so with this feature).
 const MSGOFFLINE: &str = "msgoffline";
 
-const FEATURES: [&str; 9] = [
+const FEATURES: [&str; 10] = [
     ns::DISCO_INFO,
     ns::DISCO_ITEMS,
     ns::PING,
@@ -24,6 +24,7 @@ const FEATURES: [&str; 9] = [
     ns::DELAY,
     ns::CARBONS,
     ns::TIME,
+    ns::REGISTER,
     MSGOFFLINE,
 ];
 

@@ -711,6 +711,69 @@ fn the_server_announces_caps_and_answers_for_its_node_only() {
     }
 }
 
+/// XEP-0077 for a logged-in user: the account shown, the password changed
+/// durably (the old one fails, the new one works, after a crash too);
+/// another account's name, an empty or huge password, removal, and a
+/// second change within a minute are refused with the XEP's errors.
+#[test]
+fn a_user_changes_their_password_and_nothing_else() {
+    let mut sim = node();
+    let alice = sim.login("alice", "wonderland", "a");
+    sim.send(
+        alice,
+        "<iq type='get' id='g' to='localhost'><query xmlns='jabber:iq:register'/></iq>",
+    );
+    let out = sim.take(alice);
+    assert!(
+        out.contains("<registered/>") && out.contains("<username>alice</username>"),
+        "{out}"
+    );
+    let change = |id: &str, user: &str, password: &str| {
+        format!("<iq type='set' id='{id}' to='localhost'><query xmlns='jabber:iq:register'><username>{user}</username><password>{password}</password></query></iq>")
+    };
+    let refused = |sim: &mut SimNode, stanza: &str, condition: &str| {
+        sim.send(alice, stanza);
+        let out = sim.take(alice);
+        assert!(
+            out.contains("type='error'") && out.contains(&format!("<{condition}")),
+            "{condition}: {out}"
+        );
+    };
+    refused(&mut sim, &change("c1", "bob", "stolen"), "not-allowed");
+    refused(&mut sim, &change("c2", "alice", ""), "not-acceptable");
+    refused(
+        &mut sim,
+        &change("c3", "alice", &"x".repeat(1025)),
+        "not-acceptable",
+    );
+    refused(
+        &mut sim,
+        "<iq type='set' id='c4'><query xmlns='jabber:iq:register'><remove/></query></iq>",
+        "not-allowed",
+    );
+    refused(&mut sim, "<iq type='set' id='c5'><query xmlns='jabber:iq:register'><username>alice</username></query></iq>", "bad-request");
+    sim.send(alice, &change("c6", "Alice", "looking-glass"));
+    assert!(sim.take(alice).contains("type='result'"));
+    refused(
+        &mut sim,
+        &change("c7", "alice", "again"),
+        "resource-constraint",
+    );
+    // Bob's account is untouched.
+    sim.login("bob", "builder", "b");
+    let old = tls_stream(&mut sim);
+    assert!(sim.authenticate(old, "alice", "wonderland").is_err());
+    sim.login("alice", "looking-glass", "b");
+    sim.crash_and_restart();
+    let old = tls_stream(&mut sim);
+    assert!(sim.authenticate(old, "alice", "wonderland").is_err());
+    let alice = sim.login("alice", "looking-glass", "c");
+    sim.advance(60_000);
+    sim.send(alice, &change("c8", "alice", "third"));
+    assert!(sim.take(alice).contains("type='result'"));
+    sim.login("alice", "third", "d");
+}
+
 /// XEP-0202: the server's time, in UTC.
 #[test]
 fn the_server_tells_its_time() {

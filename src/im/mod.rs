@@ -11,6 +11,7 @@
 mod bound;
 mod carbons;
 mod presence;
+mod register;
 mod resource;
 mod roster;
 mod routing;
@@ -28,6 +29,8 @@ use crate::jid::Jid;
 use crate::settings::NodeConfig;
 use crate::state::{apply_account, Accounts, Record};
 use crate::xml::{ns, Element};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
 use std::collections::HashMap;
 
 /// What the router asks of the node.
@@ -61,6 +64,10 @@ pub struct Router {
     offline_claims: HashMap<String, (ConnId, u64)>,
     push_counter: u64,
     out: Vec<ImOutput>,
+    rng: ChaCha20Rng,
+    /// When each account last changed its password (within the interval
+    /// that limits it; older entries are let go).
+    password_changes: HashMap<String, u64>,
 }
 
 /// The router at work on one input: its own state, and what the node
@@ -71,19 +78,24 @@ pub(crate) struct Ctx<'a> {
     offline_claims: &'a mut HashMap<String, (ConnId, u64)>,
     push_counter: &'a mut u64,
     out: &'a mut Vec<ImOutput>,
+    rng: &'a mut ChaCha20Rng,
+    password_changes: &'a mut HashMap<String, u64>,
     accounts: &'a mut Accounts,
     clients: &'a Clients,
     now: Now,
 }
 
 impl Router {
-    pub fn new(cfg: NodeConfig) -> Router {
+    /// `seed`: its randomness (the salts of changed passwords).
+    pub fn new(cfg: NodeConfig, seed: [u8; 32]) -> Router {
         Router {
             cfg,
             bound: Bound::default(),
             offline_claims: HashMap::new(),
             push_counter: 0,
             out: Vec::new(),
+            rng: ChaCha20Rng::from_seed(seed),
+            password_changes: HashMap::new(),
         }
     }
 
@@ -124,6 +136,8 @@ impl Router {
             offline_claims: &mut self.offline_claims,
             push_counter: &mut self.push_counter,
             out: &mut self.out,
+            rng: &mut self.rng,
+            password_changes: &mut self.password_changes,
             accounts,
             clients,
             now,

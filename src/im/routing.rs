@@ -329,6 +329,7 @@ impl Ctx<'_> {
         let reply = |payload: Option<Element>| stanza::iq_result(el, &answer_from, payload);
         match (payload.name.as_str(), payload.ns.as_str(), itype) {
             ("query", ns::ROSTER, _) if own_account => self.on_roster_iq(conn, el, &payload),
+            ("query", ns::REGISTER, _) => self.on_register_iq(conn, el, &payload),
             // Nodes: the server's caps node only (XEP-0115 §6.2); the
             // account and the other nodes have none (XEP-0030 §3.1).
             ("query", ns::DISCO_INFO | ns::DISCO_ITEMS, "get")

@@ -31,7 +31,7 @@ impl Bench {
         }
         let cfg = NodeConfig::new("localhost");
         Bench {
-            router: Router::new(cfg.clone()),
+            router: Router::new(cfg.clone(), [7; 32]),
             accounts,
             clients: Clients::new(cfg, [5; 32]),
             now: Now {

@@ -219,13 +219,15 @@ impl Node {
         let mut clients_seed = [0u8; 32];
         rng.fill_bytes(&mut clients_seed);
         let clients = crate::c2s::Clients::new(cfg.clone(), clients_seed);
-        let im = crate::im::Router::new(cfg.clone());
         let mut muc_seed = [0u8; 32];
         rng.fill_bytes(&mut muc_seed);
         let muc = crate::muc::Service::new(cfg.clone(), muc_seed);
         let mut mirrors_seed = [0u8; 32];
         rng.fill_bytes(&mut mirrors_seed);
         let mirrors = crate::mirror::Mirrors::new(cfg.clone(), mirrors_seed);
+        let mut im_seed = [0u8; 32];
+        rng.fill_bytes(&mut im_seed);
+        let im = crate::im::Router::new(cfg.clone(), im_seed);
         let mut node = Node {
             cfg,
             state,
