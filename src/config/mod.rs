@@ -70,6 +70,9 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct C2s {
     pub listen: SocketAddr,
+    /// Where clients connect with TLS from the first byte (XEP-0368);
+    /// unset: nowhere (the embedded default sets 127.0.0.1:5223).
+    pub listen_tls: Option<SocketAddr>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub require_tls: bool,
@@ -101,6 +104,7 @@ impl Default for C2s {
         let core = NodeConfig::new("localhost");
         C2s {
             listen: "127.0.0.1:5222".parse().expect("literal"),
+            listen_tls: None,
             cert: None,
             key: None,
             require_tls: core.require_tls,

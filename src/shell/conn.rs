@@ -111,7 +111,17 @@ pub async fn serve(
     credits: Sender<()>,
     events: Sender<Event>,
     tls: TlsAcceptor,
+    direct_tls: Option<TlsAcceptor>,
 ) {
+    // On the direct TLS port the handshake comes first; the core was told
+    // of the connection and times it as any other.
+    if let Some(direct) = direct_tls {
+        if !start_tls(conn, &mut io, &out, &direct, &events).await {
+            io.close().await;
+            let _ = events.send(Event::Disconnected { conn }).await;
+            return;
+        }
+    }
     let mut buf = vec![0u8; READ_BUF];
     // A credit taken and not yet spent on a read (output may win the race
     // below after the credit was taken; it is kept for the next read).

@@ -123,12 +123,21 @@ async fn serve(
     let mut snapshot_bytes = opened.snapshot_bytes;
     // A compaction under way: a step of it per turn (see `Compaction`).
     let mut compacting: Option<Compaction> = None;
-    let tls = futures_rustls::TlsAcceptor::from(tls::server_config(&cfg)?);
+    let tls_config = tls::server_config(&cfg)?;
+    let tls = futures_rustls::TlsAcceptor::from(tls_config.clone());
     let web_listener = cfg.admin.http.map(web::bind).transpose()?;
     let mut node = Node::new(cfg.node_config(), state, random_seed());
 
     let listener = Async::<TcpListener>::bind(cfg.c2s.listen)
         .map_err(|e| format!("cannot listen for clients on {}: {e}", cfg.c2s.listen))?;
+    let direct_tls_listener = cfg
+        .c2s
+        .listen_tls
+        .map(|at| {
+            Async::<TcpListener>::bind(at)
+                .map_err(|e| format!("cannot listen for clients (direct TLS) on {at}: {e}"))
+        })
+        .transpose()?;
     let sock_path = admin_socket(&cfg.data_dir);
     let _ = std::fs::remove_file(&sock_path); // Stale from a crash; we hold the lock.
     let admin = Async::<UnixListener>::bind(&sock_path)
@@ -152,8 +161,19 @@ async fn serve(
         wiring.clone(),
         listener,
         cfg.c2s.max_connections,
+        None,
     ))
     .detach();
+    if let Some(listener) = direct_tls_listener {
+        let direct = futures_rustls::TlsAcceptor::from(tls::direct_tls_config(&tls_config));
+        ex.spawn(accept_clients(
+            wiring.clone(),
+            listener,
+            cfg.c2s.max_connections,
+            Some(direct),
+        ))
+        .detach();
+    }
     let link_tls = link::setup(&cfg)?;
     log::info!(
         "link: this node's key fingerprint is {}",
@@ -206,11 +226,13 @@ async fn serve(
         })
         .detach();
     }
+    let direct = cfg.c2s.listen_tls.map(|at| format!(", direct TLS on {at}"));
     log::info!(
-        "outpost {} serving {} on {} (data in {})",
+        "outpost {} serving {} on {}{} (data in {})",
         env!("CARGO_PKG_VERSION"),
         cfg.domain.0,
         cfg.c2s.listen,
+        direct.unwrap_or_default(),
         cfg.data_dir.display()
     );
 
@@ -447,7 +469,13 @@ struct Wiring<'a> {
 impl<'a> Wiring<'a> {
     /// Register a connection, tell the core (`first` names the event), and
     /// run its task until it closes.
-    async fn start(&self, io: conn::Io, first: impl FnOnce(ConnId) -> Event) {
+    /// `direct_tls`: the client's TLS handshake is to be run first.
+    async fn start(
+        &self,
+        io: conn::Io,
+        direct_tls: Option<futures_rustls::TlsAcceptor>,
+        first: impl FnOnce(ConnId) -> Event,
+    ) {
         let conn = self.next_id.get();
         self.next_id.set(conn + 1);
         let (tx, rx) = channel::unbounded();
@@ -467,7 +495,8 @@ impl<'a> Wiring<'a> {
         let w = self.clone();
         self.ex
             .spawn(async move {
-                conn::serve(conn, io, rx, credit_tx, w.events.clone(), w.c2s_tls.clone()).await;
+                let (events, tls) = (w.events.clone(), w.c2s_tls.clone());
+                conn::serve(conn, io, rx, credit_tx, events, tls, direct_tls).await;
                 w.conns.borrow_mut().remove(&conn);
                 w.live_tasks.set(w.live_tasks.get() - 1);
             })
@@ -475,8 +504,20 @@ impl<'a> Wiring<'a> {
     }
 }
 
-async fn accept_clients(w: Wiring<'_>, listener: Async<TcpListener>, max_connections: usize) {
-    let mut acceptor = accept::Acceptor::new(listener, "c2s");
+/// Clients connect here; on the direct TLS port (`direct_tls`) each starts
+/// with its TLS handshake.
+async fn accept_clients(
+    w: Wiring<'_>,
+    listener: Async<TcpListener>,
+    max_connections: usize,
+    direct_tls: Option<futures_rustls::TlsAcceptor>,
+) {
+    let what = if direct_tls.is_some() {
+        "c2s direct TLS"
+    } else {
+        "c2s"
+    };
+    let mut acceptor = accept::Acceptor::new(listener, what);
     loop {
         let (stream, peer) = acceptor.next().await;
         if w.live_tasks.get() >= max_connections {
@@ -484,9 +525,11 @@ async fn accept_clients(w: Wiring<'_>, listener: Async<TcpListener>, max_connect
             continue;
         }
         let _ = stream.get_ref().set_nodelay(true);
-        w.start(conn::Io::Plain(stream), |conn| Event::Accepted {
-            conn,
-            peer: peer.ip(),
+        w.start(conn::Io::Plain(stream), direct_tls.clone(), |conn| {
+            Event::Accepted {
+                conn,
+                peer: peer.ip(),
+            }
         })
         .await;
     }
@@ -554,7 +597,7 @@ async fn accept_links(
                 return log::info!("link: {addr} presented no configured key");
             };
             log::info!("link {peer}: accepted from {addr}");
-            w.start(conn::Io::Tls(Box::new(tls)), |conn| Event::LinkUp {
+            w.start(conn::Io::Tls(Box::new(tls)), None, |conn| Event::LinkUp {
                 conn,
                 peer: peer.into(),
             })
@@ -608,9 +651,11 @@ fn dial(
         match future::or(attempt, timeout).await {
             Ok(tls) => {
                 log::info!("link {peer}: connected to {addr}");
-                w.start(conn::Io::TlsClient(Box::new(tls)), |conn| Event::LinkUp {
-                    conn,
-                    peer: peer.into(),
+                w.start(conn::Io::TlsClient(Box::new(tls)), None, |conn| {
+                    Event::LinkUp {
+                        conn,
+                        peer: peer.into(),
+                    }
                 })
                 .await;
             }

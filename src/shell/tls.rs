@@ -43,6 +43,14 @@ pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// The same, for the direct TLS port: it names the protocol (ALPN
+/// `xmpp-client`, XEP-0368) to a client that asks.
+pub fn direct_tls_config(starttls: &Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut config = starttls.as_ref().clone();
+    config.alpn_protocols = vec![b"xmpp-client".to_vec()];
+    Arc::new(config)
+}
+
 pub(crate) fn generate_self_signed(
     domain: &str,
     cert_path: &Path,

@@ -226,3 +226,41 @@ def test_kill9_during_writes_loses_nothing_acknowledged(node):
         assert len(got) >= len(acked)
         carol.disconnect()
     run(reader())
+
+
+def test_direct_tls_port_logs_in_without_starttls(tmp_path):
+    """XEP-0368: on `listen_tls` TLS comes first (ALPN xmpp-client), the
+    features offer SASL at once (PLAIN too: the stream is encrypted), and a
+    client that speaks plain XML there gets nothing and harms nothing."""
+    from outpost_node import Node, free_port
+    node = Node(tmp_path, listen_tls=f'"127.0.0.1:{free_port()}"')
+    tls_port = int(node.config.read_text().split('listen_tls = "127.0.0.1:')[1].split('"')[0])
+    node.start()
+    node.add_user("alice", "wonderland")
+
+    async def scenario():
+        raw = await Raw.open_direct_tls(tls_port)
+        ssl_object = raw.writer.get_extra_info("ssl_object")
+        assert ssl_object.selected_alpn_protocol() == "xmpp-client"
+        await raw.send(HEADER)
+        features = await raw.read_until("</stream:features>")
+        assert "<starttls" not in features and "<mechanism>PLAIN</mechanism>" in features, features
+        token = base64.b64encode(b"\0alice\0wonderland").decode()
+        await raw.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+        await raw.read_until("<success")
+        await raw.send(HEADER)
+        await raw.read_until("</stream:features>")
+        await raw.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>d</resource></bind></iq>")
+        assert "alice@localhost/d" in await raw.read_until("</iq>")
+        raw.close()
+        # Plain XML on the TLS port: the handshake fails, the node goes on.
+        plain = await Raw.open(tls_port)
+        await plain.send(HEADER)
+        assert "<stream:features" not in await plain.read_to_end()
+        c = await login(node.port, "alice@localhost/s", "wonderland", presence=False)
+        c.disconnect()
+    try:
+        run(scenario())
+    finally:
+        node.stop()
+

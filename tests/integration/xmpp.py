@@ -117,6 +117,14 @@ class Raw:
         r, w = await asyncio.open_connection(host, port)
         return cls(r, w, domain)
 
+    @classmethod
+    async def open_direct_tls(cls, port, alpn=("xmpp-client",), host="127.0.0.1", domain="localhost"):
+        """TLS from the first byte (XEP-0368), offering `alpn`."""
+        ctx = insecure_context()
+        ctx.set_alpn_protocols(list(alpn))
+        r, w = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=domain)
+        return cls(r, w, domain)
+
     async def send(self, data):
         self.writer.write(data.encode() if isinstance(data, str) else data)
         await self.writer.drain()
