@@ -774,6 +774,67 @@ fn a_user_changes_their_password_and_nothing_else() {
     sim.login("alice", "third", "d");
 }
 
+/// XEP-0352: while alice's phone says it is inactive, bob's two resources
+/// change their status ten times each. The phone gets nothing until it is
+/// active, then the latest of each: a fifth of what her laptop, active
+/// all along, read. A message takes the held presences along before it,
+/// a subscription request is not held, and keepalives do not flush them.
+#[test]
+fn an_inactive_client_gets_only_the_latest_presence_of_each_contact() {
+    let mut sim = node();
+    sim.add_user("carol", "singer");
+    let (phone, bob) = alice_follows_bob(&mut sim);
+    let laptop = sim.login("alice", "wonderland", "laptop");
+    online_with_roster(&mut sim, &[laptop]);
+    let bob2 = sim.login("bob", "builder", "b2");
+    online_with_roster(&mut sim, &[bob2]);
+    sim.take(phone);
+    sim.take(laptop);
+    sim.send(phone, "<inactive xmlns='urn:xmpp:csi:0'/>");
+    for i in 0..10 {
+        sim.send(
+            bob,
+            &format!("<presence><show>away</show><status>b {i}</status></presence>"),
+        );
+        sim.send(
+            bob2,
+            &format!("<presence><status>b2 {i}</status></presence>"),
+        );
+    }
+    sim.advance(120_000); // Whitespace keepalives meanwhile.
+    assert_eq!(sim.take(phone).trim(), "", "held while inactive");
+    let active_bytes = sim.take(laptop).trim().len();
+    sim.send(phone, "<active xmlns='urn:xmpp:csi:0'/>");
+    let latest = sim.take(phone);
+    assert_eq!(latest.matches("<presence").count(), 2, "{latest}");
+    assert!(
+        latest.contains("<status>b 9</status>") && latest.contains("<status>b2 9</status>"),
+        "{latest}"
+    );
+    assert!(
+        latest.len() * 5 <= active_bytes,
+        "{} bytes against {active_bytes}",
+        latest.len()
+    );
+    // Inactive again: a message takes the held presence along, first.
+    sim.send(phone, "<inactive xmlns='urn:xmpp:csi:0'/>");
+    sim.send(bob, "<presence><status>back</status></presence>");
+    sim.send(
+        bob,
+        "<message to='alice@localhost/a' type='chat'><body>hi</body></message>",
+    );
+    let out = sim.take(phone);
+    let (presence, message) = (
+        out.find("<status>back").unwrap(),
+        out.find("<body>hi").unwrap(),
+    );
+    assert!(presence < message, "{out}");
+    // A subscription request is not held.
+    let carol = sim.login("carol", "singer", "c");
+    sim.send(carol, "<presence to='alice@localhost' type='subscribe'/>");
+    assert!(sim.take(phone).contains("type='subscribe'"));
+}
+
 /// XEP-0202: the server's time, in UTC.
 #[test]
 fn the_server_tells_its_time() {

@@ -6,6 +6,7 @@
 //! stanzas of bound sessions and the sessions that bound or ended, one at
 //! a time, for the router.
 
+mod csi;
 pub mod output;
 mod session;
 pub mod throttle;
@@ -317,12 +318,60 @@ impl Clients {
         if s.not_reading {
             return;
         }
-        if s.output.push(bytes, paced, done).is_err() {
-            log::info!("c2s {conn}: client is not reading; disconnecting");
-            s.not_reading = true;
-            return self.out.push(ClientOutput::Close { conn });
+        // An inactive client's presences wait (XEP-0352); anything else
+        // takes them along first, in order.
+        let mut out = Vec::new();
+        // A whitespace keepalive neither waits nor takes them along.
+        let keepalive = bytes.len() == 1 && bytes.head == b" ";
+        let mut last = Some(bytes);
+        if let Some(held) = s.held.as_mut().filter(|_| !keepalive) {
+            if !paced {
+                last = last.and_then(|b| held.hold(b).err());
+            }
+            if last.is_some() || held.is_full() {
+                out = held.take();
+            }
+        }
+        for b in out {
+            if s.output.push(b, false, None).is_err() {
+                return self.not_reading(conn);
+            }
+        }
+        if let Some(bytes) = last {
+            if s.output.push(bytes, paced, done).is_err() {
+                return self.not_reading(conn);
+            }
         }
         self.release_output(conn);
+    }
+
+    fn not_reading(&mut self, conn: ConnId) {
+        log::info!("c2s {conn}: client is not reading; disconnecting");
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.not_reading = true;
+        }
+        self.out.push(ClientOutput::Close { conn });
+    }
+
+    /// XEP-0352: the client says whether it is in use.
+    fn on_client_state(&mut self, conn: ConnId, el: &Element) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        match el.name.as_str() {
+            "inactive" => {
+                s.held.get_or_insert_with(Box::default);
+            }
+            "active" => {
+                let Some(mut held) = s.held.take() else {
+                    return;
+                };
+                for b in held.take() {
+                    self.queue_output(conn, b, false, None);
+                }
+            }
+            _ => self.stream_error(conn, "unsupported-stanza-type", ""),
+        }
     }
 
     /// Hand the shell what fits in a session's window.
@@ -464,10 +513,11 @@ impl Clients {
         match s.stage {
             Stage::Authenticated(_) => {
                 f.push_str(&format!(
-                    "<bind xmlns='{}'/><session xmlns='{}'><optional/></session><ver xmlns='{}'/>",
+                    "<bind xmlns='{}'/><session xmlns='{}'><optional/></session><ver xmlns='{}'/><csi xmlns='{}'/>",
                     ns::BIND,
                     ns::SESSION,
-                    ns::ROSTER_VER
+                    ns::ROSTER_VER,
+                    ns::CSI
                 ));
             }
             _ if !s.tls && self.cfg.require_tls => {
@@ -500,6 +550,10 @@ impl Clients {
     fn on_element(&mut self, conn: ConnId, el: Element, state: &State) -> Option<FromClient> {
         let s = self.sessions.get(&conn)?;
         if let Stage::Bound(jid) = &s.stage {
+            if el.ns == ns::CSI {
+                self.on_client_state(conn, &el);
+                return None;
+            }
             let jid = jid.clone();
             return Some(FromClient::Stanza { conn, jid, el });
         }

@@ -56,6 +56,9 @@ pub struct Session {
     pub preauth_slot: bool,
     /// Input bytes it holds as the node's total counts them.
     pub counted_input: usize,
+    /// While the client says it is inactive (XEP-0352): the presences
+    /// held for it.
+    pub held: Option<Box<super::csi::Held>>,
 }
 
 impl Session {
@@ -79,6 +82,7 @@ impl Session {
             timer_armed: None,
             closing: false,
             keepalive_due: 0,
+            held: None,
             output: Output::default(),
             held_input: Vec::new(),
             held_from: 0,

@@ -31,6 +31,7 @@ pub mod ns {
     pub const FORWARD: &str = "urn:xmpp:forward:0";
     pub const HINTS: &str = "urn:xmpp:hints";
     pub const TIME: &str = "urn:xmpp:time";
+    pub const CSI: &str = "urn:xmpp:csi:0";
     pub const REGISTER: &str = "jabber:iq:register";
     pub const CAPS: &str = "http://jabber.org/protocol/caps";
 }
