@@ -264,3 +264,39 @@ def test_direct_tls_port_logs_in_without_starttls(tmp_path):
     finally:
         node.stop()
 
+
+def test_an_inactive_client_reads_only_the_latest_presences(node):
+    """XEP-0352 with real clients: while alice says she is inactive, bob's
+    status changes ten times; what reaches her before her own ping's answer
+    is only his latest, and after <active/> likewise."""
+    async def scenario():
+        alice = await login(node.port, "alice@localhost/phone", "wonderland")
+        bob = await login(node.port, "bob@localhost/b", "builder")
+        alice.send_presence_subscription(pto="bob@localhost")
+        await alice.wait_for(lambda: alice.client_roster["bob@localhost"]["subscription"] == "both", "subscription")
+        await bob.wait_for(lambda: bob.client_roster["alice@localhost"]["subscription"] == "both", "subscription")
+        # Roster pushes and answers of the handshake may still be on their
+        # way, and a push releases held presences: let them all arrive.
+        for c in (alice, bob, alice, bob):
+            await c.plugin["xep_0199"].ping(jid="localhost")
+
+        def statuses():
+            return [p["status"] for p in alice.presences if str(p["from"]) == "bob@localhost/b"]
+
+        for round_, release in (("one", "ping"), ("two", "active")):
+            alice.send_raw("<inactive xmlns='urn:xmpp:csi:0'/>")
+            await alice.plugin["xep_0199"].ping(jid="localhost")  # inactive from here
+            seen = len(statuses())
+            for i in range(10):
+                bob.send_presence(pstatus=f"{round_} {i}")
+            await bob.plugin["xep_0199"].ping(jid="localhost")  # all ten handled
+            if release == "ping":
+                await alice.plugin["xep_0199"].ping(jid="localhost")
+            else:
+                alice.send_raw("<active xmlns='urn:xmpp:csi:0'/>")
+                await alice.wait_for(lambda: f"{round_} 9" in statuses(), "the latest status")
+            assert statuses()[seen:] == [f"{round_} 9"], statuses()[seen:]
+        alice.disconnect()
+        bob.disconnect()
+    run(scenario())
+
