@@ -55,9 +55,7 @@ impl State {
             })
             .map(|(_, i)| i)
             .collect();
-        let rooms = self.rooms.values_mut().map(|r| &mut r.archive);
-        let offline = self.accounts.values_mut().map(|a| a.offline.archive_mut());
-        for (i, archive) in rooms.chain(offline).enumerate() {
+        for (i, archive) in self.sealable_mut().enumerate() {
             if chosen.contains(&i) {
                 archive.seal_open();
             }
@@ -70,6 +68,12 @@ impl State {
     fn sealable(&self) -> impl Iterator<Item = &Archive> {
         let rooms = self.rooms.values().map(|r| &r.archive);
         rooms.chain(self.accounts.values().map(|a| a.offline.archive()))
+    }
+
+    /// The same, in the same order (`bound_open_messages` picks by index).
+    fn sealable_mut(&mut self) -> impl Iterator<Item = &mut Archive> {
+        let rooms = self.rooms.values_mut().map(|r| &mut r.archive);
+        rooms.chain(self.accounts.values_mut().map(|a| a.offline.archive_mut()))
     }
 
     /// Whether some archive holds sealed blocks not yet written out.
