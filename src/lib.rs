@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod im;
 pub mod jid;
 pub mod link;
+pub mod mam;
 pub mod mirror;
 pub mod model;
 pub mod muc;

@@ -139,6 +139,14 @@ pub struct NodeConfig {
     /// Bytes of offline messages kept per account, and for all accounts.
     pub offline_bytes_per_account: u64,
     pub offline_bytes_total: u64,
+    /// Accounts' archives (XEP-0313): messages and bytes kept per account,
+    /// the age of the oldest kept (0: no limit), and bytes for all
+    /// accounts (past it, the largest archives give up their oldest
+    /// messages first).
+    pub archive_messages_per_account: usize,
+    pub archive_bytes_per_account: u64,
+    pub archive_days: u64,
+    pub archive_bytes_total: u64,
     pub roster_limit: usize,
     /// Bytes of one account's roster (so a roster fetch always fits what a
     /// connection may queue).
@@ -165,6 +173,10 @@ impl NodeConfig {
             offline_limit: 500,
             offline_bytes_per_account: 4 * 1024 * 1024,
             offline_bytes_total: 64 * 1024 * 1024,
+            archive_messages_per_account: 20_000,
+            archive_bytes_per_account: 16 * 1024 * 1024,
+            archive_days: 365,
+            archive_bytes_total: 256 * 1024 * 1024,
             roster_limit: 1000,
             roster_bytes: 512 * 1024,
         }

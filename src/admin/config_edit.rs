@@ -39,6 +39,10 @@ pub fn effect(running: &Config, new: &Config) -> Effect {
     c.offline_limit = r.offline_limit;
     c.offline_bytes_per_account = r.offline_bytes_per_account;
     c.offline_bytes_total = r.offline_bytes_total;
+    c.archive_messages_per_account = r.archive_messages_per_account;
+    c.archive_bytes_per_account = r.archive_bytes_per_account;
+    c.archive_days = r.archive_days;
+    c.archive_bytes_total = r.archive_bytes_total;
     c.roster_limit = r.roster_limit;
     masked.muc.max_rooms = running.muc.max_rooms;
     masked.muc.max_occupants = running.muc.max_occupants;

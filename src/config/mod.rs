@@ -94,6 +94,12 @@ pub struct C2s {
     /// Bytes of offline messages kept per account and for all accounts.
     pub offline_bytes_per_account: u64,
     pub offline_bytes_total: u64,
+    /// Accounts' archives: kept per account (messages, bytes, days; 0
+    /// days is no age limit) and for all accounts (bytes).
+    pub archive_messages_per_account: usize,
+    pub archive_bytes_per_account: u64,
+    pub archive_days: u64,
+    pub archive_bytes_total: u64,
     pub roster_limit: usize,
 }
 
@@ -122,6 +128,10 @@ impl Default for C2s {
             offline_limit: core.offline_limit,
             offline_bytes_per_account: core.offline_bytes_per_account,
             offline_bytes_total: core.offline_bytes_total,
+            archive_messages_per_account: core.archive_messages_per_account,
+            archive_bytes_per_account: core.archive_bytes_per_account,
+            archive_days: core.archive_days,
+            archive_bytes_total: core.archive_bytes_total,
             roster_limit: core.roster_limit,
         }
     }
@@ -377,6 +387,11 @@ impl Config {
                     .into(),
             );
         }
+        if c.archive_bytes_per_account > c.archive_bytes_total {
+            return Err(
+                "[c2s] archive_bytes_per_account must be at most archive_bytes_total".into(),
+            );
+        }
         if self.muc_service() == self.domain.0 {
             return Err("[muc] service must differ from domain".into());
         }
@@ -484,6 +499,10 @@ impl Config {
             offline_limit: c.offline_limit,
             offline_bytes_per_account: c.offline_bytes_per_account,
             offline_bytes_total: c.offline_bytes_total,
+            archive_messages_per_account: c.archive_messages_per_account,
+            archive_bytes_per_account: c.archive_bytes_per_account,
+            archive_days: c.archive_days,
+            archive_bytes_total: c.archive_bytes_total,
             roster_limit: c.roster_limit,
             // Not configurable: the bounds the node keeps fixed.
             ..NodeConfig::new(&self.domain.0)

@@ -8,6 +8,7 @@
 //! (`take_output`). Stanzas for rooms never reach it: the node sends those
 //! to the MUC service or the mirrors.
 
+mod archive;
 mod bound;
 mod carbons;
 mod presence;
@@ -21,6 +22,7 @@ mod tests;
 
 pub use bound::Bound;
 pub use resource::Resource;
+pub(crate) use routing::Routed;
 
 use crate::c2s::output::Completion;
 use crate::c2s::Clients;

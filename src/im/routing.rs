@@ -2,7 +2,7 @@
 //! messages (to resources, to the bare JID, offline), and the server's own
 //! iq handlers.
 
-use super::{carbons, Ctx};
+use super::{archive, carbons, Ctx};
 use crate::c2s::output::Completion;
 use crate::common::ConnId;
 use crate::jid::Jid;
@@ -10,6 +10,14 @@ use crate::server_info;
 use crate::stanza::{self, Iq};
 use crate::state::Record;
 use crate::xml::{ns, Element};
+
+/// What became of a message.
+pub(crate) enum Routed {
+    Refused,
+    /// Delivered, stored for later, or for the server itself; with the
+    /// stanza-id it was archived under, if it was.
+    Accepted { stanza_id: Option<String> },
+}
 
 impl Ctx<'_> {
     /// The checks a stanza from the bound session `from` passes before it
@@ -140,24 +148,33 @@ impl Ctx<'_> {
         let Some(sender) = from.local().map(str::to_string) else {
             return;
         };
-        if self.route_message(conn, &el, &to) && carbons::eligible(&el) {
+        let Routed::Accepted { stanza_id } = self.route_message(conn, &el, &to) else {
+            return;
+        };
+        if carbons::eligible(&el) {
+            // The sender's copies carry the id in the sender's archive.
+            let el = match &stanza_id {
+                Some(id) => archive::with_stanza_id(&el, &from.to_bare().to_string(), id),
+                None => el,
+            };
             self.carbon_copies(&sender, &[conn], "sent", &el);
         }
     }
 
-    /// Route a message from session `origin`; false if it was refused.
-    pub(crate) fn route_message(&mut self, origin: ConnId, el: &Element, to: &Jid) -> bool {
+    /// Route a message from session `origin` (or from a room: `NO_CONN`).
+    pub(crate) fn route_message(&mut self, origin: ConnId, el: &Element, to: &Jid) -> Routed {
         let mtype = el.get_attr("type").unwrap_or("normal").to_string();
         if to.domain() != self.cfg.domain {
             self.bounce(origin, el, "remote-server-not-found");
-            return false;
+            return Routed::Refused;
         }
         if to.local().is_none() {
-            return true; // Messages to the server itself have no recipient.
+            // Messages to the server itself have no recipient.
+            return Routed::Accepted { stanza_id: None };
         }
         let Some(user) = self.local_account(to) else {
             self.bounce(origin, el, "service-unavailable");
-            return false;
+            return Routed::Refused;
         };
         let direct = to.resource().and_then(|_| self.bound.conn_of_full(to));
         let delivered = match (direct, mtype.as_str()) {
@@ -165,20 +182,39 @@ impl Ctx<'_> {
             (None, "error") => vec![],
             (None, "groupchat") => {
                 self.bounce(origin, el, "service-unavailable");
-                return false;
+                return Routed::Refused;
             }
             (None, _) => self.bound.bare_message_targets(&user),
+        };
+        // One id for the message in every archive it enters, carried by
+        // the recipient's copies (live, offline and carbons).
+        let stanza_id = archive::archivable(el).then(|| self.mint_stanza_id());
+        let stamped;
+        let el = match &stanza_id {
+            Some(id) => {
+                stamped = archive::with_stanza_id(el, &to.to_bare().to_string(), id);
+                &stamped
+            }
+            None => el,
         };
         self.deliver(&delivered, el);
         let storable = !matches!(mtype.as_str(), "error" | "groupchat" | "headline")
             && (el.has_child("body", ns::CLIENT) || el.has_child("subject", ns::CLIENT));
         if delivered.is_empty() && storable {
-            return self.store_offline(origin, &user, el);
-        }
-        if carbons::eligible(el) {
+            if !self.store_offline(origin, &user, el) {
+                return Routed::Refused;
+            }
+        } else if carbons::eligible(el) {
             self.carbon_copies(&user, &delivered, "received", el);
         }
-        true
+        if let Some(id) = &stanza_id {
+            let sender = el
+                .get_attr("from")
+                .and_then(|f| Jid::parse(f).ok())
+                .and_then(|j| self.local_account(&j));
+            self.archive_message(el, id, sender.as_deref(), &user);
+        }
+        Routed::Accepted { stanza_id }
     }
 
     /// Keep a message for an account with no available resource, within the
@@ -330,6 +366,9 @@ impl Ctx<'_> {
         match (payload.name.as_str(), payload.ns.as_str(), itype) {
             ("query", ns::ROSTER, _) if own_account => self.on_roster_iq(conn, el, &payload),
             ("query", ns::REGISTER, _) => self.on_register_iq(conn, el, &payload),
+            ("query" | "prefs" | "metadata", ns::MAM, _) if own_account => {
+                self.on_archive_iq(conn, el, &payload, set)
+            }
             // Nodes: the server's caps node only (XEP-0115 §6.2); the
             // account and the other nodes have none (XEP-0030 §3.1).
             ("query", ns::DISCO_INFO | ns::DISCO_ITEMS, "get")
@@ -405,6 +444,8 @@ impl Ctx<'_> {
                 let r = stanza::iq_result(el, &from, None);
                 self.send_el(conn, &r);
             }
+            // Another user's archive is theirs alone.
+            (_, ns::MAM, _) => self.bounce(conn, el, "forbidden"),
             _ => self.bounce(conn, el, "service-unavailable"),
         }
     }
@@ -416,7 +457,7 @@ fn account_disco_info() -> Element {
             .attr("category", "account")
             .attr("type", "registered"),
     );
-    for f in [ns::DISCO_INFO, ns::PING] {
+    for f in [ns::DISCO_INFO, ns::PING, ns::MAM, ns::MAM_EXTENDED, ns::SID] {
         q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
     }
     q

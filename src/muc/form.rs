@@ -4,7 +4,7 @@
 use crate::model::room::RoomConfig;
 use crate::xml::Element;
 
-pub const DATA: &str = "jabber:x:data";
+pub use crate::xml::ns::DATA;
 pub const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 pub const ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 

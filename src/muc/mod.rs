@@ -1078,7 +1078,7 @@ impl Ctx<'_> {
             ("query", mns::ADMIN, _) => self.muc_admin(origin, el, room, &payload),
             ("query", mns::MAM, "set") => self.muc_mam(origin, el, room, &payload),
             ("query", mns::MAM, "get") => {
-                let q = Element::new("query", mns::MAM).child(mam::query_form());
+                let q = Element::new("query", mns::MAM).child(crate::mam::form());
                 self.reply(origin, &stanza::iq_result(el, &room_jid, Some(q)));
             }
             _ => self.bounce_to(origin, el, "service-unavailable"),

@@ -251,8 +251,9 @@ impl Node {
         }
         node.with_muc(|m| m.drop_rooms_that_died_with_their_occupants());
         node.restore_mirrors();
-        // The budget may have been lowered since the archives were written.
+        // The budgets may have been lowered since the archives were written.
         node.keep_archives_within_total();
+        node.keep_account_archives_within_total();
         node
     }
 
@@ -320,6 +321,7 @@ impl Node {
                 self.muc.reconfigure(self.cfg.clone());
                 self.mirrors.reconfigure(self.cfg.clone());
                 self.keep_archives_within_total();
+                self.keep_account_archives_within_total();
             }
             Event::Shutdown => {
                 self.with_muc(|m| m.muc_shutdown());

@@ -1,5 +1,6 @@
-//! The node's archives within `[muc] archive_bytes_total`: rooms mastered
-//! here and replicas of rooms mastered elsewhere share one budget. Past it,
+//! The node's archives within their totals: rooms mastered here and
+//! replicas of rooms mastered elsewhere share `[muc] archive_bytes_total`;
+//! accounts' archives share `[c2s] archive_bytes_total`. Past a budget,
 //! the largest archives give up their oldest messages, all cut down to one
 //! level, until everything fits in 15/16 of the budget (so trimming happens
 //! once per sixteenth, not at every message, with one trim record per
@@ -12,53 +13,80 @@ use crate::model::replica::MirrorRecord;
 use crate::model::room::RoomRecord;
 use crate::state::{Record, State};
 
-/// An archive of the node: a mastered room's (by localpart) or a replica's
-/// (by room JID).
+/// An archive of the node: a mastered room's (by localpart), a replica's
+/// (by room JID) or an account's (by localpart).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Held {
     Room(String),
     Replica(String),
+    Account(String),
 }
 
 fn archive<'a>(state: &'a State, held: &Held) -> Option<&'a Archive> {
     match held {
         Held::Room(room) => state.rooms.get(room).map(|r| &r.archive),
         Held::Replica(key) => state.mirrors.get(key).map(|m| &m.state.archive),
+        Held::Account(user) => state.accounts.get(user).map(|a| &a.archive),
     }
 }
 
-/// Bytes of every archive the node holds.
+/// Bytes of every room archive the node holds (mastered and replicas).
 pub fn archive_bytes(state: &State) -> u64 {
     let rooms = state.rooms.values().map(|r| r.archive.bytes());
     let replicas = state.mirrors.values().map(|m| m.state.archive.bytes());
     rooms.chain(replicas).sum()
 }
 
+/// Bytes of every account's archive.
+pub fn account_archive_bytes(state: &State) -> u64 {
+    state.accounts.values().map(|a| a.archive.bytes()).sum()
+}
+
 impl Node {
     pub(crate) fn keep_archives_within_total(&mut self) {
         let limit = self.cfg.muc.archive_bytes_total;
-        let total = archive_bytes(&self.state);
-        if total <= limit {
+        if archive_bytes(&self.state) <= limit {
             return;
         }
-        let target = limit - limit / 16;
-        let mut sizes: Vec<(u64, Held)> = self
+        let rooms = self
             .state
             .rooms
             .iter()
-            .map(|(room, r)| (r.archive.bytes(), Held::Room(room.clone())))
-            .chain(
-                self.state
-                    .mirrors
-                    .iter()
-                    .map(|(key, m)| (m.state.archive.bytes(), Held::Replica(key.clone()))),
-            )
+            .map(|(room, r)| (r.archive.bytes(), Held::Room(room.clone())));
+        let replicas = self
+            .state
+            .mirrors
+            .iter()
+            .map(|(key, m)| (m.state.archive.bytes(), Held::Replica(key.clone())));
+        let sizes = rooms.chain(replicas).collect();
+        self.cut_largest(sizes, limit, "room archives", "[muc] archive_bytes_total");
+    }
+
+    /// The same for accounts' archives, within `[c2s] archive_bytes_total`.
+    pub(crate) fn keep_account_archives_within_total(&mut self) {
+        let limit = self.cfg.archive_bytes_total;
+        if account_archive_bytes(&self.state) <= limit {
+            return;
+        }
+        let sizes = self
+            .state
+            .accounts
+            .iter()
+            .map(|(user, a)| (a.archive.bytes(), Held::Account(user.clone())))
             .collect();
+        self.cut_largest(sizes, limit, "accounts' archives", "[c2s] archive_bytes_total");
+    }
+
+    /// Cut the largest of these archives down to one level, so that all
+    /// fit in 15/16 of `limit`.
+    fn cut_largest(&mut self, mut sizes: Vec<(u64, Held)>, limit: u64, what: &str, setting: &str) {
+        let total: u64 = sizes.iter().map(|s| s.0).sum();
+        let target = limit - limit / 16;
         // Largest first; among equals, in key order (replays the same).
         sizes.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let level = level_for(sizes.iter().map(|s| s.0), total - target);
         log::warn!(
-            "room archives hold {total} bytes, over [muc] archive_bytes_total ({limit}): \
+            "{what} hold {total} bytes, over {setting} ({limit}): \
              those over {level} bytes give up their oldest messages (raise the setting to keep more)"
         );
         for (_, held) in sizes.into_iter().take_while(|(size, _)| *size > level) {
@@ -77,6 +105,7 @@ impl Node {
                     key,
                     change: Box::new(MirrorRecord::Trim { upto }),
                 },
+                Held::Account(user) => Record::AccountArchiveTrim { user, upto },
             });
         }
     }

@@ -69,7 +69,7 @@ impl Node {
             .ctx(&mut self.state.accounts, &self.clients, self.now)
             .route_message(origin, el, to);
         self.drain_im();
-        routed
+        matches!(routed, crate::im::Routed::Accepted { .. })
     }
 
     /// Carry out what the router asked, in order (until it asks nothing
@@ -78,7 +78,7 @@ impl Node {
         loop {
             let out = self.im.take_output();
             if out.is_empty() {
-                return;
+                return self.keep_account_archives_within_total();
             }
             for o in out {
                 match o {

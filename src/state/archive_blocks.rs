@@ -8,19 +8,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 impl State {
-    /// Rooms' archives, replicas' archives and offline queues.
+    /// Rooms' archives, replicas' archives, offline queues and accounts'
+    /// archives.
     fn archives(&self) -> impl Iterator<Item = &Archive> {
-        let rooms = self.rooms.values().map(|r| &r.archive);
         let mirrors = self.mirrors.values().map(|m| &m.state.archive);
-        let offline = self.accounts.values().map(|a| a.offline.archive());
-        rooms.chain(mirrors).chain(offline)
+        self.sealable().chain(mirrors)
     }
 
     fn archives_mut(&mut self) -> impl Iterator<Item = &mut Archive> {
-        let rooms = self.rooms.values_mut().map(|r| &mut r.archive);
         let mirrors = self.mirrors.values_mut().map(|m| &mut m.state.archive);
-        let offline = self.accounts.values_mut().map(|a| a.offline.archive_mut());
-        rooms.chain(mirrors).chain(offline)
+        let rooms = self.rooms.values_mut().map(|r| &mut r.archive);
+        let accounts = self
+            .accounts
+            .values_mut()
+            .flat_map(|a| [a.offline.archive_mut(), &mut a.archive]);
+        rooms.chain(accounts).chain(mirrors)
     }
 
     /// Seal open messages early when all archives' open runs together
@@ -63,17 +65,26 @@ impl State {
         chosen.len()
     }
 
-    /// The archives whose blocks may be sealed early: rooms' (their trims
-    /// are records) and offline queues (delivery is a record).
+    /// The archives whose blocks may be sealed early: rooms' and
+    /// accounts' (their trims are records) and offline queues (delivery is
+    /// a record).
     fn sealable(&self) -> impl Iterator<Item = &Archive> {
         let rooms = self.rooms.values().map(|r| &r.archive);
-        rooms.chain(self.accounts.values().map(|a| a.offline.archive()))
+        let accounts = self
+            .accounts
+            .values()
+            .flat_map(|a| [a.offline.archive(), &a.archive]);
+        rooms.chain(accounts)
     }
 
     /// The same, in the same order (`bound_open_messages` picks by index).
     fn sealable_mut(&mut self) -> impl Iterator<Item = &mut Archive> {
         let rooms = self.rooms.values_mut().map(|r| &mut r.archive);
-        rooms.chain(self.accounts.values_mut().map(|a| a.offline.archive_mut()))
+        let accounts = self
+            .accounts
+            .values_mut()
+            .flat_map(|a| [a.offline.archive_mut(), &mut a.archive]);
+        rooms.chain(accounts)
     }
 
     /// Whether some archive holds sealed blocks not yet written out.

@@ -11,7 +11,7 @@
 
 use super::link::{Queued, QueuedEvent};
 use super::snapshot::write_snapshot;
-use super::{Record, RosterItem, State, Subscription, LOG_FORMAT};
+use super::{ArchiveDefault, ArchivePrefs, Record, RosterItem, State, Subscription, LOG_FORMAT};
 use crate::model::archive::BLOCK_BYTES;
 use crate::model::block::Extent;
 use crate::model::replica::MirrorRecord;
@@ -105,6 +105,26 @@ fn records() -> Vec<Record> {
             user: "dave".into(),
             stamp_ms: 1_795_000_000_002,
             xml: "<message from='bob@localhost/b' type='chat'><body>three</body></message>".into(),
+        },
+        Record::AccountArchived {
+            user: "alice".into(),
+            msg: personal(1, "a1b2c3"),
+        },
+        Record::AccountArchived {
+            user: "alice".into(),
+            msg: personal(2, "d4e5f6"),
+        },
+        Record::AccountArchiveTrim {
+            user: "alice".into(),
+            upto: 1,
+        },
+        Record::AccountArchivePrefs {
+            user: "alice".into(),
+            prefs: ArchivePrefs {
+                default: ArchiveDefault::Roster,
+                always: ["bob@localhost".to_string()].into(),
+                never: ["eve@localhost".to_string()].into(),
+            },
         },
         room(RoomRecord::Create {
             owner: "alice@localhost".into(),
@@ -232,6 +252,18 @@ fn records() -> Vec<Record> {
         },
     ]);
     records
+}
+
+/// A one-to-one message in alice's archive.
+fn personal(seq: u64, stanza_id: &str) -> Archived {
+    Archived {
+        seq,
+        stanza_id: stanza_id.into(),
+        stamp_ms: 1_795_000_000_000 + seq,
+        nick: String::new(),
+        real: "bob@localhost/b".into(),
+        xml: "<message from='alice@localhost/a' to='bob@localhost/b' type='chat'><body>hi</body></message>".into(),
+    }
 }
 
 /// A message whose stanza alone fills an archive block.

@@ -5,6 +5,7 @@
 //! restart is exactly the replay of the log.
 
 mod archive_blocks;
+mod archive_prefs;
 #[cfg(test)]
 mod format_tests;
 pub mod link;
@@ -12,12 +13,14 @@ mod offline;
 pub mod salvage;
 pub mod snapshot;
 
+pub use archive_prefs::{ArchiveDefault, ArchivePrefs, MAX_PREF_BYTES, MAX_PREF_JIDS};
 pub use link::{apply_link, LinkState, LinkStore, Queued, QueuedEvent};
 pub use offline::{OfflineMessage, OfflineQueue};
 
 use crate::common::PeerId;
+use crate::model::archive::Archive;
 use crate::model::replica::{MirrorCache, MirrorRecord};
-use crate::model::room::{RoomRecord, RoomState};
+use crate::model::room::{Archived, RoomRecord, RoomState};
 use crate::scram::Credentials;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -131,6 +134,28 @@ pub struct Account {
     pub roster_ver: u64,
     pub offline: OfflineQueue,
     pub next_offline_id: u64,
+    /// The one-to-one messages the user sent and received (XEP-0313). In
+    /// each, `real` is the other party's JID as the stanza addressed it,
+    /// and `nick` is empty. (Not in the whole-state snapshots of older
+    /// releases, which had none: hence skipped.)
+    #[serde(skip)]
+    pub archive: Archive,
+    #[serde(skip)]
+    pub archive_prefs: ArchivePrefs,
+}
+
+impl Account {
+    pub fn new(creds: Credentials) -> Account {
+        Account {
+            creds,
+            roster: BTreeMap::new(),
+            roster_ver: 0,
+            offline: OfflineQueue::default(),
+            next_offline_id: 1,
+            archive: Archive::new(),
+            archive_prefs: ArchivePrefs::default(),
+        }
+    }
 }
 
 /// The state's layout before `admin` was added (postcard needs every field):
@@ -289,6 +314,20 @@ pub enum Record {
         peer: PeerId,
         queued: Box<Queued>,
     },
+    /// A one-to-one message kept in an account's archive.
+    AccountArchived {
+        user: String,
+        msg: Archived,
+    },
+    /// Drop an account's archived messages up to and including `upto`.
+    AccountArchiveTrim {
+        user: String,
+        upto: u64,
+    },
+    AccountArchivePrefs {
+        user: String,
+        prefs: ArchivePrefs,
+    },
 }
 
 impl Record {
@@ -339,6 +378,7 @@ impl Record {
         use snapshot::SnapshotPart;
         match &mut self {
             Record::OfflinePush { xml, .. } | Record::LinkOut { xml, .. } => fix(xml),
+            Record::AccountArchived { msg, .. } => fix(&mut msg.xml),
             Record::Room {
                 change: RoomRecord::Message { msg },
                 ..
@@ -353,7 +393,8 @@ impl Record {
                     messages.iter_mut().for_each(|m| fix(&mut m.xml))
                 }
                 SnapshotPart::Archive { messages, .. }
-                | SnapshotPart::MirrorArchive { messages, .. } => fix_archive(messages),
+                | SnapshotPart::MirrorArchive { messages, .. }
+                | SnapshotPart::AccountArchive { messages, .. } => fix_archive(messages),
                 SnapshotPart::Unacked { events, .. } => {
                     for q in events {
                         if let QueuedEvent::Wire(x) = &mut q.event {
@@ -417,16 +458,7 @@ pub fn apply_account(accounts: &mut Accounts, record: &Record) {
         Record::AccountSet { user, creds } => match accounts.get_mut(user) {
             Some(acc) => acc.creds = creds.clone(),
             None => {
-                accounts.insert(
-                    user.clone(),
-                    Account {
-                        creds: creds.clone(),
-                        roster: BTreeMap::new(),
-                        roster_ver: 0,
-                        offline: OfflineQueue::default(),
-                        next_offline_id: 1,
-                    },
-                );
+                accounts.insert(user.clone(), Account::new(creds.clone()));
             }
         },
         Record::AccountDel { user } => {
@@ -472,6 +504,21 @@ pub fn apply_account(accounts: &mut Accounts, record: &Record) {
                 acc.offline.drop_upto(*upto);
             }
         }
+        Record::AccountArchived { user, msg } => {
+            if let Some(acc) = accounts.get_mut(user) {
+                acc.archive.push(msg.clone());
+            }
+        }
+        Record::AccountArchiveTrim { user, upto } => {
+            if let Some(acc) = accounts.get_mut(user) {
+                acc.archive.drop_upto(*upto);
+            }
+        }
+        Record::AccountArchivePrefs { user, prefs } => {
+            if let Some(acc) = accounts.get_mut(user) {
+                acc.archive_prefs = prefs.clone();
+            }
+        }
         _ => {}
     }
 }
@@ -497,7 +544,10 @@ impl State {
             | Record::RosterSet { .. }
             | Record::RosterDel { .. }
             | Record::OfflinePush { .. }
-            | Record::OfflineDone { .. } => apply_account(&mut self.accounts, record),
+            | Record::OfflineDone { .. }
+            | Record::AccountArchived { .. }
+            | Record::AccountArchiveTrim { .. }
+            | Record::AccountArchivePrefs { .. } => apply_account(&mut self.accounts, record),
             Record::Room { room, change } => {
                 crate::model::room::apply(&mut self.rooms, room, change)
             }

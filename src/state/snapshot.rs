@@ -11,7 +11,7 @@
 //! left unfinished is ignored, and the state from the records before and
 //! beside it stands.
 
-use super::{Account, LinkState, OfflineMessage, OfflineQueue, Queued, Record, RosterItem, State};
+use super::{Account, ArchivePrefs, LinkState, OfflineMessage, Queued, Record, RosterItem, State};
 use crate::common::PeerId;
 use crate::model::archive::Archive;
 use crate::model::block::{Block, Extent, Packed};
@@ -36,7 +36,10 @@ use std::io;
 ///    messages. Format 2 snapshots read the same way.
 /// 4. Offline queues likewise (`OfflineBlocks`). Formats 2 and 3 read the
 ///    same way.
-pub const FORMAT: u32 = 4;
+/// 5. Accounts' archives (`AccountArchive`, `AccountArchiveBlocks`) and
+///    archive preferences. Formats 2 to 4 read the same way (their
+///    accounts had no archive).
+pub const FORMAT: u32 = 5;
 /// A part closes once its contents reach this many bytes (so a part is at
 /// most this plus one item, and every item is bounded on its own).
 pub const PART_BYTES: usize = 1024 * 1024;
@@ -111,6 +114,21 @@ pub enum SnapshotPart {
         user: String,
         blocks: Vec<Block>,
     },
+    /// An account's archive: loose messages (format 5).
+    AccountArchive {
+        user: String,
+        messages: Vec<Archived>,
+    },
+    /// Sealed blocks of an account's archive, in order (format 5).
+    AccountArchiveBlocks {
+        user: String,
+        blocks: Vec<Block>,
+    },
+    /// An account's archive preferences, when not the default (format 5).
+    AccountArchivePrefs {
+        user: String,
+        prefs: ArchivePrefs,
+    },
 }
 
 impl SnapshotPart {
@@ -128,7 +146,8 @@ impl SnapshotPart {
         let blocks = match self {
             SnapshotPart::ArchiveBlocks { blocks, .. }
             | SnapshotPart::MirrorArchiveBlocks { blocks, .. }
-            | SnapshotPart::OfflineBlocks { blocks, .. } => &blocks[..],
+            | SnapshotPart::OfflineBlocks { blocks, .. }
+            | SnapshotPart::AccountArchiveBlocks { blocks, .. } => &blocks[..],
             _ => &[],
         };
         blocks.iter().filter_map(|b| match b.packed {
@@ -163,11 +182,9 @@ impl State {
                 self.accounts.insert(
                     user.clone(),
                     Account {
-                        creds: creds.clone(),
-                        roster: BTreeMap::new(),
                         roster_ver: *roster_ver,
-                        offline: OfflineQueue::default(),
                         next_offline_id: *next_offline_id,
+                        ..Account::new(creds.clone())
                     },
                 );
             }
@@ -237,6 +254,23 @@ impl State {
                     for block in blocks {
                         acc.offline.archive_mut().push_block(block.clone());
                     }
+                }
+            }
+            SnapshotPart::AccountArchive { user, messages } => {
+                if let Some(acc) = self.accounts.get_mut(user) {
+                    acc.archive.extend(messages.iter().cloned());
+                }
+            }
+            SnapshotPart::AccountArchiveBlocks { user, blocks } => {
+                if let Some(acc) = self.accounts.get_mut(user) {
+                    for block in blocks {
+                        acc.archive.push_block(block.clone());
+                    }
+                }
+            }
+            SnapshotPart::AccountArchivePrefs { user, prefs } => {
+                if let Some(acc) = self.accounts.get_mut(user) {
+                    acc.archive_prefs = prefs.clone();
                 }
             }
         }
@@ -320,7 +354,10 @@ impl Entity {
             SnapshotPart::Account { user, .. }
             | SnapshotPart::Roster { user, .. }
             | SnapshotPart::Offline { user, .. }
-            | SnapshotPart::OfflineBlocks { user, .. } => Entity::Account(user.clone()),
+            | SnapshotPart::OfflineBlocks { user, .. }
+            | SnapshotPart::AccountArchive { user, .. }
+            | SnapshotPart::AccountArchiveBlocks { user, .. }
+            | SnapshotPart::AccountArchivePrefs { user, .. } => Entity::Account(user.clone()),
             SnapshotPart::Room { room, .. }
             | SnapshotPart::Archive { room, .. }
             | SnapshotPart::ArchiveBlocks { room, .. } => Entity::Room(room.clone()),
@@ -343,7 +380,10 @@ impl Entity {
             | Record::RosterSet { user, .. }
             | Record::RosterDel { user, .. }
             | Record::OfflinePush { user, .. }
-            | Record::OfflineDone { user, .. } => Entity::Account(user.clone()),
+            | Record::OfflineDone { user, .. }
+            | Record::AccountArchived { user, .. }
+            | Record::AccountArchiveTrim { user, .. }
+            | Record::AccountArchivePrefs { user, .. } => Entity::Account(user.clone()),
             Record::Room { room, .. } => Entity::Room(room.clone()),
             Record::LinkOut { peer, .. }
             | Record::LinkAcked { peer, .. }
@@ -450,6 +490,25 @@ pub fn write_entity(
                     messages: messages.into_iter().map(OfflineMessage::from).collect(),
                 },
                 |blocks| SnapshotPart::OfflineBlocks {
+                    user: user.clone(),
+                    blocks,
+                },
+                |p| part(p, emit),
+            )?;
+            if !acc.archive_prefs.is_default() {
+                let prefs = SnapshotPart::AccountArchivePrefs {
+                    user: user.clone(),
+                    prefs: acc.archive_prefs.clone(),
+                };
+                part(prefs, emit)?;
+            }
+            archive_parts(
+                &acc.archive,
+                |messages| SnapshotPart::AccountArchive {
+                    user: user.clone(),
+                    messages,
+                },
+                |blocks| SnapshotPart::AccountArchiveBlocks {
                     user: user.clone(),
                     blocks,
                 },

@@ -34,4 +34,9 @@ pub mod ns {
     pub const CSI: &str = "urn:xmpp:csi:0";
     pub const REGISTER: &str = "jabber:iq:register";
     pub const CAPS: &str = "http://jabber.org/protocol/caps";
+    pub const DATA: &str = "jabber:x:data";
+    pub const SID: &str = "urn:xmpp:sid:0";
+    pub const MAM: &str = "urn:xmpp:mam:2";
+    pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
+    pub const RSM: &str = "http://jabber.org/protocol/rsm";
 }
