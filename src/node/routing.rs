@@ -11,7 +11,16 @@ use crate::xml::Element;
 
 impl Node {
     pub(crate) fn on_bound(&mut self, conn: ConnId, jid: Jid) {
+        let user = jid.local().map(str::to_string);
         self.im.on_bound(conn, jid);
+        // Messages past the archive's age (or a lowered bound) go before
+        // the user reads it, even if none came since.
+        if let Some(user) = user {
+            self.im
+                .ctx(&mut self.state.accounts, &self.clients, self.now)
+                .keep_archive_within_bounds(&user);
+            self.drain_im();
+        }
     }
 
     /// A stanza from the bound session `from`: checked by the router, then

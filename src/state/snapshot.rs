@@ -891,6 +891,26 @@ mod tests {
                 user: user.clone(),
                 upto: 1,
             });
+            for m in 1..=scale as u64 {
+                let mut msg = archived(m, body);
+                msg.real = "contact@x/phone".into();
+                s.apply(&Record::AccountArchived {
+                    user: user.clone(),
+                    msg,
+                });
+            }
+            s.apply(&Record::AccountArchiveTrim {
+                user: user.clone(),
+                upto: 1,
+            });
+            s.apply(&Record::AccountArchivePrefs {
+                user: user.clone(),
+                prefs: crate::state::ArchivePrefs {
+                    default: crate::state::ArchiveDefault::Roster,
+                    never: ["spam@x".to_string()].into(),
+                    ..Default::default()
+                },
+            });
         }
         for r in 0..2 {
             let room = format!("room{r}");
@@ -1063,6 +1083,11 @@ mod tests {
         // That layout queued link events as wire XML.
         let mut expect = State::from(crate::state::LegacyState::from(state));
         expect.accounts.remove("user2");
+        // Nor did it have accounts' archives.
+        for acc in expect.accounts.values_mut() {
+            acc.archive = Archive::new();
+            acc.archive_prefs = Default::default();
+        }
         assert!(reopen(log.storage().clone()).state == expect);
     }
 
@@ -1075,7 +1100,7 @@ mod tests {
         let n = *x;
         let user = format!("user{}", n % 6);
         let room = format!("room{}", (n >> 8) % 4);
-        match (n >> 16) % 9 {
+        match (n >> 16) % 10 {
             0 => Record::AccountSet {
                 user,
                 creds: Credentials::derive("pw", b"salt", 16),
@@ -1112,6 +1137,10 @@ mod tests {
             7 => Record::Mirror {
                 key: "r@conf.hq".into(),
                 change: Box::new(crate::model::replica::MirrorRecord::Trim { upto: n % 30 }),
+            },
+            8 => Record::AccountArchived {
+                user,
+                msg: archived(n >> 24, "mine"),
             },
             _ => Record::AdminPassword {
                 creds: Credentials::derive("admin", b"salt", 16),
