@@ -125,9 +125,12 @@ impl Candidates {
     fn within(&self, from: usize, to: usize) -> Box<dyn DoubleEndedIterator<Item = usize> + '_> {
         match self {
             Candidates::Span(span) => Box::new(from.max(span.start)..to.min(span.end).max(from)),
-            Candidates::Listed(listed) => {
-                Box::new(listed.iter().copied().filter(move |p| (from..to).contains(p)))
-            }
+            Candidates::Listed(listed) => Box::new(
+                listed
+                    .iter()
+                    .copied()
+                    .filter(move |p| (from..to).contains(p)),
+            ),
         }
     }
 }
@@ -142,7 +145,10 @@ pub fn page(
     render: impl Fn(&Archived) -> String,
 ) -> Result<Page, &'static str> {
     let position_of = |id: &str| archive.seq_of(id).and_then(|seq| archive.position(seq));
-    let named = |id: &Option<String>| id.as_deref().map(|id| position_of(id).ok_or("item-not-found"));
+    let named = |id: &Option<String>| {
+        id.as_deref()
+            .map(|id| position_of(id).ok_or("item-not-found"))
+    };
     // The span the time bounds and the extended id bounds allow (time
     // bounds are found by binary search).
     let mut lo = q.start.map_or(0, |s| archive.first_at_or_after(s));
@@ -220,12 +226,15 @@ pub fn page(
     let index = page.first().map_or(0, |(p, _, _)| count(lo, *p));
     let mut set = Element::new("set", ns::RSM);
     if let (Some((_, first, _)), Some((_, last, _))) = (page.first(), page.last()) {
+        let mut first = Element::new("first", ns::RSM).text(first.clone());
+        // The index is optional (XEP-0059 §2.6), and left out of pages
+        // walked backwards: clients (slixmpp) read "index + page = count"
+        // as the end of any walk, and would stop after the newest page.
+        if !backward {
+            first.set_attr("index", index.to_string());
+        }
         set = set
-            .child(
-                Element::new("first", ns::RSM)
-                    .attr("index", index.to_string())
-                    .text(first.clone()),
-            )
+            .child(first)
             .child(Element::new("last", ns::RSM).text(last.clone()));
     }
     set = set.child(Element::new("count", ns::RSM).text(total.to_string()));

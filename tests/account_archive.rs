@@ -80,7 +80,10 @@ fn a_one_to_one_message_is_archived_by_both_users_under_the_id_the_recipient_see
         let out = query(&mut sim, conn, "", "", "");
         assert_eq!(bodies(&out), ["hello"], "{out}");
         assert_eq!(result_ids(&out), std::slice::from_ref(&id), "{out}");
-        assert!(out.contains("<fin xmlns='urn:xmpp:mam:2' complete='true'>"), "{out}");
+        assert!(
+            out.contains("<fin xmlns='urn:xmpp:mam:2' complete='true'>"),
+            "{out}"
+        );
         // The result is the message as sent, with its delay.
         assert!(out.contains("<delay xmlns='urn:xmpp:delay'"), "{out}");
         let filtered = query(&mut sim, conn, &field("with", with), "", "");
@@ -95,20 +98,29 @@ fn an_offline_message_and_carbons_carry_the_stanza_id() {
     let mut sim = node_with(config());
     let alice = online(&mut sim, "alice", "phone");
     let desk = online(&mut sim, "alice", "desk");
-    sim.send(desk, "<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>");
+    sim.send(
+        desk,
+        "<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>",
+    );
     sim.take(desk);
     chat(&mut sim, alice, "bob@localhost", "while-you-were-out");
     let sent = sim.take(desk);
     assert!(sent.contains("<sent xmlns='urn:xmpp:carbons:2'>"), "{sent}");
-    let sender_id = between(&sent, "<stanza-id xmlns='urn:xmpp:sid:0' id='", "' by='alice@localhost'/>")
-        .expect("the sent carbon carries the id of the sender's archive")
-        .to_string();
+    let sender_id = between(
+        &sent,
+        "<stanza-id xmlns='urn:xmpp:sid:0' id='",
+        "' by='alice@localhost'/>",
+    )
+    .expect("the sent carbon carries the id of the sender's archive")
+    .to_string();
     let bob = sim.login("bob", "pw", "b");
     sim.send(bob, "<presence/>");
     let got = sim.take(bob);
     assert!(got.contains("while-you-were-out"), "{got}");
     assert!(
-        got.contains(&format!("<stanza-id xmlns='urn:xmpp:sid:0' id='{sender_id}' by='bob@localhost'/>")),
+        got.contains(&format!(
+            "<stanza-id xmlns='urn:xmpp:sid:0' id='{sender_id}' by='bob@localhost'/>"
+        )),
         "the offline copy carries the same id: {got}"
     );
     assert_eq!(result_ids(&query(&mut sim, bob, "", "", "")), [sender_id]);
@@ -124,12 +136,22 @@ fn a_forged_stanza_id_is_replaced_and_bodiless_or_unstorable_messages_are_not_ar
     assert!(!got.contains("forged"), "{got}");
     sim.send(alice, "<message to='bob@localhost' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>");
     sim.send(alice, "<message to='bob@localhost' type='chat'><body>secret</body><no-store xmlns='urn:xmpp:hints'/></message>");
-    sim.send(alice, "<message to='bob@localhost' type='headline'><body>news</body></message>");
+    sim.send(
+        alice,
+        "<message to='bob@localhost' type='headline'><body>news</body></message>",
+    );
     sim.send(alice, "<message to='bob@localhost' type='chat'><encrypted xmlns='eu.siacs.conversations.axolotl'><payload>AAAA</payload></encrypted></message>");
     sim.take(bob);
     let out = query(&mut sim, bob, "", "", "");
-    assert_eq!(result_ids(&out).len(), 2, "the body and the encrypted one: {out}");
-    assert!(out.contains("<payload>AAAA</payload>") && !out.contains("secret"), "{out}");
+    assert_eq!(
+        result_ids(&out).len(),
+        2,
+        "the body and the encrypted one: {out}"
+    );
+    assert!(
+        out.contains("<payload>AAAA</payload>") && !out.contains("secret"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -142,19 +164,45 @@ fn pages_follow_rsm_forward_backward_and_flipped() {
     }
     let first = query(&mut sim, alice, "", "<max>2</max>", "");
     assert_eq!(bodies(&first), ["m1", "m2"]);
-    assert!(first.contains("<fin xmlns='urn:xmpp:mam:2'><set"), "not complete: {first}");
-    assert!(first.contains("<first index='0'>") && first.contains("<count>5</count>"), "{first}");
+    assert!(
+        first.contains("<fin xmlns='urn:xmpp:mam:2'><set"),
+        "not complete: {first}"
+    );
+    assert!(
+        first.contains("<first index='0'>") && first.contains("<count>5</count>"),
+        "{first}"
+    );
     let last_id = between(&first, "<last>", "</last>").unwrap().to_string();
-    let next = query(&mut sim, alice, "", &format!("<max>2</max><after>{last_id}</after>"), "");
+    let next = query(
+        &mut sim,
+        alice,
+        "",
+        &format!("<max>2</max><after>{last_id}</after>"),
+        "",
+    );
     assert_eq!(bodies(&next), ["m3", "m4"]);
     assert!(next.contains("<first index='2'>"), "{next}");
     let end = query(&mut sim, alice, "", "<max>2</max><before/>", "");
     assert_eq!(bodies(&end), ["m4", "m5"], "the last page, oldest first");
-    assert!(!end.contains("complete='true'"), "older messages are left: {end}");
+    assert!(
+        !end.contains("complete='true'"),
+        "older messages are left: {end}"
+    );
     let flipped = query(&mut sim, alice, "", "<max>2</max><before/>", "<flip-page/>");
-    assert_eq!(bodies(&flipped), ["m5", "m4"], "the same page, newest first");
-    let before_m4 = between(&end, "<first index='3'>", "</first>").unwrap().to_string();
-    let older = query(&mut sim, alice, "", &format!("<max>10</max><before>{before_m4}</before>"), "");
+    assert_eq!(
+        bodies(&flipped),
+        ["m5", "m4"],
+        "the same page, newest first"
+    );
+    assert!(!end.contains("index="), "no index walking backwards: {end}");
+    let before_m4 = between(&end, "<first>", "</first>").unwrap().to_string();
+    let older = query(
+        &mut sim,
+        alice,
+        "",
+        &format!("<max>10</max><before>{before_m4}</before>"),
+        "",
+    );
     assert_eq!(bodies(&older), ["m1", "m2", "m3"]);
     assert!(older.contains("complete='true'"), "{older}");
     let missing = query(&mut sim, alice, "", "<after>no-such-id</after>", "");
@@ -176,38 +224,78 @@ fn time_bounds_extended_fields_and_metadata() {
         stamps.push(between(r, "stamp='", "'").unwrap().to_string());
     }
     let window = format!("{}{}", field("start", &stamps[1]), field("end", &stamps[2]));
-    assert_eq!(bodies(&query(&mut sim, alice, &window, "", "")), ["m2", "m3"]);
-    let between_ids = format!("{}{}", field("after-id", &ids[0]), field("before-id", &ids[3]));
-    assert_eq!(bodies(&query(&mut sim, alice, &between_ids, "", "")), ["m2", "m3"]);
+    assert_eq!(
+        bodies(&query(&mut sim, alice, &window, "", "")),
+        ["m2", "m3"]
+    );
+    let between_ids = format!(
+        "{}{}",
+        field("after-id", &ids[0]),
+        field("before-id", &ids[3])
+    );
+    assert_eq!(
+        bodies(&query(&mut sim, alice, &between_ids, "", "")),
+        ["m2", "m3"]
+    );
     let listed = format!(
         "<field var='ids'><value>{}</value><value>{}</value><value>unknown</value></field>",
         ids[3], ids[0]
     );
-    assert_eq!(bodies(&query(&mut sim, alice, &listed, "", "")), ["m1", "m4"], "in archive order");
-    let unknown = query(&mut sim, alice, &field("urn:example:free-text", "x"), "", "");
+    assert_eq!(
+        bodies(&query(&mut sim, alice, &listed, "", "")),
+        ["m1", "m4"],
+        "in archive order"
+    );
+    let unknown = query(
+        &mut sim,
+        alice,
+        &field("urn:example:free-text", "x"),
+        "",
+        "",
+    );
     assert!(unknown.contains("<feature-not-implemented"), "{unknown}");
-    sim.send(alice, "<iq type='get' id='md'><metadata xmlns='urn:xmpp:mam:2'/></iq>");
+    sim.send(
+        alice,
+        "<iq type='get' id='md'><metadata xmlns='urn:xmpp:mam:2'/></iq>",
+    );
     let md = sim.take(alice);
     assert!(
-        md.contains(&format!("<start id='{}' timestamp='{}'/>", ids[0], stamps[0]))
-            && md.contains(&format!("<end id='{}' timestamp='{}'/>", ids[3], stamps[3])),
+        md.contains(&format!(
+            "<start id='{}' timestamp='{}'/>",
+            ids[0], stamps[0]
+        )) && md.contains(&format!("<end id='{}' timestamp='{}'/>", ids[3], stamps[3])),
         "{md}"
     );
-    sim.send(alice, "<iq type='get' id='form'><query xmlns='urn:xmpp:mam:2'/></iq>");
+    sim.send(
+        alice,
+        "<iq type='get' id='form'><query xmlns='urn:xmpp:mam:2'/></iq>",
+    );
     let form = sim.take(alice);
-    assert!(form.contains("var='with'") && form.contains("var='ids'"), "{form}");
-    sim.send(alice, "<iq type='get' id='d'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    assert!(
+        form.contains("var='with'") && form.contains("var='ids'"),
+        "{form}"
+    );
+    sim.send(
+        alice,
+        "<iq type='get' id='d'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    );
     let _ = sim.take(alice);
     sim.send(alice, "<iq type='get' id='d' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
     let disco = sim.take(alice);
-    assert!(disco.contains("var='urn:xmpp:mam:2'") && disco.contains("var='urn:xmpp:mam:2#extended'"), "{disco}");
+    assert!(
+        disco.contains("var='urn:xmpp:mam:2'") && disco.contains("var='urn:xmpp:mam:2#extended'"),
+        "{disco}"
+    );
 }
 
 #[test]
 fn another_users_archive_is_refused() {
     let mut sim = node_with(config());
     let alice = online(&mut sim, "alice", "a");
-    sim.send(alice, "<iq type='set' id='x' to='bob@localhost'><query xmlns='urn:xmpp:mam:2'/></iq>");
+    sim.send(
+        alice,
+        "<iq type='set' id='x' to='bob@localhost'><query xmlns='urn:xmpp:mam:2'/></iq>",
+    );
     assert!(sim.take(alice).contains("<forbidden"));
 }
 
@@ -231,10 +319,21 @@ fn preferences_choose_what_is_archived_and_survive_a_restart() {
     assert_eq!(bodies(&query(&mut sim, bob, "", "", "")), ["from-bob"]);
     sim.crash_and_restart();
     let alice = online(&mut sim, "alice", "a");
-    sim.send(alice, "<iq type='get' id='g'><prefs xmlns='urn:xmpp:mam:2'/></iq>");
+    sim.send(
+        alice,
+        "<iq type='get' id='g'><prefs xmlns='urn:xmpp:mam:2'/></iq>",
+    );
     let got = sim.take(alice);
-    assert!(got.contains("default='roster'") && got.contains("<always><jid>carol@localhost</jid></always>"), "{got}");
-    assert_eq!(bodies(&query(&mut sim, alice, "", "", "")), ["from-carol"], "after a restart");
+    assert!(
+        got.contains("default='roster'")
+            && got.contains("<always><jid>carol@localhost</jid></always>"),
+        "{got}"
+    );
+    assert_eq!(
+        bodies(&query(&mut sim, alice, "", "", "")),
+        ["from-carol"],
+        "after a restart"
+    );
     let huge: String = (0..300).map(|i| format!("<jid>u{i}@x</jid>")).collect();
     sim.send(alice, &format!("<iq type='set' id='h'><prefs xmlns='urn:xmpp:mam:2' default='always'><always>{huge}</always></prefs></iq>"));
     assert!(sim.take(alice).contains("<not-acceptable"));
@@ -250,7 +349,10 @@ fn retention_keeps_the_newest_within_count_and_age() {
     for i in 1..=5 {
         chat(&mut sim, alice, "bob@localhost", &format!("m{i}"));
     }
-    assert_eq!(bodies(&query(&mut sim, alice, "", "", "")), ["m3", "m4", "m5"]);
+    assert_eq!(
+        bodies(&query(&mut sim, alice, "", "", "")),
+        ["m3", "m4", "m5"]
+    );
     // A day and a bit later, nothing came: the next login drops them.
     sim.advance(25 * 60 * 60 * 1000);
     let again = sim.login("alice", "pw", "b");
@@ -275,8 +377,16 @@ fn the_node_total_cuts_the_largest_archive_first() {
         chat(&mut sim, alice, "alice@localhost", &format!("{i}-{body}"));
     }
     let kept = bodies(&query(&mut sim, alice, "", "<max>100</max>", ""));
-    assert!(kept.len() < 40 && kept.last().unwrap().starts_with("59-"), "{}", kept.len());
-    assert_eq!(bodies(&query(&mut sim, carol, "", "", "")), ["note-to-self"], "the small one is kept");
+    assert!(
+        kept.len() < 40 && kept.last().unwrap().starts_with("59-"),
+        "{}",
+        kept.len()
+    );
+    assert_eq!(
+        bodies(&query(&mut sim, carol, "", "", "")),
+        ["note-to-self"],
+        "the small one is kept"
+    );
 }
 
 #[test]
@@ -284,7 +394,12 @@ fn the_archive_survives_a_restart() {
     let mut sim = node_with(config());
     let alice = online(&mut sim, "alice", "a");
     for i in 1..=300 {
-        chat(&mut sim, alice, "bob@localhost", &format!("message number {i}"));
+        chat(
+            &mut sim,
+            alice,
+            "bob@localhost",
+            &format!("message number {i}"),
+        );
     }
     let before = query(&mut sim, alice, "", "<max>250</max>", "");
     sim.crash_and_restart();

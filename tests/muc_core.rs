@@ -681,7 +681,8 @@ fn mam_time_bounds_and_ids_hold_when_the_clock_steps_back() {
     // The stepped-back message is found after the last stamp before it.
     sim.send(bob, &query(&field("start", &stamp(5)), ""));
     assert_eq!(bodies(&sim.take(bob)), ["at 5", "stepped back"]);
-    // Paging back from an id inside the span: index counts from the span.
+    // Paging back from an id inside the span (no index going backwards:
+    // see `mam::page`).
     sim.send(bob, &query(&span, "<max>10</max>"));
     let last = outpost::sim::between(&sim.take(bob), "<last>", "</last>")
         .unwrap()
@@ -693,7 +694,7 @@ fn mam_time_bounds_and_ids_hold_when_the_clock_steps_back() {
     let out = sim.take(bob);
     assert_eq!(bodies(&out), ["at 3"], "{out}");
     assert!(
-        out.contains("index='1'") && !out.contains("complete='true'"),
+        !out.contains("index=") && !out.contains("complete='true'"),
         "{out}"
     );
     // An id outside the span is not an anchor in it.

@@ -138,7 +138,13 @@ impl Ctx<'_> {
     }
 
     /// The archive iq of the session `conn` to its own account.
-    pub(crate) fn on_archive_iq(&mut self, conn: ConnId, el: &Element, payload: &Element, set: bool) {
+    pub(crate) fn on_archive_iq(
+        &mut self,
+        conn: ConnId,
+        el: &Element,
+        payload: &Element,
+        set: bool,
+    ) {
         let Some(me) = self.bound.jid_of(conn).cloned() else {
             return;
         };

@@ -16,7 +16,9 @@ pub(crate) enum Routed {
     Refused,
     /// Delivered, stored for later, or for the server itself; with the
     /// stanza-id it was archived under, if it was.
-    Accepted { stanza_id: Option<String> },
+    Accepted {
+        stanza_id: Option<String>,
+    },
 }
 
 impl Ctx<'_> {

@@ -48,10 +48,13 @@ pub fn answer(
     }
     let q = mam::parse(query, max_page)?;
     // In a room, `with` names an occupant; any other JID matches nothing.
-    let with_nick = q.with.as_ref().map(|j| match j.to_bare().to_string() == room_jid {
-        true => j.resource().unwrap_or("").to_string(),
-        false => "\u{0}".to_string(),
-    });
+    let with_nick = q
+        .with
+        .as_ref()
+        .map(|j| match j.to_bare().to_string() == room_jid {
+            true => j.resource().unwrap_or("").to_string(),
+            false => "\u{0}".to_string(),
+        });
     let by_nick = |m: &Archived| with_nick.as_ref().is_none_or(|n| &m.nick == n);
     let matches: Option<&dyn Fn(&Archived) -> bool> = with_nick.as_ref().map(|_| &by_nick as _);
     let to = asker.to_string();

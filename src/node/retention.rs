@@ -74,7 +74,12 @@ impl Node {
             .iter()
             .map(|(user, a)| (a.archive.bytes(), Held::Account(user.clone())))
             .collect();
-        self.cut_largest(sizes, limit, "accounts' archives", "[c2s] archive_bytes_total");
+        self.cut_largest(
+            sizes,
+            limit,
+            "accounts' archives",
+            "[c2s] archive_bytes_total",
+        );
     }
 
     /// Cut the largest of these archives down to one level, so that all

@@ -4,6 +4,8 @@ import asyncio
 import base64
 import time
 
+import slixmpp
+
 from xmpp import HEADER, Raw, login, try_login
 
 
@@ -300,3 +302,49 @@ def test_an_inactive_client_reads_only_the_latest_presences(node):
         bob.disconnect()
     run(scenario())
 
+
+
+def test_the_archive_pages_with_rsm_for_a_real_client_and_survives_a_restart(node):
+    """XEP-0313 through slixmpp's own MAM plugin: what Bob received offline
+    is in his archive under the ids his copies carried, page by page."""
+    bodies = [f"note {i}" for i in range(15)]
+
+    async def send():
+        alice = await login(node.port, "alice@localhost/a", "wonderland")
+        for b in bodies:
+            alice.send_message(mto="bob@localhost", mbody=b, mtype="chat")
+        await alice.plugin["xep_0199"].ping(jid="localhost")
+        alice.disconnect()
+
+    async def read(expect_ids=None):
+        bob = await login(node.port, "bob@localhost/b", "builder")
+        await bob.wait_for(lambda: bodies[-1] in bob.bodies(), "the offline messages")
+        received = [
+            m["stanza_id"]["id"] for m in bob.messages
+            if m["body"] in bodies and m["stanza_id"]["by"] == "bob@localhost"
+        ]
+        archived = []
+        async for m in bob.plugin["xep_0313"].iterate(with_jid=slixmpp.JID("alice@localhost"), rsm={"max": 4}):
+            archived.append((m["mam_result"]["id"], m["mam_result"]["forwarded"]["stanza"]["body"]))
+        newest = []
+        async for m in bob.plugin["xep_0313"].iterate(reverse=True, rsm={"max": 4}, total=5):
+            newest.append(m["mam_result"]["forwarded"]["stanza"]["body"])
+        bob.disconnect()
+        return received, archived, newest
+
+    run(send())
+    received, archived, newest = run(read())
+    assert [b for _, b in archived] == bodies, "in order, in pages of four"
+    assert [i for i, _ in archived] == received, "the ids Bob's copies carried"
+    assert newest == bodies[::-1][:5]
+    node.restart(hard=True)
+
+    async def again():
+        bob = await login(node.port, "bob@localhost/b", "builder")
+        ids = []
+        async for m in bob.plugin["xep_0313"].iterate(rsm={"max": 10}):
+            ids.append(m["mam_result"]["id"])
+        bob.disconnect()
+        return ids
+
+    assert run(again()) == received, "after kill -9 and a restart"
