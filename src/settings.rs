@@ -134,6 +134,9 @@ pub struct NodeConfig {
     /// A bound stream gets a whitespace keepalive this often, so a dead
     /// peer is noticed by a failing write and its presence withdrawn.
     pub keepalive_ms: u64,
+    /// How long a session that enabled resumption (XEP-0198) outlives its
+    /// connection; 0: sessions are not resumable.
+    pub resume_timeout_ms: u64,
     pub max_resources_per_user: usize,
     pub offline_limit: usize,
     /// Bytes of offline messages kept per account, and for all accounts.
@@ -169,6 +172,7 @@ impl NodeConfig {
             max_buffered_input: 64 * 1024 * 1024,
             stanza_timeout_ms: 60_000,
             keepalive_ms: 60_000,
+            resume_timeout_ms: 300_000,
             max_resources_per_user: 10,
             offline_limit: 500,
             offline_bytes_per_account: 4 * 1024 * 1024,

@@ -33,6 +33,7 @@ pub fn effect(running: &Config, new: &Config) -> Effect {
     c.handshake_timeout = r.handshake_timeout;
     c.stanza_timeout = r.stanza_timeout;
     c.keepalive_interval = r.keepalive_interval;
+    c.resume_timeout = r.resume_timeout;
     c.max_resources_per_user = r.max_resources_per_user;
     c.max_unauthenticated = r.max_unauthenticated;
     c.max_unauthenticated_per_address = r.max_unauthenticated_per_address;

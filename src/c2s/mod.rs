@@ -9,6 +9,7 @@
 mod csi;
 pub mod output;
 mod session;
+pub mod sm;
 pub mod throttle;
 
 #[cfg(test)]
@@ -66,8 +67,13 @@ pub enum FromClient {
     /// A stanza from the bound session `jid`, as the client sent it.
     Stanza { conn: ConnId, jid: Jid, el: Element },
     /// The session is gone; `jid` if it had bound a resource. Nothing sent
-    /// to `conn` from now on reaches it.
-    Ended { conn: ConnId, jid: Option<Jid> },
+    /// to `conn` from now on reaches it. `undelivered`: stanzas it was sent
+    /// and never acknowledged (stream management), that nothing else keeps.
+    Ended {
+        conn: ConnId,
+        jid: Option<Jid>,
+        undelivered: Vec<Payload>,
+    },
 }
 
 pub struct Clients {
@@ -87,7 +93,18 @@ pub struct Clients {
     timers: BinaryHeap<Reverse<(u64, ConnId)>>,
     now: u64,
     rng: ChaCha20Rng,
+    /// Connections that carry a session begun on another (resumed), to it.
+    by_transport: HashMap<ConnId, ConnId>,
+    /// Resumable sessions by the id a resumption names.
+    resumable: HashMap<String, ConnId>,
+    /// Bytes of stanzas sent and not acknowledged, all sessions together.
+    unacked_bytes: usize,
 }
+
+/// Bytes of stanzas sent and not acknowledged the node holds for all
+/// sessions together; past it, detached sessions end first (what they
+/// hold goes to offline storage), then the session with the most.
+pub const MAX_UNACKED_TOTAL: usize = 32 * 1024 * 1024;
 
 /// What reading a session's input gave.
 enum Read {
@@ -122,7 +139,27 @@ impl Clients {
             timers: BinaryHeap::new(),
             now: 0,
             rng: ChaCha20Rng::from_seed(seed),
+            by_transport: HashMap::new(),
+            resumable: HashMap::new(),
+            unacked_bytes: 0,
         }
+    }
+
+    /// The session the connection `transport` carries now (none for a
+    /// connection a resumed session left, or that is not a client's).
+    pub fn session_of(&self, transport: ConnId) -> Option<ConnId> {
+        let key = self
+            .by_transport
+            .get(&transport)
+            .copied()
+            .unwrap_or(transport);
+        let s = self.sessions.get(&key)?;
+        (s.transport == transport && !s.is_detached()).then_some(key)
+    }
+
+    /// The connection that carries the session `conn` now.
+    fn transport_of(&self, conn: ConnId) -> ConnId {
+        self.sessions.get(&conn).map_or(conn, |s| s.transport)
     }
 
     /// New limits and timeouts, from now on.
@@ -137,19 +174,22 @@ impl Clients {
     }
 
     pub fn is_client(&self, conn: ConnId) -> bool {
-        self.sessions.contains_key(&conn)
+        self.session_of(conn).is_some()
     }
 
     /// Whether the shell should go on reading `conn` (false while its input
     /// is held back: see `Session::reads_input`).
     pub fn accepts_input(&self, conn: ConnId) -> bool {
-        self.sessions.get(&conn).is_none_or(|s| s.reads_input())
+        self.session_of(conn)
+            .and_then(|key| self.sessions.get(&key))
+            .is_none_or(|s| s.reads_input())
     }
 
     /// Bytes a paced delivery to `conn` may add now (0 for no session).
     pub fn paced_room(&self, conn: ConnId) -> usize {
         self.sessions
             .get(&conn)
+            .filter(|s| !s.is_detached())
             .map_or(0, |s| s.output.paced_room())
     }
 
@@ -171,7 +211,7 @@ impl Clients {
     pub fn accepted(&mut self, now: u64, conn: ConnId, peer: IpAddr) {
         self.now = now;
         let id = self.random_id();
-        let session = Session::new(peer, &self.cfg, now, id);
+        let session = Session::new(conn, peer, &self.cfg, now, id);
         self.sessions.insert(conn, session);
         match self.preauth.admit(peer) {
             Ok(()) => {
@@ -189,8 +229,11 @@ impl Clients {
 
     /// Bytes from a client: read by `poll`, as far as the session takes
     /// them (the rest is held until it can).
-    pub fn data(&mut self, now: u64, conn: ConnId, bytes: &[u8]) {
+    pub fn data(&mut self, now: u64, transport: ConnId, bytes: &[u8]) {
         self.now = now;
+        let Some(conn) = self.session_of(transport) else {
+            return;
+        };
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -320,7 +363,7 @@ impl Clients {
         }
         // An inactive client's presences wait (XEP-0352); anything else
         // takes them along first, in order.
-        let mut out = Vec::new();
+        let mut chunks = Vec::new();
         // A whitespace keepalive neither waits nor takes them along.
         let keepalive = bytes.len() == 1 && bytes.head == b" ";
         let mut last = Some(bytes);
@@ -329,18 +372,56 @@ impl Clients {
                 last = last.and_then(|b| held.hold(b).err());
             }
             if last.is_some() || held.is_full() {
-                out = held.take();
+                chunks = held.take().into_iter().map(|b| (b, false, None)).collect();
             }
         }
-        for b in out {
-            if s.output.push(b, false, None).is_err() {
+        chunks.extend(last.map(|b| (b, paced, done)));
+        let detached = s.is_detached();
+        for (bytes, paced, done) in chunks {
+            // Each stanza is numbered and kept until acknowledged (XEP-0198).
+            if let Some(sm) = s.sm.as_mut() {
+                let stanzas = sm::split(&bytes);
+                let n = stanzas.len();
+                for (i, stanza) in stanzas.into_iter().enumerate() {
+                    self.unacked_bytes += stanza.len();
+                    sm.sent(stanza, done.clone().filter(|_| i + 1 == n));
+                }
+            }
+            // A detached session's stanzas wait there for its resumption.
+            if !detached && s.output.push(bytes, paced, done).is_err() {
                 return self.not_reading(conn);
             }
         }
-        if let Some(bytes) = last {
-            if s.output.push(bytes, paced, done).is_err() {
-                return self.not_reading(conn);
+        if let Some(sm) = s.sm.as_mut() {
+            if sm.over_bounds() {
+                log::info!("c2s {conn}: too many stanzas not acknowledged; ending the session");
+                return self.stream_error(
+                    conn,
+                    "resource-constraint",
+                    "too many stanzas not acknowledged",
+                );
             }
+            if !detached && sm.should_request(self.now) {
+                let request = format!("<r xmlns='{}'/>", sm::NS).into_bytes();
+                if s.output.push(request.into(), false, None).is_err() {
+                    return self.not_reading(conn);
+                }
+            }
+        }
+        self.release_output(conn);
+        if self.unacked_bytes > MAX_UNACKED_TOTAL {
+            self.keep_unacked_within_total();
+        }
+    }
+
+    /// Stream management's own elements (acknowledgements, requests,
+    /// answers): sent at once, never counted.
+    fn send_nonza(&mut self, conn: ConnId, xml: String) {
+        let Some(s) = self.sessions.get_mut(&conn).filter(|s| !s.is_detached()) else {
+            return;
+        };
+        if s.output.push(xml.into_bytes().into(), false, None).is_err() {
+            return self.not_reading(conn);
         }
         self.release_output(conn);
     }
@@ -350,6 +431,7 @@ impl Clients {
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.not_reading = true;
         }
+        let conn = self.transport_of(conn);
         self.out.push(ClientOutput::Close { conn });
     }
 
@@ -377,8 +459,12 @@ impl Clients {
     /// Hand the shell what fits in a session's window.
     fn release_output(&mut self, conn: ConnId) {
         if let Some(s) = self.sessions.get_mut(&conn) {
+            let transport = s.transport;
             for bytes in s.output.release() {
-                self.out.push(ClientOutput::Send { conn, bytes });
+                self.out.push(ClientOutput::Send {
+                    conn: transport,
+                    bytes,
+                });
             }
         }
     }
@@ -386,15 +472,23 @@ impl Clients {
     /// The shell wrote `n` bytes of `conn`'s output: the window opens, input
     /// held meanwhile is read on; what was waiting for those bytes is given
     /// back.
-    pub fn written(&mut self, now: u64, conn: ConnId, n: usize) -> Vec<Completion> {
+    /// Returns the session the connection carries, with them.
+    pub fn written(
+        &mut self,
+        now: u64,
+        transport: ConnId,
+        n: usize,
+    ) -> Option<(ConnId, Vec<Completion>)> {
         self.now = now;
-        let Some(s) = self.sessions.get_mut(&conn) else {
-            return Vec::new();
-        };
+        let conn = self.session_of(transport)?;
+        let s = self.sessions.get_mut(&conn)?;
         let done = s.output.written(n);
+        if let Some(sm) = s.sm.as_mut() {
+            done.iter().for_each(|d| sm.completed(d));
+        }
         self.release_output(conn);
         self.ready.insert(conn);
-        done
+        Some((conn, done))
     }
 
     /// Sessions whose output piled up unread end now, at the start of the
@@ -408,7 +502,7 @@ impl Clients {
             .collect();
         gone.sort_unstable();
         for conn in gone {
-            self.end_session(conn);
+            self.connection_lost(conn);
         }
     }
 
@@ -427,7 +521,8 @@ impl Clients {
             Frame::StreamOpen(raw) => self.on_stream_open(conn, &raw),
             Frame::StreamClose => {
                 self.send(conn, b"</stream:stream>".to_vec());
-                self.out.push(ClientOutput::Close { conn });
+                let transport = self.transport_of(conn);
+                self.out.push(ClientOutput::Close { conn: transport });
                 self.end_session(conn);
             }
             Frame::Stanza(raw) => {
@@ -513,11 +608,12 @@ impl Clients {
         match s.stage {
             Stage::Authenticated(_) => {
                 f.push_str(&format!(
-                    "<bind xmlns='{}'/><session xmlns='{}'><optional/></session><ver xmlns='{}'/><csi xmlns='{}'/>",
+                    "<bind xmlns='{}'/><session xmlns='{}'><optional/></session><ver xmlns='{}'/><csi xmlns='{}'/><sm xmlns='{}'/>",
                     ns::BIND,
                     ns::SESSION,
                     ns::ROSTER_VER,
-                    ns::CSI
+                    ns::CSI,
+                    sm::NS
                 ));
             }
             _ if !s.tls && self.cfg.require_tls => {
@@ -550,11 +646,18 @@ impl Clients {
     fn on_element(&mut self, conn: ConnId, el: Element, state: &State) -> Option<FromClient> {
         let s = self.sessions.get(&conn)?;
         if let Stage::Bound(jid) = &s.stage {
+            let jid = jid.clone();
             if el.ns == ns::CSI {
                 self.on_client_state(conn, &el);
                 return None;
             }
-            let jid = jid.clone();
+            if el.ns == sm::NS {
+                self.on_stream_management(conn, &el);
+                return None;
+            }
+            if let Some(sm) = self.sessions.get_mut(&conn).and_then(|s| s.sm.as_mut()) {
+                sm.handled = sm.handled.wrapping_add(1);
+            }
             return Some(FromClient::Stanza { conn, jid, el });
         }
         self.negotiate(conn, el, state);
@@ -580,8 +683,18 @@ impl Clients {
                 _ => self.stream_error(conn, "unsupported-stanza-type", ""),
             };
         }
-        if el.is("iq", ns::CLIENT) && matches!(s.stage, Stage::Authenticated(_)) {
-            return self.on_preauth_iq(conn, &el);
+        if let Stage::Authenticated(user) = &s.stage {
+            if el.is("iq", ns::CLIENT) {
+                return self.on_preauth_iq(conn, &el);
+            }
+            if el.is("resume", sm::NS) {
+                let user = user.clone();
+                return self.resume(conn, &user, &el);
+            }
+            if el.ns == sm::NS {
+                // Enabling comes after binding (XEP-0198 §3).
+                return self.send_sm_failed(conn, "unexpected-request");
+            }
         }
         if el.ns == ns::CLIENT && matches!(el.name.as_str(), "message" | "presence" | "iq") {
             return self.stream_error(
@@ -927,16 +1040,23 @@ impl Clients {
             bytes = self.our_header(&id);
         }
         bytes.extend(stanza::stream_error(condition, text));
-        let bytes = bytes.into();
-        self.out.push(ClientOutput::Send { conn, bytes });
-        self.out.push(ClientOutput::Close { conn });
+        if !s.is_detached() {
+            let (transport, bytes) = (s.transport, bytes.into());
+            self.out.push(ClientOutput::Send {
+                conn: transport,
+                bytes,
+            });
+            self.out.push(ClientOutput::Close { conn: transport });
+        }
         self.end_session(conn);
     }
 
     /// The connection went away.
-    pub fn disconnected(&mut self, now: u64, conn: ConnId) {
+    pub fn disconnected(&mut self, now: u64, transport: ConnId) {
         self.now = now;
-        self.end_session(conn);
+        if let Some(conn) = self.session_of(transport) {
+            self.connection_lost(conn);
+        }
     }
 
     /// End every session of `user` with a stream error (the account was deleted).
@@ -983,7 +1103,22 @@ impl Clients {
                 }
             }
         }
-        self.notices.push_back(FromClient::Ended { conn, jid });
+        self.by_transport.remove(&s.transport);
+        let undelivered = match s.sm {
+            Some(sm) => {
+                if let Some(id) = &sm.id {
+                    self.resumable.remove(id);
+                }
+                self.unacked_bytes -= sm.unacked_bytes();
+                sm.into_undelivered()
+            }
+            None => Vec::new(),
+        };
+        self.notices.push_back(FromClient::Ended {
+            conn,
+            jid,
+            undelivered,
+        });
     }
 
     // ---- time -------------------------------------------------------------
@@ -1020,6 +1155,13 @@ impl Clients {
 
     fn on_session_timer(&mut self, conn: ConnId, state: &State) {
         let now = self.now;
+        if let Some(s) = self.sessions.get(&conn).filter(|s| s.is_detached()) {
+            if s.next_deadline(&self.cfg).is_some_and(|t| now >= t) {
+                log::info!("c2s {conn}: not resumed in time; the session ends");
+                self.end_session(conn);
+            }
+            return;
+        }
         loop {
             let Some(s) = self.sessions.get_mut(&conn) else {
                 return;
@@ -1073,10 +1215,233 @@ impl Clients {
             return self.stream_error(conn, "connection-timeout", "a stanza was left unfinished");
         }
         if s.is_bound() && now >= s.keepalive_due {
-            if let Some(s) = self.sessions.get_mut(&conn) {
-                s.keepalive_due = now + keepalive_ms;
+            let Some(s) = self.sessions.get_mut(&conn) else {
+                return;
+            };
+            s.keepalive_due = now + keepalive_ms;
+            // With stream management the keepalive asks for an answer: a
+            // request left unanswered a whole interval means the connection
+            // is gone, whatever TCP says (a phone off the network).
+            let Some(sm) = s.sm.as_mut() else {
+                return self.send(conn, b" ".to_vec());
+            };
+            match sm.ack_requested {
+                Some(asked) if now >= asked + keepalive_ms => {
+                    log::info!("c2s {conn}: no answer to an ack request; the connection is gone");
+                    let transport = s.transport;
+                    self.out.push(ClientOutput::Close { conn: transport });
+                    self.connection_lost(conn);
+                }
+                Some(_) => {}
+                None => {
+                    sm.ack_requested = Some(now);
+                    self.send_nonza(conn, format!("<r xmlns='{}'/>", sm::NS));
+                }
             }
-            self.send(conn, b" ".to_vec());
+        }
+    }
+}
+
+impl Clients {
+    // ---- stream management (XEP-0198) ---------------------------------------
+
+    /// An element of stream management from a bound session.
+    fn on_stream_management(&mut self, conn: ConnId, el: &Element) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        match (el.name.as_str(), s.sm.as_mut()) {
+            ("enable", None) => self.enable(conn, el),
+            ("r", Some(sm)) => {
+                let answer = format!("<a xmlns='{}' h='{}'/>", sm::NS, sm.handled);
+                self.send_nonza(conn, answer);
+            }
+            ("a", Some(sm)) => {
+                let h = el.get_attr("h").and_then(|h| h.parse::<u32>().ok());
+                match h.map(|h| sm.acknowledged(h)) {
+                    Some(Ok(freed)) => self.unacked_bytes -= freed,
+                    Some(Err(sm::HandledTooHigh)) => self.stream_error(
+                        conn,
+                        "undefined-condition",
+                        "acknowledged more stanzas than were sent",
+                    ),
+                    None => self.stream_error(conn, "invalid-xml", "an <a/> needs a number h"),
+                }
+            }
+            ("enable" | "resume", _) => self.send_sm_failed(conn, "unexpected-request"),
+            // An <r/> or <a/> before enabling, or an element XEP-0198 has not.
+            _ => self.stream_error(conn, "unsupported-stanza-type", ""),
+        }
+    }
+
+    fn enable(&mut self, conn: ConnId, el: &Element) {
+        let wants_resume = matches!(el.get_attr("resume"), Some("true" | "1"));
+        let resume = wants_resume && self.cfg.resume_timeout_ms > 0;
+        let id = resume.then(|| self.random_id());
+        let mut enabled = format!("<enabled xmlns='{}'", sm::NS);
+        if let Some(id) = &id {
+            self.resumable.insert(id.clone(), conn);
+            let max = self.cfg.resume_timeout_ms / 1000;
+            enabled.push_str(&format!(" id='{id}' resume='true' max='{max}'"));
+        }
+        enabled.push_str("/>");
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.sm = Some(Box::new(sm::StreamManagement::new(id)));
+        }
+        self.send_nonza(conn, enabled);
+    }
+
+    fn send_sm_failed(&mut self, conn: ConnId, condition: &str) {
+        let failed = format!(
+            "<failed xmlns='{}'><{condition} xmlns='{}'/></failed>",
+            sm::NS,
+            ns::STANZA_ERRORS
+        );
+        self.send(conn, failed.into_bytes());
+    }
+
+    /// `<resume/>` on the authenticated (not bound) stream `conn` of
+    /// `user`: the session it names continues on this connection, the
+    /// stanzas the client did not acknowledge sent again, in order. The
+    /// router hears nothing: to it, and to everyone else, the session
+    /// never left (its presence, its rooms).
+    fn resume(&mut self, conn: ConnId, user: &str, el: &Element) {
+        let previd = el.get_attr("previd").unwrap_or("");
+        let h = el.get_attr("h").and_then(|h| h.parse::<u32>().ok());
+        let old = self.resumable.get(previd).copied().filter(|old| {
+            self.sessions
+                .get(old)
+                .is_some_and(|s| s.user() == Some(user) && s.is_resumable())
+        });
+        let (Some(old), Some(h)) = (old, h) else {
+            return self.send_sm_failed(conn, "item-not-found");
+        };
+        let acked = self
+            .sessions
+            .get_mut(&old)
+            .and_then(|s| s.sm.as_mut())
+            .map(|sm| sm.acknowledged(h));
+        match acked {
+            Some(Ok(freed)) => self.unacked_bytes -= freed,
+            _ => {
+                // The client counts more than it was sent: it is confused
+                // about this session; it starts a new one.
+                return self.send_sm_failed(conn, "unexpected-request");
+            }
+        }
+        let (Some(mut new), Some(mut prev)) =
+            (self.sessions.remove(&conn), self.sessions.remove(&old))
+        else {
+            return;
+        };
+        if !prev.is_detached() {
+            // Its connection is still open (a dead one not noticed yet):
+            // closed, told why.
+            let bytes = stanza::stream_error("conflict", "the session was resumed elsewhere");
+            self.out.push(ClientOutput::Send {
+                conn: prev.transport,
+                bytes: bytes.into(),
+            });
+            self.out.push(ClientOutput::Close {
+                conn: prev.transport,
+            });
+            self.buffered_input -= std::mem::take(&mut prev.counted_input);
+            self.by_transport.remove(&prev.transport);
+        }
+        // The new connection carries the old session: its stage, its
+        // counters and queue, the presences held for it.
+        new.stage = std::mem::replace(&mut prev.stage, Stage::Connected);
+        new.sm = prev.sm.take();
+        new.held = prev.held.take();
+        new.keepalive_due = self.now + self.cfg.keepalive_ms;
+        // Its timers were armed under the connection's own number.
+        new.timer_armed = None;
+        let Some(sm) = new.sm.as_mut() else {
+            return;
+        };
+        sm.detached_since = None;
+        sm.ack_requested = None;
+        let resumed = format!(
+            "<resumed xmlns='{}' h='{}' previd='{}'/>",
+            sm::NS,
+            sm.handled,
+            crate::xml::escape(previd)
+        );
+        let again: Vec<sm::Unacked> = sm.unacked().cloned().collect();
+        self.ready.remove(&conn);
+        if conn != old {
+            self.by_transport.insert(conn, old);
+        }
+        self.sessions.insert(old, new);
+        self.send_nonza(old, resumed);
+        if let Some(s) = self.sessions.get_mut(&old) {
+            for u in again {
+                // Paced: a whole queue may exceed what live traffic may
+                // hold; it is what the client reads first either way.
+                if s.output.push(u.bytes, true, u.done).is_err() {
+                    break;
+                }
+            }
+        }
+        self.release_output(old);
+        self.ready.insert(old);
+        self.arm_timer(old);
+        log::debug!("c2s {old}: resumed on connection {conn}");
+    }
+
+    /// The session's connection is gone (closed, or not reading): a
+    /// resumable session waits for its client without it; any other ends.
+    fn connection_lost(&mut self, conn: ConnId) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if !s.is_resumable() || s.closing {
+            return self.end_session(conn);
+        }
+        let Some(sm) = s.sm.as_mut() else {
+            return;
+        };
+        sm.detached_since = Some(self.now);
+        sm.ack_requested = None;
+        // What was on its way to the old connection is in the queue.
+        s.output = output::Output::default();
+        s.drop_held();
+        s.framer.reset();
+        s.partial_since = None;
+        s.not_reading = false;
+        self.buffered_input -= std::mem::take(&mut s.counted_input);
+        let transport = s.transport;
+        self.by_transport.remove(&transport);
+        self.ready.remove(&conn);
+        self.arm_timer(conn);
+        log::debug!("c2s {conn}: connection lost; the session waits to be resumed");
+    }
+
+    /// Past [`MAX_UNACKED_TOTAL`]: detached sessions end, the longest
+    /// detached first, then the sessions holding the most.
+    fn keep_unacked_within_total(&mut self) {
+        while self.unacked_bytes > MAX_UNACKED_TOTAL {
+            let holder = |s: &Session| {
+                let sm = s.sm.as_ref()?;
+                let waiting = sm.detached_since.map_or(0, |t| u64::MAX - t);
+                Some((waiting, sm.unacked_bytes()))
+            };
+            let Some((conn, _)) = self
+                .sessions
+                .iter()
+                .filter_map(|(c, s)| holder(s).map(|h| (*c, h)))
+                .max_by_key(|(c, h)| (*h, Reverse(*c)))
+            else {
+                return;
+            };
+            log::warn!(
+                "c2s {conn}: stanzas not acknowledged exceed {MAX_UNACKED_TOTAL} bytes for all sessions; ending this one"
+            );
+            self.stream_error(
+                conn,
+                "resource-constraint",
+                "the server holds too much for its clients",
+            );
         }
     }
 }

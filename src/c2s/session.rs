@@ -1,6 +1,8 @@
 //! Per-connection state of a client stream.
 
 use super::output::Output;
+use super::sm::StreamManagement;
+use crate::common::ConnId;
 use crate::jid::Jid;
 use crate::scram::ScramServer;
 use crate::settings::NodeConfig;
@@ -20,6 +22,9 @@ pub enum Stage {
 }
 
 pub struct Session {
+    /// The connection that carries it now: the one it began on, or the one
+    /// that resumed it (XEP-0198). Sessions are known by the first.
+    pub transport: ConnId,
     pub peer: IpAddr,
     pub framer: Framer,
     pub header: Option<StreamHeader>,
@@ -59,14 +64,23 @@ pub struct Session {
     /// While the client says it is inactive (XEP-0352): the presences
     /// held for it.
     pub held: Option<Box<super::csi::Held>>,
+    /// Once the client enabled stream management (XEP-0198).
+    pub sm: Option<Box<StreamManagement>>,
 }
 
 impl Session {
-    pub fn new(peer: IpAddr, cfg: &NodeConfig, now_ms: u64, stream_id: String) -> Session {
+    pub fn new(
+        transport: ConnId,
+        peer: IpAddr,
+        cfg: &NodeConfig,
+        now_ms: u64,
+        stream_id: String,
+    ) -> Session {
         // Until authenticated, only small stanzas: SASL needs little.
         let mut preauth = cfg.limits;
         preauth.max_stanza_bytes = preauth.max_stanza_bytes.min(cfg.preauth_stanza_bytes);
         Session {
+            transport,
             peer,
             framer: Framer::new(preauth),
             header: None,
@@ -91,6 +105,7 @@ impl Session {
             not_reading: false,
             preauth_slot: false,
             counted_input: 0,
+            sm: None,
         }
     }
 
@@ -176,7 +191,22 @@ impl Session {
         }
     }
 
+    /// It lost its connection and waits to be resumed.
+    pub fn is_detached(&self) -> bool {
+        self.sm
+            .as_ref()
+            .is_some_and(|sm| sm.detached_since.is_some())
+    }
+
+    /// It may outlive its connection (stream management with resumption).
+    pub fn is_resumable(&self) -> bool {
+        self.is_bound() && self.sm.as_ref().is_some_and(|sm| sm.id.is_some())
+    }
+
     pub fn next_deadline(&self, cfg: &NodeConfig) -> Option<u64> {
+        if let Some(since) = self.sm.as_ref().and_then(|sm| sm.detached_since) {
+            return Some(since + cfg.resume_timeout_ms);
+        }
         let handshake = (!self.is_bound()).then_some(self.opened_ms + cfg.handshake_timeout_ms);
         let partial = self.partial_since.map(|t| t + cfg.stanza_timeout_ms);
         let delayed = self.delayed.front().map(|d| d.0);

@@ -111,7 +111,14 @@ fn a_stanza_before_binding_ends_the_stream_and_the_router_hears_of_it() {
         sent.contains("<not-authorized") && sent.ends_with("[close]"),
         "{sent}"
     );
-    assert_eq!(heard, vec![FromClient::Ended { conn: 1, jid: None }]);
+    assert_eq!(
+        heard,
+        vec![FromClient::Ended {
+            conn: 1,
+            jid: None,
+            undelivered: vec![]
+        }]
+    );
     assert_eq!(b.clients.session_count(), 0);
 }
 
@@ -125,7 +132,8 @@ fn a_bound_session_that_goes_away_is_reported_with_its_jid() {
         heard,
         vec![FromClient::Ended {
             conn: 1,
-            jid: Some(jid)
+            jid: Some(jid),
+            undelivered: vec![]
         }]
     );
     // Nothing sent to it goes anywhere now.
@@ -147,7 +155,8 @@ fn a_client_that_does_not_read_is_closed_and_its_session_ends() {
         heard,
         vec![FromClient::Ended {
             conn: 1,
-            jid: Some(jid)
+            jid: Some(jid),
+            undelivered: vec![]
         }]
     );
 }
@@ -163,7 +172,9 @@ fn deleting_an_account_ends_every_session_of_it() {
     let ended: Vec<ConnId> = heard
         .iter()
         .filter_map(|f| match f {
-            FromClient::Ended { conn, jid: Some(_) } => Some(*conn),
+            FromClient::Ended {
+                conn, jid: Some(_), ..
+            } => Some(*conn),
             _ => None,
         })
         .collect();

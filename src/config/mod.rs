@@ -85,6 +85,9 @@ pub struct C2s {
     pub stanza_timeout: u64,
     /// Seconds between whitespace keepalives on an established stream.
     pub keepalive_interval: u64,
+    /// Seconds a session that enabled resumption (XEP-0198) outlives its
+    /// connection; 0: no resumption.
+    pub resume_timeout: u64,
     pub max_connections: usize,
     /// Connections not authenticated yet, in all and from one address.
     pub max_unauthenticated: usize,
@@ -120,6 +123,7 @@ impl Default for C2s {
             handshake_timeout: core.handshake_timeout_ms / 1000,
             stanza_timeout: core.stanza_timeout_ms / 1000,
             keepalive_interval: core.keepalive_ms / 1000,
+            resume_timeout: core.resume_timeout_ms / 1000,
             // The shell's, not the core's: how many sockets it accepts.
             max_connections: 1000,
             max_unauthenticated: core.max_unauthenticated,
@@ -367,6 +371,11 @@ impl Config {
                 return Err(format!("[c2s] {key} must be between 1 and 3600 seconds"));
             }
         }
+        if c.resume_timeout > 86_400 {
+            return Err(
+                "[c2s] resume_timeout must be at most 86400 seconds (0: no resumption)".into(),
+            );
+        }
         for (key, v) in [
             ("max_connections", c.max_connections),
             ("max_unauthenticated", c.max_unauthenticated),
@@ -495,6 +504,7 @@ impl Config {
             max_unauthenticated_per_address: c.max_unauthenticated_per_address,
             stanza_timeout_ms: c.stanza_timeout * 1000,
             keepalive_ms: c.keepalive_interval * 1000,
+            resume_timeout_ms: c.resume_timeout * 1000,
             max_resources_per_user: c.max_resources_per_user,
             offline_limit: c.offline_limit,
             offline_bytes_per_account: c.offline_bytes_per_account,

@@ -4,12 +4,20 @@
 
 use super::{archive, carbons, Ctx};
 use crate::c2s::output::Completion;
-use crate::common::ConnId;
+use crate::common::{ConnId, Payload, NO_CONN};
 use crate::jid::Jid;
 use crate::server_info;
 use crate::stanza::{self, Iq};
 use crate::state::Record;
 use crate::xml::{ns, Element};
+
+/// Whether a message is kept for an account with no available resource:
+/// chat and normal messages with a body or a subject.
+fn offline_storable(el: &Element) -> bool {
+    let mtype = el.get_attr("type").unwrap_or("normal");
+    !matches!(mtype, "error" | "groupchat" | "headline")
+        && (el.has_child("body", ns::CLIENT) || el.has_child("subject", ns::CLIENT))
+}
 
 /// What became of a message.
 pub(crate) enum Routed {
@@ -200,9 +208,7 @@ impl Ctx<'_> {
             None => el,
         };
         self.deliver(&delivered, el);
-        let storable = !matches!(mtype.as_str(), "error" | "groupchat" | "headline")
-            && (el.has_child("body", ns::CLIENT) || el.has_child("subject", ns::CLIENT));
-        if delivered.is_empty() && storable {
+        if delivered.is_empty() && offline_storable(el) {
             if !self.store_offline(origin, &user, el) {
                 return Routed::Refused;
             }
@@ -217,6 +223,22 @@ impl Ctx<'_> {
             self.archive_message(el, id, sender.as_deref(), &user);
         }
         Routed::Accepted { stanza_id }
+    }
+
+    /// Stanzas a session of `user` was sent and never acknowledged (stream
+    /// management), now that it ended: the messages among them are stored
+    /// as offline messages, within the same bounds (they are in the
+    /// archive too, if they were archived).
+    pub(crate) fn keep_undelivered(&mut self, user: &str, undelivered: &[Payload]) {
+        for bytes in undelivered {
+            let xml = String::from_utf8_lossy(&bytes.to_vec()).into_owned();
+            let Ok(el) = crate::xml::parse_fragment(&xml) else {
+                continue;
+            };
+            if el.name == "message" && offline_storable(&el) {
+                self.store_offline(NO_CONN, user, &el);
+            }
+        }
     }
 
     /// Keep a message for an account with no available resource, within the

@@ -366,7 +366,11 @@ impl Node {
             match from {
                 FromClient::Bound { conn, jid } => self.on_bound(conn, jid),
                 FromClient::Stanza { conn, jid, el } => self.on_stanza(conn, &jid, el),
-                FromClient::Ended { conn, jid } => self.on_session_ended(conn, jid),
+                FromClient::Ended {
+                    conn,
+                    jid,
+                    undelivered,
+                } => self.on_session_ended(conn, jid, undelivered),
             }
             self.take_client_output();
         }
@@ -385,10 +389,13 @@ impl Node {
 
     /// The shell wrote `n` bytes of a session's output: carry out what was
     /// waiting for them, open the window, read input held meanwhile.
-    fn on_written(&mut self, conn: ConnId, n: usize) {
+    fn on_written(&mut self, transport: ConnId, n: usize) {
+        let Some((conn, completions)) = self.clients.written(self.now.mono_ms, transport, n) else {
+            return;
+        };
         // One record per account for all its messages written at once.
         let mut offline: Vec<(String, u64)> = Vec::new();
-        for done in self.clients.written(self.now.mono_ms, conn, n) {
+        for done in completions {
             match done {
                 Completion::OfflineWritten { user, upto } => {
                     match offline.iter_mut().find(|(u, _)| *u == user) {

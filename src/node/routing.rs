@@ -4,7 +4,7 @@
 //! asks (sends, records, leaving rooms).
 
 use super::{Action, Node};
-use crate::common::ConnId;
+use crate::common::{ConnId, Payload};
 use crate::im::ImOutput;
 use crate::jid::Jid;
 use crate::xml::Element;
@@ -54,11 +54,20 @@ impl Node {
 
     /// A client session ended: it leaves its rooms, then the router lets
     /// it go (its presence, its offline messages).
-    pub(crate) fn on_session_ended(&mut self, conn: ConnId, jid: Option<Jid>) {
+    pub(crate) fn on_session_ended(
+        &mut self,
+        conn: ConnId,
+        jid: Option<Jid>,
+        undelivered: Vec<Payload>,
+    ) {
         self.leave_all_rooms(conn);
-        self.im
-            .ctx(&mut self.state.accounts, &self.clients, self.now)
-            .ended(conn, jid);
+        let mut im = self
+            .im
+            .ctx(&mut self.state.accounts, &self.clients, self.now);
+        if let Some(user) = jid.as_ref().and_then(Jid::local) {
+            im.keep_undelivered(user, &undelivered);
+        }
+        im.ended(conn, jid);
         self.drain_im();
     }
 
