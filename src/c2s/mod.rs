@@ -1220,13 +1220,16 @@ impl Clients {
             };
             s.keepalive_due = now + keepalive_ms;
             // With stream management the keepalive asks for an answer: a
-            // request left unanswered a whole interval means the connection
-            // is gone, whatever TCP says (a phone off the network).
+            // request written out and left unanswered a whole interval means
+            // the connection is gone, whatever TCP says (a phone off the
+            // network). One still waiting behind output on a slow link is
+            // given time.
+            let busy = s.output.is_busy();
             let Some(sm) = s.sm.as_mut() else {
                 return self.send(conn, b" ".to_vec());
             };
             match sm.ack_requested {
-                Some(asked) if now >= asked + keepalive_ms => {
+                Some(asked) if now >= asked + keepalive_ms && !busy => {
                     log::info!("c2s {conn}: no answer to an ack request; the connection is gone");
                     let transport = s.transport;
                     self.out.push(ClientOutput::Close { conn: transport });

@@ -265,8 +265,9 @@ impl SimNode {
         )
     }
 
-    /// Full login: STARTTLS, SCRAM-SHA-256, bind. Returns the connection.
-    pub fn login(&mut self, user: &str, password: &str, resource: &str) -> ConnId {
+    /// STARTTLS, SCRAM-SHA-256 and the stream restarted after it: the
+    /// connection, ready to bind or resume, and the features it was offered.
+    pub fn authenticated(&mut self, user: &str, password: &str) -> (ConnId, String) {
         let conn = self.connect();
         let header = self.header();
         self.send(conn, &header);
@@ -279,7 +280,14 @@ impl SimNode {
         self.authenticate(conn, user, password)
             .expect("login succeeds");
         self.send(conn, &header);
-        assert!(self.take(conn).contains("urn:ietf:params:xml:ns:xmpp-bind"));
+        let features = self.take(conn);
+        assert!(features.contains("urn:ietf:params:xml:ns:xmpp-bind"));
+        (conn, features)
+    }
+
+    /// Full login: STARTTLS, SCRAM-SHA-256, bind. Returns the connection.
+    pub fn login(&mut self, user: &str, password: &str, resource: &str) -> ConnId {
+        let (conn, _) = self.authenticated(user, password);
         self.send(
             conn,
             &format!("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"),
