@@ -1371,6 +1371,7 @@ impl Clients {
             crate::xml::escape(previd)
         );
         let again: Vec<sm::Unacked> = sm.unacked().cloned().collect();
+        let resent = again.len();
         self.ready.remove(&conn);
         if conn != old {
             self.by_transport.insert(conn, old);
@@ -1389,7 +1390,7 @@ impl Clients {
         self.release_output(old);
         self.ready.insert(old);
         self.arm_timer(old);
-        log::debug!("c2s {old}: resumed on connection {conn}");
+        log::debug!("c2s {old}: resumed on connection {conn}, {resent} stanzas sent again");
     }
 
     /// The session's connection is gone (closed, or not reading): a
