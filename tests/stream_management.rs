@@ -368,3 +368,84 @@ fn a_shutdown_keeps_what_resumable_sessions_did_not_acknowledge() {
     sim.send(again, "<presence/>");
     assert_eq!(bodies(&sim.take(again)), ["before-shutdown", "detached"]);
 }
+
+#[test]
+fn a_phone_that_drops_its_connection_every_few_seconds_in_three_rooms_loses_nothing() {
+    for seed in 1..=10 {
+        flaky_phone_in_three_rooms(seed);
+    }
+}
+
+fn flaky_phone_in_three_rooms(seed: u64) {
+    let mut sim = node();
+    sim.add_user("carol", "pw");
+    let rooms = ["r1", "r2", "r3"].map(|r| format!("{r}@conference.localhost"));
+    let alice = sim.login("alice", "pw", "a");
+    let carol = sim.login("carol", "pw", "c");
+    let mut bob = sim.login("bob", "pw", "phone");
+    sim.send(bob, &format!("<enable xmlns='{SM}' resume='true'/>"));
+    let enabled = sim.take(bob);
+    let id = between(&enabled, "id='", "'").unwrap().to_string();
+    for room in &rooms {
+        sim.send(alice, &format!("<presence to='{room}/Alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+        sim.send(alice, &format!("<iq type='set' id='i' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
+        for (c, nick) in [(carol, "Carol"), (bob, "Bob")] {
+            sim.send(c, &format!("<presence to='{room}/{nick}'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>"));
+        }
+    }
+    let mut handled = stanzas(sim.take(bob).as_bytes()).len() as u32;
+    sim.take(alice);
+    sim.take(carol);
+    let mut rng = outpost::sim::Rng(seed);
+    let mut sent = Vec::new();
+    let mut got = Vec::new();
+    let mut others_saw = String::new();
+    for step in 0..60 {
+        // A few messages in the rooms, from Alice and Carol.
+        for _ in 0..rng.below(4) {
+            let (from, room) = (
+                [alice, carol][rng.below(2) as usize],
+                &rooms[rng.below(3) as usize],
+            );
+            let body = format!("m{}", sent.len());
+            sim.send(
+                from,
+                &format!("<message to='{room}' type='groupchat'><body>{body}</body></message>"),
+            );
+            sent.push(body);
+        }
+        sim.advance(1_000 + rng.below(3_000));
+        // The phone reads what reached it, or loses it with the connection.
+        if rng.below(3) > 0 {
+            let out = sim.take(bob);
+            handled += stanzas(out.as_bytes()).len() as u32;
+            got.extend(bodies(&out));
+            sim.send(bob, &format!("<a xmlns='{SM}' h='{handled}'/>"));
+        }
+        others_saw.push_str(&sim.take(alice));
+        others_saw.push_str(&sim.take(carol));
+        if step % 3 == 2 {
+            sim.disconnect(bob);
+            sim.advance(rng.below(5_000));
+            let (phone, _) = sim.authenticated("bob", "pw");
+            sim.send(
+                phone,
+                &format!("<resume xmlns='{SM}' previd='{id}' h='{handled}'/>"),
+            );
+            let out = sim.take(phone);
+            assert!(out.starts_with("<resumed"), "step {step}: {out}");
+            handled += stanzas(out.as_bytes()).len() as u32;
+            got.extend(bodies(&out));
+            bob = phone;
+        }
+    }
+    let out = sim.take(bob);
+    got.extend(bodies(&out));
+    assert_eq!(got, sent, "seed {seed}: every message once, in order");
+    assert!(sent.len() > 50, "{}", sent.len());
+    assert!(
+        !others_saw.contains("/Bob' type='unavailable'")
+            && !others_saw.contains("from='bob@localhost"),
+        "no presence noise: {others_saw}"
+    );
+}
