@@ -55,7 +55,7 @@ def chat_line(n):
     while len(line) < BODY_LEN:
         line += "".join(chr(97 + nxt() % 26) for _ in range(2 + nxt() % 8)) + " "
     return line[:BODY_LEN]
-PASSWORD = "bench"
+PASSWORD = "bench-password"
 
 
 class Relay:

@@ -48,7 +48,7 @@ def node_for(binary, workdir, **c2s):
     outpost_node.BINARY = Path(binary)
     n = Node(workdir, **c2s)
     n.add_user("alice", "wonderland")
-    n.add_user("bob", "builder")
+    n.add_user("bob", "bob-the-builder")
     return n
 
 
@@ -79,7 +79,7 @@ def pipelined_guesses(binary, tmp):
     node.start()
 
     async def attack():
-        bob = await login(node.port, "bob@localhost/b", "builder", presence=False)
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder", presence=False)
         outs = []
 
         async def guesser():

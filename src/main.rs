@@ -207,8 +207,21 @@ fn user_command(cfg: &Config, args: &[&str]) -> Result<(), String> {
         ["list"] => AdminCommand::UserList,
         _ => return Err(format!("bad user command\n{USAGE}")),
     };
+    let done = match &cmd {
+        AdminCommand::UserAdd { user, .. } => Some(format!("user {user}@{} added", cfg.domain.0)),
+        AdminCommand::UserPasswd { user, .. } => {
+            Some(format!("password of {user}@{} changed", cfg.domain.0))
+        }
+        AdminCommand::UserDel { user } => Some(format!("user {user}@{} deleted", cfg.domain.0)),
+        _ => None,
+    };
     match shell::admin::execute(cfg, cmd)? {
-        AdminReply::Done => Ok(()),
+        AdminReply::Done => {
+            if let Some(done) = done {
+                outpost::out!("{done}");
+            }
+            Ok(())
+        }
         AdminReply::Users(users) => {
             for u in users {
                 outpost::out!("{u}@{}", cfg.domain.0);
@@ -238,8 +251,6 @@ fn credentials() -> Result<Credentials, String> {
             .map_err(|e| e.to_string())?;
         line.trim_end_matches(['\r', '\n']).to_string()
     };
-    if password.is_empty() {
-        return Err("empty password".into());
-    }
+    outpost::scram::check_new_password(&password)?;
     Ok(shell::admin_ops::new_credentials(&password))
 }

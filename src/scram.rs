@@ -11,6 +11,24 @@ use serde::{Deserialize, Serialize};
 use std::num::NonZeroU32;
 
 pub const DEFAULT_ITERATIONS: u32 = 4096;
+/// The shortest password accepted for an account or the admin: a shorter
+/// one falls to guessing over the network, throttle or not.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Why a new password is refused, if it is: every path that sets one
+/// (the command line, the console, the admin page, XEP-0077) asks here.
+pub fn check_new_password(password: &str) -> Result<(), String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(format!(
+            "a password needs at least {MIN_PASSWORD_CHARS} characters: a shorter one can be guessed over the network"
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(format!("a password is at most {MAX_PASSWORD_BYTES} bytes"));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hash {

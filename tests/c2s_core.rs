@@ -742,6 +742,7 @@ fn a_user_changes_their_password_and_nothing_else() {
     };
     refused(&mut sim, &change("c1", "bob", "stolen"), "not-allowed");
     refused(&mut sim, &change("c2", "alice", ""), "not-acceptable");
+    refused(&mut sim, &change("c2b", "alice", "short"), "not-acceptable");
     refused(
         &mut sim,
         &change("c3", "alice", &"x".repeat(1025)),
@@ -757,7 +758,7 @@ fn a_user_changes_their_password_and_nothing_else() {
     assert!(sim.take(alice).contains("type='result'"));
     refused(
         &mut sim,
-        &change("c7", "alice", "again"),
+        &change("c7", "alice", "again-and-again"),
         "resource-constraint",
     );
     // Bob's account is untouched.
@@ -770,9 +771,9 @@ fn a_user_changes_their_password_and_nothing_else() {
     assert!(sim.authenticate(old, "alice", "wonderland").is_err());
     let alice = sim.login("alice", "looking-glass", "c");
     sim.advance(60_000);
-    sim.send(alice, &change("c8", "alice", "third"));
+    sim.send(alice, &change("c8", "alice", "third-one"));
     assert!(sim.take(alice).contains("type='result'"));
-    sim.login("alice", "third", "d");
+    sim.login("alice", "third-one", "d");
 }
 
 /// XEP-0352: while alice's phone says it is inactive, bob's two resources

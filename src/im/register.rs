@@ -11,9 +11,6 @@ use crate::state::Record;
 use crate::xml::{ns, Element};
 use rand_core::RngCore;
 
-/// A longer password is refused (`not-acceptable`): deriving the keys
-/// reads all of it, many times.
-pub const PASSWORD_MAX_BYTES: usize = 1024;
 /// An account changes its password at most this often: each change derives
 /// keys (4,096 rounds of HMAC on the event loop) and writes a record.
 pub const PASSWORD_CHANGE_INTERVAL_MS: u64 = 60_000;
@@ -52,9 +49,8 @@ impl Ctx<'_> {
             let text = "a password is changed for the account logged in only";
             return self.bounce_explained(conn, iq, "not-allowed", text);
         }
-        if password.is_empty() || password.len() > PASSWORD_MAX_BYTES {
-            let text = "a password is 1 to 1024 bytes";
-            return self.bounce_explained(conn, iq, "not-acceptable", text);
+        if let Err(why) = crate::scram::check_new_password(&password) {
+            return self.bounce_explained(conn, iq, "not-acceptable", &why);
         }
         let now = self.now.mono_ms;
         if let Some(last) = self.password_changes.get(&user) {

@@ -104,6 +104,7 @@ impl AdminOps {
     }
 
     pub async fn set_password(&self, password: &str) -> Result<String, String> {
+        crate::scram::check_new_password(password)?;
         let creds = new_credentials(password);
         self.done(
             AdminCommand::AdminPasswordSet { creds },
@@ -211,6 +212,7 @@ impl AdminOps {
             }
             Command::UserAdd { user: u, password } => {
                 let u = user(&u)?;
+                crate::scram::check_new_password(&password)?;
                 let creds = new_credentials(&password);
                 self.done(
                     AdminCommand::UserAdd {
@@ -223,6 +225,7 @@ impl AdminOps {
             }
             Command::UserPasswd { user: u, password } => {
                 let u = user(&u)?;
+                crate::scram::check_new_password(&password)?;
                 let creds = new_credentials(&password);
                 self.done(
                     AdminCommand::UserPasswd {

@@ -41,7 +41,7 @@ const NODES: [DemoNode; 3] = [
 ];
 const LINK_PORT: u16 = 5270;
 const RELAY_PORTS: [u16; 2] = [5271, 5272];
-const PASSWORD: &str = "demo";
+const PASSWORD: &str = "outpost-demo";
 const SHAPING: Shaping = Shaping {
     rate: 1200,
     latency: Duration::from_millis(300),

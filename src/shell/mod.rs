@@ -37,7 +37,7 @@ use smol::channel::{self, Receiver, Sender};
 use smol::{Async, LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -92,6 +92,20 @@ pub enum Stopped {
 
 /// Run the node until SIGINT, SIGTERM or a restart; `config_file` is where
 /// the console and the web page save configuration changes.
+/// A listening socket for `what` on `addr`; an error names the setting
+/// that chose the address.
+fn listen(addr: SocketAddr, setting: &str, what: &str) -> Result<Async<TcpListener>, String> {
+    Async::<TcpListener>::bind(addr).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "; another program (another outpost?) uses that port: stop it, or set {setting} to another address"
+            ),
+            _ => format!("; check {setting}"),
+        };
+        format!("cannot listen for {what} on {addr} ({setting}): {e}{hint}")
+    })
+}
+
 pub fn run(cfg: Config, config_file: PathBuf) -> Result<Stopped, String> {
     // One executor for the life of the process; tasks borrow it for 'static.
     let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
@@ -106,6 +120,24 @@ async fn serve(
     cfg: Config,
     config_file: PathBuf,
 ) -> Result<Stopped, String> {
+    // Every port first: one in use stops the start before the data
+    // directory is made or touched.
+    let listener = listen(cfg.c2s.listen, "[c2s] listen", "clients")?;
+    let direct_tls_listener = cfg
+        .c2s
+        .listen_tls
+        .map(|at| listen(at, "[c2s] listen_tls", "clients (direct TLS)"))
+        .transpose()?;
+    let web_listener = cfg
+        .admin
+        .http
+        .map(|at| listen(at, "[admin] http", "the admin page"))
+        .transpose()?;
+    let link_listener = cfg
+        .link
+        .listen
+        .map(|at| listen(at, "[link] listen", "links"))
+        .transpose()?;
     let _lock = match DataLock::acquire(&cfg.data_dir) {
         Ok(l) => l,
         Err(LockError::Busy) => {
@@ -125,19 +157,8 @@ async fn serve(
     let mut compacting: Option<Compaction> = None;
     let tls_config = tls::server_config(&cfg)?;
     let tls = futures_rustls::TlsAcceptor::from(tls_config.clone());
-    let web_listener = cfg.admin.http.map(web::bind).transpose()?;
     let mut node = Node::new(cfg.node_config(), state, random_seed());
 
-    let listener = Async::<TcpListener>::bind(cfg.c2s.listen)
-        .map_err(|e| format!("cannot listen for clients on {}: {e}", cfg.c2s.listen))?;
-    let direct_tls_listener = cfg
-        .c2s
-        .listen_tls
-        .map(|at| {
-            Async::<TcpListener>::bind(at)
-                .map_err(|e| format!("cannot listen for clients (direct TLS) on {at}: {e}"))
-        })
-        .transpose()?;
     let sock_path = admin_socket(&cfg.data_dir);
     let _ = std::fs::remove_file(&sock_path); // Stale from a crash; we hold the lock.
     let admin = Async::<UnixListener>::bind(&sock_path)
@@ -179,9 +200,9 @@ async fn serve(
         "link: this node's key fingerprint is {}",
         link_tls.fingerprint
     );
-    if let (Some(addr), Some(server)) = (cfg.link.listen, link_tls.server.clone()) {
-        let l = Async::<TcpListener>::bind(addr)
-            .map_err(|e| format!("cannot listen for links on {addr}: {e}"))?;
+    if let (Some(l), Some(addr), Some(server)) =
+        (link_listener, cfg.link.listen, link_tls.server.clone())
+    {
         ex.spawn(accept_links(
             wiring.clone(),
             l,

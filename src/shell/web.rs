@@ -16,7 +16,7 @@ use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::{Async, LocalExecutor, Timer};
 use std::cell::RefCell;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -208,9 +208,4 @@ async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Result<http::Request, 
         Err(Response::text(408, "the request took too long"))
     })
     .await
-}
-
-pub fn bind(addr: SocketAddr) -> Result<Async<TcpListener>, String> {
-    Async::<TcpListener>::bind(addr)
-        .map_err(|e| format!("cannot serve the web page on {addr}: {e}"))
 }

@@ -2,6 +2,8 @@
 
 import asyncio
 import base64
+import socket
+import subprocess
 import time
 
 import slixmpp
@@ -26,7 +28,7 @@ def test_login_over_starttls_with_scram_sha256(node):
 def test_scram_sha1_and_plain_over_tls_also_work(node):
     async def scenario():
         for mech in ("SCRAM-SHA-1", "PLAIN"):
-            c = await login(node.port, "bob@localhost", "builder", mech=mech, presence=False)
+            c = await login(node.port, "bob@localhost", "bob-the-builder", mech=mech, presence=False)
             c.disconnect()
     run(scenario())
 
@@ -65,7 +67,7 @@ def test_plain_is_refused_without_tls(node):
 def test_subscription_and_presence_between_two_users(node):
     async def scenario():
         alice = await login(node.port, "alice@localhost/a", "wonderland")
-        bob = await login(node.port, "bob@localhost/b", "builder")
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder")
         # slixmpp approves requests and subscribes back by default.
         alice.send_presence_subscription(pto="bob@localhost")
         await alice.wait_for(lambda: alice.client_roster["bob@localhost"]["subscription"] == "both", "mutual subscription")
@@ -85,8 +87,8 @@ def test_subscription_and_presence_between_two_users(node):
 
 def test_message_to_bare_jid_reaches_both_resources(node):
     async def scenario():
-        phone = await login(node.port, "bob@localhost/phone", "builder")
-        laptop = await login(node.port, "bob@localhost/laptop", "builder")
+        phone = await login(node.port, "bob@localhost/phone", "bob-the-builder")
+        laptop = await login(node.port, "bob@localhost/laptop", "bob-the-builder")
         alice = await login(node.port, "alice@localhost/a", "wonderland")
         alice.send_message(mto="bob@localhost", mbody="to both of you", mtype="chat")
         for c in (phone, laptop):
@@ -103,7 +105,7 @@ def test_offline_message_is_delivered_on_login_with_delay(node):
         # A round trip after the message: the server has handled (and stored) it.
         await alice.plugin["xep_0199"].ping(jid="localhost")
         alice.disconnect()
-        carol = await login(node.port, "carol@localhost/c", "singer")
+        carol = await login(node.port, "carol@localhost/c", "carol-the-singer")
         await carol.wait_for(lambda: "while you were out" in carol.bodies(), "the offline message")
         msg = next(m for m in carol.messages if m["body"] == "while you were out")
         assert msg["delay"]["stamp"] is not None
@@ -135,7 +137,7 @@ def test_roster_survives_restart_and_kill9(node):
 def test_hostile_connections_get_stream_errors_while_others_keep_chatting(node):
     async def scenario():
         alice = await login(node.port, "alice@localhost/a", "wonderland")
-        bob = await login(node.port, "bob@localhost/b", "builder")
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder")
 
         broken = await Raw.open(node.port)
         await broken.send(HEADER + "<message><body>unclosed</message>")
@@ -148,7 +150,7 @@ def test_hostile_connections_get_stream_errors_while_others_keep_chatting(node):
         assert "<restricted-xml xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" in out
 
         big = await Raw.open(node.port)
-        await big.login_plain("carol", "singer")
+        await big.login_plain("carol", "carol-the-singer")
         await big.send("<message to='bob@localhost'><body>" + "A" * 70000 + "</body></message>")
         out = await big.read_to_end()
         assert "<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" in out
@@ -171,24 +173,29 @@ def test_a_client_that_never_finishes_the_handshake_is_timed_out(node):
 
 
 def test_users_can_be_managed_while_the_node_runs(node):
-    node.add_user("dave", "diver")
+    node.add_user("dave", "dave-the-diver")
     listing = node.cli("user", "list").stdout.split()
     assert "dave@localhost" in listing
 
     async def scenario():
-        c = await login(node.port, "dave@localhost", "diver", presence=False)
+        c = await login(node.port, "dave@localhost", "dave-the-diver", presence=False)
         c.disconnect()
     run(scenario())
-    r = node.cli("user", "passwd", "dave", stdin="deeper\n")
+    r = node.cli("user", "passwd", "dave", stdin="short\n")
+    assert r.returncode != 0 and "at least 8 characters" in r.stderr, r.stderr
+    r = node.cli("user", "passwd", "dave", stdin="deeper-still\n")
     assert r.returncode == 0, r.stderr
-    r = node.cli("user", "add", "dave", stdin="x\n")
+    assert "password of dave@localhost changed" in r.stdout, r.stdout
+    r = node.cli("user", "add", "erin", stdin="erin-password\n")
+    assert r.returncode == 0 and "user erin@localhost added" in r.stdout, (r.stdout, r.stderr)
+    r = node.cli("user", "add", "dave", stdin="another-password\n")
     assert r.returncode != 0 and "already exists" in r.stderr
 
     async def relogin():
-        ok, c = await try_login(node.port, "dave@localhost", "diver", mech="SCRAM-SHA-256")
+        ok, c = await try_login(node.port, "dave@localhost", "dave-the-diver", mech="SCRAM-SHA-256")
         assert not ok
         c.disconnect()
-        c = await login(node.port, "dave@localhost", "deeper", presence=False)
+        c = await login(node.port, "dave@localhost", "deeper-still", presence=False)
         c.disconnect()
     run(relogin())
 
@@ -220,7 +227,7 @@ def test_kill9_during_writes_loses_nothing_acknowledged(node):
     node.start()
 
     async def reader():
-        carol = await login(node.port, "carol@localhost/c", "singer")
+        carol = await login(node.port, "carol@localhost/c", "carol-the-singer")
         await carol.wait_for(lambda: f"m{acked[-1]}" in carol.bodies(), "the last acknowledged message")
         await carol.plugin["xep_0199"].ping(jid="localhost")
         got = [int(b[1:]) for b in carol.bodies()]
@@ -273,7 +280,7 @@ def test_an_inactive_client_reads_only_the_latest_presences(node):
     is only his latest, and after <active/> likewise."""
     async def scenario():
         alice = await login(node.port, "alice@localhost/phone", "wonderland")
-        bob = await login(node.port, "bob@localhost/b", "builder")
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder")
         alice.send_presence_subscription(pto="bob@localhost")
         await alice.wait_for(lambda: alice.client_roster["bob@localhost"]["subscription"] == "both", "subscription")
         await bob.wait_for(lambda: bob.client_roster["alice@localhost"]["subscription"] == "both", "subscription")
@@ -317,7 +324,7 @@ def test_the_archive_pages_with_rsm_for_a_real_client_and_survives_a_restart(nod
         alice.disconnect()
 
     async def read(expect_ids=None):
-        bob = await login(node.port, "bob@localhost/b", "builder")
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder")
         await bob.wait_for(lambda: bodies[-1] in bob.bodies(), "the offline messages")
         received = [
             m["stanza_id"]["id"] for m in bob.messages
@@ -340,7 +347,7 @@ def test_the_archive_pages_with_rsm_for_a_real_client_and_survives_a_restart(nod
     node.restart(hard=True)
 
     async def again():
-        bob = await login(node.port, "bob@localhost/b", "builder")
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder")
         ids = []
         async for m in bob.plugin["xep_0313"].iterate(rsm={"max": 10}):
             ids.append(m["mam_result"]["id"])
@@ -348,3 +355,19 @@ def test_the_archive_pages_with_rsm_for_a_real_client_and_survives_a_restart(nod
         return ids
 
     assert run(again()) == received, "after kill -9 and a restart"
+
+
+def test_a_port_in_use_names_the_setting_and_leaves_no_data_behind(tmp_path):
+    from outpost_node import BINARY
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    data = tmp_path / "data"
+    cfg = tmp_path / "outpost.toml"
+    cfg.write_text(f'domain = "localhost"\ndata_dir = "{data}"\n[c2s]\nlisten = "127.0.0.1:{port}"\n')
+    r = subprocess.run([str(BINARY), "run", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    busy.close()
+    assert r.returncode != 0
+    assert f"127.0.0.1:{port} ([c2s] listen)" in r.stderr and "set [c2s] listen to another address" in r.stderr, r.stderr
+    assert not data.exists(), "nothing made before the ports are ours"

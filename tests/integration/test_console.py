@@ -42,15 +42,15 @@ def test_first_run_status_users_and_a_new_account_that_logs_in(console_node):
     assert "archives: 0 messages, 0 of 67108864 bytes" in out, out
     cable.line("user add dave")
     cable.expect(rb"New password: ")
-    cable.line("d4ve-pw")
+    cable.line("d4ve-pass")
     cable.expect(rb"Repeat: ")
-    out = cable.command("d4ve-pw")
+    out = cable.command("d4ve-pass")
     assert "user dave added" in out, out
-    assert "d4ve-pw" not in out, "passwords are not echoed"
+    assert "d4ve-pass" not in out, "passwords are not echoed"
     assert "dave" in cable.command("users")
 
     async def dave_logs_in():
-        c = await login(node.port, "dave@localhost", "d4ve-pw", presence=False)
+        c = await login(node.port, "dave@localhost", "d4ve-pass", presence=False)
         c.disconnect()
     asyncio.run(dave_logs_in())
     out = cable.command("links")
@@ -148,16 +148,16 @@ def test_picocom_in_tmux_drives_a_trusted_console(tmp_path):
         wait_screen("outpost>")
         subprocess.run(["tmux", "send-keys", "-t", session, "user add frank", "Enter"], check=True)
         wait_screen("New password:")
-        subprocess.run(["tmux", "send-keys", "-t", session, "fr4nk", "Enter"], check=True)
+        subprocess.run(["tmux", "send-keys", "-t", session, "fr4nk-pass", "Enter"], check=True)
         wait_screen("Repeat:")
-        subprocess.run(["tmux", "send-keys", "-t", session, "fr4nk", "Enter"], check=True)
+        subprocess.run(["tmux", "send-keys", "-t", session, "fr4nk-pass", "Enter"], check=True)
         wait_screen("user frank added")
         subprocess.run(["tmux", "send-keys", "-t", session, "rooms", "Enter"], check=True)
         wait_screen("no rooms")
-        assert "fr4nk" not in screen()
+        assert "fr4nk-pass" not in screen()
 
         async def frank():
-            ok, c = await try_login(n.port, "frank@localhost", "fr4nk")
+            ok, c = await try_login(n.port, "frank@localhost", "fr4nk-pass")
             c.disconnect()
             return ok
         assert asyncio.run(frank())

@@ -112,7 +112,7 @@ def test_pipelined_login_guesses_are_throttled_and_others_are_served(node):
         return text
 
     async def scenario():
-        bob = await login(node.port, "bob@localhost/b", "builder", presence=False)
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder", presence=False)
         readers = []
         for _ in range(2):
             raw = await Raw.open(node.port)
@@ -163,7 +163,7 @@ def test_offline_messages_reach_a_client_that_reads_slowly(node):
                  for i in range(500)]
         await send_as(node.port, "alice", "wonderland", chats)
         slow = await Raw.open(node.port)
-        await slow.login_plain("bob", "builder")
+        await slow.login_plain("bob", "bob-the-builder")
         await slow.send("<presence/>")
         seen = ""
         while len(whole_bodies(seen)) < 500:
@@ -193,7 +193,7 @@ def test_a_room_with_a_big_history_can_still_be_joined(node):
         for i in range(60):
             alice.send_message(mto=room, mbody=f"{i} " + "h" * 60_000, mtype="groupchat")
         await alice.wait_for(lambda: sum(1 for m in alice.messages if m["type"] == "groupchat") >= 60, "reflections")
-        bob = await login(node.port, "bob@localhost/b", "builder")
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder")
         me, _, _, history = await bob.plugin["xep_0045"].join_muc_wait(room, "Bob", maxstanzas=100, timeout=30)
         assert 110 in me["muc"]["status_codes"]
         assert history and history[-1]["body"].startswith("59 "), "the newest history arrives"

@@ -26,9 +26,9 @@ def linked(tmp_path):
                        f'fingerprint = "{hq.fingerprint()}"\n')
     hq.start()
     site.start()
-    hq.add_user("kevin", "k")
-    site.add_user("wayne", "w")
-    site.add_user("keith", "k")
+    hq.add_user("kevin", "k-password")
+    site.add_user("wayne", "w-password")
+    site.add_user("keith", "k-password")
     site.wait_link_up("conference.fairfax.example")
     yield hq, site, relay
     relay.close()
@@ -55,14 +55,14 @@ async def archive(c, expect=None):
 
 
 async def setup_room(hq, site, persistent=False):
-    kevin = await login(hq.port, "kevin@fairfax.example/hq", "k")
+    kevin = await login(hq.port, "kevin@fairfax.example/hq", "k-password")
     await kevin.plugin["xep_0045"].join_muc_wait(ROOM, "Kevin", timeout=15)
     form = kevin.plugin["xep_0004"].make_form(ftype="submit")
     if persistent:
         form.add_field(var="muc#roomconfig_persistentroom", value="1")
     await kevin.plugin["xep_0045"].set_room_config(ROOM, form)
-    wayne = await login(site.port, "wayne@raleigh.example/tv", "w")
-    keith = await login(site.port, "keith@raleigh.example/tv", "k")
+    wayne = await login(site.port, "wayne@raleigh.example/tv", "w-password")
+    keith = await login(site.port, "keith@raleigh.example/tv", "k-password")
     for c, nick in ((wayne, "Wayne"), (keith, "Keith")):
         await c.plugin["xep_0045"].join_muc_wait(ROOM, nick, maxstanzas=0, timeout=15)
     return kevin, wayne, keith
@@ -107,7 +107,7 @@ def test_kill9_of_hq_during_chat(linked):
         await keith.wait_for(lambda: any(b == "while HQ is down" for b, _ in bodies(keith)), "local delivery")
         hq.start()
         site.wait_link_up("conference.fairfax.example")
-        kevin = await login(hq.port, "kevin@fairfax.example/hq2", "k")
+        kevin = await login(hq.port, "kevin@fairfax.example/hq2", "k-password")
         await kevin.plugin["xep_0045"].join_muc_wait(ROOM, "Kevin", maxstanzas=0, timeout=15)
         keith.send_message(mto=ROOM, mbody="after the restart", mtype="groupchat")
         await kevin.wait_for(lambda: any(b == "after the restart" for b, _ in bodies(kevin)), "a site message")
@@ -135,7 +135,7 @@ def test_kill9_of_the_site_during_a_split(linked):
 
     async def after(kevin):
         # Site users come back on the restarted site and rejoin.
-        wayne = await login(site.port, "wayne@raleigh.example/tv2", "w")
+        wayne = await login(site.port, "wayne@raleigh.example/tv2", "w-password")
         await wayne.plugin["xep_0045"].join_muc_wait(ROOM, "Wayne", maxstanzas=0, timeout=15)
         await kevin.wait_for(lambda: any(b == "queued when the site died" for b, _ in bodies(kevin)), "the queued message")
         wayne.send_message(mto=ROOM, mbody="back after the crash", mtype="groupchat")

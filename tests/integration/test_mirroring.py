@@ -27,10 +27,10 @@ def federation(tmp_path):
                            f'fingerprint = "{hq.fingerprint()}"\n')
     for n in (hq, *sites):
         n.start()
-    hq.add_user("kevin", "k")
-    sites[0].add_user("wayne", "w")
-    sites[0].add_user("keith", "k")
-    sites[1].add_user("dana", "d")
+    hq.add_user("kevin", "k-password")
+    sites[0].add_user("wayne", "w-password")
+    sites[0].add_user("keith", "k-password")
+    sites[1].add_user("dana", "d-password")
     for site in sites:
         site.wait_link_up("conference.fairfax.example")
     yield hq, sites[0], sites[1]
@@ -47,13 +47,13 @@ def groupchat(c):
 
 
 async def everyone(hq, raleigh, durham):
-    kevin = await login(hq.port, "kevin@fairfax.example/hq", "k")
+    kevin = await login(hq.port, "kevin@fairfax.example/hq", "k-password")
     await kevin.plugin["xep_0045"].join_muc_wait(ROOM, "Kevin", timeout=15)
     form = kevin.plugin["xep_0004"].make_form(ftype="submit")
     await kevin.plugin["xep_0045"].set_room_config(ROOM, form)
-    wayne = await login(raleigh.port, "wayne@raleigh.example/tv", "w")
-    keith = await login(raleigh.port, "keith@raleigh.example/tv", "k")
-    dana = await login(durham.port, "dana@durham.example/tv", "d")
+    wayne = await login(raleigh.port, "wayne@raleigh.example/tv", "w-password")
+    keith = await login(raleigh.port, "keith@raleigh.example/tv", "k-password")
+    dana = await login(durham.port, "dana@durham.example/tv", "d-password")
     for c, nick in ((wayne, "Wayne"), (keith, "Keith"), (dana, "Dana")):
         await c.plugin["xep_0045"].join_muc_wait(ROOM, nick, maxstanzas=0, timeout=15)
     return kevin, wayne, keith, dana

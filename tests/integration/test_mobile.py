@@ -70,7 +70,7 @@ def send_from_alice(node, bodies):
 def frozen_phone_misses(node, tmp_path, bodies):
     """Bob's phone comes online, is frozen, `bodies` arrive, it is killed."""
     state = tmp_path / "phone.json"
-    phone = Phone(node, "bob@localhost/phone", "builder", state)
+    phone = Phone(node, "bob@localhost/phone", "bob-the-builder", state)
     phone.read_until(lambda l: "ready" in l, "the first session")
     phone.freeze()
     send_from_alice(node, bodies)
@@ -88,7 +88,7 @@ def received_once(phone, bodies):
 def test_a_frozen_then_killed_phone_resumes_and_gets_every_message_once(node, tmp_path):
     bodies = [f"while frozen {i}" for i in range(20)]
     state = frozen_phone_misses(node, tmp_path, bodies)
-    phone = Phone(node, "bob@localhost/phone", "builder", state)
+    phone = Phone(node, "bob@localhost/phone", "bob-the-builder", state)
     phone.read_until(lambda l: "ready" in l, "the resumed session")
     assert "resumed" in phone.lines and "new" not in phone.lines, phone.lines
     received_once(phone, bodies)
@@ -99,7 +99,7 @@ def test_a_killed_phone_that_logs_in_anew_gets_them_from_offline_storage(node, t
     bodies = [f"offline {i}" for i in range(12)]
     frozen_phone_misses(node, tmp_path, bodies)
     # A reinstalled app: no state, a new session on the same resource.
-    phone = Phone(node, "bob@localhost/phone", "builder", tmp_path / "fresh.json")
+    phone = Phone(node, "bob@localhost/phone", "bob-the-builder", tmp_path / "fresh.json")
     phone.read_until(lambda l: "ready" in l, "a new session")
     received_once(phone, bodies)
     phone.kill()
@@ -111,7 +111,7 @@ def test_what_a_frozen_phone_missed_survives_a_node_restart(node, tmp_path):
     node.restart()
     # Its resumption is refused (the node restarted); it binds anew and
     # the messages come from offline storage.
-    phone = Phone(node, "bob@localhost/phone", "builder", state)
+    phone = Phone(node, "bob@localhost/phone", "bob-the-builder", state)
     phone.read_until(lambda l: "ready" in l, "a session after the restart")
     assert "new" in phone.lines, phone.lines
     received_once(phone, bodies)

@@ -42,7 +42,7 @@ def test_join_sequence_history_and_subject(node):
         await create_room(alice)
         alice.plugin["xep_0045"].set_subject(ROOM, "Weekly ops")
         await say(alice, "one", "two", "three", "four", "five")
-        bob = await login(node.port, "bob@localhost/b", "builder")
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder")
         me, subject, occupants, history = await bob.plugin["xep_0045"].join_muc_wait(ROOM, "Bob", maxstanzas=3, timeout=15)
         assert 110 in me["muc"]["status_codes"]
         assert [m["body"] for m in history] == ["three", "four", "five"]
@@ -50,7 +50,7 @@ def test_join_sequence_history_and_subject(node):
         assert subject["subject"] == "Weekly ops"
         assert [str(p["from"].resource) for p in occupants] == ["Alice", "Bob"]  # others first, self last
         # Conversations-style join: no classic history at all.
-        carol = await login(node.port, "carol@localhost/c", "singer")
+        carol = await login(node.port, "carol@localhost/c", "carol-the-singer")
         _, _, _, history = await carol.plugin["xep_0045"].join_muc_wait(ROOM, "Carol", maxstanzas=0, timeout=15)
         assert history == []
         for c in (alice, bob, carol):
@@ -62,7 +62,7 @@ def test_messages_carry_one_stanza_id_and_archive_pages_back(node):
     async def scenario():
         alice = await login(node.port, "alice@localhost/a", "wonderland")
         await create_room(alice)
-        bob = await login(node.port, "bob@localhost/b", "builder")
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder")
         await bob.plugin["xep_0045"].join_muc_wait(ROOM, "Bob", maxstanzas=0, timeout=15)
         bodies = [f"line {i}" for i in range(12)]
         await say(alice, *bodies)
@@ -85,8 +85,8 @@ def test_moderation_kick_and_ban(node):
     async def scenario():
         alice = await login(node.port, "alice@localhost/a", "wonderland")
         await create_room(alice)
-        bob = await login(node.port, "bob@localhost/b", "builder")
-        carol = await login(node.port, "carol@localhost/c", "singer")
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder")
+        carol = await login(node.port, "carol@localhost/c", "carol-the-singer")
         await bob.plugin["xep_0045"].join_muc_wait(ROOM, "Bob", timeout=15)
         await carol.plugin["xep_0045"].join_muc_wait(ROOM, "Carol", timeout=15)
         await alice.plugin["xep_0045"].set_role(ROOM, "Bob", "none", reason="cool down")
@@ -113,7 +113,7 @@ def test_join_errors_reach_the_client(node):
     async def scenario():
         alice = await login(node.port, "alice@localhost/a", "wonderland")
         await create_room(alice, passwordprotectedroom="1", roomsecret="sesame")
-        bob = await login(node.port, "bob@localhost/b", "builder")
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder")
         with pytest.raises(PresenceError) as err:
             await bob.plugin["xep_0045"].join_muc_wait(ROOM, "Bob", timeout=15)
         assert err.value.condition == "not-authorized"
@@ -135,7 +135,7 @@ def test_persistent_room_survives_kill9(node):
         alice.disconnect()
 
     async def after():
-        bob = await login(node.port, "bob@localhost/b", "builder")
+        bob = await login(node.port, "bob@localhost/b", "bob-the-builder")
         me, subject, _, history = await bob.plugin["xep_0045"].join_muc_wait(ROOM, "Bob", maxstanzas=10, timeout=15)
         assert 201 not in me["muc"]["status_codes"]
         assert [m["body"] for m in history] == ["remember me"]

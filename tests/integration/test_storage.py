@@ -43,7 +43,7 @@ def test_eighty_mb_of_offline_messages_survive_compaction_and_restart(tmp_path):
                 offline_bytes_per_account=200_000_000, offline_bytes_total=400_000_000)
     node.start()
     node.add_user("alice", "wonderland")
-    node.add_user("bob", "builder")
+    node.add_user("bob", "bob-the-builder")
 
     body = "z" * 200_000
     chats = [f"<message to='bob@localhost' type='chat' id='m{i}'><body>{i} {body}</body></message>" for i in range(400)]
@@ -64,7 +64,7 @@ def test_eighty_mb_of_offline_messages_survive_compaction_and_restart(tmp_path):
 def test_damage_stops_start_up_changes_nothing_and_can_be_salvaged(tmp_path):
     node = Node(tmp_path)
     for user in ("alice", "bob", "carol", "dave"):
-        node.add_user(user, "secret")
+        node.add_user(user, "secret-password")
     data = tmp_path / "data"
     segment = next((data / "log").glob("*.seg"))
     raw = bytearray(segment.read_bytes())
@@ -99,7 +99,7 @@ def test_damage_stops_start_up_changes_nothing_and_can_be_salvaged(tmp_path):
 
         async def login():
             raw = await Raw.open(node.port)
-            await raw.login_plain("dave", "secret")
+            await raw.login_plain("dave", "secret-password")
             raw.close()
         run(login())
     finally:
@@ -108,7 +108,7 @@ def test_damage_stops_start_up_changes_nothing_and_can_be_salvaged(tmp_path):
 
 def test_the_data_directory_is_private_to_its_owner(tmp_path):
     node = Node(tmp_path)
-    node.add_user("alice", "secret")
+    node.add_user("alice", "secret-password")
     data = tmp_path / "data"
     assert data.stat().st_mode & 0o077 == 0
     assert (data / "log").stat().st_mode & 0o077 == 0
@@ -152,7 +152,7 @@ def test_link_events_queued_by_the_previous_release_all_arrive(tmp_path):
         raise AssertionError(f"archive at {jid} holds {sorted(bodies)}")
 
     async def joins_and_sees_all():
-        wayne = await login(site.port, "wayne@raleigh.example/field", "w")
+        wayne = await login(site.port, "wayne@raleigh.example/field", "w-password")
         await wayne.plugin["xep_0045"].join_muc_wait(room, "Wayne", maxstanzas=50, timeout=15)
         await wayne.wait_for(lambda: said <= {m["body"] for m in wayne.messages}, "every message at the site")
         wayne.disconnect()
@@ -161,7 +161,7 @@ def test_link_events_queued_by_the_previous_release_all_arrive(tmp_path):
     site.start()
     try:
         site.wait_link_up("conference.fairfax.example")
-        run(archive_holds_all(hq.port, "kevin@fairfax.example/desk", "k"))
+        run(archive_holds_all(hq.port, "kevin@fairfax.example/desk", "k-password"))
         run(joins_and_sees_all())
         # And once acknowledged, nothing stays queued on either side.
         for node, peer in ((hq, "raleigh.example"), (site, "conference.fairfax.example")):
@@ -180,7 +180,7 @@ ROOM = "field@conference.localhost"
 async def fill_room(port, count):
     """alice creates a persistent room and sends `count` messages to it."""
     raw = await Raw.open(port)
-    await raw.login_plain("alice", "secret")
+    await raw.login_plain("alice", "secret-password")
     await raw.send(f"<presence to='{ROOM}/alice'><x xmlns='http://jabber.org/protocol/muc'>"
                    "<history maxstanzas='0'/></x></presence>")
     await raw.read_until("110")
@@ -201,7 +201,7 @@ async def mam_page(port, rsm):
     """One MAM page of the room as bob asks for it: its bodies, and the
     archive id of its last message."""
     raw = await Raw.open(port)
-    await raw.login_plain("bob", "secret")
+    await raw.login_plain("bob", "secret-password")
     await raw.send(f"<iq type='set' id='q' to='{ROOM}'><query xmlns='urn:xmpp:mam:2' queryid='q'>"
                    f"<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query></iq>")
     out = await raw.read_until("</fin>")
@@ -218,8 +218,8 @@ async def archive_page(port, rsm):
 def test_room_archives_live_in_archive_files_through_a_crash_and_a_salvage(tmp_path):
     node = Node(tmp_path)
     node.append_config("[muc]\narchive_messages = 20000\n")
-    node.add_user("alice", "secret")
-    node.add_user("bob", "secret")
+    node.add_user("alice", "secret-password")
+    node.add_user("bob", "secret-password")
     data = tmp_path / "data"
     node.start()
     try:

@@ -63,9 +63,9 @@ def test_first_run_login_change_settings_and_see_them_take_effect(web_node):
         assert "Offline messages: 0, 0 of 67108864 bytes" in page, page
 
         # A user added on the page can log in at once.
-        b.submit("form:has(input[value=user_add])", user="erin", password="3rin-pw")
+        b.submit("form:has(input[value=user_add])", user="erin", password="3rin-pass")
         assert "OK user erin added" in b.text()
-        assert user_can_log_in(node, "erin", "3rin-pw")
+        assert user_can_log_in(node, "erin", "3rin-pass")
 
         # A peer added on the page is saved, and in force after a restart.
         b.submit("form:has(input[value=peer_add])", domain="far.example", fingerprint=FPR)
