@@ -15,7 +15,7 @@ const IDENTITY: (&str, &str, &str) = ("server", "im", "Outpost");
 /// Offline storage of messages (XEP-0160 says so with this feature).
 const MSGOFFLINE: &str = "msgoffline";
 
-const FEATURES: [&str; 10] = [
+const FEATURES: [&str; 11] = [
     ns::DISCO_INFO,
     ns::DISCO_ITEMS,
     ns::PING,
@@ -25,6 +25,7 @@ const FEATURES: [&str; 10] = [
     ns::CARBONS,
     ns::TIME,
     ns::REGISTER,
+    ns::LAST,
     MSGOFFLINE,
 ];
 

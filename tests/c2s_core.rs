@@ -1523,3 +1523,41 @@ fn a_pipelined_bind_presence_and_ping_are_all_answered() {
         "{out}"
     );
 }
+
+/// XEP-0012: the server's uptime; a contact's last logout, kept across a
+/// restart, for those who may see the contact's presence.
+#[test]
+fn last_activity_of_the_server_and_of_a_contact() {
+    let mut sim = node();
+    sim.add_user("carol", "singer");
+    let (alice, bob) = alice_follows_bob(&mut sim);
+    sim.advance(5_000);
+    let last = |to: &str, id: &str| {
+        format!("<iq type='get' id='{id}' to='{to}'><query xmlns='jabber:iq:last'/></iq>")
+    };
+    sim.send(alice, &last("localhost", "up"));
+    let up = sim.take(alice);
+    let seconds: u64 = between(&up, "seconds='", "'").unwrap().parse().unwrap();
+    assert!(seconds >= 5, "{up}");
+    sim.send(alice, &last("bob@localhost", "on"));
+    assert!(sim
+        .take(alice)
+        .contains("<query xmlns='jabber:iq:last' seconds='0'/>"));
+    sim.send(
+        bob,
+        "<presence type='unavailable'><status>gone fishing</status></presence>",
+    );
+    sim.advance(90_000);
+    sim.send(alice, &last("bob@localhost", "off"));
+    let off = sim.take(alice);
+    assert!(off.contains("seconds='90'>gone fishing</query>"), "{off}");
+    let carol = sim.login("carol", "singer", "c");
+    sim.send(carol, &last("bob@localhost", "nosy"));
+    assert!(sim.take(carol).contains("<forbidden"));
+    sim.crash_and_restart();
+    let alice = sim.login("alice", "wonderland", "a2");
+    sim.advance(10_000);
+    sim.send(alice, &last("bob@localhost", "later"));
+    let later = sim.take(alice);
+    assert!(later.contains("seconds='100'>gone fishing"), "{later}");
+}

@@ -11,6 +11,7 @@
 mod archive;
 mod bound;
 mod carbons;
+mod last;
 mod presence;
 mod register;
 mod resource;

@@ -372,12 +372,16 @@ impl Ctx<'_> {
         let Some(s) = self.bound.resources.get_mut(&conn) else {
             return;
         };
-        s.presence = None;
+        let was_available = s.presence.take().is_some();
         s.directed.clear();
+        let user = s.jid.local().map(str::to_string);
         for (c, to) in audience {
             let mut e = el.clone();
             e.set_attr("to", to);
             self.send_el(c, &e);
+        }
+        if let Some(user) = user.filter(|_| was_available) {
+            self.remember_last_seen(&user, &el);
         }
     }
 

@@ -431,6 +431,13 @@ impl Ctx<'_> {
                 self.send_el(conn, &reply(Some(q)));
             }
             ("ping", ns::PING, "get") => self.send_el(conn, &reply(None)),
+            ("query", ns::LAST, "get") if own_account && el.get_attr("to").is_some() => {
+                let me = self.bound.jid_of(conn).map(Jid::to_bare);
+                if let Some(me) = me {
+                    self.account_last_activity(conn, el, &me);
+                }
+            }
+            ("query", ns::LAST, "get") => self.server_last_activity(conn, el, &answer_from),
             ("enable" | "disable", ns::CARBONS, "set")
                 if own_account || el.get_attr("to").is_none() =>
             {
@@ -468,6 +475,7 @@ impl Ctx<'_> {
                 let r = stanza::iq_result(el, &from, None);
                 self.send_el(conn, &r);
             }
+            ("query", ns::LAST, "get") => self.account_last_activity(conn, el, target),
             // Another user's archive is theirs alone.
             (_, ns::MAM, _) => self.bounce(conn, el, "forbidden"),
             _ => self.bounce(conn, el, "service-unavailable"),
@@ -481,7 +489,14 @@ fn account_disco_info() -> Element {
             .attr("category", "account")
             .attr("type", "registered"),
     );
-    for f in [ns::DISCO_INFO, ns::PING, ns::MAM, ns::MAM_EXTENDED, ns::SID] {
+    for f in [
+        ns::DISCO_INFO,
+        ns::PING,
+        ns::LAST,
+        ns::MAM,
+        ns::MAM_EXTENDED,
+        ns::SID,
+    ] {
         q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
     }
     q

@@ -11,7 +11,9 @@
 
 use super::link::{Queued, QueuedEvent};
 use super::snapshot::write_snapshot;
-use super::{ArchiveDefault, ArchivePrefs, Record, RosterItem, State, Subscription, LOG_FORMAT};
+use super::{
+    ArchiveDefault, ArchivePrefs, LastSeen, Record, RosterItem, State, Subscription, LOG_FORMAT,
+};
 use crate::model::archive::BLOCK_BYTES;
 use crate::model::block::Extent;
 use crate::model::replica::MirrorRecord;
@@ -117,6 +119,13 @@ fn records() -> Vec<Record> {
         Record::AccountArchiveTrim {
             user: "alice".into(),
             upto: 1,
+        },
+        Record::AccountLastSeen {
+            user: "alice".into(),
+            last: LastSeen {
+                stamp_ms: 1_795_000_000_500,
+                status: "in the field".into(),
+            },
         },
         Record::AccountArchivePrefs {
             user: "alice".into(),

@@ -142,6 +142,16 @@ pub struct Account {
     pub archive: Archive,
     #[serde(skip)]
     pub archive_prefs: ArchivePrefs,
+    /// When the user last went offline (Unix ms), with the status they
+    /// left (XEP-0012).
+    #[serde(skip)]
+    pub last_seen: Option<LastSeen>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSeen {
+    pub stamp_ms: u64,
+    pub status: String,
 }
 
 impl Account {
@@ -154,6 +164,7 @@ impl Account {
             next_offline_id: 1,
             archive: Archive::new(),
             archive_prefs: ArchivePrefs::default(),
+            last_seen: None,
         }
     }
 }
@@ -327,6 +338,11 @@ pub enum Record {
     AccountArchivePrefs {
         user: String,
         prefs: ArchivePrefs,
+    },
+    /// The account's last resource went offline.
+    AccountLastSeen {
+        user: String,
+        last: LastSeen,
     },
 }
 
@@ -519,6 +535,11 @@ pub fn apply_account(accounts: &mut Accounts, record: &Record) {
                 acc.archive_prefs = prefs.clone();
             }
         }
+        Record::AccountLastSeen { user, last } => {
+            if let Some(acc) = accounts.get_mut(user) {
+                acc.last_seen = Some(last.clone());
+            }
+        }
         _ => {}
     }
 }
@@ -547,7 +568,8 @@ impl State {
             | Record::OfflineDone { .. }
             | Record::AccountArchived { .. }
             | Record::AccountArchiveTrim { .. }
-            | Record::AccountArchivePrefs { .. } => apply_account(&mut self.accounts, record),
+            | Record::AccountArchivePrefs { .. }
+            | Record::AccountLastSeen { .. } => apply_account(&mut self.accounts, record),
             Record::Room { room, change } => {
                 crate::model::room::apply(&mut self.rooms, room, change)
             }

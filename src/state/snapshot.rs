@@ -11,7 +11,9 @@
 //! left unfinished is ignored, and the state from the records before and
 //! beside it stands.
 
-use super::{Account, ArchivePrefs, LinkState, OfflineMessage, Queued, Record, RosterItem, State};
+use super::{
+    Account, ArchivePrefs, LastSeen, LinkState, OfflineMessage, Queued, Record, RosterItem, State,
+};
 use crate::common::PeerId;
 use crate::model::archive::Archive;
 use crate::model::block::{Block, Extent, Packed};
@@ -36,9 +38,9 @@ use std::io;
 ///    messages. Format 2 snapshots read the same way.
 /// 4. Offline queues likewise (`OfflineBlocks`). Formats 2 and 3 read the
 ///    same way.
-/// 5. Accounts' archives (`AccountArchive`, `AccountArchiveBlocks`) and
-///    archive preferences. Formats 2 to 4 read the same way (their
-///    accounts had no archive).
+/// 5. Accounts' archives (`AccountArchive`, `AccountArchiveBlocks`),
+///    archive preferences and when each account was last seen. Formats 2
+///    to 4 read the same way (their accounts had none).
 pub const FORMAT: u32 = 5;
 /// A part closes once its contents reach this many bytes (so a part is at
 /// most this plus one item, and every item is bounded on its own).
@@ -128,6 +130,11 @@ pub enum SnapshotPart {
     AccountArchivePrefs {
         user: String,
         prefs: ArchivePrefs,
+    },
+    /// When the account last went offline (format 5).
+    AccountLastSeen {
+        user: String,
+        last: LastSeen,
     },
 }
 
@@ -273,6 +280,11 @@ impl State {
                     acc.archive_prefs = prefs.clone();
                 }
             }
+            SnapshotPart::AccountLastSeen { user, last } => {
+                if let Some(acc) = self.accounts.get_mut(user) {
+                    acc.last_seen = Some(last.clone());
+                }
+            }
         }
     }
 }
@@ -357,7 +369,8 @@ impl Entity {
             | SnapshotPart::OfflineBlocks { user, .. }
             | SnapshotPart::AccountArchive { user, .. }
             | SnapshotPart::AccountArchiveBlocks { user, .. }
-            | SnapshotPart::AccountArchivePrefs { user, .. } => Entity::Account(user.clone()),
+            | SnapshotPart::AccountArchivePrefs { user, .. }
+            | SnapshotPart::AccountLastSeen { user, .. } => Entity::Account(user.clone()),
             SnapshotPart::Room { room, .. }
             | SnapshotPart::Archive { room, .. }
             | SnapshotPart::ArchiveBlocks { room, .. } => Entity::Room(room.clone()),
@@ -383,7 +396,8 @@ impl Entity {
             | Record::OfflineDone { user, .. }
             | Record::AccountArchived { user, .. }
             | Record::AccountArchiveTrim { user, .. }
-            | Record::AccountArchivePrefs { user, .. } => Entity::Account(user.clone()),
+            | Record::AccountArchivePrefs { user, .. }
+            | Record::AccountLastSeen { user, .. } => Entity::Account(user.clone()),
             Record::Room { room, .. } => Entity::Room(room.clone()),
             Record::LinkOut { peer, .. }
             | Record::LinkAcked { peer, .. }
@@ -495,6 +509,13 @@ pub fn write_entity(
                 },
                 |p| part(p, emit),
             )?;
+            if let Some(last) = &acc.last_seen {
+                let last = SnapshotPart::AccountLastSeen {
+                    user: user.clone(),
+                    last: last.clone(),
+                };
+                part(last, emit)?;
+            }
             if !acc.archive_prefs.is_default() {
                 let prefs = SnapshotPart::AccountArchivePrefs {
                     user: user.clone(),
@@ -903,6 +924,13 @@ mod tests {
                 user: user.clone(),
                 upto: 1,
             });
+            s.apply(&Record::AccountLastSeen {
+                user: user.clone(),
+                last: crate::state::LastSeen {
+                    stamp_ms: 1_795_000_000_000,
+                    status: "gone fishing".into(),
+                },
+            });
             s.apply(&Record::AccountArchivePrefs {
                 user: user.clone(),
                 prefs: crate::state::ArchivePrefs {
@@ -1087,6 +1115,7 @@ mod tests {
         for acc in expect.accounts.values_mut() {
             acc.archive = Archive::new();
             acc.archive_prefs = Default::default();
+            acc.last_seen = None;
         }
         assert!(reopen(log.storage().clone()).state == expect);
     }

@@ -39,4 +39,5 @@ pub mod ns {
     pub const MAM: &str = "urn:xmpp:mam:2";
     pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
     pub const RSM: &str = "http://jabber.org/protocol/rsm";
+    pub const LAST: &str = "jabber:iq:last";
 }
