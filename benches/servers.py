@@ -53,11 +53,13 @@ def outpost(workdir: Path, users: int, extra: str = "", c2s_extra: str = ""):
 
 
 @contextlib.contextmanager
-def prosody(workdir: Path, users: int, cert_dir: Path, muc_archive: bool = False):
+def prosody(workdir: Path, users: int, cert_dir: Path, muc_archive: bool = False,
+            modules: tuple = ()):
     """Yield (pid, port) of Prosody 0.12 with the same accounts and a MUC
     component. With `muc_archive`, the rooms keep every message with
-    mod_muc_mam on SQLite (no expiry). A second call on the same `workdir`
-    starts it again on the data the first left."""
+    mod_muc_mam on SQLite (no expiry); `modules` are enabled besides the
+    usual ones. A second call on the same `workdir` starts it again on the
+    data the first left."""
     data = workdir / "prosody-data"
     cfg = workdir / "prosody.cfg.lua"
     if cfg.exists():
@@ -90,7 +92,7 @@ component_ports = {{ }}
 interfaces = {{ "127.0.0.1" }}
 authentication = "internal_plain"
 c2s_require_encryption = true
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "presence"; "version"; "uptime"; "time"; "private"; "vcard_legacy"; "carbons"; "pep"; "blocklist"; "offline" }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "presence"; "version"; "uptime"; "time"; "private"; "vcard_legacy"; "carbons"; "pep"; "blocklist"; "offline"{"".join(f'; "{m}"' for m in modules)} }}
 modules_disabled = {{ "s2s"; "http"; "bosh"; "websocket" }}
 ssl = {{ certificate = "{cert_dir}/cert.pem"; key = "{cert_dir}/key.pem" }}
 {archive}
