@@ -138,6 +138,8 @@ pub struct NodeConfig {
     /// connection; 0: sessions are not resumable.
     pub resume_timeout_ms: u64,
     pub max_resources_per_user: usize,
+    /// Whether clients may register new accounts themselves (XEP-0077).
+    pub allow_registration: bool,
     pub offline_limit: usize,
     /// Bytes of offline messages kept per account, and for all accounts.
     pub offline_bytes_per_account: u64,
@@ -174,6 +176,7 @@ impl NodeConfig {
             keepalive_ms: 60_000,
             resume_timeout_ms: 300_000,
             max_resources_per_user: 10,
+            allow_registration: false,
             offline_limit: 500,
             offline_bytes_per_account: 4 * 1024 * 1024,
             offline_bytes_total: 64 * 1024 * 1024,

@@ -1561,3 +1561,78 @@ fn last_activity_of_the_server_and_of_a_contact() {
     let later = sim.take(alice);
     assert!(later.contains("seconds='100'>gone fishing"), "{later}");
 }
+
+/// XEP-0077 registration: off unless the operator allows it; then over
+/// TLS, with a password rule and one account per address per ten minutes.
+#[test]
+fn registration_is_off_by_default_and_limited_when_allowed() {
+    let register = |user: &str, password: &str| {
+        format!("<iq type='set' id='reg'><query xmlns='jabber:iq:register'><username>{user}</username><password>{password}</password></query></iq>")
+    };
+    let mut sim = node();
+    let c = tls_stream(&mut sim);
+    sim.send(c, &register("mallory", "mallory-password"));
+    assert!(sim.take(c).contains("<service-unavailable"));
+
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.allow_registration = true;
+    let mut sim = SimNode::new(cfg, 5);
+    sim.add_user("alice", "wonderland");
+    let c = sim.connect();
+    let h = sim.header();
+    sim.send(c, &h);
+    assert!(
+        !sim.take(c).contains("iq-register"),
+        "not offered before TLS"
+    );
+    sim.send(c, &register("early", "early-password"));
+    assert!(
+        sim.take(c).contains("<not-authorized"),
+        "no passwords in clear"
+    );
+    let c = sim.connect();
+    sim.send(c, &h);
+    sim.send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    sim.take(c);
+    sim.send(c, &h);
+    assert!(sim
+        .take(c)
+        .contains("<register xmlns='http://jabber.org/features/iq-register'/>"));
+    sim.send(
+        c,
+        "<iq type='get' id='form'><query xmlns='jabber:iq:register'/></iq>",
+    );
+    let form = sim.take(c);
+    assert!(
+        form.contains("<username/><password/>") && form.contains("at least 8"),
+        "{form}"
+    );
+    sim.send(c, &register("dave", "short"));
+    assert!(sim.take(c).contains("<not-acceptable"));
+    sim.send(c, &register("alice", "another-password"));
+    assert!(sim.take(c).contains("<conflict"));
+    sim.send(c, &register("Dave", "dave-the-diver"));
+    assert!(sim.take(c).contains("type='result' id='reg'"));
+    sim.send(c, &register("eve", "eve-password"));
+    let again = sim.take(c);
+    assert!(
+        again.contains("<resource-constraint") && again.contains("ten minutes"),
+        "{again}"
+    );
+    sim.login("dave", "dave-the-diver", "d");
+    let elsewhere = sim.connect_from("198.51.100.9".parse().unwrap());
+    sim.send(elsewhere, &h);
+    sim.send(
+        elsewhere,
+        "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+    );
+    sim.send(elsewhere, &h);
+    sim.take(elsewhere);
+    sim.send(elsewhere, &register("eve", "eve-password"));
+    assert!(
+        sim.take(elsewhere).contains("type='result'"),
+        "another address may"
+    );
+    sim.crash_and_restart();
+    sim.login("eve", "eve-password", "e");
+}

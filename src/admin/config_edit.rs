@@ -35,6 +35,7 @@ pub fn effect(running: &Config, new: &Config) -> Effect {
     c.keepalive_interval = r.keepalive_interval;
     c.resume_timeout = r.resume_timeout;
     c.max_resources_per_user = r.max_resources_per_user;
+    c.allow_registration = r.allow_registration;
     c.max_unauthenticated = r.max_unauthenticated;
     c.max_unauthenticated_per_address = r.max_unauthenticated_per_address;
     c.offline_limit = r.offline_limit;

@@ -8,6 +8,7 @@
 
 mod csi;
 pub mod output;
+mod register;
 mod session;
 pub mod sm;
 pub mod throttle;
@@ -20,7 +21,7 @@ pub use session::{Session, Stage};
 use crate::admission::Admission;
 use crate::common::{pop_due, ConnId, Payload};
 use crate::jid::{normalize_domain, normalize_local, Jid};
-use crate::scram::{parse_client_first, parse_plain, Hash, SaslError, ScramServer};
+use crate::scram::{parse_client_first, parse_plain, Credentials, Hash, SaslError, ScramServer};
 use crate::settings::NodeConfig;
 use crate::stanza;
 use crate::state::State;
@@ -74,6 +75,14 @@ pub enum FromClient {
         jid: Option<Jid>,
         undelivered: Vec<Payload>,
     },
+    /// A client not logged in asks for a new account (XEP-0077, allowed and
+    /// within the limits): `iq` is answered once it is made.
+    Register {
+        conn: ConnId,
+        user: String,
+        creds: Box<Credentials>,
+        iq: Element,
+    },
 }
 
 pub struct Clients {
@@ -99,6 +108,7 @@ pub struct Clients {
     resumable: HashMap<String, ConnId>,
     /// Bytes of stanzas sent and not acknowledged, all sessions together.
     unacked_bytes: usize,
+    registrations: register::RegistrationLimit,
 }
 
 /// Bytes of stanzas sent and not acknowledged the node holds for all
@@ -142,6 +152,7 @@ impl Clients {
             by_transport: HashMap::new(),
             resumable: HashMap::new(),
             unacked_bytes: 0,
+            registrations: register::RegistrationLimit::default(),
         }
     }
 
@@ -634,6 +645,9 @@ impl Clients {
                     f.push_str("<mechanism>PLAIN</mechanism>");
                 }
                 f.push_str("</mechanisms>");
+                if self.cfg.allow_registration && (s.tls || !self.cfg.require_tls) {
+                    f.push_str("<register xmlns='http://jabber.org/features/iq-register'/>");
+                }
             }
         }
         f.push_str(&crate::server_info::caps_feature());
@@ -682,6 +696,14 @@ impl Clients {
                 "abort" => self.sasl_failure(conn, "aborted", false),
                 _ => self.stream_error(conn, "unsupported-stanza-type", ""),
             };
+        }
+        let secure = tls || !self.cfg.require_tls;
+        if el.is("iq", ns::CLIENT)
+            && matches!(s.stage, Stage::Connected)
+            && secure
+            && el.elements().any(|p| p.is("query", ns::REGISTER))
+        {
+            return self.on_register(conn, &el, state);
         }
         if let Stage::Authenticated(user) = &s.stage {
             if el.is("iq", ns::CLIENT) {
@@ -940,6 +962,79 @@ impl Clients {
         let close = s.auth_failures >= MAX_AUTH_FAILURES_PER_STREAM;
         log::info!("c2s {conn}: authentication failed from {peer} (answer delayed {delay} ms)");
         s.delayed.push_back((due, bytes, close));
+    }
+
+    /// XEP-0077 before logging in: the form, or a new account.
+    fn on_register(&mut self, conn: ConnId, el: &Element, state: &State) {
+        let domain = self.cfg.domain.clone();
+        let refuse = |this: &mut Clients, condition: &str, text: &str| {
+            if let Some(reply) =
+                stanza::error_reply(el, condition, stanza::error_type_for(condition), &domain)
+            {
+                let reply = match text {
+                    "" => reply,
+                    text => stanza::with_error_text(reply, text),
+                };
+                this.send_el(conn, &reply);
+            }
+        };
+        if !self.cfg.allow_registration {
+            return refuse(
+                self,
+                "service-unavailable",
+                "accounts are made by the operator here",
+            );
+        }
+        let Some(query) = el.get_child("query", ns::REGISTER) else {
+            return;
+        };
+        if el.get_attr("type") == Some("get") {
+            let form = Element::new("query", ns::REGISTER)
+                .child(Element::new("instructions", ns::REGISTER).text(format!(
+                    "Choose a user name and a password of at least {} characters.",
+                    crate::scram::MIN_PASSWORD_CHARS
+                )))
+                .child(Element::new("username", ns::REGISTER))
+                .child(Element::new("password", ns::REGISTER));
+            let mut reply = stanza::iq_result(el, &domain, Some(form));
+            reply.remove_attr("to");
+            return self.send_el(conn, &reply);
+        }
+        let field = |name: &str| {
+            query
+                .get_child(name, ns::REGISTER)
+                .map(Element::text_content)
+        };
+        if query.has_child("remove", ns::REGISTER) {
+            return refuse(self, "not-authorized", "log in to remove an account");
+        }
+        let (Some(username), Some(password)) = (field("username"), field("password")) else {
+            return refuse(self, "bad-request", "a username and a password are needed");
+        };
+        let Ok(user) = normalize_local(&username) else {
+            return refuse(self, "not-acceptable", "that user name is not allowed");
+        };
+        if let Err(why) = crate::scram::check_new_password(&password) {
+            return refuse(self, "not-acceptable", &why);
+        }
+        if state.accounts.contains_key(&user) {
+            return refuse(self, "conflict", "that user name is taken");
+        }
+        let peer = self.sessions[&conn].peer;
+        if let Err(why) = self.registrations.check(self.now, peer) {
+            return refuse(self, "resource-constraint", why);
+        }
+        self.registrations.note(self.now, peer);
+        let mut salt = [0u8; 16];
+        self.rng.fill_bytes(&mut salt);
+        let creds = Credentials::derive(&password, &salt, crate::scram::DEFAULT_ITERATIONS);
+        log::info!("c2s {conn}: registered {user} from {peer}");
+        self.notices.push_back(FromClient::Register {
+            conn,
+            user,
+            creds: Box::new(creds),
+            iq: el.clone(),
+        });
     }
 
     fn on_preauth_iq(&mut self, conn: ConnId, el: &Element) {

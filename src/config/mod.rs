@@ -93,6 +93,8 @@ pub struct C2s {
     pub max_unauthenticated: usize,
     pub max_unauthenticated_per_address: usize,
     pub max_resources_per_user: usize,
+    /// Clients may register accounts themselves (XEP-0077, rate-limited).
+    pub allow_registration: bool,
     pub offline_limit: usize,
     /// Bytes of offline messages kept per account and for all accounts.
     pub offline_bytes_per_account: u64,
@@ -129,6 +131,7 @@ impl Default for C2s {
             max_unauthenticated: core.max_unauthenticated,
             max_unauthenticated_per_address: core.max_unauthenticated_per_address,
             max_resources_per_user: core.max_resources_per_user,
+            allow_registration: core.allow_registration,
             offline_limit: core.offline_limit,
             offline_bytes_per_account: core.offline_bytes_per_account,
             offline_bytes_total: core.offline_bytes_total,
@@ -506,6 +509,7 @@ impl Config {
             keepalive_ms: c.keepalive_interval * 1000,
             resume_timeout_ms: c.resume_timeout * 1000,
             max_resources_per_user: c.max_resources_per_user,
+            allow_registration: c.allow_registration,
             offline_limit: c.offline_limit,
             offline_bytes_per_account: c.offline_bytes_per_account,
             offline_bytes_total: c.offline_bytes_total,

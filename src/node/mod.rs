@@ -371,6 +371,12 @@ impl Node {
                     jid,
                     undelivered,
                 } => self.on_session_ended(conn, jid, undelivered),
+                FromClient::Register {
+                    conn,
+                    user,
+                    creds,
+                    iq,
+                } => self.on_register(conn, user, *creds, &iq),
             }
             self.take_client_output();
         }

@@ -71,6 +71,28 @@ impl Node {
         self.drain_im();
     }
 
+    /// A client registered `user` (XEP-0077, checked by the client
+    /// streams): the account is made, unless it came meanwhile.
+    pub(crate) fn on_register(
+        &mut self,
+        conn: ConnId,
+        user: String,
+        creds: crate::scram::Credentials,
+        iq: &Element,
+    ) {
+        let domain = self.cfg.domain.clone();
+        if self.state.accounts.contains_key(&user) {
+            if let Some(reply) = crate::stanza::error_reply(iq, "conflict", "cancel", &domain) {
+                self.clients.send_el(conn, &reply);
+            }
+            return;
+        }
+        self.commit(crate::state::Record::AccountSet { user, creds });
+        let mut reply = crate::stanza::iq_result(iq, &domain, None);
+        reply.remove_attr("to");
+        self.clients.send_el(conn, &reply);
+    }
+
     /// Offline messages of `user` up to `upto` were written to `conn`.
     pub(crate) fn offline_written(&mut self, conn: ConnId, user: &str, upto: u64) {
         self.im
