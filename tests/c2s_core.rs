@@ -1636,3 +1636,84 @@ fn registration_is_off_by_default_and_limited_when_allowed() {
     sim.crash_and_restart();
     sim.login("eve", "eve-password", "e");
 }
+
+/// RFC 6121 §3.4: a `subscribed` before any request pre-approves it; the
+/// request is then approved at once, without asking; `unsubscribed`
+/// withdraws it; it survives a restart and counts in the roster's bounds.
+#[test]
+fn a_pre_approved_subscription_request_is_approved_at_once() {
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.roster_limit = 3;
+    let mut sim = SimNode::new(cfg, 8);
+    for (u, p) in [
+        ("alice", "wonderland"),
+        ("bob", "builder"),
+        ("carol", "singer"),
+        ("dave", "d"),
+    ] {
+        sim.add_user(u, p);
+    }
+    let alice = sim.login("alice", "wonderland", "a");
+    let bob = sim.login("bob", "builder", "b");
+    online_with_roster(&mut sim, &[alice, bob]);
+    let features = sim.authenticated("carol", "singer").1;
+    assert!(
+        features.contains("<sub xmlns='urn:xmpp:features:pre-approval'/>"),
+        "{features}"
+    );
+    sim.send(alice, "<presence to='bob@localhost' type='subscribed'/>");
+    let push = sim.take(alice);
+    assert!(
+        push.contains("jid='bob@localhost' subscription='none' approved='true'"),
+        "{push}"
+    );
+    assert_eq!(sim.take(bob).trim(), "", "nothing for bob yet");
+    sim.send(bob, "<presence to='alice@localhost' type='subscribe'/>");
+    let to_bob = sim.take(bob);
+    assert!(
+        to_bob.contains("from='alice@localhost' to='bob@localhost' type='subscribed'")
+            && to_bob.contains("from='alice@localhost/a'"),
+        "approved at once, with alice's presence: {to_bob}"
+    );
+    let to_alice = sim.take(alice);
+    assert!(
+        !to_alice.contains("type='subscribe'"),
+        "alice is not asked: {to_alice}"
+    );
+    assert!(
+        to_alice.contains("jid='bob@localhost' subscription='from'")
+            && !to_alice.contains("approved"),
+        "{to_alice}"
+    );
+    // Withdrawn before it is used.
+    sim.send(alice, "<presence to='carol@localhost' type='subscribed'/>");
+    sim.send(
+        alice,
+        "<presence to='carol@localhost' type='unsubscribed'/>",
+    );
+    sim.take(alice);
+    let carol = sim.login("carol", "singer", "c");
+    online_with_roster(&mut sim, &[carol]);
+    sim.send(carol, "<presence to='alice@localhost' type='subscribe'/>");
+    assert!(sim
+        .take(alice)
+        .contains("from='carol@localhost' to='alice@localhost' type='subscribe'"));
+    // Kept across a restart.
+    sim.send(alice, "<presence to='dave@localhost' type='subscribed'/>");
+    sim.take(alice);
+    sim.crash_and_restart();
+    let dave = sim.login("dave", "d", "d");
+    online_with_roster(&mut sim, &[dave]);
+    sim.send(dave, "<presence to='alice@localhost' type='subscribe'/>");
+    assert!(sim
+        .take(dave)
+        .contains("from='alice@localhost' to='dave@localhost' type='subscribed'"));
+    // Alice's roster is full (bob, carol, dave): one more is refused.
+    let alice = sim.login("alice", "wonderland", "a2");
+    sim.send(alice, "<presence to='eve@localhost' type='subscribed'/>");
+    let full = sim.take(alice);
+    assert!(
+        full.contains("<resource-constraint") && full.contains("roster is full"),
+        "{full}"
+    );
+}

@@ -619,7 +619,7 @@ impl Clients {
         match s.stage {
             Stage::Authenticated(_) => {
                 f.push_str(&format!(
-                    "<bind xmlns='{}'/><session xmlns='{}'><optional/></session><ver xmlns='{}'/><csi xmlns='{}'/><sm xmlns='{}'/>",
+                    "<bind xmlns='{}'/><session xmlns='{}'><optional/></session><ver xmlns='{}'/><csi xmlns='{}'/><sm xmlns='{}'/><sub xmlns='urn:xmpp:features:pre-approval'/>",
                     ns::BIND,
                     ns::SESSION,
                     ns::ROSTER_VER,

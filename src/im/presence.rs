@@ -4,7 +4,7 @@
 use super::{Ctx, ImOutput};
 use crate::common::ConnId;
 use crate::jid::Jid;
-use crate::state::RosterItem;
+use crate::state::{Record, RosterItem};
 use crate::xml::{ns, Element};
 
 impl Ctx<'_> {
@@ -32,7 +32,11 @@ impl Ctx<'_> {
                             self.bounce_explained(conn, &el, "resource-constraint", why);
                         }
                     }
-                    "subscribed" => self.approve(&user, &contact),
+                    "subscribed" => {
+                        if let Err(why) = self.approve(&user, &contact) {
+                            self.bounce_explained(conn, &el, "resource-constraint", why);
+                        }
+                    }
                     "unsubscribe" => {
                         let _ = self.update_item(&user, &contact.to_string(), |i| {
                             i.subscription = i.subscription.with_to(false);
@@ -41,6 +45,8 @@ impl Ctx<'_> {
                         self.contact_side_unsubscribe(&user, &contact);
                     }
                     _ => {
+                        // Also withdraws a pre-approval (RFC 6121 §3.4).
+                        self.set_preapproved(&user, &contact.to_string(), false);
                         let _ = self.update_item(&user, &contact.to_string(), |i| {
                             i.subscription = i.subscription.with_from(false);
                             i.pending_in = false;
@@ -125,28 +131,53 @@ impl Ctx<'_> {
             self.notify(user, &contact_key, "unsubscribed");
             return Ok(());
         };
+        let user = Jid::new(Some(user), &self.cfg.domain, None).map_err(|_| "bad address")?;
         if self
             .roster_item(&cuser, &user_jid)
             .is_some_and(|i| i.subscription.has_from())
         {
             // Already approved earlier: confirm at once.
-            let user = Jid::new(Some(user), &self.cfg.domain, None).map_err(|_| "bad address")?;
-            self.approve(&cuser, &user);
+            return self.approve(&cuser, &user);
+        }
+        if self.is_preapproved(&cuser, &user_jid) {
+            // Approved before it was asked (RFC 6121 §3.4): at once.
+            self.complete_approval(&cuser, &user);
             return Ok(());
         }
         if self
             .update_item(&cuser, &user_jid, |i| i.pending_in = true)
             .is_err()
         {
-            let _ = self.update_item(user, &contact_key, |i| i.ask_out = false);
+            let _ = self.update_item(user.local().unwrap_or(""), &contact_key, |i| {
+                i.ask_out = false
+            });
             return Err("the contact cannot take more contact requests");
         }
         self.notify(&cuser, &user_jid, "subscribe");
         Ok(())
     }
 
-    /// `user` approves `contact`'s request to see `user`'s presence.
-    fn approve(&mut self, user: &str, contact: &Jid) {
+    fn is_preapproved(&self, user: &str, contact: &str) -> bool {
+        self.accounts
+            .get(user)
+            .is_some_and(|a| a.preapproved.contains(contact))
+    }
+
+    fn set_preapproved(&mut self, user: &str, contact: &str, on: bool) {
+        if self.is_preapproved(user, contact) != on {
+            self.commit(Record::RosterPreapproved {
+                user: user.to_string(),
+                contact: contact.to_string(),
+                on,
+            });
+        }
+    }
+
+    /// `user` approves `contact`'s request to see `user`'s presence; with
+    /// no request yet, approves it in advance (RFC 6121 §3.4): the item is
+    /// in the roster, marked `approved`, and a request later is approved at
+    /// once. Refused (with why) if the roster has no room for it.
+    fn approve(&mut self, user: &str, contact: &Jid) -> Result<(), &'static str> {
         let contact_key = contact.to_string();
         let pending = self
             .roster_item(user, &contact_key)
@@ -155,9 +186,36 @@ impl Ctx<'_> {
             .roster_item(user, &contact_key)
             .is_some_and(|i| i.subscription.has_from());
         if !pending && !already {
-            return; // No request to approve; pre-approval is not supported.
+            if self.is_preapproved(user, &contact_key) {
+                return Ok(());
+            }
+            let shown = self
+                .roster_item(user, &contact_key)
+                .is_some_and(|i| i.visible);
+            self.set_preapproved(user, &contact_key, true);
+            if self
+                .update_item(user, &contact_key, |i| i.visible = true)
+                .is_err()
+            {
+                self.set_preapproved(user, &contact_key, false);
+                return Err("your roster is full");
+            }
+            if shown {
+                // The item did not change; its push says `approved` now.
+                self.push_item(user, &contact_key);
+            }
+            return Ok(());
         }
-        // The item is there (a request was pending, or it was approved).
+        self.complete_approval(user, contact);
+        Ok(())
+    }
+
+    /// `user`'s approval of `contact`'s request takes effect on both sides.
+    fn complete_approval(&mut self, user: &str, contact: &Jid) {
+        let contact_key = contact.to_string();
+        self.set_preapproved(user, &contact_key, false);
+        // The item is there (a request was pending, it was approved, or
+        // pre-approved).
         let _ = self.update_item(user, &contact_key, |i| {
             i.pending_in = false;
             i.subscription = i.subscription.with_from(true);

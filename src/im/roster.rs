@@ -76,11 +76,23 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Push the item as it is now (a change outside it: its pre-approval).
+    pub(crate) fn push_item(&mut self, user: &str, contact: &str) {
+        let item = self
+            .accounts
+            .get(user)
+            .and_then(|a| a.roster.get(contact))
+            .cloned();
+        self.roster_push(user, contact, item.filter(|i| i.visible));
+    }
+
     fn roster_push(&mut self, user: &str, contact: &str, item: Option<RosterItem>) {
-        let ver = self.accounts[user].roster_ver.to_string();
+        let acc = &self.accounts[user];
+        let ver = acc.roster_ver.to_string();
+        let approved = acc.preapproved.contains(contact);
         let query = Element::new("query", ns::ROSTER)
             .attr("ver", ver)
-            .child(item_element(contact, item.as_ref()));
+            .child(item_element(contact, item.as_ref(), approved));
         for c in self.bound.conns_of(user) {
             let Some(s) = self.bound.resources.get(&c).filter(|s| s.roster_requested) else {
                 continue;
@@ -114,7 +126,8 @@ impl Ctx<'_> {
             } else {
                 let mut q = Element::new("query", ns::ROSTER).attr("ver", ver);
                 for (contact, item) in acc.roster.iter().filter(|(_, i)| i.visible) {
-                    q = q.child(item_element(contact, Some(item)));
+                    let approved = acc.preapproved.contains(contact);
+                    q = q.child(item_element(contact, Some(item), approved));
                 }
                 Some(q)
             };
@@ -200,7 +213,7 @@ impl Ctx<'_> {
     }
 }
 
-fn item_element(contact: &str, item: Option<&RosterItem>) -> Element {
+fn item_element(contact: &str, item: Option<&RosterItem>, approved: bool) -> Element {
     let mut el = Element::new("item", ns::ROSTER).attr("jid", contact);
     match item {
         None => el.set_attr("subscription", "remove"),
@@ -211,6 +224,9 @@ fn item_element(contact: &str, item: Option<&RosterItem>) -> Element {
             el.set_attr("subscription", i.subscription.as_str());
             if i.ask_out {
                 el.set_attr("ask", "subscribe");
+            }
+            if approved {
+                el.set_attr("approved", "true");
             }
             for g in &i.groups {
                 el = el.child(Element::new("group", ns::ROSTER).text(g.clone()));

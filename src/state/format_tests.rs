@@ -120,6 +120,11 @@ fn records() -> Vec<Record> {
             user: "alice".into(),
             upto: 1,
         },
+        Record::RosterPreapproved {
+            user: "alice".into(),
+            contact: "bob@localhost".into(),
+            on: true,
+        },
         Record::AccountLastSeen {
             user: "alice".into(),
             last: LastSeen {

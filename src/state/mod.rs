@@ -23,7 +23,7 @@ use crate::model::replica::{MirrorCache, MirrorRecord};
 use crate::model::room::{Archived, RoomRecord, RoomState};
 use crate::scram::Credentials;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Log record kinds (the `kind` byte of a log record). Kinds 1 (snapshot)
 /// and 2 (other records) hold a record of log format 1 as it is: releases
@@ -146,6 +146,10 @@ pub struct Account {
     /// left (XEP-0012).
     #[serde(skip)]
     pub last_seen: Option<LastSeen>,
+    /// Contacts (bare JIDs, all in the roster) whose subscription request
+    /// will be approved at once (RFC 6121 §3.4 pre-approval).
+    #[serde(skip)]
+    pub preapproved: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +169,7 @@ impl Account {
             archive: Archive::new(),
             archive_prefs: ArchivePrefs::default(),
             last_seen: None,
+            preapproved: BTreeSet::new(),
         }
     }
 }
@@ -344,6 +349,13 @@ pub enum Record {
         user: String,
         last: LastSeen,
     },
+    /// The user pre-approved (or no longer pre-approves) a contact's
+    /// subscription request.
+    RosterPreapproved {
+        user: String,
+        contact: String,
+        on: bool,
+    },
 }
 
 impl Record {
@@ -495,6 +507,7 @@ pub fn apply_account(accounts: &mut Accounts, record: &Record) {
         }
         Record::RosterDel { user, contact } => {
             if let Some(acc) = accounts.get_mut(user) {
+                acc.preapproved.remove(contact);
                 if acc.roster.remove(contact).is_some_and(|i| i.visible) {
                     acc.roster_ver += 1;
                 }
@@ -540,6 +553,14 @@ pub fn apply_account(accounts: &mut Accounts, record: &Record) {
                 acc.last_seen = Some(last.clone());
             }
         }
+        Record::RosterPreapproved { user, contact, on } => {
+            if let Some(acc) = accounts.get_mut(user) {
+                match on {
+                    true => acc.preapproved.insert(contact.clone()),
+                    false => acc.preapproved.remove(contact),
+                };
+            }
+        }
         _ => {}
     }
 }
@@ -569,7 +590,8 @@ impl State {
             | Record::AccountArchived { .. }
             | Record::AccountArchiveTrim { .. }
             | Record::AccountArchivePrefs { .. }
-            | Record::AccountLastSeen { .. } => apply_account(&mut self.accounts, record),
+            | Record::AccountLastSeen { .. }
+            | Record::RosterPreapproved { .. } => apply_account(&mut self.accounts, record),
             Record::Room { room, change } => {
                 crate::model::room::apply(&mut self.rooms, room, change)
             }

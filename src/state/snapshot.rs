@@ -136,6 +136,11 @@ pub enum SnapshotPart {
         user: String,
         last: LastSeen,
     },
+    /// Contacts the account pre-approved (format 5).
+    Preapproved {
+        user: String,
+        contacts: Vec<String>,
+    },
 }
 
 impl SnapshotPart {
@@ -285,6 +290,11 @@ impl State {
                     acc.last_seen = Some(last.clone());
                 }
             }
+            SnapshotPart::Preapproved { user, contacts } => {
+                if let Some(acc) = self.accounts.get_mut(user) {
+                    acc.preapproved.extend(contacts.iter().cloned());
+                }
+            }
         }
     }
 }
@@ -370,7 +380,8 @@ impl Entity {
             | SnapshotPart::AccountArchive { user, .. }
             | SnapshotPart::AccountArchiveBlocks { user, .. }
             | SnapshotPart::AccountArchivePrefs { user, .. }
-            | SnapshotPart::AccountLastSeen { user, .. } => Entity::Account(user.clone()),
+            | SnapshotPart::AccountLastSeen { user, .. }
+            | SnapshotPart::Preapproved { user, .. } => Entity::Account(user.clone()),
             SnapshotPart::Room { room, .. }
             | SnapshotPart::Archive { room, .. }
             | SnapshotPart::ArchiveBlocks { room, .. } => Entity::Room(room.clone()),
@@ -397,7 +408,8 @@ impl Entity {
             | Record::AccountArchived { user, .. }
             | Record::AccountArchiveTrim { user, .. }
             | Record::AccountArchivePrefs { user, .. }
-            | Record::AccountLastSeen { user, .. } => Entity::Account(user.clone()),
+            | Record::AccountLastSeen { user, .. }
+            | Record::RosterPreapproved { user, .. } => Entity::Account(user.clone()),
             Record::Room { room, .. } => Entity::Room(room.clone()),
             Record::LinkOut { peer, .. }
             | Record::LinkAcked { peer, .. }
@@ -509,6 +521,15 @@ pub fn write_entity(
                 },
                 |p| part(p, emit),
             )?;
+            // Bounded by the roster (every one is a roster item).
+            if !acc.preapproved.is_empty() {
+                let contacts = acc.preapproved.iter().cloned().collect();
+                let preapproved = SnapshotPart::Preapproved {
+                    user: user.clone(),
+                    contacts,
+                };
+                part(preapproved, emit)?;
+            }
             if let Some(last) = &acc.last_seen {
                 let last = SnapshotPart::AccountLastSeen {
                     user: user.clone(),
@@ -924,6 +945,11 @@ mod tests {
                 user: user.clone(),
                 upto: 1,
             });
+            s.apply(&Record::RosterPreapproved {
+                user: user.clone(),
+                contact: "c0@x".into(),
+                on: true,
+            });
             s.apply(&Record::AccountLastSeen {
                 user: user.clone(),
                 last: crate::state::LastSeen {
@@ -1116,6 +1142,7 @@ mod tests {
             acc.archive = Archive::new();
             acc.archive_prefs = Default::default();
             acc.last_seen = None;
+            acc.preapproved.clear();
         }
         assert!(reopen(log.storage().clone()).state == expect);
     }
