@@ -13,7 +13,10 @@ import threading
 import time
 from pathlib import Path
 
-from xmpp import login
+from slixmpp import JID
+
+from relay import Relay
+from xmpp import Client, login
 
 HERE = Path(__file__).parent
 
@@ -116,3 +119,51 @@ def test_what_a_frozen_phone_missed_survives_a_node_restart(node, tmp_path):
     assert "new" in phone.lines, phone.lines
     received_once(phone, bodies)
     phone.kill()
+
+
+def test_a_phone_dropping_its_connection_in_three_rooms_loses_nothing_and_nobody_sees_it(node):
+    """Bob's phone is in three rooms behind a relay that drops every
+    connection every few seconds; it resumes each time. Every room message
+    reaches it once, and Alice never sees it leave or come back."""
+    rooms = [JID(f"r{i}@conference.localhost") for i in range(3)]
+
+    async def scenario():
+        alice = await login(node.port, "alice@localhost/a", "wonderland")
+        for room in rooms:
+            await alice.plugin["xep_0045"].join_muc_wait(room, "Alice", timeout=15)
+            form = alice.plugin["xep_0004"].make_form(ftype="submit")
+            await alice.plugin["xep_0045"].set_room_config(room, form)
+        relay = Relay(node.port)
+        phone = Client("bob@localhost/phone", "bob-the-builder")
+        phone.register_plugin("xep_0198")
+        resumed = asyncio.Event()
+        phone.add_event_handler("session_resumed", lambda _: resumed.set())
+        phone.connect("127.0.0.1", relay.port)
+        assert await asyncio.wait_for(phone.started, 15)
+        phone.send_presence()
+        for room in rooms:
+            await phone.plugin["xep_0045"].join_muc_wait(room, "Bob", maxstanzas=0, timeout=15)
+        presences_before = len(alice.presences)
+        sent = []
+        for drop in range(5):
+            for k in range(6):
+                body = f"drop {drop} message {k}"
+                alice.send_message(mto=rooms[k % 3], mbody=body, mtype="groupchat")
+                sent.append(body)
+                if k == 2:
+                    relay.cut()  # Mid-conversation, the Wi-Fi goes.
+            await alice.plugin["xep_0199"].ping(jid="localhost")
+            relay.restore()
+            resumed.clear()
+            phone.connect("127.0.0.1", relay.port)
+            await asyncio.wait_for(resumed.wait(), 15)
+            await phone.wait_for(
+                lambda: all(b in phone.bodies() for b in sent), f"the messages up to drop {drop}")
+        got = [b for b in phone.bodies() if b.startswith("drop ")]
+        assert sorted(got) == sorted(sent), "each once"
+        noise = [str(p["from"]) for p in alice.presences[presences_before:]]
+        assert not [f for f in noise if f.endswith("/Bob")], noise
+        phone.disconnect()
+        alice.disconnect()
+        relay.close()
+    asyncio.run(scenario())
