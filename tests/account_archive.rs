@@ -387,6 +387,18 @@ fn the_node_total_cuts_the_largest_archive_first() {
         ["note-to-self"],
         "the small one is kept"
     );
+    // The operator sees the space used against the budget.
+    let status = match sim.admin(outpost::node::AdminCommand::Status) {
+        outpost::node::AdminReply::Status(s) => s.storage,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(status.account_archive_budget, 40_000);
+    assert!(
+        status.account_archive_bytes <= 40_000,
+        "{}",
+        status.account_archive_bytes
+    );
+    assert_eq!(status.account_archive_messages, kept.len() as u64 + 1);
 }
 
 #[test]

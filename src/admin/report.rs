@@ -52,7 +52,7 @@ pub fn status(s: &NodeStatus, facts: &Facts, cfg: &Config) -> String {
     let _ = writeln!(
         out,
         "archives: {} messages, {} of {} bytes ({} compressed, {} in memory); \
-         offline messages: {}, {} of {} bytes",
+         offline messages: {}, {} of {} bytes; accounts' archives: {} messages, {} of {} bytes",
         st.archived_messages,
         st.archive_bytes,
         st.archive_budget,
@@ -60,7 +60,10 @@ pub fn status(s: &NodeStatus, facts: &Facts, cfg: &Config) -> String {
         st.archive_memory_bytes,
         st.offline_messages,
         st.offline_bytes,
-        st.offline_budget
+        st.offline_budget,
+        st.account_archive_messages,
+        st.account_archive_bytes,
+        st.account_archive_budget
     );
     if facts.restart_pending {
         let _ = writeln!(

@@ -415,7 +415,8 @@ fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>)
         "<h2>Status</h2><p>{} accounts, {} client connections, log {} bytes.<br>\
          <span id=space>Room archives: {} messages, {} of {} bytes ({}%); \
          {} bytes compressed, {} in memory. \
-         Offline messages: {}, {} of {} bytes.</span><br>\
+         Offline messages: {}, {} of {} bytes. \
+         Accounts' archives: {} messages, {} of {} bytes.</span><br>\
          This node's link fingerprint: <code id=fingerprint>{}</code></p>",
         s.accounts,
         s.sessions,
@@ -429,6 +430,9 @@ fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>)
         st.offline_messages,
         st.offline_bytes,
         st.offline_budget,
+        st.account_archive_messages,
+        st.account_archive_bytes,
+        st.account_archive_budget,
         escape(&v.facts.fingerprint)
     );
     let links = s

@@ -90,6 +90,11 @@ pub struct StorageStatus {
     pub offline_bytes: u64,
     /// `[c2s] offline_bytes_total`.
     pub offline_budget: u64,
+    /// Accounts' archives (XEP-0313) together.
+    pub account_archive_messages: u64,
+    pub account_archive_bytes: u64,
+    /// `[c2s] archive_bytes_total`.
+    pub account_archive_budget: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

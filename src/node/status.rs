@@ -60,10 +60,14 @@ impl Node {
     fn storage_status(&self) -> StorageStatus {
         let s = &self.state;
         let rooms = s.rooms.values().map(|r| &r.archive);
-        let archives = rooms.chain(s.mirrors.values().map(|m| &m.state.archive));
-        let (mut archived_messages, mut packed, mut memory) = (0, 0, 0);
-        for a in archives {
-            archived_messages += a.len() as u64;
+        let room_archives = rooms.chain(s.mirrors.values().map(|m| &m.state.archive));
+        let accounts = s.accounts.values();
+        let account_archives = accounts.clone().map(|a| &a.archive);
+        let offline = accounts.map(|a| a.offline.archive());
+        let archived_messages = room_archives.clone().map(|a| a.len() as u64).sum();
+        // What is compressed and what is in memory: every kind of archive.
+        let (mut packed, mut memory) = (0, 0);
+        for a in room_archives.chain(account_archives.clone()).chain(offline) {
             packed += a.packed_bytes();
             memory += a.held_bytes();
         }
@@ -76,6 +80,9 @@ impl Node {
             offline_messages: s.accounts.values().map(|a| a.offline.len() as u64).sum(),
             offline_bytes: s.offline_bytes(),
             offline_budget: self.cfg.offline_bytes_total,
+            account_archive_messages: account_archives.map(|a| a.len() as u64).sum(),
+            account_archive_bytes: super::retention::account_archive_bytes(s),
+            account_archive_budget: self.cfg.archive_bytes_total,
         }
     }
 }
