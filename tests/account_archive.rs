@@ -134,6 +134,11 @@ fn a_forged_stanza_id_is_replaced_and_bodiless_or_unstorable_messages_are_not_ar
     sim.send(alice, "<message to='bob@localhost' type='chat'><body>x</body><stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='bob@localhost'/></message>");
     let got = sim.take(bob);
     assert!(!got.contains("forged"), "{got}");
+    sim.send(alice, "<message to='bob@localhost' type='chat'><body>unstored</body><no-store xmlns='urn:xmpp:hints'/><stanza-id xmlns='urn:xmpp:sid:0' id='forged-too' by='bob@localhost'/></message>");
+    assert!(
+        !sim.take(bob).contains("forged-too"),
+        "not archived, still not forged"
+    );
     sim.send(alice, "<message to='bob@localhost' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>");
     sim.send(alice, "<message to='bob@localhost' type='chat'><body>secret</body><no-store xmlns='urn:xmpp:hints'/></message>");
     sim.send(

@@ -1635,6 +1635,28 @@ fn registration_is_off_by_default_and_limited_when_allowed() {
     );
     sim.crash_and_restart();
     sim.login("eve", "eve-password", "e");
+    // A deleted account's name stays taken while rosters name it.
+    let eve = sim.login("eve", "eve-password", "e2");
+    sim.send(eve, "<iq type='set' id='r'><query xmlns='jabber:iq:roster'><item jid='dave@localhost'/></query></iq>");
+    sim.take(eve);
+    assert_eq!(
+        sim.admin(AdminCommand::UserDel {
+            user: "dave".into()
+        }),
+        AdminReply::Done
+    );
+    sim.advance(10 * 60_000);
+    let later = sim.connect_from("203.0.113.5".parse().unwrap());
+    sim.send(later, &h);
+    sim.send(later, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    sim.send(later, &h);
+    sim.take(later);
+    sim.send(later, &register("dave", "not-the-same-dave"));
+    let out = sim.take(later);
+    assert!(
+        out.contains("<conflict") && out.contains("was in use"),
+        "{out}"
+    );
 }
 
 /// RFC 6121 §3.4: a `subscribed` before any request pre-approves it; the

@@ -449,3 +449,151 @@ fn flaky_phone_in_three_rooms(seed: u64) {
         "no presence noise: {others_saw}"
     );
 }
+
+/// Read everything `conn` is sent, acknowledging as a client does;
+/// `handled` counts the stanzas since enabling.
+fn read_acking(sim: &mut SimNode, conn: u64, handled: &mut u32) -> String {
+    let mut all = String::new();
+    loop {
+        let out = sim.take(conn);
+        if out.is_empty() {
+            return all;
+        }
+        *handled += stanzas(out.as_bytes()).len() as u32;
+        sim.send(conn, &format!("<a xmlns='{SM}' h='{handled}'/>"));
+        all.push_str(&out);
+    }
+}
+
+fn big_message(to: &str, n: usize) -> String {
+    format!(
+        "<message to='{to}' type='chat'><body>{}</body></message>",
+        "x".repeat(n)
+    )
+}
+
+#[test]
+fn large_deliveries_wait_for_acknowledgements_instead_of_ending_the_session() {
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.limits.max_stanza_bytes = 256 * 1024;
+    let mut sim = SimNode::new(cfg, 4);
+    for user in ["alice", "bob"] {
+        sim.add_user(user, "pw");
+    }
+    let alice = sim.login("alice", "pw", "a");
+    // Three large messages stored while Bob is away, then three more sent
+    // at once while he is online: well past what may wait unacknowledged.
+    for _ in 0..3 {
+        sim.send(alice, &big_message("bob@localhost", 200_000));
+    }
+    let bob = sim.login("bob", "pw", "phone");
+    sim.send(bob, &format!("<enable xmlns='{SM}' resume='true'/>"));
+    sim.take(bob);
+    sim.send(bob, "<presence/>");
+    let mut handled = 0;
+    let out = read_acking(&mut sim, bob, &mut handled);
+    let shown: String = out.chars().filter(|c| *c != 'x').collect();
+    assert_eq!(
+        out.matches("<body>").count(),
+        3,
+        "the offline ones: {shown}"
+    );
+    let burst: String = (0..3)
+        .map(|_| big_message("bob@localhost/phone", 200_000))
+        .collect();
+    sim.send(alice, &burst);
+    let out = read_acking(&mut sim, bob, &mut handled);
+    assert_eq!(out.matches("<body>").count(), 3, "the burst");
+    assert!(!sim.is_closed(bob) && !out.contains("resource-constraint"));
+}
+
+#[test]
+fn a_client_that_never_acknowledges_is_held_back_not_served_into_memory() {
+    let mut sim = node();
+    let alice = sim.login("alice", "pw", "a");
+    let bob = sim.login("bob", "pw", "phone");
+    sim.send(bob, &format!("<enable xmlns='{SM}' resume='true'/>"));
+    sim.send(bob, "<presence/>");
+    sim.take(bob);
+    for i in 0..MAX_UNACKED + 100 {
+        chat(&mut sim, alice, &format!("n{i}"));
+    }
+    // It reads but never acknowledges: what it gets stops at the bound.
+    // (Its own presence came back first: one of the stanzas counted.)
+    let out = sim.take(bob);
+    assert_eq!(
+        out.matches("<body>").count(),
+        MAX_UNACKED - 1,
+        "held back past the bound"
+    );
+    // It acknowledges: the rest comes.
+    sim.send(bob, &format!("<a xmlns='{SM}' h='{MAX_UNACKED}'/>"));
+    let out = sim.take(bob);
+    assert_eq!(out.matches("<body>").count(), 101);
+}
+
+#[test]
+fn a_session_waiting_to_be_resumed_does_not_keep_offline_messages_from_another() {
+    let mut sim = node();
+    let alice = sim.login("alice", "pw", "a");
+    for i in 0..3 {
+        chat(&mut sim, alice, &format!("m{i}"));
+    }
+    let phone = sim.login("bob", "pw", "phone");
+    sim.send(phone, &format!("<enable xmlns='{SM}' resume='true'/>"));
+    sim.send(phone, "<presence/>");
+    // The phone drops before reading anything.
+    sim.disconnect(phone);
+    let laptop = sim.login("bob", "pw", "laptop");
+    sim.send(laptop, "<presence/>");
+    assert_eq!(bodies(&sim.take(laptop)), ["m0", "m1", "m2"]);
+}
+
+#[test]
+fn a_message_another_resource_got_is_not_stored_again_when_a_session_ends() {
+    let mut sim = node();
+    let alice = sim.login("alice", "pw", "a");
+    let laptop = sim.login("bob", "pw", "laptop");
+    sim.send(laptop, "<presence/>");
+    let phone = sim.login("bob", "pw", "phone");
+    sim.send(phone, &format!("<enable xmlns='{SM}' resume='true'/>"));
+    sim.send(phone, "<presence/>");
+    sim.take(phone);
+    sim.take(laptop);
+    chat(&mut sim, alice, "once");
+    assert_eq!(bodies(&sim.take(laptop)), ["once"]);
+    sim.take(phone);
+    sim.disconnect(phone);
+    sim.advance(301_000);
+    sim.disconnect(laptop);
+    let again = sim.login("bob", "pw", "laptop");
+    sim.send(again, "<presence/>");
+    assert!(bodies(&sim.take(again)).is_empty(), "not a second time");
+}
+
+#[test]
+fn a_client_that_logs_in_anew_instead_of_resuming_is_not_locked_out() {
+    let mut cfg = NodeConfig::new("localhost");
+    cfg.max_resources_per_user = 2;
+    let mut sim = SimNode::new(cfg, 6);
+    sim.add_user("bob", "pw");
+    // Each time a new resource, resumption enabled, then the Wi-Fi drops.
+    for i in 0..5 {
+        let c = sim.login("bob", "pw", &format!("r{i}"));
+        sim.send(c, &format!("<enable xmlns='{SM}' resume='true'/>"));
+        sim.send(c, "<presence/>");
+        sim.take(c);
+        sim.disconnect(c);
+    }
+    // Two sessions here and now: the waiting ones gave way, not these.
+    let a = sim.login("bob", "pw", "here-1");
+    let b = sim.login("bob", "pw", "here-2");
+    assert!(!sim.is_closed(a) && !sim.is_closed(b));
+    // A third, with both here, is refused as before.
+    let (c, _) = sim.authenticated("bob", "pw");
+    sim.send(
+        c,
+        "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+    );
+    assert!(sim.take(c).contains("<resource-constraint"));
+}

@@ -28,7 +28,7 @@ use crate::state::State;
 use crate::xml::{ns, parse_header, parse_stanza, Element, Frame};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use output::Completion;
+use output::{Completion, Kind};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::cmp::Reverse;
@@ -75,6 +75,14 @@ pub enum FromClient {
         jid: Option<Jid>,
         undelivered: Vec<Payload>,
     },
+    /// Deliveries to `conn` the client acknowledged (stream management)
+    /// before their bytes were reported written: done all the same.
+    Delivered { conn: ConnId, done: Vec<Completion> },
+    /// The session lost its connection and waits to be resumed: offline
+    /// messages it was being handed go to another session, or wait.
+    Detached { conn: ConnId },
+    /// The session was resumed on a new connection.
+    Resumed { conn: ConnId },
     /// A client not logged in asks for a new account (XEP-0077, allowed and
     /// within the limits): `iq` is answered once it is made.
     Register {
@@ -198,10 +206,15 @@ impl Clients {
 
     /// Bytes a paced delivery to `conn` may add now (0 for no session).
     pub fn paced_room(&self, conn: ConnId) -> usize {
-        self.sessions
-            .get(&conn)
-            .filter(|s| !s.is_detached())
-            .map_or(0, |s| s.output.paced_room())
+        let Some(s) = self.sessions.get(&conn).filter(|s| !s.is_detached()) else {
+            return 0;
+        };
+        // With stream management, no more than may go unacknowledged: the
+        // rest follows as the client acknowledges.
+        let acknowledged_room = s.sm.as_ref().map_or(usize::MAX, |sm| {
+            sm.allowance().map_or(sm::MAX_UNACKED_BYTES, |a| a.bytes)
+        });
+        s.output.paced_room().min(acknowledged_room)
     }
 
     /// What the shell is to do, in order.
@@ -387,37 +400,32 @@ impl Clients {
             }
         }
         chunks.extend(last.map(|b| (b, paced, done)));
-        let detached = s.is_detached();
+        // With no connection to write to (gone, or not reading), a
+        // resumable session keeps its stanzas numbered for its resumption.
+        let mut overflowed = false;
         for (bytes, paced, done) in chunks {
-            // Each stanza is numbered and kept until acknowledged (XEP-0198).
-            if let Some(sm) = s.sm.as_mut() {
-                let stanzas = sm::split(&bytes);
-                let n = stanzas.len();
-                for (i, stanza) in stanzas.into_iter().enumerate() {
-                    self.unacked_bytes += stanza.len();
-                    sm.sent(stanza, done.clone().filter(|_| i + 1 == n));
+            if !s.is_detached() && !s.not_reading && !overflowed {
+                let kept = s.sm.is_some().then(|| (bytes.clone(), done.clone()));
+                if s.output.push(bytes, paced, done).is_ok() {
+                    continue;
                 }
+                overflowed = true;
+                if let (Some(sm), Some((bytes, done))) = (s.sm.as_mut(), kept) {
+                    self.unacked_bytes += number(sm, &bytes, done);
+                }
+                continue;
             }
-            // A detached session's stanzas wait there for its resumption.
-            if !detached && s.output.push(bytes, paced, done).is_err() {
-                return self.not_reading(conn);
+            if let Some(sm) = s.sm.as_mut() {
+                self.unacked_bytes += number(sm, &bytes, done);
             }
         }
-        if let Some(sm) = s.sm.as_mut() {
-            if sm.over_bounds() {
-                log::info!("c2s {conn}: too many stanzas not acknowledged; ending the session");
-                return self.stream_error(
-                    conn,
-                    "resource-constraint",
-                    "too many stanzas not acknowledged",
-                );
-            }
-            if !detached && sm.should_request(self.now) {
-                let request = format!("<r xmlns='{}'/>", sm::NS).into_bytes();
-                if s.output.push(request.into(), false, None).is_err() {
-                    return self.not_reading(conn);
-                }
-            }
+        let ends = s.is_detached() && s.sm.as_ref().is_some_and(|sm| sm.over_bounds());
+        if overflowed {
+            return self.not_reading(conn);
+        }
+        if ends {
+            log::info!("c2s {conn}: too many stanzas kept for its resumption; the session ends");
+            return self.end_session(conn);
         }
         self.release_output(conn);
         if self.unacked_bytes > MAX_UNACKED_TOTAL {
@@ -426,12 +434,13 @@ impl Clients {
     }
 
     /// Stream management's own elements (acknowledgements, requests,
-    /// answers): sent at once, never counted.
+    /// answers): ahead of what waits, never counted.
     fn send_nonza(&mut self, conn: ConnId, xml: String) {
         let Some(s) = self.sessions.get_mut(&conn).filter(|s| !s.is_detached()) else {
             return;
         };
-        if s.output.push(xml.into_bytes().into(), false, None).is_err() {
+        let bytes = xml.into_bytes().into();
+        if s.output.push_kind(bytes, false, None, Kind::Nonza).is_err() {
             return self.not_reading(conn);
         }
         self.release_output(conn);
@@ -468,15 +477,45 @@ impl Clients {
     }
 
     /// Hand the shell what fits in a session's window.
+    /// New stanzas are numbered as they go (XEP-0198), and wait while the
+    /// client has too many unacknowledged; it is asked for an
+    /// acknowledgement once enough wait.
     fn release_output(&mut self, conn: ConnId) {
-        if let Some(s) = self.sessions.get_mut(&conn) {
-            let transport = s.transport;
-            for bytes in s.output.release() {
+        let now = self.now;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if s.is_detached() {
+            return;
+        }
+        let transport = s.transport;
+        for round in 0..2 {
+            let allowance = s.sm.as_ref().and_then(|sm| sm.allowance());
+            for r in s.output.release(allowance) {
+                if let (Some(sm), Kind::Stanzas) = (s.sm.as_mut(), r.kind) {
+                    self.unacked_bytes += number(sm, &r.bytes, r.done);
+                }
                 self.out.push(ClientOutput::Send {
                     conn: transport,
-                    bytes,
+                    bytes: r.bytes,
                 });
             }
+            let Some(sm) = s.sm.as_mut().filter(|_| round == 0) else {
+                break;
+            };
+            if !sm.should_request(now) {
+                break;
+            }
+            let request = format!("<r xmlns='{}'/>", sm::NS).into_bytes().into();
+            if s.output
+                .push_kind(request, false, None, Kind::Nonza)
+                .is_err()
+            {
+                return self.not_reading(conn);
+            }
+        }
+        if self.unacked_bytes > MAX_UNACKED_TOTAL {
+            self.keep_unacked_within_total();
         }
     }
 
@@ -1020,6 +1059,15 @@ impl Clients {
         if state.accounts.contains_key(&user) {
             return refuse(self, "conflict", "that user name is taken");
         }
+        if still_referenced(state, &format!("{user}@{domain}")) {
+            // A deleted account's name: rosters and rooms still grant it
+            // what they granted the deleted one.
+            return refuse(
+                self,
+                "conflict",
+                "that user name was in use; choose another",
+            );
+        }
         let peer = self.sessions[&conn].peer;
         if let Err(why) = self.registrations.check(self.now, peer) {
             return refuse(self, "resource-constraint", why);
@@ -1079,10 +1127,26 @@ impl Clients {
             .copied()
             .find(|c| self.sessions.get(c).and_then(|s| s.jid()) == Some(&jid));
         if conflict.is_none() && existing.len() >= self.cfg.max_resources_per_user {
-            if let Some(reply) = stanza::error_reply(iq, "resource-constraint", "wait", &domain) {
-                self.send_el(conn, &reply);
+            // A session waiting to be resumed gives way to one that is here
+            // (a client that logs in anew rather than resuming).
+            let waiting = existing
+                .iter()
+                .filter_map(|c| {
+                    let since = self.sessions.get(c)?.sm.as_ref()?.detached_since?;
+                    Some((since, *c))
+                })
+                .min();
+            match waiting {
+                Some((_, oldest)) => self.end_session(oldest),
+                None => {
+                    if let Some(reply) =
+                        stanza::error_reply(iq, "resource-constraint", "wait", &domain)
+                    {
+                        self.send_el(conn, &reply);
+                    }
+                    return;
+                }
             }
-            return;
         }
         if let Some(old) = conflict {
             // RFC 6120 §7.7.2.2: the new session wins; the old one is told why.
@@ -1319,7 +1383,7 @@ impl Clients {
             // the connection is gone, whatever TCP says (a phone off the
             // network). One still waiting behind output on a slow link is
             // given time.
-            let busy = s.output.is_busy();
+            let busy = s.output.in_flight() > 0;
             let Some(sm) = s.sm.as_mut() else {
                 return self.send(conn, b" ".to_vec());
             };
@@ -1357,7 +1421,11 @@ impl Clients {
             ("a", Some(sm)) => {
                 let h = el.get_attr("h").and_then(|h| h.parse::<u32>().ok());
                 match h.map(|h| sm.acknowledged(h)) {
-                    Some(Ok(freed)) => self.unacked_bytes -= freed,
+                    Some(Ok(acked)) => {
+                        self.acknowledged(conn, acked);
+                        // What waited for acknowledgements may go now.
+                        self.release_output(conn);
+                    }
                     Some(Err(sm::HandledTooHigh)) => self.stream_error(
                         conn,
                         "undefined-condition",
@@ -1369,6 +1437,16 @@ impl Clients {
             ("enable" | "resume", _) => self.send_sm_failed(conn, "unexpected-request"),
             // An <r/> or <a/> before enabling, or an element XEP-0198 has not.
             _ => self.stream_error(conn, "unsupported-stanza-type", ""),
+        }
+    }
+
+    fn acknowledged(&mut self, conn: ConnId, acked: sm::Acked) {
+        self.unacked_bytes -= acked.freed;
+        if !acked.completions.is_empty() {
+            self.notices.push_back(FromClient::Delivered {
+                conn,
+                done: acked.completions,
+            });
         }
     }
 
@@ -1420,7 +1498,7 @@ impl Clients {
             .and_then(|s| s.sm.as_mut())
             .map(|sm| sm.acknowledged(h));
         match acked {
-            Some(Ok(freed)) => self.unacked_bytes -= freed,
+            Some(Ok(acked)) => self.acknowledged(old, acked),
             _ => {
                 // The client counts more than it was sent: it is confused
                 // about this session; it starts a new one.
@@ -1472,19 +1550,18 @@ impl Clients {
             self.by_transport.insert(conn, old);
         }
         self.sessions.insert(old, new);
-        self.send_nonza(old, resumed);
         if let Some(s) = self.sessions.get_mut(&old) {
             for u in again {
                 // Paced: a whole queue may exceed what live traffic may
                 // hold; it is what the client reads first either way.
-                if s.output.push(u.bytes, true, u.done).is_err() {
-                    break;
-                }
+                let _ = s.output.push_kind(u.bytes, true, u.done, Kind::Resent);
             }
         }
-        self.release_output(old);
+        // Ahead of the stanzas sent again.
+        self.send_nonza(old, resumed);
         self.ready.insert(old);
         self.arm_timer(old);
+        self.notices.push_back(FromClient::Resumed { conn: old });
         log::debug!("c2s {old}: resumed on connection {conn}, {resent} stanzas sent again");
     }
 
@@ -1502,7 +1579,16 @@ impl Clients {
         };
         sm.detached_since = Some(self.now);
         sm.ack_requested = None;
-        // What was on its way to the old connection is in the queue.
+        // What was handed to the old connection is in the queue already;
+        // what waited to be is added, but offline messages (still stored:
+        // another session may be handed them) and what was already queued
+        // (sent again after a resumption).
+        for r in s.output.take_waiting() {
+            if r.kind == Kind::Stanzas && r.done.is_none() {
+                self.unacked_bytes += number(sm, &r.bytes, None);
+            }
+        }
+        let over = sm.over_bounds();
         s.output = output::Output::default();
         s.drop_held();
         s.framer.reset();
@@ -1513,7 +1599,11 @@ impl Clients {
         self.by_transport.remove(&transport);
         self.ready.remove(&conn);
         self.arm_timer(conn);
+        self.notices.push_back(FromClient::Detached { conn });
         log::debug!("c2s {conn}: connection lost; the session waits to be resumed");
+        if over {
+            self.end_session(conn);
+        }
     }
 
     /// Past [`MAX_UNACKED_TOTAL`]: detached sessions end, the longest
@@ -1543,6 +1633,33 @@ impl Clients {
             );
         }
     }
+}
+
+/// Whether rosters or rooms still name `jid` (a deleted account's).
+fn still_referenced(state: &State, jid: &str) -> bool {
+    let in_rosters = state
+        .accounts
+        .values()
+        .any(|a| a.roster.contains_key(jid) || a.preapproved.contains(jid));
+    let rooms = state.rooms.values();
+    let replicas = state.mirrors.values().map(|m| &m.state);
+    in_rosters
+        || rooms
+            .chain(replicas)
+            .any(|r| r.affiliations.contains_key(jid))
+}
+
+/// Number the stanzas of `bytes` as sent (the last carries `done`);
+/// returns their bytes.
+fn number(sm: &mut sm::StreamManagement, bytes: &Payload, done: Option<Completion>) -> usize {
+    let stanzas = sm::split(bytes);
+    let n = stanzas.len();
+    let mut total = 0;
+    for (i, stanza) in stanzas.into_iter().enumerate() {
+        total += stanza.len();
+        sm.sent(stanza, done.clone().filter(|_| i + 1 == n));
+    }
+    total
 }
 
 fn restart_stream(s: &mut Session) {

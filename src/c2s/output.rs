@@ -10,6 +10,7 @@
 //! client that lets more than [`MAX_LIVE_BACKLOG`] of it pile up is not
 //! reading and is disconnected.
 
+use super::sm::Allowance;
 use crate::common::Payload;
 use std::collections::VecDeque;
 
@@ -31,10 +32,31 @@ pub enum Completion {
     OfflineWritten { user: String, upto: u64 },
 }
 
+/// What a chunk is to stream management (XEP-0198).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Stanzas sent for the first time: numbered as they leave.
+    Stanzas,
+    /// Stanzas sent again after a resumption: numbered already.
+    Resent,
+    /// Stream management's own elements: never numbered, and ahead of
+    /// everything waiting (an acknowledgement must not wait behind the
+    /// stanzas it would release).
+    Nonza,
+}
+
 struct Chunk {
     bytes: Payload,
     paced: bool,
     done: Option<Completion>,
+    kind: Kind,
+}
+
+/// A chunk handed to the shell.
+pub struct Released {
+    pub bytes: Payload,
+    pub kind: Kind,
+    pub done: Option<Completion>,
 }
 
 #[derive(Default)]
@@ -61,25 +83,82 @@ impl Output {
         paced: bool,
         done: Option<Completion>,
     ) -> Result<(), NotReading> {
+        self.push_kind(bytes, paced, done, Kind::Stanzas)
+    }
+
+    pub fn push_kind(
+        &mut self,
+        bytes: Payload,
+        paced: bool,
+        done: Option<Completion>,
+        kind: Kind,
+    ) -> Result<(), NotReading> {
         if paced {
             self.waiting_paced += bytes.len();
         } else {
             self.waiting_live += bytes.len();
             if self.waiting_live > MAX_LIVE_BACKLOG {
+                self.waiting_live -= bytes.len();
                 return Err(NotReading);
             }
         }
-        self.waiting.push_back(Chunk { bytes, paced, done });
+        let chunk = Chunk {
+            bytes,
+            paced,
+            done,
+            kind,
+        };
+        if kind == Kind::Nonza {
+            let at = self
+                .waiting
+                .iter()
+                .take_while(|c| c.kind == Kind::Nonza)
+                .count();
+            self.waiting.insert(at, chunk);
+        } else {
+            self.waiting.push_back(chunk);
+        }
         Ok(())
+    }
+
+    /// Everything waiting, not handed to the shell (the connection is gone).
+    pub fn take_waiting(&mut self) -> Vec<Released> {
+        self.waiting_live = 0;
+        self.waiting_paced = 0;
+        self.waiting
+            .drain(..)
+            .map(|c| Released {
+                bytes: c.bytes,
+                kind: c.kind,
+                done: c.done,
+            })
+            .collect()
+    }
+
+    /// Bytes handed to the shell and not reported written yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
     }
 
     /// What may go to the shell now, in order (at least one chunk when
     /// nothing is in flight, so a chunk larger than the window still goes).
-    pub fn release(&mut self) -> Vec<Payload> {
+    /// New stanzas take from `allowance`, if given (what stream management
+    /// lets out before the client acknowledges more); a chunk past it waits
+    /// unless it is the only thing unacknowledged (`allowance` None).
+    pub fn release(&mut self, mut allowance: Option<Allowance>) -> Vec<Released> {
         let mut out = Vec::new();
         while let Some(chunk) = self.waiting.front() {
             if self.in_flight > 0 && self.in_flight + chunk.bytes.len() > WINDOW {
                 break;
+            }
+            if chunk.kind == Kind::Stanzas {
+                if let Some(left) = allowance.as_mut() {
+                    if chunk.bytes.len() > left.bytes || left.chunks == 0 {
+                        break;
+                    }
+                    left.bytes -= chunk.bytes.len();
+                    left.chunks -= 1;
+                }
             }
             let Some(chunk) = self.waiting.pop_front() else {
                 break;
@@ -91,10 +170,14 @@ impl Output {
             }
             self.in_flight += chunk.bytes.len();
             self.sent_total += chunk.bytes.len() as u64;
-            if let Some(done) = chunk.done {
-                self.pending.push_back((self.sent_total, done));
+            if let Some(done) = &chunk.done {
+                self.pending.push_back((self.sent_total, done.clone()));
             }
-            out.push(chunk.bytes);
+            out.push(Released {
+                bytes: chunk.bytes,
+                kind: chunk.kind,
+                done: chunk.done,
+            });
         }
         out
     }
@@ -127,8 +210,10 @@ impl Output {
     }
 
     /// Whether to go on reading the connection's input.
-    pub fn wants_input(&self) -> bool {
-        self.backlog() <= INPUT_PAUSE_BACKLOG
+    /// (`held_back`: bytes that may wait for the client's acknowledgements
+    /// rather than its reading: it is read on to take them.)
+    pub fn wants_input(&self, held_back: usize) -> bool {
+        self.backlog() <= INPUT_PAUSE_BACKLOG + held_back
     }
 
     /// Something still waits to be written or confirmed written.
@@ -141,8 +226,8 @@ impl Output {
 mod tests {
     use super::*;
 
-    fn sizes(chunks: &[Payload]) -> Vec<usize> {
-        chunks.iter().map(Payload::len).collect()
+    fn sizes(chunks: &[Released]) -> Vec<usize> {
+        chunks.iter().map(|c| c.bytes.len()).collect()
     }
 
     #[test]
@@ -151,19 +236,19 @@ mod tests {
         for i in 0..5 {
             o.push(vec![i; 30 * 1024].into(), true, None).unwrap();
         }
-        assert_eq!(sizes(&o.release()), [30 * 1024, 30 * 1024]);
-        assert!(o.release().is_empty(), "the window is full");
+        assert_eq!(sizes(&o.release(None)), [30 * 1024, 30 * 1024]);
+        assert!(o.release(None).is_empty(), "the window is full");
         o.push(b"live".to_vec().into(), false, None).unwrap();
         o.written(30 * 1024);
-        let next = o.release();
+        let next = o.release(None);
         assert_eq!(next.len(), 1);
         assert_eq!(
-            next[0].head[0], 2,
+            next[0].bytes.head[0], 2,
             "in order: the paced chunk before the live one"
         );
         o.written(60 * 1024);
-        let rest = o.release();
-        assert_eq!(rest.last().unwrap().to_vec(), b"live");
+        let rest = o.release(None);
+        assert_eq!(rest.last().unwrap().bytes.to_vec(), b"live");
         assert_eq!(o.backlog(), 0);
     }
 
@@ -172,9 +257,9 @@ mod tests {
         let mut o = Output::default();
         o.push(vec![0; 200 * 1024].into(), true, None).unwrap();
         o.push(vec![1; 10].into(), false, None).unwrap();
-        assert_eq!(sizes(&o.release()), [200 * 1024]);
+        assert_eq!(sizes(&o.release(None)), [200 * 1024]);
         o.written(200 * 1024);
-        assert_eq!(sizes(&o.release()), [10]);
+        assert_eq!(sizes(&o.release(None)), [10]);
     }
 
     #[test]
@@ -186,7 +271,7 @@ mod tests {
         };
         o.push(vec![0; 100].into(), true, Some(done(1))).unwrap();
         o.push(vec![0; 100].into(), true, Some(done(2))).unwrap();
-        assert_eq!(o.release().len(), 2);
+        assert_eq!(o.release(None).len(), 2);
         assert_eq!(o.written(150), [done(1)]);
         assert_eq!(o.written(49), []);
         assert_eq!(o.written(1), [done(2)]);
@@ -196,13 +281,13 @@ mod tests {
     fn live_traffic_a_client_does_not_read_is_bounded_paced_is_not_counted() {
         let mut o = Output::default();
         o.push(vec![0; WINDOW].into(), false, None).unwrap();
-        o.release();
+        o.release(None);
         o.push(vec![0; 4 * MAX_LIVE_BACKLOG].into(), true, None)
             .unwrap();
         for _ in 0..(MAX_LIVE_BACKLOG / 1024) {
             o.push(vec![0; 1024].into(), false, None).unwrap();
         }
-        assert!(!o.wants_input());
+        assert!(!o.wants_input(0));
         assert_eq!(o.push(vec![0; 1].into(), false, None), Err(NotReading));
     }
 }

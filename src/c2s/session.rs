@@ -1,7 +1,7 @@
 //! Per-connection state of a client stream.
 
 use super::output::Output;
-use super::sm::StreamManagement;
+use super::sm::{self, StreamManagement};
 use crate::common::ConnId;
 use crate::jid::Jid;
 use crate::scram::ScramServer;
@@ -160,7 +160,9 @@ impl Session {
     pub fn reads_input(&self) -> bool {
         self.delayed.is_empty()
             && self.auth_hold.is_none()
-            && self.output.wants_input()
+            && self
+                .output
+                .wants_input(self.sm.as_ref().map_or(0, |_| sm::MAX_UNACKED_BYTES))
             && !self.closing
     }
 

@@ -10,9 +10,9 @@ use std::collections::VecDeque;
 use std::ops::Range;
 
 pub const NS: &str = "urn:xmpp:sm:3";
-/// Stanzas sent and not acknowledged that one session may hold; past it a
-/// connected session is closed and a detached one ends (what it holds goes
-/// to offline storage).
+/// Stanzas sent and not acknowledged that one session may hold: a
+/// connected session's output waits for acknowledgements past it; a
+/// detached one ends (what it holds goes to offline storage).
 pub const MAX_UNACKED: usize = 500;
 pub const MAX_UNACKED_BYTES: usize = 512 * 1024;
 /// The server asks for an acknowledgement once this many stanzas wait.
@@ -29,6 +29,23 @@ pub struct Unacked {
 /// The client acknowledged more stanzas than were sent.
 #[derive(Debug, PartialEq, Eq)]
 pub struct HandledTooHigh;
+
+/// What may still leave unacknowledged: bytes, and pieces of output (each
+/// holds one stanza at least).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    pub bytes: usize,
+    pub chunks: usize,
+}
+
+/// What an acknowledgement let go.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Acked {
+    pub freed: usize,
+    /// Deliveries acknowledged before their bytes were reported written
+    /// (an offline message the client has, whatever the shell says).
+    pub completions: Vec<Completion>,
+}
 
 #[derive(Debug, Default)]
 pub struct StreamManagement {
@@ -63,21 +80,30 @@ impl StreamManagement {
         self.queue.push_back(Unacked { bytes, done });
     }
 
-    /// The client handled stanzas up to `h`: they are let go. Returns how
-    /// many bytes that freed.
-    pub fn acknowledged(&mut self, h: u32) -> Result<usize, HandledTooHigh> {
+    /// The client handled stanzas up to `h`: they are let go.
+    pub fn acknowledged(&mut self, h: u32) -> Result<Acked, HandledTooHigh> {
         let acked_before = self.sent.wrapping_sub(self.queue.len() as u32);
         let newly = h.wrapping_sub(acked_before) as usize;
         if newly > self.queue.len() {
             return Err(HandledTooHigh);
         }
-        let mut freed = 0;
+        let mut acked = Acked::default();
         for u in self.queue.drain(..newly) {
-            freed += u.bytes.len();
+            acked.freed += u.bytes.len();
+            acked.completions.extend(u.done);
         }
-        self.queue_bytes -= freed;
+        self.queue_bytes -= acked.freed;
         self.ack_requested = None;
-        Ok(freed)
+        Ok(acked)
+    }
+
+    /// What new stanzas may take before the client acknowledges more
+    /// (None: anything, nothing being unacknowledged).
+    pub fn allowance(&self) -> Option<Allowance> {
+        (!self.queue.is_empty()).then(|| Allowance {
+            bytes: MAX_UNACKED_BYTES.saturating_sub(self.queue_bytes),
+            chunks: MAX_UNACKED.saturating_sub(self.queue.len()),
+        })
     }
 
     pub fn unacked(&self) -> impl Iterator<Item = &Unacked> {
@@ -239,12 +265,13 @@ mod tests {
         }
         assert_eq!(sm.unacked_len(), 4);
         // h wraps: u32::MAX, then 0, 1.
-        assert_eq!(sm.acknowledged(u32::MAX), Ok(10));
-        assert_eq!(sm.acknowledged(1), Ok(11 + 12));
+        let freed = |r: Result<Acked, HandledTooHigh>| r.map(|a| a.freed);
+        assert_eq!(freed(sm.acknowledged(u32::MAX)), Ok(10));
+        assert_eq!(freed(sm.acknowledged(1)), Ok(11 + 12));
         assert_eq!(sm.unacked_len(), 1);
-        assert_eq!(sm.acknowledged(1), Ok(0), "an old h changes nothing");
+        assert_eq!(freed(sm.acknowledged(1)), Ok(0), "an old h changes nothing");
         assert_eq!(sm.acknowledged(3), Err(HandledTooHigh));
-        assert_eq!(sm.acknowledged(2), Ok(13));
+        assert_eq!(freed(sm.acknowledged(2)), Ok(13));
         assert_eq!(sm.unacked_bytes(), 0);
     }
 

@@ -399,6 +399,9 @@ impl Config {
                     .into(),
             );
         }
+        if c.archive_days > 36_500 {
+            return Err("[c2s] archive_days must be at most 36500 (0: no age limit)".into());
+        }
         if c.archive_bytes_per_account > c.archive_bytes_total {
             return Err(
                 "[c2s] archive_bytes_per_account must be at most archive_bytes_total".into(),

@@ -37,15 +37,20 @@ pub(crate) fn archivable(el: &Element) -> bool {
         || el.has_child("apply-to", FASTEN)
 }
 
-/// `el` with a stanza-id by `by` (a bare JID) in place of any it carried:
-/// one the sender put there would claim an id of an archive not theirs.
-pub(crate) fn with_stanza_id(el: &Element, by: &str, id: &str) -> Element {
+/// `el` without stanza-ids by `by` (a bare JID): one the sender put there
+/// would claim an id of an archive not theirs.
+pub(crate) fn without_stanza_id(el: &Element, by: &str) -> Element {
     let mut el = el.clone();
     el.children.retain(|c| match c {
         Node::Element(e) => !(e.is("stanza-id", ns::SID) && e.get_attr("by") == Some(by)),
         Node::Text(_) => true,
     });
-    el.child(
+    el
+}
+
+/// `el` with a stanza-id by `by` in place of any it carried.
+pub(crate) fn with_stanza_id(el: &Element, by: &str, id: &str) -> Element {
+    without_stanza_id(el, by).child(
         Element::new("stanza-id", ns::SID)
             .attr("id", id)
             .attr("by", by),
@@ -121,7 +126,7 @@ impl Ctx<'_> {
         let by_age = match self.cfg.archive_days {
             0 => None,
             days => {
-                let cutoff = self.now.unix_ms.saturating_sub(days * DAY_MS);
+                let cutoff = self.now.unix_ms.saturating_sub(days.saturating_mul(DAY_MS));
                 let first_kept = archive.first_at_or_after(cutoff);
                 first_kept
                     .checked_sub(1)

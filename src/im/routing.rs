@@ -86,6 +86,37 @@ impl Ctx<'_> {
     /// unavailable; offline messages it was being handed and did not get
     /// stay stored (for another session of the account, or the next one).
     pub(crate) fn ended(&mut self, conn: ConnId, jid: Option<Jid>) {
+        let unclaimed = self.release_offline_claims(conn);
+        if self.bound.resources.contains_key(&conn) {
+            self.go_unavailable(conn, None);
+            self.bound.forget(conn, jid.as_ref());
+        }
+        self.hand_offline_to_others(conn, unclaimed);
+    }
+
+    /// A session lost its connection and waits to be resumed: the offline
+    /// messages it was being handed (still stored) go to another session
+    /// of the account now, or to whichever comes next.
+    pub(crate) fn detached(&mut self, conn: ConnId) {
+        let unclaimed = self.release_offline_claims(conn);
+        self.hand_offline_to_others(conn, unclaimed);
+    }
+
+    /// A session was resumed: what is stored for it comes now.
+    pub(crate) fn resumed(&mut self, conn: ConnId) {
+        let available = self
+            .bound
+            .resources
+            .get(&conn)
+            .is_some_and(|r| r.receives_bare_messages());
+        if let (true, Some(user)) = (available, self.bound.user_of(conn)) {
+            self.deliver_offline(conn, &user);
+        }
+    }
+
+    /// The accounts whose offline messages `conn` was being handed: no
+    /// longer.
+    fn release_offline_claims(&mut self, conn: ConnId) -> Vec<String> {
         let mut unclaimed: Vec<String> = self
             .offline_claims
             .iter()
@@ -96,13 +127,17 @@ impl Ctx<'_> {
         for user in &unclaimed {
             self.offline_claims.remove(user);
         }
-        if self.bound.resources.contains_key(&conn) {
-            self.go_unavailable(conn, None);
-            self.bound.forget(conn, jid.as_ref());
-        }
-        for user in unclaimed {
-            if let Some(&other) = self.bound.bare_message_targets(&user).first() {
-                self.deliver_offline(other, &user);
+        unclaimed
+    }
+
+    /// Hand `users`' offline messages to one of their other sessions that
+    /// can take them now (a detached one cannot).
+    fn hand_offline_to_others(&mut self, conn: ConnId, users: Vec<String>) {
+        for user in users {
+            for other in self.bound.bare_message_targets(&user) {
+                if other != conn && !self.offline_claims.contains_key(&user) {
+                    self.deliver_offline(other, &user);
+                }
             }
         }
     }
@@ -163,9 +198,10 @@ impl Ctx<'_> {
         };
         if carbons::eligible(&el) {
             // The sender's copies carry the id in the sender's archive.
+            let me = from.to_bare().to_string();
             let el = match &stanza_id {
-                Some(id) => archive::with_stanza_id(&el, &from.to_bare().to_string(), id),
-                None => el,
+                Some(id) => archive::with_stanza_id(&el, &me, id),
+                None => archive::without_stanza_id(&el, &me),
             };
             self.carbon_copies(&sender, &[conn], "sent", &el);
         }
@@ -199,14 +235,12 @@ impl Ctx<'_> {
         // One id for the message in every archive it enters, carried by
         // the recipient's copies (live, offline and carbons).
         let stanza_id = archive::archivable(el).then(|| self.mint_stanza_id());
-        let stamped;
-        let el = match &stanza_id {
-            Some(id) => {
-                stamped = archive::with_stanza_id(el, &to.to_bare().to_string(), id);
-                &stamped
-            }
-            None => el,
+        let recipient = to.to_bare().to_string();
+        let stamped = match &stanza_id {
+            Some(id) => archive::with_stanza_id(el, &recipient, id),
+            None => archive::without_stanza_id(el, &recipient),
         };
+        let el = &stamped;
         self.deliver(&delivered, el);
         if delivered.is_empty() && offline_storable(el) {
             if !self.store_offline(origin, &user, el) {
@@ -225,19 +259,40 @@ impl Ctx<'_> {
         Routed::Accepted { stanza_id }
     }
 
-    /// Stanzas a session of `user` was sent and never acknowledged (stream
-    /// management), now that it ended: the messages among them are stored
-    /// as offline messages, within the same bounds (they are in the
-    /// archive too, if they were archived).
-    pub(crate) fn keep_undelivered(&mut self, user: &str, undelivered: &[Payload]) {
+    /// Stanzas the session `conn` of `user` was sent and never
+    /// acknowledged (stream management), now that it ends: the messages
+    /// among them are stored as offline messages, within the same bounds,
+    /// with their first time. Not those sent to the bare JID while another
+    /// session of the account is available: that one was sent them too.
+    /// (Messages that were archived are in the archive either way.)
+    pub(crate) fn keep_undelivered(&mut self, conn: ConnId, user: &str, undelivered: &[Payload]) {
+        let others = self
+            .bound
+            .bare_message_targets(user)
+            .iter()
+            .any(|c| *c != conn);
         for bytes in undelivered {
             let xml = String::from_utf8_lossy(&bytes.to_vec()).into_owned();
-            let Ok(el) = crate::xml::parse_fragment(&xml) else {
+            let Ok(mut el) = crate::xml::parse_fragment(&xml) else {
                 continue;
             };
-            if el.name == "message" && offline_storable(&el) {
-                self.store_offline(NO_CONN, user, &el);
+            let to_bare = el
+                .get_attr("to")
+                .and_then(|t| Jid::parse(t).ok())
+                .is_some_and(|t| t.resource().is_none());
+            if el.name != "message" || !offline_storable(&el) || (to_bare && others) {
+                continue;
             }
+            // One <delay/>, with the time it first came (an offline message
+            // handed out again).
+            let first = el
+                .get_child("delay", ns::DELAY)
+                .and_then(|d| d.get_attr("stamp"))
+                .and_then(stanza::parse_timestamp);
+            el.children
+                .retain(|c| !matches!(c, crate::xml::Node::Element(e) if e.is("delay", ns::DELAY)));
+            let stamp_ms = first.unwrap_or(self.now.unix_ms);
+            self.store_offline_at(NO_CONN, user, &el, stamp_ms);
         }
     }
 
@@ -245,6 +300,17 @@ impl Ctx<'_> {
     /// bounds per account (count, bytes) and for the node (bytes); over them
     /// the sender is told the recipient's storage is full.
     fn store_offline(&mut self, origin: ConnId, user: &str, el: &Element) -> bool {
+        self.store_offline_at(origin, user, el, self.now.unix_ms)
+    }
+
+    /// The same, stamped `stamp_ms`.
+    fn store_offline_at(
+        &mut self,
+        origin: ConnId,
+        user: &str,
+        el: &Element,
+        stamp_ms: u64,
+    ) -> bool {
         let xml = el.to_xml(ns::CLIENT);
         let Some(acc) = self.accounts.get(user) else {
             self.bounce(origin, el, "service-unavailable");
@@ -269,7 +335,6 @@ impl Ctx<'_> {
             self.bounce_explained(origin, el, "resource-constraint", &text);
             return false;
         }
-        let stamp_ms = self.now.unix_ms;
         self.commit(Record::OfflinePush {
             user: user.to_string(),
             stamp_ms,

@@ -376,6 +376,9 @@ impl Node {
                     jid,
                     undelivered,
                 } => self.on_session_ended(conn, jid, undelivered),
+                FromClient::Delivered { conn, done } => self.deliveries_done(conn, done),
+                FromClient::Detached { conn } => self.on_detached(conn),
+                FromClient::Resumed { conn } => self.on_resumed(conn),
                 FromClient::Register {
                     conn,
                     user,
@@ -404,6 +407,11 @@ impl Node {
         let Some((conn, completions)) = self.clients.written(self.now.mono_ms, transport, n) else {
             return;
         };
+        self.deliveries_done(conn, completions);
+    }
+
+    /// Deliveries to the session `conn` are done (written, or acknowledged).
+    fn deliveries_done(&mut self, conn: ConnId, completions: Vec<Completion>) {
         // One record per account for all its messages written at once.
         let mut offline: Vec<(String, u64)> = Vec::new();
         for done in completions {

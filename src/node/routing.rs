@@ -65,7 +65,7 @@ impl Node {
             .im
             .ctx(&mut self.state.accounts, &self.clients, self.now);
         if let Some(user) = jid.as_ref().and_then(Jid::local) {
-            im.keep_undelivered(user, &undelivered);
+            im.keep_undelivered(conn, user, &undelivered);
         }
         im.ended(conn, jid);
         self.drain_im();
@@ -91,6 +91,22 @@ impl Node {
         let mut reply = crate::stanza::iq_result(iq, &domain, None);
         reply.remove_attr("to");
         self.clients.send_el(conn, &reply);
+    }
+
+    /// A session lost its connection and waits to be resumed.
+    pub(crate) fn on_detached(&mut self, conn: ConnId) {
+        self.im
+            .ctx(&mut self.state.accounts, &self.clients, self.now)
+            .detached(conn);
+        self.drain_im();
+    }
+
+    /// A session was resumed on a new connection.
+    pub(crate) fn on_resumed(&mut self, conn: ConnId) {
+        self.im
+            .ctx(&mut self.state.accounts, &self.clients, self.now)
+            .resumed(conn);
+        self.drain_im();
     }
 
     /// Offline messages of `user` up to `upto` were written to `conn`.
