@@ -96,6 +96,10 @@ impl Web {
                             Some("The passwords differ or are empty."),
                         );
                     }
+                    if let Err(why) = crate::scram::check_new_password(&password) {
+                        let why = format!("Not set: {why}.");
+                        return self.form_page(peer, now, random, "/setup", Some(&why));
+                    }
                     return Step::Setup { sid, password };
                 }
                 match self.throttle.attempt(peer, now) {

@@ -120,24 +120,25 @@ async fn serve(
     cfg: Config,
     config_file: PathBuf,
 ) -> Result<Stopped, String> {
-    // Every port first: one in use stops the start before the data
-    // directory is made or touched.
-    let listener = listen(cfg.c2s.listen, "[c2s] listen", "clients")?;
-    let direct_tls_listener = cfg
-        .c2s
-        .listen_tls
-        .map(|at| listen(at, "[c2s] listen_tls", "clients (direct TLS)"))
-        .transpose()?;
-    let web_listener = cfg
-        .admin
-        .http
-        .map(|at| listen(at, "[admin] http", "the admin page"))
-        .transpose()?;
-    let link_listener = cfg
-        .link
-        .listen
-        .map(|at| listen(at, "[link] listen", "links"))
-        .transpose()?;
+    // Every port is tried first: one in use stops the start before the
+    // data directory is made or touched. They are listened on once the
+    // state is read (an open port means a node that answers).
+    let clients = (cfg.c2s.listen, "[c2s] listen", "clients");
+    let optional = [
+        (
+            cfg.c2s.listen_tls,
+            "[c2s] listen_tls",
+            "clients (direct TLS)",
+        ),
+        (cfg.admin.http, "[admin] http", "the admin page"),
+        (cfg.link.listen, "[link] listen", "links"),
+    ];
+    drop(listen(clients.0, clients.1, clients.2)?);
+    for (addr, setting, what) in optional {
+        if let Some(addr) = addr {
+            drop(listen(addr, setting, what)?);
+        }
+    }
     let _lock = match DataLock::acquire(&cfg.data_dir) {
         Ok(l) => l,
         Err(LockError::Busy) => {
@@ -158,6 +159,10 @@ async fn serve(
     let tls_config = tls::server_config(&cfg)?;
     let tls = futures_rustls::TlsAcceptor::from(tls_config.clone());
     let mut node = Node::new(cfg.node_config(), state, random_seed());
+    let listener = listen(clients.0, clients.1, clients.2)?;
+    let [c2s_tls, web, links] = optional
+        .map(|(addr, setting, what)| addr.map(|addr| listen(addr, setting, what)).transpose());
+    let (direct_tls_listener, web_listener, link_listener) = (c2s_tls?, web?, links?);
 
     let sock_path = admin_socket(&cfg.data_dir);
     let _ = std::fs::remove_file(&sock_path); // Stale from a crash; we hold the lock.

@@ -159,7 +159,10 @@ def raw(node, data: bytes) -> bytes:
 def test_bad_requests_get_the_right_status_and_change_nothing(web_node):
     node = web_node
     cookie, csrf = form_session(node, "/setup")
-    r, _ = post(node, "/setup", cookie, {"csrf": csrf, "password": "pw-1", "repeat": "pw-1"})
+    r, body = post(node, "/setup", cookie, {"csrf": csrf, "password": "pw-1", "repeat": "pw-1"})
+    assert r.status == 200 and b"at least 8 characters" in body, body
+    cookie, csrf = form_session(node, "/setup")
+    r, _ = post(node, "/setup", cookie, {"csrf": csrf, "password": "admin-pw-1", "repeat": "admin-pw-1"})
     assert r.status == 303
     before_config = node.config.read_text()
 
@@ -171,7 +174,7 @@ def test_bad_requests_get_the_right_status_and_change_nothing(web_node):
     # The right password, once the throttle's wait is over (a refused
     # attempt does not count as a failure, so asking again is harmless).
     cookie, csrf = form_session(node, "/login")
-    while (r := post(node, "/login", cookie, {"csrf": csrf, "password": "pw-1"})[0]).status == 429:
+    while (r := post(node, "/login", cookie, {"csrf": csrf, "password": "admin-pw-1"})[0]).status == 429:
         assert int(r.getheader("Retry-After")) <= 1
     assert r.status == 303
     cookie = r.getheader("Set-Cookie").split(";")[0]
@@ -204,7 +207,7 @@ def test_bad_requests_get_the_right_status_and_change_nothing(web_node):
     assert "mallory" not in node.cli("user", "list").stdout
     assert node.config.read_text() == before_config
     # The page still works.
-    assert post(node, "/action", cookie, {"csrf": csrf, "op": "user_add", "user": "grace", "password": "gr4ce"})[0].status == 303
+    assert post(node, "/action", cookie, {"csrf": csrf, "op": "user_add", "user": "grace", "password": "gr4ce-pass"})[0].status == 303
     assert "grace" in node.cli("user", "list").stdout
 
 
@@ -255,7 +258,7 @@ def test_a_browser_gets_the_page_while_another_address_holds_idle_connections(we
 def test_a_guesser_elsewhere_does_not_keep_the_admin_out(web_node):
     node = web_node
     cookie, csrf = form_session(node, "/setup")
-    assert post(node, "/setup", cookie, {"csrf": csrf, "password": "pw-1", "repeat": "pw-1"})[0].status == 303
+    assert post(node, "/setup", cookie, {"csrf": csrf, "password": "admin-pw-1", "repeat": "admin-pw-1"})[0].status == 303
 
     answers = []  # the guesser's statuses
     changed = threading.Condition()
@@ -279,7 +282,7 @@ def test_a_guesser_elsewhere_does_not_keep_the_admin_out(web_node):
             with changed:
                 seen = len(answers)
                 assert changed.wait_for(lambda: len(answers) >= seen + 20 and 429 in answers[seen:], timeout=60)
-            r, _ = post(node, "/login", cookie, {"csrf": csrf, "password": "pw-1"})
+            r, _ = post(node, "/login", cookie, {"csrf": csrf, "password": "admin-pw-1"})
             assert r.status == 303, "the right password gets in at its first try"
             authed = r.getheader("Set-Cookie").split(";")[0]
             r, body = request(node, "GET", "/", headers={"Cookie": authed})
