@@ -28,6 +28,15 @@ const STANZAS: &[&str] = &[
     "<iq type='set' id='q' to='r@conference.localhost'><query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><max>2</max><before/></set></query></iq>",
     "<presence to='r@conference.localhost/M'/>",
     "<message to='r@conference.localhost/N' type='chat'><body>pm</body></message>",
+    "<enable xmlns='urn:xmpp:sm:3' resume='true'/>",
+    "<r xmlns='urn:xmpp:sm:3'/>",
+    "<a xmlns='urn:xmpp:sm:3' h='1'/>",
+    "<iq type='set' id='mq'><query xmlns='urn:xmpp:mam:2' queryid='x'><x xmlns='jabber:x:data' type='submit'><field var='with'><value>bob@localhost</value></field><field var='ids'><value>a</value><value>b</value></field></x><set xmlns='http://jabber.org/protocol/rsm'><max>3</max><after>zz</after></set><flip-page/></query></iq>",
+    "<iq type='set' id='p'><prefs xmlns='urn:xmpp:mam:2' default='roster'><always><jid>bob@localhost</jid></always><never/></prefs></iq>",
+    "<iq type='get' id='md'><metadata xmlns='urn:xmpp:mam:2'/></iq>",
+    "<iq type='get' id='l' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>",
+    "<presence to='bob@localhost' type='subscribed'/>",
+    "<inactive xmlns='urn:xmpp:csi:0'/>",
 ];
 
 const NASTY: &[&str] = &[
