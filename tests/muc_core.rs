@@ -570,6 +570,7 @@ fn disco_on_service_and_room() {
         "muc_semianonymous",
         "http://jabber.org/protocol/muc#stable_id",
         "urn:xmpp:mam:2",
+        "urn:xmpp:mam:2#extended",
         "urn:xmpp:occupant-id:0",
         "http://jabber.org/protocol/muc#self-ping-optimization",
     ] {

@@ -1120,7 +1120,7 @@ impl Ctx<'_> {
             pick(c.whois_anyone, "muc_nonanonymous", "muc_semianonymous"),
         ];
         if c.archiving {
-            features.push(mns::MAM);
+            features.extend([mns::MAM, ns::MAM_EXTENDED]);
         }
         for f in features {
             q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", f));
