@@ -215,11 +215,6 @@ impl Output {
     pub fn wants_input(&self, held_back: usize) -> bool {
         self.backlog() <= INPUT_PAUSE_BACKLOG + held_back
     }
-
-    /// Something still waits to be written or confirmed written.
-    pub fn is_busy(&self) -> bool {
-        !self.waiting.is_empty() || self.in_flight > 0
-    }
 }
 
 #[cfg(test)]

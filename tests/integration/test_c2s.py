@@ -8,7 +8,7 @@ import time
 
 import slixmpp
 
-from xmpp import HEADER, Raw, login, try_login
+from xmpp import HEADER, Raw, chat_and_settle, login, try_login
 
 
 def run(coro):
@@ -317,13 +317,9 @@ def test_the_archive_pages_with_rsm_for_a_real_client_and_survives_a_restart(nod
     bodies = [f"note {i}" for i in range(15)]
 
     async def send():
-        alice = await login(node.port, "alice@localhost/a", "wonderland")
-        for b in bodies:
-            alice.send_message(mto="bob@localhost", mbody=b, mtype="chat")
-        await alice.plugin["xep_0199"].ping(jid="localhost")
-        alice.disconnect()
+        await chat_and_settle(node.port, "alice@localhost/a", "wonderland", "bob@localhost", bodies)
 
-    async def read(expect_ids=None):
+    async def read():
         bob = await login(node.port, "bob@localhost/b", "bob-the-builder")
         await bob.wait_for(lambda: bodies[-1] in bob.bodies(), "the offline messages")
         received = [

@@ -16,7 +16,7 @@ from pathlib import Path
 from slixmpp import JID
 
 from relay import Relay
-from xmpp import Client, login
+from xmpp import Client, chat_and_settle, login
 
 HERE = Path(__file__).parent
 
@@ -60,14 +60,7 @@ class Phone:
 
 
 def send_from_alice(node, bodies):
-    async def scenario():
-        alice = await login(node.port, "alice@localhost/a", "wonderland")
-        for b in bodies:
-            alice.send_message(mto="bob@localhost", mbody=b, mtype="chat")
-        # A round trip after them: the server has handled every one.
-        await alice.plugin["xep_0199"].ping(jid="localhost")
-        alice.disconnect()
-    asyncio.run(scenario())
+    asyncio.run(chat_and_settle(node.port, "alice@localhost/a", "wonderland", "bob@localhost", bodies))
 
 
 def frozen_phone_misses(node, tmp_path, bodies):

@@ -182,3 +182,13 @@ async def send_as(port, user, password, stanzas):
     out = await raw.read_until("id='handled'")
     raw.close()
     return out
+
+
+async def chat_and_settle(port, user_jid, password, to, bodies):
+    """Log in as `user_jid`, send `bodies` as chat messages to `to`, then a
+    ping: once it is answered the server has handled every message."""
+    c = await login(port, user_jid, password)
+    for b in bodies:
+        c.send_message(mto=to, mbody=b, mtype="chat")
+    await c.plugin["xep_0199"].ping(jid="localhost")
+    c.disconnect()
