@@ -428,3 +428,33 @@ fn the_archive_survives_a_restart() {
     let theirs = query(&mut sim, bob, "", "<max>1</max><before/>", "");
     assert_eq!(bodies(&theirs), ["message number 300"]);
 }
+
+#[test]
+fn a_query_naming_too_many_ids_is_refused_and_bytes_bound_an_account() {
+    let mut cfg = config();
+    cfg.archive_bytes_per_account = 20_000;
+    let mut sim = node_with(cfg);
+    let alice = online(&mut sim, "alice", "a");
+    let ids: String = (0..251).map(|i| format!("<value>id{i}</value>")).collect();
+    let out = query(
+        &mut sim,
+        alice,
+        &format!("<field var='ids'>{ids}</field>"),
+        "",
+        "",
+    );
+    assert!(out.contains("<policy-violation"), "{out}");
+    // 40 messages of about 1 KB against 20,000 bytes: the newest that fit.
+    let body = "y".repeat(1000);
+    for i in 0..40 {
+        chat(&mut sim, alice, "bob@localhost", &format!("{i:02}-{body}"));
+    }
+    let kept = bodies(&query(&mut sim, alice, "", "<max>100</max>", ""));
+    let bytes: usize = kept.iter().map(String::len).sum();
+    assert!(
+        bytes <= 20_000 && kept.len() >= 9,
+        "{} kept, {bytes} bytes",
+        kept.len()
+    );
+    assert!(kept.last().unwrap().starts_with("39-"));
+}

@@ -1739,3 +1739,21 @@ fn a_pre_approved_subscription_request_is_approved_at_once() {
         "{full}"
     );
 }
+
+#[test]
+fn the_status_kept_with_a_last_logout_is_bounded() {
+    let mut sim = node();
+    let (alice, bob) = alice_follows_bob(&mut sim);
+    let long = "z".repeat(3_000); // (the stanza stays under this node's 4 KiB)
+    sim.send(
+        bob,
+        &format!("<presence type='unavailable'><status>{long}</status></presence>"),
+    );
+    sim.send(
+        alice,
+        "<iq type='get' id='l' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>",
+    );
+    let out = sim.take(alice);
+    let status = between(&out, "seconds='0'>", "</query>").expect("a status");
+    assert_eq!(status.len(), 1024, "cut to 1 KiB");
+}

@@ -597,3 +597,69 @@ fn a_client_that_logs_in_anew_instead_of_resuming_is_not_locked_out() {
     );
     assert!(sim.take(c).contains("<resource-constraint"));
 }
+
+/// Sessions waiting to be resumed hold at most `MAX_UNACKED_TOTAL` for the
+/// node: past it the one waiting longest ends (what it held goes to
+/// offline storage), and the others stay resumable.
+#[test]
+fn the_node_bounds_what_all_detached_sessions_hold() {
+    use outpost::c2s::MAX_UNACKED_TOTAL;
+    let mut sim = node();
+    let users: Vec<String> = (0..7).map(|u| format!("u{u}")).collect();
+    for u in &users {
+        sim.add_user(u, "pw");
+    }
+    let mut detached = Vec::new();
+    for u in &users {
+        for r in 0..10 {
+            let c = sim.login(u, "pw", &format!("r{r}"));
+            sim.send(c, &format!("<enable xmlns='{SM}' resume='true'/>"));
+            let id = between(&sim.take(c), "id='", "'").unwrap().to_string();
+            sim.disconnect(c);
+            sim.advance(1);
+            detached.push((u.clone(), format!("r{r}"), id));
+        }
+    }
+    // Each is sent two messages of 250 KB (just under a session's own
+    // bound): 70 sessions hold about 35 MB in all.
+    let alice = sim.login("alice", "pw", "a");
+    let body = "q".repeat(250_000);
+    for (u, r, _) in &detached {
+        for _ in 0..2 {
+            sim.send(alice, &format!("<message to='{u}@localhost/{r}' type='chat'><body>{body}</body><no-store xmlns='urn:xmpp:hints'/></message>"));
+        }
+    }
+    let held = detached.len() * 2 * 250_000;
+    assert!(held > MAX_UNACKED_TOTAL);
+    let (first_user, _, first_id) = &detached[0];
+    let (c, _) = sim.authenticated(first_user, "pw");
+    sim.send(
+        c,
+        &format!("<resume xmlns='{SM}' previd='{first_id}' h='0'/>"),
+    );
+    assert!(
+        sim.take(c).contains("<item-not-found"),
+        "the longest waiting ended"
+    );
+    let (last_user, _, last_id) = detached.last().unwrap();
+    let (c, _) = sim.authenticated(last_user, "pw");
+    sim.send(
+        c,
+        &format!("<resume xmlns='{SM}' previd='{last_id}' h='0'/>"),
+    );
+    let mut handled = 0;
+    let out = read_acking(&mut sim, c, &mut handled);
+    assert!(
+        out.starts_with("<resumed"),
+        "{}",
+        &out[..200.min(out.len())]
+    );
+    assert_eq!(out.matches("<body>").count(), 2, "the newest kept theirs");
+    // What the ended one held is offline now.
+    sim.send(c, "<presence/>");
+    let first = sim.login(first_user, "pw", "back");
+    sim.send(first, "<presence/>");
+    let mut handled = 0;
+    let back = read_acking(&mut sim, first, &mut handled);
+    assert!(back.matches("<body>").count() >= 2, "nothing lost");
+}
