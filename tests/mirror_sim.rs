@@ -837,6 +837,45 @@ fn after_a_site_restarts_hq_lets_its_dead_sessions_go() {
 }
 
 #[test]
+fn a_session_a_site_keeps_across_its_restart_is_back_in_the_room_and_misses_nothing() {
+    let mut w = world();
+    let sm = "urn:xmpp:sm:3";
+    let phone = w.net.node(RALEIGH).login("wayne", "w", "phone");
+    w.net
+        .node(RALEIGH)
+        .send(phone, &format!("<enable xmlns='{sm}' resume='true'/>"));
+    let enabled = w.net.node(RALEIGH).take(phone);
+    let id = between(&enabled, "id='", "'").unwrap().to_string();
+    let mut seen = join(&mut w.net, RALEIGH, phone, "Wayne");
+    say(&mut w.net, HQ, w.kevin, "before");
+    w.net.settle();
+    seen += &w.net.node(RALEIGH).take(phone);
+    let handled = outpost::c2s::sm::stanzas(seen.as_bytes()).len();
+    w.net.node(HQ).take(w.kevin);
+    w.net.stop_and_restart(RALEIGH);
+    say(&mut w.net, HQ, w.kevin, "during");
+    w.net.advance(70_000); // The site redials and resyncs.
+                           // HQ saw the site restart and Wayne leave with it (333), then come
+                           // back: the site's sessions cannot yet tell HQ they outlived it.
+    let kevin = w.net.node(HQ).take(w.kevin);
+    let rejoined = format!("<presence from='{ROOM}/Wayne'");
+    assert!(kevin.contains(&rejoined), "{kevin}");
+    let (resumed, _) = w.net.node(RALEIGH).authenticated("wayne", "w");
+    w.net.node(RALEIGH).send(
+        resumed,
+        &format!("<resume xmlns='{sm}' previd='{id}' h='{handled}'/>"),
+    );
+    w.net.settle();
+    let out = w.net.node(RALEIGH).take(resumed);
+    assert!(out.starts_with("<resumed"), "{out}");
+    assert_eq!(out.matches("<body>during</body>").count(), 1, "{out}");
+    assert!(!out.contains("<body>before</body>"), "{out}");
+    say(&mut w.net, RALEIGH, resumed, "back");
+    w.net.settle();
+    assert!(w.net.node(HQ).take(w.kevin).contains("<body>back</body>"));
+}
+
+#[test]
 fn a_split_longer_than_the_grace_period_shows_333_and_converges() {
     let mut w = split_with_wayne_and_keith_in();
     say(&mut w.net, HQ, w.kevin, "hq-during-split");

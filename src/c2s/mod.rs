@@ -7,6 +7,7 @@
 //! a time, for the router.
 
 mod csi;
+mod held;
 pub mod output;
 mod register;
 mod session;
@@ -16,6 +17,7 @@ pub mod throttle;
 #[cfg(test)]
 mod tests;
 
+pub use held::{HeldStream, RESTORED_CONN_BASE};
 pub use session::{Session, Stage};
 
 use crate::admission::Admission;
@@ -1232,15 +1234,6 @@ impl Clients {
         }
     }
 
-    /// The node is stopping: every session is told so and closed.
-    pub fn shutdown(&mut self) {
-        let mut conns: Vec<ConnId> = self.sessions.keys().copied().collect();
-        conns.sort_unstable();
-        for conn in conns {
-            self.stream_error(conn, "system-shutdown", "the server is stopping");
-        }
-    }
-
     /// Forget the session; the router hears of it (`FromClient::Ended`).
     fn end_session(&mut self, conn: ConnId) {
         let Some(s) = self.sessions.get_mut(&conn) else {
@@ -1536,6 +1529,7 @@ impl Clients {
             return;
         };
         sm.detached_since = None;
+        sm.waited_before_ms = 0;
         sm.ack_requested = None;
         let resumed = format!(
             "<resumed xmlns='{}' h='{}' previd='{}'/>",
@@ -1568,14 +1562,29 @@ impl Clients {
     /// The session's connection is gone (closed, or not reading): a
     /// resumable session waits for its client without it; any other ends.
     fn connection_lost(&mut self, conn: ConnId) {
-        let Some(s) = self.sessions.get_mut(&conn) else {
+        let Some(s) = self.sessions.get(&conn) else {
             return;
         };
         if !s.is_resumable() || s.closing {
             return self.end_session(conn);
         }
+        let over = self.detach(conn);
+        self.notices.push_back(FromClient::Detached { conn });
+        log::debug!("c2s {conn}: connection lost; the session waits to be resumed");
+        if over {
+            self.end_session(conn);
+        }
+    }
+
+    /// The resumable session `conn` has no connection from now on: what it
+    /// was to be sent is numbered for its resumption. Whether it now holds
+    /// more than a session may.
+    fn detach(&mut self, conn: ConnId) -> bool {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return false;
+        };
         let Some(sm) = s.sm.as_mut() else {
-            return;
+            return false;
         };
         sm.detached_since = Some(self.now);
         sm.ack_requested = None;
@@ -1599,11 +1608,7 @@ impl Clients {
         self.by_transport.remove(&transport);
         self.ready.remove(&conn);
         self.arm_timer(conn);
-        self.notices.push_back(FromClient::Detached { conn });
-        log::debug!("c2s {conn}: connection lost; the session waits to be resumed");
-        if over {
-            self.end_session(conn);
-        }
+        over
     }
 
     /// Past [`MAX_UNACKED_TOTAL`]: detached sessions end, the longest

@@ -206,8 +206,12 @@ impl Session {
     }
 
     pub fn next_deadline(&self, cfg: &NodeConfig) -> Option<u64> {
-        if let Some(since) = self.sm.as_ref().and_then(|sm| sm.detached_since) {
-            return Some(since + cfg.resume_timeout_ms);
+        if let Some(due) = self
+            .sm
+            .as_ref()
+            .and_then(|sm| sm.resume_deadline(cfg.resume_timeout_ms))
+        {
+            return Some(due);
         }
         let handshake = (!self.is_bound()).then_some(self.opened_ms + cfg.handshake_timeout_ms);
         let partial = self.partial_since.map(|t| t + cfg.stanza_timeout_ms);

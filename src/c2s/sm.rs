@@ -63,6 +63,9 @@ pub struct StreamManagement {
     pub ack_requested: Option<u64>,
     /// Since when the session has had no connection (monotonic ms).
     pub detached_since: Option<u64>,
+    /// How long it had waited before that, in a run of the node before
+    /// this one: it counts against the resumption's timeout.
+    pub waited_before_ms: u64,
 }
 
 impl StreamManagement {
@@ -71,6 +74,40 @@ impl StreamManagement {
             id,
             ..StreamManagement::default()
         }
+    }
+
+    /// A session kept across a restart: its counters and queue as they
+    /// were, detached since `now`, having waited `waited_ms` already.
+    pub fn restored(
+        id: String,
+        handled: u32,
+        sent: u32,
+        queue: Vec<Unacked>,
+        now: u64,
+        waited_ms: u64,
+    ) -> StreamManagement {
+        let queue_bytes = queue.iter().map(|u| u.bytes.len()).sum();
+        StreamManagement {
+            id: Some(id),
+            handled,
+            sent,
+            queue: queue.into(),
+            queue_bytes,
+            ack_requested: None,
+            detached_since: Some(now),
+            waited_before_ms: waited_ms,
+        }
+    }
+
+    /// The number of the last stanza sent.
+    pub fn sent_count(&self) -> u32 {
+        self.sent
+    }
+
+    /// When a resumption is too late, if the session is detached.
+    pub fn resume_deadline(&self, timeout_ms: u64) -> Option<u64> {
+        let since = self.detached_since?;
+        Some(since + timeout_ms.saturating_sub(self.waited_before_ms))
     }
 
     /// One stanza sent.

@@ -120,6 +120,23 @@ impl Router {
         self.bound.insert(conn, jid);
     }
 
+    /// At start: a session the stop before kept is bound again as it was
+    /// (its presence, priority, carbons, roster pushes), nobody told: to
+    /// its contacts it never left.
+    pub fn restore(&mut self, conn: ConnId, jid: Jid, held: &crate::model::held::HeldSession) {
+        self.bound.insert(conn, jid);
+        if let Some(r) = self.bound.resource_mut(conn) {
+            r.presence = held
+                .presence
+                .as_deref()
+                .and_then(|p| crate::xml::parse_fragment(p).ok());
+            r.priority = held.priority;
+            r.roster_requested = held.roster_requested;
+            r.carbons = held.carbons;
+            r.directed = held.directed.iter().cloned().collect();
+        }
+    }
+
     /// What the node is to do, in order.
     pub fn take_output(&mut self) -> Vec<ImOutput> {
         std::mem::take(&mut self.out)

@@ -16,7 +16,7 @@ use crate::muc::Occupant;
 use crate::stanza;
 use crate::xml::muc_ns as mns;
 use crate::xml::{escape, ns, Element, Node as XmlNode};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 mod render;
 mod service;
@@ -682,9 +682,10 @@ impl Ctx<'_> {
     }
 
     /// At start: every session named in events still queued for `upstream`
-    /// died with the previous run. Their events still go (messages are not
-    /// lost), followed by a leave, so the master keeps no ghost occupant.
-    pub(crate) fn leave_for_dead_sessions(&mut self, upstream: &PeerId) {
+    /// died with the previous run, but those `kept` for their resumption.
+    /// Their events still go (messages are not lost), followed by a leave,
+    /// so the master keeps no ghost occupant.
+    pub(crate) fn leave_for_dead_sessions(&mut self, upstream: &PeerId, kept: &BTreeSet<Jid>) {
         let Some(queue) = self.link_queues.get(upstream) else {
             return;
         };
@@ -700,6 +701,9 @@ impl Ctx<'_> {
             }
         }
         for (room, from) in sessions {
+            if kept.contains(&from) {
+                continue;
+            }
             let presence = Element::new("presence", ns::CLIENT).attr("type", "unavailable");
             self.link_send(
                 upstream,

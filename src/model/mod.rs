@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod block;
 pub mod event;
+pub mod held;
 pub mod id_index;
 pub mod occupants;
 pub mod replica;

@@ -723,11 +723,20 @@ impl Ctx<'_> {
         }
     }
 
-    /// The node is stopping: every occupant is told with status 332.
-    pub(crate) fn muc_shutdown(&mut self) {
+    /// The node is stopping: occupants are told the rooms go (status 332),
+    /// but sessions in `kept` (held for their resumption) in rooms that
+    /// outlive the restart: they will be back in them.
+    pub(crate) fn muc_shutdown(&mut self, kept: &std::collections::BTreeSet<Jid>) {
         let rooms = self.mastered_live_rooms();
         for room in rooms {
+            let lasting = self
+                .rooms
+                .get(&room)
+                .is_some_and(|r| r.config.persistent && !r.locked);
             for (nick, session) in self.live_rooms[&room].all_sessions() {
+                if lasting && kept.contains(&session) {
+                    continue;
+                }
                 let role = self.live_rooms[&room].occupants[&nick].role;
                 let p = self.occupant_presence(
                     &room,

@@ -91,13 +91,19 @@ impl Node {
 
     /// At start: the replicas cached in the log come back (without
     /// occupants), and sessions named in events still queued for a master
-    /// died with the previous run.
+    /// died with the previous run (but those kept for their resumption).
     pub(crate) fn restore_mirrors(&mut self) {
         let upstreams = self.cfg.link.upstreams.clone();
+        let kept = self
+            .state
+            .held_sessions
+            .iter()
+            .filter_map(|h| Jid::parse(&h.jid).ok())
+            .collect();
         self.with_mirrors(|m| {
             m.restore_mirrors();
             for upstream in &upstreams {
-                m.leave_for_dead_sessions(&PeerId::new(upstream.clone()));
+                m.leave_for_dead_sessions(&PeerId::new(upstream.clone()), &kept);
             }
         });
     }

@@ -3,6 +3,7 @@
 //! the time arrives with every call and all output is an [`Action`].
 
 mod checks;
+mod held;
 mod links;
 mod mirrors;
 mod retention;
@@ -328,10 +329,7 @@ impl Node {
                 self.keep_archives_within_total();
                 self.keep_account_archives_within_total();
             }
-            Event::Shutdown => {
-                self.with_muc(|m| m.muc_shutdown());
-                self.clients.shutdown();
-            }
+            Event::Shutdown => self.shutdown(),
         }
         self.pump_clients();
     }

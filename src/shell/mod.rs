@@ -265,6 +265,12 @@ async fn serve(
     let clock = Clock {
         start: Instant::now(),
     };
+    node.start(clock.now());
+    let mut dials = Vec::new();
+    apply_actions(&mut node, &mut log, &conns, &waiters, &mut dials)?;
+    for peer in dials {
+        dial(&wiring, peer, &link_tls.upstreams);
+    }
     let mut shutting_down = false;
     loop {
         let first = if compacting.is_some() {
@@ -305,6 +311,11 @@ async fn serve(
             dial(&wiring, peer, &link_tls.upstreams);
         }
         spill_archive_blocks(&mut node, &archive, &mut spill_failing);
+        if shutting_down {
+            // No snapshot ends now: it would leave out the sessions kept
+            // for the next start (see `State::held_sessions`).
+            break;
+        }
         // The state now holds exactly what the log does: a step may read it.
         let failed = |e: std::io::Error| format!("log compaction failed: {e}");
         match compacting.as_mut() {
@@ -323,9 +334,6 @@ async fn serve(
                 compacting = Some(Compaction::begin(&mut log, random_u64()).map_err(failed)?);
             }
             None => {}
-        }
-        if shutting_down {
-            break;
         }
     }
     // Let connection tasks write their goodbyes, within reason.

@@ -57,7 +57,7 @@ impl SimNode {
         // Installed first: a replay may read blocks.
         let blocks = blocks::store();
         let (log, state) = replay(storage);
-        SimNode {
+        let mut sim = SimNode {
             node: Node::new(cfg.clone(), state, seed_bytes(seed)),
             log,
             cfg,
@@ -73,7 +73,10 @@ impl SimNode {
             dials: Vec::new(),
             persisted: 0,
             blocks,
-        }
+        };
+        sim.node.start(sim.now);
+        sim.process();
+        sim
     }
 
     fn process(&mut self) {
@@ -256,6 +259,17 @@ impl SimNode {
         for c in 1..self.next_conn {
             self.closed.insert(c);
         }
+        self.node.start(self.now);
+        self.process();
+    }
+
+    /// A graceful stop (sessions that can be resumed are kept), then a
+    /// start on the log it left, `down_ms` later.
+    pub fn stop_and_restart(&mut self, down_ms: u64) {
+        self.event(Event::Shutdown);
+        self.now.mono_ms += down_ms;
+        self.now.unix_ms += down_ms;
+        self.crash_and_restart();
     }
 
     pub fn header(&self) -> String {

@@ -162,6 +162,13 @@ impl Network {
         self.nodes[i].set_time(now);
     }
 
+    /// A graceful stop of node `i` (sessions that can be resumed are
+    /// kept), then a start from its log; its links drop.
+    pub fn stop_and_restart(&mut self, i: usize) {
+        self.nodes[i].event(crate::node::Event::Shutdown);
+        self.crash_and_restart(i);
+    }
+
     /// Change the latency and rate of the link of `site` (a stall, a throttle).
     pub fn reshape(&mut self, site: usize, shape: Shape) {
         let i = self

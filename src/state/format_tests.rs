@@ -16,6 +16,7 @@ use super::{
 };
 use crate::model::archive::BLOCK_BYTES;
 use crate::model::block::Extent;
+use crate::model::held::{HeldRoom, HeldSession, HeldStanza};
 use crate::model::replica::MirrorRecord;
 use crate::model::room::{Affiliation, Archived, RoomRecord};
 use crate::model::samples;
@@ -264,6 +265,37 @@ fn records() -> Vec<Record> {
             peer: PEER.into(),
             seq: 5,
         },
+        Record::SessionHeld(Box::new(HeldSession {
+            jid: "alice@localhost/phone".into(),
+            sm_id: "f1e2d3".into(),
+            handled: 7,
+            sent: u32::MAX,
+            unacked: vec![
+                HeldStanza {
+                    xml: b"<message><body>hi</body></message>".to_vec(),
+                    offline_upto: None,
+                },
+                HeldStanza {
+                    xml: b"<message><body>stored</body></message>".to_vec(),
+                    offline_upto: Some(3),
+                },
+            ],
+            held_at_unix_ms: 1_795_000_001_000,
+            waited_ms: 12_000,
+            presence: Some("<presence><show>away</show></presence>".into()),
+            priority: -1,
+            roster_requested: true,
+            carbons: true,
+            directed: vec!["chat@conference.localhost/x".into()],
+            inactive: true,
+            rooms: vec![HeldRoom {
+                room: "chat@conference.localhost".into(),
+                nick: "Alice".into(),
+                presence: "<presence/>".into(),
+            }],
+        })),
+        // Taken back by the start: the snapshot has none.
+        Record::HeldSessionsTaken,
     ]);
     records
 }

@@ -19,6 +19,7 @@ pub use offline::{OfflineMessage, OfflineQueue};
 
 use crate::common::PeerId;
 use crate::model::archive::Archive;
+use crate::model::held::HeldSession;
 use crate::model::replica::{MirrorCache, MirrorRecord};
 use crate::model::room::{Archived, RoomRecord, RoomState};
 use crate::scram::Credentials;
@@ -229,6 +230,7 @@ impl From<LegacyState> for State {
             mirrors: old.mirrors,
             admin: old.admin,
             secret: None,
+            held_sessions: Vec::new(),
         }
     }
 }
@@ -249,6 +251,11 @@ pub struct State {
     /// A random secret made at the first start and kept (the salts shown
     /// for unknown users derive from it).
     pub secret: Option<Vec<u8>>,
+    /// Client sessions a graceful stop kept for their resumption, until the
+    /// next start takes them back (`Node::start`). Never in a snapshot:
+    /// nothing compacts between a stop and the next start.
+    #[serde(skip)]
+    pub held_sessions: Vec<HeldSession>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,6 +363,10 @@ pub enum Record {
         contact: String,
         on: bool,
     },
+    /// A session that can be resumed, kept by a graceful stop.
+    SessionHeld(Box<HeldSession>),
+    /// The start took the sessions kept by the stop before it.
+    HeldSessionsTaken,
 }
 
 impl Record {
@@ -607,6 +618,8 @@ impl State {
             Record::SnapshotPart(part) => self.apply_part(part),
             Record::SnapshotBegin { .. } | Record::SnapshotEnd { .. } => {}
             Record::ServerSecret { secret } => self.secret = Some(secret.clone()),
+            Record::SessionHeld(held) => self.held_sessions.push((**held).clone()),
+            Record::HeldSessionsTaken => self.held_sessions.clear(),
         }
     }
 }

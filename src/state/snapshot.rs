@@ -418,6 +418,8 @@ impl Entity {
             Record::Mirror { key, .. } => Entity::Mirror(key.clone()),
             Record::AdminPassword { .. } => Entity::Admin,
             Record::ServerSecret { .. } => Entity::Secret,
+            // Kept only from a stop to the next start (see `State::held_sessions`).
+            Record::SessionHeld(_) | Record::HeldSessionsTaken => return None,
             Record::Snapshot(_)
             | Record::SnapshotBegin { .. }
             | Record::SnapshotPart(_)

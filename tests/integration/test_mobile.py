@@ -1,7 +1,8 @@
 """Phones on flaky Wi-Fi: a real client process (phone.py, slixmpp with
 stream management) frozen while messages arrive, then killed, comes back
 and gets every message exactly once: by resuming its session, by a new
-session (offline storage), and after a node restart."""
+session (offline storage), by resuming after a graceful node restart,
+and from its archive after a node crash."""
 
 import asyncio
 import os
@@ -101,17 +102,39 @@ def test_a_killed_phone_that_logs_in_anew_gets_them_from_offline_storage(node, t
     phone.kill()
 
 
-def test_what_a_frozen_phone_missed_survives_a_node_restart(node, tmp_path):
+def test_a_frozen_phone_resumes_after_a_graceful_node_restart(node, tmp_path):
     bodies = [f"before restart {i}" for i in range(8)]
     state = frozen_phone_misses(node, tmp_path, bodies)
     node.restart()
-    # Its resumption is refused (the node restarted); it binds anew and
-    # the messages come from offline storage.
+    # The stop kept the session: the phone resumes it as after a drop.
     phone = Phone(node, "bob@localhost/phone", "bob-the-builder", state)
-    phone.read_until(lambda l: "ready" in l, "a session after the restart")
-    assert "new" in phone.lines, phone.lines
+    phone.read_until(lambda l: "ready" in l, "the resumed session after the restart")
+    assert "resumed" in phone.lines and "new" not in phone.lines, phone.lines
     received_once(phone, bodies)
+    send_from_alice(node, ["after restart"])
+    received_once(phone, bodies + ["after restart"])
     phone.kill()
+
+
+def test_after_a_node_crash_a_phone_binds_anew_and_finds_what_it_missed_in_its_archive(node, tmp_path):
+    bodies = [f"before crash {i}" for i in range(8)]
+    state = frozen_phone_misses(node, tmp_path, bodies)
+    node.restart(hard=True)
+    # A crash keeps no session: the resumption is refused, it binds anew.
+    phone = Phone(node, "bob@localhost/phone", "bob-the-builder", state)
+    phone.read_until(lambda l: "ready" in l, "a session after the crash")
+    assert "new" in phone.lines, phone.lines
+    phone.kill()
+
+    async def archive():
+        bob = await login(node.port, "bob@localhost/laptop", "bob-the-builder")
+        found = []
+        async for m in bob.plugin["xep_0313"].iterate(with_jid=JID("alice@localhost"), rsm={"max": 5}):
+            found.append(m["mam_result"]["forwarded"]["stanza"]["body"])
+        bob.disconnect()
+        return found
+
+    assert asyncio.run(archive()) == bodies
 
 
 def test_a_phone_dropping_its_connection_in_three_rooms_loses_nothing_and_nobody_sees_it(node):
