@@ -5,7 +5,7 @@
 //! the bounds on what a session may leave unacknowledged.
 
 use outpost::c2s::sm::{stanzas, MAX_UNACKED};
-use outpost::node::{Event, NodeConfig};
+use outpost::node::NodeConfig;
 use outpost::sim::{between, SimNode};
 
 const SM: &str = "urn:xmpp:sm:3";
