@@ -837,7 +837,7 @@ fn after_a_site_restarts_hq_lets_its_dead_sessions_go() {
 }
 
 #[test]
-fn a_session_a_site_keeps_across_its_restart_is_back_in_the_room_and_misses_nothing() {
+fn a_session_a_site_keeps_across_its_restart_stays_in_the_room_and_hq_never_sees_it_leave() {
     let mut w = world();
     let sm = "urn:xmpp:sm:3";
     let phone = w.net.node(RALEIGH).login("wayne", "w", "phone");
@@ -847,6 +847,9 @@ fn a_session_a_site_keeps_across_its_restart_is_back_in_the_room_and_misses_noth
     let enabled = w.net.node(RALEIGH).take(phone);
     let id = between(&enabled, "id='", "'").unwrap().to_string();
     let mut seen = join(&mut w.net, RALEIGH, phone, "Wayne");
+    // Keith's session cannot be resumed: it ends with the stop.
+    join(&mut w.net, RALEIGH, w.keith, "Keith");
+    seen += &w.net.node(RALEIGH).take(phone);
     say(&mut w.net, HQ, w.kevin, "before");
     w.net.settle();
     seen += &w.net.node(RALEIGH).take(phone);
@@ -855,11 +858,16 @@ fn a_session_a_site_keeps_across_its_restart_is_back_in_the_room_and_misses_noth
     w.net.stop_and_restart(RALEIGH);
     say(&mut w.net, HQ, w.kevin, "during");
     w.net.advance(70_000); // The site redials and resyncs.
-                           // HQ saw the site restart and Wayne leave with it (333), then come
-                           // back: the site's sessions cannot yet tell HQ they outlived it.
     let kevin = w.net.node(HQ).take(w.kevin);
-    let rejoined = format!("<presence from='{ROOM}/Wayne'");
-    assert!(kevin.contains(&rejoined), "{kevin}");
+    assert!(
+        !kevin.contains(&format!("from='{ROOM}/Wayne'")),
+        "HQ never saw Wayne leave or come back: {kevin}"
+    );
+    assert!(
+        kevin.contains(&format!("type='unavailable' from='{ROOM}/Keith'"))
+            && !kevin.contains("333"),
+        "Keith left as the site stopped: {kevin}"
+    );
     let (resumed, _) = w.net.node(RALEIGH).authenticated("wayne", "w");
     w.net.node(RALEIGH).send(
         resumed,
@@ -873,6 +881,62 @@ fn a_session_a_site_keeps_across_its_restart_is_back_in_the_room_and_misses_noth
     say(&mut w.net, RALEIGH, resumed, "back");
     w.net.settle();
     assert!(w.net.node(HQ).take(w.kevin).contains("<body>back</body>"));
+    // The site knows who is in the room again: a newcomer there sees all.
+    let keith = w.net.node(RALEIGH).login("keith", "k", "laptop");
+    let out = join(&mut w.net, RALEIGH, keith, "Keith");
+    for nick in ["Kevin", "Wayne"] {
+        assert!(out.contains(&format!("from='{ROOM}/{nick}'")), "{out}");
+    }
+}
+
+#[test]
+fn after_hq_restarts_keeping_a_session_the_sites_occupants_are_back_in_its_rooms() {
+    let mut w = world();
+    let sm = "urn:xmpp:sm:3";
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='p' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>"));
+    w.net.settle();
+    assert!(!w.net.node(HQ).take(w.kevin).contains("type='error'"));
+    let phone = w.net.node(HQ).login("kevin", "k", "phone");
+    w.net
+        .node(HQ)
+        .send(phone, &format!("<enable xmlns='{sm}' resume='true'/>"));
+    let enabled = w.net.node(HQ).take(phone);
+    let id = between(&enabled, "id='", "'").unwrap().to_string();
+    let mut seen = join(&mut w.net, HQ, phone, "Kev");
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    seen += &w.net.node(HQ).take(phone);
+    let handled = outpost::c2s::sm::stanzas(seen.as_bytes()).len();
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.stop_and_restart(HQ);
+    w.net.advance(70_000); // The sites redial and announce their occupants.
+                           // A newcomer at HQ sees both.
+    let kevin = w.net.node(HQ).login("kevin", "k", "desk");
+    let out = join(&mut w.net, HQ, kevin, "Kevin2");
+    for nick in ["Kev", "Wayne"] {
+        assert!(out.contains(&format!("from='{ROOM}/{nick}'")), "{out}");
+    }
+    say(&mut w.net, RALEIGH, w.wayne, "from the site");
+    w.net.settle();
+    let (resumed, _) = w.net.node(HQ).authenticated("kevin", "k");
+    w.net.node(HQ).send(
+        resumed,
+        &format!("<resume xmlns='{sm}' previd='{id}' h='{handled}'/>"),
+    );
+    w.net.settle();
+    let out = w.net.node(HQ).take(resumed);
+    assert!(out.starts_with("<resumed"), "{out}");
+    assert_eq!(
+        out.matches("<body>from the site</body>").count(),
+        1,
+        "{out}"
+    );
+    say(&mut w.net, HQ, resumed, "from hq");
+    w.net.settle();
+    assert!(w
+        .net
+        .node(RALEIGH)
+        .take(w.wayne)
+        .contains("<body>from hq</body>"));
 }
 
 #[test]

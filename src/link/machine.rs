@@ -101,6 +101,12 @@ pub struct Links {
 }
 
 impl Links {
+    /// Random per start (kept across a stop that kept sessions): what this
+    /// node tells its peers in its hello.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
     pub fn new(
         cfg: LinkConfig,
         domain: &str,
@@ -175,6 +181,16 @@ impl Links {
     /// resynchronised since.
     pub fn is_detached(&self, peer: &str) -> bool {
         self.detached.contains(peer)
+    }
+
+    /// Started on the epoch of the run before (it kept sessions), but
+    /// without the sites' occupants of the rooms mastered here: each site
+    /// is told to announce them again, as after a split past the grace
+    /// period.
+    pub fn forgot_sites(&mut self) {
+        for peer in &self.cfg.peers {
+            self.detached.insert(PeerId::new(peer.clone()));
+        }
     }
 
     /// `peer` resynchronised: its occupants are shown again.

@@ -571,6 +571,11 @@ impl Ctx<'_> {
             self.remote_departs(key, &nick, &[]);
         }
         for (nick, info) in now {
+            // A join the master has (a session kept across a restart here,
+            // rejoined while the link was down): confirmed.
+            if let (Some(m), Ok(jid)) = (self.mirrors.get_mut(key), Jid::parse(&info.jid)) {
+                m.pending.retain(|(p, _, _)| p != &jid);
+            }
             let live = self.mirror_rooms.get_mut(key).expect("room");
             match live.occupants.get_mut(&nick) {
                 Some(o) => {
@@ -578,6 +583,7 @@ impl Ctx<'_> {
                     let changed = o.role != info.role || o.presence != presence;
                     o.role = info.role;
                     o.presence = presence;
+                    o.occupant_id = info.occupant_id.clone();
                     if changed {
                         self.mirror_broadcast_presence(key, &nick, &[], false, None);
                     }

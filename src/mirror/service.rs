@@ -20,7 +20,7 @@ use crate::state::{LinkStore, Record};
 use crate::xml::{ns, Element};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The replicas of mirrored rooms, by room JID.
 pub type Replicas = BTreeMap<String, MirrorCache>;
@@ -78,6 +78,10 @@ pub struct Mirrors {
     /// When replicas restored at start that nobody rejoined are dropped, per
     /// upstream (set while its link is up).
     idle_due: BTreeMap<PeerId, u64>,
+    /// Upstreams to resynchronise with once linked: sessions kept across a
+    /// restart are back in their rooms, but who else is in them was not
+    /// kept.
+    resync_when_linked: BTreeSet<PeerId>,
     rng: ChaCha20Rng,
     out: Vec<MirrorOutput>,
 }
@@ -105,6 +109,7 @@ impl Mirrors {
             mirrors: HashMap::new(),
             rooms: HashMap::new(),
             idle_due: BTreeMap::new(),
+            resync_when_linked: BTreeSet::new(),
             rng: ChaCha20Rng::from_seed(seed),
             out: Vec::new(),
         }
@@ -122,6 +127,16 @@ impl Mirrors {
     /// Who is in each mirrored room now.
     pub fn rooms(&self) -> &HashMap<String, LiveRoom> {
         &self.rooms
+    }
+
+    /// Resynchronise with `upstream` when its link is up next.
+    pub fn resync_when_linked(&mut self, upstream: PeerId) {
+        self.resync_when_linked.insert(upstream);
+    }
+
+    /// Whether `upstream`, just linked, is to be resynchronised.
+    pub fn take_resync_when_linked(&mut self, upstream: &PeerId) -> bool {
+        self.resync_when_linked.remove(upstream)
     }
 
     pub fn take_output(&mut self) -> Vec<MirrorOutput> {

@@ -12,7 +12,7 @@
 
 use super::Node;
 use crate::c2s::RESTORED_CONN_BASE;
-use crate::common::{ConnId, Now};
+use crate::common::{ConnId, Now, PeerId};
 use crate::jid::Jid;
 use crate::model::held::{HeldRoom, HeldSession};
 use crate::model::room::RoomKey;
@@ -45,6 +45,11 @@ impl Node {
         }
         self.pump_clients();
         if count > 0 {
+            // Those that ended said so over the links; the kept ones are
+            // still there: peers are not to take the restart for a node
+            // that forgot its sessions.
+            let epoch = self.links.epoch().to_string();
+            self.commit(Record::LinkEpochKept { epoch });
             log::info!("{count} sessions kept for their clients to resume after the restart");
         }
     }
@@ -114,10 +119,18 @@ impl Node {
     pub fn start(&mut self, now: Now) {
         self.now = now;
         let held = std::mem::take(&mut self.state.held_sessions);
-        if held.is_empty() {
+        if held.is_empty() && self.state.kept_epoch.is_none() {
             return;
         }
+        // The epoch is this run's now: a crash later is a restart to peers.
         self.commit(Record::HeldSessionsTaken);
+        // The rooms here forgot the sites' occupants with the stop.
+        self.links.forgot_sites();
+        // Who else is in the mirrored rooms they are back in comes from
+        // their masters.
+        for upstream in self.cfg.link.upstreams.clone() {
+            self.mirrors.resync_when_linked(PeerId::new(upstream));
+        }
         let mut restored = Vec::new();
         for (i, h) in held.into_iter().enumerate() {
             let Ok(jid) = Jid::parse(&h.jid) else {

@@ -156,7 +156,8 @@ impl Node {
             } => {
                 if self.is_upstream(&peer) {
                     self.with_mirrors(|m| m.schedule_idle_mirror_drop(&peer));
-                    if restarted || forgot || was_detached {
+                    let after_start = self.mirrors.take_resync_when_linked(&peer);
+                    if restarted || forgot || was_detached || after_start {
                         // The master lost track of our occupants, or we showed
                         // its occupants as gone: announce ours, ask what we missed.
                         self.with_mirrors(|m| m.resync_upstream(&peer));

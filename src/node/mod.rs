@@ -211,7 +211,10 @@ impl Node {
         let mut rng = ChaCha20Rng::from_seed(seed);
         let mut epoch = [0u8; 9];
         rng.fill_bytes(&mut epoch);
-        let epoch = epoch.iter().map(|x| format!("{x:02x}")).collect();
+        let epoch = match &state.kept_epoch {
+            Some(kept) => kept.clone(),
+            None => epoch.iter().map(|x| format!("{x:02x}")).collect(),
+        };
         let mut link_seed = [0u8; 32];
         rng.fill_bytes(&mut link_seed);
         let links = crate::link::Links::new(

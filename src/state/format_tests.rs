@@ -294,6 +294,9 @@ fn records() -> Vec<Record> {
                 presence: "<presence/>".into(),
             }],
         })),
+        Record::LinkEpochKept {
+            epoch: "0a1b2c3d4e5f607182".into(),
+        },
         // Taken back by the start: the snapshot has none.
         Record::HeldSessionsTaken,
     ]);

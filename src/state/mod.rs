@@ -231,6 +231,7 @@ impl From<LegacyState> for State {
             admin: old.admin,
             secret: None,
             held_sessions: Vec::new(),
+            kept_epoch: None,
         }
     }
 }
@@ -256,6 +257,11 @@ pub struct State {
     /// nothing compacts between a stop and the next start.
     #[serde(skip)]
     pub held_sessions: Vec<HeldSession>,
+    /// The link epoch of the run whose stop kept them: the next start
+    /// goes on with it, so peers do not take it for a node that forgot
+    /// its sessions (those that ended said so over the links).
+    #[serde(skip)]
+    pub kept_epoch: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -367,6 +373,10 @@ pub enum Record {
     SessionHeld(Box<HeldSession>),
     /// The start took the sessions kept by the stop before it.
     HeldSessionsTaken,
+    /// The stop kept sessions: the next start keeps the link epoch.
+    LinkEpochKept {
+        epoch: String,
+    },
 }
 
 impl Record {
@@ -619,7 +629,11 @@ impl State {
             Record::SnapshotBegin { .. } | Record::SnapshotEnd { .. } => {}
             Record::ServerSecret { secret } => self.secret = Some(secret.clone()),
             Record::SessionHeld(held) => self.held_sessions.push((**held).clone()),
-            Record::HeldSessionsTaken => self.held_sessions.clear(),
+            Record::HeldSessionsTaken => {
+                self.held_sessions.clear();
+                self.kept_epoch = None;
+            }
+            Record::LinkEpochKept { epoch } => self.kept_epoch = Some(epoch.clone()),
         }
     }
 }

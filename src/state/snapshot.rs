@@ -419,7 +419,9 @@ impl Entity {
             Record::AdminPassword { .. } => Entity::Admin,
             Record::ServerSecret { .. } => Entity::Secret,
             // Kept only from a stop to the next start (see `State::held_sessions`).
-            Record::SessionHeld(_) | Record::HeldSessionsTaken => return None,
+            Record::SessionHeld(_) | Record::HeldSessionsTaken | Record::LinkEpochKept { .. } => {
+                return None
+            }
             Record::Snapshot(_)
             | Record::SnapshotBegin { .. }
             | Record::SnapshotPart(_)
