@@ -10,8 +10,10 @@
 
 mod archive;
 mod bound;
+mod caps;
 mod carbons;
 mod last;
+mod pep;
 mod presence;
 mod register;
 mod resource;
@@ -71,6 +73,7 @@ pub struct Router {
     /// When each account last changed its password (within the interval
     /// that limits it; older entries are let go).
     password_changes: HashMap<String, u64>,
+    caps: caps::Caps,
 }
 
 /// The router at work on one input: its own state, and what the node
@@ -83,6 +86,7 @@ pub(crate) struct Ctx<'a> {
     out: &'a mut Vec<ImOutput>,
     rng: &'a mut ChaCha20Rng,
     password_changes: &'a mut HashMap<String, u64>,
+    caps: &'a mut caps::Caps,
     accounts: &'a mut Accounts,
     clients: &'a Clients,
     now: Now,
@@ -99,6 +103,7 @@ impl Router {
             out: Vec::new(),
             rng: ChaCha20Rng::from_seed(seed),
             password_changes: HashMap::new(),
+            caps: caps::Caps::default(),
         }
     }
 
@@ -158,6 +163,7 @@ impl Router {
             out: &mut self.out,
             rng: &mut self.rng,
             password_changes: &mut self.password_changes,
+            caps: &mut self.caps,
             accounts,
             clients,
             now,

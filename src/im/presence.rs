@@ -337,6 +337,7 @@ impl Ctx<'_> {
                 self.deliver_offline(conn, &user);
             }
         }
+        self.pep_presence(conn, &el);
     }
 
     /// Presence of the contacts `user` is subscribed to, for a resource just come online.

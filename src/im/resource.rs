@@ -18,6 +18,13 @@ pub struct Resource {
     pub carbons: bool,
     /// Rooms this session is in.
     pub rooms: BTreeSet<RoomKey>,
+    /// The capability string its presence announced (XEP-0115), and its
+    /// hash function.
+    pub caps: Option<(String, String)>,
+    /// What the client supports, once known.
+    pub features: Option<super::caps::Features>,
+    /// The last items of the PEP nodes it may see went to it.
+    pub pep_primed: bool,
 }
 
 impl Resource {
@@ -30,12 +37,24 @@ impl Resource {
             directed: BTreeSet::new(),
             carbons: false,
             rooms: BTreeSet::new(),
+            caps: None,
+            features: None,
+            pep_primed: false,
         }
     }
 
     /// The full JID and the presence it broadcasts, if it is available.
     pub fn available(&self) -> Option<(&Jid, &Element)> {
         Some((&self.jid, self.presence.as_ref()?))
+    }
+
+    /// Whether it asked for notifications of the PEP node `node`.
+    pub fn wants(&self, node: &str) -> bool {
+        self.presence.is_some()
+            && self
+                .features
+                .as_ref()
+                .is_some_and(|f| f.contains(&format!("{node}+notify")))
     }
 
     /// Available with non-negative priority: receives messages to the bare JID.

@@ -2,7 +2,7 @@
 //! messages (to resources, to the bare JID, offline), and the server's own
 //! iq handlers.
 
-use super::{archive, carbons, Ctx};
+use super::{archive, carbons, pep, Ctx};
 use crate::c2s::output::Completion;
 use crate::common::{ConnId, Payload, NO_CONN};
 use crate::jid::Jid;
@@ -86,6 +86,7 @@ impl Ctx<'_> {
     /// unavailable; offline messages it was being handed and did not get
     /// stay stored (for another session of the account, or the next one).
     pub(crate) fn ended(&mut self, conn: ConnId, jid: Option<Jid>) {
+        self.caps.forget(conn);
         let unclaimed = self.release_offline_claims(conn);
         if self.bound.resources.contains_key(&conn) {
             self.go_unavailable(conn, None);
@@ -446,7 +447,7 @@ impl Ctx<'_> {
     /// iq addressed to the server, or (`own_account`) to the sender's bare JID.
     fn server_iq(&mut self, conn: ConnId, el: &Element, own_account: bool) {
         let Ok(Iq::Request { set, payload }) = stanza::check_iq(el) else {
-            return;
+            return self.on_caps_answer(conn, el);
         };
         let (itype, payload) = (if set { "set" } else { "get" }, payload.clone());
         let domain = self.cfg.domain.clone();
@@ -454,6 +455,11 @@ impl Ctx<'_> {
         let reply = |payload: Option<Element>| stanza::iq_result(el, &answer_from, payload);
         match (payload.name.as_str(), payload.ns.as_str(), itype) {
             ("query", ns::ROSTER, _) if own_account => self.on_roster_iq(conn, el, &payload),
+            ("pubsub", pep::NS | pep::NS_OWNER, _) if own_account => {
+                if let Some(me) = self.bound.jid_of(conn).map(Jid::to_bare) {
+                    self.on_pep_iq(conn, el, &payload, set, &me);
+                }
+            }
             ("query", ns::REGISTER, _) => self.on_register_iq(conn, el, &payload),
             ("query" | "prefs" | "metadata", ns::MAM, _) if own_account => {
                 self.on_archive_iq(conn, el, &payload, set)
@@ -541,6 +547,9 @@ impl Ctx<'_> {
                 self.send_el(conn, &r);
             }
             ("query", ns::LAST, "get") => self.account_last_activity(conn, el, target),
+            ("pubsub", pep::NS | pep::NS_OWNER, _) => {
+                self.on_pep_iq(conn, el, payload, set, target)
+            }
             // Another user's archive is theirs alone.
             (_, ns::MAM, _) => self.bounce(conn, el, "forbidden"),
             _ => self.bounce(conn, el, "service-unavailable"),
@@ -549,11 +558,20 @@ impl Ctx<'_> {
 }
 
 fn account_disco_info() -> Element {
-    let mut q = Element::new("query", ns::DISCO_INFO).child(
-        Element::new("identity", ns::DISCO_INFO)
-            .attr("category", "account")
-            .attr("type", "registered"),
-    );
+    let mut q = Element::new("query", ns::DISCO_INFO)
+        .child(
+            Element::new("identity", ns::DISCO_INFO)
+                .attr("category", "account")
+                .attr("type", "registered"),
+        )
+        .child(
+            Element::new("identity", ns::DISCO_INFO)
+                .attr("category", "pubsub")
+                .attr("type", "pep"),
+        );
+    for f in pep::FEATURES {
+        q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", *f));
+    }
     for f in [
         ns::DISCO_INFO,
         ns::PING,

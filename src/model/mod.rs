@@ -9,6 +9,7 @@ pub mod event;
 pub mod held;
 pub mod id_index;
 pub mod occupants;
+pub mod pep;
 pub mod replica;
 pub mod room;
 #[cfg(test)]

@@ -17,6 +17,7 @@ use super::{
 use crate::model::archive::BLOCK_BYTES;
 use crate::model::block::Extent;
 use crate::model::held::{HeldRoom, HeldSession, HeldStanza};
+use crate::model::pep::{Access, PepConfig, PepItem, PepRecord, SendLast};
 use crate::model::replica::MirrorRecord;
 use crate::model::room::{Affiliation, Archived, RoomRecord};
 use crate::model::samples;
@@ -294,6 +295,59 @@ fn records() -> Vec<Record> {
                 presence: "<presence/>".into(),
             }],
         })),
+        Record::Pep {
+            user: "alice".into(),
+            node: "urn:xmpp:avatar:metadata".into(),
+            change: PepRecord::Configured {
+                config: PepConfig {
+                    access: Access::Open,
+                    persist_items: true,
+                    max_items: 3,
+                    send_last: SendLast::OnSubAndPresence,
+                    notify_retract: false,
+                },
+            },
+        },
+        Record::Pep {
+            user: "alice".into(),
+            node: "urn:xmpp:avatar:metadata".into(),
+            change: PepRecord::Published {
+                item: PepItem {
+                    id: "a1".into(),
+                    xml: "<metadata xmlns='urn:xmpp:avatar:metadata'/>".into(),
+                    stamp_ms: 1_795_000_002_000,
+                },
+            },
+        },
+        Record::Pep {
+            user: "alice".into(),
+            node: "urn:xmpp:avatar:metadata".into(),
+            change: PepRecord::Published {
+                item: PepItem {
+                    id: "a2".into(),
+                    xml: "<metadata xmlns='urn:xmpp:avatar:metadata'><info id='x'/></metadata>"
+                        .into(),
+                    stamp_ms: 1_795_000_003_000,
+                },
+            },
+        },
+        Record::Pep {
+            user: "alice".into(),
+            node: "urn:xmpp:avatar:metadata".into(),
+            change: PepRecord::Retracted { id: "a1".into() },
+        },
+        Record::Pep {
+            user: "alice".into(),
+            node: "gone".into(),
+            change: PepRecord::Configured {
+                config: PepConfig::default(),
+            },
+        },
+        Record::Pep {
+            user: "alice".into(),
+            node: "gone".into(),
+            change: PepRecord::Deleted,
+        },
         Record::LinkEpochKept {
             epoch: "0a1b2c3d4e5f607182".into(),
         },

@@ -20,6 +20,7 @@ pub use offline::{OfflineMessage, OfflineQueue};
 use crate::common::PeerId;
 use crate::model::archive::Archive;
 use crate::model::held::HeldSession;
+use crate::model::pep::{PepNodes, PepRecord};
 use crate::model::replica::{MirrorCache, MirrorRecord};
 use crate::model::room::{Archived, RoomRecord, RoomState};
 use crate::scram::Credentials;
@@ -151,6 +152,9 @@ pub struct Account {
     /// will be approved at once (RFC 6121 §3.4 pre-approval).
     #[serde(skip)]
     pub preapproved: BTreeSet<String>,
+    /// Its PEP service (XEP-0163): nodes by name.
+    #[serde(skip)]
+    pub pep: PepNodes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +175,7 @@ impl Account {
             archive_prefs: ArchivePrefs::default(),
             last_seen: None,
             preapproved: BTreeSet::new(),
+            pep: PepNodes::new(),
         }
     }
 }
@@ -377,6 +382,12 @@ pub enum Record {
     LinkEpochKept {
         epoch: String,
     },
+    /// A change to a node of an account's PEP service.
+    Pep {
+        user: String,
+        node: String,
+        change: PepRecord,
+    },
 }
 
 impl Record {
@@ -582,6 +593,11 @@ pub fn apply_account(accounts: &mut Accounts, record: &Record) {
                 };
             }
         }
+        Record::Pep { user, node, change } => {
+            if let Some(acc) = accounts.get_mut(user) {
+                crate::model::pep::apply(&mut acc.pep, node, change);
+            }
+        }
         _ => {}
     }
 }
@@ -612,7 +628,8 @@ impl State {
             | Record::AccountArchiveTrim { .. }
             | Record::AccountArchivePrefs { .. }
             | Record::AccountLastSeen { .. }
-            | Record::RosterPreapproved { .. } => apply_account(&mut self.accounts, record),
+            | Record::RosterPreapproved { .. }
+            | Record::Pep { .. } => apply_account(&mut self.accounts, record),
             Record::Room { room, change } => {
                 crate::model::room::apply(&mut self.rooms, room, change)
             }

@@ -17,6 +17,7 @@ use super::{
 use crate::common::PeerId;
 use crate::model::archive::Archive;
 use crate::model::block::{Block, Extent, Packed};
+use crate::model::pep::{PepConfig, PepItem, PepNode};
 use crate::model::replica::MirrorCache;
 use crate::model::room::{Archived, RoomState};
 use crate::scram::Credentials;
@@ -41,7 +42,8 @@ use std::io;
 /// 5. Accounts' archives (`AccountArchive`, `AccountArchiveBlocks`),
 ///    archive preferences and when each account was last seen. Formats 2
 ///    to 4 read the same way (their accounts had none).
-pub const FORMAT: u32 = 5;
+/// 6. Accounts' PEP nodes (`Pep`). Formats 2 to 5 read the same way.
+pub const FORMAT: u32 = 6;
 /// A part closes once its contents reach this many bytes (so a part is at
 /// most this plus one item, and every item is bounded on its own).
 pub const PART_BYTES: usize = 1024 * 1024;
@@ -140,6 +142,13 @@ pub enum SnapshotPart {
     Preapproved {
         user: String,
         contacts: Vec<String>,
+    },
+    /// A node of the account's PEP service (format 6).
+    Pep {
+        user: String,
+        node: String,
+        config: PepConfig,
+        items: Vec<PepItem>,
     },
 }
 
@@ -295,6 +304,18 @@ impl State {
                     acc.preapproved.extend(contacts.iter().cloned());
                 }
             }
+            SnapshotPart::Pep {
+                user,
+                node,
+                config,
+                items,
+            } => {
+                if let Some(acc) = self.accounts.get_mut(user) {
+                    let mut n = PepNode::new(config.clone());
+                    n.items = items.iter().cloned().collect();
+                    acc.pep.insert(node.clone(), n);
+                }
+            }
         }
     }
 }
@@ -381,7 +402,8 @@ impl Entity {
             | SnapshotPart::AccountArchiveBlocks { user, .. }
             | SnapshotPart::AccountArchivePrefs { user, .. }
             | SnapshotPart::AccountLastSeen { user, .. }
-            | SnapshotPart::Preapproved { user, .. } => Entity::Account(user.clone()),
+            | SnapshotPart::Preapproved { user, .. }
+            | SnapshotPart::Pep { user, .. } => Entity::Account(user.clone()),
             SnapshotPart::Room { room, .. }
             | SnapshotPart::Archive { room, .. }
             | SnapshotPart::ArchiveBlocks { room, .. } => Entity::Room(room.clone()),
@@ -409,7 +431,8 @@ impl Entity {
             | Record::AccountArchiveTrim { user, .. }
             | Record::AccountArchivePrefs { user, .. }
             | Record::AccountLastSeen { user, .. }
-            | Record::RosterPreapproved { user, .. } => Entity::Account(user.clone()),
+            | Record::RosterPreapproved { user, .. }
+            | Record::Pep { user, .. } => Entity::Account(user.clone()),
             Record::Room { room, .. } => Entity::Room(room.clone()),
             Record::LinkOut { peer, .. }
             | Record::LinkAcked { peer, .. }
@@ -533,6 +556,16 @@ pub fn write_entity(
                     contacts,
                 };
                 part(preapproved, emit)?;
+            }
+            // A node's items are within the account's bound (2 MiB).
+            for (node, n) in &acc.pep {
+                let pep = SnapshotPart::Pep {
+                    user: user.clone(),
+                    node: node.clone(),
+                    config: n.config.clone(),
+                    items: n.items.iter().cloned().collect(),
+                };
+                part(pep, emit)?;
             }
             if let Some(last) = &acc.last_seen {
                 let last = SnapshotPart::AccountLastSeen {

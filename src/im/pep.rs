@@ -1,0 +1,629 @@
+//! Personal eventing (XEP-0163) on every account: publish (with
+//! publish-options), retract, items, node configuration and deletion
+//! (XEP-0060's owner use cases), notifications to the sessions of the
+//! owner and of its contacts that asked for them (`+notify` in their
+//! capabilities, XEP-0115), and the last item of each node to such a
+//! session when it comes online. Nodes, items and their bounds are in
+//! `model::pep`; every change is a record.
+
+use super::caps;
+use super::Ctx;
+use crate::common::ConnId;
+use crate::jid::Jid;
+use crate::model::pep::{self, Access, PepConfig, PepItem, PepNode, PepRecord, SendLast};
+use crate::stanza;
+use crate::state::Record;
+use crate::xml::{ns, Element, Node as XmlNode};
+use rand_core::RngCore;
+
+pub const NS: &str = "http://jabber.org/protocol/pubsub";
+pub const NS_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+pub const NS_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+pub const NS_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+const NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
+const PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
+
+/// What an account's PEP service does, for its disco#info.
+pub const FEATURES: &[&str] = &[
+    "http://jabber.org/protocol/pubsub#access-open",
+    "http://jabber.org/protocol/pubsub#access-presence",
+    "http://jabber.org/protocol/pubsub#access-whitelist",
+    "http://jabber.org/protocol/pubsub#auto-create",
+    "http://jabber.org/protocol/pubsub#config-node",
+    "http://jabber.org/protocol/pubsub#delete-items",
+    "http://jabber.org/protocol/pubsub#delete-nodes",
+    "http://jabber.org/protocol/pubsub#filtered-notifications",
+    "http://jabber.org/protocol/pubsub#item-ids",
+    "http://jabber.org/protocol/pubsub#last-published",
+    "http://jabber.org/protocol/pubsub#persistent-items",
+    "http://jabber.org/protocol/pubsub#publish",
+    "http://jabber.org/protocol/pubsub#publish-options",
+    "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#retrieve-items",
+];
+
+/// A refused request: the stanza error, its type and the pubsub condition.
+struct Refusal(&'static str, &'static str, Option<&'static str>);
+
+impl Ctx<'_> {
+    /// A pubsub request from `conn` to the PEP service of `owner` (a local
+    /// account's bare JID).
+    pub(crate) fn on_pep_iq(
+        &mut self,
+        conn: ConnId,
+        el: &Element,
+        payload: &Element,
+        set: bool,
+        owner: &Jid,
+    ) {
+        let Some(me) = self.bound.jid_of(conn).cloned() else {
+            return;
+        };
+        let Some(user) = self.local_account(owner) else {
+            return self.bounce(conn, el, "item-not-found");
+        };
+        let own = me.to_bare() == *owner;
+        let action = payload.elements().find(|e| e.name != "publish-options");
+        let Some(action) = action.cloned() else {
+            return self.bounce(conn, el, "bad-request");
+        };
+        let result = match (payload.ns.as_str(), action.name.as_str(), set) {
+            (NS, "items", false) => self.pep_items(&user, &me, &action),
+            (NS, "publish", true) if own => self.pep_publish(&user, payload, &action),
+            (NS, "retract", true) if own => self.pep_retract(&user, &action),
+            (NS_OWNER, "configure", false) if own => self.pep_config_form(&user, &action),
+            (NS_OWNER, "configure", true) if own => self.pep_configure(&user, &action),
+            (NS_OWNER, "delete", true) if own => self.pep_delete(&user, &action),
+            (NS, "publish" | "retract", true) | (NS_OWNER, _, _) => {
+                Err(Refusal("forbidden", "auth", None))
+            }
+            _ => Err(Refusal(
+                "feature-not-implemented",
+                "cancel",
+                Some("unsupported"),
+            )),
+        };
+        match result {
+            Ok(answer) => {
+                let from = el.get_attr("to").unwrap_or(&self.cfg.domain).to_string();
+                let result = stanza::iq_result(el, &from, answer);
+                // Items may come to megabytes: paced by what the client reads.
+                self.send_paced(conn, result.to_xml(ns::CLIENT).into_bytes(), None);
+            }
+            Err(Refusal(condition, kind, pubsub)) => {
+                let from = el.get_attr("to").unwrap_or(&self.cfg.domain).to_string();
+                let Some(mut reply) = stanza::error_reply(el, condition, kind, &from) else {
+                    return;
+                };
+                if let Some(specific) = pubsub {
+                    let mut c = Element::new(specific, NS_ERRORS);
+                    if specific == "unsupported" {
+                        c.set_attr("feature", action.name.clone());
+                    }
+                    if let Some(XmlNode::Element(error)) = reply.children.last_mut() {
+                        error.children.push(XmlNode::Element(c));
+                    }
+                }
+                self.send_el(conn, &reply);
+            }
+        }
+    }
+
+    fn pep_items(
+        &mut self,
+        user: &str,
+        me: &Jid,
+        items: &Element,
+    ) -> Result<Option<Element>, Refusal> {
+        let name = node_name(items)?;
+        let acc = &self.accounts[user];
+        let Some(node) = acc.pep.get(&name) else {
+            return Err(Refusal("item-not-found", "cancel", None));
+        };
+        if !may_see(acc, user, me, &node.config) {
+            return Err(match node.config.access {
+                Access::Presence => Refusal(
+                    "not-authorized",
+                    "auth",
+                    Some("presence-subscription-required"),
+                ),
+                _ => Refusal("not-allowed", "cancel", Some("closed-node")),
+            });
+        }
+        let wanted: Vec<&str> = items
+            .elements()
+            .filter(|i| i.is("item", NS))
+            .filter_map(|i| i.get_attr("id"))
+            .collect();
+        let newest = items
+            .get_attr("max_items")
+            .and_then(|m| m.parse::<usize>().ok())
+            .unwrap_or(usize::MAX);
+        let chosen: Vec<&PepItem> = if wanted.is_empty() {
+            let skip = node.items.len().saturating_sub(newest);
+            node.items.iter().skip(skip).collect()
+        } else {
+            node.items
+                .iter()
+                .filter(|i| wanted.contains(&i.id.as_str()))
+                .collect()
+        };
+        let mut out = Element::new("items", NS).attr("node", name.clone());
+        for item in chosen {
+            out = out.child(item_element(item, NS));
+        }
+        Ok(Some(Element::new("pubsub", NS).child(out)))
+    }
+
+    fn pep_publish(
+        &mut self,
+        user: &str,
+        pubsub: &Element,
+        publish: &Element,
+    ) -> Result<Option<Element>, Refusal> {
+        let name = node_name(publish)?;
+        let item = publish.get_child("item", NS);
+        let Some(payload) = item.and_then(|i| i.elements().next()) else {
+            return Err(Refusal("bad-request", "modify", Some("payload-required")));
+        };
+        let id = match item.and_then(|i| i.get_attr("id")) {
+            Some(id) if id.len() > pep::MAX_NAME_BYTES => {
+                return Err(Refusal("not-acceptable", "modify", Some("item-forbidden")))
+            }
+            Some(id) => id.to_string(),
+            None => self.random_item_id(),
+        };
+        let options = pubsub
+            .get_child("publish-options", NS)
+            .and_then(|o| o.get_child("x", ns::DATA));
+        let acc = &self.accounts[user];
+        let existing = acc.pep.get(&name);
+        let config = match (existing, options) {
+            (Some(node), Some(x)) => {
+                // Preconditions: the node must be as the options say.
+                let wanted = configured(node.config.clone(), x, PUBLISH_OPTIONS)
+                    .map_err(|_| Refusal("conflict", "cancel", Some("precondition-not-met")))?;
+                if wanted != node.config {
+                    return Err(Refusal("conflict", "cancel", Some("precondition-not-met")));
+                }
+                None
+            }
+            (Some(_), None) => None,
+            (None, options) => {
+                if acc.pep.len() >= pep::NODES_PER_ACCOUNT {
+                    return Err(Refusal("resource-constraint", "wait", None));
+                }
+                let config = match options {
+                    Some(x) => configured(PepConfig::default(), x, PUBLISH_OPTIONS)
+                        .map_err(|_| Refusal("conflict", "cancel", Some("precondition-not-met")))?,
+                    None => PepConfig::default(),
+                };
+                Some(config)
+            }
+        };
+        let item = PepItem {
+            id: id.clone(),
+            xml: payload.to_xml(ns::CLIENT),
+            stamp_ms: self.now.unix_ms,
+        };
+        let keeps = config
+            .as_ref()
+            .or(existing.map(|n| &n.config))
+            .cloned()
+            .unwrap_or_default();
+        let after = bytes_after_publish(existing, &keeps, &item);
+        let before = existing.map_or(0, PepNode::bytes);
+        let account = pep::account_bytes(&acc.pep) - before + after;
+        let total: usize = self
+            .accounts
+            .values()
+            .map(|a| pep::account_bytes(&a.pep))
+            .sum::<usize>()
+            - before
+            + after;
+        if account > pep::BYTES_PER_ACCOUNT || total > pep::BYTES_TOTAL {
+            return Err(Refusal("resource-constraint", "wait", None));
+        }
+        if let Some(config) = config {
+            self.commit_pep(user, &name, PepRecord::Configured { config });
+        }
+        let event = Element::new("items", NS_EVENT)
+            .attr("node", name.clone())
+            .child(item_element(&item, NS_EVENT));
+        self.commit_pep(user, &name, PepRecord::Published { item });
+        self.pep_notify(user, &name, event, None);
+        let published = Element::new("publish", NS)
+            .attr("node", name)
+            .child(Element::new("item", NS).attr("id", id));
+        Ok(Some(Element::new("pubsub", NS).child(published)))
+    }
+
+    fn pep_retract(&mut self, user: &str, retract: &Element) -> Result<Option<Element>, Refusal> {
+        let name = node_name(retract)?;
+        let Some(id) = retract.get_child("item", NS).and_then(|i| i.get_attr("id")) else {
+            return Err(Refusal("bad-request", "modify", Some("item-required")));
+        };
+        let id = id.to_string();
+        let node = self.accounts[user].pep.get(&name);
+        if !node.is_some_and(|n| n.items.iter().any(|i| i.id == id)) {
+            return Err(Refusal("item-not-found", "cancel", None));
+        }
+        let notify = matches!(retract.get_attr("notify"), Some("true" | "1"));
+        self.commit_pep(user, &name, PepRecord::Retracted { id: id.clone() });
+        if notify {
+            let event = Element::new("items", NS_EVENT)
+                .attr("node", name.clone())
+                .child(Element::new("retract", NS_EVENT).attr("id", id));
+            self.pep_notify(user, &name, event, None);
+        }
+        Ok(None)
+    }
+
+    fn pep_delete(&mut self, user: &str, delete: &Element) -> Result<Option<Element>, Refusal> {
+        let name = node_name(delete)?;
+        if !self.accounts[user].pep.contains_key(&name) {
+            return Err(Refusal("item-not-found", "cancel", None));
+        }
+        let event = Element::new("delete", NS_EVENT).attr("node", name.clone());
+        // Told while the node (and who may see it) is still known.
+        self.pep_notify(user, &name, event, None);
+        self.commit_pep(user, &name, PepRecord::Deleted);
+        Ok(None)
+    }
+
+    fn pep_config_form(
+        &mut self,
+        user: &str,
+        configure: &Element,
+    ) -> Result<Option<Element>, Refusal> {
+        let name = node_name(configure)?;
+        let Some(node) = self.accounts[user].pep.get(&name) else {
+            return Err(Refusal("item-not-found", "cancel", None));
+        };
+        let form = config_form(&node.config);
+        let configure = Element::new("configure", NS_OWNER)
+            .attr("node", name)
+            .child(form);
+        Ok(Some(Element::new("pubsub", NS_OWNER).child(configure)))
+    }
+
+    fn pep_configure(
+        &mut self,
+        user: &str,
+        configure: &Element,
+    ) -> Result<Option<Element>, Refusal> {
+        let name = node_name(configure)?;
+        let Some(node) = self.accounts[user].pep.get(&name) else {
+            return Err(Refusal("item-not-found", "cancel", None));
+        };
+        let Some(x) = configure.get_child("x", ns::DATA) else {
+            return Err(Refusal("bad-request", "modify", None));
+        };
+        if x.get_attr("type") == Some("cancel") {
+            return Ok(None);
+        }
+        let config = configured(node.config.clone(), x, NODE_CONFIG)
+            .map_err(|_| Refusal("not-acceptable", "modify", None))?;
+        self.commit_pep(user, &name, PepRecord::Configured { config });
+        Ok(None)
+    }
+
+    fn commit_pep(&mut self, user: &str, node: &str, change: PepRecord) {
+        self.commit(Record::Pep {
+            user: user.to_string(),
+            node: node.to_string(),
+            change,
+        });
+    }
+
+    fn random_item_id(&mut self) -> String {
+        let mut b = [0u8; 9];
+        self.rng.fill_bytes(&mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// Tell the sessions that may see `user`'s node `node` and asked for it
+    /// (`only`: that session alone) of `event` (an `items` or `delete`
+    /// element of the event namespace); `delay`: when it was published.
+    fn pep_notify(&mut self, user: &str, node: &str, event: Element, only: Option<(ConnId, u64)>) {
+        let Some(acc) = self.accounts.get(user) else {
+            return;
+        };
+        let Some(n) = acc.pep.get(node) else {
+            return;
+        };
+        let mut owners_of_sight = vec![user.to_string()];
+        if n.config.access != Access::Whitelist {
+            // Open nodes too: those subscribed to the presence are who asked.
+            for (contact, item) in &acc.roster {
+                if item.subscription.has_from() {
+                    if let Some(local) = Jid::parse(contact)
+                        .ok()
+                        .and_then(|j| self.local_account(&j))
+                    {
+                        owners_of_sight.push(local);
+                    }
+                }
+            }
+        }
+        let from = format!("{user}@{}", self.cfg.domain);
+        let targets: Vec<ConnId> = match only {
+            Some((c, _)) => vec![c],
+            None => owners_of_sight
+                .iter()
+                .flat_map(|u| self.bound.conns_of(u))
+                .filter(|c| self.bound.resources.get(c).is_some_and(|r| r.wants(node)))
+                .collect(),
+        };
+        for c in targets {
+            let Some(to) = self.bound.jid_of(c).map(Jid::to_string) else {
+                continue;
+            };
+            let mut m = Element::new("message", ns::CLIENT)
+                .attr("from", from.clone())
+                .attr("to", to)
+                .attr("type", "headline")
+                .child(Element::new("event", NS_EVENT).child(event.clone()));
+            match only {
+                // The last items of many nodes at once: paced.
+                Some((_, stamp)) => {
+                    m = m.child(stanza::delay(&from, stamp));
+                    self.send_paced(c, m.to_xml(ns::CLIENT).into_bytes(), None);
+                }
+                None => self.send_el(c, &m),
+            }
+        }
+    }
+
+    /// An available presence from `conn`: what it supports is looked up
+    /// by its capabilities (asked of it if not known), and once known the
+    /// last items it may see and asked for go to it.
+    pub(crate) fn pep_presence(&mut self, conn: ConnId, el: &Element) {
+        let announced = caps::announced(el);
+        let Some(r) = self.bound.resources.get_mut(&conn) else {
+            return;
+        };
+        if r.caps != announced {
+            r.caps = announced.clone();
+            r.features = None;
+        }
+        if r.features.is_none() {
+            if let Some((caps, _)) = &announced {
+                match self.caps.get(caps) {
+                    Some(features) => r.features = Some(features),
+                    None if !self.caps.is_asked(caps) => {
+                        let to = r.jid.to_string();
+                        let from = self.cfg.domain.clone();
+                        if let Some(q) = self.caps.ask(conn, caps, &from, &to) {
+                            self.send_el(conn, &q);
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+        self.pep_prime(conn);
+    }
+
+    /// An iq result or error from `conn` to the server: an answer to a
+    /// capabilities query, if it is one.
+    pub(crate) fn on_caps_answer(&mut self, conn: ConnId, el: &Element) {
+        let hash = self
+            .bound
+            .resources
+            .get(&conn)
+            .and_then(|r| r.caps.as_ref())
+            .map_or("sha-1".to_string(), |(_, h)| h.clone());
+        let Some((caps, features)) = self.caps.answered(conn, el, &hash) else {
+            return;
+        };
+        // Every session that announced the same capabilities learns them.
+        let waiting: Vec<ConnId> = self
+            .bound
+            .resources
+            .iter()
+            .filter(|(c, r)| {
+                r.features.is_none()
+                    && r.caps.as_ref().is_some_and(|(s, _)| *s == caps)
+                    && (**c == conn || self.caps.get(&caps).is_some())
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for c in waiting {
+            if let Some(r) = self.bound.resources.get_mut(&c) {
+                r.features = Some(features.clone().unwrap_or_default());
+            }
+            self.pep_prime(c);
+        }
+    }
+
+    /// The last item of each node `conn` may see and asked for, once.
+    fn pep_prime(&mut self, conn: ConnId) {
+        let Some(r) = self.bound.resources.get(&conn) else {
+            return;
+        };
+        if r.pep_primed || r.features.is_none() || r.presence.is_none() {
+            return;
+        }
+        let me = r.jid.clone();
+        let Some(user) = me.local().map(str::to_string) else {
+            return;
+        };
+        let mut owners = vec![user.clone()];
+        if let Some(acc) = self.accounts.get(&user) {
+            for (contact, item) in &acc.roster {
+                if item.subscription.has_to() {
+                    if let Some(local) = Jid::parse(contact)
+                        .ok()
+                        .and_then(|j| self.local_account(&j))
+                    {
+                        owners.push(local);
+                    }
+                }
+            }
+        }
+        let mut last = Vec::new();
+        for owner in owners {
+            let Some(acc) = self.accounts.get(&owner) else {
+                continue;
+            };
+            for (name, node) in &acc.pep {
+                let wanted = r.wants(name) && node.config.send_last == SendLast::OnSubAndPresence;
+                if let Some(item) = node
+                    .last()
+                    .filter(|_| wanted && may_see(acc, &owner, &me, &node.config))
+                {
+                    last.push((owner.clone(), name.clone(), item.clone()));
+                }
+            }
+        }
+        if let Some(r) = self.bound.resources.get_mut(&conn) {
+            r.pep_primed = true;
+        }
+        for (owner, name, item) in last {
+            let event = Element::new("items", NS_EVENT)
+                .attr("node", name.clone())
+                .child(item_element(&item, NS_EVENT));
+            self.pep_notify(&owner, &name, event, Some((conn, item.stamp_ms)));
+        }
+    }
+}
+
+/// Whether `who` may read the node of `owner` (its account `acc`).
+fn may_see(acc: &crate::state::Account, owner: &str, who: &Jid, config: &PepConfig) -> bool {
+    if who.local() == Some(owner) {
+        return true;
+    }
+    match config.access {
+        Access::Open => true,
+        Access::Presence => acc
+            .roster
+            .get(&who.to_bare().to_string())
+            .is_some_and(|i| i.subscription.has_from()),
+        Access::Whitelist => false,
+    }
+}
+
+fn node_name(el: &Element) -> Result<String, Refusal> {
+    match el.get_attr("node") {
+        Some(n) if !n.is_empty() && n.len() <= pep::MAX_NAME_BYTES => Ok(n.to_string()),
+        Some(n) if !n.is_empty() => Err(Refusal("not-acceptable", "modify", None)),
+        _ => Err(Refusal("bad-request", "modify", Some("nodeid-required"))),
+    }
+}
+
+fn item_element(item: &PepItem, namespace: &str) -> Element {
+    let mut el = Element::new("item", namespace).attr("id", item.id.clone());
+    if let Ok(payload) = crate::xml::parse_fragment(&item.xml) {
+        el = el.child(payload);
+    }
+    el
+}
+
+/// Bytes the node keeps once `item` is published under `config`.
+fn bytes_after_publish(node: Option<&PepNode>, config: &PepConfig, item: &PepItem) -> usize {
+    let mut after = PepNode::new(config.clone());
+    if let Some(n) = node {
+        after.items = n.items.clone();
+    }
+    after.publish(item.clone());
+    after.bytes()
+}
+
+/// `config` changed by the form `x` (of `form_type`); unknown fields are
+/// let be, a bad value is an error.
+fn configured(mut config: PepConfig, x: &Element, form_type: &str) -> Result<PepConfig, ()> {
+    for field in x.elements().filter(|f| f.is("field", ns::DATA)) {
+        let Some(var) = field.get_attr("var") else {
+            continue;
+        };
+        let value = field
+            .get_child("value", ns::DATA)
+            .map(|v| v.text_content())
+            .unwrap_or_default();
+        let flag = || match value.as_str() {
+            "1" | "true" => Ok(true),
+            "0" | "false" => Ok(false),
+            _ => Err(()),
+        };
+        match var {
+            "FORM_TYPE" if value != form_type && value != NODE_CONFIG => return Err(()),
+            "pubsub#access_model" => {
+                config.access = match value.as_str() {
+                    "open" => Access::Open,
+                    "presence" => Access::Presence,
+                    "whitelist" => Access::Whitelist,
+                    _ => return Err(()),
+                }
+            }
+            "pubsub#persist_items" => config.persist_items = flag()?,
+            "pubsub#notify_retract" => config.notify_retract = flag()?,
+            "pubsub#max_items" => {
+                config.max_items = match value.as_str() {
+                    "max" => pep::MAX_ITEMS,
+                    n => n.parse::<u32>().map_err(|_| ())?.clamp(1, pep::MAX_ITEMS),
+                }
+            }
+            "pubsub#send_last_published_item" => {
+                config.send_last = match value.as_str() {
+                    "never" => SendLast::Never,
+                    "on_sub" => SendLast::OnSub,
+                    "on_sub_and_presence" => SendLast::OnSubAndPresence,
+                    _ => return Err(()),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(config)
+}
+
+fn config_form(c: &PepConfig) -> Element {
+    let field = |var: &str, kind: &str, value: String| {
+        Element::new("field", ns::DATA)
+            .attr("var", var)
+            .attr("type", kind)
+            .child(Element::new("value", ns::DATA).text(value))
+    };
+    let access = match c.access {
+        Access::Open => "open",
+        Access::Presence => "presence",
+        Access::Whitelist => "whitelist",
+    };
+    let send_last = match c.send_last {
+        SendLast::Never => "never",
+        SendLast::OnSub => "on_sub",
+        SendLast::OnSubAndPresence => "on_sub_and_presence",
+    };
+    let flag = |b: bool| if b { "1" } else { "0" }.to_string();
+    let mut access_field = field("pubsub#access_model", "list-single", access.into());
+    for option in ["open", "presence", "whitelist"] {
+        access_field = access_field.child(
+            Element::new("option", ns::DATA).child(Element::new("value", ns::DATA).text(option)),
+        );
+    }
+    Element::new("x", ns::DATA)
+        .attr("type", "form")
+        .child(field("FORM_TYPE", "hidden", NODE_CONFIG.into()))
+        .child(access_field)
+        .child(field(
+            "pubsub#persist_items",
+            "boolean",
+            flag(c.persist_items),
+        ))
+        .child(field(
+            "pubsub#max_items",
+            "text-single",
+            c.max_items.to_string(),
+        ))
+        .child(field(
+            "pubsub#send_last_published_item",
+            "list-single",
+            send_last.into(),
+        ))
+        .child(field(
+            "pubsub#notify_retract",
+            "boolean",
+            flag(c.notify_retract),
+        ))
+}

@@ -1,0 +1,385 @@
+//! Personal eventing (XEP-0163) through the node's inputs and outputs:
+//! publishing with auto-create and publish-options, who may read a node,
+//! notifications to the sessions that asked for them in their entity
+//! capabilities (XEP-0115, asked once and verified), the last item on
+//! presence, retraction, configuration and deletion, the bounds, and the
+//! nodes surviving a restart and a compaction.
+
+use base64::Engine;
+use outpost::model::pep;
+use outpost::node::NodeConfig;
+use outpost::sim::{between, SimNode};
+
+const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+const AVATAR: &str = "urn:xmpp:avatar:metadata";
+
+fn node() -> SimNode {
+    let mut sim = SimNode::new(NodeConfig::new("localhost"), 9);
+    for user in ["alice", "bob", "eve"] {
+        sim.add_user(user, "pw");
+    }
+    sim
+}
+
+/// Alice and Bob subscribed to each other; Eve to nobody.
+fn friends(sim: &mut SimNode) -> (u64, u64) {
+    let alice = sim.login("alice", "pw", "a");
+    let bob = sim.login("bob", "pw", "b");
+    for (c, other) in [(alice, "bob"), (bob, "alice")] {
+        sim.send(
+            c,
+            &format!("<presence to='{other}@localhost' type='subscribe'/>"),
+        );
+    }
+    for (c, other) in [(alice, "bob"), (bob, "alice")] {
+        sim.send(
+            c,
+            &format!("<presence to='{other}@localhost' type='subscribed'/>"),
+        );
+    }
+    sim.take(alice);
+    sim.take(bob);
+    (alice, bob)
+}
+
+/// A client's disco#info answer with these features, and its caps hash.
+fn disco(features: &[&str]) -> (String, String) {
+    let mut sorted: Vec<&str> = features.to_vec();
+    sorted.sort_unstable();
+    let mut s = "client/phone//Test<".to_string();
+    for f in &sorted {
+        s.push_str(f);
+        s.push('<');
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, s.as_bytes());
+    let ver = base64::engine::general_purpose::STANDARD.encode(digest);
+    let mut q = "<identity category='client' type='phone' name='Test'/>".to_string();
+    for f in features {
+        q.push_str(&format!("<feature var='{f}'/>"));
+    }
+    (q, ver)
+}
+
+/// Available with caps for `features`; the node's capabilities query is
+/// answered if it comes. Returns whether it came.
+fn online_with(sim: &mut SimNode, conn: u64, features: &[&str]) -> bool {
+    let (query, ver) = disco(features);
+    sim.send(
+        conn,
+        &format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://test.example' ver='{ver}'/></presence>"),
+    );
+    let out = sim.take(conn);
+    let Some(id) = between(&out, "<iq type='get' id='", "'") else {
+        return false;
+    };
+    assert!(
+        out.contains(&format!("node='https://test.example#{ver}'")),
+        "{out}"
+    );
+    sim.send(
+        conn,
+        &format!("<iq type='result' id='{id}' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='https://test.example#{ver}'>{query}</query></iq>"),
+    );
+    true
+}
+
+fn publish(
+    sim: &mut SimNode,
+    conn: u64,
+    node: &str,
+    id: &str,
+    payload: &str,
+    options: &str,
+) -> String {
+    sim.send(
+        conn,
+        &format!("<iq type='set' id='pub'><pubsub xmlns='{PUBSUB}'><publish node='{node}'><item id='{id}'>{payload}</item></publish>{options}</pubsub></iq>"),
+    );
+    sim.take(conn)
+}
+
+fn options(fields: &[(&str, &str)]) -> String {
+    let mut x = format!("<publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#publish-options</value></field>");
+    for (var, value) in fields {
+        x.push_str(&format!(
+            "<field var='{var}'><value>{value}</value></field>"
+        ));
+    }
+    x + "</x></publish-options>"
+}
+
+fn items(sim: &mut SimNode, conn: u64, owner: &str, node: &str) -> String {
+    sim.send(
+        conn,
+        &format!("<iq type='get' id='items' to='{owner}@localhost'><pubsub xmlns='{PUBSUB}'><items node='{node}'/></pubsub></iq>"),
+    );
+    sim.take(conn)
+}
+
+fn metadata(n: u32) -> String {
+    format!("<metadata xmlns='{AVATAR}'><info id='{n}' bytes='{n}' type='image/png'/></metadata>")
+}
+
+#[test]
+fn a_contact_that_asked_gets_each_publish_and_others_do_not() {
+    let mut sim = node();
+    let (alice, bob) = friends(&mut sim);
+    let eve = sim.login("eve", "pw", "e");
+    assert!(online_with(&mut sim, bob, &[&format!("{AVATAR}+notify")]));
+    online_with(&mut sim, eve, &[&format!("{AVATAR}+notify")]);
+    let bob_desk = sim.login("bob", "pw", "desk");
+    // The same capabilities: known already, not asked again.
+    assert!(!online_with(
+        &mut sim,
+        bob_desk,
+        &[&format!("{AVATAR}+notify")]
+    ));
+    let bob_old = sim.login("bob", "pw", "old");
+    assert!(online_with(&mut sim, bob_old, &["urn:xmpp:other+notify"]));
+    sim.send(alice, "<presence/>");
+    for c in [bob, bob_desk, bob_old, eve] {
+        sim.take(c);
+    }
+    let out = publish(&mut sim, alice, AVATAR, "v1", &metadata(1), "");
+    assert!(
+        out.contains("type='result'") && out.contains("<item id='v1'/>"),
+        "{out}"
+    );
+    for c in [bob, bob_desk] {
+        let got = sim.take(c);
+        assert!(
+            got.contains("type='headline'")
+                && got.contains("from='alice@localhost'")
+                && got.contains(&format!("<items node='{AVATAR}'><item id='v1'>")),
+            "{got}"
+        );
+    }
+    assert_eq!(sim.take(bob_old), "", "did not ask for this node");
+    assert_eq!(sim.take(eve), "", "not subscribed to Alice's presence");
+    // Reading: the owner and a contact may, a stranger may not.
+    assert!(items(&mut sim, bob, "alice", AVATAR).contains("<item id='v1'>"));
+    let refused = items(&mut sim, eve, "alice", AVATAR);
+    assert!(
+        refused.contains("<not-authorized") && refused.contains("presence-subscription-required"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn the_last_item_comes_when_a_session_that_asked_comes_online() {
+    let mut sim = node();
+    let (alice, bob) = friends(&mut sim);
+    publish(&mut sim, alice, AVATAR, "v1", &metadata(1), "");
+    publish(&mut sim, alice, AVATAR, "v2", &metadata(2), "");
+    assert!(online_with(&mut sim, bob, &[&format!("{AVATAR}+notify")]));
+    let got = sim.take(bob);
+    assert!(
+        got.contains("<item id='v2'>") && !got.contains("<item id='v1'>"),
+        "{got}"
+    );
+    assert!(got.contains("<delay xmlns='urn:xmpp:delay'"), "{got}");
+    // The default keeps the last item only.
+    let all = items(&mut sim, bob, "alice", AVATAR);
+    assert!(
+        all.contains("<item id='v2'>") && !all.contains("v1"),
+        "{all}"
+    );
+}
+
+#[test]
+fn publish_options_create_a_node_as_asked_and_are_preconditions_after() {
+    let mut sim = node();
+    let (alice, _) = friends(&mut sim);
+    let eve = sim.login("eve", "pw", "e");
+    let bundles = "eu.siacs.conversations.axolotl.bundles:1";
+    let open = options(&[("pubsub#access_model", "open"), ("pubsub#max_items", "max")]);
+    let out = publish(
+        &mut sim,
+        alice,
+        bundles,
+        "current",
+        "<bundle xmlns='eu.siacs.conversations.axolotl'/>",
+        &open,
+    );
+    assert!(out.contains("type='result'"), "{out}");
+    assert!(
+        items(&mut sim, eve, "alice", bundles).contains("<item id='current'>"),
+        "open to anyone"
+    );
+    let private = options(&[("pubsub#access_model", "whitelist")]);
+    let refused = publish(
+        &mut sim,
+        alice,
+        bundles,
+        "next",
+        "<bundle xmlns='eu.siacs.conversations.axolotl'/>",
+        &private,
+    );
+    assert!(
+        refused.contains("<conflict") && refused.contains("precondition-not-met"),
+        "{refused}"
+    );
+    // The owner reconfigures, then the same options are met.
+    sim.send(alice, &format!("<iq type='get' id='cfg'><pubsub xmlns='{PUBSUB}#owner'><configure node='{bundles}'/></pubsub></iq>"));
+    let form = sim.take(alice);
+    assert!(
+        form.contains("<value>open</value>") && form.contains("<value>256</value>"),
+        "{form}"
+    );
+    sim.send(alice, &format!("<iq type='set' id='cfg2'><pubsub xmlns='{PUBSUB}#owner'><configure node='{bundles}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#node_config</value></field><field var='pubsub#access_model'><value>whitelist</value></field></x></configure></pubsub></iq>"));
+    assert!(sim.take(alice).contains("type='result'"));
+    let out = publish(
+        &mut sim,
+        alice,
+        bundles,
+        "next",
+        "<bundle xmlns='eu.siacs.conversations.axolotl'/>",
+        &private,
+    );
+    assert!(out.contains("type='result'"), "{out}");
+    let closed = items(&mut sim, eve, "alice", bundles);
+    assert!(
+        closed.contains("<not-allowed") && closed.contains("closed-node"),
+        "{closed}"
+    );
+    // Only the owner changes a node.
+    let forged = publish(
+        &mut sim,
+        eve,
+        bundles,
+        "x",
+        "<bundle xmlns='eu.siacs.conversations.axolotl'/>",
+        "",
+    )
+    .replace("to='eve", "");
+    assert!(forged.contains("type='result'"), "Eve's own node: {forged}");
+    sim.send(eve, &format!("<iq type='set' id='x' to='alice@localhost'><pubsub xmlns='{PUBSUB}'><publish node='{bundles}'><item><b/></item></publish></pubsub></iq>"));
+    assert!(sim.take(eve).contains("<forbidden"));
+}
+
+#[test]
+fn retraction_and_deletion_reach_those_who_asked_and_change_what_is_read() {
+    let mut sim = node();
+    let (alice, bob) = friends(&mut sim);
+    assert!(online_with(&mut sim, bob, &[&format!("{AVATAR}+notify")]));
+    sim.send(alice, "<presence/>");
+    let three = options(&[("pubsub#max_items", "3")]);
+    for i in 1..=4 {
+        publish(
+            &mut sim,
+            alice,
+            AVATAR,
+            &format!("v{i}"),
+            &metadata(i),
+            &three,
+        );
+    }
+    sim.take(bob);
+    let kept = items(&mut sim, alice, "alice", AVATAR);
+    assert!(
+        !kept.contains("'v1'") && kept.contains("'v4'"),
+        "three kept: {kept}"
+    );
+    sim.send(alice, &format!("<iq type='set' id='r'><pubsub xmlns='{PUBSUB}'><retract node='{AVATAR}' notify='true'><item id='v4'/></retract></pubsub></iq>"));
+    assert!(sim.take(alice).contains("type='result'"));
+    assert!(sim.take(bob).contains("<retract id='v4'/>"));
+    sim.send(alice, &format!("<iq type='set' id='r2'><pubsub xmlns='{PUBSUB}'><retract node='{AVATAR}'><item id='v4'/></retract></pubsub></iq>"));
+    assert!(sim.take(alice).contains("<item-not-found"), "already gone");
+    sim.send(alice, &format!("<iq type='set' id='d'><pubsub xmlns='{PUBSUB}#owner'><delete node='{AVATAR}'/></pubsub></iq>"));
+    assert!(sim.take(alice).contains("type='result'"));
+    assert!(sim
+        .take(bob)
+        .contains(&format!("<delete node='{AVATAR}'/>")));
+    assert!(items(&mut sim, alice, "alice", AVATAR).contains("<item-not-found"));
+}
+
+#[test]
+fn an_account_is_held_to_its_nodes_and_bytes_and_a_refused_publish_stores_nothing() {
+    let mut sim = node();
+    let alice = sim.login("alice", "pw", "a");
+    // Bytes: items of 48 KB into one node that keeps them all.
+    let keep = options(&[("pubsub#max_items", "max")]);
+    let big = format!("<x xmlns='t'>{}</x>", "a".repeat(48 * 1024));
+    let mut published = 0;
+    loop {
+        let out = publish(
+            &mut sim,
+            alice,
+            "big",
+            &format!("big{published}"),
+            &big,
+            &keep,
+        );
+        if !out.contains("type='result'") {
+            assert!(out.contains("<resource-constraint"), "{out}");
+            break;
+        }
+        published += 1;
+        assert!(published < 100, "never refused");
+    }
+    assert!(published * 48 * 1024 <= pep::BYTES_PER_ACCOUNT);
+    assert!((published + 2) * 48 * 1024 > pep::BYTES_PER_ACCOUNT);
+    let kept = items(&mut sim, alice, "alice", "big");
+    assert!(
+        !kept.contains(&format!("big{published}")),
+        "the refused item is not kept"
+    );
+    // Deleting the node gives its bytes back.
+    sim.send(alice, &format!("<iq type='set' id='d'><pubsub xmlns='{PUBSUB}#owner'><delete node='big'/></pubsub></iq>"));
+    let deleted = sim.take(alice);
+    assert!(deleted.contains("type='result'"), "{deleted}");
+    for n in 0..pep::NODES_PER_ACCOUNT {
+        let out = publish(
+            &mut sim,
+            alice,
+            &format!("node{n}"),
+            "i",
+            "<x xmlns='t'/>",
+            "",
+        );
+        assert!(out.contains("type='result'"), "{out}");
+    }
+    let out = publish(&mut sim, alice, "one-too-many", "i", "<x xmlns='t'/>", "");
+    assert!(out.contains("<resource-constraint"), "{out}");
+    assert!(items(&mut sim, alice, "alice", "one-too-many").contains("<item-not-found"));
+    // A node name past its bound is refused.
+    let long = "n".repeat(pep::MAX_NAME_BYTES + 1);
+    assert!(publish(&mut sim, alice, &long, "i", "<x xmlns='t'/>", "").contains("<not-acceptable"));
+}
+
+#[test]
+fn nodes_and_items_survive_a_restart_and_a_compaction() {
+    let mut sim = node();
+    let (alice, _) = friends(&mut sim);
+    let open = options(&[("pubsub#access_model", "open"), ("pubsub#max_items", "2")]);
+    for i in 1..=3 {
+        publish(
+            &mut sim,
+            alice,
+            AVATAR,
+            &format!("v{i}"),
+            &metadata(i),
+            &open,
+        );
+    }
+    let before = sim.node.state().accounts["alice"].pep.clone();
+    sim.crash_and_restart();
+    assert_eq!(sim.node.state().accounts["alice"].pep, before);
+    let eve = sim.login("eve", "pw", "e");
+    let read = items(&mut sim, eve, "alice", AVATAR);
+    assert!(
+        read.contains("'v2'") && read.contains("'v3'") && !read.contains("'v1'"),
+        "{read}"
+    );
+    // Through a snapshot.
+    let dir = tempfile::tempdir().unwrap();
+    let state = sim.node.state().clone();
+    {
+        let mut log = outpost::shell::datadir::open_state(dir.path(), 1)
+            .unwrap()
+            .log;
+        outpost::state::snapshot::compact(&mut log, &state, 2).unwrap();
+    }
+    let opened = outpost::shell::datadir::open_state(dir.path(), 3).unwrap();
+    assert_eq!(opened.state.accounts["alice"].pep, before);
+}
