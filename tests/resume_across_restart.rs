@@ -58,6 +58,19 @@ fn read_acking(sim: &mut SimNode, conn: u64, handled: &mut u32) -> String {
     out
 }
 
+/// Everything `conn` is sent, acknowledged as it comes (output waits for
+/// acknowledgements past 512 KiB).
+fn drain(sim: &mut SimNode, conn: u64, handled: &mut u32) -> String {
+    let mut all = String::new();
+    loop {
+        let out = read_acking(sim, conn, handled);
+        if out.is_empty() {
+            return all;
+        }
+        all += &out;
+    }
+}
+
 fn chat(sim: &mut SimNode, from: u64, to: &str, body: &str) {
     sim.send(
         from,
@@ -313,4 +326,110 @@ fn a_second_restart_does_not_bring_back_a_session_the_first_one_ended() {
     let (_, out) = resume(&mut sim, "bob", &id, handled);
     assert!(out.starts_with("<resumed"), "kept again: {out}");
     let _ = phone;
+}
+
+#[test]
+fn many_kept_sessions_in_one_room_all_come_back_with_what_they_were_owed() {
+    let mut sim = node();
+    let room = "crowd@conference.localhost";
+    let status = "s".repeat(15 * 1024);
+    let mut phones = Vec::new();
+    for i in 0..40 {
+        let user = format!("user{i}");
+        sim.add_user(&user, "pw");
+        let (conn, id) = resumable(&mut sim, &user, "phone");
+        sim.send(conn, "<presence/>");
+        sim.send(conn, &format!("<presence to='{room}/U{i}'><status>{status}</status><x xmlns='{MUC}'><history maxstanzas='0'/></x></presence>"));
+        if i == 0 {
+            sim.send(conn, &format!("<iq type='set' id='cfg' to='{room}'><query xmlns='{MUC}#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>"));
+        }
+        phones.push((user, conn, id, 0u32));
+    }
+    for (_, conn, _, handled) in phones.iter_mut() {
+        drain(&mut sim, *conn, handled);
+    }
+    let alice = sim.login("alice", "pw", "laptop");
+    chat(&mut sim, alice, "user0", "keep-me");
+    sim.take(phones[0].1);
+    sim.stop_and_restart(1_000);
+    for (i, (user, _, id, handled)) in phones.iter().enumerate() {
+        let (conn, out) = resume(&mut sim, user, id, *handled);
+        assert!(
+            out.starts_with("<resumed"),
+            "{user}: {}",
+            &out[..out.len().min(300)]
+        );
+        let mut h = *handled;
+        let all = out + &drain(&mut sim, conn, &mut h);
+        if i == 0 {
+            assert_eq!(bodies(&all), ["keep-me"]);
+        }
+    }
+}
+
+#[test]
+fn a_kept_session_hears_who_left_with_the_restart_and_of_a_room_it_could_not_get_back_into() {
+    let mut sim = node();
+    let carol = sim.login("carol", "pw", "desk");
+    let (bob, id) = resumable(&mut sim, "bob", "phone");
+    let rooms = ["one@conference.localhost", "two@conference.localhost"];
+    for room in rooms {
+        sim.send(
+            carol,
+            &format!("<presence to='{room}/Carol'><x xmlns='{MUC}'/></presence>"),
+        );
+        sim.send(carol, &format!("<iq type='set' id='cfg' to='{room}'><query xmlns='{MUC}#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field></x></query></iq>"));
+        sim.send(
+            bob,
+            &format!("<presence to='{room}/Bob'><x xmlns='{MUC}'/></presence>"),
+        );
+    }
+    sim.take(carol);
+    let mut handled = 0;
+    read_acking(&mut sim, bob, &mut handled);
+    // One room a session now, from this restart on.
+    sim.cfg.muc.rooms_per_session = 1;
+    sim.stop_and_restart(1_000);
+    let (_, out) = resume(&mut sim, "bob", &id, handled);
+    assert!(out.starts_with("<resumed"), "{out}");
+    for room in rooms {
+        assert!(
+            out.contains(&format!("<presence type='unavailable' from='{room}/Carol'")),
+            "Carol left with the restart: {out}"
+        );
+    }
+    let out_of_two = format!("from='{}/Bob'", rooms[1]);
+    let told = out.split("<presence").find(|p| p.contains(&out_of_two));
+    assert!(
+        told.is_some_and(|p| p.contains("type='unavailable'") && p.contains("code='110'")),
+        "told it is out of the second room: {out}"
+    );
+}
+
+#[test]
+fn offline_messages_a_session_is_sent_again_on_resuming_come_once() {
+    let mut sim = node();
+    let alice = sim.login("alice", "pw", "laptop");
+    for i in 0..3 {
+        chat(&mut sim, alice, "bob", &format!("off{i}"));
+    }
+    let (bob, id) = resumable(&mut sim, "bob", "phone");
+    sim.send(bob, "<presence/>");
+    let got = sim.take(bob);
+    assert_eq!(bodies(&got), ["off0", "off1", "off2"]);
+    sim.disconnect(bob);
+    let (phone, out) = resume(&mut sim, "bob", &id, 0);
+    let mut all = out;
+    all += &sim.take(phone);
+    assert_eq!(bodies(&all), ["off0", "off1", "off2"], "{all}");
+    // Acknowledged: stored no more.
+    sim.send(
+        phone,
+        &format!("<a xmlns='{SM}' h='{}'/>", stanzas(all.as_bytes()).len()),
+    );
+    sim.disconnect(phone);
+    sim.advance(301_000);
+    let again = sim.login("bob", "pw", "desk");
+    sim.send(again, "<presence/>");
+    assert!(bodies(&sim.take(again)).is_empty());
 }

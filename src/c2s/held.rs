@@ -133,6 +133,7 @@ impl Clients {
         );
         s.stage = Stage::Bound(jid);
         s.tls = true;
+        s.restoring = true;
         s.held = held.inactive.then(Box::default);
         s.sm = Some(Box::new(sm::StreamManagement::restored(
             held.sm_id.clone(),
@@ -147,9 +148,8 @@ impl Clients {
         self.resumable.insert(held.sm_id.clone(), conn);
     }
 
-    /// The restored session `conn` takes the counters and queue it had:
-    /// whatever restoring it queued (its rooms' answers) is dropped, the
-    /// client has all that already. `down_ms`: how long the node was
+    /// The restored session `conn` takes the counters and queue it had;
+    /// what it is sent from now on is kept for its client. `down_ms`: how long the node was
     /// stopped, which counts against the session's timeout.
     pub fn settle_restored(&mut self, conn: ConnId, held: &HeldSession, down_ms: u64) {
         let user = self
@@ -180,9 +180,7 @@ impl Clients {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
-        if let Some(h) = s.held.as_mut() {
-            h.take();
-        }
+        s.restoring = false;
         let old = s.sm.replace(Box::new(restored));
         self.unacked_bytes -= old.map_or(0, |sm| sm.unacked_bytes());
         self.unacked_bytes += s.sm.as_ref().map_or(0, |sm| sm.unacked_bytes());

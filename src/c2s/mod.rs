@@ -83,8 +83,12 @@ pub enum FromClient {
     /// The session lost its connection and waits to be resumed: offline
     /// messages it was being handed go to another session, or wait.
     Detached { conn: ConnId },
-    /// The session was resumed on a new connection.
-    Resumed { conn: ConnId },
+    /// The session was resumed on a new connection; `offline_upto`: the
+    /// last offline message among the stanzas sent to it again.
+    Resumed {
+        conn: ConnId,
+        offline_upto: Option<u64>,
+    },
     /// A client not logged in asks for a new account (XEP-0077, allowed and
     /// within the limits): `iq` is answered once it is made.
     Register {
@@ -384,7 +388,7 @@ impl Clients {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
-        if s.not_reading {
+        if s.not_reading || s.restoring {
             return;
         }
         // An inactive client's presences wait (XEP-0352); anything else
@@ -1538,6 +1542,14 @@ impl Clients {
             crate::xml::escape(previd)
         );
         let again: Vec<sm::Unacked> = sm.unacked().cloned().collect();
+        let offline_upto = again
+            .iter()
+            .filter_map(|u| {
+                u.done
+                    .as_ref()
+                    .map(|Completion::OfflineWritten { upto, .. }| *upto)
+            })
+            .max();
         let resent = again.len();
         self.ready.remove(&conn);
         if conn != old {
@@ -1555,7 +1567,10 @@ impl Clients {
         self.send_nonza(old, resumed);
         self.ready.insert(old);
         self.arm_timer(old);
-        self.notices.push_back(FromClient::Resumed { conn: old });
+        self.notices.push_back(FromClient::Resumed {
+            conn: old,
+            offline_upto,
+        });
         log::debug!("c2s {old}: resumed on connection {conn}, {resent} stanzas sent again");
     }
 

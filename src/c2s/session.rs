@@ -66,6 +66,9 @@ pub struct Session {
     pub held: Option<Box<super::csi::Held>>,
     /// Once the client enabled stream management (XEP-0198).
     pub sm: Option<Box<StreamManagement>>,
+    /// Being restored after a restart: what it is sent now (its rooms'
+    /// answers to its rejoining) its client has already; dropped.
+    pub restoring: bool,
 }
 
 impl Session {
@@ -106,6 +109,7 @@ impl Session {
             preauth_slot: false,
             counted_input: 0,
             sm: None,
+            restoring: false,
         }
     }
 

@@ -103,14 +103,24 @@ impl Ctx<'_> {
         self.hand_offline_to_others(conn, unclaimed);
     }
 
-    /// A session was resumed: what is stored for it comes now.
-    pub(crate) fn resumed(&mut self, conn: ConnId) {
+    /// A session was resumed: what is stored for it comes now, after the
+    /// offline messages up to `offline_upto` it is being sent again.
+    pub(crate) fn resumed(&mut self, conn: ConnId, offline_upto: Option<u64>) {
         let available = self
             .bound
             .resources
             .get(&conn)
             .is_some_and(|r| r.receives_bare_messages());
-        if let (true, Some(user)) = (available, self.bound.user_of(conn)) {
+        let Some(user) = self.bound.user_of(conn) else {
+            return;
+        };
+        if let Some(upto) = offline_upto {
+            let other = self.offline_claims.get(&user).map(|(c, _)| *c);
+            if other.is_none_or(|c| c == conn || !self.bound.resources.contains_key(&c)) {
+                self.offline_claims.insert(user.clone(), (conn, upto));
+            }
+        }
+        if available {
             self.deliver_offline(conn, &user);
         }
     }

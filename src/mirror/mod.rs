@@ -722,6 +722,36 @@ impl Ctx<'_> {
         }
     }
 
+    /// The node is stopping and keeps the sessions `kept`: in the mirrored
+    /// rooms they are in, the occupants at other nodes are shown leaving
+    /// (332). Nothing here keeps them across the restart; the master's
+    /// list after it brings back those still in.
+    pub(crate) fn mirror_shutdown(&mut self, kept: &BTreeSet<Jid>) {
+        let local = self.cfg.domain.clone();
+        let mut keys: Vec<String> = self
+            .mirror_rooms
+            .iter()
+            .filter(|(_, l)| {
+                l.occupants
+                    .values()
+                    .any(|o| o.sessions.iter().any(|s| kept.contains(s)))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort_unstable();
+        for key in keys {
+            let remote: Vec<String> = self.mirror_rooms[&key]
+                .occupants
+                .iter()
+                .filter(|(_, o)| o.sessions.iter().all(|s| s.domain() != local))
+                .map(|(n, _)| n.clone())
+                .collect();
+            for nick in remote {
+                self.remote_departs(&key, &nick, &[332]);
+            }
+        }
+    }
+
     /// After the master restarted: tell it again who is in its rooms from here.
     pub(crate) fn reannounce_occupants(&mut self, upstream: &PeerId) {
         let keys = self.mirrors_of(upstream);

@@ -49,23 +49,3 @@ pub struct HeldRoom {
     pub nick: String,
     pub presence: String,
 }
-
-impl HeldSession {
-    /// Bytes it holds in the log and in memory, about.
-    pub fn bytes(&self) -> usize {
-        let rooms: usize = self
-            .rooms
-            .iter()
-            .map(|r| r.room.len() + r.nick.len() + r.presence.len())
-            .sum();
-        let unacked: usize = self.unacked.iter().map(|u| u.xml.len() + 9).sum();
-        let directed: usize = self.directed.iter().map(String::len).sum();
-        self.jid.len()
-            + self.sm_id.len()
-            + self.presence.as_ref().map_or(0, String::len)
-            + rooms
-            + unacked
-            + directed
-            + 40
-    }
-}

@@ -733,6 +733,9 @@ impl Ctx<'_> {
                 .rooms
                 .get(&room)
                 .is_some_and(|r| r.config.persistent && !r.locked);
+            if lasting {
+                self.tell_kept_who_goes(&room, kept);
+            }
             for (nick, session) in self.live_rooms[&room].all_sessions() {
                 if lasting && kept.contains(&session) {
                     continue;
@@ -750,6 +753,32 @@ impl Ctx<'_> {
         }
         self.live_rooms.clear();
         self.drop_rooms_that_died_with_their_occupants();
+    }
+
+    /// The sessions `kept` in `room` hear every occupant that is not kept
+    /// go: they will be back in it after the restart, the others not
+    /// (those at sites announce themselves again).
+    fn tell_kept_who_goes(&mut self, room: &str, kept: &std::collections::BTreeSet<Jid>) {
+        let live = &self.live_rooms[room];
+        let stays: Vec<(String, Jid)> = live
+            .all_sessions()
+            .into_iter()
+            .filter(|(_, s)| kept.contains(s))
+            .collect();
+        let goes: Vec<String> = live
+            .occupants
+            .iter()
+            .filter(|(_, o)| !o.sessions.iter().any(|s| kept.contains(s)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for (stays_as, session) in &stays {
+            let role = self.live_rooms[room].occupants[stays_as].role;
+            for nick in &goes {
+                let p =
+                    self.occupant_presence(room, nick, self.sees_jids(room, role), &[332], true);
+                self.room_send(session, p);
+            }
+        }
     }
 
     // ---- messages ----------------------------------------------------------

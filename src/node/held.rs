@@ -14,9 +14,11 @@ use super::Node;
 use crate::c2s::RESTORED_CONN_BASE;
 use crate::common::{ConnId, Now, PeerId};
 use crate::jid::Jid;
+use crate::model::event::LinkEvent;
 use crate::model::held::{HeldRoom, HeldSession};
 use crate::model::room::RoomKey;
 use crate::state::Record;
+use crate::state::State;
 use crate::xml::{muc_ns as mns, ns, Element};
 use std::collections::BTreeSet;
 
@@ -32,6 +34,7 @@ impl Node {
             .collect();
         let jids: BTreeSet<Jid> = kept.iter().map(|(_, j)| j.clone()).collect();
         self.with_muc(|m| m.muc_shutdown(&jids));
+        self.with_mirrors(|m| m.mirror_shutdown(&jids));
         let conns: BTreeSet<ConnId> = kept.iter().map(|(c, _)| *c).collect();
         self.clients.shutdown_except(&conns);
         // Those ending go unavailable: the kept sessions hear it.
@@ -86,6 +89,7 @@ impl Node {
 
     /// Keep the session `conn` for the next start, if it can be.
     fn hold(&mut self, conn: ConnId, jid: Jid, mut rooms: Vec<HeldRoom>) -> Option<HeldSession> {
+        self.im.bound().resource(conn)?;
         let stream = self.clients.hold_for_restart(conn)?;
         let r = self.im.bound().resource(conn)?;
         // Rooms that end with this run (temporary ones) told it so.
@@ -122,7 +126,8 @@ impl Node {
         if held.is_empty() && self.state.kept_epoch.is_none() {
             return;
         }
-        // The epoch is this run's now: a crash later is a restart to peers.
+        // The kept epoch is taken (`Node::new`): a crash from now on is a
+        // restart to peers.
         self.commit(Record::HeldSessionsTaken);
         // The rooms here forgot the sites' occupants with the stop.
         self.links.forgot_sites();
@@ -133,16 +138,12 @@ impl Node {
         }
         let mut restored = Vec::new();
         for (i, h) in held.into_iter().enumerate() {
-            let Ok(jid) = Jid::parse(&h.jid) else {
+            let Some(jid) = restorable(&self.state, &h) else {
+                // Its account was deleted while the node was stopped: the
+                // masters of its mirrored rooms let it go.
+                self.leave_mirrored_rooms(&h);
                 continue;
             };
-            // An account deleted while the node was stopped.
-            if !jid
-                .local()
-                .is_some_and(|u| self.state.accounts.contains_key(u))
-            {
-                continue;
-            }
             let conn = RESTORED_CONN_BASE + i as ConnId;
             self.clients
                 .restore_held(now.mono_ms, conn, jid.clone(), &h);
@@ -154,9 +155,16 @@ impl Node {
                 self.rejoin(*conn, jid, room);
             }
         }
-        for (conn, _, h) in &restored {
+        for (conn, jid, h) in &restored {
             let down_ms = now.unix_ms.saturating_sub(h.held_at_unix_ms);
             self.clients.settle_restored(*conn, h, down_ms);
+            // A room it could not get back into (gone, or its rules or the
+            // node's bounds changed): its client is told it is out.
+            for room in &h.rooms {
+                if !self.is_back_in(*conn, room) {
+                    self.tell_out_of(*conn, jid, room);
+                }
+            }
         }
         log::info!(
             "{} sessions kept by the last stop wait for their clients to resume",
@@ -186,6 +194,62 @@ impl Node {
         self.on_stanza(conn, jid, presence);
     }
 
+    fn room_key(&self, room: &str) -> RoomKey {
+        match room.strip_suffix(&format!("@{}", self.cfg.muc_service)) {
+            Some(name) => RoomKey::Mastered(name.to_string()),
+            None => RoomKey::Mirrored(room.to_string()),
+        }
+    }
+
+    fn is_back_in(&self, conn: ConnId, room: &HeldRoom) -> bool {
+        let key = self.room_key(&room.room);
+        self.im
+            .bound()
+            .resource(conn)
+            .is_some_and(|r| r.rooms.contains(&key))
+    }
+
+    fn tell_out_of(&mut self, conn: ConnId, jid: &Jid, room: &HeldRoom) {
+        let x = Element::new("x", mns::USER)
+            .child(
+                Element::new("item", mns::USER)
+                    .attr("affiliation", "none")
+                    .attr("role", "none"),
+            )
+            .child(Element::new("status", mns::USER).attr("code", "110"))
+            .child(Element::new("status", mns::USER).attr("code", "332"));
+        let p = Element::new("presence", ns::CLIENT)
+            .attr("from", format!("{}/{}", room.room, room.nick))
+            .attr("to", jid.to_string())
+            .attr("type", "unavailable")
+            .child(x);
+        self.clients.send_el(conn, &p);
+    }
+
+    /// The masters of the mirrored rooms of a session that is not coming
+    /// back hear it leave.
+    fn leave_mirrored_rooms(&mut self, held: &HeldSession) {
+        let Ok(from) = Jid::parse(&held.jid) else {
+            return;
+        };
+        for room in &held.rooms {
+            let Ok(room_jid) = Jid::parse(&room.room) else {
+                continue;
+            };
+            let (Some(name), RoomKey::Mirrored(_)) = (room_jid.local(), self.room_key(&room.room))
+            else {
+                continue;
+            };
+            let presence = Element::new("presence", ns::CLIENT).attr("type", "unavailable");
+            let leave = LinkEvent::Leave {
+                room: name.to_string(),
+                from: from.clone(),
+                presence,
+            };
+            self.link_send(&PeerId::new(room_jid.domain()), &leave);
+        }
+    }
+
     fn room_password(&self, room: &Jid) -> Option<String> {
         let config = if room.domain() == self.cfg.muc_service {
             &self.state.rooms.get(room.local()?)?.config
@@ -199,4 +263,11 @@ impl Node {
         };
         config.password.clone()
     }
+}
+
+/// The JID a kept session comes back as, if it can: its account is still
+/// there.
+pub(crate) fn restorable(state: &State, held: &HeldSession) -> Option<Jid> {
+    let jid = Jid::parse(&held.jid).ok()?;
+    state.accounts.contains_key(jid.local()?).then_some(jid)
 }

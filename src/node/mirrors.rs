@@ -98,7 +98,7 @@ impl Node {
             .state
             .held_sessions
             .iter()
-            .filter_map(|h| Jid::parse(&h.jid).ok())
+            .filter_map(|h| super::held::restorable(&self.state, h))
             .collect();
         self.with_mirrors(|m| {
             m.restore_mirrors();

@@ -379,7 +379,7 @@ impl Node {
                 } => self.on_session_ended(conn, jid, undelivered),
                 FromClient::Delivered { conn, done } => self.deliveries_done(conn, done),
                 FromClient::Detached { conn } => self.on_detached(conn),
-                FromClient::Resumed { conn } => self.on_resumed(conn),
+                FromClient::Resumed { conn, offline_upto } => self.on_resumed(conn, offline_upto),
                 FromClient::Register {
                     conn,
                     user,

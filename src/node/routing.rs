@@ -102,10 +102,10 @@ impl Node {
     }
 
     /// A session was resumed on a new connection.
-    pub(crate) fn on_resumed(&mut self, conn: ConnId) {
+    pub(crate) fn on_resumed(&mut self, conn: ConnId, offline_upto: Option<u64>) {
         self.im
             .ctx(&mut self.state.accounts, &self.clients, self.now)
-            .resumed(conn);
+            .resumed(conn, offline_upto);
         self.drain_im();
     }
 

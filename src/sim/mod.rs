@@ -20,7 +20,8 @@ use std::net::{IpAddr, Ipv4Addr};
 pub struct SimNode {
     pub node: Node,
     pub log: Log<MemStorage>,
-    cfg: NodeConfig,
+    /// The configuration; a restart takes it as it is then.
+    pub cfg: NodeConfig,
     seed: u64,
     pub now: Now,
     next_conn: ConnId,
