@@ -9,6 +9,7 @@
 //! to the MUC service or the mirrors.
 
 mod archive;
+mod blocking;
 mod bound;
 mod caps;
 mod carbons;
@@ -23,6 +24,7 @@ mod routing;
 #[cfg(test)]
 mod tests;
 
+pub use blocking::{BLOCKLIST_MAX, REPORTS_MAX};
 pub use bound::Bound;
 pub use resource::Resource;
 pub(crate) use routing::Routed;

@@ -341,6 +341,9 @@ impl Ctx<'_> {
                         .ok()
                         .and_then(|j| self.local_account(&j))
                     {
+                        if self.blocked_between(user, &local) {
+                            continue;
+                        }
                         owners_of_sight.push(local);
                     }
                 }

@@ -292,6 +292,9 @@ impl Ctx<'_> {
                     continue;
                 };
                 if let Some(cuser) = self.local_account(&cj) {
+                    if self.blocked_between(user, &cuser) {
+                        continue;
+                    }
                     for c in self.bound.available_conns(&cuser) {
                         out.push((c, contact.clone()));
                     }
@@ -360,6 +363,9 @@ impl Ctx<'_> {
             else {
                 continue;
             };
+            if self.blocked_between(user, &cuser) {
+                continue;
+            }
             for c in self.bound.available_conns(&cuser) {
                 if c == conn {
                     continue;

@@ -25,6 +25,8 @@ pub struct Resource {
     pub features: Option<super::caps::Features>,
     /// The last items of the PEP nodes it may see went to it.
     pub pep_primed: bool,
+    /// It fetched the blocklist, so it gets its pushes (XEP-0191).
+    pub blocklist_requested: bool,
 }
 
 impl Resource {
@@ -40,6 +42,7 @@ impl Resource {
             caps: None,
             features: None,
             pep_primed: false,
+            blocklist_requested: false,
         }
     }
 

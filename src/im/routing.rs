@@ -2,7 +2,7 @@
 //! messages (to resources, to the bare JID, offline), and the server's own
 //! iq handlers.
 
-use super::{archive, carbons, pep, Ctx};
+use super::{archive, blocking, carbons, pep, Ctx};
 use crate::c2s::output::Completion;
 use crate::common::{ConnId, Payload, NO_CONN};
 use crate::jid::Jid;
@@ -75,6 +75,11 @@ impl Ctx<'_> {
 
     /// A checked stanza for a local user or this server.
     pub(crate) fn route(&mut self, conn: ConnId, el: Element, to: Option<Jid>) {
+        if let Some(to) = &to {
+            if !self.passes_blocking(conn, &el, to) {
+                return;
+            }
+        }
         match el.name.as_str() {
             "message" => self.on_message(conn, el, to),
             "presence" => self.on_presence(conn, el, to),
@@ -465,6 +470,9 @@ impl Ctx<'_> {
         let reply = |payload: Option<Element>| stanza::iq_result(el, &answer_from, payload);
         match (payload.name.as_str(), payload.ns.as_str(), itype) {
             ("query", ns::ROSTER, _) if own_account => self.on_roster_iq(conn, el, &payload),
+            ("blocklist" | "block" | "unblock", blocking::NS, _) if own_account => {
+                self.on_blocking_iq(conn, el, &payload, set)
+            }
             ("pubsub", pep::NS | pep::NS_OWNER, _) if own_account => {
                 if let Some(me) = self.bound.jid_of(conn).map(Jid::to_bare) {
                     self.on_pep_iq(conn, el, &payload, set, &me);

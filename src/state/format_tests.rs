@@ -12,7 +12,8 @@
 use super::link::{Queued, QueuedEvent};
 use super::snapshot::write_snapshot;
 use super::{
-    ArchiveDefault, ArchivePrefs, LastSeen, Record, RosterItem, State, Subscription, LOG_FORMAT,
+    AbuseReport, ArchiveDefault, ArchivePrefs, LastSeen, Record, RosterItem, State, Subscription,
+    LOG_FORMAT,
 };
 use crate::model::archive::BLOCK_BYTES;
 use crate::model::block::Extent;
@@ -347,6 +348,29 @@ fn records() -> Vec<Record> {
             user: "alice".into(),
             node: "gone".into(),
             change: PepRecord::Deleted,
+        },
+        Record::Blocklist {
+            user: "alice".into(),
+            jids: vec![
+                "spam.example".into(),
+                "eve@localhost".into(),
+                "x@y.example/r".into(),
+            ],
+            blocked: true,
+        },
+        Record::Blocklist {
+            user: "alice".into(),
+            jids: vec!["x@y.example/r".into()],
+            blocked: false,
+        },
+        Record::AbuseReported {
+            user: "alice".into(),
+            report: AbuseReport {
+                jid: "eve@localhost".into(),
+                reason: "urn:xmpp:reporting:spam".into(),
+                text: "buy now".into(),
+                stamp_ms: 1_795_000_004_000,
+            },
         },
         Record::LinkEpochKept {
             epoch: "0a1b2c3d4e5f607182".into(),

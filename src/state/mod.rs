@@ -155,6 +155,22 @@ pub struct Account {
     /// Its PEP service (XEP-0163): nodes by name.
     #[serde(skip)]
     pub pep: PepNodes,
+    /// Addresses it blocks (XEP-0191), as JIDs (full, bare, domain or
+    /// domain/resource).
+    #[serde(skip)]
+    pub blocked: BTreeSet<String>,
+    /// Abuse reports it made (XEP-0377), the oldest first.
+    #[serde(skip)]
+    pub reports: std::collections::VecDeque<AbuseReport>,
+}
+
+/// An abuse report (XEP-0377) an account made with a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbuseReport {
+    pub jid: String,
+    pub reason: String,
+    pub text: String,
+    pub stamp_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +192,8 @@ impl Account {
             last_seen: None,
             preapproved: BTreeSet::new(),
             pep: PepNodes::new(),
+            blocked: BTreeSet::new(),
+            reports: std::collections::VecDeque::new(),
         }
     }
 }
@@ -388,6 +406,17 @@ pub enum Record {
         node: String,
         change: PepRecord,
     },
+    /// The account blocks (or no longer blocks) these addresses; no
+    /// longer blocking none means none at all.
+    Blocklist {
+        user: String,
+        jids: Vec<String>,
+        blocked: bool,
+    },
+    AbuseReported {
+        user: String,
+        report: AbuseReport,
+    },
 }
 
 impl Record {
@@ -593,6 +622,29 @@ pub fn apply_account(accounts: &mut Accounts, record: &Record) {
                 };
             }
         }
+        Record::Blocklist {
+            user,
+            jids,
+            blocked,
+        } => {
+            if let Some(acc) = accounts.get_mut(user) {
+                match (blocked, jids.is_empty()) {
+                    (true, _) => acc.blocked.extend(jids.iter().cloned()),
+                    (false, true) => acc.blocked.clear(),
+                    (false, false) => jids.iter().for_each(|j| {
+                        acc.blocked.remove(j);
+                    }),
+                }
+            }
+        }
+        Record::AbuseReported { user, report } => {
+            if let Some(acc) = accounts.get_mut(user) {
+                if acc.reports.len() >= crate::im::REPORTS_MAX {
+                    acc.reports.pop_front();
+                }
+                acc.reports.push_back(report.clone());
+            }
+        }
         Record::Pep { user, node, change } => {
             if let Some(acc) = accounts.get_mut(user) {
                 crate::model::pep::apply(&mut acc.pep, node, change);
@@ -629,7 +681,9 @@ impl State {
             | Record::AccountArchivePrefs { .. }
             | Record::AccountLastSeen { .. }
             | Record::RosterPreapproved { .. }
-            | Record::Pep { .. } => apply_account(&mut self.accounts, record),
+            | Record::Pep { .. }
+            | Record::Blocklist { .. }
+            | Record::AbuseReported { .. } => apply_account(&mut self.accounts, record),
             Record::Room { room, change } => {
                 crate::model::room::apply(&mut self.rooms, room, change)
             }

@@ -11,6 +11,7 @@
 //! left unfinished is ignored, and the state from the records before and
 //! beside it stands.
 
+use super::AbuseReport;
 use super::{
     Account, ArchivePrefs, LastSeen, LinkState, OfflineMessage, Queued, Record, RosterItem, State,
 };
@@ -42,7 +43,8 @@ use std::io;
 /// 5. Accounts' archives (`AccountArchive`, `AccountArchiveBlocks`),
 ///    archive preferences and when each account was last seen. Formats 2
 ///    to 4 read the same way (their accounts had none).
-/// 6. Accounts' PEP nodes (`Pep`). Formats 2 to 5 read the same way.
+/// 6. Accounts' PEP nodes (`Pep`), blocklists and abuse reports. Formats 2
+///    to 5 read the same way.
 pub const FORMAT: u32 = 6;
 /// A part closes once its contents reach this many bytes (so a part is at
 /// most this plus one item, and every item is bounded on its own).
@@ -149,6 +151,16 @@ pub enum SnapshotPart {
         node: String,
         config: PepConfig,
         items: Vec<PepItem>,
+    },
+    /// The addresses the account blocks (format 6).
+    Blocklist {
+        user: String,
+        jids: Vec<String>,
+    },
+    /// The abuse reports it made (format 6).
+    AbuseReports {
+        user: String,
+        reports: Vec<AbuseReport>,
     },
 }
 
@@ -316,6 +328,16 @@ impl State {
                     acc.pep.insert(node.clone(), n);
                 }
             }
+            SnapshotPart::Blocklist { user, jids } => {
+                if let Some(acc) = self.accounts.get_mut(user) {
+                    acc.blocked.extend(jids.iter().cloned());
+                }
+            }
+            SnapshotPart::AbuseReports { user, reports } => {
+                if let Some(acc) = self.accounts.get_mut(user) {
+                    acc.reports.extend(reports.iter().cloned());
+                }
+            }
         }
     }
 }
@@ -403,7 +425,9 @@ impl Entity {
             | SnapshotPart::AccountArchivePrefs { user, .. }
             | SnapshotPart::AccountLastSeen { user, .. }
             | SnapshotPart::Preapproved { user, .. }
-            | SnapshotPart::Pep { user, .. } => Entity::Account(user.clone()),
+            | SnapshotPart::Pep { user, .. }
+            | SnapshotPart::Blocklist { user, .. }
+            | SnapshotPart::AbuseReports { user, .. } => Entity::Account(user.clone()),
             SnapshotPart::Room { room, .. }
             | SnapshotPart::Archive { room, .. }
             | SnapshotPart::ArchiveBlocks { room, .. } => Entity::Room(room.clone()),
@@ -432,7 +456,9 @@ impl Entity {
             | Record::AccountArchivePrefs { user, .. }
             | Record::AccountLastSeen { user, .. }
             | Record::RosterPreapproved { user, .. }
-            | Record::Pep { user, .. } => Entity::Account(user.clone()),
+            | Record::Pep { user, .. }
+            | Record::Blocklist { user, .. }
+            | Record::AbuseReported { user, .. } => Entity::Account(user.clone()),
             Record::Room { room, .. } => Entity::Room(room.clone()),
             Record::LinkOut { peer, .. }
             | Record::LinkAcked { peer, .. }
@@ -556,6 +582,27 @@ pub fn write_entity(
                     contacts,
                 };
                 part(preapproved, emit)?;
+            }
+            // Bounded: 1000 addresses, 100 reports of about 1 KiB.
+            if !acc.blocked.is_empty() {
+                let jids = acc.blocked.iter().cloned().collect();
+                part(
+                    SnapshotPart::Blocklist {
+                        user: user.clone(),
+                        jids,
+                    },
+                    emit,
+                )?;
+            }
+            if !acc.reports.is_empty() {
+                let reports = acc.reports.iter().cloned().collect();
+                part(
+                    SnapshotPart::AbuseReports {
+                        user: user.clone(),
+                        reports,
+                    },
+                    emit,
+                )?;
             }
             // A node's items are within the account's bound (2 MiB).
             for (node, n) in &acc.pep {
