@@ -15,7 +15,7 @@ const IDENTITY: (&str, &str, &str) = ("server", "im", "Outpost");
 /// Offline storage of messages (XEP-0160 says so with this feature).
 const MSGOFFLINE: &str = "msgoffline";
 
-const FEATURES: [&str; 13] = [
+const FEATURES: [&str; 15] = [
     ns::DISCO_INFO,
     ns::DISCO_ITEMS,
     ns::PING,
@@ -29,6 +29,8 @@ const FEATURES: [&str; 13] = [
     MSGOFFLINE,
     "urn:xmpp:blocking",
     "urn:xmpp:reporting:1",
+    "jabber:iq:private",
+    "vcard-temp",
 ];
 
 /// The server's disco#info answer (with `node` when asked for one).

@@ -20,6 +20,7 @@ mod register;
 mod resource;
 mod roster;
 mod routing;
+mod stored_xml;
 
 #[cfg(test)]
 mod tests;

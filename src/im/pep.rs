@@ -211,17 +211,7 @@ impl Ctx<'_> {
             .or(existing.map(|n| &n.config))
             .cloned()
             .unwrap_or_default();
-        let after = bytes_after_publish(existing, &keeps, &item);
-        let before = existing.map_or(0, PepNode::bytes);
-        let account = pep::account_bytes(&acc.pep) - before + after;
-        let total: usize = self
-            .accounts
-            .values()
-            .map(|a| pep::account_bytes(&a.pep))
-            .sum::<usize>()
-            - before
-            + after;
-        if account > pep::BYTES_PER_ACCOUNT || total > pep::BYTES_TOTAL {
+        if !self.pep_fits(user, &name, &keeps, &item) {
             return Err(Refusal("resource-constraint", "wait", None));
         }
         if let Some(config) = config {
@@ -308,7 +298,31 @@ impl Ctx<'_> {
         Ok(None)
     }
 
-    fn commit_pep(&mut self, user: &str, node: &str, change: PepRecord) {
+    /// Whether `item`, published to `user`'s node `node` (configured as
+    /// `config`), keeps the account and all accounts within their bytes.
+    pub(super) fn pep_fits(
+        &self,
+        user: &str,
+        node: &str,
+        config: &PepConfig,
+        item: &PepItem,
+    ) -> bool {
+        let Some(acc) = self.accounts.get(user) else {
+            return false;
+        };
+        let existing = acc.pep.get(node);
+        let after = bytes_after_publish(existing, config, item);
+        let before = existing.map_or(0, PepNode::bytes);
+        let account = pep::account_bytes(&acc.pep) - before + after;
+        let all: usize = self
+            .accounts
+            .values()
+            .map(|a| pep::account_bytes(&a.pep))
+            .sum();
+        account <= pep::BYTES_PER_ACCOUNT && all - before + after <= pep::BYTES_TOTAL
+    }
+
+    pub(super) fn commit_pep(&mut self, user: &str, node: &str, change: PepRecord) {
         self.commit(Record::Pep {
             user: user.to_string(),
             node: node.to_string(),

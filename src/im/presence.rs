@@ -65,7 +65,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn user_jid(&self, user: &str) -> String {
+    pub(super) fn user_jid(&self, user: &str) -> String {
         format!("{user}@{}", self.cfg.domain)
     }
 

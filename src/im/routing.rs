@@ -2,7 +2,7 @@
 //! messages (to resources, to the bare JID, offline), and the server's own
 //! iq handlers.
 
-use super::{archive, blocking, carbons, pep, Ctx};
+use super::{archive, blocking, carbons, pep, stored_xml, Ctx};
 use crate::c2s::output::Completion;
 use crate::common::{ConnId, Payload, NO_CONN};
 use crate::jid::Jid;
@@ -470,6 +470,14 @@ impl Ctx<'_> {
         let reply = |payload: Option<Element>| stanza::iq_result(el, &answer_from, payload);
         match (payload.name.as_str(), payload.ns.as_str(), itype) {
             ("query", ns::ROSTER, _) if own_account => self.on_roster_iq(conn, el, &payload),
+            ("query", stored_xml::NS_PRIVATE, _) if own_account => {
+                self.on_private_iq(conn, el, &payload, set)
+            }
+            ("vCard", stored_xml::NS_VCARD, _) if own_account => {
+                if let Some(me) = self.bound.jid_of(conn).map(Jid::to_bare) {
+                    self.on_vcard_iq(conn, el, &payload, set, &me);
+                }
+            }
             ("blocklist" | "block" | "unblock", blocking::NS, _) if own_account => {
                 self.on_blocking_iq(conn, el, &payload, set)
             }
@@ -568,6 +576,7 @@ impl Ctx<'_> {
             ("pubsub", pep::NS | pep::NS_OWNER, _) => {
                 self.on_pep_iq(conn, el, payload, set, target)
             }
+            ("vCard", stored_xml::NS_VCARD, _) => self.on_vcard_iq(conn, el, payload, set, target),
             // Another user's archive is theirs alone.
             (_, ns::MAM, _) => self.bounce(conn, el, "forbidden"),
             _ => self.bounce(conn, el, "service-unavailable"),
