@@ -383,3 +383,40 @@ fn nodes_and_items_survive_a_restart_and_a_compaction() {
     let opened = outpost::shell::datadir::open_state(dir.path(), 3).unwrap();
     assert_eq!(opened.state.accounts["alice"].pep, before);
 }
+
+#[test]
+fn bookmarks_reach_the_owners_other_devices_and_nobody_else() {
+    let mut sim = node();
+    let (alice, bob) = friends(&mut sim);
+    let bookmarks = "urn:xmpp:bookmarks:1";
+    let notify = format!("{bookmarks}+notify");
+    assert!(online_with(&mut sim, bob, &[&notify]));
+    let laptop = sim.login("alice", "pw", "laptop");
+    online_with(&mut sim, laptop, &[&notify]);
+    sim.send(alice, "<presence/>");
+    for c in [bob, laptop] {
+        sim.take(c);
+    }
+    // XEP-0402 §4: whitelist, every item kept.
+    let private = options(&[
+        ("pubsub#access_model", "whitelist"),
+        ("pubsub#max_items", "max"),
+        ("pubsub#send_last_published_item", "never"),
+    ]);
+    let room = "<conference xmlns='urn:xmpp:bookmarks:1' name='Ops' autojoin='true'><nick>Alice</nick></conference>";
+    for r in ["ops@conference.localhost", "field@conference.localhost"] {
+        let out = publish(&mut sim, alice, bookmarks, r, room, &private);
+        assert!(out.contains("type='result'"), "{out}");
+    }
+    let got = sim.take(laptop);
+    assert_eq!(got.matches("<item id=").count(), 2, "{got}");
+    assert_eq!(sim.take(bob), "", "a contact never hears of them");
+    let refused = items(&mut sim, bob, "alice", bookmarks);
+    assert!(refused.contains("<closed-node"), "{refused}");
+    // A device coming online later gets no last item (send_last never) but reads them all.
+    let phone = sim.login("alice", "pw", "phone");
+    online_with(&mut sim, phone, &[&notify]);
+    assert!(!sim.take(phone).contains("<item id="));
+    let all = items(&mut sim, phone, "alice", bookmarks);
+    assert_eq!(all.matches("<conference").count(), 2, "{all}");
+}
