@@ -805,6 +805,7 @@ impl Ctx<'_> {
         let early = m.delivered_early.remove(&msg.stanza_id);
         let (xml, stamp_ms) = (msg.xml.clone(), msg.stamp_ms);
         self.commit_mirror(key, MirrorRecord::Message { msg });
+        self.apply_moderation(key, &xml, stamp_ms);
         if !early {
             // Held up (a split, a queue): say when it was really sent.
             let late = self.now.unix_ms > stamp_ms + LATE_AFTER_MS;
@@ -814,6 +815,31 @@ impl Ctx<'_> {
                 xml
             };
             self.mirror_broadcast(key, &xml);
+        }
+    }
+
+    /// A message from the master that retracts an archived one (XEP-0425):
+    /// the replica's copy reads as the master's tombstone from now on.
+    fn apply_moderation(&mut self, key: &str, xml: &str, stamp_ms: u64) {
+        let Some(id) = crate::muc::moderation::retracted_id(xml) else {
+            return;
+        };
+        let Some(c) = self.replicas.get(key) else {
+            return;
+        };
+        let archive = &c.state.archive;
+        let Some(msg) = archive
+            .seq_of(&id)
+            .and_then(|seq| archive.get(archive.position(seq)?))
+        else {
+            return;
+        };
+        let Ok(retraction) = crate::xml::parse_fragment(xml) else {
+            return;
+        };
+        if let Some(tombstone) = crate::muc::moderation::tombstone(&msg, &retraction, stamp_ms) {
+            let seq = msg.seq;
+            self.commit_mirror(key, MirrorRecord::Moderated { seq, tombstone });
         }
     }
 

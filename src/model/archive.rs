@@ -20,7 +20,7 @@ use serde::de::Deserializer;
 use serde::ser::{SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering::{self, Greater, Less};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::rc::Rc;
 
@@ -56,6 +56,11 @@ pub struct Archive {
     indexed: bool,
     /// This archive's number among the node's, for decoded blocks' keys.
     number: u64,
+    /// Messages replaced since they were archived (a moderator's
+    /// retraction leaves a tombstone): their stanzas by sequence number.
+    /// Sealed blocks stay as they were written; every read goes through
+    /// this.
+    replaced: BTreeMap<u64, String>,
 }
 
 impl Default for Archive {
@@ -74,6 +79,7 @@ impl Default for Archive {
             held_blocks: 0,
             indexed: true,
             number: next_archive_number(),
+            replaced: BTreeMap::new(),
         }
     }
 }
@@ -95,6 +101,7 @@ impl Clone for Archive {
             held_blocks: self.held_blocks,
             indexed: self.indexed,
             number: next_archive_number(),
+            replaced: self.replaced.clone(),
         }
     }
 }
@@ -230,6 +237,14 @@ impl Archive {
 
     /// The message at a position (0 is the oldest kept).
     pub fn get(&self, position: usize) -> Option<Archived> {
+        let mut m = self.get_as_written(position)?;
+        if let Some(xml) = self.replaced.get(&m.seq) {
+            m.xml = xml.clone();
+        }
+        Some(m)
+    }
+
+    fn get_as_written(&self, position: usize) -> Option<Archived> {
         if position >= self.len {
             return None;
         }
@@ -240,6 +255,18 @@ impl Archive {
             return self.block(b)?.get((abs - start) as usize).cloned();
         };
         self.open.get(in_open).cloned()
+    }
+
+    /// From now on the message `seq` reads as `xml` (a kept message only).
+    pub fn replace(&mut self, seq: u64, xml: String) {
+        if self.position(seq).is_some() {
+            self.replaced.insert(seq, xml);
+        }
+    }
+
+    /// The replaced messages, by sequence number (for snapshots).
+    pub fn replaced(&self) -> &BTreeMap<u64, String> {
+        &self.replaced
     }
 
     /// The positions of the block that holds `position` (its kept part;
@@ -518,6 +545,7 @@ impl Archive {
 
     /// Drop the messages up to and including sequence number `upto`.
     pub fn drop_upto(&mut self, upto: u64) {
+        self.replaced = self.replaced.split_off(&(upto + 1));
         while self.sealed.front().is_some_and(|(_, b)| b.last_seq <= upto) {
             self.drop_first_block();
         }
@@ -548,6 +576,7 @@ impl Archive {
 
     /// Drop the messages from sequence number `from` on.
     pub fn drop_from(&mut self, from: u64) {
+        self.replaced.split_off(&from);
         while self.last_seq().is_some_and(|s| s >= from) {
             if self.pop_back().is_none() {
                 break;

@@ -66,6 +66,11 @@ pub enum MirrorRecord {
     Trim {
         upto: u64,
     },
+    /// The master's moderators retracted the archived message `seq`.
+    Moderated {
+        seq: u64,
+        tombstone: String,
+    },
 }
 
 pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &MirrorRecord) {
@@ -127,6 +132,9 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
         }
         MirrorRecord::Locked => c.state.locked = true,
         MirrorRecord::Trim { upto } => c.state.archive.drop_upto(*upto),
+        MirrorRecord::Moderated { seq, tombstone } => {
+            c.state.archive.replace(*seq, tombstone.clone())
+        }
         MirrorRecord::Affiliation { jid, affiliation } => {
             let affs = &mut c.state.affiliations;
             if *affiliation == Affiliation::None {

@@ -178,6 +178,12 @@ pub enum RoomRecord {
         upto: u64,
     },
     Destroy,
+    /// A moderator retracted the archived message `seq` (XEP-0425): it
+    /// reads as `tombstone` from now on.
+    Moderated {
+        seq: u64,
+        tombstone: String,
+    },
 }
 
 /// The rooms mastered here, by localpart: what the MUC service keeps durable.
@@ -214,6 +220,7 @@ pub fn apply(rooms: &mut Rooms, room: &str, record: &RoomRecord) {
             r.archive.push(msg.clone());
         }
         RoomRecord::Trim { upto } => r.archive.drop_upto(*upto),
+        RoomRecord::Moderated { seq, tombstone } => r.archive.replace(*seq, tombstone.clone()),
         RoomRecord::Create { .. } | RoomRecord::Destroy => unreachable!("handled above"),
     }
 }

@@ -9,6 +9,7 @@
 mod admin;
 pub mod form;
 pub mod mam;
+pub(crate) mod moderation;
 mod service;
 mod sites;
 #[cfg(test)]
@@ -1112,6 +1113,9 @@ impl Ctx<'_> {
             ("ping", ns::PING, "get") => {
                 self.reply(origin, &stanza::iq_result(el, &room_jid, None))
             }
+            ("moderate", moderation::NS, "set") | ("apply-to", moderation::NS_FASTEN, "set") => {
+                self.muc_moderate(origin, el, room, &payload)
+            }
             ("query", mns::OWNER, _) => self.muc_owner(origin, el, room, &payload),
             ("query", mns::ADMIN, _) => self.muc_admin(origin, el, room, &payload),
             ("query", mns::MAM, "set") => self.muc_mam(origin, el, room, &payload),
@@ -1156,6 +1160,8 @@ impl Ctx<'_> {
                 "muc_unsecured",
             ),
             pick(c.whois_anyone, "muc_nonanonymous", "muc_semianonymous"),
+            moderation::NS,
+            moderation::NS_LEGACY,
         ];
         if c.archiving {
             features.extend([mns::MAM, ns::MAM_EXTENDED]);

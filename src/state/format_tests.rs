@@ -239,6 +239,17 @@ fn records() -> Vec<Record> {
         ),
         mirror(KEY, MirrorRecord::Message { msg: big(6) }),
         mirror(KEY, MirrorRecord::Trim { upto: 1 }),
+        mirror(
+            KEY,
+            MirrorRecord::Moderated {
+                seq: 6,
+                tombstone: "<message type='groupchat'><retracted xmlns='urn:xmpp:message-retract:1' stamp='2026-11-28T03:00:00.000Z'/></message>".into(),
+            },
+        ),
+        room(RoomRecord::Moderated {
+            seq: 4,
+            tombstone: "<message type='groupchat'><retracted xmlns='urn:xmpp:message-retract:1' stamp='2026-11-28T03:00:00.000Z'/></message>".into(),
+        }),
         mirror("dropped@conference.hq.example", MirrorRecord::Drop),
     ];
     let events = samples::link_events();

@@ -43,8 +43,9 @@ use std::io;
 /// 5. Accounts' archives (`AccountArchive`, `AccountArchiveBlocks`),
 ///    archive preferences and when each account was last seen. Formats 2
 ///    to 4 read the same way (their accounts had none).
-/// 6. Accounts' PEP nodes (`Pep`), blocklists and abuse reports. Formats 2
-///    to 5 read the same way.
+/// 6. Accounts' PEP nodes (`Pep`), blocklists and abuse reports; the
+///    messages moderators retracted (`ArchiveReplaced`,
+///    `MirrorArchiveReplaced`). Formats 2 to 5 read the same way.
 pub const FORMAT: u32 = 6;
 /// A part closes once its contents reach this many bytes (so a part is at
 /// most this plus one item, and every item is bounded on its own).
@@ -161,6 +162,16 @@ pub enum SnapshotPart {
     AbuseReports {
         user: String,
         reports: Vec<AbuseReport>,
+    },
+    /// Messages of a room's archive that moderators retracted, by sequence
+    /// number, as they read now (format 6).
+    ArchiveReplaced {
+        room: String,
+        items: Vec<(u64, String)>,
+    },
+    MirrorArchiveReplaced {
+        key: String,
+        items: Vec<(u64, String)>,
     },
 }
 
@@ -280,6 +291,20 @@ impl State {
             SnapshotPart::MirrorArchiveBlocks { key, blocks } => {
                 if let Some(c) = self.mirrors.get_mut(key) {
                     extend_blocks(&mut c.state, blocks);
+                }
+            }
+            SnapshotPart::ArchiveReplaced { room, items } => {
+                if let Some(r) = self.rooms.get_mut(room) {
+                    for (seq, xml) in items {
+                        r.archive.replace(*seq, xml.clone());
+                    }
+                }
+            }
+            SnapshotPart::MirrorArchiveReplaced { key, items } => {
+                if let Some(c) = self.mirrors.get_mut(key) {
+                    for (seq, xml) in items {
+                        c.state.archive.replace(*seq, xml.clone());
+                    }
                 }
             }
             SnapshotPart::OfflineBlocks { user, blocks } => {
@@ -430,13 +455,15 @@ impl Entity {
             | SnapshotPart::AbuseReports { user, .. } => Entity::Account(user.clone()),
             SnapshotPart::Room { room, .. }
             | SnapshotPart::Archive { room, .. }
-            | SnapshotPart::ArchiveBlocks { room, .. } => Entity::Room(room.clone()),
+            | SnapshotPart::ArchiveBlocks { room, .. }
+            | SnapshotPart::ArchiveReplaced { room, .. } => Entity::Room(room.clone()),
             SnapshotPart::Link { peer, .. } | SnapshotPart::Unacked { peer, .. } => {
                 Entity::Link(peer.clone())
             }
             SnapshotPart::Mirror { key, .. }
             | SnapshotPart::MirrorArchive { key, .. }
-            | SnapshotPart::MirrorArchiveBlocks { key, .. } => Entity::Mirror(key.clone()),
+            | SnapshotPart::MirrorArchiveBlocks { key, .. }
+            | SnapshotPart::MirrorArchiveReplaced { key, .. } => Entity::Mirror(key.clone()),
             SnapshotPart::Admin { .. } => Entity::Admin,
             SnapshotPart::Secret { .. } => Entity::Secret,
         }
@@ -662,6 +689,26 @@ pub fn write_entity(
                 },
                 |p| part(p, emit),
             )?;
+            // After the messages they replace; bounded by them.
+            let replaced: Vec<(u64, String)> = rs
+                .archive
+                .replaced()
+                .iter()
+                .map(|(s, x)| (*s, x.clone()))
+                .collect();
+            slices(
+                &replaced,
+                |(_, xml)| xml.len(),
+                |items| {
+                    part(
+                        SnapshotPart::ArchiveReplaced {
+                            room: room.clone(),
+                            items,
+                        },
+                        emit,
+                    )
+                },
+            )?;
         }
         Entity::Link(peer) => {
             let Some(l) = state.links.get(peer) else {
@@ -708,6 +755,26 @@ pub fn write_entity(
                     blocks,
                 },
                 |p| part(p, emit),
+            )?;
+            let replaced: Vec<(u64, String)> = c
+                .state
+                .archive
+                .replaced()
+                .iter()
+                .map(|(s, x)| (*s, x.clone()))
+                .collect();
+            slices(
+                &replaced,
+                |(_, xml)| xml.len(),
+                |items| {
+                    part(
+                        SnapshotPart::MirrorArchiveReplaced {
+                            key: key.clone(),
+                            items,
+                        },
+                        emit,
+                    )
+                },
             )?;
         }
         Entity::Admin => {
