@@ -90,9 +90,14 @@ fn a_block_stops_messages_iq_and_presence_both_ways_and_an_unblock_restores_them
     assert!(sim
         .take(bob)
         .contains("type='unavailable' from='alice@localhost/a'"));
-    // Bob's words vanish; Alice's are refused with the reason.
+    // Bob's words do not arrive (he is not told why); Alice's are refused
+    // with the reason.
     chat(&mut sim, bob, "alice@localhost", "hello?");
-    assert_eq!(sim.take(bob), "", "a blocked sender is told nothing");
+    let bounced = sim.take(bob);
+    assert!(
+        bounced.contains("<service-unavailable") && !bounced.contains("blocked"),
+        "{bounced}"
+    );
     assert_eq!(sim.take(alice), "");
     chat(&mut sim, alice, "bob@localhost", "hi");
     let refused = sim.take(alice);
@@ -119,10 +124,12 @@ fn a_block_stops_messages_iq_and_presence_both_ways_and_an_unblock_restores_them
     );
     let out = sim.take(alice);
     assert!(
-        out.contains(&format!(
-            "<unblock xmlns='{BLOCKING}'><item jid='bob@localhost'/></unblock>"
-        )),
-        "{out}"
+        out.contains(&format!("<unblock xmlns='{BLOCKING}'/>")),
+        "an unblock-all push names nobody: {out}"
+    );
+    assert!(
+        out.contains("from='bob@localhost/b'"),
+        "she sees him again: {out}"
     );
     assert!(sim.take(bob).contains("from='alice@localhost/a'"));
     chat(&mut sim, bob, "alice@localhost", "back");
@@ -177,4 +184,53 @@ fn the_blocklist_and_reports_survive_a_restart() {
     let bob = sim.login("bob", "pw", "b");
     chat(&mut sim, bob, "alice@localhost", "still blocked");
     assert_eq!(sim.take(alice), "");
+}
+
+#[test]
+fn a_block_tells_presence_only_to_those_who_saw_it_and_an_unblock_keeps_other_blocks() {
+    let mut sim = node();
+    sim.add_user("carol", "pw");
+    let (alice, bob) = friends(&mut sim);
+    let carol = sim.login("carol", "pw", "c");
+    sim.send(carol, "<presence/>");
+    sim.take(alice);
+    sim.take(carol);
+    // Carol never saw Alice's presence: a block tells her nothing (not
+    // even Alice's resources).
+    block(&mut sim, alice, "<item jid='carol@localhost'/>");
+    assert_eq!(sim.take(carol), "");
+    // Bob blocked by bare JID and one of his resources; unblocking the
+    // resource leaves him blocked, and shows him nothing.
+    block(
+        &mut sim,
+        alice,
+        "<item jid='bob@localhost'/><item jid='bob@localhost/b'/>",
+    );
+    sim.take(bob);
+    sim.send(alice, &format!("<iq type='set' id='ub'><unblock xmlns='{BLOCKING}'><item jid='bob@localhost/b'/></unblock></iq>"));
+    sim.take(alice);
+    assert_eq!(sim.take(bob), "", "still blocked by his bare JID");
+    sim.send(alice, &format!("<iq type='set' id='ub2'><unblock xmlns='{BLOCKING}'><item jid='bob@localhost'/></unblock></iq>"));
+    let mine = sim.take(alice);
+    assert!(
+        mine.contains("from='bob@localhost/b'"),
+        "she sees him again: {mine}"
+    );
+    assert!(
+        sim.take(bob).contains("from='alice@localhost/a'"),
+        "and he her"
+    );
+}
+
+#[test]
+fn a_report_comes_once_with_a_new_block() {
+    let mut sim = node();
+    let (alice, _) = friends(&mut sim);
+    let report = "<report xmlns='urn:xmpp:reporting:1' reason='urn:xmpp:reporting:spam'><text>again</text></report>";
+    let item = format!("<item jid='spam@spam.example'>{report}</item>");
+    block(&mut sim, alice, &format!("{item}{item}"));
+    for _ in 0..5 {
+        block(&mut sim, alice, &item);
+    }
+    assert_eq!(sim.node.state().accounts["alice"].reports.len(), 1);
 }

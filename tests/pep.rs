@@ -420,3 +420,70 @@ fn bookmarks_reach_the_owners_other_devices_and_nobody_else() {
     let all = items(&mut sim, phone, "alice", bookmarks);
     assert_eq!(all.matches("<conference").count(), 2, "{all}");
 }
+
+#[test]
+fn a_client_that_never_answers_its_capabilities_holds_up_no_other() {
+    let mut sim = node();
+    let (alice, bob) = friends(&mut sim);
+    let eve = sim.login("eve", "pw", "e");
+    let (_, ver) = disco(&[&format!("{AVATAR}+notify")]);
+    // Eve announces Bob's capabilities and never answers the question.
+    sim.send(eve, &format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://test.example' ver='{ver}'/></presence>"));
+    assert!(sim.take(eve).contains("<iq type='get'"));
+    assert!(
+        online_with(&mut sim, bob, &[&format!("{AVATAR}+notify")]),
+        "Bob is asked too"
+    );
+    sim.send(alice, "<presence/>");
+    sim.take(bob);
+    publish(&mut sim, alice, AVATAR, "v1", &metadata(1), "");
+    assert!(sim.take(bob).contains("<item id='v1'>"));
+}
+
+#[test]
+fn last_items_respect_blocks_and_come_again_after_a_session_was_away() {
+    let mut sim = node();
+    let (alice, bob) = friends(&mut sim);
+    publish(&mut sim, alice, AVATAR, "v1", &metadata(1), "");
+    assert!(online_with(&mut sim, bob, &[&format!("{AVATAR}+notify")]));
+    assert!(sim.take(bob).contains("<item id='v1'>"));
+    // Unavailable, a new item, back: the last item again.
+    sim.send(bob, "<presence type='unavailable'/>");
+    publish(&mut sim, alice, AVATAR, "v2", &metadata(2), "");
+    sim.take(bob);
+    sim.send(bob, &format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://test.example' ver='{}'/></presence>", disco(&[&format!("{AVATAR}+notify")]).1));
+    assert!(sim.take(bob).contains("<item id='v2'>"));
+    // Once Alice blocks Bob, he gets none.
+    sim.send(alice, "<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block></iq>");
+    sim.take(alice);
+    sim.send(bob, "<presence type='unavailable'/>");
+    sim.take(bob);
+    sim.send(bob, &format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://test.example' ver='{}'/></presence>", disco(&[&format!("{AVATAR}+notify")]).1));
+    assert!(!sim.take(bob).contains("<item"));
+}
+
+#[test]
+fn the_owner_creates_nodes_and_is_told_what_is_not_implemented() {
+    let mut sim = node();
+    let alice = sim.login("alice", "pw", "a");
+    sim.send(alice, &format!("<iq type='set' id='c'><pubsub xmlns='{PUBSUB}'><create node='mine'/><configure><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#node_config</value></field><field var='pubsub#access_model'><value>open</value></field></x></configure></pubsub></iq>"));
+    assert!(sim.take(alice).contains("type='result'"));
+    sim.send(
+        alice,
+        &format!(
+            "<iq type='set' id='c2'><pubsub xmlns='{PUBSUB}'><create node='mine'/></pubsub></iq>"
+        ),
+    );
+    assert!(sim.take(alice).contains("<conflict"));
+    sim.send(alice, &format!("<iq type='set' id='pg'><pubsub xmlns='{PUBSUB}#owner'><purge node='mine'/></pubsub></iq>"));
+    let out = sim.take(alice);
+    assert!(
+        out.contains("<feature-not-implemented") && out.contains("feature='purge-nodes'"),
+        "{out}"
+    );
+    let eve = sim.login("eve", "pw", "e");
+    assert!(
+        items(&mut sim, eve, "alice", "mine").contains("type='result'"),
+        "open, empty"
+    );
+}

@@ -433,3 +433,37 @@ fn offline_messages_a_session_is_sent_again_on_resuming_come_once() {
     sim.send(again, "<presence/>");
     assert!(bodies(&sim.take(again)).is_empty());
 }
+
+#[test]
+fn a_kept_session_is_asked_its_capabilities_again_and_gets_pep_notifications() {
+    use base64::Engine;
+    let feature = "urn:xmpp:avatar:metadata+notify";
+    let s = format!("client/phone//P<{feature}<");
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, s.as_bytes());
+    let ver = base64::engine::general_purpose::STANDARD.encode(digest);
+    let disco =
+        format!("<identity category='client' type='phone' name='P'/><feature var='{feature}'/>");
+    let mut sim = node();
+    let alice = sim.login("alice", "pw", "laptop");
+    let (bob, id) = resumable(&mut sim, "bob", "phone");
+    befriend(&mut sim, (alice, "alice"), (bob, "bob"));
+    sim.send(bob, &format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='{ver}'/></presence>"));
+    let mut handled = 0;
+    let asked = read_acking(&mut sim, bob, &mut handled);
+    let q = between(&asked, "<iq type='get' id='", "'")
+        .unwrap()
+        .to_string();
+    sim.send(bob, &format!("<iq type='result' id='{q}' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='n#{ver}'>{disco}</query></iq>"));
+    sim.stop_and_restart(1_000);
+    let (phone, out) = resume(&mut sim, "bob", &id, handled);
+    assert!(out.starts_with("<resumed"), "{out}");
+    let q = between(&out, "<iq type='get' id='", "'")
+        .expect("asked again")
+        .to_string();
+    sim.send(phone, &format!("<iq type='result' id='{q}' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='n#{ver}'>{disco}</query></iq>"));
+    let alice = sim.login("alice", "pw", "laptop");
+    sim.send(alice, "<iq type='set' id='p'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:avatar:metadata'><item id='a1'><metadata xmlns='urn:xmpp:avatar:metadata'/></item></publish></pubsub></iq>");
+    assert!(sim.take(alice).contains("type='result'"));
+    let got = sim.take(phone);
+    assert!(got.contains("<item id='a1'>"), "{got}");
+}

@@ -93,8 +93,13 @@ impl Ctx<'_> {
                         "the blocklist is full",
                     );
                 }
+                // A report comes with a new block only, one per address.
+                let mut reported = std::collections::BTreeSet::new();
                 let reports: Vec<AbuseReport> = jids
                     .iter()
+                    .filter(|(j, _)| {
+                        block && !acc.blocked.contains(j) && reported.insert(j.clone())
+                    })
                     .filter_map(|(jid, report)| {
                         Some(report_of(jid, report.as_ref()?, self.now.unix_ms))
                     })
@@ -108,9 +113,9 @@ impl Ctx<'_> {
                 });
                 for report in reports {
                     log::warn!(
-                        "abuse report from {user} about {}: {} {}",
+                        "abuse report from {user} about {}: {} {:?}",
                         report.jid,
-                        report.reason,
+                        report.reason.escape_debug(),
                         report.text
                     );
                     self.commit(Record::AbuseReported {
@@ -119,13 +124,14 @@ impl Ctx<'_> {
                     });
                 }
                 self.send_el(conn, &stanza::iq_result(el, &from, None));
-                // Unblocking everything names nobody: all that were.
+                // Unblocking everything names nobody (so does its push), and
+                // changes presence for all that were.
+                self.push_blocklist(&user, payload.name.as_str(), &list);
                 let changed = if !block && list.is_empty() {
                     before
                 } else {
                     list
                 };
-                self.push_blocklist(&user, payload.name.as_str(), &changed);
                 self.presence_after_block(&user, &changed, block);
             }
             _ => self.bounce(conn, el, "bad-request"),
@@ -157,53 +163,68 @@ impl Ctx<'_> {
         }
     }
 
-    /// Blocked contacts see the user go unavailable (and the user them);
-    /// unblocked ones that are subscribed see its presence again.
+    /// What a block changes in presence, both ways, for those who saw it:
+    /// a contact subscribed to the user's presence sees the user go (and
+    /// the user, subscribed to the contact's, sees the contact go); an
+    /// unblock shows them again, unless another entry still blocks.
     fn presence_after_block(&mut self, user: &str, jids: &[String], block: bool) {
-        let mine: Vec<(ConnId, Element, Jid)> = self
+        let mine: Vec<(ConnId, Jid)> = self
             .bound
             .available_conns(user)
             .into_iter()
-            .filter_map(|c| {
-                let (jid, p) = self.bound.resources.get(&c)?.available()?;
-                Some((c, p.clone(), jid.clone()))
-            })
+            .filter_map(|c| Some((c, self.bound.jid_of(c)?.clone())))
             .collect();
         for target in jids.iter().filter_map(|j| Jid::parse(j).ok()) {
             let Some(contact) = self.local_account(&target) else {
                 continue;
             };
-            let subscribed = self.accounts[user]
+            let item = self.accounts[user]
                 .roster
-                .get(&target.to_bare().to_string())
-                .is_some_and(|i| i.subscription.has_from());
-            if !block && !subscribed {
-                continue;
-            }
+                .get(&target.to_bare().to_string());
+            let they_see_me = item.is_some_and(|i| i.subscription.has_from());
+            let i_see_them = item.is_some_and(|i| i.subscription.has_to());
             for c in self.bound.available_conns(&contact) {
                 let Some(their) = self.bound.jid_of(c).cloned() else {
                     continue;
                 };
-                for (mine_c, presence, my_jid) in &mine {
-                    let mut p = if block {
-                        Element::new("presence", ns::CLIENT).attr("type", "unavailable")
-                    } else {
-                        presence.clone()
-                    };
-                    p.set_attr("from", my_jid.to_string());
-                    p.set_attr("to", their.to_string());
-                    self.send_el(c, &p);
-                    if block {
-                        // And the user no longer sees the blocked one.
-                        let gone = Element::new("presence", ns::CLIENT)
-                            .attr("type", "unavailable")
-                            .attr("from", their.to_string())
-                            .attr("to", my_jid.to_string());
-                        self.send_el(*mine_c, &gone);
+                if target.resource().is_some() && their != target {
+                    continue; // A full JID names one session.
+                }
+                for (mine_c, my_jid) in &mine {
+                    let still_blocked = !block
+                        && (blocks(&self.accounts[user], &their)
+                            || blocks(&self.accounts[&contact], my_jid));
+                    if still_blocked {
+                        continue;
+                    }
+                    if they_see_me {
+                        let p = self.presence_for(*mine_c, my_jid, &their, block);
+                        self.send_el(c, &p);
+                    }
+                    if i_see_them {
+                        let p = self.presence_for(c, &their, my_jid, block);
+                        self.send_el(*mine_c, &p);
                     }
                 }
             }
         }
+    }
+
+    /// The presence of the session `conn` (`from`) for `to`: unavailable
+    /// when blocking, else the one it shows.
+    fn presence_for(&self, conn: ConnId, from: &Jid, to: &Jid, unavailable: bool) -> Element {
+        let shown = self
+            .bound
+            .resources
+            .get(&conn)
+            .and_then(|r| r.presence.clone());
+        let mut p = match (unavailable, shown) {
+            (false, Some(p)) => p,
+            _ => Element::new("presence", ns::CLIENT).attr("type", "unavailable"),
+        };
+        p.set_attr("from", from.to_string());
+        p.set_attr("to", to.to_string());
+        p
     }
 
     /// A stanza from the session `conn` to `to`: false (and answered or
@@ -212,10 +233,14 @@ impl Ctx<'_> {
         let Some(from) = self.bound.jid_of(conn).cloned() else {
             return true;
         };
-        let sender_blocks = from
-            .local()
-            .and_then(|u| self.accounts.get(u))
-            .is_some_and(|acc| blocks(acc, to));
+        // The server and the account itself are never blocked for it.
+        let own =
+            to.domain() == self.cfg.domain && (to.local().is_none() || to.local() == from.local());
+        let sender_blocks = !own
+            && from
+                .local()
+                .and_then(|u| self.accounts.get(u))
+                .is_some_and(|acc| blocks(acc, to));
         if sender_blocks {
             if el.name != "presence" {
                 self.refuse_blocked(conn, el);
@@ -227,8 +252,10 @@ impl Ctx<'_> {
             .and_then(|u| self.accounts.get(&u))
             .is_some_and(|acc| blocks(acc, &from));
         if recipient_blocks {
-            // Nothing is said of the block: an iq is unavailable, the rest vanishes.
-            if el.name == "iq" && matches!(el.get_attr("type"), Some("get" | "set")) {
+            // Nothing is said of the block (XEP-0191 §3.4): messages and
+            // requests are unavailable, presence vanishes.
+            let request = el.name == "iq" && matches!(el.get_attr("type"), Some("get" | "set"));
+            if request || el.name == "message" {
                 self.bounce(conn, el, "service-unavailable");
             }
             return false;

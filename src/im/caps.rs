@@ -43,11 +43,6 @@ impl Caps {
         self.known.get(caps).cloned()
     }
 
-    /// Whether `caps` is being asked already.
-    pub fn is_asked(&self, caps: &str) -> bool {
-        self.asked.values().any(|(c, _)| c == caps)
-    }
-
     /// The query to send to `conn` (whose JID is `to`) for `caps`; none if
     /// this session has a query out already.
     pub fn ask(&mut self, conn: ConnId, caps: &str, from: &str, to: &str) -> Option<Element> {

@@ -142,6 +142,10 @@ impl Router {
             r.roster_requested = held.roster_requested;
             r.carbons = held.carbons;
             r.directed = held.directed.iter().cloned().collect();
+            r.caps = held.caps.clone();
+            r.blocklist_requested = held.blocklist_requested;
+            // Its client has the last items already.
+            r.pep_primed = true;
         }
     }
 

@@ -74,7 +74,8 @@ impl Ctx<'_> {
             (NS_OWNER, "configure", false) if own => self.pep_config_form(&user, &action),
             (NS_OWNER, "configure", true) if own => self.pep_configure(&user, &action),
             (NS_OWNER, "delete", true) if own => self.pep_delete(&user, &action),
-            (NS, "publish" | "retract", true) | (NS_OWNER, _, _) => {
+            (NS, "create", true) if own => self.pep_create(&user, payload, &action),
+            (NS, "publish" | "retract" | "create", true) | (NS_OWNER, _, _) if !own => {
                 Err(Refusal("forbidden", "auth", None))
             }
             _ => Err(Refusal(
@@ -85,20 +86,19 @@ impl Ctx<'_> {
         };
         match result {
             Ok(answer) => {
-                let from = el.get_attr("to").unwrap_or(&self.cfg.domain).to_string();
-                let result = stanza::iq_result(el, &from, answer);
+                let result = stanza::iq_result(el, &owner.to_string(), answer);
                 // Items may come to megabytes: paced by what the client reads.
                 self.send_paced(conn, result.to_xml(ns::CLIENT).into_bytes(), None);
             }
             Err(Refusal(condition, kind, pubsub)) => {
-                let from = el.get_attr("to").unwrap_or(&self.cfg.domain).to_string();
-                let Some(mut reply) = stanza::error_reply(el, condition, kind, &from) else {
+                let Some(mut reply) = stanza::error_reply(el, condition, kind, &owner.to_string())
+                else {
                     return;
                 };
                 if let Some(specific) = pubsub {
                     let mut c = Element::new(specific, NS_ERRORS);
                     if specific == "unsupported" {
-                        c.set_attr("feature", action.name.clone());
+                        c.set_attr("feature", unsupported_feature(&action.name));
                     }
                     if let Some(XmlNode::Element(error)) = reply.children.last_mut() {
                         error.children.push(XmlNode::Element(c));
@@ -168,7 +168,7 @@ impl Ctx<'_> {
         };
         let id = match item.and_then(|i| i.get_attr("id")) {
             Some(id) if id.len() > pep::MAX_NAME_BYTES => {
-                return Err(Refusal("not-acceptable", "modify", Some("item-forbidden")))
+                return Err(Refusal("bad-request", "modify", Some("item-forbidden")))
             }
             Some(id) => id.to_string(),
             None => self.random_item_id(),
@@ -238,7 +238,9 @@ impl Ctx<'_> {
         if !node.is_some_and(|n| n.items.iter().any(|i| i.id == id)) {
             return Err(Refusal("item-not-found", "cancel", None));
         }
-        let notify = matches!(retract.get_attr("notify"), Some("true" | "1"));
+        // XEP-0060 §7.2.2.1: asked for, or the node's configuration.
+        let notify = matches!(retract.get_attr("notify"), Some("true" | "1"))
+            || node.is_some_and(|n| n.config.notify_retract);
         self.commit_pep(user, &name, PepRecord::Retracted { id: id.clone() });
         if notify {
             let event = Element::new("items", NS_EVENT)
@@ -246,6 +248,33 @@ impl Ctx<'_> {
                 .child(Element::new("retract", NS_EVENT).attr("id", id));
             self.pep_notify(user, &name, event, None);
         }
+        Ok(None)
+    }
+
+    /// An explicit `<create/>` (XEP-0060 §8.1), with its configuration.
+    fn pep_create(
+        &mut self,
+        user: &str,
+        pubsub: &Element,
+        create: &Element,
+    ) -> Result<Option<Element>, Refusal> {
+        let name = node_name(create)?;
+        let acc = &self.accounts[user];
+        if acc.pep.contains_key(&name) {
+            return Err(Refusal("conflict", "cancel", None));
+        }
+        if acc.pep.len() >= pep::NODES_PER_ACCOUNT {
+            return Err(Refusal("resource-constraint", "wait", None));
+        }
+        let form = pubsub
+            .get_child("configure", NS)
+            .and_then(|c| c.get_child("x", ns::DATA));
+        let config = match form {
+            Some(x) => configured(PepConfig::default(), x, NODE_CONFIG)
+                .map_err(|_| Refusal("not-acceptable", "modify", None))?,
+            None => PepConfig::default(),
+        };
+        self.commit_pep(user, &name, PepRecord::Configured { config });
         Ok(None)
     }
 
@@ -401,25 +430,32 @@ impl Ctx<'_> {
             return;
         };
         if r.caps != announced {
-            r.caps = announced.clone();
+            r.caps = announced;
             r.features = None;
         }
-        if r.features.is_none() {
-            if let Some((caps, _)) = &announced {
-                match self.caps.get(caps) {
-                    Some(features) => r.features = Some(features),
-                    None if !self.caps.is_asked(caps) => {
-                        let to = r.jid.to_string();
-                        let from = self.cfg.domain.clone();
-                        if let Some(q) = self.caps.ask(conn, caps, &from, &to) {
-                            self.send_el(conn, &q);
-                        }
-                    }
-                    None => {}
-                }
-            }
-        }
+        self.learn_caps(conn);
         self.pep_prime(conn);
+    }
+
+    /// What the client of `conn` supports, from the cache or asked of it
+    /// (each session asks its own: one that never answers holds up no
+    /// other).
+    pub(crate) fn learn_caps(&mut self, conn: ConnId) {
+        let Some(r) = self.bound.resources.get_mut(&conn) else {
+            return;
+        };
+        let Some((caps, _)) = r.caps.clone().filter(|_| r.features.is_none()) else {
+            return;
+        };
+        if let Some(features) = self.caps.get(&caps) {
+            r.features = Some(features);
+            return;
+        }
+        let to = r.jid.to_string();
+        let from = self.cfg.domain.clone();
+        if let Some(q) = self.caps.ask(conn, &caps, &from, &to) {
+            self.send_el(conn, &q);
+        }
     }
 
     /// An iq result or error from `conn` to the server: an answer to a
@@ -474,6 +510,9 @@ impl Ctx<'_> {
                         .ok()
                         .and_then(|j| self.local_account(&j))
                     {
+                        if self.blocked_between(&user, &local) {
+                            continue;
+                        }
                         owners.push(local);
                     }
                 }
@@ -503,6 +542,18 @@ impl Ctx<'_> {
                 .child(item_element(&item, NS_EVENT));
             self.pep_notify(&owner, &name, event, Some((conn, item.stamp_ms)));
         }
+    }
+}
+
+/// The pubsub feature a request needs (XEP-0060 §10), for `<unsupported/>`.
+fn unsupported_feature(action: &str) -> &str {
+    match action {
+        "purge" => "purge-nodes",
+        "default" => "retrieve-default",
+        "subscriptions" => "retrieve-subscriptions",
+        "affiliations" => "retrieve-affiliations",
+        "subscribe" | "unsubscribe" | "options" => "subscribe",
+        other => other,
     }
 }
 

@@ -438,6 +438,8 @@ impl Ctx<'_> {
             return;
         };
         let was_available = s.presence.take().is_some();
+        // Back later, it gets the last items again (XEP-0163 §6.2).
+        s.pep_primed = false;
         s.directed.clear();
         let user = s.jid.local().map(str::to_string);
         for (c, to) in audience {

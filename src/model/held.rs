@@ -31,6 +31,11 @@ pub struct HeldSession {
     /// The client said it was inactive (XEP-0352).
     pub inactive: bool,
     pub rooms: Vec<HeldRoom>,
+    /// The capabilities its presence announced (XEP-0115): its string and
+    /// hash function.
+    pub caps: Option<(String, String)>,
+    /// It fetched its blocklist, so it gets the pushes (XEP-0191).
+    pub blocklist_requested: bool,
 }
 
 /// A stanza sent and not acknowledged; `offline_upto` if it is an offline

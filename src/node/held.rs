@@ -113,6 +113,8 @@ impl Node {
             directed: r.directed.iter().cloned().collect(),
             inactive: stream.inactive,
             rooms,
+            caps: r.caps.clone(),
+            blocklist_requested: r.blocklist_requested,
         };
         self.im.bound_mut().forget(conn, Some(&jid));
         Some(held)
@@ -158,6 +160,12 @@ impl Node {
         for (conn, jid, h) in &restored {
             let down_ms = now.unix_ms.saturating_sub(h.held_at_unix_ms);
             self.clients.settle_restored(*conn, h, down_ms);
+            // What its client supports was not kept: asked again, the
+            // question waiting for it with the rest.
+            self.im
+                .ctx(&mut self.state.accounts, &self.clients, self.now)
+                .learn_caps(*conn);
+            self.drain_im();
             // A room it could not get back into (gone, or its rules or the
             // node's bounds changed): its client is told it is out.
             for room in &h.rooms {

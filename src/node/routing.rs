@@ -130,7 +130,7 @@ impl Node {
 
     /// Carry out what the router asked, in order (until it asks nothing
     /// more: leaving rooms may give it more to do).
-    fn drain_im(&mut self) {
+    pub(super) fn drain_im(&mut self) {
         loop {
             let out = self.im.take_output();
             if out.is_empty() {

@@ -306,6 +306,11 @@ fn records() -> Vec<Record> {
                 nick: "Alice".into(),
                 presence: "<presence/>".into(),
             }],
+            caps: Some((
+                "https://conversations.im#9VwBO/S8G5CbzIydJUNXaX1Rpps=".into(),
+                "sha-1".into(),
+            )),
+            blocklist_requested: true,
         })),
         Record::Pep {
             user: "alice".into(),
