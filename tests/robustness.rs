@@ -37,6 +37,20 @@ const STANZAS: &[&str] = &[
     "<iq type='get' id='l' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>",
     "<presence to='bob@localhost' type='subscribed'/>",
     "<inactive xmlns='urn:xmpp:csi:0'/>",
+    "<iq type='set' id='pb'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:avatar:metadata'><item id='a'><metadata xmlns='urn:xmpp:avatar:metadata'/></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='pubsub#max_items'><value>max</value></field></x></publish-options></pubsub></iq>",
+    "<iq type='get' id='it' to='bob@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:avatar:metadata' max_items='1'><item id='a'/></items></pubsub></iq>",
+    "<iq type='set' id='rt'><pubsub xmlns='http://jabber.org/protocol/pubsub'><retract node='n' notify='1'><item id='a'/></retract></pubsub></iq>",
+    "<iq type='set' id='cf'><pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><configure node='n'><x xmlns='jabber:x:data' type='submit'><field var='pubsub#access_model'><value>open</value></field></x></configure></pubsub></iq>",
+    "<iq type='set' id='cr'><pubsub xmlns='http://jabber.org/protocol/pubsub'><create node='n'/></pubsub></iq>",
+    "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/></presence>",
+    "<iq type='result' id='caps-1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='n#v'><identity category='client' type='pc'/><feature var='x+notify'/><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'><value>t</value></field></x></query></iq>",
+    "<iq type='set' id='bl'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'><report xmlns='urn:xmpp:reporting:1' reason='urn:xmpp:reporting:spam'><text>t</text></report></item></block></iq>",
+    "<iq type='set' id='ub'><unblock xmlns='urn:xmpp:blocking'/></iq>",
+    "<iq type='set' id='pv'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='r@conference.localhost'/></storage></query></iq>",
+    "<iq type='set' id='vc'><vCard xmlns='vcard-temp'><FN>A</FN></vCard></iq>",
+    "<iq type='get' id='vg' to='bob@localhost'><vCard xmlns='vcard-temp'/></iq>",
+    "<iq type='set' id='mo' to='r@conference.localhost'><moderate id='x' xmlns='urn:xmpp:message-moderate:1'><retract xmlns='urn:xmpp:message-retract:1'/><reason>r</reason></moderate></iq>",
+    "<iq type='set' id='mf' to='r@conference.localhost'><apply-to id='x' xmlns='urn:xmpp:fasten:0'><moderate xmlns='urn:xmpp:message-moderate:0'><retract xmlns='urn:xmpp:message-retract:0'/></moderate></apply-to></iq>",
 ];
 
 const NASTY: &[&str] = &[
