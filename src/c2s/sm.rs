@@ -117,11 +117,18 @@ impl StreamManagement {
         self.queue.push_back(Unacked { bytes, done });
     }
 
-    /// The client handled stanzas up to `h`: they are let go.
+    /// The client handled stanzas up to `h`: they are let go. An `h`
+    /// behind what it acknowledged before (a client that saved its count
+    /// late) changes nothing.
     pub fn acknowledged(&mut self, h: u32) -> Result<Acked, HandledTooHigh> {
         let acked_before = self.sent.wrapping_sub(self.queue.len() as u32);
         let newly = h.wrapping_sub(acked_before) as usize;
         if newly > self.queue.len() {
+            let behind = acked_before.wrapping_sub(h) < 1 << 31;
+            if behind {
+                self.ack_requested = None;
+                return Ok(Acked::default());
+            }
             return Err(HandledTooHigh);
         }
         let mut acked = Acked::default();
@@ -307,6 +314,11 @@ mod tests {
         assert_eq!(freed(sm.acknowledged(1)), Ok(11 + 12));
         assert_eq!(sm.unacked_len(), 1);
         assert_eq!(freed(sm.acknowledged(1)), Ok(0), "an old h changes nothing");
+        assert_eq!(
+            freed(sm.acknowledged(u32::MAX - 5)),
+            Ok(0),
+            "nor one behind, across the wrap"
+        );
         assert_eq!(sm.acknowledged(3), Err(HandledTooHigh));
         assert_eq!(freed(sm.acknowledged(2)), Ok(13));
         assert_eq!(sm.unacked_bytes(), 0);

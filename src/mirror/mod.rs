@@ -571,10 +571,12 @@ impl Ctx<'_> {
             self.remote_departs(key, &nick, &[]);
         }
         for (nick, info) in now {
-            // A join the master has (a session kept across a restart here,
-            // rejoined while the link was down): confirmed.
+            // A provisional join the master has (a session kept across a
+            // restart here, rejoined while the link was down): confirmed.
+            // One waiting for the master is completed by its `Joined`.
             if let (Some(m), Ok(jid)) = (self.mirrors.get_mut(key), Jid::parse(&info.jid)) {
-                m.pending.retain(|(p, _, _)| p != &jid);
+                m.pending
+                    .retain(|(p, _, provisional)| !(*provisional && p == &jid));
             }
             let live = self.mirror_rooms.get_mut(key).expect("room");
             match live.occupants.get_mut(&nick) {
