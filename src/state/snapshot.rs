@@ -401,6 +401,19 @@ fn block_size(b: &Block) -> usize {
 }
 
 /// Cut a collection into parts of about [`PART_BYTES`] each.
+/// An archive's replaced messages (moderators' tombstones), in slices.
+fn replaced_parts(
+    archive: &crate::model::archive::Archive,
+    emit: &mut dyn FnMut(Vec<(u64, String)>) -> io::Result<()>,
+) -> io::Result<()> {
+    let replaced: Vec<(u64, String)> = archive
+        .replaced()
+        .iter()
+        .map(|(s, x)| (*s, x.clone()))
+        .collect();
+    slices(&replaced, |(_, xml)| xml.len(), emit)
+}
+
 fn slices<'a, T: Clone + 'a>(
     items: impl IntoIterator<Item = &'a T>,
     size: impl Fn(&T) -> usize,
@@ -690,25 +703,10 @@ pub fn write_entity(
                 |p| part(p, emit),
             )?;
             // After the messages they replace; bounded by them.
-            let replaced: Vec<(u64, String)> = rs
-                .archive
-                .replaced()
-                .iter()
-                .map(|(s, x)| (*s, x.clone()))
-                .collect();
-            slices(
-                &replaced,
-                |(_, xml)| xml.len(),
-                |items| {
-                    part(
-                        SnapshotPart::ArchiveReplaced {
-                            room: room.clone(),
-                            items,
-                        },
-                        emit,
-                    )
-                },
-            )?;
+            replaced_parts(&rs.archive, &mut |items| {
+                let room = room.clone();
+                part(SnapshotPart::ArchiveReplaced { room, items }, emit)
+            })?;
         }
         Entity::Link(peer) => {
             let Some(l) = state.links.get(peer) else {
@@ -756,26 +754,10 @@ pub fn write_entity(
                 },
                 |p| part(p, emit),
             )?;
-            let replaced: Vec<(u64, String)> = c
-                .state
-                .archive
-                .replaced()
-                .iter()
-                .map(|(s, x)| (*s, x.clone()))
-                .collect();
-            slices(
-                &replaced,
-                |(_, xml)| xml.len(),
-                |items| {
-                    part(
-                        SnapshotPart::MirrorArchiveReplaced {
-                            key: key.clone(),
-                            items,
-                        },
-                        emit,
-                    )
-                },
-            )?;
+            replaced_parts(&c.state.archive, &mut |items| {
+                let key = key.clone();
+                part(SnapshotPart::MirrorArchiveReplaced { key, items }, emit)
+            })?;
         }
         Entity::Admin => {
             if let Some(creds) = &state.admin {
