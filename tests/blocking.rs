@@ -234,3 +234,20 @@ fn a_report_comes_once_with_a_new_block() {
     }
     assert_eq!(sim.node.state().accounts["alice"].reports.len(), 1);
 }
+
+#[test]
+fn an_account_keeps_its_newest_hundred_reports() {
+    let mut sim = node();
+    let (alice, _) = friends(&mut sim);
+    let text = "x".repeat(2000);
+    for i in 0..outpost::im::REPORTS_MAX + 5 {
+        block(&mut sim, alice, &format!("<item jid='s{i}@spam.example'><report xmlns='urn:xmpp:reporting:1' reason='urn:xmpp:reporting:spam'><text>{text}</text></report></item>"));
+    }
+    let reports = &sim.node.state().accounts["alice"].reports;
+    assert_eq!(reports.len(), outpost::im::REPORTS_MAX);
+    assert_eq!(reports[0].jid, "s5@spam.example", "the oldest went");
+    assert!(
+        reports.iter().all(|r| r.text.len() == 1024),
+        "text cut to 1 KiB"
+    );
+}

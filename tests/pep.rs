@@ -487,3 +487,43 @@ fn the_owner_creates_nodes_and_is_told_what_is_not_implemented() {
         "open, empty"
     );
 }
+
+#[test]
+fn all_accounts_together_are_held_to_the_node_total() {
+    let mut sim = node();
+    let per_account = pep::BYTES_PER_ACCOUNT / (48 * 1024);
+    let accounts = pep::BYTES_TOTAL / pep::BYTES_PER_ACCOUNT + 1;
+    let keep = options(&[("pubsub#max_items", "max")]);
+    let big = format!("<x xmlns='t'>{}</x>", "a".repeat(48 * 1024 - 20));
+    let mut refused = None;
+    'all: for a in 0..accounts {
+        let user = format!("u{a}");
+        sim.add_user(&user, "pw");
+        let conn = sim.login(&user, "pw", "r");
+        for i in 0..per_account {
+            let out = publish(&mut sim, conn, "fill", &format!("i{i}"), &big, &keep);
+            if !out.contains("type='result'") {
+                assert!(out.contains("<resource-constraint"), "{out}");
+                refused = Some((a, i));
+                break 'all;
+            }
+        }
+    }
+    let (a, _) = refused.expect("the node total refused a publish");
+    assert_eq!(
+        a,
+        accounts - 1,
+        "refused only once the others filled the node"
+    );
+    let all: usize = sim
+        .node
+        .state()
+        .accounts
+        .values()
+        .map(|acc| pep::account_bytes(&acc.pep))
+        .sum();
+    assert!(
+        all <= pep::BYTES_TOTAL && all + 48 * 1024 > pep::BYTES_TOTAL,
+        "{all}"
+    );
+}

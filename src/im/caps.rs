@@ -84,16 +84,23 @@ impl Caps {
         let features = Rc::new(features);
         let ver = caps.rsplit_once('#').map_or("", |(_, v)| v);
         if query.is_some_and(|q| verification(q, hash).as_deref() == Some(ver)) {
-            if self.known.len() >= KNOWN_MAX {
-                if let Some(oldest) = self.order.pop_front() {
-                    self.known.remove(&oldest);
-                }
-            }
-            if self.known.insert(caps.clone(), features.clone()).is_none() {
-                self.order.push_back(caps.clone());
-            }
+            self.keep(&caps, features.clone());
         }
         Some((caps, Some(features)))
+    }
+
+    /// Keep verified features for everyone; past [`KNOWN_MAX`] the oldest go.
+    fn keep(&mut self, caps: &str, features: Features) {
+        if self.known.contains_key(caps) {
+            return;
+        }
+        if self.known.len() >= KNOWN_MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.known.remove(&oldest);
+            }
+        }
+        self.known.insert(caps.to_string(), features);
+        self.order.push_back(caps.to_string());
     }
 
     /// The session ended: its query is forgotten.
@@ -200,5 +207,50 @@ mod tests {
             verification(&q, "sha-1").as_deref(),
             Some("q07IKJEyjvHSyhy//CH0CxmKi8w=")
         );
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    fn answer(id: &str, features: usize, len: usize) -> Element {
+        let mut q = Element::new("query", ns::DISCO_INFO);
+        for i in 0..features {
+            let var = format!("{i:0>len$}");
+            q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", var));
+        }
+        Element::new("iq", ns::CLIENT)
+            .attr("type", "result")
+            .attr("id", id)
+            .child(q)
+    }
+
+    #[test]
+    fn one_query_out_a_session_and_the_cache_keeps_the_newest_strings() {
+        let mut caps = Caps::default();
+        assert!(caps.ask(1, "n#a", "d", "u@d/r").is_some());
+        assert!(caps.ask(1, "n#b", "d", "u@d/r").is_none(), "one at a time");
+        // Unverifiable answers serve their session and are not kept.
+        let (_, f) = caps.answered(1, &answer("caps-1", 1, 3), "sha-1").unwrap();
+        assert!(f.is_some() && caps.get("n#a").is_none());
+        // An answer past the bounds gives no features at all.
+        caps.ask(2, "n#c", "d", "u@d/r");
+        let (_, f) = caps
+            .answered(2, &answer("caps-2", FEATURES_MAX + 1, 3), "sha-1")
+            .unwrap();
+        assert!(f.is_none());
+        caps.ask(3, "n#d", "d", "u@d/r");
+        let (_, f) = caps
+            .answered(3, &answer("caps-3", 1, FEATURE_BYTES_MAX + 1), "sha-1")
+            .unwrap();
+        assert!(f.is_none());
+        // Past KNOWN_MAX verified strings, the oldest goes.
+        for i in 0..=KNOWN_MAX {
+            caps.keep(&format!("s{i}"), Rc::new(BTreeSet::new()));
+            caps.keep("s1", Rc::new(BTreeSet::new()));
+        }
+        assert_eq!(caps.known.len(), KNOWN_MAX);
+        assert!(caps.get("s0").is_none() && caps.get(&format!("s{KNOWN_MAX}")).is_some());
     }
 }
