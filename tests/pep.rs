@@ -421,6 +421,180 @@ fn bookmarks_reach_the_owners_other_devices_and_nobody_else() {
     assert_eq!(all.matches("<conference").count(), 2, "{all}");
 }
 
+fn private(sim: &mut SimNode, conn: u64, kind: &str, inner: &str) -> String {
+    sim.send(
+        conn,
+        &format!("<iq type='{kind}' id='p'><query xmlns='jabber:iq:private'>{inner}</query></iq>"),
+    );
+    sim.take(conn)
+}
+
+/// Alice's phone (XEP-0402), her old laptop reading private XML and her
+/// old tablet asking for the XEP-0048 PEP node.
+fn three_bookmark_clients(sim: &mut SimNode) -> (u64, u64, u64) {
+    let phone = sim.login("alice", "pw", "phone");
+    let laptop = sim.login("alice", "pw", "laptop");
+    let tablet = sim.login("alice", "pw", "tablet");
+    online_with(sim, phone, &["urn:xmpp:bookmarks:1+notify"]);
+    online_with(sim, laptop, &[]);
+    online_with(sim, tablet, &["storage:bookmarks+notify"]);
+    for c in [phone, laptop, tablet] {
+        sim.take(c);
+    }
+    (phone, laptop, tablet)
+}
+
+#[test]
+fn bookmarks_written_by_an_old_client_are_read_by_a_new_one_and_back() {
+    let mut sim = node();
+    let (phone, laptop, tablet) = three_bookmark_clients(&mut sim);
+    sim.send(laptop, "<iq type='get' id='d' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    let info = sim.take(laptop);
+    assert!(
+        info.contains("urn:xmpp:bookmarks-conversion:0")
+            && info.contains("urn:xmpp:bookmarks:1#compat"),
+        "{info}"
+    );
+    // The laptop saves two rooms and a web link in private XML.
+    let old = "<storage xmlns='storage:bookmarks'>\
+        <conference jid='ops@conference.localhost' name='Ops' autojoin='true'><nick>Alice</nick><password>s3cret</password></conference>\
+        <conference jid='field@conference.localhost' name='Field'/>\
+        <url name='Wiki' url='https://wiki.example/'/></storage>";
+    assert!(private(&mut sim, laptop, "set", old).contains("type='result'"));
+    let told = sim.take(phone);
+    assert_eq!(
+        told.matches("<conference xmlns='urn:xmpp:bookmarks:1'")
+            .count(),
+        2,
+        "{told}"
+    );
+    assert!(told.contains("<item id='ops@conference.localhost'><conference xmlns='urn:xmpp:bookmarks:1' name='Ops' autojoin='true'><nick>Alice</nick><password>s3cret</password>"), "{told}");
+    let tablet_told = sim.take(tablet);
+    assert!(tablet_told.contains("<items node='storage:bookmarks'><item id='current'><storage xmlns='storage:bookmarks'>"), "{tablet_told}");
+    assert!(
+        tablet_told.contains("field@conference.localhost") && tablet_told.contains("wiki.example"),
+        "{tablet_told}"
+    );
+    let new = items(&mut sim, phone, "alice", "urn:xmpp:bookmarks:1");
+    assert_eq!(new.matches("<conference").count(), 2, "{new}");
+    // The phone renames one and drops the other; the old forms follow.
+    let room = "<conference xmlns='urn:xmpp:bookmarks:1' name='Operations' autojoin='true'><nick>Al</nick></conference>";
+    assert!(publish(
+        &mut sim,
+        phone,
+        "urn:xmpp:bookmarks:1",
+        "ops@conference.localhost",
+        room,
+        ""
+    )
+    .contains("type='result'"));
+    sim.send(phone, &format!("<iq type='set' id='r'><pubsub xmlns='{PUBSUB}'><retract node='urn:xmpp:bookmarks:1' notify='true'><item id='field@conference.localhost'/></retract></pubsub></iq>"));
+    sim.take(phone);
+    let read = private(
+        &mut sim,
+        laptop,
+        "get",
+        "<storage xmlns='storage:bookmarks'/>",
+    );
+    assert!(read.contains("<conference jid='ops@conference.localhost' name='Operations' autojoin='true'><nick>Al</nick></conference>"), "{read}");
+    assert!(!read.contains("field@"), "{read}");
+    assert!(
+        read.contains("<url name='Wiki' url='https://wiki.example/'/>"),
+        "the link is kept: {read}"
+    );
+    let last = sim.take(tablet);
+    assert!(
+        last.contains("Operations") && !last.rsplit("<message").next().unwrap().contains("field@"),
+        "{last}"
+    );
+    // The tablet reads and writes the old PEP node.
+    let read = items(&mut sim, tablet, "alice", "storage:bookmarks");
+    assert!(read.contains("<item id='current'><storage xmlns='storage:bookmarks'><conference jid='ops@conference.localhost'"), "{read}");
+    let written = publish(&mut sim, tablet, "storage:bookmarks", "current", "<storage xmlns='storage:bookmarks'><conference jid='ops@conference.localhost' name='Operations' autojoin='false'/></storage>", "");
+    assert!(written.contains("type='result'"), "{written}");
+    let told = sim.take(phone);
+    assert!(
+        told.contains("<conference xmlns='urn:xmpp:bookmarks:1' name='Operations'/>"),
+        "autojoin off, nick gone: {told}"
+    );
+    let read = private(
+        &mut sim,
+        laptop,
+        "get",
+        "<storage xmlns='storage:bookmarks'/>",
+    );
+    assert!(
+        !read.contains("wiki.example"),
+        "the tablet's list had no link: {read}"
+    );
+}
+
+#[test]
+fn an_old_client_is_held_to_the_bookmark_bounds_and_a_refused_write_changes_nothing() {
+    let mut sim = node();
+    let (phone, laptop, _) = three_bookmark_clients(&mut sim);
+    let one =
+        "<storage xmlns='storage:bookmarks'><conference jid='ops@conference.localhost'/></storage>";
+    assert!(private(&mut sim, laptop, "set", one).contains("type='result'"));
+    sim.take(phone);
+    let mut many = "<storage xmlns='storage:bookmarks'>".to_string();
+    for i in 0..=pep::MAX_ITEMS {
+        many.push_str(&format!("<conference jid='r{i}@conference.localhost'/>"));
+    }
+    many.push_str("</storage>");
+    let out = private(&mut sim, laptop, "set", &many);
+    assert!(out.contains("<resource-constraint"), "{out}");
+    assert_eq!(sim.take(phone), "", "nothing changed, nobody told");
+    let read = private(
+        &mut sim,
+        laptop,
+        "get",
+        "<storage xmlns='storage:bookmarks'/>",
+    );
+    assert_eq!(read.matches("<conference").count(), 1, "{read}");
+    // Bytes: with the account nearly full of other items, a list with a
+    // long link does not fit either.
+    let keep = options(&[("pubsub#max_items", "max")]);
+    let big = format!("<x xmlns='t'>{}</x>", "a".repeat(48 * 1024 - 20));
+    let mut i = 0;
+    while publish(&mut sim, phone, "fill", &format!("i{i}"), &big, &keep).contains("type='result'")
+    {
+        i += 1;
+    }
+    let long = format!("<storage xmlns='storage:bookmarks'><conference jid='ops@conference.localhost'/><url name='x' url='{}'/></storage>", "u".repeat(48 * 1024));
+    assert!(private(&mut sim, laptop, "set", &long).contains("<resource-constraint"));
+    assert_eq!(
+        private(
+            &mut sim,
+            laptop,
+            "get",
+            "<storage xmlns='storage:bookmarks'/>"
+        ),
+        read
+    );
+}
+
+#[test]
+fn extensions_of_a_new_client_survive_an_old_clients_write_and_a_restart() {
+    let mut sim = node();
+    let (phone, laptop, _) = three_bookmark_clients(&mut sim);
+    let room = "<conference xmlns='urn:xmpp:bookmarks:1' name='Ops'><extensions><pinned xmlns='urn:xmpp:example'/></extensions></conference>";
+    publish(
+        &mut sim,
+        phone,
+        "urn:xmpp:bookmarks:1",
+        "ops@conference.localhost",
+        room,
+        "",
+    );
+    let old = "<storage xmlns='storage:bookmarks'><conference jid='ops@conference.localhost' name='Ops!' autojoin='true'/></storage>";
+    assert!(private(&mut sim, laptop, "set", old).contains("type='result'"));
+    sim.crash_and_restart();
+    let phone = sim.login("alice", "pw", "phone");
+    let read = items(&mut sim, phone, "alice", "urn:xmpp:bookmarks:1");
+    assert!(read.contains("name='Ops!' autojoin='true'><extensions><pinned xmlns='urn:xmpp:example'/></extensions>"), "{read}");
+}
+
 #[test]
 fn a_client_that_never_answers_its_capabilities_holds_up_no_other() {
     let mut sim = node();

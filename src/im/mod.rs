@@ -10,6 +10,7 @@
 
 mod archive;
 mod blocking;
+mod bookmarks;
 mod bound;
 mod caps;
 mod carbons;

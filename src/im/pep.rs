@@ -6,6 +6,7 @@
 //! session when it comes online. Nodes, items and their bounds are in
 //! `model::pep`; every change is a record.
 
+use super::bookmarks;
 use super::caps;
 use super::Ctx;
 use crate::common::ConnId;
@@ -67,7 +68,12 @@ impl Ctx<'_> {
         let Some(action) = action.cloned() else {
             return self.bounce(conn, el, "bad-request");
         };
+        if own {
+            self.migrate_legacy_bookmarks(&user);
+        }
+        let legacy = own && action.get_attr("node") == Some(bookmarks::LEGACY);
         let result = match (payload.ns.as_str(), action.name.as_str(), set) {
+            _ if legacy => self.pep_legacy_bookmarks(&user, &action, set),
             (NS, "items", false) => self.pep_items(&user, &me, &action),
             (NS, "publish", true) if own => self.pep_publish(&user, payload, &action),
             (NS, "retract", true) if own => self.pep_retract(&user, &action),
@@ -222,10 +228,48 @@ impl Ctx<'_> {
             .child(item_element(&item, NS_EVENT));
         self.commit_pep(user, &name, PepRecord::Published { item });
         self.pep_notify(user, &name, event, None);
+        if name == bookmarks::NODE {
+            self.notify_legacy_bookmarks(user);
+        }
         let published = Element::new("publish", NS)
             .attr("node", name)
             .child(Element::new("item", NS).attr("id", id));
         Ok(Some(Element::new("pubsub", NS).child(published)))
+    }
+
+    /// The XEP-0048 PEP node, made from the XEP-0402 one and written
+    /// into it.
+    fn pep_legacy_bookmarks(
+        &mut self,
+        user: &str,
+        action: &Element,
+        set: bool,
+    ) -> Result<Option<Element>, Refusal> {
+        let node = bookmarks::LEGACY;
+        match (action.name.as_str(), set) {
+            ("items", false) => {
+                let item = Element::new("item", NS)
+                    .attr("id", "current")
+                    .child(self.legacy_bookmarks(user));
+                let items = Element::new("items", NS).attr("node", node).child(item);
+                Ok(Some(Element::new("pubsub", NS).child(items)))
+            }
+            ("publish", true) => {
+                let storage = action
+                    .get_child("item", NS)
+                    .and_then(|i| i.get_child("storage", bookmarks::LEGACY));
+                let Some(storage) = storage else {
+                    return Err(Refusal("bad-request", "modify", Some("invalid-payload")));
+                };
+                self.set_legacy_bookmarks(user, storage)
+                    .map_err(|condition| Refusal(condition, "wait", None))?;
+                let published = Element::new("publish", NS)
+                    .attr("node", node)
+                    .child(Element::new("item", NS).attr("id", "current"));
+                Ok(Some(Element::new("pubsub", NS).child(published)))
+            }
+            _ => Err(Refusal("not-allowed", "cancel", None)),
+        }
     }
 
     fn pep_retract(&mut self, user: &str, retract: &Element) -> Result<Option<Element>, Refusal> {
@@ -247,6 +291,9 @@ impl Ctx<'_> {
                 .attr("node", name.clone())
                 .child(Element::new("retract", NS_EVENT).attr("id", id));
             self.pep_notify(user, &name, event, None);
+        }
+        if name == bookmarks::NODE {
+            self.notify_legacy_bookmarks(user);
         }
         Ok(None)
     }
@@ -287,6 +334,9 @@ impl Ctx<'_> {
         // Told while the node (and who may see it) is still known.
         self.pep_notify(user, &name, event, None);
         self.commit_pep(user, &name, PepRecord::Deleted);
+        if name == bookmarks::NODE {
+            self.notify_legacy_bookmarks(user);
+        }
         Ok(None)
     }
 
@@ -336,12 +386,18 @@ impl Ctx<'_> {
         config: &PepConfig,
         item: &PepItem,
     ) -> bool {
+        let existing = self.accounts.get(user).and_then(|a| a.pep.get(node));
+        let after = bytes_after_publish(existing, config, item);
+        self.pep_bytes_fit(user, node, after)
+    }
+
+    /// Whether `user`'s node `node`, holding `after` bytes of items, keeps
+    /// the account and all accounts within their bytes.
+    pub(super) fn pep_bytes_fit(&self, user: &str, node: &str, after: usize) -> bool {
         let Some(acc) = self.accounts.get(user) else {
             return false;
         };
-        let existing = acc.pep.get(node);
-        let after = bytes_after_publish(existing, config, item);
-        let before = existing.map_or(0, PepNode::bytes);
+        let before = acc.pep.get(node).map_or(0, PepNode::bytes);
         let account = pep::account_bytes(&acc.pep) - before + after;
         let all: usize = self
             .accounts
@@ -368,7 +424,13 @@ impl Ctx<'_> {
     /// Tell the sessions that may see `user`'s node `node` and asked for it
     /// (`only`: that session alone) of `event` (an `items` or `delete`
     /// element of the event namespace); `delay`: when it was published.
-    fn pep_notify(&mut self, user: &str, node: &str, event: Element, only: Option<(ConnId, u64)>) {
+    pub(super) fn pep_notify(
+        &mut self,
+        user: &str,
+        node: &str,
+        event: Element,
+        only: Option<(ConnId, u64)>,
+    ) {
         let Some(acc) = self.accounts.get(user) else {
             return;
         };
@@ -392,7 +454,6 @@ impl Ctx<'_> {
                 }
             }
         }
-        let from = format!("{user}@{}", self.cfg.domain);
         let targets: Vec<ConnId> = match only {
             Some((c, _)) => vec![c],
             None => owners_of_sight
@@ -401,7 +462,20 @@ impl Ctx<'_> {
                 .filter(|c| self.bound.resources.get(c).is_some_and(|r| r.wants(node)))
                 .collect(),
         };
-        for c in targets {
+        self.send_pep_event(user, &targets, &event, only.map(|(_, stamp)| stamp));
+    }
+
+    /// `event` from `user`'s PEP service to the sessions `targets`;
+    /// `delay`: a last item sent later, stamped with when it was published.
+    pub(super) fn send_pep_event(
+        &mut self,
+        user: &str,
+        targets: &[ConnId],
+        event: &Element,
+        delay: Option<u64>,
+    ) {
+        let from = format!("{user}@{}", self.cfg.domain);
+        for &c in targets {
             let Some(to) = self.bound.jid_of(c).map(Jid::to_string) else {
                 continue;
             };
@@ -410,9 +484,9 @@ impl Ctx<'_> {
                 .attr("to", to)
                 .attr("type", "headline")
                 .child(Element::new("event", NS_EVENT).child(event.clone()));
-            match only {
+            match delay {
                 // The last items of many nodes at once: paced.
-                Some((_, stamp)) => {
+                Some(stamp) => {
                     m = m.child(stanza::delay(&from, stamp));
                     self.send_paced(c, m.to_xml(ns::CLIENT).into_bytes(), None);
                 }
@@ -580,7 +654,7 @@ fn node_name(el: &Element) -> Result<String, Refusal> {
     }
 }
 
-fn item_element(item: &PepItem, namespace: &str) -> Element {
+pub(super) fn item_element(item: &PepItem, namespace: &str) -> Element {
     let mut el = Element::new("item", namespace).attr("id", item.id.clone());
     if let Ok(payload) = crate::xml::parse_fragment(&item.xml) {
         el = el.child(payload);

@@ -2,7 +2,7 @@
 //! messages (to resources, to the bare JID, offline), and the server's own
 //! iq handlers.
 
-use super::{archive, blocking, carbons, pep, stored_xml, Ctx};
+use super::{archive, blocking, bookmarks, carbons, pep, stored_xml, Ctx};
 use crate::c2s::output::Completion;
 use crate::common::{ConnId, Payload, NO_CONN};
 use crate::jid::Jid;
@@ -596,7 +596,7 @@ fn account_disco_info() -> Element {
                 .attr("category", "pubsub")
                 .attr("type", "pep"),
         );
-    for f in pep::FEATURES {
+    for f in pep::FEATURES.iter().chain(bookmarks::FEATURES) {
         q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", *f));
     }
     for f in [

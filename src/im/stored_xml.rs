@@ -4,7 +4,7 @@
 //! nodes of the account's PEP service that only the owner can see, so
 //! they share its bounds, its records and its snapshots.
 
-use super::Ctx;
+use super::{bookmarks, Ctx};
 use crate::common::ConnId;
 use crate::jid::Jid;
 use crate::model::pep::{self, Access, PepConfig, PepItem, PepNode, PepRecord, SendLast};
@@ -14,7 +14,7 @@ use crate::xml::{ns, Element};
 pub const NS_PRIVATE: &str = "jabber:iq:private";
 pub const NS_VCARD: &str = "vcard-temp";
 /// The nodes that hold them: one item per namespace, and one vCard.
-const PRIVATE_NODE: &str = "jabber:iq:private";
+pub(super) const PRIVATE_NODE: &str = "jabber:iq:private";
 const VCARD_NODE: &str = "vcard-temp";
 
 fn owner_only(max_items: u32) -> PepConfig {
@@ -42,6 +42,9 @@ impl Ctx<'_> {
             return self.bounce(conn, el, "not-acceptable");
         }
         let key = format!("{{{}}}{}", payload.ns, payload.name);
+        if payload.is("storage", bookmarks::LEGACY) {
+            return self.on_private_bookmarks(conn, el, &user, payload, set);
+        }
         if set {
             let item = PepItem {
                 id: key,
@@ -65,6 +68,27 @@ impl Ctx<'_> {
             &self.user_jid(&user),
             Some(Element::new("query", NS_PRIVATE).child(answer)),
         );
+        self.send_paced(conn, reply.to_xml(ns::CLIENT).into_bytes(), None);
+    }
+
+    /// XEP-0048 bookmarks in private XML: the XEP-0402 ones, converted.
+    fn on_private_bookmarks(
+        &mut self,
+        conn: ConnId,
+        el: &Element,
+        user: &str,
+        storage: &Element,
+        set: bool,
+    ) {
+        self.migrate_legacy_bookmarks(user);
+        if set {
+            if let Err(condition) = self.set_legacy_bookmarks(user, storage) {
+                return self.bounce(conn, el, condition);
+            }
+            return self.send_el(conn, &stanza::iq_result(el, &self.user_jid(user), None));
+        }
+        let query = Element::new("query", NS_PRIVATE).child(self.legacy_bookmarks(user));
+        let reply = stanza::iq_result(el, &self.user_jid(user), Some(query));
         self.send_paced(conn, reply.to_xml(ns::CLIENT).into_bytes(), None);
     }
 
@@ -116,7 +140,7 @@ impl Ctx<'_> {
 
     /// Keep `item` in the owner-only node `node` of `user`, within the
     /// PEP bounds; the condition to answer with if it does not fit.
-    fn store_item(
+    pub(super) fn store_item(
         &mut self,
         user: &str,
         node: &str,
