@@ -1,17 +1,20 @@
 """Personal eventing (XEP-0163) with real clients: two slixmpp-omemo
 clients publish their OMEMO device lists and bundles to their accounts'
 PEP services and exchange encrypted messages (XEP-0384, both
-namespaces); an avatar (XEP-0084) published by one reaches a contact
+namespaces), also in a members-only, non-anonymous room; an avatar (XEP-0084) published by one reaches a contact
 that asked for it in its entity capabilities."""
 
 import asyncio
 import sys
 
+import pytest
 from omemo.storage import Just, Nothing, Storage
 from slixmpp import JID
+from slixmpp.exceptions import PresenceError
 from slixmpp.plugins import register_plugin
 from slixmpp_omemo import TrustLevel, XEP_0384
 
+from test_muc import ROOM, create_room, groupchat
 from xmpp import TIMEOUT, Client, login
 
 
@@ -117,6 +120,62 @@ def test_two_omemo_clients_exchange_encrypted_messages(node):
         assert len(archived) >= 2 and not any("secret" in a for a in archived), archived
         alice.disconnect()
         bob.disconnect()
+
+    asyncio.run(run())
+
+
+def test_omemo_in_a_members_only_non_anonymous_room(node):
+    """Alice's OMEMO message to a private room reaches Bob, who decrypts it
+    with her real JID taken from the room; the room's archive keeps only
+    ciphertext, and Carol, not a member, cannot get in."""
+    secret = "the launch code is 0000"
+
+    async def run():
+        alice = await omemo_client(node.port, "alice@localhost/phone", "wonderland")
+        bob = await omemo_client(node.port, "bob@localhost/phone", "bob-the-builder")
+        await create_room(alice, membersonly="1", whois="anyone")
+        await alice.plugin["xep_0045"].set_affiliation(ROOM, "member", jid=JID("bob@localhost"))
+        me, _, occupants, _ = await bob.plugin["xep_0045"].join_muc_wait(ROOM, "Bob", maxstanzas=0, timeout=TIMEOUT)
+        assert 100 in me["muc"]["status_codes"], "the room says it is non-anonymous"
+        # Each sees the other's real JID, as OMEMO needs.
+        assert [str(p["muc"]["jid"].bare) for p in occupants] == ["alice@localhost", "bob@localhost"]
+        await alice.wait_for(lambda: alice.plugin["xep_0045"].get_jid_property(ROOM, "Bob", "jid"), "Bob's real JID")
+        members = {JID(alice.plugin["xep_0045"].get_jid_property(ROOM, nick, "jid")).bare
+                   for nick in alice.plugin["xep_0045"].get_roster(ROOM)}
+        assert members == {"alice@localhost", "bob@localhost"}
+
+        msg = alice.make_message(mto=ROOM, mtype="groupchat")
+        msg["body"] = secret
+        encrypted, errors = await alice.plugin["xep_0384"].encrypt_message(
+            msg, {JID(j) for j in members if j != alice.boundjid.bare})
+        assert encrypted is not None, errors
+        assert secret not in str(encrypted), "sent encrypted"
+        encrypted.send()
+
+        def arrived(c):
+            return [m for m in groupchat(c) if c.plugin["xep_0384"].is_encrypted(m)]
+        await bob.wait_for(lambda: arrived(bob), "the encrypted message at Bob")
+        [received] = arrived(bob)
+        assert received["from"] == JID(f"{ROOM}/Alice") and secret not in str(received)
+        plain, device = await bob.plugin["xep_0384"].decrypt_message(received)
+        assert plain["body"] == secret and device.bare_jid == "alice@localhost"
+        # Alice's own client shows her reflected message (from its cache).
+        await alice.wait_for(lambda: arrived(alice), "the reflection at Alice")
+        plain, _ = await alice.plugin["xep_0384"].decrypt_message(arrived(alice)[0])
+        assert plain["body"] == secret
+
+        # The room's archive holds the ciphertext, never the words.
+        archived = [str(m["mam_result"]["forwarded"]["stanza"])
+                    async for m in bob.plugin["xep_0313"].iterate(jid=ROOM)]
+        assert len(archived) == 1 and "eu.siacs.conversations.axolotl" in archived[0], archived
+        assert secret not in archived[0], archived
+
+        carol = await login(node.port, "carol@localhost/c", "carol-the-singer")
+        with pytest.raises(PresenceError) as err:
+            await carol.plugin["xep_0045"].join_muc_wait(ROOM, "Carol", timeout=TIMEOUT)
+        assert err.value.condition == "registration-required"
+        for c in (alice, bob, carol):
+            c.disconnect()
 
     asyncio.run(run())
 
