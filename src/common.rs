@@ -162,3 +162,15 @@ impl From<Vec<u8>> for Payload {
         Payload { head, shared: None }
     }
 }
+
+/// Bytes as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh random id (72 bits, as hex): stanza-ids, item ids, stream ids.
+pub fn random_id(rng: &mut impl rand_core::RngCore) -> String {
+    let mut b = [0u8; 9];
+    rng.fill_bytes(&mut b);
+    hex(&b)
+}

@@ -595,6 +595,157 @@ fn extensions_of_a_new_client_survive_an_old_clients_write_and_a_restart() {
     assert!(read.contains("name='Ops!' autojoin='true'><extensions><pinned xmlns='urn:xmpp:example'/></extensions>"), "{read}");
 }
 
+fn vcard_of(sim: &mut SimNode, conn: u64, owner: &str) -> String {
+    sim.send(
+        conn,
+        &format!("<iq type='get' id='vc' to='{owner}@localhost'><vCard xmlns='vcard-temp'/></iq>"),
+    );
+    sim.take(conn)
+}
+
+/// A 1x1 PNG, and its XEP-0084 id (the hex SHA-1 of its bytes).
+fn tiny_png() -> (Vec<u8>, String, String) {
+    let png: Vec<u8> = [
+        &b"\x89PNG\r\n\x1a\n"[..],
+        &[
+            0, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0, 0, 1, 0, 0, 0, 1, 8, 6, 0, 0, 0,
+        ],
+    ]
+    .concat();
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &png);
+    let id: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
+    (png, id, b64)
+}
+
+#[test]
+fn a_photo_set_in_a_vcard_becomes_the_pep_avatar_and_its_hash_rides_on_presence() {
+    let mut sim = node();
+    let (alice, bob) = friends(&mut sim);
+    assert!(online_with(&mut sim, bob, &[&format!("{AVATAR}+notify")]));
+    sim.send(alice, "<iq type='get' id='d' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    assert!(sim.take(alice).contains("urn:xmpp:pep-vcard-conversion:0"));
+    let (png, id, b64) = tiny_png();
+    // An old client sets its vCard with a photo (base64 folded over lines).
+    let folded = format!("{}\n {}", &b64[..20], &b64[20..]);
+    sim.send(alice, &format!("<iq type='set' id='v'><vCard xmlns='vcard-temp'><FN>Alice</FN><PHOTO><BINVAL>{folded}</BINVAL></PHOTO></vCard></iq>"));
+    assert!(sim.take(alice).contains("type='result'"));
+    let told = sim.take(bob);
+    assert!(told.contains(&format!("<item id='{id}'><metadata xmlns='{AVATAR}'><info id='{id}' bytes='{}' type='image/png'/>", png.len())), "{told}");
+    let data = items(&mut sim, bob, "alice", "urn:xmpp:avatar:data");
+    assert!(
+        data.contains(&format!("<data xmlns='urn:xmpp:avatar:data'>{b64}</data>")),
+        "{data}"
+    );
+    // Anyone reads the photo in the vCard, as before; it is kept once.
+    let eve = sim.login("eve", "pw", "e");
+    let card = vcard_of(&mut sim, eve, "alice");
+    assert!(
+        card.contains("<FN>Alice</FN>")
+            && card.contains(&format!(
+                "<PHOTO><TYPE>image/png</TYPE><BINVAL>{b64}</BINVAL></PHOTO>"
+            )),
+        "{card}"
+    );
+    let stored = &sim.node.state().accounts["alice"].pep["vcard-temp"];
+    assert!(
+        !stored.items[0].xml.contains("BINVAL"),
+        "the photo is not kept twice"
+    );
+    // Presence carries its hash, to contacts and into a room; a client's
+    // own empty photo is its word.
+    sim.send(alice, "<presence><show>away</show></presence>");
+    let p = sim.take(bob);
+    assert!(
+        p.contains(&format!(
+            "<x xmlns='vcard-temp:x:update'><photo>{id}</photo></x>"
+        )),
+        "{p}"
+    );
+    sim.send(alice, "<presence to='ops@conference.localhost/Alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    sim.send(alice, "<iq type='set' id='cfg' to='ops@conference.localhost'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>");
+    sim.take(alice);
+    sim.send(bob, "<presence to='ops@conference.localhost/Bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    let room = sim.take(bob);
+    assert!(
+        room.contains("from='ops@conference.localhost/Alice'")
+            && room.contains(&format!("<photo>{id}</photo>")),
+        "{room}"
+    );
+    sim.send(
+        alice,
+        "<presence><x xmlns='vcard-temp:x:update'><photo/></x></presence>",
+    );
+    let p = sim.take(bob);
+    assert!(p.contains("<photo/>") && !p.contains(&id), "{p}");
+    // The same photo set again publishes nothing.
+    sim.send(alice, &format!("<iq type='set' id='v2'><vCard xmlns='vcard-temp'><FN>Alice L.</FN><PHOTO><TYPE>image/png</TYPE><BINVAL>{b64}</BINVAL></PHOTO></vCard></iq>"));
+    assert!(sim.take(alice).contains("type='result'"));
+    assert_eq!(sim.take(bob), "");
+}
+
+#[test]
+fn a_pep_avatar_is_the_vcards_photo_for_those_who_may_see_it() {
+    let mut sim = node();
+    let (alice, bob) = friends(&mut sim);
+    sim.send(bob, "<presence/>");
+    let (_, id, b64) = tiny_png();
+    // A modern client publishes with PEP's default access: contacts only.
+    let data = format!("<data xmlns='urn:xmpp:avatar:data'>{b64}</data>");
+    assert!(
+        publish(&mut sim, alice, "urn:xmpp:avatar:data", &id, &data, "").contains("type='result'")
+    );
+    let meta = format!(
+        "<metadata xmlns='{AVATAR}'><info id='{id}' bytes='21' type='image/png'/></metadata>"
+    );
+    assert!(publish(&mut sim, alice, AVATAR, &id, &meta, "").contains("type='result'"));
+    let card = vcard_of(&mut sim, bob, "alice");
+    assert!(card.contains(&format!("<BINVAL>{b64}</BINVAL>")), "{card}");
+    let eve = sim.login("eve", "pw", "e");
+    let card = vcard_of(&mut sim, eve, "alice");
+    assert!(
+        !card.contains("PHOTO"),
+        "a stranger does not see it: {card}"
+    );
+    // Switched off: no photo, and presence says so.
+    let off = format!("<metadata xmlns='{AVATAR}'/>");
+    publish(&mut sim, alice, AVATAR, "off", &off, "");
+    assert!(!vcard_of(&mut sim, bob, "alice").contains("PHOTO"));
+    sim.take(bob);
+    sim.send(alice, "<presence/>");
+    let p = sim.take(bob);
+    assert!(
+        p.contains("<x xmlns='vcard-temp:x:update'><photo/></x>"),
+        "{p}"
+    );
+}
+
+#[test]
+fn a_vcard_photo_that_is_not_base64_or_does_not_fit_is_refused_and_stores_nothing() {
+    let mut sim = node();
+    let alice = sim.login("alice", "pw", "a");
+    sim.send(alice, "<iq type='set' id='v'><vCard xmlns='vcard-temp'><FN>A</FN><PHOTO><BINVAL>not*base64</BINVAL></PHOTO></vCard></iq>");
+    assert!(sim.take(alice).contains("<bad-request"));
+    assert!(
+        !vcard_of(&mut sim, alice, "alice").contains("<FN>"),
+        "nothing stored"
+    );
+    // The account nearly full: a photo past what is left is refused.
+    let keep = options(&[("pubsub#max_items", "max")]);
+    let big = format!("<x xmlns='t'>{}</x>", "a".repeat(48 * 1024 - 20));
+    let mut i = 0;
+    while publish(&mut sim, alice, "fill", &format!("i{i}"), &big, &keep).contains("type='result'")
+    {
+        i += 1;
+    }
+    let photo = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 40 * 1024]);
+    sim.send(alice, &format!("<iq type='set' id='v2'><vCard xmlns='vcard-temp'><FN>A</FN><PHOTO><BINVAL>{photo}</BINVAL></PHOTO></vCard></iq>"));
+    assert!(sim.take(alice).contains("<resource-constraint"));
+    let pep = &sim.node.state().accounts["alice"].pep;
+    assert!(!pep.contains_key("urn:xmpp:avatar:data") && !pep.contains_key("vcard-temp"));
+    assert!(pep::account_bytes(pep) <= pep::BYTES_PER_ACCOUNT);
+}
+
 #[test]
 fn a_client_that_never_answers_its_capabilities_holds_up_no_other() {
     let mut sim = node();

@@ -229,9 +229,7 @@ impl Clients {
     }
 
     fn random_id(&mut self) -> String {
-        let mut b = [0u8; 9];
-        self.rng.fill_bytes(&mut b);
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        crate::common::random_id(&mut self.rng)
     }
 
     // ---- input ------------------------------------------------------------

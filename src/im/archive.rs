@@ -11,7 +11,6 @@ use crate::model::room::Archived;
 use crate::stanza;
 use crate::state::{ArchiveDefault, ArchivePrefs, Record};
 use crate::xml::{ns, Element, Node};
-use rand_core::RngCore;
 
 const OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
 const OMEMO: &str = "urn:xmpp:omemo:2";
@@ -60,9 +59,7 @@ pub(crate) fn with_stanza_id(el: &Element, by: &str, id: &str) -> Element {
 impl Ctx<'_> {
     /// A fresh stanza-id for a message entering the archives.
     pub(crate) fn mint_stanza_id(&mut self) -> String {
-        let mut b = [0u8; 9];
-        self.rng.fill_bytes(&mut b);
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        crate::common::random_id(&mut self.rng)
     }
 
     /// Keep an accepted one-to-one message in the archive of each local

@@ -230,9 +230,7 @@ impl Ctx<'_> {
             self.pep_notify(user, NODE, event, None);
         }
         for item in changed {
-            let event = Element::new("items", super::pep::NS_EVENT)
-                .attr("node", NODE)
-                .child(super::pep::item_element(&item, super::pep::NS_EVENT));
+            let event = super::pep::pep_event_items(NODE, &item);
             self.commit_pep(user, NODE, PepRecord::Published { item });
             self.pep_notify(user, NODE, event, None);
         }

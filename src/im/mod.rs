@@ -9,6 +9,7 @@
 //! to the MUC service or the mirrors.
 
 mod archive;
+mod avatar;
 mod blocking;
 mod bookmarks;
 mod bound;

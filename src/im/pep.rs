@@ -15,7 +15,6 @@ use crate::model::pep::{self, Access, PepConfig, PepItem, PepNode, PepRecord, Se
 use crate::stanza;
 use crate::state::Record;
 use crate::xml::{ns, Element, Node as XmlNode};
-use rand_core::RngCore;
 
 pub const NS: &str = "http://jabber.org/protocol/pubsub";
 pub const NS_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
@@ -223,9 +222,7 @@ impl Ctx<'_> {
         if let Some(config) = config {
             self.commit_pep(user, &name, PepRecord::Configured { config });
         }
-        let event = Element::new("items", NS_EVENT)
-            .attr("node", name.clone())
-            .child(item_element(&item, NS_EVENT));
+        let event = pep_event_items(&name, &item);
         self.commit_pep(user, &name, PepRecord::Published { item });
         self.pep_notify(user, &name, event, None);
         if name == bookmarks::NODE {
@@ -416,9 +413,7 @@ impl Ctx<'_> {
     }
 
     fn random_item_id(&mut self) -> String {
-        let mut b = [0u8; 9];
-        self.rng.fill_bytes(&mut b);
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        crate::common::random_id(&mut self.rng)
     }
 
     /// Tell the sessions that may see `user`'s node `node` and asked for it
@@ -611,9 +606,7 @@ impl Ctx<'_> {
             r.pep_primed = true;
         }
         for (owner, name, item) in last {
-            let event = Element::new("items", NS_EVENT)
-                .attr("node", name.clone())
-                .child(item_element(&item, NS_EVENT));
+            let event = pep_event_items(&name, &item);
             self.pep_notify(&owner, &name, event, Some((conn, item.stamp_ms)));
         }
     }
@@ -632,7 +625,12 @@ fn unsupported_feature(action: &str) -> &str {
 }
 
 /// Whether `who` may read the node of `owner` (its account `acc`).
-fn may_see(acc: &crate::state::Account, owner: &str, who: &Jid, config: &PepConfig) -> bool {
+pub(super) fn may_see(
+    acc: &crate::state::Account,
+    owner: &str,
+    who: &Jid,
+    config: &PepConfig,
+) -> bool {
     if who.local() == Some(owner) {
         return true;
     }
@@ -654,6 +652,13 @@ fn node_name(el: &Element) -> Result<String, Refusal> {
     }
 }
 
+/// A notification of `item`, published to `node`.
+pub(super) fn pep_event_items(node: &str, item: &PepItem) -> Element {
+    Element::new("items", NS_EVENT)
+        .attr("node", node)
+        .child(item_element(item, NS_EVENT))
+}
+
 pub(super) fn item_element(item: &PepItem, namespace: &str) -> Element {
     let mut el = Element::new("item", namespace).attr("id", item.id.clone());
     if let Ok(payload) = crate::xml::parse_fragment(&item.xml) {
@@ -663,7 +668,11 @@ pub(super) fn item_element(item: &PepItem, namespace: &str) -> Element {
 }
 
 /// Bytes the node keeps once `item` is published under `config`.
-fn bytes_after_publish(node: Option<&PepNode>, config: &PepConfig, item: &PepItem) -> usize {
+pub(super) fn bytes_after_publish(
+    node: Option<&PepNode>,
+    config: &PepConfig,
+    item: &PepItem,
+) -> usize {
     let mut after = PepNode::new(config.clone());
     if let Some(n) = node {
         after.items = n.items.clone();

@@ -2,7 +2,7 @@
 //! messages (to resources, to the bare JID, offline), and the server's own
 //! iq handlers.
 
-use super::{archive, blocking, bookmarks, carbons, pep, stored_xml, Ctx};
+use super::{archive, avatar, blocking, bookmarks, carbons, pep, stored_xml, Ctx};
 use crate::c2s::output::Completion;
 use crate::common::{ConnId, Payload, NO_CONN};
 use crate::jid::Jid;
@@ -55,6 +55,11 @@ impl Ctx<'_> {
             }
         }
         el.set_attr("from", from.to_string());
+        if el.name == "presence" && el.get_attr("type").is_none() {
+            if let Some(user) = from.local() {
+                self.add_avatar_hash(user, &mut el);
+            }
+        }
         let to = match el.get_attr("to").map(Jid::parse) {
             None => None,
             Some(Ok(j)) => Some(j),
@@ -596,7 +601,8 @@ fn account_disco_info() -> Element {
                 .attr("category", "pubsub")
                 .attr("type", "pep"),
         );
-    for f in pep::FEATURES.iter().chain(bookmarks::FEATURES) {
+    let conversions = bookmarks::FEATURES.iter().chain([&avatar::FEATURE]);
+    for f in pep::FEATURES.iter().chain(conversions) {
         q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", *f));
     }
     for f in [

@@ -110,9 +110,18 @@ impl Ctx<'_> {
             if !own {
                 return self.bounce(conn, el, "forbidden");
             }
+            let stored = self.accounts[&user]
+                .pep
+                .get(VCARD_NODE)
+                .and_then(PepNode::last)
+                .map_or(0, |i| i.xml.len());
+            let card = match self.vcard_photo_to_pep(&user, vcard, stored) {
+                Ok(card) => card,
+                Err(condition) => return self.bounce(conn, el, condition),
+            };
             let item = PepItem {
                 id: "current".into(),
-                xml: vcard.to_xml(ns::CLIENT),
+                xml: card.to_xml(ns::CLIENT),
                 stamp_ms: self.now.unix_ms,
             };
             if let Err(condition) = self.store_item(&user, VCARD_NODE, 1, item) {
@@ -120,22 +129,19 @@ impl Ctx<'_> {
             }
             return self.send_el(conn, &stanza::iq_result(el, &from, None));
         }
+        let Some(reader) = self.bound.jid_of(conn).cloned() else {
+            return;
+        };
+        // XEP-0054 §3.1: an account without one gets an empty vCard.
         let stored = self.accounts[&user]
             .pep
             .get(VCARD_NODE)
             .and_then(PepNode::last)
-            .and_then(|i| crate::xml::parse_fragment(&i.xml).ok());
-        match stored {
-            Some(card) => {
-                let reply = stanza::iq_result(el, &from, Some(card));
-                self.send_paced(conn, reply.to_xml(ns::CLIENT).into_bytes(), None);
-            }
-            // XEP-0054 §3.1: an account without one gets an empty vCard.
-            None => self.send_el(
-                conn,
-                &stanza::iq_result(el, &from, Some(Element::new("vCard", NS_VCARD))),
-            ),
-        }
+            .and_then(|i| crate::xml::parse_fragment(&i.xml).ok())
+            .unwrap_or_else(|| Element::new("vCard", NS_VCARD));
+        let card = self.vcard_with_avatar(&user, &reader, stored);
+        let reply = stanza::iq_result(el, &from, Some(card));
+        self.send_paced(conn, reply.to_xml(ns::CLIENT).into_bytes(), None);
     }
 
     /// Keep `item` in the owner-only node `node` of `user`, within the

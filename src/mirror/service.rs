@@ -19,7 +19,7 @@ use crate::stanza;
 use crate::state::{LinkStore, Record};
 use crate::xml::{ns, Element};
 use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The replicas of mirrored rooms, by room JID.
@@ -220,9 +220,7 @@ impl Ctx<'_> {
     }
 
     pub(super) fn random_id(&mut self) -> String {
-        let mut b = [0u8; 9];
-        self.rng.fill_bytes(&mut b);
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        crate::common::random_id(&mut self.rng)
     }
 
     pub(super) fn link_send(&mut self, upstream: &PeerId, event: &LinkEvent) {

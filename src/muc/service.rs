@@ -164,9 +164,7 @@ impl Ctx<'_> {
     }
 
     pub(super) fn random_id(&mut self) -> String {
-        let mut b = [0u8; 9];
-        self.rng.fill_bytes(&mut b);
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        crate::common::random_id(&mut self.rng)
     }
 
     pub(super) fn link_send(&mut self, peer: &PeerId, event: &LinkEvent) {

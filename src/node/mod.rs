@@ -213,7 +213,7 @@ impl Node {
         rng.fill_bytes(&mut epoch);
         let epoch = match &state.kept_epoch {
             Some(kept) => kept.clone(),
-            None => epoch.iter().map(|x| format!("{x:02x}")).collect(),
+            None => crate::common::hex(&epoch),
         };
         let mut link_seed = [0u8; 32];
         rng.fill_bytes(&mut link_seed);
