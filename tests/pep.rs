@@ -347,6 +347,117 @@ fn an_account_is_held_to_its_nodes_and_bytes_and_a_refused_publish_stores_nothin
     assert!(publish(&mut sim, alice, &long, "i", "<x xmlns='t'/>", "").contains("<not-acceptable"));
 }
 
+fn subscribe(sim: &mut SimNode, conn: u64, owner: &str, node: &str, jid: &str) -> String {
+    sim.send(
+        conn,
+        &format!("<iq type='set' id='sub' to='{owner}@localhost'><pubsub xmlns='{PUBSUB}'><subscribe node='{node}' jid='{jid}'/></pubsub></iq>"),
+    );
+    sim.take(conn)
+}
+
+#[test]
+fn an_explicit_subscriber_hears_every_change_until_it_leaves_or_may_no_longer_see() {
+    let mut sim = node();
+    let (alice, _) = friends(&mut sim);
+    let open = options(&[("pubsub#access_model", "open")]);
+    publish(&mut sim, alice, "news", "n1", "<n xmlns='x'>one</n>", &open);
+    // Eve is no contact and her client announces nothing.
+    let eve = sim.login("eve", "pw", "e");
+    sim.send(eve, "<presence/>");
+    sim.take(eve);
+    let out = subscribe(&mut sim, eve, "alice", "news", "eve@localhost");
+    let (reply, last) = out.split_once("</iq>").expect(&out);
+    assert!(
+        reply.contains("<subscription node='news' jid='eve@localhost' subscription='subscribed'/>"),
+        "{out}"
+    );
+    assert!(
+        last.contains("<item id='n1'>") && last.contains("<delay"),
+        "the last item after the answer: {out}"
+    );
+    publish(&mut sim, alice, "news", "n2", "<n xmlns='x'>two</n>", "");
+    assert!(sim.take(eve).contains("<item id='n2'>"));
+    sim.send(eve, &format!("<iq type='get' id='s' to='alice@localhost'><pubsub xmlns='{PUBSUB}'><subscriptions/></pubsub></iq>"));
+    assert!(sim
+        .take(eve)
+        .contains("<subscription node='news' jid='eve@localhost' subscription='subscribed'/>"));
+    // Not hers to subscribe, not a node she may see, not there.
+    assert!(subscribe(&mut sim, eve, "alice", "news", "bob@localhost").contains("<invalid-jid"));
+    publish(&mut sim, alice, AVATAR, "v1", &metadata(1), "");
+    assert!(subscribe(&mut sim, eve, "alice", AVATAR, "eve@localhost")
+        .contains("<presence-subscription-required"));
+    assert!(subscribe(&mut sim, eve, "alice", "none", "eve@localhost").contains("<item-not-found"));
+    // The owner lists and ends it.
+    sim.send(alice, &format!("<iq type='get' id='o' ><pubsub xmlns='{PUBSUB}#owner'><subscriptions node='news'/></pubsub></iq>"));
+    assert!(sim
+        .take(alice)
+        .contains("<subscription jid='eve@localhost' subscription='subscribed'/>"));
+    sim.send(alice, &format!("<iq type='set' id='o2'><pubsub xmlns='{PUBSUB}#owner'><subscriptions node='news'><subscription jid='eve@localhost' subscription='none'/></subscriptions></pubsub></iq>"));
+    assert!(sim.take(alice).contains("type='result'"));
+    publish(&mut sim, alice, "news", "n3", "<n xmlns='x'>three</n>", "");
+    assert_eq!(sim.take(eve), "");
+    // Back, then the node closes to her: she hears nothing more.
+    subscribe(&mut sim, eve, "alice", "news", "eve@localhost");
+    sim.send(alice, &format!("<iq type='set' id='c'><pubsub xmlns='{PUBSUB}#owner'><configure node='news'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#node_config</value></field><field var='pubsub#access_model'><value>whitelist</value></field></x></configure></pubsub></iq>"));
+    sim.take(alice);
+    publish(&mut sim, alice, "news", "n4", "<n xmlns='x'>four</n>", "");
+    assert_eq!(sim.take(eve), "");
+    // Her own unsubscription, twice.
+    sim.send(eve, &format!("<iq type='set' id='u' to='alice@localhost'><pubsub xmlns='{PUBSUB}'><unsubscribe node='news' jid='eve@localhost'/></pubsub></iq>"));
+    assert!(sim.take(eve).contains("type='result'"));
+    sim.send(eve, &format!("<iq type='set' id='u' to='alice@localhost'><pubsub xmlns='{PUBSUB}'><unsubscribe node='news' jid='eve@localhost'/></pubsub></iq>"));
+    assert!(sim.take(eve).contains("<not-subscribed"));
+}
+
+#[test]
+fn subscriptions_are_bounded_per_node_and_per_subscriber() {
+    let mut sim = node();
+    let alice = sim.login("alice", "pw", "a");
+    let open = options(&[("pubsub#access_model", "open")]);
+    for i in 0..pep::NODES_PER_ACCOUNT {
+        publish(
+            &mut sim,
+            alice,
+            &format!("n{i}"),
+            "1",
+            "<n xmlns='x'/>",
+            &open,
+        );
+    }
+    // A node's subscribers.
+    for i in 0..pep::SUBSCRIBERS_PER_NODE {
+        let user = format!("s{i}");
+        sim.add_user(&user, "pw");
+        let c = sim.login(&user, "pw", "r");
+        let out = subscribe(&mut sim, c, "alice", "n0", &format!("{user}@localhost"));
+        assert!(out.contains("subscription='subscribed'"), "{i}: {out}");
+    }
+    let eve = sim.login("eve", "pw", "e");
+    let full = subscribe(&mut sim, eve, "alice", "n0", "eve@localhost");
+    assert!(full.contains("<too-many-subscriptions"), "{full}");
+    // One subscriber's subscriptions, over several accounts' nodes.
+    let mut held = 0;
+    'owners: for owner in ["alice", "bob", "s0"] {
+        let c = sim.login(owner, "pw", "pub");
+        // Alice's n0 is full already.
+        let first = usize::from(owner == "alice");
+        for i in first..pep::NODES_PER_ACCOUNT {
+            if owner != "alice" {
+                publish(&mut sim, c, &format!("n{i}"), "1", "<n xmlns='x'/>", &open);
+            }
+            for jid in ["eve@localhost", "eve@localhost/e"] {
+                let out = subscribe(&mut sim, eve, owner, &format!("n{i}"), jid);
+                if out.contains("<too-many-subscriptions") {
+                    break 'owners;
+                }
+                assert!(out.contains("subscription='subscribed'"), "{out}");
+                held += 1;
+            }
+        }
+    }
+    assert_eq!(held, pep::SUBSCRIPTIONS_PER_ACCOUNT);
+}
+
 #[test]
 fn nodes_and_items_survive_a_restart_and_a_compaction() {
     let mut sim = node();
@@ -362,7 +473,11 @@ fn nodes_and_items_survive_a_restart_and_a_compaction() {
             &open,
         );
     }
+    let eve = sim.login("eve", "pw", "e");
+    assert!(subscribe(&mut sim, eve, "alice", AVATAR, "eve@localhost")
+        .contains("subscription='subscribed'"));
     let before = sim.node.state().accounts["alice"].pep.clone();
+    assert_eq!(before[AVATAR].subscribers.len(), 1);
     sim.crash_and_restart();
     assert_eq!(sim.node.state().accounts["alice"].pep, before);
     let eve = sim.login("eve", "pw", "e");

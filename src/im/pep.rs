@@ -39,7 +39,11 @@ pub const FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#publish",
     "http://jabber.org/protocol/pubsub#publish-options",
     "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#retrieve-affiliations",
     "http://jabber.org/protocol/pubsub#retrieve-items",
+    "http://jabber.org/protocol/pubsub#retrieve-subscriptions",
+    "http://jabber.org/protocol/pubsub#manage-subscriptions",
+    "http://jabber.org/protocol/pubsub#subscribe",
 ];
 
 /// A refused request: the stanza error, its type and the pubsub condition.
@@ -80,6 +84,14 @@ impl Ctx<'_> {
             (NS_OWNER, "configure", true) if own => self.pep_configure(&user, &action),
             (NS_OWNER, "delete", true) if own => self.pep_delete(&user, &action),
             (NS, "create", true) if own => self.pep_create(&user, payload, &action),
+            (NS, "subscribe", true) => self.pep_subscribe(&user, &me, &action),
+            (NS, "unsubscribe", true) => self.pep_unsubscribe(&user, &me, &action),
+            (NS, "subscriptions", false) => {
+                Ok(Some(self.pep_subscriptions_of(&user, &me, &action)))
+            }
+            (NS, "affiliations", false) => Ok(Some(self.pep_affiliations(&user, own, &action))),
+            (NS_OWNER, "subscriptions", false) if own => self.pep_subscribers(&user, &action),
+            (NS_OWNER, "subscriptions", true) if own => self.pep_drop_subscribers(&user, &action),
             (NS, "publish" | "retract" | "create", true) | (NS_OWNER, _, _) if !own => {
                 Err(Refusal("forbidden", "auth", None))
             }
@@ -94,6 +106,9 @@ impl Ctx<'_> {
                 let result = stanza::iq_result(el, &owner.to_string(), answer);
                 // Items may come to megabytes: paced by what the client reads.
                 self.send_paced(conn, result.to_xml(ns::CLIENT).into_bytes(), None);
+                if action.is("subscribe", NS) {
+                    self.pep_last_on_subscribe(conn, &user, &action);
+                }
             }
             Err(Refusal(condition, kind, pubsub)) => {
                 let Some(mut reply) = stanza::error_reply(el, condition, kind, &owner.to_string())
@@ -126,14 +141,7 @@ impl Ctx<'_> {
             return Err(Refusal("item-not-found", "cancel", None));
         };
         if !may_see(acc, user, me, &node.config) {
-            return Err(match node.config.access {
-                Access::Presence => Refusal(
-                    "not-authorized",
-                    "auth",
-                    Some("presence-subscription-required"),
-                ),
-                _ => Refusal("not-allowed", "cancel", Some("closed-node")),
-            });
+            return Err(not_visible(&node.config));
         }
         let wanted: Vec<&str> = items
             .elements()
@@ -295,6 +303,184 @@ impl Ctx<'_> {
         Ok(None)
     }
 
+    /// An explicit subscription (XEP-0060 §6.1) by `me`, for its bare JID
+    /// (every session) or one full JID.
+    fn pep_subscribe(
+        &mut self,
+        user: &str,
+        me: &Jid,
+        subscribe: &Element,
+    ) -> Result<Option<Element>, Refusal> {
+        let name = node_name(subscribe)?;
+        let jid = subscriber_jid(me, subscribe)?;
+        let acc = &self.accounts[user];
+        let Some(node) = acc.pep.get(&name) else {
+            return Err(Refusal("item-not-found", "cancel", None));
+        };
+        if !may_see(acc, user, me, &node.config) {
+            return Err(not_visible(&node.config));
+        }
+        if !node.subscribers.contains(&jid) {
+            let held = self.subscriptions_held(me);
+            if node.subscribers.len() >= pep::SUBSCRIBERS_PER_NODE
+                || held >= pep::SUBSCRIPTIONS_PER_ACCOUNT
+            {
+                return Err(Refusal(
+                    "policy-violation",
+                    "wait",
+                    Some("too-many-subscriptions"),
+                ));
+            }
+            let change = PepRecord::Subscribed { jid: jid.clone() };
+            self.commit_pep(user, &name, change);
+        }
+        let subscription = Element::new("subscription", NS)
+            .attr("node", name)
+            .attr("jid", jid)
+            .attr("subscription", "subscribed");
+        Ok(Some(Element::new("pubsub", NS).child(subscription)))
+    }
+
+    /// Explicit subscriptions `me`'s account holds, on every account.
+    fn subscriptions_held(&self, me: &Jid) -> usize {
+        let bare = me.to_bare();
+        self.accounts
+            .values()
+            .flat_map(|a| a.pep.values())
+            .flat_map(|n| &n.subscribers)
+            .filter(|s| Jid::parse(s).is_ok_and(|j| j.to_bare() == bare))
+            .count()
+    }
+
+    /// The last item, to the session that just subscribed (`on_sub`).
+    fn pep_last_on_subscribe(&mut self, conn: ConnId, user: &str, subscribe: &Element) {
+        let Some(name) = subscribe.get_attr("node") else {
+            return;
+        };
+        let Some(node) = self.accounts[user].pep.get(name) else {
+            return;
+        };
+        let Some(item) = node
+            .last()
+            .filter(|_| node.config.send_last != SendLast::Never)
+        else {
+            return;
+        };
+        let (event, stamp) = (pep_event_items(name, item), item.stamp_ms);
+        self.pep_notify(user, name, event, Some((conn, stamp)));
+    }
+
+    fn pep_unsubscribe(
+        &mut self,
+        user: &str,
+        me: &Jid,
+        unsubscribe: &Element,
+    ) -> Result<Option<Element>, Refusal> {
+        let name = node_name(unsubscribe)?;
+        let jid = subscriber_jid(me, unsubscribe)?;
+        let Some(node) = self.accounts[user].pep.get(&name) else {
+            return Err(Refusal("item-not-found", "cancel", None));
+        };
+        if !node.subscribers.contains(&jid) {
+            return Err(Refusal(
+                "unexpected-request",
+                "cancel",
+                Some("not-subscribed"),
+            ));
+        }
+        self.commit_pep(user, &name, PepRecord::Unsubscribed { jid });
+        Ok(None)
+    }
+
+    /// `me`'s subscriptions to `user`'s nodes (XEP-0060 §5.6).
+    fn pep_subscriptions_of(&self, user: &str, me: &Jid, request: &Element) -> Element {
+        let bare = me.to_bare();
+        let only = request.get_attr("node");
+        let mut list = Element::new("subscriptions", NS);
+        for (name, node) in &self.accounts[user].pep {
+            if only.is_some_and(|o| o != name) {
+                continue;
+            }
+            for jid in &node.subscribers {
+                if Jid::parse(jid).is_ok_and(|j| j.to_bare() == bare) {
+                    list = list.child(
+                        Element::new("subscription", NS)
+                            .attr("node", name.clone())
+                            .attr("jid", jid.clone())
+                            .attr("subscription", "subscribed"),
+                    );
+                }
+            }
+        }
+        Element::new("pubsub", NS).child(list)
+    }
+
+    /// The owner owns every node; nobody else has an affiliation.
+    fn pep_affiliations(&self, user: &str, own: bool, request: &Element) -> Element {
+        let only = request.get_attr("node");
+        let mut list = Element::new("affiliations", NS);
+        if own {
+            for name in self.accounts[user].pep.keys() {
+                if only.is_none_or(|o| o == name) {
+                    list = list.child(
+                        Element::new("affiliation", NS)
+                            .attr("node", name.clone())
+                            .attr("affiliation", "owner"),
+                    );
+                }
+            }
+        }
+        Element::new("pubsub", NS).child(list)
+    }
+
+    /// The owner's view of a node's subscribers (XEP-0060 §8.8.1).
+    fn pep_subscribers(&self, user: &str, request: &Element) -> Result<Option<Element>, Refusal> {
+        let name = node_name(request)?;
+        let Some(node) = self.accounts[user].pep.get(&name) else {
+            return Err(Refusal("item-not-found", "cancel", None));
+        };
+        let mut list = Element::new("subscriptions", NS_OWNER).attr("node", name);
+        for jid in &node.subscribers {
+            list = list.child(
+                Element::new("subscription", NS_OWNER)
+                    .attr("jid", jid.clone())
+                    .attr("subscription", "subscribed"),
+            );
+        }
+        Ok(Some(Element::new("pubsub", NS_OWNER).child(list)))
+    }
+
+    /// The owner ends subscriptions (XEP-0060 §8.8.2; `none` is the one
+    /// change an owner may make to another's subscription here).
+    fn pep_drop_subscribers(
+        &mut self,
+        user: &str,
+        request: &Element,
+    ) -> Result<Option<Element>, Refusal> {
+        let name = node_name(request)?;
+        let Some(node) = self.accounts[user].pep.get(&name) else {
+            return Err(Refusal("item-not-found", "cancel", None));
+        };
+        let mut dropped = Vec::new();
+        for s in request
+            .elements()
+            .filter(|e| e.is("subscription", NS_OWNER))
+        {
+            match (s.get_attr("jid"), s.get_attr("subscription")) {
+                (Some(jid), Some("none")) => {
+                    if node.subscribers.contains(jid) {
+                        dropped.push(jid.to_string());
+                    }
+                }
+                _ => return Err(Refusal("not-acceptable", "modify", None)),
+            }
+        }
+        for jid in dropped {
+            self.commit_pep(user, &name, PepRecord::Unsubscribed { jid });
+        }
+        Ok(None)
+    }
+
     /// An explicit `<create/>` (XEP-0060 §8.1), with its configuration.
     fn pep_create(
         &mut self,
@@ -451,11 +637,33 @@ impl Ctx<'_> {
         }
         let targets: Vec<ConnId> = match only {
             Some((c, _)) => vec![c],
-            None => owners_of_sight
-                .iter()
-                .flat_map(|u| self.bound.conns_of(u))
-                .filter(|c| self.bound.resources.get(c).is_some_and(|r| r.wants(node)))
-                .collect(),
+            None => {
+                let mut targets: Vec<ConnId> = owners_of_sight
+                    .iter()
+                    .flat_map(|u| self.bound.conns_of(u))
+                    .filter(|c| self.bound.resources.get(c).is_some_and(|r| r.wants(node)))
+                    .collect();
+                // Explicit subscribers, whatever their capabilities, while
+                // they may still see the node.
+                for s in n.subscribers.iter().filter_map(|s| Jid::parse(s).ok()) {
+                    let Some(local) = self.local_account(&s) else {
+                        continue;
+                    };
+                    if !may_see(acc, user, &s, &n.config) || self.blocked_between(user, &local) {
+                        continue;
+                    }
+                    let conns = match s.resource() {
+                        Some(_) => self.bound.conn_of_full(&s).into_iter().collect(),
+                        None => self.bound.conns_of(&local),
+                    };
+                    for c in conns {
+                        if !targets.contains(&c) {
+                            targets.push(c);
+                        }
+                    }
+                }
+                targets
+            }
         };
         self.send_pep_event(user, &targets, &event, only.map(|(_, stamp)| stamp));
     }
@@ -642,6 +850,30 @@ pub(super) fn may_see(
             .is_some_and(|i| i.subscription.has_from()),
         Access::Whitelist => false,
     }
+}
+
+/// Why someone who may not see a node is refused (XEP-0060 §6.1.3).
+fn not_visible(config: &PepConfig) -> Refusal {
+    match config.access {
+        Access::Presence => Refusal(
+            "not-authorized",
+            "auth",
+            Some("presence-subscription-required"),
+        ),
+        _ => Refusal("not-allowed", "cancel", Some("closed-node")),
+    }
+}
+
+/// The JID a (un)subscription is for: the requester's own, bare or full.
+fn subscriber_jid(me: &Jid, request: &Element) -> Result<String, Refusal> {
+    let jid = request
+        .get_attr("jid")
+        .and_then(|j| Jid::parse(j).ok())
+        .ok_or(Refusal("bad-request", "modify", Some("jid-required")))?;
+    if jid.to_bare() != me.to_bare() {
+        return Err(Refusal("bad-request", "modify", Some("invalid-jid")));
+    }
+    Ok(jid.to_string())
 }
 
 fn node_name(el: &Element) -> Result<String, Refusal> {

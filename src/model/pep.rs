@@ -3,7 +3,7 @@
 //! on it; records and snapshot parts carry it to the log.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Nodes one account may have.
 pub const NODES_PER_ACCOUNT: usize = 64;
@@ -15,6 +15,10 @@ pub const BYTES_PER_ACCOUNT: usize = 2 * 1024 * 1024;
 pub const BYTES_TOTAL: usize = 64 * 1024 * 1024;
 /// Items one node may keep (`max_items` "max").
 pub const MAX_ITEMS: u32 = 256;
+/// Explicit subscriptions (XEP-0060 §6.1) one node may have.
+pub const SUBSCRIBERS_PER_NODE: usize = 128;
+/// Explicit subscriptions one account may hold to other accounts' nodes.
+pub const SUBSCRIPTIONS_PER_ACCOUNT: usize = 256;
 /// Node names and item ids longer than this are refused.
 pub const MAX_NAME_BYTES: usize = 256;
 
@@ -78,6 +82,10 @@ pub struct PepNode {
     /// The oldest first; at most `config.max_items` (none unless
     /// `persist_items`, but the last one, kept to be sent on presence).
     pub items: VecDeque<PepItem>,
+    /// Who subscribed explicitly (bare or full JIDs), told of every
+    /// change whatever their client's capabilities say.
+    #[serde(default)]
+    pub subscribers: BTreeSet<String>,
 }
 
 impl PepNode {
@@ -85,6 +93,7 @@ impl PepNode {
         PepNode {
             config,
             items: VecDeque::new(),
+            subscribers: BTreeSet::new(),
         }
     }
 
@@ -153,6 +162,12 @@ pub enum PepRecord {
         id: String,
     },
     Deleted,
+    Subscribed {
+        jid: String,
+    },
+    Unsubscribed {
+        jid: String,
+    },
 }
 
 pub fn apply(nodes: &mut PepNodes, node: &str, change: &PepRecord) {
@@ -173,6 +188,16 @@ pub fn apply(nodes: &mut PepNodes, node: &str, change: &PepRecord) {
         }
         PepRecord::Deleted => {
             nodes.remove(node);
+        }
+        PepRecord::Subscribed { jid } => {
+            if let Some(n) = nodes.get_mut(node) {
+                n.subscribers.insert(jid.clone());
+            }
+        }
+        PepRecord::Unsubscribed { jid } => {
+            if let Some(n) = nodes.get_mut(node) {
+                n.subscribers.remove(jid);
+            }
         }
     }
 }

@@ -391,6 +391,13 @@ fn records() -> Vec<Record> {
         Record::LinkEpochKept {
             epoch: "0a1b2c3d4e5f607182".into(),
         },
+        Record::Pep {
+            user: "alice".into(),
+            node: "urn:xmpp:avatar:metadata".into(),
+            change: PepRecord::Subscribed {
+                jid: "bob@localhost".into(),
+            },
+        },
         // Taken back by the start: the snapshot has none.
         Record::HeldSessionsTaken,
     ]);

@@ -46,7 +46,9 @@ use std::io;
 /// 6. Accounts' PEP nodes (`Pep`), blocklists and abuse reports; the
 ///    messages moderators retracted (`ArchiveReplaced`,
 ///    `MirrorArchiveReplaced`). Formats 2 to 5 read the same way.
-pub const FORMAT: u32 = 6;
+/// 7. Explicit subscriptions to PEP nodes (`PepSubscribers`). Formats 2
+///    to 6 read the same way.
+pub const FORMAT: u32 = 7;
 /// A part closes once its contents reach this many bytes (so a part is at
 /// most this plus one item, and every item is bounded on its own).
 pub const PART_BYTES: usize = 1024 * 1024;
@@ -172,6 +174,12 @@ pub enum SnapshotPart {
     MirrorArchiveReplaced {
         key: String,
         items: Vec<(u64, String)>,
+    },
+    /// Who subscribed to a PEP node explicitly (format 7).
+    PepSubscribers {
+        user: String,
+        node: String,
+        jids: Vec<String>,
     },
 }
 
@@ -353,6 +361,15 @@ impl State {
                     acc.pep.insert(node.clone(), n);
                 }
             }
+            SnapshotPart::PepSubscribers { user, node, jids } => {
+                let n = self
+                    .accounts
+                    .get_mut(user)
+                    .and_then(|a| a.pep.get_mut(node));
+                if let Some(n) = n {
+                    n.subscribers.extend(jids.iter().cloned());
+                }
+            }
             SnapshotPart::Blocklist { user, jids } => {
                 if let Some(acc) = self.accounts.get_mut(user) {
                     acc.blocked.extend(jids.iter().cloned());
@@ -464,6 +481,7 @@ impl Entity {
             | SnapshotPart::AccountLastSeen { user, .. }
             | SnapshotPart::Preapproved { user, .. }
             | SnapshotPart::Pep { user, .. }
+            | SnapshotPart::PepSubscribers { user, .. }
             | SnapshotPart::Blocklist { user, .. }
             | SnapshotPart::AbuseReports { user, .. } => Entity::Account(user.clone()),
             SnapshotPart::Room { room, .. }
@@ -653,6 +671,15 @@ pub fn write_entity(
                     items: n.items.iter().cloned().collect(),
                 };
                 part(pep, emit)?;
+                // At most SUBSCRIBERS_PER_NODE JIDs.
+                if !n.subscribers.is_empty() {
+                    let subscribers = SnapshotPart::PepSubscribers {
+                        user: user.clone(),
+                        node: node.clone(),
+                        jids: n.subscribers.iter().cloned().collect(),
+                    };
+                    part(subscribers, emit)?;
+                }
             }
             if let Some(last) = &acc.last_seen {
                 let last = SnapshotPart::AccountLastSeen {
