@@ -437,7 +437,17 @@ fn event(rng: &mut Rng, seq_hint: u64) -> LinkEvent {
             room: room(rng),
             config: config(rng),
         },
-        _ => match rng.below(2) {
+        _ => match rng.below(3) {
+            2 => LinkEvent::Vcard {
+                room: room(rng),
+                vcard: chance(rng, 70).then(|| {
+                    outpost::xml::Element::new("vCard", "vcard-temp").child(
+                        outpost::xml::Element::new("PHOTO", "vcard-temp").child(
+                            outpost::xml::Element::new("BINVAL", "vcard-temp").text(word(rng)),
+                        ),
+                    )
+                }),
+            },
             0 => LinkEvent::Affiliation {
                 room: room(rng),
                 jid: jid(rng),

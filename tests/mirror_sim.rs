@@ -1754,3 +1754,87 @@ fn replicas_count_in_the_sites_archive_budget_and_keep_it_across_a_restart() {
     net.crash_and_restart(RALEIGH);
     assert_eq!(replica(&mut net), before, "trimmed through the log");
 }
+
+fn room_vcard(net: &mut Network, node: usize, conn: u64) -> String {
+    net.node(node).send(
+        conn,
+        &format!("<iq type='get' id='rv' to='{ROOM}'><vCard xmlns='vcard-temp'/></iq>"),
+    );
+    net.settle();
+    net.node(node).take(conn)
+}
+
+fn set_room_vcard(net: &mut Network, node: usize, conn: u64, card: &str) -> String {
+    net.node(node).send(
+        conn,
+        &format!(
+            "<iq type='set' id='sv' to='{ROOM}'><vCard xmlns='vcard-temp'>{card}</vCard></iq>"
+        ),
+    );
+    net.settle();
+    net.node(node).take(conn)
+}
+
+#[test]
+fn a_rooms_avatar_is_set_by_an_owner_and_read_at_each_site_from_its_replica() {
+    let mut w = plain_world();
+    let photo = "<PHOTO><TYPE>image/png</TYPE><BINVAL>YWJj</BINVAL></PHOTO>"; // "abc"
+    let set = set_room_vcard(&mut w.net, HQ, w.kevin, photo);
+    assert!(set.contains("type='result'"), "{set}");
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='get' id='d' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
+    let info = w.net.node(HQ).take(w.kevin);
+    assert!(info.contains("<feature var='vcard-temp'/>"), "{info}");
+    assert!(
+        info.contains("<field var='muc#roominfo_avatarhash' type='text-multi' label='Avatar hash'><value>a9993e364706816aba3e25717850c26c9cd0d89d</value>"),
+        "XEP-0153's hash, the SHA-1 of the image: {info}"
+    );
+    // A site user reads it from the site's replica: not across the link.
+    join(&mut w.net, RALEIGH, w.wayne, "Wayne");
+    join(&mut w.net, DURHAM, w.dana, "Dana");
+    w.net.reset_counters();
+    let read = room_vcard(&mut w.net, RALEIGH, w.wayne);
+    assert!(
+        read.contains("<BINVAL>YWJj</BINVAL>") && read.contains(&format!("from='{ROOM}'")),
+        "{read}"
+    );
+    assert_eq!(w.net.link_bytes(RALEIGH), (0, 0), "answered at the site");
+    // Only an owner sets it, wherever they are.
+    let refused = set_room_vcard(
+        &mut w.net,
+        RALEIGH,
+        w.wayne,
+        "<PHOTO><BINVAL>eHl6</BINVAL></PHOTO>",
+    );
+    assert!(refused.contains("<forbidden"), "{refused}");
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='o' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='wayne@raleigh.example' affiliation='owner'/></query></iq>"));
+    w.net.settle();
+    let set = set_room_vcard(
+        &mut w.net,
+        RALEIGH,
+        w.wayne,
+        "<PHOTO><BINVAL>eHl6</BINVAL></PHOTO>",
+    );
+    assert!(set.contains("type='result'"), "{set}");
+    assert!(
+        w.net.node(DURHAM).take(w.dana).contains("code='104'"),
+        "occupants are told"
+    );
+    assert!(room_vcard(&mut w.net, DURHAM, w.dana).contains("<BINVAL>eHl6</BINVAL>"));
+    // A site that restarts keeps it, and answers during a split.
+    w.net.crash_and_restart(DURHAM);
+    w.net.settle();
+    w.net.cut(DURHAM);
+    let dana = w.net.node(DURHAM).login("dana", "d", "tv2");
+    join(&mut w.net, DURHAM, dana, "Dana");
+    assert!(room_vcard(&mut w.net, DURHAM, dana).contains("<BINVAL>eHl6</BINVAL>"));
+    w.net.restore(DURHAM);
+    // Removed with an empty vCard; too big is refused.
+    assert!(set_room_vcard(&mut w.net, HQ, w.kevin, "").contains("type='result'"));
+    let read = room_vcard(&mut w.net, RALEIGH, w.wayne);
+    assert!(read.contains("<vCard xmlns='vcard-temp'/>"), "{read}");
+    let huge = format!(
+        "<DESC>{}</DESC>",
+        "x".repeat(outpost::model::room::VCARD_BYTES)
+    );
+    assert!(set_room_vcard(&mut w.net, HQ, w.kevin, &huge).contains("<not-acceptable"));
+}

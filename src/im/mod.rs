@@ -31,6 +31,7 @@ pub use blocking::{BLOCKLIST_MAX, REPORTS_MAX};
 pub use bound::Bound;
 pub use resource::Resource;
 pub(crate) use routing::Routed;
+pub use stored_xml::NS_VCARD;
 
 use crate::c2s::output::Completion;
 use crate::c2s::Clients;

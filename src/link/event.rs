@@ -257,6 +257,13 @@ impl LinkEvent {
                 .attr("room", room.clone())
                 .attr("jid", jid.clone())
                 .attr("affiliation", affiliation.as_str()),
+            LinkEvent::Vcard { room, vcard } => {
+                let e = el("vcard").attr("room", room.clone());
+                match vcard {
+                    Some(card) => e.child(card.clone()),
+                    None => e,
+                }
+            }
             LinkEvent::Destroyed { room, alt, reason } => {
                 let mut e = el("destroyed").attr("room", room.clone());
                 if let Some(a) = alt {
@@ -423,6 +430,10 @@ impl LinkEvent {
                 room: attr("room")?,
                 jid: attr("jid")?,
                 affiliation: decode_affiliation(e)?,
+            },
+            "vcard" => LinkEvent::Vcard {
+                room: attr("room")?,
+                vcard: e.get_child("vCard", crate::im::NS_VCARD).cloned(),
             },
             "destroyed" => LinkEvent::Destroyed {
                 room: attr("room")?,

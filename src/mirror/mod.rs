@@ -141,6 +141,16 @@ impl Ctx<'_> {
                 }
             }
             ("iq", None)
+                if el.get_attr("type") == Some("get")
+                    && el.has_child("vCard", crate::im::NS_VCARD)
+                    && self.replicas.contains_key(&key) =>
+            {
+                // The room's avatar, from the replica: it crossed the link once.
+                let card = crate::muc::stored_vcard(&self.replicas[&key].state);
+                let r = stanza::iq_result(&el, &to.to_string(), Some(card));
+                self.send_paced(conn, r.to_xml(ns::CLIENT).into_bytes());
+            }
+            ("iq", None)
                 if el.get_attr("type") == Some("set") && el.has_child("query", mns::MAM) =>
             {
                 // The site's copy answers archive queries.
@@ -419,7 +429,15 @@ impl Ctx<'_> {
                 }
             }
             LinkEvent::Config { room, config } => {
-                self.commit_mirror(&format!("{room}@{peer}"), MirrorRecord::Config { config })
+                let key = format!("{room}@{peer}");
+                let changed = self
+                    .replicas
+                    .get(&key)
+                    .is_some_and(|c| c.state.config != config);
+                self.commit_mirror(&key, MirrorRecord::Config { config });
+                if changed {
+                    self.mirror_config_changed(&key);
+                }
             }
             LinkEvent::Affiliation {
                 room,
@@ -432,6 +450,7 @@ impl Ctx<'_> {
             LinkEvent::Destroyed { room, alt, reason } => {
                 self.mirror_destroyed(&format!("{room}@{peer}"), alt, reason)
             }
+            LinkEvent::Vcard { room, vcard } => self.mirror_vcard(&format!("{room}@{peer}"), vcard),
             ev @ LinkEvent::Groupchat { .. } if ev.is_transient() => {
                 self.mirror_transient(peer, ev)
             }
@@ -1387,12 +1406,63 @@ impl Ctx<'_> {
 
 /// What cannot be done without the master: joining a room not joined yet,
 /// and administration (room owner and admin requests, subject changes).
+impl Ctx<'_> {
+    /// The master's vCard for a mirrored room, kept within the replicas'
+    /// bounds (past them the site has none to show, and says so in its log).
+    fn mirror_vcard(&mut self, key: &str, vcard: Option<Element>) {
+        use crate::model::room::{VCARDS_TOTAL, VCARD_BYTES};
+        let mut vcard = vcard.map(|v| v.to_xml(ns::CLIENT));
+        let size = vcard.as_ref().map_or(0, String::len);
+        let others: usize = self
+            .replicas
+            .iter()
+            .filter(|(k, _)| k.as_str() != key)
+            .filter_map(|(_, c)| c.state.vcard.as_ref())
+            .map(String::len)
+            .sum();
+        if size > VCARD_BYTES || others + size > VCARDS_TOTAL {
+            log::warn!(
+                "mirror {key}: the room's vCard ({size} bytes) is past the bounds; not kept"
+            );
+            vcard = None;
+        }
+        let Some(before) = self.replicas.get(key).map(|c| &c.state.vcard) else {
+            return;
+        };
+        if *before == vcard {
+            return; // The same again (it follows every snapshot).
+        }
+        self.commit_mirror(key, MirrorRecord::Vcard { vcard });
+        self.mirror_config_changed(key);
+    }
+
+    /// Status 104 to the local occupants: the room's configuration (or
+    /// its avatar) changed at the master.
+    fn mirror_config_changed(&mut self, key: &str) {
+        let Ok(room) = Jid::parse(key) else {
+            return;
+        };
+        let m = Element::new("message", ns::CLIENT)
+            .attr("from", room.to_string())
+            .attr("type", "groupchat")
+            .child(
+                Element::new("x", mns::USER)
+                    .child(Element::new("status", mns::USER).attr("code", "104")),
+            );
+        for s in self.local_sessions(key) {
+            self.deliver_local(&s, m.clone());
+        }
+    }
+}
+
 fn needs_master(el: &Element, joined: bool, cached: bool) -> bool {
     match el.name.as_str() {
         "presence" => !joined && !cached && el.get_attr("type").is_none(),
-        "iq" => el
-            .elements()
-            .any(|p| p.ns == mns::ADMIN || p.ns == mns::OWNER),
+        "iq" => el.elements().any(|p| {
+            p.ns == mns::ADMIN
+                || p.ns == mns::OWNER
+                || (p.is("vCard", crate::im::NS_VCARD) && el.get_attr("type") == Some("set"))
+        }),
         "message" => el.has_child("subject", ns::CLIENT) && !el.has_child("body", ns::CLIENT),
         _ => false,
     }

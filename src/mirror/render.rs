@@ -26,7 +26,7 @@ impl Ctx<'_> {
     }
 
     /// Deliver to a local session (others are the master's to serve).
-    fn deliver_local(&mut self, to: &Jid, mut el: Element) {
+    pub(super) fn deliver_local(&mut self, to: &Jid, mut el: Element) {
         if let Some(c) = self.bound.conn_of_full(to) {
             el.set_attr("to", to.to_string());
             self.send_el(c, &el);

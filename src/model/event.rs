@@ -131,4 +131,10 @@ pub enum LinkEvent {
         alt: Option<String>,
         reason: Option<String>,
     },
+    /// The room's vCard (its avatar), after a change and after each
+    /// snapshot; none: the room has none.
+    Vcard {
+        room: String,
+        vcard: Option<Element>,
+    },
 }

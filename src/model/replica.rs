@@ -71,6 +71,10 @@ pub enum MirrorRecord {
         seq: u64,
         tombstone: String,
     },
+    /// The master's vCard for the room (none: it has none).
+    Vcard {
+        vcard: Option<String>,
+    },
 }
 
 pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &MirrorRecord) {
@@ -131,6 +135,7 @@ pub fn apply(mirrors: &mut BTreeMap<String, MirrorCache>, key: &str, record: &Mi
             c.state.locked = false;
         }
         MirrorRecord::Locked => c.state.locked = true,
+        MirrorRecord::Vcard { vcard } => c.state.vcard = vcard.clone(),
         MirrorRecord::Trim { upto } => c.state.archive.drop_upto(*upto),
         MirrorRecord::Moderated { seq, tombstone } => {
             c.state.archive.replace(*seq, tombstone.clone())

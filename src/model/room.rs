@@ -110,7 +110,17 @@ pub struct RoomState {
     pub salt: Vec<u8>,
     /// A new room stays locked until its owner configures it.
     pub locked: bool,
+    /// The room's vCard (its avatar, XEP-0486), as XML. Kept in a
+    /// snapshot part of its own, so the room's part reads as before.
+    #[serde(skip)]
+    pub vcard: Option<String>,
 }
+
+/// A room's vCard at most.
+pub const VCARD_BYTES: usize = 128 * 1024;
+/// The vCards of the rooms mastered here together at most, and those of
+/// the replicas likewise.
+pub const VCARDS_TOTAL: usize = 8 * 1024 * 1024;
 
 impl RoomState {
     pub fn new(owner: &str, salt: Vec<u8>) -> RoomState {
@@ -122,6 +132,7 @@ impl RoomState {
             next_seq: 1,
             salt,
             locked: true,
+            vcard: None,
         }
     }
 
@@ -135,6 +146,7 @@ impl RoomState {
             next_seq: self.next_seq,
             salt: self.salt.clone(),
             locked: self.locked,
+            vcard: None,
         }
     }
 
@@ -184,6 +196,10 @@ pub enum RoomRecord {
         seq: u64,
         tombstone: String,
     },
+    /// The owner set the room's vCard (none: removed it).
+    Vcard {
+        vcard: Option<String>,
+    },
 }
 
 /// The rooms mastered here, by localpart: what the MUC service keeps durable.
@@ -221,6 +237,7 @@ pub fn apply(rooms: &mut Rooms, room: &str, record: &RoomRecord) {
         }
         RoomRecord::Trim { upto } => r.archive.drop_upto(*upto),
         RoomRecord::Moderated { seq, tombstone } => r.archive.replace(*seq, tombstone.clone()),
+        RoomRecord::Vcard { vcard } => r.vcard = vcard.clone(),
         RoomRecord::Create { .. } | RoomRecord::Destroy => unreachable!("handled above"),
     }
 }

@@ -89,7 +89,7 @@ impl Ctx<'_> {
     }
 
     /// Status 104: the configuration changed.
-    fn notify_config_change(&mut self, room: &str) {
+    pub(super) fn notify_config_change(&mut self, room: &str) {
         let Some(live) = self.live(room) else { return };
         let sessions: Vec<Jid> = live
             .occupants

@@ -14,10 +14,12 @@ mod service;
 mod sites;
 #[cfg(test)]
 mod tests;
+mod vcard;
 pub mod view;
 
 pub(crate) use service::Ctx;
 pub use service::{MucOutput, Service};
+pub(crate) use vcard::stored_vcard;
 
 pub use crate::model::occupants::{LiveRoom, Occupant, Role};
 pub use view::RoomView;
@@ -1116,6 +1118,7 @@ impl Ctx<'_> {
             ("moderate", moderation::NS, "set") | ("apply-to", moderation::NS_FASTEN, "set") => {
                 self.muc_moderate(origin, el, room, &payload)
             }
+            ("vCard", crate::im::NS_VCARD, _) => self.muc_vcard(origin, el, room, set),
             ("query", mns::OWNER, _) => self.muc_owner(origin, el, room, &payload),
             ("query", mns::ADMIN, _) => self.muc_admin(origin, el, room, &payload),
             ("query", mns::MAM, "set") => self.muc_mam(origin, el, room, &payload),
@@ -1162,6 +1165,7 @@ impl Ctx<'_> {
             pick(c.whois_anyone, "muc_nonanonymous", "muc_semianonymous"),
             moderation::NS,
             moderation::NS_LEGACY,
+            crate::im::NS_VCARD,
         ];
         if c.archiving {
             features.extend([mns::MAM, ns::MAM_EXTENDED]);
@@ -1171,7 +1175,20 @@ impl Ctx<'_> {
         }
         let occupants = self.live(room).map_or(0, |l| l.occupants.len());
         let subject = rs.subject.as_ref().map(|s| s.text.as_str()).unwrap_or("");
-        q.child(form::roominfo(c, occupants, subject))
+        let mut info = form::roominfo(c, occupants, subject);
+        // XEP-0486: the avatar's hash, if the room has one.
+        let hashes = vcard::avatar_hashes(rs);
+        if !hashes.is_empty() {
+            let mut field = Element::new("field", form::DATA)
+                .attr("var", "muc#roominfo_avatarhash")
+                .attr("type", "text-multi")
+                .attr("label", "Avatar hash");
+            for h in hashes {
+                field = field.child(Element::new("value", form::DATA).text(h));
+            }
+            info = info.child(field);
+        }
+        q.child(info)
     }
 }
 

@@ -145,6 +145,8 @@ impl Ctx<'_> {
             locked: rs.locked,
         };
         self.link_send(peer, &ev);
+        let vcard = self.vcard_event(room);
+        self.link_send(peer, &vcard);
     }
 
     /// After a join at the master: the joiner's site gets the room if it had

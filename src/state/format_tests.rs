@@ -398,6 +398,17 @@ fn records() -> Vec<Record> {
                 jid: "bob@localhost".into(),
             },
         },
+        room(RoomRecord::Vcard {
+            vcard: Some(
+                "<vCard xmlns='vcard-temp'><PHOTO><BINVAL>YWJj</BINVAL></PHOTO></vCard>".into(),
+            ),
+        }),
+        mirror(
+            KEY,
+            MirrorRecord::Vcard {
+                vcard: Some("<vCard xmlns='vcard-temp'><DESC>ops</DESC></vCard>".into()),
+            },
+        ),
         // Taken back by the start: the snapshot has none.
         Record::HeldSessionsTaken,
     ]);

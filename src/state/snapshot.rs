@@ -46,8 +46,9 @@ use std::io;
 /// 6. Accounts' PEP nodes (`Pep`), blocklists and abuse reports; the
 ///    messages moderators retracted (`ArchiveReplaced`,
 ///    `MirrorArchiveReplaced`). Formats 2 to 5 read the same way.
-/// 7. Explicit subscriptions to PEP nodes (`PepSubscribers`). Formats 2
-///    to 6 read the same way.
+/// 7. Explicit subscriptions to PEP nodes (`PepSubscribers`); rooms' and
+///    replicas' vCards (`RoomVcard`, `MirrorVcard`). Formats 2 to 6 read
+///    the same way.
 pub const FORMAT: u32 = 7;
 /// A part closes once its contents reach this many bytes (so a part is at
 /// most this plus one item, and every item is bounded on its own).
@@ -180,6 +181,15 @@ pub enum SnapshotPart {
         user: String,
         node: String,
         jids: Vec<String>,
+    },
+    /// A room's vCard, and a replica's (format 7).
+    RoomVcard {
+        room: String,
+        vcard: String,
+    },
+    MirrorVcard {
+        key: String,
+        vcard: String,
     },
 }
 
@@ -361,6 +371,16 @@ impl State {
                     acc.pep.insert(node.clone(), n);
                 }
             }
+            SnapshotPart::RoomVcard { room, vcard } => {
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.vcard = Some(vcard.clone());
+                }
+            }
+            SnapshotPart::MirrorVcard { key, vcard } => {
+                if let Some(m) = self.mirrors.get_mut(key) {
+                    m.state.vcard = Some(vcard.clone());
+                }
+            }
             SnapshotPart::PepSubscribers { user, node, jids } => {
                 let n = self
                     .accounts
@@ -487,14 +507,16 @@ impl Entity {
             SnapshotPart::Room { room, .. }
             | SnapshotPart::Archive { room, .. }
             | SnapshotPart::ArchiveBlocks { room, .. }
-            | SnapshotPart::ArchiveReplaced { room, .. } => Entity::Room(room.clone()),
+            | SnapshotPart::ArchiveReplaced { room, .. }
+            | SnapshotPart::RoomVcard { room, .. } => Entity::Room(room.clone()),
             SnapshotPart::Link { peer, .. } | SnapshotPart::Unacked { peer, .. } => {
                 Entity::Link(peer.clone())
             }
             SnapshotPart::Mirror { key, .. }
             | SnapshotPart::MirrorArchive { key, .. }
             | SnapshotPart::MirrorArchiveBlocks { key, .. }
-            | SnapshotPart::MirrorArchiveReplaced { key, .. } => Entity::Mirror(key.clone()),
+            | SnapshotPart::MirrorArchiveReplaced { key, .. }
+            | SnapshotPart::MirrorVcard { key, .. } => Entity::Mirror(key.clone()),
             SnapshotPart::Admin { .. } => Entity::Admin,
             SnapshotPart::Secret { .. } => Entity::Secret,
         }
@@ -717,6 +739,11 @@ pub fn write_entity(
                 state: Box::new(rs.clone_without_archive()),
             };
             part(room_part, emit)?;
+            if let Some(vcard) = &rs.vcard {
+                let room = room.clone();
+                let vcard = vcard.clone();
+                part(SnapshotPart::RoomVcard { room, vcard }, emit)?;
+            }
             archive_parts(
                 &rs.archive,
                 |messages| SnapshotPart::Archive {
@@ -769,6 +796,11 @@ pub fn write_entity(
                 cache: Box::new(cache),
             };
             part(mirror, emit)?;
+            if let Some(vcard) = &c.state.vcard {
+                let key = key.clone();
+                let vcard = vcard.clone();
+                part(SnapshotPart::MirrorVcard { key, vcard }, emit)?;
+            }
             archive_parts(
                 &c.state.archive,
                 |messages| SnapshotPart::MirrorArchive {
