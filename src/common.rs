@@ -6,6 +6,10 @@ pub type ConnId = u64;
 /// A connection id that names no session: replies addressed to it go nowhere.
 pub const NO_CONN: ConnId = ConnId::MAX;
 
+/// Stands for the sender of a stanza that came over a link (a user at
+/// another node): what the router sends it goes back over the link.
+pub const LINK_CONN: ConnId = ConnId::MAX - 1;
+
 /// The time, as the shell (or the simulator) sees it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Now {

@@ -63,20 +63,23 @@ impl Ctx<'_> {
     }
 
     /// Keep an accepted one-to-one message in the archive of each local
-    /// party whose preferences allow it: `sender` (if local) and
-    /// `recipient`, under one stanza-id.
+    /// party whose preferences allow it: `sender` and `recipient` (those
+    /// that are local), under one stanza-id.
     pub(crate) fn archive_message(
         &mut self,
         el: &Element,
         stanza_id: &str,
         sender: Option<&str>,
-        recipient: &str,
+        recipient: Option<&str>,
     ) {
         let from = el.get_attr("from").unwrap_or("").to_string();
         let to = el.get_attr("to").unwrap_or("").to_string();
         let xml = el.to_xml(ns::CLIENT);
-        let mut owners = vec![(recipient, from)];
-        if let Some(sender) = sender.filter(|s| *s != recipient) {
+        let mut owners = Vec::new();
+        if let Some(recipient) = recipient {
+            owners.push((recipient, from));
+        }
+        if let Some(sender) = sender.filter(|s| Some(*s) != recipient) {
             owners.push((sender, to));
         }
         for (user, with) in owners {

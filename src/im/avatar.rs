@@ -87,7 +87,7 @@ impl Ctx<'_> {
             Current::Image { id, mime } => acc
                 .pep
                 .get(DATA)
-                .filter(|n| may_see(acc, user, reader, &n.config))
+                .filter(|n| may_see(acc, &self.owner_jid(user), reader, &n.config))
                 .and_then(|n| n.items.iter().find(|i| i.id == id))
                 .and_then(|i| crate::xml::parse_fragment(&i.xml).ok())
                 .map(|data| (mime, data.text_content())),

@@ -230,16 +230,16 @@ impl Ctx<'_> {
     /// A stanza from the session `conn` to `to`: false (and answered or
     /// dropped) if either side blocks the other.
     pub(crate) fn passes_blocking(&mut self, conn: ConnId, el: &Element, to: &Jid) -> bool {
-        let Some(from) = self.bound.jid_of(conn).cloned() else {
+        let Some(from) = self.requester(conn, el) else {
             return true;
         };
         // The server and the account itself are never blocked for it.
-        let own =
-            to.domain() == self.cfg.domain && (to.local().is_none() || to.local() == from.local());
+        let own = to.domain() == self.cfg.domain
+            && (to.local().is_none() || to.to_bare() == from.to_bare());
         let sender_blocks = !own
-            && from
-                .local()
-                .and_then(|u| self.accounts.get(u))
+            && self
+                .local_account(&from)
+                .and_then(|u| self.accounts.get(&u))
                 .is_some_and(|acc| blocks(acc, to));
         if sender_blocks {
             if el.name != "presence" {

@@ -19,6 +19,7 @@ mod last;
 mod pep;
 mod presence;
 mod register;
+mod remote;
 mod resource;
 mod roster;
 mod routing;
@@ -29,13 +30,14 @@ mod tests;
 
 pub use blocking::{BLOCKLIST_MAX, REPORTS_MAX};
 pub use bound::Bound;
+pub use remote::Routes;
 pub use resource::Resource;
 pub(crate) use routing::Routed;
 pub use stored_xml::NS_VCARD;
 
 use crate::c2s::output::Completion;
 use crate::c2s::Clients;
-use crate::common::{ConnId, Now};
+use crate::common::{ConnId, Now, LINK_CONN};
 use crate::jid::Jid;
 use crate::settings::NodeConfig;
 use crate::state::{apply_account, Accounts, Record};
@@ -65,6 +67,9 @@ pub enum ImOutput {
     /// The session went unavailable: it leaves the rooms it is in (joined
     /// rooms count as directed presence), before its presence goes out.
     LeaveRooms { conn: ConnId },
+    /// A stanza for a user or server at another node of the network, over
+    /// the link that reaches it (queued durably while the link is down).
+    Remote { to: Jid, el: Box<Element> },
 }
 
 pub struct Router {
@@ -80,6 +85,7 @@ pub struct Router {
     /// that limits it; older entries are let go).
     password_changes: HashMap<String, u64>,
     caps: caps::Caps,
+    routes: Routes,
 }
 
 /// The router at work on one input: its own state, and what the node
@@ -93,6 +99,7 @@ pub(crate) struct Ctx<'a> {
     rng: &'a mut ChaCha20Rng,
     password_changes: &'a mut HashMap<String, u64>,
     caps: &'a mut caps::Caps,
+    routes: &'a Routes,
     accounts: &'a mut Accounts,
     clients: &'a Clients,
     now: Now,
@@ -110,7 +117,13 @@ impl Router {
             rng: ChaCha20Rng::from_seed(seed),
             password_changes: HashMap::new(),
             caps: caps::Caps::default(),
+            routes: Routes::default(),
         }
+    }
+
+    /// The domains the links reach, and which of them are reachable now.
+    pub fn set_routes(&mut self, routes: Routes) {
+        self.routes = routes;
     }
 
     pub fn reconfigure(&mut self, cfg: NodeConfig) {
@@ -174,6 +187,7 @@ impl Router {
             rng: &mut self.rng,
             password_changes: &mut self.password_changes,
             caps: &mut self.caps,
+            routes: &self.routes,
             accounts,
             clients,
             now,
@@ -183,6 +197,9 @@ impl Router {
 
 impl Ctx<'_> {
     fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        if conn == LINK_CONN {
+            return self.send_back_over_link(&bytes);
+        }
         self.out.push(ImOutput::Send { conn, bytes });
     }
 
@@ -191,6 +208,9 @@ impl Ctx<'_> {
     }
 
     fn send_paced(&mut self, conn: ConnId, bytes: Vec<u8>, done: Option<Completion>) {
+        if conn == LINK_CONN {
+            return self.send_back_over_link(&bytes);
+        }
         self.out.push(ImOutput::Paced { conn, bytes, done });
     }
 

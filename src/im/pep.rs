@@ -60,7 +60,7 @@ impl Ctx<'_> {
         set: bool,
         owner: &Jid,
     ) {
-        let Some(me) = self.bound.jid_of(conn).cloned() else {
+        let Some(me) = self.requester(conn, el) else {
             return;
         };
         let Some(user) = self.local_account(owner) else {
@@ -140,7 +140,7 @@ impl Ctx<'_> {
         let Some(node) = acc.pep.get(&name) else {
             return Err(Refusal("item-not-found", "cancel", None));
         };
-        if !may_see(acc, user, me, &node.config) {
+        if !may_see(acc, &self.owner_jid(user), me, &node.config) {
             return Err(not_visible(&node.config));
         }
         let wanted: Vec<&str> = items
@@ -317,7 +317,7 @@ impl Ctx<'_> {
         let Some(node) = acc.pep.get(&name) else {
             return Err(Refusal("item-not-found", "cancel", None));
         };
-        if !may_see(acc, user, me, &node.config) {
+        if !may_see(acc, &self.owner_jid(user), me, &node.config) {
             return Err(not_visible(&node.config));
         }
         if !node.subscribers.contains(&jid) {
@@ -590,6 +590,11 @@ impl Ctx<'_> {
         account <= pep::BYTES_PER_ACCOUNT && all - before + after <= pep::BYTES_TOTAL
     }
 
+    /// The bare JID of the local account `user`.
+    pub(super) fn owner_jid(&self, user: &str) -> Jid {
+        Jid::parse(&format!("{user}@{}", self.cfg.domain)).expect("a local account's JID")
+    }
+
     pub(super) fn commit_pep(&mut self, user: &str, node: &str, change: PepRecord) {
         self.commit(Record::Pep {
             user: user.to_string(),
@@ -649,7 +654,9 @@ impl Ctx<'_> {
                     let Some(local) = self.local_account(&s) else {
                         continue;
                     };
-                    if !may_see(acc, user, &s, &n.config) || self.blocked_between(user, &local) {
+                    if !may_see(acc, &self.owner_jid(user), &s, &n.config)
+                        || self.blocked_between(user, &local)
+                    {
                         continue;
                     }
                     let conns = match s.resource() {
@@ -804,7 +811,7 @@ impl Ctx<'_> {
                 let wanted = r.wants(name) && node.config.send_last == SendLast::OnSubAndPresence;
                 if let Some(item) = node
                     .last()
-                    .filter(|_| wanted && may_see(acc, &owner, &me, &node.config))
+                    .filter(|_| wanted && may_see(acc, &self.owner_jid(&owner), &me, &node.config))
                 {
                     last.push((owner.clone(), name.clone(), item.clone()));
                 }
@@ -835,11 +842,12 @@ fn unsupported_feature(action: &str) -> &str {
 /// Whether `who` may read the node of `owner` (its account `acc`).
 pub(super) fn may_see(
     acc: &crate::state::Account,
-    owner: &str,
+    owner: &Jid,
     who: &Jid,
     config: &PepConfig,
 ) -> bool {
-    if who.local() == Some(owner) {
+    // The owner: the same account, not one of the same name elsewhere.
+    if who.to_bare() == owner.to_bare() {
         return true;
     }
     match config.access {

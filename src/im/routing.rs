@@ -194,7 +194,7 @@ impl Ctx<'_> {
             .then(|| local.to_string())
     }
 
-    fn deliver(&mut self, conns: &[ConnId], el: &Element) {
+    pub(super) fn deliver(&mut self, conns: &[ConnId], el: &Element) {
         if conns.is_empty() {
             return;
         }
@@ -232,6 +232,9 @@ impl Ctx<'_> {
     pub(crate) fn route_message(&mut self, origin: ConnId, el: &Element, to: &Jid) -> Routed {
         let mtype = el.get_attr("type").unwrap_or("normal").to_string();
         if to.domain() != self.cfg.domain {
+            if self.routes.reaches(to.domain()) {
+                return self.route_remote_message(origin, el, to);
+            }
             self.bounce(origin, el, "remote-server-not-found");
             return Routed::Refused;
         }
@@ -255,7 +258,7 @@ impl Ctx<'_> {
         };
         // One id for the message in every archive it enters, carried by
         // the recipient's copies (live, offline and carbons).
-        let stanza_id = archive::archivable(el).then(|| self.mint_stanza_id());
+        let stanza_id = archive::archivable(el).then(|| self.stanza_id_for(origin, el));
         let recipient = to.to_bare().to_string();
         let stamped = match &stanza_id {
             Some(id) => archive::with_stanza_id(el, &recipient, id),
@@ -275,7 +278,7 @@ impl Ctx<'_> {
                 .get_attr("from")
                 .and_then(|f| Jid::parse(f).ok())
                 .and_then(|j| self.local_account(&j));
-            self.archive_message(el, id, sender.as_deref(), &user);
+            self.archive_message(el, id, sender.as_deref(), Some(&user));
         }
         Routed::Accepted { stanza_id }
     }
@@ -444,11 +447,7 @@ impl Ctx<'_> {
                 self.server_iq(conn, &el, false)
             }
             Some(t) if t == me.to_bare() => self.server_iq(conn, &el, true),
-            Some(t) if t.domain() != self.cfg.domain => {
-                if is_request {
-                    self.bounce(conn, &el, "remote-server-not-found");
-                }
-            }
+            Some(t) if t.domain() != self.cfg.domain => self.route_remote_iq(conn, &el, &t),
             Some(t) if t.resource().is_some() => match self.bound.conn_of_full(&t) {
                 Some(c) => self.deliver(&[c], &el),
                 None if is_request => self.bounce(conn, &el, "service-unavailable"),
@@ -465,7 +464,7 @@ impl Ctx<'_> {
     }
 
     /// iq addressed to the server, or (`own_account`) to the sender's bare JID.
-    fn server_iq(&mut self, conn: ConnId, el: &Element, own_account: bool) {
+    pub(super) fn server_iq(&mut self, conn: ConnId, el: &Element, own_account: bool) {
         let Ok(Iq::Request { set, payload }) = stanza::check_iq(el) else {
             return self.on_caps_answer(conn, el);
         };
@@ -562,7 +561,7 @@ impl Ctx<'_> {
     }
 
     /// iq to another local account's bare JID (RFC 6121 §8.5.2.1.3).
-    fn account_iq(&mut self, conn: ConnId, el: &Element, target: &Jid) {
+    pub(super) fn account_iq(&mut self, conn: ConnId, el: &Element, target: &Jid) {
         let Ok(Iq::Request { set, payload }) = stanza::check_iq(el) else {
             return;
         };

@@ -129,7 +129,7 @@ impl Ctx<'_> {
             }
             return self.send_el(conn, &stanza::iq_result(el, &from, None));
         }
-        let Some(reader) = self.bound.jid_of(conn).cloned() else {
+        let Some(reader) = self.requester(conn, el) else {
             return;
         };
         // XEP-0054 §3.1: an account without one gets an empty vCard.

@@ -107,12 +107,14 @@ fn bare_of(jid: &str) -> &str {
 
 impl LinkEvent {
     /// What may travel unnumbered (`<t>`): a groupchat message with neither
-    /// body nor subject (chat states, markers): nothing the archive keeps.
+    /// body nor subject (chat states, markers): nothing the archive keeps;
+    /// and a master's routes, said again on every hello.
     pub fn is_transient(&self) -> bool {
         match self {
             LinkEvent::Groupchat { message, .. } => {
                 !message.has_child("body", ns::CLIENT) && !message.has_child("subject", ns::CLIENT)
             }
+            LinkEvent::Routes { .. } => true,
             _ => false,
         }
     }
@@ -257,6 +259,13 @@ impl LinkEvent {
                 .attr("room", room.clone())
                 .attr("jid", jid.clone())
                 .attr("affiliation", affiliation.as_str()),
+            LinkEvent::Routes { domains } => {
+                let mut e = el("routes");
+                for d in domains {
+                    e = e.child(el("domain").text(d.clone()));
+                }
+                e
+            }
             LinkEvent::Vcard { room, vcard } => {
                 let e = el("vcard").attr("room", room.clone());
                 match vcard {
@@ -431,6 +440,22 @@ impl LinkEvent {
                 jid: attr("jid")?,
                 affiliation: decode_affiliation(e)?,
             },
+            "routes" => {
+                let domains: Vec<String> = e
+                    .elements()
+                    .filter(|d| d.is("domain", DMUC))
+                    .map(|d| d.text_content())
+                    .collect();
+                let bare_domain = |d: &String| {
+                    Jid::parse(d).is_ok_and(|j| j.local().is_none() && j.resource().is_none())
+                };
+                if domains.len() > crate::model::event::ROUTES_MAX
+                    || !domains.iter().all(bare_domain)
+                {
+                    return Err(bad("<routes> names at most 256 domains, each a domain"));
+                }
+                LinkEvent::Routes { domains }
+            }
             "vcard" => LinkEvent::Vcard {
                 room: attr("room")?,
                 vcard: e.get_child("vCard", crate::im::NS_VCARD).cloned(),

@@ -160,6 +160,17 @@ impl Links {
         (self.is_site(domain) || self.is_upstream(domain)).then(|| PeerId::new(domain))
     }
 
+    /// The peer whose link reaches `domain`: a site or upstream of that
+    /// name, or an upstream that said it reaches it.
+    pub fn route_for(&self, domain: &str, store: &LinkStore) -> Option<PeerId> {
+        self.peer_for_domain(domain).or_else(|| {
+            store
+                .iter()
+                .find(|(peer, l)| self.is_upstream(peer) && l.routes.iter().any(|d| d == domain))
+                .map(|(peer, _)| peer.clone())
+        })
+    }
+
     pub fn is_link(&self, conn: ConnId) -> bool {
         self.conns.contains_key(&conn)
     }
@@ -752,7 +763,7 @@ impl Links {
         store: &mut LinkStore,
         out: &mut Vec<LinkOutput>,
     ) -> bool {
-        let Some(peer) = self.peer_for_domain(to.domain()) else {
+        let Some(peer) = self.route_for(to.domain(), store) else {
             return false;
         };
         let Some(from) = el.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {

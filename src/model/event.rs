@@ -137,4 +137,13 @@ pub enum LinkEvent {
         room: String,
         vcard: Option<Element>,
     },
+    /// The domains a master reaches (its own and its other sites'): what
+    /// a site routes one-to-one traffic to it for. Sent unnumbered on each
+    /// hello; the site keeps it.
+    Routes {
+        domains: Vec<String>,
+    },
 }
+
+/// Domains a master may name in `Routes`.
+pub const ROUTES_MAX: usize = 256;

@@ -120,6 +120,9 @@ impl Node {
     }
 
     fn on_link_notice(&mut self, notice: LinkOutput) {
+        if let LinkOutput::Down { .. } = notice {
+            self.refresh_routes();
+        }
         match notice {
             LinkOutput::Down { peer } if self.is_upstream(&peer) => {
                 self.mirrors.link_down(&peer);
@@ -162,10 +165,14 @@ impl Node {
                         // its occupants as gone: announce ours, ask what we missed.
                         self.with_mirrors(|m| m.resync_upstream(&peer));
                     }
-                } else if restarted {
-                    // The site restarted: its sessions are gone.
-                    self.with_muc(|m| m.forget_site_occupants(&peer));
+                } else {
+                    self.announce_routes(&peer);
+                    if restarted {
+                        // The site restarted: its sessions are gone.
+                        self.with_muc(|m| m.forget_site_occupants(&peer));
+                    }
                 }
+                self.refresh_routes();
             }
             FromPeer::Skipped { peer } => self.with_mirrors(|m| m.resync_upstream(&peer)),
         }

@@ -82,7 +82,14 @@ impl Node {
 
     /// An event from the master of rooms mirrored here.
     pub(crate) fn on_upstream_event(&mut self, peer: &PeerId, ev: LinkEvent) {
-        self.with_mirrors(|m| m.on_upstream_event(peer, ev));
+        match ev {
+            LinkEvent::Routes { domains } => self.on_routes(peer, domains),
+            // A user at the master or another site, not one of its rooms.
+            LinkEvent::Relay { from, to, stanza } if from.domain() != peer.as_str() => {
+                self.on_remote_stanza(peer, from, to, stanza)
+            }
+            ev => self.with_mirrors(|m| m.on_upstream_event(peer, ev)),
+        }
     }
 
     pub(crate) fn mirror_leave(&mut self, key: &str, session: &Jid) {

@@ -6,6 +6,7 @@ mod checks;
 mod held;
 mod links;
 mod mirrors;
+mod network;
 mod retention;
 mod rooms;
 mod routing;
@@ -263,6 +264,7 @@ impl Node {
         // The budgets may have been lowered since the archives were written.
         node.keep_archives_within_total();
         node.keep_account_archives_within_total();
+        node.refresh_routes();
         node
     }
 

@@ -86,6 +86,13 @@ impl Node {
         if let LinkEvent::Resync { .. } = &ev {
             self.links.reattached(peer);
         }
+        if let LinkEvent::Relay { from, to, stanza } = ev {
+            if self.is_muc_service(&to) {
+                let ev = LinkEvent::Relay { from, to, stanza };
+                return self.with_muc(|m| m.on_site_event(peer, ev));
+            }
+            return self.on_remote_stanza(peer, from, to, stanza);
+        }
         self.with_muc(|m| m.on_site_event(peer, ev));
     }
 

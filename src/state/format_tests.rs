@@ -409,6 +409,10 @@ fn records() -> Vec<Record> {
                 vcard: Some("<vCard xmlns='vcard-temp'><DESC>ops</DESC></vCard>".into()),
             },
         ),
+        Record::LinkRoutes {
+            peer: crate::common::PeerId::new(PEER),
+            domains: vec!["hq.example".into(), "durham.example".into()],
+        },
         // Taken back by the start: the snapshot has none.
         Record::HeldSessionsTaken,
     ]);

@@ -25,6 +25,11 @@ pub struct LinkState {
     /// Bytes of the events in `unacked` (derived; not stored in the log).
     #[serde(skip)]
     pub unacked_bytes: u64,
+    /// The domains an upstream said it reaches (its own, the other
+    /// sites'): kept so that messages for them queue during a split and
+    /// after a restart. Stored by `LinkRoutes` records and snapshot parts.
+    #[serde(skip)]
+    pub routes: Vec<String>,
 }
 
 /// An event waiting for the peer's acknowledgement.
@@ -67,6 +72,9 @@ pub fn apply_link(links: &mut LinkStore, record: &Record) {
             }
         }
         Record::LinkIn { peer, seq } => links.entry(peer.clone()).or_default().last_in = *seq,
+        Record::LinkRoutes { peer, domains } => {
+            links.entry(peer.clone()).or_default().routes = domains.clone()
+        }
         _ => {}
     }
 }
@@ -103,6 +111,7 @@ impl From<LegacyLinkState> for LinkState {
             unacked_bytes: unacked.iter().map(|q| q.bytes).sum(),
             unacked,
             last_in: old.last_in,
+            routes: Vec::new(),
         }
     }
 }

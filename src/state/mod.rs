@@ -417,6 +417,12 @@ pub enum Record {
         user: String,
         report: AbuseReport,
     },
+    /// The domains an upstream said it reaches (its own and its other
+    /// sites'), for routing one-to-one traffic.
+    LinkRoutes {
+        peer: PeerId,
+        domains: Vec<String>,
+    },
 }
 
 impl Record {
@@ -690,7 +696,8 @@ impl State {
             Record::LinkQueued { .. }
             | Record::LinkOut { .. }
             | Record::LinkAcked { .. }
-            | Record::LinkIn { .. } => apply_link(&mut self.links, record),
+            | Record::LinkIn { .. }
+            | Record::LinkRoutes { .. } => apply_link(&mut self.links, record),
             Record::Mirror { key, change } => {
                 crate::model::replica::apply(&mut self.mirrors, key, change)
             }

@@ -47,8 +47,8 @@ use std::io;
 ///    messages moderators retracted (`ArchiveReplaced`,
 ///    `MirrorArchiveReplaced`). Formats 2 to 5 read the same way.
 /// 7. Explicit subscriptions to PEP nodes (`PepSubscribers`); rooms' and
-///    replicas' vCards (`RoomVcard`, `MirrorVcard`). Formats 2 to 6 read
-///    the same way.
+///    replicas' vCards (`RoomVcard`, `MirrorVcard`); the domains an
+///    upstream reaches (`LinkRoutes`). Formats 2 to 6 read the same way.
 pub const FORMAT: u32 = 7;
 /// A part closes once its contents reach this many bytes (so a part is at
 /// most this plus one item, and every item is bounded on its own).
@@ -191,6 +191,11 @@ pub enum SnapshotPart {
         key: String,
         vcard: String,
     },
+    /// The domains an upstream reaches (format 7).
+    LinkRoutes {
+        peer: PeerId,
+        domains: Vec<String>,
+    },
 }
 
 impl SnapshotPart {
@@ -282,6 +287,7 @@ impl State {
                         unacked: VecDeque::new(),
                         last_in: *last_in,
                         unacked_bytes: 0,
+                        routes: Vec::new(),
                     },
                 );
             }
@@ -369,6 +375,11 @@ impl State {
                     let mut n = PepNode::new(config.clone());
                     n.items = items.iter().cloned().collect();
                     acc.pep.insert(node.clone(), n);
+                }
+            }
+            SnapshotPart::LinkRoutes { peer, domains } => {
+                if let Some(l) = self.links.get_mut(peer) {
+                    l.routes = domains.clone();
                 }
             }
             SnapshotPart::RoomVcard { room, vcard } => {
@@ -509,9 +520,9 @@ impl Entity {
             | SnapshotPart::ArchiveBlocks { room, .. }
             | SnapshotPart::ArchiveReplaced { room, .. }
             | SnapshotPart::RoomVcard { room, .. } => Entity::Room(room.clone()),
-            SnapshotPart::Link { peer, .. } | SnapshotPart::Unacked { peer, .. } => {
-                Entity::Link(peer.clone())
-            }
+            SnapshotPart::Link { peer, .. }
+            | SnapshotPart::Unacked { peer, .. }
+            | SnapshotPart::LinkRoutes { peer, .. } => Entity::Link(peer.clone()),
             SnapshotPart::Mirror { key, .. }
             | SnapshotPart::MirrorArchive { key, .. }
             | SnapshotPart::MirrorArchiveBlocks { key, .. }
@@ -543,7 +554,8 @@ impl Entity {
             Record::LinkOut { peer, .. }
             | Record::LinkAcked { peer, .. }
             | Record::LinkIn { peer, .. }
-            | Record::LinkQueued { peer, .. } => Entity::Link(peer.clone()),
+            | Record::LinkQueued { peer, .. }
+            | Record::LinkRoutes { peer, .. } => Entity::Link(peer.clone()),
             Record::Mirror { key, .. } => Entity::Mirror(key.clone()),
             Record::AdminPassword { .. } => Entity::Admin,
             Record::ServerSecret { .. } => Entity::Secret,
@@ -772,6 +784,13 @@ pub fn write_entity(
                 last_in: l.last_in,
             };
             part(link, emit)?;
+            if !l.routes.is_empty() {
+                let routes = SnapshotPart::LinkRoutes {
+                    peer: peer.clone(),
+                    domains: l.routes.clone(),
+                };
+                part(routes, emit)?;
+            }
             slices(
                 &l.unacked,
                 |q| q.bytes as usize,

@@ -1,0 +1,215 @@
+//! Users at other nodes of the network: a stanza for a domain that a link
+//! reaches crosses that link (the link queues it durably while it is down
+//! and delivers it once, in order), and what comes over a link for a
+//! local user or this server is routed as if it were sent here, its
+//! answers going back over the link (`LINK_CONN`). A message carries the
+//! stanza-id its origin minted, so the archives at both ends keep it
+//! under one id.
+
+use super::archive;
+use super::{Ctx, ImOutput, Routed};
+use crate::common::{ConnId, LINK_CONN};
+use crate::jid::Jid;
+use crate::stanza::{self, Iq};
+use crate::xml::{ns, Element};
+use std::collections::BTreeMap;
+
+/// The domains the links reach, each with whether its link is up now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    domains: BTreeMap<String, bool>,
+}
+
+impl Routes {
+    pub fn insert(&mut self, domain: String, up: bool) {
+        self.domains.insert(domain, up);
+    }
+
+    pub fn reaches(&self, domain: &str) -> bool {
+        self.domains.contains_key(domain)
+    }
+
+    pub fn is_up(&self, domain: &str) -> bool {
+        self.domains.get(domain).copied().unwrap_or(false)
+    }
+}
+
+/// Ids minted elsewhere are taken as they are only if they look like one.
+const CARRIED_ID_MAX: usize = 64;
+
+/// The stanza-id the sender's node minted (by the sender's bare JID).
+fn carried_stanza_id(el: &Element, from: &Jid) -> Option<String> {
+    let by = from.to_bare().to_string();
+    let id = el
+        .elements()
+        .find(|e| e.is("stanza-id", ns::SID) && e.get_attr("by") == Some(by.as_str()))?
+        .get_attr("id")?;
+    let fine = !id.is_empty()
+        && id.len() <= CARRIED_ID_MAX
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    fine.then(|| id.to_string())
+}
+
+impl Ctx<'_> {
+    /// Who sent `el`: the session `conn`, or over a link its `from`.
+    pub(crate) fn requester(&self, conn: ConnId, el: &Element) -> Option<Jid> {
+        if conn == LINK_CONN {
+            return el.get_attr("from").and_then(|f| Jid::parse(f).ok());
+        }
+        self.bound.jid_of(conn).cloned()
+    }
+
+    /// The id a message gets in the archives: the one its origin minted
+    /// if it came over a link, a fresh one otherwise.
+    pub(super) fn stanza_id_for(&mut self, origin: ConnId, el: &Element) -> String {
+        let from = el.get_attr("from").and_then(|f| Jid::parse(f).ok());
+        match from.filter(|_| origin == LINK_CONN) {
+            Some(from) => carried_stanza_id(el, &from).unwrap_or_else(|| self.mint_stanza_id()),
+            None => self.mint_stanza_id(),
+        }
+    }
+
+    /// A message from the local session `origin` for `to` at another
+    /// node: archived here under a fresh id, which it carries over the
+    /// link; marked delayed if the link is down (it waits for it).
+    pub(super) fn route_remote_message(
+        &mut self,
+        origin: ConnId,
+        el: &Element,
+        to: &Jid,
+    ) -> Routed {
+        let Some(from) = el.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
+            return Routed::Refused;
+        };
+        if origin == LINK_CONN {
+            // Nothing passes through the router from one link to another.
+            self.bounce(origin, el, "remote-server-not-found");
+            return Routed::Refused;
+        }
+        let sender = self.local_account(&from);
+        let by = from.to_bare().to_string();
+        let stanza_id = archive::archivable(el).then(|| self.mint_stanza_id());
+        let stamped = match &stanza_id {
+            Some(id) => archive::with_stanza_id(el, &by, id),
+            None => archive::without_stanza_id(el, &by),
+        };
+        if let Some(id) = &stanza_id {
+            self.archive_message(&stamped, id, sender.as_deref(), None);
+        }
+        let mut out = stamped;
+        if !self.routes.is_up(to.domain()) && !out.has_child("delay", ns::DELAY) {
+            out = out.child(stanza::delay(&self.cfg.domain, self.now.unix_ms));
+        }
+        self.out.push(ImOutput::Remote {
+            to: to.clone(),
+            el: Box::new(out),
+        });
+        Routed::Accepted { stanza_id }
+    }
+
+    /// An iq from the local session `conn` for `to` at another node. A
+    /// request while the link is down is answered at once: the other
+    /// node cannot answer in time.
+    pub(super) fn route_remote_iq(&mut self, conn: ConnId, el: &Element, to: &Jid) {
+        let is_request = matches!(stanza::check_iq(el), Ok(Iq::Request { .. }));
+        if !self.routes.reaches(to.domain()) || conn == LINK_CONN {
+            if is_request {
+                self.bounce(conn, el, "remote-server-not-found");
+            }
+            return;
+        }
+        if !self.routes.is_up(to.domain()) {
+            if is_request {
+                let why = "the link to that server is down";
+                self.bounce_explained(conn, el, "remote-server-timeout", why);
+            }
+            return; // An answer nobody waits for any more.
+        }
+        self.out.push(ImOutput::Remote {
+            to: to.clone(),
+            el: Box::new(el.clone()),
+        });
+    }
+
+    /// A stanza that came over a link from a user or server at another
+    /// node, for a local user or this server (its `from` and `to` are
+    /// set and were checked against what that link may speak for).
+    pub(crate) fn route_from_link(&mut self, el: Element) {
+        let Some(to) = el.get_attr("to").and_then(|t| Jid::parse(t).ok()) else {
+            return;
+        };
+        if to.domain() != self.cfg.domain || !self.passes_blocking(LINK_CONN, &el, &to) {
+            return;
+        }
+        match el.name.as_str() {
+            "message" => {
+                let _ = self.route_message(LINK_CONN, &el, &to);
+            }
+            "iq" => self.iq_from_link(el, &to),
+            _ => log::debug!("link: presence from another node is not routed yet"),
+        }
+    }
+
+    fn iq_from_link(&mut self, el: Element, to: &Jid) {
+        let is_request = matches!(stanza::check_iq(&el), Ok(Iq::Request { .. }));
+        if to.local().is_none() {
+            // This server: what it tells anyone.
+            let public = stanza::check_iq(&el).is_ok_and(|iq| match iq {
+                Iq::Request {
+                    set: false,
+                    payload,
+                } => {
+                    matches!(
+                        (payload.name.as_str(), payload.ns.as_str()),
+                        ("ping", ns::PING)
+                            | ("query", ns::DISCO_INFO | ns::VERSION | ns::LAST)
+                            | ("time", ns::TIME)
+                    ) && payload.get_attr("node").is_none()
+                }
+                _ => false,
+            });
+            if public {
+                return self.server_iq(LINK_CONN, &el, false);
+            }
+            if is_request {
+                self.bounce(LINK_CONN, &el, "service-unavailable");
+            }
+            return;
+        }
+        if to.resource().is_some() {
+            match self.bound.conn_of_full(to) {
+                Some(c) => self.deliver(&[c], &el),
+                None if is_request => self.bounce(LINK_CONN, &el, "service-unavailable"),
+                None => {}
+            }
+            return;
+        }
+        if self.local_account(to).is_none() {
+            if is_request {
+                self.bounce(LINK_CONN, &el, "service-unavailable");
+            }
+            return;
+        }
+        self.account_iq(LINK_CONN, &el, to);
+    }
+
+    /// What the router sent `LINK_CONN`: back over the link, to whom it
+    /// is addressed.
+    pub(super) fn send_back_over_link(&mut self, bytes: &[u8]) {
+        let Ok(el) = crate::xml::parse_fragment(&String::from_utf8_lossy(bytes)) else {
+            return;
+        };
+        let Some(to) = el.get_attr("to").and_then(|t| Jid::parse(t).ok()) else {
+            return;
+        };
+        if to.domain() == self.cfg.domain || !self.routes.reaches(to.domain()) {
+            return;
+        }
+        self.out.push(ImOutput::Remote {
+            to,
+            el: Box::new(el),
+        });
+    }
+}

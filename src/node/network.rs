@@ -1,0 +1,105 @@
+//! One network at the node: which domains each link reaches (a master
+//! reaches the sites it masters; a site what its master says it reaches,
+//! kept durably so traffic queues during a split and after a restart),
+//! one-to-one traffic sent over them, and what comes over a link for a
+//! user here, or (at a master) for a user at another of its sites.
+
+use super::Node;
+use crate::common::PeerId;
+use crate::im::Routes;
+use crate::jid::Jid;
+use crate::model::event::LinkEvent;
+use crate::state::Record;
+use crate::xml::Element;
+
+impl Node {
+    /// Tell the router which domains the links reach and which of those
+    /// links are up: after a start, a hello, a link lost, new routes.
+    pub(crate) fn refresh_routes(&mut self) {
+        let mut routes = Routes::default();
+        for site in &self.cfg.link.peers {
+            routes.insert(site.clone(), self.links.is_up(site));
+        }
+        for upstream in &self.cfg.link.upstreams {
+            let Some(l) = self.state.links.get(upstream.as_str()) else {
+                continue;
+            };
+            let up = self.links.is_up(upstream);
+            for domain in l.routes.iter().filter(|d| **d != self.cfg.domain) {
+                routes.insert(domain.clone(), up);
+            }
+        }
+        self.im.set_routes(routes);
+    }
+
+    /// At a master, on a site's hello: the domains it reaches through us
+    /// (ours, and the other sites': we relay between them).
+    pub(crate) fn announce_routes(&mut self, site: &PeerId) {
+        let mut domains = vec![self.cfg.domain.clone()];
+        let others = self.cfg.link.peers.iter().filter(|p| *p != site.as_str());
+        domains.extend(others.take(crate::model::event::ROUTES_MAX - 1).cloned());
+        self.link_send_transient(site, &LinkEvent::Routes { domains });
+    }
+
+    /// At a site: what its master reaches, kept if it changed.
+    pub(crate) fn on_routes(&mut self, peer: &PeerId, domains: Vec<String>) {
+        let domains: Vec<String> = domains
+            .into_iter()
+            .filter(|d| *d != self.cfg.domain)
+            .collect();
+        if self.state.links.get(peer).map(|l| &l.routes) != Some(&domains) {
+            let peer = peer.clone();
+            self.commit(Record::LinkRoutes { peer, domains });
+        }
+        self.refresh_routes();
+    }
+
+    /// Whether `peer` may speak for `from`: a site for its own domain, a
+    /// master for the domains it said it reaches.
+    fn speaks_for(&self, peer: &PeerId, from: &Jid) -> bool {
+        if self.is_site(peer) {
+            return from.domain() == peer.as_str();
+        }
+        self.state
+            .links
+            .get(peer)
+            .is_some_and(|l| l.routes.iter().any(|d| d == from.domain()))
+    }
+
+    /// A user's stanza that came over the link from `peer`, not for a
+    /// room: to the user here, or on to the site it is for.
+    pub(crate) fn on_remote_stanza(&mut self, peer: &PeerId, from: Jid, to: Jid, stanza: Element) {
+        if !self.speaks_for(peer, &from) {
+            return log::warn!(
+                "link {peer}: refused a stanza from {from}: not a domain it speaks for"
+            );
+        }
+        let mut stanza = stanza;
+        stanza.set_attr("from", from.to_string());
+        stanza.set_attr("to", to.to_string());
+        if to.domain() == self.cfg.domain {
+            self.im
+                .ctx(&mut self.state.accounts, &self.clients, self.now)
+                .route_from_link(stanza);
+            return self.drain_im();
+        }
+        if self.is_site(to.domain()) && to.domain() != peer.as_str() {
+            // A master relays between its sites, in order, queued durably.
+            self.link_deliver_stanza(&to, &stanza);
+            return;
+        }
+        let domain = self.cfg.domain.clone();
+        if let Some(error) =
+            crate::stanza::error_reply(&stanza, "remote-server-not-found", "cancel", &domain)
+        {
+            self.link_deliver_stanza(&from, &error);
+        }
+    }
+
+    /// A stanza for a user or server the links reach.
+    pub(crate) fn send_remote(&mut self, to: &Jid, el: &Element) {
+        if !self.link_deliver_stanza(to, el) {
+            log::debug!("no link reaches {}: dropped a stanza for {to}", to.domain());
+        }
+    }
+}
