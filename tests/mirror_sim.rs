@@ -1838,3 +1838,61 @@ fn a_rooms_avatar_is_set_by_an_owner_and_read_at_each_site_from_its_replica() {
     );
     assert!(set_room_vcard(&mut w.net, HQ, w.kevin, &huge).contains("<not-acceptable"));
 }
+
+/// `send_snapshot` is followed by a `Vcard` event, and a resync answer is
+/// a snapshot: after every restart of the site (or split past the grace
+/// period) the whole vCard, up to 128 KiB of base64, crosses the link
+/// again though the site kept it (MirrorRecord::Synced keeps it and
+/// `mirror_vcard` drops it as "the same again"). At 9600 bit/s that is
+/// about two minutes per room, in the same ordered queue as the chat
+/// (DESIGN §1: photos cross once per site and never hold a chat back).
+#[test]
+fn an_unchanged_room_vcard_does_not_cross_the_link_again_on_resync() {
+    let mut hq = NodeConfig::new("fairfax.example");
+    hq.link.peers = vec!["raleigh.example".into()];
+    hq.link.compress = false;
+    let mut site = NodeConfig::new("raleigh.example");
+    site.link.upstreams = vec!["conference.fairfax.example".into()];
+    site.link.compress = false;
+    let mut net = Network::new();
+    net.add_node(hq, 1);
+    net.add_node(site, 2);
+    net.add_link(RALEIGH, HQ, Shape::default());
+    net.node(HQ).add_user("kevin", "k");
+    net.node(RALEIGH).add_user("wayne", "w");
+    let kevin = net.node(HQ).login("kevin", "k", "hq");
+    let wayne = net.node(RALEIGH).login("wayne", "w", "tv");
+    net.advance(100);
+    join(&mut net, HQ, kevin, "Kevin");
+    net.node(HQ).send(kevin, &format!("<iq type='set' id='inst' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
+    net.settle();
+    net.node(HQ).take(kevin);
+    // A 60 KiB photo.
+    let b64 = "QUJD".repeat(15 * 1024);
+    net.node(HQ).send(
+        kevin,
+        &format!("<iq type='set' id='sv' to='{ROOM}'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>{b64}</BINVAL></PHOTO></vCard></iq>"),
+    );
+    net.settle();
+    assert!(net.node(HQ).take(kevin).contains("type='result'"));
+    join(&mut net, RALEIGH, wayne, "Wayne");
+    net.settle();
+    net.take_transcript(RALEIGH);
+    // A split past the grace period: the site resyncs from a snapshot.
+    net.cut(RALEIGH);
+    net.advance(301_000);
+    net.restore(RALEIGH);
+    net.advance(70_000);
+    let resynced = net.node(RALEIGH).take(wayne);
+    assert!(resynced.contains("code='333'"), "{resynced}");
+    let again: usize = net
+        .take_transcript(RALEIGH)
+        .iter()
+        .filter(|(up, text)| !*up && text.contains("<vcard"))
+        .map(|(_, text)| text.len())
+        .sum();
+    assert_eq!(
+        again, 0,
+        "the unchanged room vCard crossed the link again on resync ({again} bytes)"
+    );
+}

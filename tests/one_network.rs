@@ -334,3 +334,278 @@ fn a_site_that_restarts_during_a_split_still_queues_for_hq() {
     );
     let _ = between(&got, "<stanza-id", "/>").expect("archived at HQ");
 }
+
+fn presence(net: &mut Network, node: usize, conn: u64, stanza: &str) {
+    net.node(node).send(conn, stanza);
+    net.settle();
+}
+
+/// `a` (at node `an`) and `b` (at `bn`) subscribe to each other, as
+/// clients do: a asks, b approves and asks back, a approves.
+fn befriend(
+    net: &mut Network,
+    (an, a, a_jid): (usize, u64, &str),
+    (bn, b, b_jid): (usize, u64, &str),
+) {
+    presence(
+        net,
+        an,
+        a,
+        &format!("<presence to='{b_jid}' type='subscribe'/>"),
+    );
+    let asked = net.node(bn).take(b);
+    assert!(
+        asked.contains(&format!("from='{a_jid}'")) && asked.contains("type='subscribe'"),
+        "{asked}"
+    );
+    presence(
+        net,
+        bn,
+        b,
+        &format!("<presence to='{a_jid}' type='subscribed'/>"),
+    );
+    presence(
+        net,
+        bn,
+        b,
+        &format!("<presence to='{a_jid}' type='subscribe'/>"),
+    );
+    presence(
+        net,
+        an,
+        a,
+        &format!("<presence to='{b_jid}' type='subscribed'/>"),
+    );
+    net.node(an).take(a);
+    net.node(bn).take(b);
+}
+
+fn subscription(net: &mut Network, node: usize, user: &str, contact: &str) -> String {
+    let item = &net.node(node).node.state().accounts[user].roster[contact];
+    format!(
+        "{:?} ask={} pending={}",
+        item.subscription, item.ask_out, item.pending_in
+    )
+}
+
+#[test]
+fn subscriptions_work_in_every_direction_and_presence_follows() {
+    let mut w = world();
+    // A site user and an HQ user, both ways.
+    presence(
+        &mut w.net,
+        RALEIGH,
+        w.wayne,
+        "<presence to='kevin@fairfax.example' type='subscribe'/>",
+    );
+    let asked = w.net.node(HQ).take(w.kevin);
+    assert!(
+        asked.contains("from='wayne@raleigh.example'") && asked.contains("type='subscribe'"),
+        "{asked}"
+    );
+    presence(
+        &mut w.net,
+        HQ,
+        w.kevin,
+        "<presence to='wayne@raleigh.example' type='subscribed'/>",
+    );
+    let site = w.net.node(RALEIGH).take(w.wayne);
+    assert!(site.contains("type='subscribed'"), "the answer: {site}");
+    assert!(
+        site.contains("from='kevin@fairfax.example/r'") && !site.contains("type='unavailable'"),
+        "and Kevin's presence: {site}"
+    );
+    presence(
+        &mut w.net,
+        HQ,
+        w.kevin,
+        "<presence to='wayne@raleigh.example' type='subscribe'/>",
+    );
+    presence(
+        &mut w.net,
+        RALEIGH,
+        w.wayne,
+        "<presence to='kevin@fairfax.example' type='subscribed'/>",
+    );
+    assert!(w
+        .net
+        .node(HQ)
+        .take(w.kevin)
+        .contains("from='wayne@raleigh.example/r'"));
+    // Both rosters say both.
+    assert_eq!(
+        subscription(&mut w.net, RALEIGH, "wayne", "kevin@fairfax.example"),
+        "Both ask=false pending=false"
+    );
+    assert_eq!(
+        subscription(&mut w.net, HQ, "kevin", "wayne@raleigh.example"),
+        "Both ask=false pending=false"
+    );
+    // Between the two sites, through HQ.
+    befriend(
+        &mut w.net,
+        (DURHAM, w.dana, "dana@durham.example"),
+        (RALEIGH, w.wayne, "wayne@raleigh.example"),
+    );
+    presence(
+        &mut w.net,
+        RALEIGH,
+        w.wayne,
+        "<presence><show>away</show></presence>",
+    );
+    assert!(w
+        .net
+        .node(DURHAM)
+        .take(w.dana)
+        .contains("<show>away</show>"));
+    assert!(w.net.node(HQ).take(w.kevin).contains("<show>away</show>"));
+    // A new session of Dana's hears Wayne's presence at once, from Durham's copy.
+    w.net.reset_counters();
+    let phone = w.net.node(DURHAM).login("dana", "d", "phone");
+    w.net.node(DURHAM).send(phone, "<presence/>");
+    let got = w.net.node(DURHAM).take(phone);
+    assert!(
+        got.contains("from='wayne@raleigh.example/r'") && got.contains("<show>away</show>"),
+        "{got}"
+    );
+    // Unsubscribed: Kevin no longer sees Wayne.
+    presence(
+        &mut w.net,
+        RALEIGH,
+        w.wayne,
+        "<presence to='kevin@fairfax.example' type='unsubscribed'/>",
+    );
+    let gone = w.net.node(HQ).take(w.kevin);
+    assert!(
+        gone.contains("type='unsubscribed'") && gone.contains("type='unavailable'"),
+        "{gone}"
+    );
+    assert_eq!(
+        subscription(&mut w.net, HQ, "kevin", "wayne@raleigh.example"),
+        "From ask=false pending=false"
+    );
+}
+
+#[test]
+fn a_presence_change_crosses_once_per_node_whatever_the_subscribers() {
+    let mut w = world();
+    let mut fans = Vec::new();
+    for i in 0..20 {
+        let user = format!("fan{i}");
+        w.net.node(DURHAM).add_user(&user, "f");
+        let c = online(&mut w.net, DURHAM, &user, "f");
+        let jid = format!("{user}@durham.example");
+        befriend(
+            &mut w.net,
+            (DURHAM, c, &jid),
+            (HQ, w.kevin, "kevin@fairfax.example"),
+        );
+        fans.push(c);
+    }
+    w.net.take_transcript(DURHAM);
+    presence(
+        &mut w.net,
+        HQ,
+        w.kevin,
+        "<presence><show>dnd</show></presence>",
+    );
+    let down: Vec<String> = w
+        .net
+        .take_transcript(DURHAM)
+        .into_iter()
+        .filter(|(up, _)| !*up)
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(
+        down.concat().matches("<show>dnd</show>").count(),
+        1,
+        "{down:?}"
+    );
+    for c in fans {
+        assert!(w.net.node(DURHAM).take(c).contains("<show>dnd</show>"));
+    }
+}
+
+#[test]
+fn after_a_long_split_contacts_go_unavailable_and_come_back() {
+    let mut w = world();
+    befriend(
+        &mut w.net,
+        (RALEIGH, w.wayne, "wayne@raleigh.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    befriend(
+        &mut w.net,
+        (RALEIGH, w.wayne, "wayne@raleigh.example"),
+        (DURHAM, w.dana, "dana@durham.example"),
+    );
+    w.net.cut(RALEIGH);
+    // A request sent during the split waits for it.
+    w.net.node(RALEIGH).add_user("ann", "a");
+    let ann = online(&mut w.net, RALEIGH, "ann", "a");
+    presence(
+        &mut w.net,
+        RALEIGH,
+        ann,
+        "<presence to='kevin@fairfax.example' type='subscribe'/>",
+    );
+    w.net.advance(400_000); // Past the grace period.
+    let hq = w.net.node(HQ).take(w.kevin);
+    assert!(
+        hq.contains("from='wayne@raleigh.example/r'") && hq.contains("type='unavailable'"),
+        "{hq}"
+    );
+    let durham = w.net.node(DURHAM).take(w.dana);
+    assert!(
+        durham.contains("from='wayne@raleigh.example/r'") && durham.contains("type='unavailable'"),
+        "{durham}"
+    );
+    let site = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        site.contains("from='kevin@fairfax.example/r'") && site.contains("type='unavailable'"),
+        "{site}"
+    );
+    w.net.restore(RALEIGH);
+    w.net.advance(120_000);
+    w.net.settle();
+    let hq = w.net.node(HQ).take(w.kevin);
+    assert!(
+        hq.contains("from='wayne@raleigh.example/r'") && !hq.contains("unavailable"),
+        "back: {hq}"
+    );
+    assert!(
+        hq.contains("from='ann@raleigh.example'") && hq.contains("type='subscribe'"),
+        "the request: {hq}"
+    );
+    assert!(w
+        .net
+        .node(DURHAM)
+        .take(w.dana)
+        .contains("from='wayne@raleigh.example/r'"));
+    let site = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        site.contains("from='kevin@fairfax.example/r'")
+            && site.contains("from='dana@durham.example/r'"),
+        "{site}"
+    );
+}
+
+#[test]
+fn a_short_split_shows_nobody_leaving_and_only_changes_after_it() {
+    let mut w = world();
+    befriend(
+        &mut w.net,
+        (RALEIGH, w.wayne, "wayne@raleigh.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    w.net.cut(RALEIGH);
+    w.net.advance(20_000);
+    w.net.restore(RALEIGH);
+    w.net.advance(60_000);
+    w.net.settle();
+    let hq = w.net.node(HQ).take(w.kevin);
+    assert!(
+        !hq.contains("<presence"),
+        "nothing changed, nothing shown: {hq}"
+    );
+}

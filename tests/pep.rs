@@ -6,9 +6,10 @@
 //! nodes surviving a restart and a compaction.
 
 use base64::Engine;
-use outpost::model::pep;
-use outpost::node::NodeConfig;
+use outpost::model::pep::{self, PepConfig, PepItem, PepRecord};
+use outpost::node::{AdminCommand, AdminReply, NodeConfig};
 use outpost::sim::{between, SimNode};
+use outpost::state::Record;
 
 const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 const AVATAR: &str = "urn:xmpp:avatar:metadata";
@@ -965,5 +966,131 @@ fn all_accounts_together_are_held_to_the_node_total() {
     assert!(
         all <= pep::BYTES_TOTAL && all + 48 * 1024 > pep::BYTES_TOTAL,
         "{all}"
+    );
+}
+
+/// SUBSCRIBERS_PER_NODE counts JIDs, and one account may subscribe any
+/// number of its own full JIDs (bound or not): a stranger takes every
+/// slot of someone's open node (an avatar made from a vCard is open)
+/// with 128 invented resources, and the owner's contacts are locked out.
+#[test]
+fn one_stranger_cannot_take_every_subscription_slot_of_an_open_node() {
+    let mut sim = node();
+    let (alice, bob) = friends(&mut sim);
+    let open = options(&[("pubsub#access_model", "open")]);
+    publish(&mut sim, alice, "news", "n1", "<n xmlns='x'>one</n>", &open);
+    let eve = sim.login("eve", "pw", "e");
+    let mut taken = 0;
+    for i in 0..outpost::model::pep::SUBSCRIBERS_PER_NODE {
+        let out = subscribe(
+            &mut sim,
+            eve,
+            "alice",
+            "news",
+            &format!("eve@localhost/r{i}"),
+        );
+        if !out.contains("subscription='subscribed'") {
+            break;
+        }
+        taken += 1;
+    }
+    let out = subscribe(&mut sim, bob, "alice", "news", "bob@localhost");
+    assert!(
+        out.contains("subscription='subscribed'"),
+        "Eve took {taken} slots with invented resources and Bob, Alice's contact, is refused: {out}"
+    );
+}
+
+/// Before the conversion, `storage:bookmarks` was an ordinary PEP node,
+/// made with the PEP default (presence access) by a client that sent no
+/// publish-options. After the upgrade the owner's requests to that name
+/// are answered from the XEP-0402 node and the old node is never
+/// migrated: the owner loses those bookmarks, cannot delete the node any
+/// more, and contacts still read it (passwords included).
+#[test]
+fn bookmarks_in_the_old_pep_node_survive_the_upgrade_and_stay_private() {
+    let mut sim = node();
+    let (_, _) = friends(&mut sim);
+    // The log as the previous version left it.
+    let old = "<storage xmlns='storage:bookmarks'><conference jid='ops@conference.localhost' autojoin='true'><nick>A</nick><password>s3cret</password></conference></storage>";
+    for change in [
+        PepRecord::Configured {
+            config: PepConfig::default(),
+        },
+        PepRecord::Published {
+            item: PepItem {
+                id: "current".into(),
+                xml: old.into(),
+                stamp_ms: 1,
+            },
+        },
+    ] {
+        let r = Record::Pep {
+            user: "alice".into(),
+            node: "storage:bookmarks".into(),
+            change,
+        };
+        sim.log.append(r.kind(), &r.encode()).unwrap();
+    }
+    sim.log.commit().unwrap();
+    sim.crash_and_restart();
+    let alice = sim.login("alice", "pw", "a2");
+    let bob = sim.login("bob", "pw", "b2");
+    // A contact reads the owner's old bookmarks, password and all.
+    let leaked = items(&mut sim, bob, "alice", "storage:bookmarks");
+    // The owner sees none of them, in either form.
+    let own_old = items(&mut sim, alice, "alice", "storage:bookmarks");
+    let own_new = items(&mut sim, alice, "alice", "urn:xmpp:bookmarks:1");
+    // ... and cannot delete the node that leaks them.
+    sim.send(alice, &format!("<iq type='set' id='del'><pubsub xmlns='{PUBSUB}#owner'><delete node='storage:bookmarks'/></pubsub></iq>"));
+    let delete = sim.take(alice);
+    let mut wrong = Vec::new();
+    if !own_old.contains("ops@conference.localhost")
+        && !own_new.contains("ops@conference.localhost")
+    {
+        wrong.push(format!(
+            "the owner's old bookmarks are gone from every view:\n{own_old}\n{own_new}"
+        ));
+    }
+    if leaked.contains("s3cret") {
+        wrong.push(format!("a contact still reads the old node: {leaked}"));
+    }
+    // The old node went with the upgrade: there is nothing left to delete.
+    if !delete.contains("type='result'") && !delete.contains("<item-not-found") {
+        wrong.push(format!("the owner cannot delete it: {delete}"));
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Account deletion removes the account's nodes but not the explicit
+/// subscriptions it held on other accounts' nodes: they keep their slots
+/// (SUBSCRIBERS_PER_NODE), show in the owner's list, and an account made
+/// later under the same name inherits them and is told of every change
+/// without ever having subscribed.
+#[test]
+fn a_deleted_accounts_subscriptions_go_with_it() {
+    let mut sim = node();
+    let alice = sim.login("alice", "pw", "a");
+    let open = options(&[("pubsub#access_model", "open")]);
+    publish(&mut sim, alice, "news", "n1", "<n xmlns='x'>one</n>", &open);
+    let eve = sim.login("eve", "pw", "e");
+    assert!(subscribe(&mut sim, eve, "alice", "news", "eve@localhost").contains("subscribed"));
+    assert_eq!(
+        sim.admin(AdminCommand::UserDel { user: "eve".into() }),
+        AdminReply::Done
+    );
+    sim.send(alice, &format!("<iq type='get' id='o'><pubsub xmlns='{PUBSUB}#owner'><subscriptions node='news'/></pubsub></iq>"));
+    let list = sim.take(alice);
+    sim.add_user("eve", "other");
+    let new_eve = sim.login("eve", "other", "new");
+    publish(&mut sim, alice, "news", "n2", "<n xmlns='x'>two</n>", "");
+    let heard = sim.take(new_eve);
+    assert!(
+        !heard.contains("<item id='n2'>"),
+        "a new account named eve hears a node it never subscribed to: {heard}"
+    );
+    assert!(
+        !list.contains("eve@localhost"),
+        "the deleted account still holds its slot: {list}"
     );
 }

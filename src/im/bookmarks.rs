@@ -106,7 +106,8 @@ fn split(storage: &Element, node: Option<&PepNode>) -> (Vec<(String, Element)>, 
                 items.retain(|(r, _)| *r != room);
                 items.push((room, c));
             }
-            None => extras.push(child.clone()),
+            None if !extras.contains(child) => extras.push(child.clone()),
+            None => {}
         }
     }
     (items, extras)
@@ -116,18 +117,25 @@ impl Ctx<'_> {
     /// The old form of `user`'s bookmarks.
     pub(super) fn legacy_bookmarks(&self, user: &str) -> Element {
         let mut storage = Element::new("storage", LEGACY);
-        let acc = &self.accounts[user];
-        if let Some(node) = acc.pep.get(NODE) {
-            for item in &node.items {
-                if let Some(c) = parsed(item).filter(|c| c.is("conference", NODE)) {
-                    storage = storage.child(to_legacy(&item.id, &c));
-                }
-            }
-        }
+        storage.children = self.legacy_conferences(user);
         if let Some(extras) = self.legacy_extras(user) {
             storage.children.extend(extras.children);
         }
         storage
+    }
+
+    /// The XEP-0402 items as old `<conference/>`s.
+    fn legacy_conferences(&self, user: &str) -> Vec<XmlNode> {
+        let Some(node) = self.accounts[user].pep.get(NODE) else {
+            return Vec::new();
+        };
+        node.items
+            .iter()
+            .filter_map(|item| {
+                let c = parsed(item).filter(|c| c.is("conference", NODE))?;
+                Some(XmlNode::Element(to_legacy(&item.id, &c)))
+            })
+            .collect()
     }
 
     fn legacy_extras(&self, user: &str) -> Option<Element> {
@@ -260,23 +268,43 @@ impl Ctx<'_> {
         self.send_pep_event(user, &targets, &event, None);
     }
 
-    /// Bookmarks stored in the old form before the conversion existed
-    /// become XEP-0402 items the first time either form is used.
-    pub(super) fn migrate_legacy_bookmarks(&mut self, user: &str) {
-        let Some(acc) = self.accounts.get(user) else {
-            return;
-        };
-        if acc.pep.contains_key(NODE) {
+    /// At start: bookmarks kept in the old forms before the conversion
+    /// existed (an ordinary `storage:bookmarks` PEP node, conferences in
+    /// private XML) become XEP-0402 items, and the old node goes (it may
+    /// have been readable by contacts).
+    pub(crate) fn migrate_legacy_bookmarks(&mut self) {
+        let users: Vec<String> = self.accounts.keys().cloned().collect();
+        for user in users {
+            self.migrate_legacy_bookmarks_of(&user);
+        }
+    }
+
+    fn migrate_legacy_bookmarks_of(&mut self, user: &str) {
+        let acc = &self.accounts[user];
+        let old_node = acc.pep.contains_key(LEGACY);
+        let extras = self.legacy_extras(user);
+        let extra_conferences = extras
+            .as_ref()
+            .is_some_and(|e| !split(e, None).0.is_empty());
+        if !old_node && !extra_conferences {
             return;
         }
-        let Some(stored) = self.legacy_extras(user) else {
-            return;
-        };
-        if split(&stored, None).0.is_empty() {
-            return;
+        let old_list = acc
+            .pep
+            .get(LEGACY)
+            .and_then(PepNode::last)
+            .and_then(parsed)
+            .filter(|s| s.is("storage", LEGACY));
+        // Oldest form first: a room named twice keeps its XEP-0402 form.
+        let mut storage = Element::new("storage", LEGACY);
+        for old in [extras, old_list].into_iter().flatten() {
+            storage.children.extend(old.children);
         }
-        if let Err(condition) = self.set_legacy_bookmarks(user, &stored) {
-            log::warn!("{user}: old bookmarks not converted ({condition})");
+        storage.children.extend(self.legacy_conferences(user));
+        match self.set_legacy_bookmarks(user, &storage) {
+            Ok(()) if old_node => self.commit_pep(user, LEGACY, PepRecord::Deleted),
+            Ok(()) => {}
+            Err(condition) => log::warn!("{user}: old bookmarks not converted ({condition})"),
         }
     }
 }

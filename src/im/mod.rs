@@ -20,6 +20,7 @@ mod pep;
 mod presence;
 mod register;
 mod remote;
+mod remote_presence;
 mod resource;
 mod roster;
 mod routing;
@@ -68,8 +69,13 @@ pub enum ImOutput {
     /// rooms count as directed presence), before its presence goes out.
     LeaveRooms { conn: ConnId },
     /// A stanza for a user or server at another node of the network, over
-    /// the link that reaches it (queued durably while the link is down).
-    Remote { to: Jid, el: Box<Element> },
+    /// the link that reaches it: queued durably while the link is down, or
+    /// (`transient`: presence broadcasts, chat states) sent only if it is up.
+    Remote {
+        to: Jid,
+        el: Box<Element>,
+        transient: bool,
+    },
 }
 
 pub struct Router {
@@ -86,6 +92,7 @@ pub struct Router {
     password_changes: HashMap<String, u64>,
     caps: caps::Caps,
     routes: Routes,
+    remote_presence: remote_presence::RemotePresence,
 }
 
 /// The router at work on one input: its own state, and what the node
@@ -100,6 +107,7 @@ pub(crate) struct Ctx<'a> {
     password_changes: &'a mut HashMap<String, u64>,
     caps: &'a mut caps::Caps,
     routes: &'a Routes,
+    remote_presence: &'a mut remote_presence::RemotePresence,
     accounts: &'a mut Accounts,
     clients: &'a Clients,
     now: Now,
@@ -118,6 +126,7 @@ impl Router {
             password_changes: HashMap::new(),
             caps: caps::Caps::default(),
             routes: Routes::default(),
+            remote_presence: Default::default(),
         }
     }
 
@@ -188,6 +197,7 @@ impl Router {
             password_changes: &mut self.password_changes,
             caps: &mut self.caps,
             routes: &self.routes,
+            remote_presence: &mut self.remote_presence,
             accounts,
             clients,
             now,

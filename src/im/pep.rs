@@ -71,10 +71,14 @@ impl Ctx<'_> {
         let Some(action) = action.cloned() else {
             return self.bounce(conn, el, "bad-request");
         };
-        if own {
-            self.migrate_legacy_bookmarks(&user);
-        }
-        let legacy = own && action.get_attr("node") == Some(bookmarks::LEGACY);
+        // The old bookmarks node is a view of the new one; what else its
+        // owner asks of it finds no node.
+        let legacy = own
+            && action.get_attr("node") == Some(bookmarks::LEGACY)
+            && matches!(
+                action.name.as_str(),
+                "items" | "publish" | "create" | "retract"
+            );
         let result = match (payload.ns.as_str(), action.name.as_str(), set) {
             _ if legacy => self.pep_legacy_bookmarks(&user, &action, set),
             (NS, "items", false) => self.pep_items(&user, &me, &action),
@@ -321,8 +325,23 @@ impl Ctx<'_> {
             return Err(not_visible(&node.config));
         }
         if !node.subscribers.contains(&jid) {
+            let parsed = Jid::parse(&jid).map_err(|_| Refusal("bad-request", "modify", None))?;
+            if parsed.resource().is_some() && self.bound.conn_of_full(&parsed).is_none() {
+                // A session of its own that is here now, not a made-up one.
+                return Err(Refusal("bad-request", "modify", Some("invalid-jid")));
+            }
             let held = self.subscriptions_held(me);
-            if node.subscribers.len() >= pep::SUBSCRIBERS_PER_NODE
+            let bare = |s: &String| Jid::parse(s).map(|j| j.to_bare()).ok();
+            let mine = node
+                .subscribers
+                .iter()
+                .filter(|s| bare(s).as_ref() == Some(&me.to_bare()))
+                .count();
+            let subscribers: std::collections::BTreeSet<Jid> =
+                node.subscribers.iter().filter_map(bare).collect();
+            let new_subscriber = mine == 0;
+            if (new_subscriber && subscribers.len() >= pep::SUBSCRIBERS_PER_NODE)
+                || mine >= pep::SUBSCRIPTIONS_PER_SUBSCRIBER
                 || held >= pep::SUBSCRIPTIONS_PER_ACCOUNT
             {
                 return Err(Refusal(
@@ -339,6 +358,25 @@ impl Ctx<'_> {
             .attr("jid", jid)
             .attr("subscription", "subscribed");
         Ok(Some(Element::new("pubsub", NS).child(subscription)))
+    }
+
+    /// A deleted account's explicit subscriptions go with it (a new
+    /// account of the same name starts with none).
+    pub(crate) fn forget_subscriptions_of(&mut self, user: &str) {
+        let gone = self.owner_jid(user);
+        let mut ended = Vec::new();
+        for (owner, acc) in self.accounts.iter() {
+            for (name, node) in &acc.pep {
+                for s in &node.subscribers {
+                    if Jid::parse(s).is_ok_and(|j| j.to_bare() == gone) {
+                        ended.push((owner.clone(), name.clone(), s.clone()));
+                    }
+                }
+            }
+        }
+        for (owner, name, jid) in ended {
+            self.commit_pep(&owner, &name, PepRecord::Unsubscribed { jid });
+        }
     }
 
     /// Explicit subscriptions `me`'s account holds, on every account.

@@ -20,7 +20,8 @@ impl Ctx<'_> {
                 let Some(user) = self.bound.user_of(conn) else {
                     return;
                 };
-                if to.domain() != self.cfg.domain || to.local().is_none() {
+                let reachable = to.domain() == self.cfg.domain || self.routes.reaches(to.domain());
+                if !reachable || to.local().is_none() {
                     return self.bounce(conn, &el, "remote-server-not-found");
                 }
                 let contact = to.to_bare();
@@ -74,7 +75,7 @@ impl Ctx<'_> {
     }
 
     /// Send a subscription-related presence from `from_user` to every available resource of `to_user`.
-    fn notify(&mut self, to_user: &str, from_user_jid: &str, ptype: &str) {
+    pub(super) fn notify(&mut self, to_user: &str, from_user_jid: &str, ptype: &str) {
         let el = Element::new("presence", ns::CLIENT)
             .attr("from", from_user_jid)
             .attr("to", self.user_jid(to_user))
@@ -125,6 +126,11 @@ impl Ctx<'_> {
             asked.map_err(|_| "your roster is full")?;
         }
         let user_jid = self.user_jid(user);
+        if contact.domain() != self.cfg.domain {
+            // Its node keeps the contact's side, and answers.
+            self.send_subscription(user, contact, "subscribe");
+            return Ok(());
+        }
         let Some(cuser) = self.local_account(contact) else {
             // No such account: it can never approve.
             let _ = self.update_item(user, &contact_key, |i| i.ask_out = false);
@@ -222,6 +228,10 @@ impl Ctx<'_> {
             i.visible = true;
         });
         let user_jid = self.user_jid(user);
+        if contact.domain() != self.cfg.domain {
+            self.send_subscription(user, contact, "subscribed");
+            return self.share_presence_remote(user, contact, false);
+        }
         let Some(cuser) = self.local_account(contact) else {
             return;
         };
@@ -238,6 +248,10 @@ impl Ctx<'_> {
 
     /// `user` no longer wants `contact`'s presence: the contact's side.
     pub(crate) fn contact_side_unsubscribe(&mut self, user: &str, contact: &Jid) {
+        if contact.domain() != self.cfg.domain {
+            self.send_subscription(user, contact, "unsubscribe");
+            return self.forget_remote_presence_of(user, contact);
+        }
         let user_jid = self.user_jid(user);
         let Some(cuser) = self.local_account(contact) else {
             return;
@@ -258,6 +272,10 @@ impl Ctx<'_> {
 
     /// `user` cancels or denies `contact`'s subscription: the contact's side.
     pub(crate) fn contact_side_unsubscribed(&mut self, user: &str, contact: &Jid) {
+        if contact.domain() != self.cfg.domain {
+            self.send_subscription(user, contact, "unsubscribed");
+            return self.share_presence_remote(user, contact, true);
+        }
         let user_jid = self.user_jid(user);
         let Some(cuser) = self.local_account(contact) else {
             return;
@@ -333,8 +351,10 @@ impl Ctx<'_> {
             e.set_attr("to", to);
             self.send_el(c, &e);
         }
+        self.broadcast_remote(&user, &el);
         if initial {
             self.answer_probes(conn, &user);
+            self.remote_presence_for(conn, &user);
             self.deliver_pending_requests(conn, &user);
             if priority >= 0 {
                 self.deliver_offline(conn, &user);
@@ -419,7 +439,7 @@ impl Ctx<'_> {
             Vec::new()
         };
         let directed: Vec<String> = s.directed.iter().cloned().collect();
-        for d in directed {
+        for d in directed.clone() {
             let Ok(j) = Jid::parse(&d) else { continue };
             let targets = match j.resource() {
                 Some(_) => self.bound.conn_of_full(&j).into_iter().collect(),
@@ -447,21 +467,33 @@ impl Ctx<'_> {
             e.set_attr("to", to);
             self.send_el(c, &e);
         }
+        for d in directed.iter().filter_map(|d| Jid::parse(d).ok()) {
+            if d.domain() != self.cfg.domain {
+                let mut e = el.clone();
+                e.set_attr("to", d.to_string());
+                self.send_remote(&d, e, true);
+            }
+        }
+        if let Some(user) = user.as_deref().filter(|_| was_available) {
+            self.broadcast_remote(user, &el);
+        }
         if let Some(user) = user.filter(|_| was_available) {
             self.remember_last_seen(&user, &el);
         }
     }
 
     fn directed_presence(&mut self, conn: ConnId, el: Element, to: &Jid) {
-        if to.domain() != self.cfg.domain {
+        let remote = to.domain() != self.cfg.domain;
+        if remote && !self.routes.reaches(to.domain()) {
             return self.bounce(conn, &el, "remote-server-not-found");
         }
-        let Some(user) = self.local_account(to) else {
-            return;
-        };
-        let targets = match to.resource() {
-            Some(_) => self.bound.conn_of_full(to).into_iter().collect(),
-            None => self.bound.available_conns(&user),
+        let targets = match (remote, to.resource()) {
+            (true, _) => Vec::new(),
+            (false, Some(_)) => self.bound.conn_of_full(to).into_iter().collect(),
+            (false, None) => match self.local_account(to) {
+                Some(user) => self.bound.available_conns(&user),
+                None => return,
+            },
         };
         let available = el.get_attr("type").is_none();
         let Some(s) = self.bound.resources.get_mut(&conn) else {
@@ -476,6 +508,23 @@ impl Ctx<'_> {
         }
         for t in targets {
             self.send_el(t, &el);
+        }
+        if remote {
+            self.send_remote(to, el, true);
+        }
+    }
+
+    /// `user` no longer sees `contact` (at another node): what it saw of
+    /// the contact goes.
+    fn forget_remote_presence_of(&mut self, user: &str, contact: &Jid) {
+        let conns = self.bound.available_conns(user);
+        let me = self.user_jid(user);
+        for (full, _) in self.remote_presence_of(contact) {
+            let gone = Element::new("presence", ns::CLIENT)
+                .attr("type", "unavailable")
+                .attr("from", full.to_string())
+                .attr("to", me.clone());
+            self.deliver(&conns, &gone);
         }
     }
 }

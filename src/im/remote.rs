@@ -34,6 +34,16 @@ impl Routes {
     }
 }
 
+/// A chat state and nothing else (XEP-0085): stale after a split, so
+/// never queued for one. Receipts, markers and corrections are.
+fn is_chat_state_only(el: &Element) -> bool {
+    const CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
+    el.elements().any(|c| c.ns == CHAT_STATES)
+        && el
+            .elements()
+            .all(|c| c.ns == CHAT_STATES || c.is("thread", ns::CLIENT) || c.ns == ns::SID)
+}
+
 /// Ids minted elsewhere are taken as they are only if they look like one.
 const CARRIED_ID_MAX: usize = 64;
 
@@ -102,10 +112,8 @@ impl Ctx<'_> {
         if !self.routes.is_up(to.domain()) && !out.has_child("delay", ns::DELAY) {
             out = out.child(stanza::delay(&self.cfg.domain, self.now.unix_ms));
         }
-        self.out.push(ImOutput::Remote {
-            to: to.clone(),
-            el: Box::new(out),
-        });
+        let transient = is_chat_state_only(&out);
+        self.send_remote(to, out, transient);
         Routed::Accepted { stanza_id }
     }
 
@@ -127,10 +135,7 @@ impl Ctx<'_> {
             }
             return; // An answer nobody waits for any more.
         }
-        self.out.push(ImOutput::Remote {
-            to: to.clone(),
-            el: Box::new(el.clone()),
-        });
+        self.send_remote(to, el.clone(), false);
     }
 
     /// A stanza that came over a link from a user or server at another
@@ -148,7 +153,11 @@ impl Ctx<'_> {
                 let _ = self.route_message(LINK_CONN, &el, &to);
             }
             "iq" => self.iq_from_link(el, &to),
-            _ => log::debug!("link: presence from another node is not routed yet"),
+            _ => {
+                if let Some(from) = el.get_attr("from").and_then(|f| Jid::parse(f).ok()) {
+                    self.presence_from_link(el, &from, &to);
+                }
+            }
         }
     }
 
@@ -207,9 +216,15 @@ impl Ctx<'_> {
         if to.domain() == self.cfg.domain || !self.routes.reaches(to.domain()) {
             return;
         }
+        self.send_remote(&to, el, false);
+    }
+
+    /// `el` over the link that reaches `to`.
+    pub(super) fn send_remote(&mut self, to: &Jid, el: Element, transient: bool) {
         self.out.push(ImOutput::Remote {
-            to,
+            to: to.clone(),
             el: Box::new(el),
+            transient,
         });
     }
 }

@@ -80,7 +80,6 @@ impl Ctx<'_> {
         storage: &Element,
         set: bool,
     ) {
-        self.migrate_legacy_bookmarks(user);
         if set {
             if let Err(condition) = self.set_legacy_bookmarks(user, storage) {
                 return self.bounce(conn, el, condition);

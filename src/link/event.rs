@@ -105,16 +105,36 @@ fn bare_of(jid: &str) -> &str {
     jid.split('/').next().unwrap_or(jid)
 }
 
+/// Between users: presence broadcasts and probes (said again on every
+/// hello), chat states (stale after a split).
+pub fn relay_may_be_transient(stanza: &Element) -> bool {
+    match stanza.name.as_str() {
+        "presence" => matches!(
+            stanza.get_attr("type"),
+            None | Some("unavailable" | "probe")
+        ),
+        "message" => {
+            !stanza.has_child("body", ns::CLIENT)
+                && stanza
+                    .elements()
+                    .any(|c| c.ns == "http://jabber.org/protocol/chatstates")
+        }
+        _ => false,
+    }
+}
+
 impl LinkEvent {
     /// What may travel unnumbered (`<t>`): a groupchat message with neither
     /// body nor subject (chat states, markers): nothing the archive keeps;
-    /// and a master's routes, said again on every hello.
+    /// a master's routes, said again on every hello; and between users,
+    /// presence broadcasts (said again on every hello) and chat states.
     pub fn is_transient(&self) -> bool {
         match self {
             LinkEvent::Groupchat { message, .. } => {
                 !message.has_child("body", ns::CLIENT) && !message.has_child("subject", ns::CLIENT)
             }
             LinkEvent::Routes { .. } => true,
+            LinkEvent::Relay { stanza, .. } => relay_may_be_transient(stanza),
             _ => false,
         }
     }

@@ -780,6 +780,29 @@ impl Links {
         true
     }
 
+    /// The same, unnumbered and only if the link is up (presence, chat
+    /// states: stale after a split); false if not sent.
+    pub fn relay_transient(&mut self, now: u64, to: &Jid, el: &Element, store: &LinkStore) -> bool {
+        let Some(peer) = self.route_for(to.domain(), store) else {
+            return false;
+        };
+        let Some(from) = el.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
+            return false;
+        };
+        if !self.is_up(&peer) {
+            return false;
+        }
+        let mut stanza = el.clone();
+        stanza.set_attr("to", to.to_string());
+        let ev = LinkEvent::Relay {
+            from,
+            to: to.clone(),
+            stanza,
+        };
+        self.send_transient(now, &peer, &ev);
+        true
+    }
+
     // ---- time -------------------------------------------------------------
 
     fn arm_timer(&mut self, now: u64, conn: ConnId) {

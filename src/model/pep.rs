@@ -15,8 +15,11 @@ pub const BYTES_PER_ACCOUNT: usize = 2 * 1024 * 1024;
 pub const BYTES_TOTAL: usize = 64 * 1024 * 1024;
 /// Items one node may keep (`max_items` "max").
 pub const MAX_ITEMS: u32 = 256;
-/// Explicit subscriptions (XEP-0060 §6.1) one node may have.
+/// Subscribers (bare JIDs, XEP-0060 §6.1) one node may have.
 pub const SUBSCRIBERS_PER_NODE: usize = 128;
+/// Subscriptions of one subscriber to one node: its bare JID and a few
+/// of its sessions.
+pub const SUBSCRIPTIONS_PER_SUBSCRIBER: usize = 4;
 /// Explicit subscriptions one account may hold to other accounts' nodes.
 pub const SUBSCRIPTIONS_PER_ACCOUNT: usize = 256;
 /// Node names and item ids longer than this are refused.

@@ -114,6 +114,10 @@ pub struct RoomState {
     /// snapshot part of its own, so the room's part reads as before.
     #[serde(skip)]
     pub vcard: Option<String>,
+    /// The room's last event when its vCard last changed: a site that has
+    /// seen that event had the change queued right after it.
+    #[serde(skip)]
+    pub vcard_seq: u64,
 }
 
 /// A room's vCard at most.
@@ -133,6 +137,7 @@ impl RoomState {
             salt,
             locked: true,
             vcard: None,
+            vcard_seq: 0,
         }
     }
 
@@ -147,6 +152,7 @@ impl RoomState {
             salt: self.salt.clone(),
             locked: self.locked,
             vcard: None,
+            vcard_seq: 0,
         }
     }
 
@@ -237,7 +243,10 @@ pub fn apply(rooms: &mut Rooms, room: &str, record: &RoomRecord) {
         }
         RoomRecord::Trim { upto } => r.archive.drop_upto(*upto),
         RoomRecord::Moderated { seq, tombstone } => r.archive.replace(*seq, tombstone.clone()),
-        RoomRecord::Vcard { vcard } => r.vcard = vcard.clone(),
+        RoomRecord::Vcard { vcard } => {
+            r.vcard = vcard.clone();
+            r.vcard_seq = r.next_seq.saturating_sub(1);
+        }
         RoomRecord::Create { .. } | RoomRecord::Destroy => unreachable!("handled above"),
     }
 }

@@ -145,8 +145,16 @@ impl Ctx<'_> {
             locked: rs.locked,
         };
         self.link_send(peer, &ev);
-        let vcard = self.vcard_event(room);
-        self.link_send(peer, &vcard);
+        // Its avatar, unless the site has it already: it may be large.
+        let rs = &self.rooms[room];
+        let news = match since {
+            None => rs.vcard.is_some(),
+            Some(last) => rs.vcard_seq > last,
+        };
+        if news {
+            let vcard = self.vcard_event(room);
+            self.link_send(peer, &vcard);
+        }
     }
 
     /// After a join at the master: the joiner's site gets the room if it had

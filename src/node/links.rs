@@ -120,8 +120,10 @@ impl Node {
     }
 
     fn on_link_notice(&mut self, notice: LinkOutput) {
-        if let LinkOutput::Down { .. } = notice {
-            self.refresh_routes();
+        match &notice {
+            LinkOutput::Down { .. } => self.refresh_routes(),
+            LinkOutput::GraceExpired { peer } => self.link_gone(peer),
+            _ => {}
         }
         match notice {
             LinkOutput::Down { peer } if self.is_upstream(&peer) => {
@@ -166,7 +168,7 @@ impl Node {
                         self.with_mirrors(|m| m.resync_upstream(&peer));
                     }
                 } else {
-                    self.announce_routes(&peer);
+                    self.site_linked(&peer);
                     if restarted {
                         // The site restarted: its sessions are gone.
                         self.with_muc(|m| m.forget_site_occupants(&peer));

@@ -265,6 +265,10 @@ impl Node {
         node.keep_archives_within_total();
         node.keep_account_archives_within_total();
         node.refresh_routes();
+        node.im
+            .ctx(&mut node.state.accounts, &node.clients, node.now)
+            .migrate_legacy_bookmarks();
+        node.drain_im();
         node
     }
 
@@ -486,6 +490,10 @@ impl Node {
                 // Its sessions end while the account (and so its roster)
                 // still exists: contacts are told it went offline.
                 self.pump_clients();
+                self.im
+                    .ctx(&mut self.state.accounts, &self.clients, self.now)
+                    .forget_subscriptions_of(&user);
+                self.drain_im();
                 self.commit(Record::AccountDel { user });
                 AdminReply::Done
             }

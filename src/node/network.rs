@@ -33,12 +33,65 @@ impl Node {
     }
 
     /// At a master, on a site's hello: the domains it reaches through us
-    /// (ours, and the other sites': we relay between them).
-    pub(crate) fn announce_routes(&mut self, site: &PeerId) {
+    /// (ours, and the other sites': we relay between them); then our
+    /// users' presence for it, and a probe for its users'.
+    pub(crate) fn site_linked(&mut self, site: &PeerId) {
         let mut domains = vec![self.cfg.domain.clone()];
         let others = self.cfg.link.peers.iter().filter(|p| *p != site.as_str());
         domains.extend(others.take(crate::model::event::ROUTES_MAX - 1).cloned());
         self.link_send_transient(site, &LinkEvent::Routes { domains });
+        self.refresh_routes();
+        self.exchange_presence(&[site.to_string()]);
+    }
+
+    /// Our users' presence to each of `domains`, and a probe for theirs:
+    /// what a split or a restart may have lost.
+    fn exchange_presence(&mut self, domains: &[String]) {
+        let mut im = self
+            .im
+            .ctx(&mut self.state.accounts, &self.clients, self.now);
+        for d in domains {
+            im.say_presence_to(d);
+            im.probe_domain(d);
+        }
+        self.drain_im();
+    }
+
+    /// A link is down past its grace period: the users it reached go
+    /// unavailable here; a master tells its other sites that the site's
+    /// users went.
+    pub(crate) fn link_gone(&mut self, peer: &PeerId) {
+        let domains: Vec<String> = match self.is_site(peer) {
+            true => vec![peer.to_string()],
+            false => self
+                .state
+                .links
+                .get(peer)
+                .map(|l| l.routes.clone())
+                .unwrap_or_default(),
+        };
+        let mut im = self
+            .im
+            .ctx(&mut self.state.accounts, &self.clients, self.now);
+        for d in &domains {
+            im.remote_domain_gone(d);
+        }
+        self.drain_im();
+        if self.is_site(peer) {
+            for other in self.cfg.link.peers.clone() {
+                if other == peer.as_str() {
+                    continue;
+                }
+                let (Ok(from), Ok(to)) = (Jid::parse(peer.as_str()), Jid::parse(&other)) else {
+                    continue;
+                };
+                let gone = Element::new("presence", crate::xml::ns::CLIENT)
+                    .attr("type", "unavailable")
+                    .attr("from", from.to_string())
+                    .attr("to", to.to_string());
+                self.send_remote(&to, &gone, true);
+            }
+        }
     }
 
     /// At a site: what its master reaches, kept if it changed.
@@ -49,9 +102,14 @@ impl Node {
             .collect();
         if self.state.links.get(peer).map(|l| &l.routes) != Some(&domains) {
             let peer = peer.clone();
-            self.commit(Record::LinkRoutes { peer, domains });
+            self.commit(Record::LinkRoutes {
+                peer,
+                domains: domains.clone(),
+            });
         }
         self.refresh_routes();
+        // Said on every hello: what a split or a restart may have lost.
+        self.exchange_presence(&domains);
     }
 
     /// Whether `peer` may speak for `from`: a site for its own domain, a
@@ -84,9 +142,10 @@ impl Node {
             return self.drain_im();
         }
         if self.is_site(to.domain()) && to.domain() != peer.as_str() {
-            // A master relays between its sites, in order, queued durably.
-            self.link_deliver_stanza(&to, &stanza);
-            return;
+            // A master relays between its sites, in order, queued durably
+            // (but what is said again after a split).
+            let transient = crate::link::event::relay_may_be_transient(&stanza);
+            return self.send_remote(&to, &stanza, transient);
         }
         let domain = self.cfg.domain.clone();
         if let Some(error) =
@@ -96,10 +155,20 @@ impl Node {
         }
     }
 
-    /// A stanza for a user or server the links reach.
-    pub(crate) fn send_remote(&mut self, to: &Jid, el: &Element) {
-        if !self.link_deliver_stanza(to, el) {
-            log::debug!("no link reaches {}: dropped a stanza for {to}", to.domain());
+    /// A stanza for a user or server the links reach; `transient`: only
+    /// if its link is up now (never queued).
+    pub(crate) fn send_remote(&mut self, to: &Jid, el: &Element, transient: bool) {
+        let sent = match transient {
+            true => self
+                .links
+                .relay_transient(self.now.mono_ms, to, el, &self.state.links),
+            false => self.link_deliver_stanza(to, el),
+        };
+        if !sent {
+            log::debug!(
+                "no link reaches {} now: a stanza for {to} not sent",
+                to.domain()
+            );
         }
     }
 }

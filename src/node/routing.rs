@@ -149,7 +149,7 @@ impl Node {
                     } => self.clients.stream_error(conn, condition, text),
                     ImOutput::Persist(record) => self.push_action(Action::Persist(record)),
                     ImOutput::LeaveRooms { conn } => self.leave_all_rooms(conn),
-                    ImOutput::Remote { to, el } => self.send_remote(&to, &el),
+                    ImOutput::Remote { to, el, transient } => self.send_remote(&to, &el, transient),
                 }
             }
         }

@@ -186,6 +186,7 @@ pub enum SnapshotPart {
     RoomVcard {
         room: String,
         vcard: String,
+        seq: u64,
     },
     MirrorVcard {
         key: String,
@@ -382,9 +383,10 @@ impl State {
                     l.routes = domains.clone();
                 }
             }
-            SnapshotPart::RoomVcard { room, vcard } => {
+            SnapshotPart::RoomVcard { room, vcard, seq } => {
                 if let Some(r) = self.rooms.get_mut(room) {
                     r.vcard = Some(vcard.clone());
+                    r.vcard_seq = *seq;
                 }
             }
             SnapshotPart::MirrorVcard { key, vcard } => {
@@ -754,7 +756,8 @@ pub fn write_entity(
             if let Some(vcard) = &rs.vcard {
                 let room = room.clone();
                 let vcard = vcard.clone();
-                part(SnapshotPart::RoomVcard { room, vcard }, emit)?;
+                let seq = rs.vcard_seq;
+                part(SnapshotPart::RoomVcard { room, vcard, seq }, emit)?;
             }
             archive_parts(
                 &rs.archive,
