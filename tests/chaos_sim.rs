@@ -1,10 +1,14 @@
 //! Seeded chaos over the simulated network: concurrent chat at HQ and two
 //! sites while links are cut, stalled and throttled and nodes crash and
-//! restart. At quiescence every message must have reached every occupant
-//! exactly once (a session that started after a crash: every message sent
-//! since it joined, and nothing twice), every mirror must hold the master's
-//! sequence, every node must show the same occupants, and nothing may be left
-//! queued or held.
+//! restart, in a room and one-to-one, with users subscribing to each other
+//! across the links. At quiescence every room message must have reached
+//! every occupant exactly once (a session that started after a crash:
+//! every message sent since it joined, and nothing twice), every mirror
+//! must hold the master's sequence, every node must show the same
+//! occupants; every one-to-one message its sender's node accepted must be
+//! in the recipient's archive once, in the conversation's order, under the
+//! sender's stanza-id; every pair that subscribed must see each other both
+//! ways on both sides; and nothing may be left queued or held.
 //!
 //! `CHAOS_SEEDS=n` runs n schedules (default 200); a failure prints the
 //! command that replays its seed (`CHAOS_SEED=s`); `CHAOS_TRACE=1` prints
@@ -111,17 +115,21 @@ fn collect(net: &mut Network, users: &mut [User]) {
     }
 }
 
+/// Who subscribed to whom (user indices).
+type Friends = Vec<(usize, usize)>;
+
 /// Play the schedule of `seed` to quiescence: the network, what each user
-/// received, and the bodies sent.
-fn schedule(seed: u64) -> (Network, Vec<User>, Vec<String>) {
+/// received, the room bodies sent, and the pairs that subscribed.
+fn schedule(seed: u64) -> (Network, Vec<User>, Vec<String>, Friends) {
     if std::env::var("CHAOS_TRACE").is_ok() {
         outpost::shell::logger::init(log::LevelFilter::Info);
     }
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let (mut net, mut users) = build();
     let mut bodies = Vec::new();
+    let mut friends = Vec::new();
     for step in 0..40 {
-        let action = rng.below(12);
+        let action = rng.below(15);
         if std::env::var("CHAOS_TRACE").is_ok() {
             eprintln!("step {step} action {action}");
         }
@@ -162,6 +170,30 @@ fn schedule(seed: u64) -> (Network, Vec<User>, Vec<String>) {
                     },
                 );
             }
+            12 | 13 => {
+                // One-to-one, to a user at another node.
+                let (from, to) = pair_across_nodes(&mut rng, &users);
+                let body = format!("p{seed}-{step}-u{from}-u{to}");
+                let jid = user_jid(&mut net, &users[to]);
+                let u = &users[from];
+                net.node(u.node).send(
+                    u.conn,
+                    &format!("<message to='{jid}' type='chat'><body>{body}</body></message>"),
+                );
+            }
+            14 => {
+                // Two users at different nodes subscribe to each other.
+                let (a, b) = pair_across_nodes(&mut rng, &users);
+                for (x, y) in [(a, b), (b, a)] {
+                    let jid = user_jid(&mut net, &users[y]);
+                    let u = &users[x];
+                    for kind in ["subscribe", "subscribed"] {
+                        net.node(u.node)
+                            .send(u.conn, &format!("<presence to='{jid}' type='{kind}'/>"));
+                    }
+                }
+                friends.push((a, b));
+            }
             11 => {
                 let node = rng.below(3) as usize;
                 if std::env::var("CHAOS_TRACE").is_ok() {
@@ -193,12 +225,102 @@ fn schedule(seed: u64) -> (Network, Vec<User>, Vec<String>) {
     }
     net.advance(300_000);
     collect(&mut net, &mut users);
-    (net, users, bodies)
+    (net, users, bodies, friends)
+}
+
+/// Two users at different nodes.
+fn pair_across_nodes(rng: &mut Rng, users: &[User]) -> (usize, usize) {
+    let a = rng.below(users.len() as u64) as usize;
+    let others: Vec<usize> = (0..users.len())
+        .filter(|&i| users[i].node != users[a].node)
+        .collect();
+    (a, others[rng.below(others.len() as u64) as usize])
+}
+
+fn user_jid(net: &mut Network, u: &User) -> String {
+    format!("{}@{}", u.name, net.node(u.node).node.config().domain)
+}
+
+/// Every one-to-one message in a sender's archive is in its recipient's
+/// once, in the conversation's order, under the same stanza-id; the
+/// recipient has none the sender's node never accepted.
+fn one_to_one_delivered(net: &mut Network, users: &[User]) -> Result<(), String> {
+    // (stanza-id, body) of each archive, oldest first.
+    let mut archives = Vec::new();
+    for u in users {
+        let domain = net.node(u.node).node.config().domain.clone();
+        let held: Vec<(String, String, String)> = net.node(u.node).node.state().accounts[u.name]
+            .archive
+            .iter()
+            .map(|m| {
+                let body = m
+                    .xml
+                    .split("<body>")
+                    .nth(1)
+                    .and_then(|b| b.split("</body>").next());
+                (
+                    m.stanza_id.clone(),
+                    body.unwrap_or("").to_string(),
+                    m.real.clone(),
+                )
+            })
+            .collect();
+        archives.push((format!("{}@{domain}", u.name), held));
+    }
+    for (from, sent) in &archives {
+        for (to, received) in &archives {
+            if from == to {
+                continue;
+            }
+            // Sent: kept with the recipient's bare JID; received: with the
+            // sender's full JID.
+            let out: Vec<&(String, String, String)> = sent
+                .iter()
+                .filter(|(_, b, with)| b.starts_with('p') && with == to)
+                .collect();
+            let got: Vec<&(String, String, String)> = received
+                .iter()
+                .filter(|(_, b, with)| b.starts_with('p') && with.starts_with(&format!("{from}/")))
+                .collect();
+            let out_ids: Vec<&str> = out.iter().map(|(id, _, _)| id.as_str()).collect();
+            let got_ids: Vec<&str> = got.iter().map(|(id, _, _)| id.as_str()).collect();
+            if out_ids != got_ids {
+                return Err(format!(
+                    "{from} sent {to} {out_ids:?}, {to} holds {got_ids:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every pair that subscribed sees each other both ways, on both sides.
+fn friends_agree(
+    net: &mut Network,
+    users: &[User],
+    friends: &[(usize, usize)],
+) -> Result<(), String> {
+    for &(a, b) in friends {
+        for (x, y) in [(a, b), (b, a)] {
+            let contact = user_jid(net, &users[y]);
+            let item = net.node(users[x].node).node.state().accounts[users[x].name]
+                .roster
+                .get(&contact)
+                .cloned();
+            let fine = item.as_ref().is_some_and(|i| {
+                i.subscription.has_to() && i.subscription.has_from() && !i.ask_out && !i.pending_in
+            });
+            if !fine {
+                return Err(format!("user {x}'s roster item for {contact}: {item:?}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Run one schedule; Err describes the first broken invariant.
 fn run(seed: u64) -> Result<(), String> {
-    let (mut net, users, bodies) = schedule(seed);
+    let (mut net, users, bodies, friends) = schedule(seed);
     // Every message, exactly once, at every user (since the session joined);
     // never twice in any session.
     for (i, u) in users.iter().enumerate() {
@@ -286,6 +408,8 @@ fn run(seed: u64) -> Result<(), String> {
             }
         }
     }
+    one_to_one_delivered(&mut net, &users)?;
+    friends_agree(&mut net, &users, &friends)?;
     Ok(())
 }
 
@@ -324,7 +448,7 @@ fn chaos() {
 #[test]
 fn a_seed_replays_exactly() {
     let outcome = |seed: u64| {
-        let (net, users, _) = schedule(seed);
+        let (net, users, _, _) = schedule(seed);
         let links: Vec<(u64, u64)> = SITES.iter().map(|&s| net.link_bytes(s)).collect();
         let seen: Vec<(String, Vec<String>)> =
             users.into_iter().map(|u| (u.seen, u.earlier)).collect();

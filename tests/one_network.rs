@@ -609,3 +609,40 @@ fn a_short_split_shows_nobody_leaving_and_only_changes_after_it() {
         "nothing changed, nothing shown: {hq}"
     );
 }
+
+#[test]
+fn a_query_left_unanswered_times_out_and_its_late_answer_is_dropped() {
+    let mut w = world();
+    w.net.node(RALEIGH).send(w.wayne, "<iq type='get' id='slow' to='kevin@fairfax.example/r'><query xmlns='jabber:iq:version'/></iq>");
+    w.net.settle();
+    assert!(w.net.node(HQ).take(w.kevin).contains("id='slow'"));
+    // Kevin's client never answers in time.
+    w.net.advance(31_000);
+    let out = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        out.contains("id='slow'") && out.contains("<remote-server-timeout"),
+        "{out}"
+    );
+    w.net.node(HQ).send(
+        w.kevin,
+        "<iq type='result' id='slow' to='wayne@raleigh.example/r'/>",
+    );
+    w.net.settle();
+    assert!(
+        !w.net.node(RALEIGH).take(w.wayne).contains("id='slow'"),
+        "too late"
+    );
+    // Nor can a node answer what was never asked.
+    w.net.node(HQ).send(
+        w.kevin,
+        "<iq type='result' id='never' to='wayne@raleigh.example/r'/>",
+    );
+    w.net.settle();
+    assert!(!w.net.node(RALEIGH).take(w.wayne).contains("id='never'"));
+    // One session's waiting queries are bounded.
+    for i in 0..40 {
+        w.net.node(RALEIGH).send(w.wayne, &format!("<iq type='get' id='q{i}' to='kevin@fairfax.example/r'><ping xmlns='urn:xmpp:ping'/></iq>"));
+    }
+    let out = w.net.node(RALEIGH).take(w.wayne);
+    assert_eq!(out.matches("<resource-constraint").count(), 8, "{out}");
+}

@@ -31,7 +31,7 @@ mod tests;
 
 pub use blocking::{BLOCKLIST_MAX, REPORTS_MAX};
 pub use bound::Bound;
-pub use remote::Routes;
+pub use remote::{PendingQueries, Routes};
 pub use resource::Resource;
 pub(crate) use routing::Routed;
 pub use stored_xml::NS_VCARD;
@@ -93,6 +93,7 @@ pub struct Router {
     caps: caps::Caps,
     routes: Routes,
     remote_presence: remote_presence::RemotePresence,
+    pending_queries: PendingQueries,
 }
 
 /// The router at work on one input: its own state, and what the node
@@ -108,6 +109,7 @@ pub(crate) struct Ctx<'a> {
     caps: &'a mut caps::Caps,
     routes: &'a Routes,
     remote_presence: &'a mut remote_presence::RemotePresence,
+    pending_queries: &'a mut PendingQueries,
     accounts: &'a mut Accounts,
     clients: &'a Clients,
     now: Now,
@@ -127,7 +129,13 @@ impl Router {
             caps: caps::Caps::default(),
             routes: Routes::default(),
             remote_presence: Default::default(),
+            pending_queries: Default::default(),
         }
+    }
+
+    /// When the oldest query to another node stops waiting.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.pending_queries.next_deadline()
     }
 
     /// The domains the links reach, and which of them are reachable now.
@@ -198,6 +206,7 @@ impl Router {
             caps: &mut self.caps,
             routes: &self.routes,
             remote_presence: &mut self.remote_presence,
+            pending_queries: &mut self.pending_queries,
             accounts,
             clients,
             now,

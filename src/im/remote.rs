@@ -34,6 +34,49 @@ impl Routes {
     }
 }
 
+/// How long a query to another node waits for its answer.
+pub const REMOTE_IQ_TIMEOUT_MS: u64 = 30_000;
+/// Queries to other nodes one session may have waiting.
+pub const REMOTE_IQS_PER_SESSION: usize = 32;
+
+/// Queries sent to other nodes, waiting for their answers: by session and
+/// id, whom it was for and until when it waits.
+#[derive(Debug, Default)]
+pub struct PendingQueries {
+    by_key: BTreeMap<(ConnId, String), (Jid, u64)>,
+}
+
+impl PendingQueries {
+    fn of_conn(&self, conn: ConnId) -> usize {
+        self.by_key
+            .range((conn, String::new())..)
+            .take_while(|((c, _), _)| *c == conn)
+            .count()
+    }
+
+    /// The answer from `from` to `conn`'s query `id`: true (and no longer
+    /// waited for) if it was one.
+    fn answered(&mut self, conn: ConnId, id: &str, from: &Jid) -> bool {
+        let key = (conn, id.to_string());
+        let matches = self
+            .by_key
+            .get(&key)
+            .is_some_and(|(to, _)| to == from || to.to_bare() == *from);
+        if matches {
+            self.by_key.remove(&key);
+        }
+        matches
+    }
+
+    pub fn forget(&mut self, conn: ConnId) {
+        self.by_key.retain(|(c, _), _| *c != conn);
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.by_key.values().map(|(_, at)| *at).min()
+    }
+}
+
 /// A chat state and nothing else (XEP-0085): stale after a split, so
 /// never queued for one. Receipts, markers and corrections are.
 fn is_chat_state_only(el: &Element) -> bool {
@@ -135,7 +178,44 @@ impl Ctx<'_> {
             }
             return; // An answer nobody waits for any more.
         }
-        self.send_remote(to, el.clone(), false);
+        if is_request {
+            let id = el.get_attr("id").unwrap_or("").to_string();
+            let pending = &mut self.pending_queries;
+            if pending.of_conn(conn) >= REMOTE_IQS_PER_SESSION {
+                let why = "too many queries to other servers are waiting";
+                return self.bounce_explained(conn, el, "resource-constraint", why);
+            }
+            let deadline = self.now.mono_ms + REMOTE_IQ_TIMEOUT_MS;
+            pending.by_key.insert((conn, id), (to.clone(), deadline));
+        }
+        // Unnumbered: a query is answered now or not at all.
+        self.send_remote(to, el.clone(), true);
+    }
+
+    /// Queries to other nodes whose answers did not come in time: their
+    /// senders are told.
+    pub(crate) fn expire_remote_queries(&mut self) {
+        let now = self.now.mono_ms;
+        let due: Vec<((ConnId, String), Jid)> = self
+            .pending_queries
+            .by_key
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(k, (to, _))| (k.clone(), to.clone()))
+            .collect();
+        for ((conn, id), to) in due {
+            self.pending_queries.by_key.remove(&(conn, id.clone()));
+            let Some(me) = self.bound.jid_of(conn).cloned() else {
+                continue;
+            };
+            let request = Element::new("iq", ns::CLIENT)
+                .attr("type", "get")
+                .attr("id", id)
+                .attr("from", me.to_string())
+                .attr("to", to.to_string());
+            let why = "no answer came from that server";
+            self.bounce_explained(conn, &request, "remote-server-timeout", why);
+        }
     }
 
     /// A stanza that came over a link from a user or server at another
@@ -189,7 +269,15 @@ impl Ctx<'_> {
         }
         if to.resource().is_some() {
             match self.bound.conn_of_full(to) {
-                Some(c) => self.deliver(&[c], &el),
+                Some(c) if is_request => self.deliver(&[c], &el),
+                // An answer, to the query that still waits for it.
+                Some(c) => {
+                    let from = el.get_attr("from").and_then(|f| Jid::parse(f).ok());
+                    let id = el.get_attr("id").unwrap_or("");
+                    if from.is_some_and(|f| self.pending_queries.answered(c, id, &f)) {
+                        self.deliver(&[c], &el);
+                    }
+                }
                 None if is_request => self.bounce(LINK_CONN, &el, "service-unavailable"),
                 None => {}
             }
@@ -216,7 +304,9 @@ impl Ctx<'_> {
         if to.domain() == self.cfg.domain || !self.routes.reaches(to.domain()) {
             return;
         }
-        self.send_remote(&to, el, false);
+        // Answers to queries are unnumbered, like the queries.
+        let transient = el.name == "iq";
+        self.send_remote(&to, el, transient);
     }
 
     /// `el` over the link that reaches `to`.

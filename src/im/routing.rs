@@ -97,6 +97,7 @@ impl Ctx<'_> {
     /// stay stored (for another session of the account, or the next one).
     pub(crate) fn ended(&mut self, conn: ConnId, jid: Option<Jid>) {
         self.caps.forget(conn);
+        self.pending_queries.forget(conn);
         let unclaimed = self.release_offline_claims(conn);
         if self.bound.resources.contains_key(&conn) {
             self.go_unavailable(conn, None);

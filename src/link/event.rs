@@ -106,13 +106,15 @@ fn bare_of(jid: &str) -> &str {
 }
 
 /// Between users: presence broadcasts and probes (said again on every
-/// hello), chat states (stale after a split).
+/// hello), chat states (stale after a split), queries and their answers.
 pub fn relay_may_be_transient(stanza: &Element) -> bool {
     match stanza.name.as_str() {
         "presence" => matches!(
             stanza.get_attr("type"),
             None | Some("unavailable" | "probe")
         ),
+        // A query is answered now or not at all.
+        "iq" => true,
         "message" => {
             !stanza.has_child("body", ns::CLIENT)
                 && stanza

@@ -348,7 +348,8 @@ impl Node {
         let timer = self.clients.poll_timeout();
         let links = self.links.poll_timeout();
         let idle = self.mirrors.poll_timeout();
-        [timer, links, idle].into_iter().flatten().min()
+        let queries = self.im.next_deadline();
+        [timer, links, idle, queries].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
@@ -358,6 +359,12 @@ impl Node {
         self.on_link_timeouts();
         for upstream in self.mirrors.take_due(now.mono_ms) {
             self.with_mirrors(|m| m.drop_idle_mirrors(&upstream));
+        }
+        if self.im.next_deadline().is_some_and(|at| at <= now.mono_ms) {
+            self.im
+                .ctx(&mut self.state.accounts, &self.clients, now)
+                .expire_remote_queries();
+            self.drain_im();
         }
         self.pump_clients();
     }
