@@ -646,3 +646,52 @@ fn a_query_left_unanswered_times_out_and_its_late_answer_is_dropped() {
     let out = w.net.node(RALEIGH).take(w.wayne);
     assert_eq!(out.matches("<resource-constraint").count(), 8, "{out}");
 }
+
+#[test]
+fn a_pep_notification_crosses_once_per_node_to_the_sessions_that_asked() {
+    let mut w = world();
+    let metadata = "urn:xmpp:avatar:metadata";
+    let notify = format!("{metadata}+notify");
+    // Dana and a fan at Durham see Kevin's presence; Dana asked for avatars.
+    befriend(
+        &mut w.net,
+        (DURHAM, w.dana, "dana@durham.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    w.net.node(DURHAM).add_user("fan", "f");
+    let fan = online(&mut w.net, DURHAM, "fan", "f");
+    befriend(
+        &mut w.net,
+        (DURHAM, fan, "fan@durham.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    assert!(w.net.node(DURHAM).online_with_features(w.dana, &[&notify]));
+    w.net.settle();
+    w.net.node(DURHAM).take(w.dana);
+    w.net.take_transcript(DURHAM);
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='pub'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{metadata}'><item id='a1'><metadata xmlns='{metadata}'><info id='a1' bytes='5' type='image/png'/></metadata></item></publish></pubsub></iq>"));
+    w.net.settle();
+    assert!(w.net.node(HQ).take(w.kevin).contains("type='result'"));
+    let got = w.net.node(DURHAM).take(w.dana);
+    assert!(
+        got.contains("from='kevin@fairfax.example'") && got.contains("<item id='a1'>"),
+        "{got}"
+    );
+    assert!(
+        !w.net.node(DURHAM).take(fan).contains("<item"),
+        "the fan did not ask"
+    );
+    let crossed: usize = w
+        .net
+        .take_transcript(DURHAM)
+        .iter()
+        .filter(|(up, t)| !*up && t.contains("<item id='a1'>"))
+        .count();
+    assert_eq!(crossed, 1);
+    // Raleigh has no contact of Kevin's: nothing crosses there.
+    assert!(!w
+        .net
+        .take_transcript(RALEIGH)
+        .iter()
+        .any(|(_, t)| t.contains("<item id='a1'>")));
+}

@@ -8,7 +8,7 @@
 use base64::Engine;
 use outpost::model::pep::{self, PepConfig, PepItem, PepRecord};
 use outpost::node::{AdminCommand, AdminReply, NodeConfig};
-use outpost::sim::{between, SimNode};
+use outpost::sim::{caps_of as disco, SimNode};
 use outpost::state::Record;
 
 const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -43,45 +43,10 @@ fn friends(sim: &mut SimNode) -> (u64, u64) {
     (alice, bob)
 }
 
-/// A client's disco#info answer with these features, and its caps hash.
-fn disco(features: &[&str]) -> (String, String) {
-    let mut sorted: Vec<&str> = features.to_vec();
-    sorted.sort_unstable();
-    let mut s = "client/phone//Test<".to_string();
-    for f in &sorted {
-        s.push_str(f);
-        s.push('<');
-    }
-    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, s.as_bytes());
-    let ver = base64::engine::general_purpose::STANDARD.encode(digest);
-    let mut q = "<identity category='client' type='phone' name='Test'/>".to_string();
-    for f in features {
-        q.push_str(&format!("<feature var='{f}'/>"));
-    }
-    (q, ver)
-}
-
 /// Available with caps for `features`; the node's capabilities query is
 /// answered if it comes. Returns whether it came.
 fn online_with(sim: &mut SimNode, conn: u64, features: &[&str]) -> bool {
-    let (query, ver) = disco(features);
-    sim.send(
-        conn,
-        &format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://test.example' ver='{ver}'/></presence>"),
-    );
-    let out = sim.take(conn);
-    let Some(id) = between(&out, "<iq type='get' id='", "'") else {
-        return false;
-    };
-    assert!(
-        out.contains(&format!("node='https://test.example#{ver}'")),
-        "{out}"
-    );
-    sim.send(
-        conn,
-        &format!("<iq type='result' id='{id}' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='https://test.example#{ver}'>{query}</query></iq>"),
-    );
-    true
+    sim.online_with_features(conn, features)
 }
 
 fn publish(

@@ -710,7 +710,61 @@ impl Ctx<'_> {
                 targets
             }
         };
+        let remote = only.is_none() && n.config.access != Access::Whitelist;
         self.send_pep_event(user, &targets, &event, only.map(|(_, stamp)| stamp));
+        if remote {
+            self.pep_notify_remote(user, &event);
+        }
+    }
+
+    /// `event` of `user`'s node to each other node where contacts see
+    /// `user`'s presence: one copy a node, which hands it to those of its
+    /// sessions that asked (queued durably: a device list must not be
+    /// missed).
+    fn pep_notify_remote(&mut self, user: &str, event: &Element) {
+        let from = self.user_jid(user);
+        for domain in self.remote_audience(user) {
+            let Ok(to) = Jid::parse(&domain) else {
+                continue;
+            };
+            let m = Element::new("message", ns::CLIENT)
+                .attr("from", from.clone())
+                .attr("to", domain)
+                .attr("type", "headline")
+                .child(Element::new("event", NS_EVENT).child(event.clone()));
+            self.send_remote(&to, m, false);
+        }
+    }
+
+    /// A notification from `owner` at another node, addressed to this
+    /// node: to the sessions of its contacts here that asked for the node.
+    pub(super) fn pep_event_from_link(&mut self, el: &Element, owner: &Jid) {
+        let Some(node) = el
+            .get_child("event", NS_EVENT)
+            .and_then(|e| e.elements().next())
+            .and_then(|e| e.get_attr("node"))
+            .map(str::to_string)
+        else {
+            return;
+        };
+        let bare = owner.to_bare().to_string();
+        let watchers: Vec<String> = self
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.roster.get(&bare).is_some_and(|i| i.subscription.has_to()))
+            .filter(|(_, a)| !super::blocking::blocks(a, owner))
+            .map(|(u, _)| u.clone())
+            .collect();
+        for user in watchers {
+            for c in self.bound.conns_of(&user) {
+                let Some(r) = self.bound.resources.get(&c).filter(|r| r.wants(&node)) else {
+                    continue;
+                };
+                let mut m = el.clone();
+                m.set_attr("to", r.jid.to_string());
+                self.send_el(c, &m);
+            }
+        }
     }
 
     /// `event` from `user`'s PEP service to the sessions `targets`;

@@ -229,6 +229,14 @@ impl Ctx<'_> {
             return;
         }
         match el.name.as_str() {
+            "message" if to.local().is_none() => {
+                // Addressed to this node: a contact's PEP notification.
+                if let Some(from) = el.get_attr("from").and_then(|f| Jid::parse(f).ok()) {
+                    if from.resource().is_none() && from.local().is_some() {
+                        self.pep_event_from_link(&el, &from);
+                    }
+                }
+            }
             "message" => {
                 let _ = self.route_message(LINK_CONN, &el, &to);
             }

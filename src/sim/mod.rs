@@ -301,6 +301,26 @@ impl SimNode {
     }
 
     /// Full login: STARTTLS, SCRAM-SHA-256, bind. Returns the connection.
+    /// `conn` goes available announcing a client with `features` in its
+    /// entity capabilities (XEP-0115), and answers the node's question
+    /// about them if it comes; whether it came.
+    pub fn online_with_features(&mut self, conn: ConnId, features: &[&str]) -> bool {
+        let (query, ver) = caps_of(features);
+        self.send(
+            conn,
+            &format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://test.example' ver='{ver}'/></presence>"),
+        );
+        let out = self.take(conn);
+        let Some(id) = between(&out, "<iq type='get' id='", "'").map(str::to_string) else {
+            return false;
+        };
+        self.send(
+            conn,
+            &format!("<iq type='result' id='{id}' to='{}'><query xmlns='http://jabber.org/protocol/disco#info' node='https://test.example#{ver}'>{query}</query></iq>", self.cfg.domain),
+        );
+        true
+    }
+
     pub fn login(&mut self, user: &str, password: &str, resource: &str) -> ConnId {
         let (conn, _) = self.authenticated(user, password);
         self.send(
@@ -383,6 +403,25 @@ impl Rng {
 }
 
 /// The text between the first `start` and the next `end`.
+/// A test client's disco#info answer listing `features`, and its caps
+/// verification string's hash (XEP-0115 §5.1).
+pub fn caps_of(features: &[&str]) -> (String, String) {
+    let mut sorted: Vec<&str> = features.to_vec();
+    sorted.sort_unstable();
+    let mut s = "client/phone//Test<".to_string();
+    for f in &sorted {
+        s.push_str(f);
+        s.push('<');
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, s.as_bytes());
+    let ver = B64.encode(digest);
+    let mut q = "<identity category='client' type='phone' name='Test'/>".to_string();
+    for f in features {
+        q.push_str(&format!("<feature var='{f}'/>"));
+    }
+    (q, ver)
+}
+
 pub fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let i = s.find(start)? + start.len();
     let j = s[i..].find(end)? + i;
