@@ -695,3 +695,53 @@ fn a_pep_notification_crosses_once_per_node_to_the_sessions_that_asked() {
         .iter()
         .any(|(_, t)| t.contains("<item id='a1'>")));
 }
+
+#[test]
+fn one_user_fills_only_its_share_of_a_split_links_queue() {
+    let mut w = world();
+    w.net.cut(RALEIGH);
+    w.net.advance(1_000);
+    let share = outpost::link::RELAYS_PER_SENDER;
+    for i in 0..share {
+        chat(
+            &mut w.net,
+            RALEIGH,
+            w.wayne,
+            "kevin@fairfax.example",
+            &format!("q{i}"),
+        );
+    }
+    assert!(
+        !w.net.node(RALEIGH).take(w.wayne).contains("type='error'"),
+        "all queued"
+    );
+    chat(
+        &mut w.net,
+        RALEIGH,
+        w.wayne,
+        "kevin@fairfax.example",
+        "one-too-many",
+    );
+    let refused = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        refused.contains("<resource-constraint") && refused.contains("too much from you waits"),
+        "{refused}"
+    );
+    // Another user at the site still gets through, and nothing queued is lost.
+    w.net.node(RALEIGH).add_user("ann", "a");
+    let ann = online(&mut w.net, RALEIGH, "ann", "a");
+    chat(
+        &mut w.net,
+        RALEIGH,
+        ann,
+        "kevin@fairfax.example",
+        "from-ann",
+    );
+    assert!(!w.net.node(RALEIGH).take(ann).contains("type='error'"));
+    w.net.restore(RALEIGH);
+    w.net.advance(120_000);
+    w.net.settle();
+    let got = w.net.node(HQ).take(w.kevin);
+    assert_eq!(got.matches("<body>q").count(), share);
+    assert!(got.contains("<body>from-ann</body>") && !got.contains("one-too-many"));
+}

@@ -168,6 +168,16 @@ impl Ctx<'_> {
             (Some("unavailable"), None, None) => self.remote_domain_gone(from.domain()),
             // A user's broadcast, for whoever here sees them.
             (None | Some("unavailable"), None, Some(_)) => {
+                // Kept only for someone here who sees the sender: a peer
+                // cannot fill the cache with users nobody follows.
+                let bare = from.to_bare().to_string();
+                let watched = self
+                    .accounts
+                    .values()
+                    .any(|a| a.roster.get(&bare).is_some_and(|i| i.subscription.has_to()));
+                if !watched {
+                    return;
+                }
                 let changed = match kind.as_deref() {
                     None => self.remote_presence.set(from, &el),
                     _ => self.remote_presence.remove(from),

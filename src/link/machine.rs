@@ -7,7 +7,7 @@
 use super::conn::{parse_element, Incoming, LinkConn};
 use super::event::DMUC;
 use super::LinkStatus;
-use super::{LinkCounters, MAX_LINK_FRAME};
+use super::{LinkCounters, MAX_LINK_FRAME, RELAYS_PER_SENDER, RELAY_BYTES_PER_SENDER};
 use crate::common::{pop_due, take_due, ConnId, PeerId};
 use crate::jid::Jid;
 use crate::model::event::LinkEvent;
@@ -158,6 +158,37 @@ impl Links {
     /// are, or the upstream whose MUC service this is.
     pub fn peer_for_domain(&self, domain: &str) -> Option<PeerId> {
         (self.is_site(domain) || self.is_upstream(domain)).then(|| PeerId::new(domain))
+    }
+
+    /// Whether `sender` (a bare JID) may queue `bytes` more of one-to-one
+    /// traffic for the link that reaches `domain`: within its share
+    /// (`RELAYS_PER_SENDER`, `RELAY_BYTES_PER_SENDER`) and without pushing
+    /// older events out of the queue (what a user sends is refused, never
+    /// dropped later).
+    pub fn relay_fits(&self, domain: &str, sender: &Jid, bytes: u64, store: &LinkStore) -> bool {
+        let Some(peer) = self.route_for(domain, store) else {
+            return false;
+        };
+        let Some(l) = store.get(&peer) else {
+            return true;
+        };
+        if l.unacked.len() >= self.cfg.max_unacked
+            || l.unacked_bytes + bytes > self.cfg.max_unacked_bytes
+        {
+            return false;
+        }
+        let (mut count, mut total) = (0usize, 0u64);
+        for q in &l.unacked {
+            if let QueuedEvent::Typed(ev) = &q.event {
+                if let LinkEvent::Relay { from, .. } = ev.as_ref() {
+                    if from.to_bare() == *sender {
+                        count += 1;
+                        total += q.bytes;
+                    }
+                }
+            }
+        }
+        count < RELAYS_PER_SENDER && total + bytes <= RELAY_BYTES_PER_SENDER
     }
 
     /// The peer whose link reaches `domain`: a site or upstream of that

@@ -27,6 +27,10 @@ mod tests;
 /// occupants of bounded presence, bounded affiliations, and history within
 /// `snapshot_history_bytes`; a message: one stanza of at most 4 MiB).
 pub const MAX_LINK_FRAME: usize = 32 * 1024 * 1024;
+/// One-to-one stanzas one user may have waiting for a link, and their
+/// bytes: a split lets a site fill its queue, not one user.
+pub const RELAYS_PER_SENDER: usize = 1_000;
+pub const RELAY_BYTES_PER_SENDER: u64 = 2 * 1024 * 1024;
 
 /// What `outpost links`, the console and the web page show of a peer's
 /// traffic since this node started.

@@ -155,9 +155,49 @@ impl Node {
         }
     }
 
+    /// Whether a user's stanza may wait for the link to `to`: if not (its
+    /// sender's share is used, or the queue is full), the sender is told
+    /// and nothing is queued.
+    fn relay_fits(&mut self, to: &Jid, el: &Element) -> bool {
+        let Some(from) = el.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
+            return true;
+        };
+        if from.local().is_none() {
+            return true; // The server's own (a domain-wide presence).
+        }
+        let bytes = el.to_xml(crate::xml::ns::CLIENT).len() as u64 + 64;
+        if self
+            .links
+            .relay_fits(to.domain(), &from.to_bare(), bytes, &self.state.links)
+        {
+            return true;
+        }
+        log::warn!(
+            "link to {}: refused a stanza from {from}: too much waits",
+            to.domain()
+        );
+        let text = format!("too much from you waits for the link to {}", to.domain());
+        if let Some(mut error) =
+            crate::stanza::error_reply(el, "resource-constraint", "wait", to.domain())
+        {
+            error = crate::stanza::with_error_text(error, &text);
+            if from.domain() == self.cfg.domain {
+                if let Some(c) = self.im.bound().conn_of_full(&from) {
+                    self.clients.send_el(c, &error);
+                }
+            } else {
+                self.link_deliver_stanza(&from, &error);
+            }
+        }
+        false
+    }
+
     /// A stanza for a user or server the links reach; `transient`: only
     /// if its link is up now (never queued).
     pub(crate) fn send_remote(&mut self, to: &Jid, el: &Element, transient: bool) {
+        if !transient && !self.relay_fits(to, el) {
+            return;
+        }
         let sent = match transient {
             true => self
                 .links
