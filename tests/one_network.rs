@@ -745,3 +745,55 @@ fn one_user_fills_only_its_share_of_a_split_links_queue() {
     assert_eq!(got.matches("<body>q").count(), share);
     assert!(got.contains("<body>from-ann</body>") && !got.contains("one-too-many"));
 }
+
+#[test]
+fn sessions_that_died_with_a_crashed_node_go_unavailable_at_the_others() {
+    let mut w = world();
+    befriend(
+        &mut w.net,
+        (RALEIGH, w.wayne, "wayne@raleigh.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    befriend(
+        &mut w.net,
+        (DURHAM, w.dana, "dana@durham.example"),
+        (RALEIGH, w.wayne, "wayne@raleigh.example"),
+    );
+    w.net.crash_and_restart(HQ);
+    let kevin = w.net.node(HQ).login("kevin", "k", "again");
+    w.net.node(HQ).send(kevin, "<presence/>");
+    w.net.advance(60_000);
+    w.net.settle();
+    let site = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        site.contains("type='unavailable' from='kevin@fairfax.example/r'"),
+        "{site}"
+    );
+    assert!(
+        !site.contains("type='unavailable' from='dana@durham.example/r'"),
+        "Durham did not restart: {site}"
+    );
+    // Kevin's new session shows; a new session of Wayne's sees it alone.
+    let phone = w.net.node(RALEIGH).login("wayne", "w", "phone");
+    w.net.node(RALEIGH).send(phone, "<presence/>");
+    let seen = w.net.node(RALEIGH).take(phone);
+    assert!(
+        seen.contains("from='kevin@fairfax.example/again'"),
+        "{seen}"
+    );
+    assert!(!seen.contains("from='kevin@fairfax.example/r'"), "{seen}");
+    // A site that crashes: HQ and the other site let its sessions go.
+    w.net.crash_and_restart(RALEIGH);
+    w.net.advance(60_000);
+    w.net.settle();
+    assert!(w
+        .net
+        .node(HQ)
+        .take(kevin)
+        .contains("type='unavailable' from='wayne@raleigh.example/r'"));
+    assert!(w
+        .net
+        .node(DURHAM)
+        .take(w.dana)
+        .contains("type='unavailable' from='wayne@raleigh.example/r'"));
+}

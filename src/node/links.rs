@@ -159,6 +159,11 @@ impl Node {
                 forgot,
                 was_detached,
             } => {
+                if restarted {
+                    // Its users' sessions died with it: before the presence
+                    // of the live ones is asked for again.
+                    self.peer_restarted(&peer);
+                }
                 if self.is_upstream(&peer) {
                     self.with_mirrors(|m| m.schedule_idle_mirror_drop(&peer));
                     let after_start = self.mirrors.take_resync_when_linked(&peer);
@@ -168,11 +173,11 @@ impl Node {
                         self.with_mirrors(|m| m.resync_upstream(&peer));
                     }
                 } else {
-                    self.site_linked(&peer);
                     if restarted {
                         // The site restarted: its sessions are gone.
                         self.with_muc(|m| m.forget_site_occupants(&peer));
                     }
+                    self.site_linked(&peer);
                 }
                 self.refresh_routes();
             }

@@ -70,10 +70,33 @@ impl Node {
                 .map(|l| l.routes.clone())
                 .unwrap_or_default(),
         };
+        self.users_gone(peer, &domains);
+    }
+
+    /// A peer restarted (its hello says so): its own users' sessions died
+    /// with it (those of the sites a master relays for did not).
+    pub(crate) fn peer_restarted(&mut self, peer: &PeerId) {
+        let own: Vec<String> = match self.is_site(peer) {
+            true => vec![peer.to_string()],
+            // A master names its own domain first.
+            false => self
+                .state
+                .links
+                .get(peer)
+                .and_then(|l| l.routes.first().cloned())
+                .into_iter()
+                .collect(),
+        };
+        self.users_gone(peer, &own);
+    }
+
+    /// The users of `domains` (reached through `peer`) go unavailable
+    /// here, and, at a master, at its other sites.
+    fn users_gone(&mut self, peer: &PeerId, domains: &[String]) {
         let mut im = self
             .im
             .ctx(&mut self.state.accounts, &self.clients, self.now);
-        for d in &domains {
+        for d in domains {
             im.remote_domain_gone(d);
         }
         self.drain_im();

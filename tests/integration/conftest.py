@@ -1,5 +1,6 @@
 import pytest
 
+from federation import Federation
 from outpost_node import Node
 
 
@@ -12,3 +13,27 @@ def node(tmp_path):
     n.add_user("carol", "carol-the-singer")
     yield n
     n.stop()
+
+
+@pytest.fixture
+def network(tmp_path):
+    """A running `Federation`."""
+    fed = Federation(tmp_path)
+    fed.start()
+    yield fed
+    fed.stop()
+
+
+@pytest.fixture
+def relayed_network(tmp_path):
+    """A running `Federation` whose raleigh link goes through a `Relay`."""
+    fed = Federation(tmp_path, relayed=True)
+    fed.start()
+    yield fed
+    fed.stop()
+
+
+@pytest.fixture
+def federation(network):
+    """(hq, raleigh, durham), running and linked."""
+    return network.hq, network.raleigh, network.durham

@@ -62,13 +62,24 @@ class Node:
             rows[peer] = (state == "up", int(bin_), int(bout))
         return rows
 
-    def wait_link_up(self, peer, deadline_s=15.0):
+    def last_in(self, peer):
+        """The peer's last event applied here (`outpost links`, "last in")."""
+        for line in self.cli("links").stdout.splitlines()[1:]:
+            cols = line.split()
+            if cols[0] == peer:
+                return int(cols[5])
+        raise KeyError(peer)
+
+    def wait_link_up(self, peer, deadline_s=15.0, up=True):
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
-            if self.links().get(peer, (False,))[0]:
+            if self.links().get(peer, (False,))[0] == up:
                 return
             time.sleep(0.1)
-        raise TimeoutError(f"{self.domain}: link to {peer} did not come up")
+        raise TimeoutError(f"{self.domain}: link to {peer} did not go {'up' if up else 'down'}")
+
+    def wait_link_down(self, peer, deadline_s=15.0):
+        self.wait_link_up(peer, deadline_s, up=False)
 
     def start(self, nofile=None):
         """Start the node; `nofile` caps its open files (RLIMIT_NOFILE)."""

@@ -15,29 +15,6 @@ from xmpp import login
 ROOM = JID("chat@conference.fairfax.example")
 
 
-@pytest.fixture
-def federation(tmp_path):
-    hq = Node(tmp_path / "hq", domain="fairfax.example")
-    sites = [Node(tmp_path / "raleigh", domain="raleigh.example"), Node(tmp_path / "durham", domain="durham.example")]
-    link_port = free_port()
-    hq.append_config(f'[link]\nlisten = "127.0.0.1:{link_port}"\n')
-    for site in sites:
-        hq.append_config(f'[[link.peer]]\ndomain = "{site.domain}"\nfingerprint = "{site.fingerprint()}"\n')
-        site.append_config(f'[[upstream]]\nmuc = "conference.fairfax.example"\nconnect = "127.0.0.1:{link_port}"\n'
-                           f'fingerprint = "{hq.fingerprint()}"\n')
-    for n in (hq, *sites):
-        n.start()
-    hq.add_user("kevin", "k-password")
-    sites[0].add_user("wayne", "w-password")
-    sites[0].add_user("keith", "k-password")
-    sites[1].add_user("dana", "d-password")
-    for site in sites:
-        site.wait_link_up("conference.fairfax.example")
-    yield hq, sites[0], sites[1]
-    for n in (hq, *sites):
-        n.stop()
-
-
 def run(coro):
     return asyncio.run(coro)
 
