@@ -253,25 +253,31 @@ VirtualHost "{domain}"
     return cfg
 
 
-async def run_prosody(work, k):
-    write_accounts(work / "hq-data", "fairfax.example", ["kevin", "scott"])
-    write_accounts(work / "site-data", "raleigh.example", [f"u{i}" for i in range(k)])
+async def start_prosody(work, hq_users, site_users, muc=True):
+    """Two Prosodies federating over s2s through a counting relay: (relay, processes)."""
+    write_accounts(work / "hq-data", "fairfax.example", hq_users)
+    write_accounts(work / "site-data", "raleigh.example", site_users)
     procs = []
-    for name, domain, ip, muc in (("hq", "fairfax.example", HQ_IP, True), ("site", "raleigh.example", SITE_IP, False)):
-        cfg = prosody_config(work, name, domain, ip, muc)
+    for name, domain, ip, hq in (("hq", "fairfax.example", HQ_IP, True), ("site", "raleigh.example", SITE_IP, False)):
+        cfg = prosody_config(work, name, domain, ip, muc and hq)
         procs.append(subprocess.Popen(["prosody", "-F", "--config", str(cfg)], stdout=subprocess.DEVNULL))
     relay = Relay()
     await relay.listen(HQ_RELAY, 5269, (HQ_IP, 5269))
     await relay.listen(SITE_RELAY, 5269, (SITE_IP, 5269))
-    return await measure(relay, procs, k)
+    return relay, procs
 
 
-async def measure(relay, procs, k):
-    """Run the scenario once HQ's and the site's servers listen; stop them after."""
+async def run_prosody(work, k):
+    relay, procs = await start_prosody(work, ["kevin", "scott"], [f"u{i}" for i in range(k)])
+    return await measure(relay, procs, lambda: scenario(relay, 5222, 5222, k))
+
+
+async def measure(relay, procs, run):
+    """Run `run()` once HQ's and the site's servers listen; stop them after."""
     try:
         for p, ip in zip(procs, (HQ_IP, SITE_IP)):
             await asyncio.to_thread(wait_for_port, 5222, p, 15.0, ip)
-        return await scenario(relay, 5222, 5222, k)
+        return await run()
     finally:
         relay.close()
         for p in procs:
@@ -283,7 +289,8 @@ def outpost_cli(cfg, *args, stdin=None):
     return subprocess.run([str(OUTPOST), *args, "-c", str(cfg)], input=stdin, capture_output=True, text=True, check=True)
 
 
-async def run_outpost(work, k):
+async def start_outpost(work, hq_users, site_users):
+    """Outpost HQ and a site linked through a counting relay: (relay, processes)."""
     hq_cfg, site_cfg = work / "hq.toml", work / "site.toml"
     hq_cfg.write_text(f'domain = "fairfax.example"\ndata_dir = "hq-data"\nlog_level = "warn"\n[c2s]\nlisten = "{HQ_IP}:5222"\n')
     site_cfg.write_text(f'domain = "raleigh.example"\ndata_dir = "site-data"\nlog_level = "warn"\n[c2s]\nlisten = "{SITE_IP}:5222"\n')
@@ -292,23 +299,43 @@ async def run_outpost(work, k):
         f.write(f'[link]\nlisten = "{HQ_IP}:5270"\n[[link.peer]]\ndomain = "raleigh.example"\nfingerprint = "{fp[site_cfg]}"\n')
     with open(site_cfg, "a") as f:
         f.write(f'[[upstream]]\nmuc = "conference.fairfax.example"\nconnect = "{HQ_RELAY}:5270"\nfingerprint = "{fp[hq_cfg]}"\n')
-    for u in ("kevin", "scott"):
+    for u in hq_users:
         outpost_cli(hq_cfg, "user", "add", u, stdin=PASSWORD + "\n")
-    for i in range(k):
-        outpost_cli(site_cfg, "user", "add", f"u{i}", stdin=PASSWORD + "\n")
+    for u in site_users:
+        outpost_cli(site_cfg, "user", "add", u, stdin=PASSWORD + "\n")
     relay = Relay()
     await relay.listen(HQ_RELAY, 5270, (HQ_IP, 5270))
     procs = [subprocess.Popen([str(OUTPOST), "run", "-c", str(c)]) for c in (hq_cfg, site_cfg)]
-    return await measure(relay, procs, k)
+    return relay, procs
 
 
-def inside_namespace(ks):
+async def run_outpost(work, k):
+    relay, procs = await start_outpost(work, ["kevin", "scott"], [f"u{i}" for i in range(k)])
+    return await measure(relay, procs, lambda: scenario(relay, 5222, 5222, k))
+
+
+def enter_namespace(script):
+    """Re-execute `script` with this process's arguments in a private network
+    and mount namespace (needs root); returns at once if already inside."""
+    if os.environ.get("OUTPOST_BENCH_NAMESPACE") != "1":
+        env = dict(os.environ, OUTPOST_BENCH_NAMESPACE="1")
+        os.execvpe("unshare", ["unshare", "--net", "--mount", "--fork", sys.executable, script, *sys.argv[1:]], env)
+
+
+def private_network():
+    """Inside the namespace: loopback up and a private /etc/hosts naming the
+    nodes by their relay addresses. Returns a scratch directory."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     tmp = Path(tempfile.mkdtemp())
     hosts = tmp / "hosts"
     hosts.write_text(f"127.0.0.1 localhost\n{HQ_RELAY} fairfax.example conference.fairfax.example\n"
                      f"{SITE_RELAY} raleigh.example\n")
     subprocess.run(["mount", "--bind", str(hosts), "/etc/hosts"], check=True)
+    return tmp
+
+
+def inside_namespace(ks):
+    tmp = private_network()
     rows = []
     for k in ks:
         for name, runner in (("outpost", run_outpost), ("prosody", run_prosody)):
@@ -339,9 +366,7 @@ def main():
     args = ap.parse_args()
     if not OUTPOST.exists():
         sys.exit("build first: cargo build --release")
-    if os.environ.get("OUTPOST_BENCH_NAMESPACE") != "1":
-        env = dict(os.environ, OUTPOST_BENCH_NAMESPACE="1")
-        os.execvpe("unshare", ["unshare", "--net", "--mount", "--fork", sys.executable, __file__, *sys.argv[1:]], env)
+    enter_namespace(__file__)
     inside_namespace(args.k)
 
 

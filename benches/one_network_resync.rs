@@ -15,6 +15,7 @@
 
 use outpost::sim::Shape;
 
+#[allow(dead_code)] // Each bench uses its own part of it.
 mod common;
 use common::{chat_line, hq_and_site, BODY_LEN, HQ, SITE};
 

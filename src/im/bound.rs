@@ -5,6 +5,7 @@ use super::Resource;
 use crate::common::ConnId;
 use crate::jid::Jid;
 use crate::model::room::RoomKey;
+use crate::xml::Element;
 use std::collections::HashMap;
 
 #[derive(Default)]
@@ -60,6 +61,20 @@ impl Bound {
         self.conns_of(user)
             .into_iter()
             .filter(|c| self.resources[c].presence.is_some())
+            .collect()
+    }
+
+    /// The presence of each available session of `user`, from its full
+    /// JID, with its connection.
+    pub fn available_presences(&self, user: &str) -> Vec<(ConnId, Element)> {
+        self.available_conns(user)
+            .into_iter()
+            .filter_map(|c| {
+                let (full, presence) = self.resources[&c].available()?;
+                let mut p = presence.clone();
+                p.set_attr("from", full.to_string());
+                Some((c, p))
+            })
             .collect()
     }
 

@@ -386,17 +386,10 @@ impl Ctx<'_> {
             if self.blocked_between(user, &cuser) {
                 continue;
             }
-            for c in self.bound.available_conns(&cuser) {
+            for (c, mut p) in self.bound.available_presences(&cuser) {
                 if c == conn {
                     continue;
                 }
-                let Some((full, presence)) =
-                    self.bound.resources.get(&c).and_then(|r| r.available())
-                else {
-                    continue;
-                };
-                let mut p = presence.clone();
-                p.set_attr("from", full.to_string());
                 p.set_attr("to", me.clone());
                 self.send_el(conn, &p);
             }

@@ -120,14 +120,7 @@ impl Ctx<'_> {
             .cloned()
             .collect();
         for user in users {
-            for c in self.bound.available_conns(&user) {
-                let Some((full, presence)) =
-                    self.bound.resources.get(&c).and_then(|r| r.available())
-                else {
-                    continue;
-                };
-                let mut p = presence.clone();
-                p.set_attr("from", full.to_string());
+            for (_, mut p) in self.bound.available_presences(&user) {
                 p.set_attr("to", domain);
                 self.send_remote(&to, p, true);
             }
@@ -279,16 +272,13 @@ impl Ctx<'_> {
                 Err(_) => return,
             },
         };
-        for c in self.bound.available_conns(user) {
-            let Some((full, presence)) = self.bound.resources.get(&c).and_then(|r| r.available())
-            else {
-                continue;
-            };
+        for (_, presence) in self.bound.available_presences(user) {
             let mut p = match gone {
-                true => Element::new("presence", ns::CLIENT).attr("type", "unavailable"),
-                false => presence.clone(),
+                true => Element::new("presence", ns::CLIENT)
+                    .attr("type", "unavailable")
+                    .attr("from", presence.get_attr("from").unwrap_or_default()),
+                false => presence,
             };
-            p.set_attr("from", full.to_string());
             p.set_attr("to", to.to_string());
             self.send_remote(&to, p, true);
         }

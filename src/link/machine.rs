@@ -794,35 +794,22 @@ impl Links {
         store: &mut LinkStore,
         out: &mut Vec<LinkOutput>,
     ) -> bool {
-        let Some(peer) = self.route_for(to.domain(), store) else {
+        let Some((peer, ev)) = self.relay_event(to, el, store) else {
             return false;
-        };
-        let Some(from) = el.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
-            return false;
-        };
-        let mut stanza = el.clone();
-        stanza.set_attr("to", to.to_string());
-        let ev = LinkEvent::Relay {
-            from,
-            to: to.clone(),
-            stanza,
         };
         self.send(now, &peer, &ev, store, out);
         true
     }
 
-    /// The same, unnumbered and only if the link is up (presence, chat
-    /// states: stale after a split); false if not sent.
-    pub fn relay_transient(&mut self, now: u64, to: &Jid, el: &Element, store: &LinkStore) -> bool {
-        let Some(peer) = self.route_for(to.domain(), store) else {
-            return false;
-        };
-        let Some(from) = el.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
-            return false;
-        };
-        if !self.is_up(&peer) {
-            return false;
-        }
+    /// `el` for `to` as a `Relay`, and the peer whose link reaches `to`.
+    fn relay_event(
+        &self,
+        to: &Jid,
+        el: &Element,
+        store: &LinkStore,
+    ) -> Option<(PeerId, LinkEvent)> {
+        let peer = self.route_for(to.domain(), store)?;
+        let from = el.get_attr("from").and_then(|f| Jid::parse(f).ok())?;
         let mut stanza = el.clone();
         stanza.set_attr("to", to.to_string());
         let ev = LinkEvent::Relay {
@@ -830,6 +817,18 @@ impl Links {
             to: to.clone(),
             stanza,
         };
+        Some((peer, ev))
+    }
+
+    /// The same, unnumbered and only if the link is up (presence, chat
+    /// states: stale after a split); false if not sent.
+    pub fn relay_transient(&mut self, now: u64, to: &Jid, el: &Element, store: &LinkStore) -> bool {
+        let Some((peer, ev)) = self.relay_event(to, el, store) else {
+            return false;
+        };
+        if !self.is_up(&peer) {
+            return false;
+        }
         self.send_transient(now, &peer, &ev);
         true
     }
