@@ -3,6 +3,9 @@
 //! links; a site reaches the other site through HQ, which relays. During
 //! a split messages queue and arrive once, with <delay/>, after it; the
 //! stanza-id minted at the sender's node is the one in both archives.
+//! Presence and subscriptions across the links, PEP notifications once per
+//! node, blocking of contacts at other nodes, and the hostile cases: what
+//! a site may speak for, what one user or one peer can make a node hold.
 
 use outpost::node::{Event, NodeConfig};
 use outpost::sim::{between, Network, Shape};
@@ -10,6 +13,7 @@ use outpost::sim::{between, Network, Shape};
 const HQ: usize = 0;
 const RALEIGH: usize = 1;
 const DURHAM: usize = 2;
+const ROOM: &str = "chat@conference.fairfax.example";
 
 struct World {
     net: Network,
@@ -19,10 +23,16 @@ struct World {
 }
 
 fn world() -> World {
+    world_with(|_| {})
+}
+
+/// HQ (tuned by `tune_hq`) and two sites, a user online at each.
+fn world_with(tune_hq: impl FnOnce(&mut NodeConfig)) -> World {
     let mut net = Network::new();
     let mut hq = NodeConfig::new("fairfax.example");
     hq.link.peers = vec!["raleigh.example".into(), "durham.example".into()];
     hq.link.compress = false;
+    tune_hq(&mut hq);
     net.add_node(hq, 1);
     for (domain, seed) in [("raleigh.example", 2), ("durham.example", 3)] {
         let mut site = NodeConfig::new(domain);
@@ -46,6 +56,21 @@ fn world() -> World {
         wayne,
         dana,
     }
+}
+
+/// A raw link connection at HQ as `site` (it replaces the real one), the
+/// hello said; `frames` follow it.
+fn forge_link(net: &mut Network, site: &str, frames: &str) -> u64 {
+    let hq = net.node(HQ);
+    let conn = hq.alloc_conn();
+    hq.event(Event::LinkUp {
+        conn,
+        peer: site.into(),
+    });
+    hq.take(conn);
+    let hello = format!("<stream:stream xmlns='urn:xmpp:dmuc:0' xmlns:stream='http://etherx.jabber.org/streams' from='{site}' version='1.0'><hello received='0'/>");
+    hq.send(conn, &format!("{hello}{frames}"));
+    conn
 }
 
 fn online(net: &mut Network, node: usize, user: &str, pw: &str) -> u64 {
@@ -288,19 +313,11 @@ fn queries_cross_the_link_and_fail_at_once_during_a_split() {
 #[test]
 fn a_site_speaks_only_for_its_own_users() {
     let mut w = world();
-    let hq = w.net.node(HQ);
-    let conn = hq.alloc_conn();
-    hq.event(Event::LinkUp {
-        conn,
-        peer: "raleigh.example".into(),
-    });
-    hq.take(conn);
     // Raleigh claims to be Dana at Durham, then HQ's own Kevin.
-    let forged = "<stream:stream xmlns='urn:xmpp:dmuc:0' xmlns:stream='http://etherx.jabber.org/streams' from='raleigh.example' version='1.0'><hello received='0'/>\
-        <e n='1'><relay from='dana@durham.example/x' to='kevin@fairfax.example'><message xmlns='jabber:client' type='chat'><body>forged-1</body></message></relay></e>\
+    let forged = "<e n='1'><relay from='dana@durham.example/x' to='kevin@fairfax.example'><message xmlns='jabber:client' type='chat'><body>forged-1</body></message></relay></e>\
         <e n='2'><relay from='kevin@fairfax.example/x' to='kevin@fairfax.example'><message xmlns='jabber:client' type='chat'><body>forged-2</body></message></relay></e>\
         <e n='3'><relay from='mallory@raleigh.example/x' to='kevin@fairfax.example'><message xmlns='jabber:client' type='chat'><body>honest</body></message></relay></e>";
-    hq.send(conn, forged);
+    forge_link(&mut w.net, "raleigh.example", forged);
     let got = w.net.node(HQ).take(w.kevin);
     assert!(!got.contains("forged"), "{got}");
     assert!(
@@ -796,4 +813,473 @@ fn sessions_that_died_with_a_crashed_node_go_unavailable_at_the_others() {
         .node(DURHAM)
         .take(w.dana)
         .contains("type='unavailable' from='wayne@raleigh.example/r'"));
+}
+
+// ---- presence after a short split ------------------------------------------
+
+#[test]
+fn a_contact_who_went_offline_during_a_short_split_is_not_shown_online_after_it() {
+    let mut w = world();
+    befriend(
+        &mut w.net,
+        (RALEIGH, w.wayne, "wayne@raleigh.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    w.net.cut(RALEIGH);
+    w.net.advance(5_000);
+    // Wayne goes offline during the split (its unavailable is transient: lost).
+    w.net
+        .node(RALEIGH)
+        .send(w.wayne, "<presence type='unavailable'/>");
+    w.net.advance(15_000); // Well within the grace period.
+    w.net.restore(RALEIGH);
+    w.net.advance(60_000);
+    w.net.settle();
+    let hq = w.net.node(HQ).take(w.kevin);
+    assert!(
+        hq.contains("from='wayne@raleigh.example/r'") && hq.contains("type='unavailable'"),
+        "Kevin is never told Wayne left: {hq}"
+    );
+}
+
+#[test]
+fn a_new_session_is_not_shown_a_contact_who_left_during_a_short_split() {
+    let mut w = world();
+    befriend(
+        &mut w.net,
+        (RALEIGH, w.wayne, "wayne@raleigh.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    w.net.cut(RALEIGH);
+    w.net.advance(5_000);
+    w.net.node(RALEIGH).disconnect(w.wayne);
+    w.net.advance(15_000);
+    w.net.restore(RALEIGH);
+    w.net.advance(60_000);
+    w.net.settle();
+    let phone = w.net.node(HQ).login("kevin", "k", "phone");
+    w.net.node(HQ).send(phone, "<presence/>");
+    let got = w.net.node(HQ).take(phone);
+    assert!(
+        !got.contains("from='wayne@raleigh.example/r'"),
+        "a stale copy of Wayne's presence, kept forever: {got}"
+    );
+}
+
+// ---- blocking a contact at another node --------------------------------------
+
+#[test]
+fn blocking_a_remote_contact_stops_presence_reaching_them() {
+    let mut w = world();
+    befriend(
+        &mut w.net,
+        (RALEIGH, w.wayne, "wayne@raleigh.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    presence(
+        &mut w.net,
+        HQ,
+        w.kevin,
+        "<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='wayne@raleigh.example'/></block></iq>",
+    );
+    assert!(w.net.node(HQ).take(w.kevin).contains("type='result'"));
+    let at_block = w.net.node(RALEIGH).take(w.wayne);
+    presence(
+        &mut w.net,
+        HQ,
+        w.kevin,
+        "<presence><show>away</show><status>secret</status></presence>",
+    );
+    let after = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        !after.contains("<status>secret</status>"),
+        "the blocked contact still sees Kevin's presence: {after}"
+    );
+    assert!(
+        at_block.contains("from='kevin@fairfax.example/r'") && at_block.contains("unavailable"),
+        "XEP-0191 §3.3: the blocked contact sees Kevin go: {at_block}"
+    );
+}
+
+#[test]
+fn blocking_a_remote_contact_stops_pep_events_reaching_them() {
+    let mut w = world();
+    let metadata = "urn:xmpp:avatar:metadata";
+    let notify = format!("{metadata}+notify");
+    befriend(
+        &mut w.net,
+        (RALEIGH, w.wayne, "wayne@raleigh.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    assert!(w
+        .net
+        .node(RALEIGH)
+        .online_with_features(w.wayne, &[&notify]));
+    w.net.settle();
+    presence(
+        &mut w.net,
+        HQ,
+        w.kevin,
+        "<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='wayne@raleigh.example'/></block></iq>",
+    );
+    w.net.node(HQ).take(w.kevin);
+    w.net.node(RALEIGH).take(w.wayne);
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='pub'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{metadata}'><item id='a1'><metadata xmlns='{metadata}'><info id='a1' bytes='5' type='image/png'/></metadata></item></publish></pubsub></iq>"));
+    w.net.settle();
+    assert!(w.net.node(HQ).take(w.kevin).contains("type='result'"));
+    let got = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        !got.contains("<item id='a1'>"),
+        "the blocked contact gets Kevin's PEP event: {got}"
+    );
+}
+
+// ---- a sender's share of a split link's queue ---------------------------------
+
+/// Wayne fills his share of the split link's queue.
+fn fill_share(w: &mut World) {
+    w.net.cut(RALEIGH);
+    w.net.advance(1_000);
+    for i in 0..outpost::link::RELAYS_PER_SENDER {
+        chat(
+            &mut w.net,
+            RALEIGH,
+            w.wayne,
+            "kevin@fairfax.example",
+            &format!("q{i}"),
+        );
+    }
+    w.net.node(RALEIGH).take(w.wayne);
+}
+
+#[test]
+fn a_subscription_answer_is_not_lost_when_the_senders_share_is_full() {
+    let mut w = world();
+    presence(
+        &mut w.net,
+        HQ,
+        w.kevin,
+        "<presence to='wayne@raleigh.example' type='subscribe'/>",
+    );
+    w.net.node(RALEIGH).take(w.wayne);
+    fill_share(&mut w);
+    // Wayne approves Kevin's request during the split.
+    w.net.node(RALEIGH).send(
+        w.wayne,
+        "<presence to='kevin@fairfax.example' type='subscribed'/>",
+    );
+    let said = w.net.node(RALEIGH).take(w.wayne);
+    w.net.restore(RALEIGH);
+    w.net.advance(120_000);
+    w.net.settle();
+    assert_eq!(
+        subscription(&mut w.net, RALEIGH, "wayne", "kevin@fairfax.example"),
+        "From ask=false pending=false",
+        "Raleigh recorded the approval"
+    );
+    assert_eq!(
+        subscription(&mut w.net, HQ, "kevin", "wayne@raleigh.example"),
+        "To ask=false pending=false",
+        "but it never reached HQ, and nobody was told ({said:?}): the rosters disagree for good"
+    );
+}
+
+#[test]
+fn a_message_refused_for_a_full_share_is_not_archived_as_sent() {
+    let mut w = world();
+    fill_share(&mut w);
+    chat(
+        &mut w.net,
+        RALEIGH,
+        w.wayne,
+        "kevin@fairfax.example",
+        "one-too-many",
+    );
+    assert!(w
+        .net
+        .node(RALEIGH)
+        .take(w.wayne)
+        .contains("<resource-constraint"));
+    let archived = w.net.node(RALEIGH).node.state().accounts["wayne"]
+        .archive
+        .iter()
+        .any(|m| m.xml.contains("one-too-many"));
+    assert!(
+        !archived,
+        "refused (never sent) yet in the sender's archive (and carbons) as sent"
+    );
+}
+
+// ---- what a site may queue as itself -------------------------------------------
+
+#[test]
+fn a_site_cannot_push_other_users_queued_messages_out_with_domain_stanzas() {
+    let mut w = world_with(|hq| hq.link.max_unacked = 8);
+    w.net.cut(DURHAM);
+    w.net.advance(1_000);
+    chat(&mut w.net, HQ, w.kevin, "dana@durham.example", "k0");
+    chat(&mut w.net, HQ, w.kevin, "dana@durham.example", "k1");
+    assert!(!w.net.node(HQ).take(w.kevin).contains("type='error'"));
+    // Raleigh (a site: it speaks for its domain) sends durable stanzas from
+    // its domain JID to Durham: no share bounds them.
+    let mut frames = String::new();
+    for n in 1..=8 {
+        frames.push_str(&format!("<e n='{n}'><relay from='raleigh.example' to='dana@durham.example'><message xmlns='jabber:client' type='chat'><body>flood-{n}</body></message></relay></e>"));
+    }
+    forge_link(&mut w.net, "raleigh.example", &frames);
+    w.net.restore(DURHAM);
+    w.net.advance(120_000);
+    w.net.settle();
+    let dana = w.net.node(DURHAM).take(w.dana);
+    assert!(
+        dana.contains("<body>k0</body>") && dana.contains("<body>k1</body>"),
+        "Kevin's accepted messages were pushed out of the queue: {dana}"
+    );
+}
+
+// ---- room traffic and queued one-to-one messages -----------------------------
+
+#[test]
+fn room_traffic_during_a_split_does_not_drop_queued_one_to_one_messages() {
+    let mut w = world_with(|hq| hq.link.max_unacked = 5);
+    let join = |net: &mut Network, node: usize, conn: u64, nick: &str| {
+        net.node(node).send(
+            conn,
+            &format!("<presence to='{ROOM}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"),
+        );
+        net.settle();
+        net.node(node).take(conn);
+    };
+    join(&mut w.net, HQ, w.kevin, "Kevin");
+    w.net.node(HQ).send(w.kevin, &format!("<iq type='set' id='inst' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
+    w.net.settle();
+    w.net.node(HQ).take(w.kevin);
+    join(&mut w.net, DURHAM, w.dana, "Dana");
+    w.net.advance(1_000);
+    w.net.node(DURHAM).take(w.dana);
+    w.net.cut(DURHAM);
+    w.net.advance(1_000);
+    chat(&mut w.net, HQ, w.kevin, "dana@durham.example", "private-0");
+    assert!(!w.net.node(HQ).take(w.kevin).contains("type='error'"));
+    for i in 0..10 {
+        w.net.node(HQ).send(
+            w.kevin,
+            &format!("<message to='{ROOM}' type='groupchat'><body>room-{i}</body></message>"),
+        );
+    }
+    w.net.restore(DURHAM);
+    w.net.advance(120_000);
+    w.net.settle();
+    let dana = w.net.node(DURHAM).take(w.dana);
+    assert!(dana.contains("<body>room-9</body>"), "{dana}");
+    assert!(
+        dana.contains("<body>private-0</body>"),
+        "the accepted one-to-one message was dropped for room events: {dana}"
+    );
+}
+
+// ---- what is kept of contacts nobody follows ----------------------------------
+
+#[test]
+fn a_presence_kept_for_a_contact_nobody_follows_is_not_shown_later() {
+    let mut w = world();
+    presence(
+        &mut w.net,
+        HQ,
+        w.kevin,
+        "<presence to='wayne@raleigh.example' type='subscribe'/>",
+    );
+    presence(
+        &mut w.net,
+        RALEIGH,
+        w.wayne,
+        "<presence to='kevin@fairfax.example' type='subscribed'/>",
+    );
+    // Kevin stops following Wayne; Wayne pre-approves him and leaves.
+    presence(
+        &mut w.net,
+        HQ,
+        w.kevin,
+        "<presence to='wayne@raleigh.example' type='unsubscribe'/>",
+    );
+    presence(
+        &mut w.net,
+        RALEIGH,
+        w.wayne,
+        "<presence to='kevin@fairfax.example' type='subscribed'/>",
+    );
+    w.net.node(RALEIGH).disconnect(w.wayne);
+    w.net.settle();
+    // Kevin asks again: approved at once (pre-approval).
+    presence(
+        &mut w.net,
+        HQ,
+        w.kevin,
+        "<presence to='wayne@raleigh.example' type='subscribe'/>",
+    );
+    assert_eq!(
+        subscription(&mut w.net, HQ, "kevin", "wayne@raleigh.example"),
+        "To ask=false pending=false"
+    );
+    let phone = w.net.node(HQ).login("kevin", "k", "phone");
+    w.net.node(HQ).send(phone, "<presence/>");
+    let got = w.net.node(HQ).take(phone);
+    assert!(
+        !got.contains("from='wayne@raleigh.example/r'"),
+        "Wayne (offline) shown online from a copy kept after nobody followed him: {got}"
+    );
+}
+
+// ---- queries from contacts at other nodes ------------------------------------
+
+#[test]
+fn a_remote_contacts_last_activity_query_is_answered() {
+    let mut w = world();
+    befriend(
+        &mut w.net,
+        (RALEIGH, w.wayne, "wayne@raleigh.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    w.net.node(RALEIGH).send(
+        w.wayne,
+        "<iq type='get' id='last1' to='kevin@fairfax.example'><query xmlns='jabber:iq:last'/></iq>",
+    );
+    w.net.settle();
+    let got = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        got.contains("id='last1'"),
+        "no answer at all (the router asks bound.user_of(LINK_CONN)): {got:?}"
+    );
+}
+
+#[test]
+fn a_query_to_a_site_split_from_hq_fails_at_once() {
+    let mut w = world();
+    w.net.cut(DURHAM);
+    w.net.advance(1_000);
+    w.net.node(RALEIGH).send(
+        w.wayne,
+        "<iq type='get' id='v1' to='dana@durham.example/r'><query xmlns='jabber:iq:version'/></iq>",
+    );
+    w.net.advance(2_000);
+    let got = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        got.contains("id='v1'") && got.contains("type='error'"),
+        "HQ drops the query silently; Wayne waits 30 s: {got:?}"
+    );
+}
+
+// ---- delayed delivery through HQ ----------------------------------------------
+
+#[test]
+fn a_message_that_waits_at_hq_for_the_other_site_is_marked_delayed() {
+    let mut w = world();
+    w.net.cut(DURHAM);
+    w.net.advance(1_000);
+    chat(
+        &mut w.net,
+        RALEIGH,
+        w.wayne,
+        "dana@durham.example",
+        "waited",
+    );
+    w.net.advance(60_000);
+    w.net.restore(DURHAM);
+    w.net.advance(120_000);
+    w.net.settle();
+    let dana = w.net.node(DURHAM).take(w.dana);
+    assert!(dana.contains("<body>waited</body>"), "{dana}");
+    assert!(
+        dana.contains("urn:xmpp:delay"),
+        "a minute late, without <delay/>: {dana}"
+    );
+}
+
+// ---- bounds on what is kept of other nodes' presence --------------------------
+
+#[test]
+fn one_site_cannot_fill_the_remote_presence_cache_for_the_others() {
+    let mut w = world();
+    befriend(
+        &mut w.net,
+        (RALEIGH, w.wayne, "wayne@raleigh.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    befriend(
+        &mut w.net,
+        (DURHAM, w.dana, "dana@durham.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    // Raleigh says Wayne has ten thousand sessions (unnumbered presences).
+    let mut frames = String::new();
+    for i in 0..10_000 {
+        frames.push_str(&format!("<t><relay from='wayne@raleigh.example/x{i}' to='fairfax.example'><presence xmlns='jabber:client'/></relay></t>"));
+    }
+    forge_link(&mut w.net, "raleigh.example", &frames);
+    let flood = w.net.node(HQ).take(w.kevin);
+    assert!(
+        flood.contains("wayne@raleigh.example/x9999"),
+        "{}",
+        &flood[..flood.len().min(2000)]
+    );
+    // Dana comes online on her phone too: no room left for it.
+    let dana_phone = w.net.node(DURHAM).login("dana", "d", "phone");
+    presence(&mut w.net, DURHAM, dana_phone, "<presence/>");
+    assert!(w
+        .net
+        .node(HQ)
+        .take(w.kevin)
+        .contains("from='dana@durham.example/phone'"));
+    let phone = w.net.node(HQ).login("kevin", "k", "phone");
+    w.net.node(HQ).send(phone, "<presence/>");
+    let got = w.net.node(HQ).take(phone);
+    assert!(
+        got.contains("from='dana@durham.example/phone'"),
+        "Dana's presence was not kept: Raleigh filled the cache: {}",
+        got.len()
+    );
+}
+
+// ---- a peer removed from the settings -----------------------------------------
+
+#[test]
+fn a_site_removed_from_the_settings_is_no_longer_a_route() {
+    let mut w = world();
+    let mut cfg = NodeConfig::new("fairfax.example");
+    cfg.link.peers = vec!["raleigh.example".into()];
+    cfg.link.compress = false;
+    w.net.node(HQ).event(Event::Reconfigure {
+        config: Box::new(cfg),
+    });
+    chat(&mut w.net, HQ, w.kevin, "dana@durham.example", "nowhere");
+    w.net.settle();
+    let got = w.net.node(HQ).take(w.kevin);
+    assert!(
+        got.contains("<remote-server-not-found"),
+        "the router still routes there (routes not refreshed): {got}"
+    );
+    let archived = w.net.node(HQ).node.state().accounts["kevin"]
+        .archive
+        .iter()
+        .any(|m| m.xml.contains("nowhere"));
+    assert!(!archived, "archived as sent");
+}
+
+// ---- a request to nobody at another node --------------------------------------
+
+#[test]
+fn a_subscription_request_to_nobody_at_another_node_is_answered() {
+    let mut w = world();
+    presence(
+        &mut w.net,
+        RALEIGH,
+        w.wayne,
+        "<presence to='nobody@fairfax.example' type='subscribe'/>",
+    );
+    let got = w.net.node(RALEIGH).take(w.wayne);
+    assert_eq!(
+        subscription(&mut w.net, RALEIGH, "wayne", "nobody@fairfax.example"),
+        "None ask=false pending=false",
+        "pending for ever (a local request to nobody is answered unsubscribed): {got}"
+    );
 }

@@ -175,6 +175,10 @@ impl Ctx<'_> {
             .filter_map(|c| Some((c, self.bound.jid_of(c)?.clone())))
             .collect();
         for target in jids.iter().filter_map(|j| Jid::parse(j).ok()) {
+            if target.domain() != self.cfg.domain && self.routes.reaches(target.domain()) {
+                self.presence_after_remote_block(user, &target, block);
+                continue;
+            }
             let Some(contact) = self.local_account(&target) else {
                 continue;
             };
@@ -206,6 +210,41 @@ impl Ctx<'_> {
                         self.send_el(*mine_c, &p);
                     }
                 }
+            }
+        }
+    }
+
+    /// A block of `target` at another node: it sees the user go (and the
+    /// user sees it go), or, unblocked, come back. The user's presence is
+    /// said again to its node, with whom not to show it to.
+    fn presence_after_remote_block(&mut self, user: &str, target: &Jid, block: bool) {
+        let key = target.to_bare().to_string();
+        let item = self.accounts[user].roster.get(&key).cloned();
+        let they_see_me = item.as_ref().is_some_and(|i| i.subscription.has_from());
+        let i_see_them = item.as_ref().is_some_and(|i| i.subscription.has_to());
+        if they_see_me {
+            if block {
+                for (_, p) in self.bound.available_presences(user) {
+                    let gone = Element::new("presence", ns::CLIENT)
+                        .attr("type", "unavailable")
+                        .attr("from", p.get_attr("from").unwrap_or_default())
+                        .attr("to", key.clone());
+                    self.send_remote(target, gone, true);
+                }
+            }
+            self.say_presence_of(user, target.domain());
+        }
+        if i_see_them {
+            let conns = self.bound.available_conns(user);
+            let me = self.user_jid(user);
+            for (full, presence) in self.remote_presence_of(&target.to_bare()) {
+                let mut p = match block {
+                    true => Element::new("presence", ns::CLIENT).attr("type", "unavailable"),
+                    false => super::remote_presence::without_hidden(&presence),
+                };
+                p.set_attr("from", full.to_string());
+                p.set_attr("to", me.clone());
+                self.deliver(&conns, &p);
             }
         }
     }

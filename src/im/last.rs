@@ -58,14 +58,14 @@ impl Ctx<'_> {
     /// session `conn`: 0 seconds while it is, `<forbidden/>` to someone not
     /// allowed to see its presence (RFC 6121 §8.5.2.1.3, XEP-0012 §4).
     pub(crate) fn account_last_activity(&mut self, conn: ConnId, el: &Element, target: &Jid) {
-        let (Some(asker), Some(user)) = (self.bound.user_of(conn), target.local()) else {
+        let (Some(asker), Some(user)) = (self.requester(conn, el), target.local()) else {
             return;
         };
-        let asker_bare = format!("{asker}@{}", self.cfg.domain);
+        let asker_bare = asker.to_bare().to_string();
         let Some(acc) = self.accounts.get(user) else {
             return;
         };
-        let may_see = asker == user
+        let may_see = asker.to_bare() == target.to_bare()
             || acc
                 .roster
                 .get(&asker_bare)

@@ -75,6 +75,9 @@ pub enum ImOutput {
         to: Jid,
         el: Box<Element>,
         transient: bool,
+        /// A local session's message: once queued, the router keeps it in
+        /// the sender's archive and copies it to their other sessions.
+        sent_by: Option<ConnId>,
     },
 }
 

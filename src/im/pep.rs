@@ -316,6 +316,11 @@ impl Ctx<'_> {
         subscribe: &Element,
     ) -> Result<Option<Element>, Refusal> {
         let name = node_name(subscribe)?;
+        if me.domain() != self.cfg.domain {
+            // Users at other nodes follow through their presence
+            // subscription (+notify), which crosses once per node.
+            return Err(Refusal("not-allowed", "cancel", Some("closed-node")));
+        }
         let jid = subscriber_jid(me, subscribe)?;
         let acc = &self.accounts[user];
         let Some(node) = acc.pep.get(&name) else {
@@ -724,14 +729,24 @@ impl Ctx<'_> {
     fn pep_notify_remote(&mut self, user: &str, event: &Element) {
         let from = self.user_jid(user);
         for domain in self.remote_audience(user) {
-            let Ok(to) = Jid::parse(&domain) else {
+            let (Ok(to), Some(hidden)) = (Jid::parse(&domain), self.hidden_at(user, &domain))
+            else {
                 continue;
             };
-            let m = Element::new("message", ns::CLIENT)
+            let mut m = Element::new("message", ns::CLIENT)
                 .attr("from", from.clone())
                 .attr("to", domain)
                 .attr("type", "headline")
                 .child(Element::new("event", NS_EVENT).child(event.clone()));
+            if !hidden.is_empty() {
+                let mut list = Element::new("hidden", super::remote_presence::NS_NETWORK);
+                for j in hidden {
+                    list = list.child(
+                        Element::new("item", super::remote_presence::NS_NETWORK).attr("jid", j),
+                    );
+                }
+                m = m.child(list);
+            }
             self.send_remote(&to, m, false);
         }
     }
@@ -748,12 +763,15 @@ impl Ctx<'_> {
             return;
         };
         let bare = owner.to_bare().to_string();
+        let hidden = super::remote_presence::hidden_from(el);
+        let el = super::remote_presence::without_hidden(el);
         let watchers: Vec<String> = self
             .accounts
             .iter()
             .filter(|(_, a)| a.roster.get(&bare).is_some_and(|i| i.subscription.has_to()))
             .filter(|(_, a)| !super::blocking::blocks(a, owner))
             .map(|(u, _)| u.clone())
+            .filter(|u| !hidden.contains(&self.user_jid(u)))
             .collect();
         for user in watchers {
             for c in self.bound.conns_of(&user) {

@@ -519,5 +519,6 @@ impl Ctx<'_> {
                 .attr("to", me.clone());
             self.deliver(&conns, &gone);
         }
+        self.forget_unfollowed(contact);
     }
 }

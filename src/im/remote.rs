@@ -55,13 +55,13 @@ impl PendingQueries {
     }
 
     /// The answer from `from` to `conn`'s query `id`: true (and no longer
-    /// waited for) if it was one.
-    fn answered(&mut self, conn: ConnId, id: &str, from: &Jid) -> bool {
+    /// waited for) if it was one. A server on the way may answer with an
+    /// error (HQ, when the site the query was for is cut off).
+    fn answered(&mut self, conn: ConnId, id: &str, from: &Jid, error: bool) -> bool {
         let key = (conn, id.to_string());
-        let matches = self
-            .by_key
-            .get(&key)
-            .is_some_and(|(to, _)| to == from || to.to_bare() == *from);
+        let matches = self.by_key.get(&key).is_some_and(|(to, _)| {
+            to == from || to.to_bare() == *from || (error && from.local().is_none())
+        });
         if matches {
             self.by_key.remove(&key);
         }
@@ -125,8 +125,9 @@ impl Ctx<'_> {
     }
 
     /// A message from the local session `origin` for `to` at another
-    /// node: archived here under a fresh id, which it carries over the
-    /// link; marked delayed if the link is down (it waits for it).
+    /// node, with a fresh stanza-id it carries over the link. Once the
+    /// link took it (it may refuse: the sender's share of a split link's
+    /// queue), it is archived and copied (`remote_message_sent`).
     pub(super) fn route_remote_message(
         &mut self,
         origin: ConnId,
@@ -141,23 +142,44 @@ impl Ctx<'_> {
             self.bounce(origin, el, "remote-server-not-found");
             return Routed::Refused;
         }
-        let sender = self.local_account(&from);
         let by = from.to_bare().to_string();
         let stanza_id = archive::archivable(el).then(|| self.mint_stanza_id());
         let stamped = match &stanza_id {
             Some(id) => archive::with_stanza_id(el, &by, id),
             None => archive::without_stanza_id(el, &by),
         };
-        if let Some(id) = &stanza_id {
-            self.archive_message(&stamped, id, sender.as_deref(), None);
+        let transient = is_chat_state_only(&stamped);
+        self.out.push(ImOutput::Remote {
+            to: to.clone(),
+            el: Box::new(stamped),
+            transient,
+            sent_by: (!transient).then_some(origin),
+        });
+        Routed::Deferred
+    }
+
+    /// The link took a message of the local session `conn`: it goes in the
+    /// sender's archive (under the id it carries) and to their other
+    /// sessions (carbons).
+    pub(crate) fn remote_message_sent(&mut self, conn: ConnId, el: &Element) {
+        let Some(from) = el.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
+            return;
+        };
+        let Some(sender) = self.local_account(&from) else {
+            return;
+        };
+        let by = from.to_bare().to_string();
+        let id = el
+            .elements()
+            .find(|e| e.is("stanza-id", ns::SID) && e.get_attr("by") == Some(by.as_str()))
+            .and_then(|e| e.get_attr("id"))
+            .map(str::to_string);
+        if let Some(id) = id {
+            self.archive_message(el, &id, Some(&sender), None);
         }
-        let mut out = stamped;
-        if !self.routes.is_up(to.domain()) && !out.has_child("delay", ns::DELAY) {
-            out = out.child(stanza::delay(&self.cfg.domain, self.now.unix_ms));
+        if super::carbons::eligible(el) {
+            self.carbon_copies(&sender, &[conn], "sent", el);
         }
-        let transient = is_chat_state_only(&out);
-        self.send_remote(to, out, transient);
-        Routed::Accepted { stanza_id }
     }
 
     /// An iq from the local session `conn` for `to` at another node. A
@@ -282,7 +304,8 @@ impl Ctx<'_> {
                 Some(c) => {
                     let from = el.get_attr("from").and_then(|f| Jid::parse(f).ok());
                     let id = el.get_attr("id").unwrap_or("");
-                    if from.is_some_and(|f| self.pending_queries.answered(c, id, &f)) {
+                    let error = el.get_attr("type") == Some("error");
+                    if from.is_some_and(|f| self.pending_queries.answered(c, id, &f, error)) {
                         self.deliver(&[c], &el);
                     }
                 }
@@ -323,6 +346,7 @@ impl Ctx<'_> {
             to: to.clone(),
             el: Box::new(el),
             transient,
+            sent_by: None,
         });
     }
 }

@@ -18,6 +18,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Presences of users at other nodes kept at most, and their bytes.
 pub const REMOTE_PRESENCES_MAX: usize = 10_000;
 pub const REMOTE_PRESENCE_BYTES: usize = 4 * 1024 * 1024;
+/// Sessions of one user, and presences of one domain, kept at most: one
+/// peer cannot crowd the others out.
+pub const REMOTE_SESSIONS_PER_USER: usize = 16;
+pub const REMOTE_PRESENCES_PER_DOMAIN: usize = 2_000;
 
 /// The last presence of each available session of users at other nodes
 /// that a local user sees, by full JID.
@@ -25,6 +29,45 @@ pub const REMOTE_PRESENCE_BYTES: usize = 4 * 1024 * 1024;
 pub struct RemotePresence {
     by_jid: BTreeMap<Jid, Element>,
     bytes: usize,
+    /// Per domain, the sessions kept when we last asked it for its users'
+    /// presence and not said again since: gone, once it says it is done.
+    unconfirmed: BTreeMap<String, BTreeSet<Jid>>,
+}
+
+/// What one node tells another of its own presences: who, among the
+/// receiving node's users, must not be shown one (the sender blocks
+/// them), and that it has said all of its users' presence.
+pub const NS_NETWORK: &str = "urn:xmpp:outpost:network:0";
+
+/// `el` with the list of those not to be shown it (bare JIDs).
+fn with_hidden(mut el: Element, hidden: &[String]) -> Element {
+    el = without_hidden(&el);
+    if hidden.is_empty() {
+        return el;
+    }
+    let mut list = Element::new("hidden", NS_NETWORK);
+    for j in hidden {
+        list = list.child(Element::new("item", NS_NETWORK).attr("jid", j.clone()));
+    }
+    el.child(list)
+}
+
+pub(super) fn hidden_from(el: &Element) -> BTreeSet<String> {
+    el.get_child("hidden", NS_NETWORK)
+        .map(|h| {
+            h.elements()
+                .filter_map(|i| i.get_attr("jid"))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(super) fn without_hidden(el: &Element) -> Element {
+    let mut el = el.clone();
+    el.children
+        .retain(|c| !matches!(c, crate::xml::Node::Element(e) if e.ns == NS_NETWORK));
+    el
 }
 
 impl RemotePresence {
@@ -42,7 +85,14 @@ impl RemotePresence {
         }
         self.remove(jid);
         let size = Self::size(el);
-        if self.by_jid.len() < REMOTE_PRESENCES_MAX && self.bytes + size <= REMOTE_PRESENCE_BYTES {
+        let bare = jid.to_bare();
+        let of_user = self.by_jid.keys().filter(|j| j.to_bare() == bare).count();
+        let of_domain = self.of_domain(jid.domain()).len();
+        if self.by_jid.len() < REMOTE_PRESENCES_MAX
+            && self.bytes + size <= REMOTE_PRESENCE_BYTES
+            && of_user < REMOTE_SESSIONS_PER_USER
+            && of_domain < REMOTE_PRESENCES_PER_DOMAIN
+        {
             self.bytes += size;
             self.by_jid.insert(jid.clone(), el.clone());
         } else {
@@ -67,6 +117,28 @@ impl RemotePresence {
             .iter()
             .filter(|(j, _)| j.to_bare() == *bare)
             .map(|(j, e)| (j.clone(), e.clone()))
+            .collect()
+    }
+
+    /// We ask `domain` for its users' presence: what we keep of it waits
+    /// to be said again.
+    fn asking(&mut self, domain: &str) {
+        let kept = self.of_domain(domain).into_iter().collect();
+        self.unconfirmed.insert(domain.to_string(), kept);
+    }
+
+    fn confirmed(&mut self, jid: &Jid) {
+        if let Some(set) = self.unconfirmed.get_mut(jid.domain()) {
+            set.remove(jid);
+        }
+    }
+
+    /// `domain` said all it has: what it did not say again is gone.
+    fn unconfirmed_of(&mut self, domain: &str) -> Vec<Jid> {
+        self.unconfirmed
+            .remove(domain)
+            .unwrap_or_default()
+            .into_iter()
             .collect()
     }
 
@@ -101,10 +173,35 @@ impl Ctx<'_> {
             let Ok(to) = Jid::parse(&domain) else {
                 continue;
             };
-            let mut p = presence.clone();
+            let Some(hidden) = self.hidden_at(user, &domain) else {
+                continue;
+            };
+            let mut p = with_hidden(presence.clone(), &hidden);
             p.set_attr("to", domain);
             self.send_remote(&to, p, true);
         }
+    }
+
+    /// Those at `domain` that `user` blocks, not to be shown what is sent
+    /// there once for all (XEP-0191 across the links); none at all if the
+    /// whole domain is blocked.
+    pub(super) fn hidden_at(&self, user: &str, domain: &str) -> Option<Vec<String>> {
+        let acc = self.accounts.get(user)?;
+        let whole = Jid::parse(domain).is_ok_and(|d| super::blocking::blocks(acc, &d));
+        if whole {
+            return None;
+        }
+        if acc.blocked.is_empty() {
+            return Some(Vec::new());
+        }
+        let hidden = acc
+            .roster
+            .keys()
+            .filter_map(|c| Jid::parse(c).ok())
+            .filter(|c| c.domain() == domain && super::blocking::blocks(acc, c))
+            .map(|c| c.to_string())
+            .collect();
+        Some(hidden)
     }
 
     /// Every available session's presence of users with subscribers at
@@ -120,10 +217,26 @@ impl Ctx<'_> {
             .cloned()
             .collect();
         for user in users {
-            for (_, mut p) in self.bound.available_presences(&user) {
-                p.set_attr("to", domain);
-                self.send_remote(&to, p, true);
-            }
+            self.say_presence_of(&user, domain);
+        }
+        // All said: what the other node kept of ours and did not hear
+        // again is gone.
+        let done = Element::new("presence", ns::CLIENT)
+            .attr("from", self.cfg.domain.clone())
+            .attr("to", domain)
+            .child(Element::new("synced", NS_NETWORK));
+        self.send_remote(&to, done, true);
+    }
+
+    /// `user`'s available sessions' presence to `domain`.
+    pub(super) fn say_presence_of(&mut self, user: &str, domain: &str) {
+        let (Ok(to), Some(hidden)) = (Jid::parse(domain), self.hidden_at(user, domain)) else {
+            return;
+        };
+        for (_, p) in self.bound.available_presences(user) {
+            let mut p = with_hidden(p, &hidden);
+            p.set_attr("to", domain);
+            self.send_remote(&to, p, true);
         }
     }
 
@@ -136,6 +249,7 @@ impl Ctx<'_> {
             .attr("type", "probe")
             .attr("from", self.cfg.domain.clone())
             .attr("to", domain);
+        self.remote_presence.asking(domain);
         self.send_remote(&to, probe, true);
     }
 
@@ -159,6 +273,15 @@ impl Ctx<'_> {
             // users are gone.
             (Some("probe"), None, None) => self.say_presence_to(from.domain()),
             (Some("unavailable"), None, None) => self.remote_domain_gone(from.domain()),
+            (None, None, None) if el.has_child("synced", NS_NETWORK) => {
+                for jid in self.remote_presence.unconfirmed_of(from.domain()) {
+                    let gone = Element::new("presence", ns::CLIENT)
+                        .attr("type", "unavailable")
+                        .attr("from", jid.to_string());
+                    self.remote_presence.remove(&jid);
+                    self.hand_out_remote_presence(&jid, &gone);
+                }
+            }
             // A user's broadcast, for whoever here sees them.
             (None | Some("unavailable"), None, Some(_)) => {
                 // Kept only for someone here who sees the sender: a peer
@@ -171,6 +294,7 @@ impl Ctx<'_> {
                 if !watched {
                     return;
                 }
+                self.remote_presence.confirmed(from);
                 let changed = match kind.as_deref() {
                     None => self.remote_presence.set(from, &el),
                     _ => self.remote_presence.remove(from),
@@ -183,11 +307,20 @@ impl Ctx<'_> {
                 Some(sub @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")),
                 Some(_),
                 Some(_),
-            ) => {
-                if let Some(user) = self.local_account(to) {
-                    self.remote_subscription(&user, &from.to_bare(), sub);
+            ) => match self.local_account(to) {
+                Some(user) => self.remote_subscription(&user, &from.to_bare(), sub),
+                // Nobody here by that name: it can never approve.
+                None if sub == "subscribe" => {
+                    let no = Element::new("presence", ns::CLIENT)
+                        .attr("type", "unsubscribed")
+                        .attr("from", to.to_bare().to_string())
+                        .attr("to", from.to_bare().to_string());
+                    self.send_remote(&from.to_bare(), no, false);
                 }
-            }
+                None => {}
+            },
+            // Probes are the servers' business, not the clients'.
+            (Some("probe"), _, _) => {}
             // Directed presence, and errors, to a session or an account here.
             (_, Some(_), Some(_)) => {
                 let targets = match to.resource() {
@@ -207,12 +340,15 @@ impl Ctx<'_> {
     /// sessions of local users subscribed to them.
     fn hand_out_remote_presence(&mut self, from: &Jid, presence: &Element) {
         let bare = from.to_bare().to_string();
+        let hidden = hidden_from(presence);
+        let presence = without_hidden(presence);
         let watchers: Vec<String> = self
             .accounts
             .iter()
             .filter(|(_, a)| a.roster.get(&bare).is_some_and(|i| i.subscription.has_to()))
             .filter(|(_, a)| !super::blocking::blocks(a, from))
             .map(|(u, _)| u.clone())
+            .filter(|u| !hidden.contains(&self.user_jid(u)))
             .collect();
         for user in watchers {
             let to = self.user_jid(&user);
@@ -237,12 +373,15 @@ impl Ctx<'_> {
             .filter_map(|(c, _)| Jid::parse(c).ok())
             .filter(|j| j.domain() != self.cfg.domain)
             .collect();
+        let me_bare = self.user_jid(user);
         for contact in contacts {
             for (full, presence) in self.remote_presence.of_bare(&contact) {
-                if super::blocking::blocks(&self.accounts[user], &full) {
+                if super::blocking::blocks(&self.accounts[user], &full)
+                    || hidden_from(&presence).contains(&me_bare)
+                {
                     continue;
                 }
-                let mut p = presence;
+                let mut p = without_hidden(&presence);
                 p.set_attr("from", full.to_string());
                 p.set_attr("to", me.clone());
                 self.send_el(conn, &p);
@@ -355,6 +494,22 @@ impl Ctx<'_> {
                         .attr("to", self.user_jid(user));
                     self.deliver(&conns, &gone);
                 }
+                self.forget_unfollowed(contact);
+            }
+        }
+    }
+
+    /// Forget what was kept of `contact` (at another node) once nobody
+    /// here sees them: their node no longer tells us of changes.
+    pub(super) fn forget_unfollowed(&mut self, contact: &Jid) {
+        let bare = contact.to_bare().to_string();
+        let followed = self
+            .accounts
+            .values()
+            .any(|a| a.roster.get(&bare).is_some_and(|i| i.subscription.has_to()));
+        if !followed {
+            for (jid, _) in self.remote_presence.of_bare(contact) {
+                self.remote_presence.remove(&jid);
             }
         }
     }

@@ -27,6 +27,9 @@ pub(crate) enum Routed {
     Accepted {
         stanza_id: Option<String>,
     },
+    /// For a user at another node: archived and copied to the sender's
+    /// other sessions once its link took it (`remote_message_sent`).
+    Deferred,
 }
 
 impl Ctx<'_> {

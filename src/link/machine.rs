@@ -160,12 +160,24 @@ impl Links {
         (self.is_site(domain) || self.is_upstream(domain)).then(|| PeerId::new(domain))
     }
 
+    /// Whether the link that reaches `domain` is up.
+    pub fn is_up_for(&self, domain: &str, store: &LinkStore) -> bool {
+        self.route_for(domain, store)
+            .is_some_and(|p| self.is_up(&p))
+    }
+
     /// Whether `sender` (a bare JID) may queue `bytes` more of one-to-one
     /// traffic for the link that reaches `domain`: within its share
     /// (`RELAYS_PER_SENDER`, `RELAY_BYTES_PER_SENDER`) and without pushing
     /// older events out of the queue (what a user sends is refused, never
     /// dropped later).
-    pub fn relay_fits(&self, domain: &str, sender: &Jid, bytes: u64, store: &LinkStore) -> bool {
+    pub fn relay_fits(
+        &self,
+        domain: &str,
+        sender: Option<&Jid>,
+        bytes: u64,
+        store: &LinkStore,
+    ) -> bool {
         let Some(peer) = self.route_for(domain, store) else {
             return false;
         };
@@ -177,6 +189,9 @@ impl Links {
         {
             return false;
         }
+        let Some(sender) = sender else {
+            return true; // Not held to a share.
+        };
         let (mut count, mut total) = (0usize, 0u64);
         for q in &l.unacked {
             if let QueuedEvent::Typed(ev) = &q.event {
@@ -728,7 +743,21 @@ impl Links {
     ) {
         let xml = ev.encode().to_xml(DMUC);
         let seq = store.get(peer).map_or(1, |l| l.next_out.max(1));
-        if let Some(upto) = self.oldest_to_drop(peer, xml.len() as u64, store) {
+        let mut drop = self.oldest_to_drop(peer, xml.len() as u64, store);
+        if drop.is_some_and(|upto| Self::holds_relays(store, peer, upto)) {
+            // Users' one-to-one stanzas were accepted: never dropped. While
+            // the link is up they are on their way and the queue may run
+            // over; while it is down a room event goes instead, and the
+            // site, told at its next hello, resynchronises its rooms.
+            if !self.is_up(peer) {
+                self.detached.insert(peer.clone());
+                return log::warn!(
+                    "link {peer}: queue full of one-to-one traffic; a room event waits for a resync"
+                );
+            }
+            drop = None;
+        }
+        if let Some(upto) = drop {
             log::warn!("link {peer}: too much unacknowledged; dropping events up to {upto}");
             let record = Record::LinkAcked {
                 peer: peer.clone(),
@@ -751,6 +780,15 @@ impl Links {
                 self.write(now, conn, format!("<e n='{seq}'>{xml}</e>").as_bytes());
             }
         }
+    }
+
+    /// Whether a user's stanza waits among the events up to `upto`.
+    fn holds_relays(store: &LinkStore, peer: &PeerId, upto: u64) -> bool {
+        store.get(peer).is_some_and(|l| {
+            l.unacked.iter().take_while(|q| q.seq <= upto).any(|q| {
+                matches!(&q.event, QueuedEvent::Typed(ev) if matches!(ev.as_ref(), LinkEvent::Relay { from, .. } if from.local().is_some()))
+            })
+        })
     }
 
     /// Past the bounds on what waits for the peer's acknowledgement (count

@@ -337,6 +337,7 @@ impl Node {
                 self.mirrors.reconfigure(self.cfg.clone());
                 self.keep_archives_within_total();
                 self.keep_account_archives_within_total();
+                self.refresh_routes();
             }
             Event::Shutdown => self.shutdown(),
         }

@@ -149,13 +149,26 @@ impl Node {
 
     /// A user's stanza that came over the link from `peer`, not for a
     /// room: to the user here, or on to the site it is for.
-    pub(crate) fn on_remote_stanza(&mut self, peer: &PeerId, from: Jid, to: Jid, stanza: Element) {
+    pub(crate) fn on_remote_stanza(
+        &mut self,
+        peer: &PeerId,
+        from: Jid,
+        to: Jid,
+        mut stanza: Element,
+    ) {
         if !self.speaks_for(peer, &from) {
             return log::warn!(
                 "link {peer}: refused a stanza from {from}: not a domain it speaks for"
             );
         }
-        let mut stanza = stanza;
+        if from.local().is_none() && !crate::link::event::relay_may_be_transient(&stanza) {
+            // A node speaks as itself only to probe and to say its users
+            // went: nothing it sends as itself is queued.
+            return log::warn!(
+                "link {peer}: refused a {} from the domain {from}",
+                stanza.name
+            );
+        }
         stanza.set_attr("from", from.to_string());
         stanza.set_attr("to", to.to_string());
         if to.domain() == self.cfg.domain {
@@ -168,13 +181,26 @@ impl Node {
             // A master relays between its sites, in order, queued durably
             // (but what is said again after a split).
             let transient = crate::link::event::relay_may_be_transient(&stanza);
-            return self.send_remote(&to, &stanza, transient);
+            let down = !self.links.is_up(to.domain());
+            let request = matches!(stanza.get_attr("type"), Some("get" | "set"));
+            if transient && down && stanza.name == "iq" && request {
+                return self.answer_over_link(&stanza, "remote-server-timeout");
+            }
+            self.send_remote(&to, &stanza, transient);
+            return;
         }
+        self.answer_over_link(&stanza, "remote-server-not-found");
+    }
+
+    /// An error from here for the sender of `stanza`, at another node.
+    fn answer_over_link(&mut self, stanza: &Element, condition: &str) {
+        let Some(from) = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
+            return;
+        };
+        let kind = crate::stanza::error_type_for(condition);
         let domain = self.cfg.domain.clone();
-        if let Some(error) =
-            crate::stanza::error_reply(&stanza, "remote-server-not-found", "cancel", &domain)
-        {
-            self.link_deliver_stanza(&from, &error);
+        if let Some(error) = crate::stanza::error_reply(stanza, condition, kind, &domain) {
+            self.send_remote(&from, &error, stanza.name == "iq");
         }
     }
 
@@ -186,12 +212,16 @@ impl Node {
             return true;
         };
         if from.local().is_none() {
-            return true; // The server's own (a domain-wide presence).
+            return true; // The server's own: domain-wide presence.
         }
+        // Subscriptions are held to no share (the rosters bound them, and
+        // an answer must not be refused for messages), only to the queue.
+        let bare = from.to_bare();
+        let share = (el.name != "presence").then_some(&bare);
         let bytes = el.to_xml(crate::xml::ns::CLIENT).len() as u64 + 64;
         if self
             .links
-            .relay_fits(to.domain(), &from.to_bare(), bytes, &self.state.links)
+            .relay_fits(to.domain(), share, bytes, &self.state.links)
         {
             return true;
         }
@@ -217,15 +247,27 @@ impl Node {
 
     /// A stanza for a user or server the links reach; `transient`: only
     /// if its link is up now (never queued).
-    pub(crate) fn send_remote(&mut self, to: &Jid, el: &Element, transient: bool) {
+    pub(crate) fn send_remote(&mut self, to: &Jid, el: &Element, transient: bool) -> bool {
         if !transient && !self.relay_fits(to, el) {
-            return;
+            return false;
         }
         let sent = match transient {
             true => self
                 .links
                 .relay_transient(self.now.mono_ms, to, el, &self.state.links),
-            false => self.link_deliver_stanza(to, el),
+            false => {
+                // A message that waits for the link says when it was sent.
+                let waits = el.name == "message"
+                    && !self.links.is_up_for(to.domain(), &self.state.links)
+                    && !el.has_child("delay", crate::xml::ns::DELAY);
+                match waits {
+                    true => {
+                        let stamp = crate::stanza::delay(&self.cfg.domain, self.now.unix_ms);
+                        self.link_deliver_stanza(to, &el.clone().child(stamp))
+                    }
+                    false => self.link_deliver_stanza(to, el),
+                }
+            }
         };
         if !sent {
             log::debug!(
@@ -233,5 +275,6 @@ impl Node {
                 to.domain()
             );
         }
+        sent
     }
 }

@@ -149,7 +149,19 @@ impl Node {
                     } => self.clients.stream_error(conn, condition, text),
                     ImOutput::Persist(record) => self.push_action(Action::Persist(record)),
                     ImOutput::LeaveRooms { conn } => self.leave_all_rooms(conn),
-                    ImOutput::Remote { to, el, transient } => self.send_remote(&to, &el, transient),
+                    ImOutput::Remote {
+                        to,
+                        el,
+                        transient,
+                        sent_by,
+                    } => {
+                        let sent = self.send_remote(&to, &el, transient);
+                        if let Some(conn) = sent_by.filter(|_| sent) {
+                            self.im
+                                .ctx(&mut self.state.accounts, &self.clients, self.now)
+                                .remote_message_sent(conn, &el);
+                        }
+                    }
                 }
             }
         }
