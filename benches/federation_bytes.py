@@ -59,10 +59,13 @@ PASSWORD = "bench-password"
 
 
 class Relay:
-    """Counts every byte between the nodes, both ways."""
+    """Counts every byte between the nodes, both ways; `dialed[host]` and
+    `answered[host]` split them for the connections made to the listening
+    address `host`: what the dialing node sent, and what it was sent."""
 
     def __init__(self):
         self.bytes = 0
+        self.dialed, self.answered = {}, {}
         self.servers = []
         self.routes = []
         self.writers = set()
@@ -92,14 +95,15 @@ class Relay:
                 return
             self.writers.update((w, tw))
 
-            async def pump(src, dst):
+            async def pump(src, dst, counts):
                 while data := await src.read(65536):
                     self.bytes += len(data)
+                    counts[host] = counts.get(host, 0) + len(data)
                     dst.write(data)
                     await dst.drain()
                 dst.close()
             try:
-                await asyncio.gather(pump(r, tw), pump(tr, w), return_exceptions=True)
+                await asyncio.gather(pump(r, tw, self.dialed), pump(tr, w, self.answered), return_exceptions=True)
             except asyncio.CancelledError:
                 pass
             self.writers.difference_update((w, tw))

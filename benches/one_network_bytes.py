@@ -10,20 +10,22 @@ site raleigh.example, and a relay counting every byte between the two nodes
 * messages: Kevin at HQ and u0 at the site exchange one-to-one chat messages
   (100-byte bodies of random words, as in federation_bytes.py), site->HQ and
   HQ->site, first in a burst (all sent at once), then paced (each sent once
-  the previous one has arrived). Per message: the link bytes, and their ratio
-  to the body plus its ids (the client's `id` and the `stanza-id`s the
-  recipient is given).
-* presence: N site users subscribe to Kevin (not counted, but the set-up
-  per subscriber is shown), then Kevin changes his presence P times, each
-  once every subscriber has the previous one. N grows through --subscribers.
+  the previous one has arrived). Per message: the link bytes, those the
+  sender's node sent, and their ratio to the body plus its ids (the client's
+  `id` and the `stanza-id` the recipient is given, counted once though
+  outpost stamps it by the sender and by the recipient).
+* presence: N site users subscribe to Kevin (not timed; the bytes per
+  subscription are shown, and whether each new subscriber was sent Kevin's
+  presence on approval), then Kevin changes his presence P times, each once
+  every subscriber has the previous one. N grows through --subscribers.
 * a cut: the relay drops the link for --cut seconds while u0 sends Kevin a
   message every --every seconds; after the restore, the bytes and seconds
   until Kevin has every message (or --wait seconds have passed), how many
-  arrived and how many twice, and the errors u0 was sent.
+  arrived, how many twice, whether in order, and the errors u0 was sent.
 
 Bytes are attributed to a step once the link has been quiet for a second.
-The one-hour cut is not measured here (the simulator's resync_bytes covers
-room traffic; this script's cut is real time).
+The relay does not shape the link. A one-hour cut is not measured here (real
+time): see the simulator's benches/one_network_resync.rs.
 
     cargo build --release
     sudo target/test-venv/bin/python benches/one_network_bytes.py
@@ -39,13 +41,20 @@ import sys
 import time
 
 from federation_bytes import (
-    HQ_IP, OUTPOST, PASSWORD, SITE_IP, Raw, chat_line, enter_namespace, measure, private_network,
-    start_outpost, start_prosody,
+    HQ_IP, HQ_RELAY, OUTPOST, PASSWORD, SITE_IP, SITE_RELAY, Raw, chat_line, enter_namespace, measure,
+    private_network, start_outpost, start_prosody,
 )
 
 KEVIN = "kevin@fairfax.example"
 SITE = "raleigh.example"
 STANZA_ID = re.compile(r"<stanza-id [^>]*?\bid=['\"]([^'\"]*)['\"]")
+
+
+def sent_by(relay, node):
+    """The link bytes `node` ("site" or "hq") sent so far: the site dials
+    HQ's relay address, HQ the site's."""
+    there, back = (HQ_RELAY, SITE_RELAY) if node == "site" else (SITE_RELAY, HQ_RELAY)
+    return relay.dialed.get(there, 0) + relay.answered.get(back, 0)
 
 
 async def online(host, domain, user, status=""):
@@ -64,29 +73,37 @@ async def read_n(raw, needle, n):
 
 
 async def subscribe(kevin, user, raw):
-    """`user` at the site asks to see Kevin's presence; Kevin approves; the
-    user has his presence."""
+    """`user` at the site asks to see Kevin's presence and Kevin approves:
+    what the user was sent until the approval."""
     await raw.send(f"<presence to='{KEVIN}' type='subscribe'/>")
     await kevin.read_until("type='subscribe'")
     await kevin.send(f"<presence to='{user}@{SITE}' type='subscribed'/>")
-    await raw.read_until("</status>")
+    return await raw.read_until("type='subscribed'")
+
+
+async def pending(raw, seconds=0.05):
+    """What `raw` was sent and has not read yet (its buffer, and what comes
+    within `seconds`); the buffer is emptied."""
+    text, raw.buffer = raw.buffer, ""
+    try:
+        while chunk := await asyncio.wait_for(raw.reader.read(65536), seconds):
+            text += chunk.decode(errors="replace")
+    except asyncio.TimeoutError:
+        pass
+    return text
 
 
 async def drained(relay, *raws):
     """Once the link is quiet, forget what the clients were sent so far."""
     await relay.quiet()
     for r in raws:
-        try:
-            while chunk := await asyncio.wait_for(r.reader.read(65536), 0.05):
-                pass
-        except asyncio.TimeoutError:
-            pass
-        r.buffer = ""
+        await pending(r)
 
 
-async def messages(relay, sender, receiver, to, tag, seed, n, paced):
-    """Link bytes per message and the yardstick (body + ids) per message."""
-    start, text = relay.bytes, ""
+async def messages(relay, sender, receiver, to, tag, seed, n, paced, origin):
+    """Per message: link bytes, those the sender's node (`origin`) sent, and
+    the yardstick (body + ids)."""
+    start, forward, text = relay.bytes, sent_by(relay, origin), ""
     stanzas = [f"<message to='{to}' type='chat' id='{tag}{i}'><body>{chat_line(seed + i)}</body></message>"
                for i in range(n)]
     if paced:
@@ -97,17 +114,19 @@ async def messages(relay, sender, receiver, to, tag, seed, n, paced):
         await sender.send("".join(stanzas))
         text = await read_n(receiver, "</body>", n)
     await relay.quiet()
-    ids = sum(len(f"{tag}{i}") for i in range(n)) + sum(len(i) for i in STANZA_ID.findall(text))
-    return (relay.bytes - start) / n, (100 * n + ids) / n
+    # A message's stanza-id counts once, though outpost stamps it by the sender and by the recipient.
+    ids = sum(len(f"{tag}{i}") for i in range(n)) + sum(len(i) for i in set(STANZA_ID.findall(text)))
+    return (relay.bytes - start) / n, (sent_by(relay, origin) - forward) / n, (100 * n + ids) / n
 
 
 async def presence_changes(relay, kevin, subscribers, n, first):
-    start = relay.bytes
+    """Per change: link bytes, and those HQ sent."""
+    start, forward = relay.bytes, sent_by(relay, "hq")
     for i in range(first, first + n):
         await kevin.send(f"<presence><show>away</show><status>p{i}</status></presence>")
         await asyncio.gather(*(r.read_until(f">p{i}</status>") for r in subscribers))
     await relay.quiet()
-    return (relay.bytes - start) / n
+    return (relay.bytes - start) / n, (sent_by(relay, "hq") - forward) / n
 
 
 async def cut(relay, u0, kevin, seconds, every, wait):
@@ -150,7 +169,7 @@ async def cut(relay, u0, kevin, seconds, every, wait):
     return after, delivered, len(bodies), twice, errors, took, positions == sorted(positions)
 
 
-async def scenario(relay, args):
+async def scenario(name, relay, args):
     site_users = [f"u{i}" for i in range(max(args.subscribers))]
     kevin = await online(HQ_IP, "fairfax.example", "kevin", status="here")
     locals_ = [await online(SITE_IP, SITE, u) for u in site_users]
@@ -166,17 +185,27 @@ async def scenario(relay, args):
         for direction, (a, b, to) in (("site->HQ", (u0, kevin, KEVIN)), ("HQ->site", (kevin, u0, f"u0@{SITE}"))):
             tag = f"{'p' if paced else 'b'}{'s' if direction[0] == 's' else 'h'}"
             seed = 100_000 * (1 + len(out["messages"]))
-            out["messages"][(direction, paced)] = await messages(relay, a, b, to, tag, seed, args.messages, paced)
+            origin = "site" if a is u0 else "hq"
+            out["messages"][(direction, paced)] = await messages(relay, a, b, to, tag, seed, args.messages, paced, origin)
             await drained(relay, kevin, *locals_)
     subscribed, first = 0, 0
     for n in args.subscribers:
-        start = relay.bytes
+        start, seen = relay.bytes, {}
         for i in range(subscribed, n):
-            await subscribe(kevin, site_users[i], locals_[i])
+            seen[i] = await subscribe(kevin, site_users[i], locals_[i])
+        await relay.quiet()
+        # Approved: each new subscriber should have been sent Kevin's presence (RFC 6121 3.1.5).
+        without = 0
+        for i, text in seen.items():
+            text += await pending(locals_[i], 0.3)
+            if "</status>" not in text:
+                without += 1
+                print(f"{name}: u{i} approved but not sent Kevin's presence; it got: {text!r}", file=sys.stderr)
         await drained(relay, kevin, *locals_)
         setup = (relay.bytes - start) / (n - subscribed) if n > subscribed else 0
         subscribed = n
-        out["presence"][n] = (await presence_changes(relay, kevin, locals_[:n], args.presences, first), setup)
+        per, forward = await presence_changes(relay, kevin, locals_[:n], args.presences, first)
+        out["presence"][n] = (per, forward, setup, without)
         first += args.presences
         await drained(relay, kevin, *locals_)
     out["cut"] = await cut(relay, u0, kevin, args.cut, args.every, args.wait)
@@ -190,22 +219,27 @@ async def run(name, work, args):
     start = start_outpost if name == "outpost" else start_prosody
     kwargs = {} if name == "outpost" else {"muc": False}
     relay, procs = await start(work, ["kevin"], users, **kwargs)
-    return await measure(relay, procs, lambda: scenario(relay, args))
+    return await measure(relay, procs, lambda: scenario(name, relay, args))
 
 
 def report(results, args):
     print(f"\none-to-one messages: link bytes per message (TCP payload incl. TLS), {args.messages} messages "
-          "of 100-byte bodies;\nbody+ids: the body, the client's id and the stanza-ids the recipient was given")
-    print(f"{'server':8} {'direction':9} {'sent':7} {'per message':>12} {'body+ids':>9} {'ratio':>6}")
+          "of 100-byte bodies;\nbody+ids: the body, the client's id and the stanza-id the recipient was given (none from Prosody without MAM)")
+    print("one way: what the sender's node sent (the rest went back: acknowledgements, TLS records)")
+    print(f"{'server':8} {'direction':9} {'sent':7} {'per message':>12} {'one way':>8} {'body+ids':>9} {'ratio':>6}")
     for name, r in results.items():
-        for (direction, paced), (per, yard) in r["messages"].items():
-            print(f"{name:8} {direction:9} {'paced' if paced else 'burst':7} {per:>12.0f} {yard:>9.0f} {per / yard:>5.2f}x")
+        for (direction, paced), (per, forward, yard) in r["messages"].items():
+            print(f"{name:8} {direction:9} {'paced' if paced else 'burst':7} {per:>12.0f} {forward:>8.0f} {yard:>9.0f}"
+                  f" {per / yard:>5.2f}x")
     print(f"\npresence: link bytes per presence change of an HQ user with N subscribers at the site "
           f"({args.presences} changes, each once\nevery subscriber had the previous one); set-up: bytes per subscription (request, approval, first presence)")
-    print(f"{'server':8} {'N':>3} {'per change':>11} {'set-up':>8}")
+    print("without presence: of the subscribers added for this N, those not sent Kevin's presence on approval")
+    print(f"{'server':8} {'N':>3} {'per change':>11} {'HQ->site':>9} {'set-up':>8} {'without presence':>17}")
     for name, r in results.items():
-        for n, (per, setup) in r["presence"].items():
-            print(f"{name:8} {n:>3} {per:>11.0f} {setup:>8.0f}")
+        prev = 0
+        for n, (per, forward, setup, without) in r["presence"].items():
+            print(f"{name:8} {n:>3} {per:>11.0f} {forward:>9.0f} {setup:>8.0f} {without:>11}/{n - prev:<5}")
+            prev = n
     print(f"\na {args.cut} s cut with a site->HQ message every {args.every} s: from the restore until Kevin has "
           f"every message (or {args.wait} s)")
     print(f"{'server':8} {'bytes after':>12} {'delivered':>10} {'twice':>6} {'errors to sender':>17} {'in order':>9} {'converged':>10}")

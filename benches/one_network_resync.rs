@@ -7,7 +7,7 @@
 //! and how many arrived (all must: they were queued durably), against the
 //! messages' bodies plus stanza-ids (the yardstick: at most 1.2x).
 //!
-//! Prosody's s2s over a shaped link is measured by
+//! Prosody's s2s over the same relay is measured by
 //! benches/one_network_bytes.py (a one-minute cut: it bounces what was
 //! sent during it); an hour of real time is left to the simulator.
 //!

@@ -1283,3 +1283,39 @@ fn a_subscription_request_to_nobody_at_another_node_is_answered() {
         "pending for ever (a local request to nobody is answered unsubscribed): {got}"
     );
 }
+
+#[test]
+fn a_second_subscriber_at_a_node_is_shown_the_contacts_presence_at_once() {
+    let mut w = world();
+    befriend(
+        &mut w.net,
+        (DURHAM, w.dana, "dana@durham.example"),
+        (HQ, w.kevin, "kevin@fairfax.example"),
+    );
+    w.net.node(DURHAM).add_user("fan", "f");
+    let fan = online(&mut w.net, DURHAM, "fan", "f");
+    presence(
+        &mut w.net,
+        DURHAM,
+        fan,
+        "<presence to='kevin@fairfax.example' type='subscribe'/>",
+    );
+    w.net.node(HQ).take(w.kevin);
+    presence(
+        &mut w.net,
+        HQ,
+        w.kevin,
+        "<presence to='fan@durham.example' type='subscribed'/>",
+    );
+    let got = w.net.node(DURHAM).take(fan);
+    assert!(
+        got.contains("type='subscribed'")
+            && got.contains("<presence from='kevin@fairfax.example/r'"),
+        "{got}"
+    );
+    assert_eq!(
+        w.net.node(DURHAM).take(w.dana),
+        "",
+        "Dana saw nothing change"
+    );
+}

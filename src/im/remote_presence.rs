@@ -459,6 +459,20 @@ impl Ctx<'_> {
                     i.visible = true;
                 });
                 self.notify(user, &contact_jid, "subscribed");
+                // Someone here followed the contact already: the kept
+                // presence now (the contact's node says it again, and an
+                // unchanged one is not handed out twice).
+                let me_bare = self.user_jid(user);
+                let conns = self.bound.available_conns(user);
+                for (full, presence) in self.remote_presence.of_bare(contact) {
+                    if hidden_from(&presence).contains(&me_bare) {
+                        continue;
+                    }
+                    let mut p = without_hidden(&presence);
+                    p.set_attr("from", full.to_string());
+                    p.set_attr("to", me_bare.clone());
+                    self.deliver(&conns, &p);
+                }
             }
             "unsubscribe" => {
                 if !item
