@@ -80,6 +80,14 @@ fn online(net: &mut Network, node: usize, user: &str, pw: &str) -> u64 {
     c
 }
 
+/// The link of `site` comes back, and everything settles (its redial
+/// backoff may have grown during the split).
+fn heal(net: &mut Network, site: usize) {
+    net.restore(site);
+    net.advance(120_000);
+    net.settle();
+}
+
 fn chat(net: &mut Network, node: usize, conn: u64, to: &str, body: &str) {
     net.node(node).send(
         conn,
@@ -205,9 +213,7 @@ fn messages_sent_during_a_split_arrive_once_in_order_and_delayed_after_it() {
         "no error: deferred"
     );
     assert_eq!(w.net.node(DURHAM).take(w.dana).trim(), "");
-    w.net.restore(RALEIGH);
-    w.net.advance(120_000); // Redial (its backoff grew during the minute), hello, resend.
-    w.net.settle();
+    heal(&mut w.net, RALEIGH);
     let hq = w.net.node(HQ).take(w.kevin);
     let site = w.net.node(RALEIGH).take(w.wayne);
     for (out, prefix) in [(&hq, "cut-"), (&site, "back-")] {
@@ -582,9 +588,7 @@ fn after_a_long_split_contacts_go_unavailable_and_come_back() {
         site.contains("from='kevin@fairfax.example/r'") && site.contains("type='unavailable'"),
         "{site}"
     );
-    w.net.restore(RALEIGH);
-    w.net.advance(120_000);
-    w.net.settle();
+    heal(&mut w.net, RALEIGH);
     let hq = w.net.node(HQ).take(w.kevin);
     assert!(
         hq.contains("from='wayne@raleigh.example/r'") && !hq.contains("unavailable"),
@@ -755,9 +759,7 @@ fn one_user_fills_only_its_share_of_a_split_links_queue() {
         "from-ann",
     );
     assert!(!w.net.node(RALEIGH).take(ann).contains("type='error'"));
-    w.net.restore(RALEIGH);
-    w.net.advance(120_000);
-    w.net.settle();
+    heal(&mut w.net, RALEIGH);
     let got = w.net.node(HQ).take(w.kevin);
     assert_eq!(got.matches("<body>q").count(), share);
     assert!(got.contains("<body>from-ann</body>") && !got.contains("one-too-many"));
@@ -969,9 +971,7 @@ fn a_subscription_answer_is_not_lost_when_the_senders_share_is_full() {
         "<presence to='kevin@fairfax.example' type='subscribed'/>",
     );
     let said = w.net.node(RALEIGH).take(w.wayne);
-    w.net.restore(RALEIGH);
-    w.net.advance(120_000);
-    w.net.settle();
+    heal(&mut w.net, RALEIGH);
     assert_eq!(
         subscription(&mut w.net, RALEIGH, "wayne", "kevin@fairfax.example"),
         "From ask=false pending=false",
@@ -1027,9 +1027,7 @@ fn a_site_cannot_push_other_users_queued_messages_out_with_domain_stanzas() {
         frames.push_str(&format!("<e n='{n}'><relay from='raleigh.example' to='dana@durham.example'><message xmlns='jabber:client' type='chat'><body>flood-{n}</body></message></relay></e>"));
     }
     forge_link(&mut w.net, "raleigh.example", &frames);
-    w.net.restore(DURHAM);
-    w.net.advance(120_000);
-    w.net.settle();
+    heal(&mut w.net, DURHAM);
     let dana = w.net.node(DURHAM).take(w.dana);
     assert!(
         dana.contains("<body>k0</body>") && dana.contains("<body>k1</body>"),
@@ -1067,9 +1065,7 @@ fn room_traffic_during_a_split_does_not_drop_queued_one_to_one_messages() {
             &format!("<message to='{ROOM}' type='groupchat'><body>room-{i}</body></message>"),
         );
     }
-    w.net.restore(DURHAM);
-    w.net.advance(120_000);
-    w.net.settle();
+    heal(&mut w.net, DURHAM);
     let dana = w.net.node(DURHAM).take(w.dana);
     assert!(dana.contains("<body>room-9</body>"), "{dana}");
     assert!(
@@ -1184,9 +1180,7 @@ fn a_message_that_waits_at_hq_for_the_other_site_is_marked_delayed() {
         "waited",
     );
     w.net.advance(60_000);
-    w.net.restore(DURHAM);
-    w.net.advance(120_000);
-    w.net.settle();
+    heal(&mut w.net, DURHAM);
     let dana = w.net.node(DURHAM).take(w.dana);
     assert!(dana.contains("<body>waited</body>"), "{dana}");
     assert!(
