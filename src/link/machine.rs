@@ -848,8 +848,10 @@ impl Links {
     ) -> Option<(PeerId, LinkEvent)> {
         let peer = self.route_for(to.domain(), store)?;
         let from = el.get_attr("from").and_then(|f| Jid::parse(f).ok())?;
+        // The event carries the addressing; the receiver puts it back.
         let mut stanza = el.clone();
-        stanza.set_attr("to", to.to_string());
+        stanza.remove_attr("from");
+        stanza.remove_attr("to");
         let ev = LinkEvent::Relay {
             from,
             to: to.clone(),
