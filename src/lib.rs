@@ -9,6 +9,7 @@ pub mod admission;
 pub mod c2s;
 pub mod common;
 pub mod config;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod im;

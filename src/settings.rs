@@ -156,6 +156,57 @@ pub struct NodeConfig {
     /// Bytes of one account's roster (so a roster fetch always fits what a
     /// connection may queue).
     pub roster_bytes: usize,
+    pub upload: UploadConfig,
+}
+
+/// File upload (XEP-0363) and files crossing the links (`[upload]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadConfig {
+    /// Whether this node offers upload slots (`[upload]` is configured).
+    /// Files of other nodes are fetched and served either way.
+    pub enabled: bool,
+    /// Where clients reach the HTTPS server, without a trailing slash: the
+    /// slots' URLs start with it. An organisation-wide host name that every
+    /// node serves as its own (docs/operations.md) goes here too.
+    pub public_url: String,
+    pub max_file_bytes: u64,
+    /// Bytes one account may have stored, slots granted included.
+    pub user_quota_bytes: u64,
+    /// Bytes of this node's users' files in all.
+    pub total_bytes: u64,
+    /// Bytes of other nodes' files kept here (least recently used go first).
+    pub cache_bytes: u64,
+    /// Files older than this go; 0 keeps them until a bound needs room.
+    pub expire_days: u64,
+    /// How long a slot may wait for its upload.
+    pub slot_ms: u64,
+    /// Slots one account may hold unused at once.
+    pub slots_per_user: usize,
+    /// Another node's files up to this size are fetched as soon as a
+    /// message names them (thumbnails, voice notes); larger ones when
+    /// someone opens them.
+    pub eager_bytes: u64,
+    /// Bytes per second of file chunks one link may carry; 0: as many as
+    /// the link takes without delaying chat (the chunk window adapts).
+    pub link_rate: u64,
+}
+
+impl UploadConfig {
+    pub fn new(domain: &str) -> UploadConfig {
+        UploadConfig {
+            enabled: true,
+            public_url: format!("https://{domain}:5281"),
+            max_file_bytes: 10 * 1024 * 1024,
+            user_quota_bytes: 100 * 1024 * 1024,
+            total_bytes: 1024 * 1024 * 1024,
+            cache_bytes: 256 * 1024 * 1024,
+            expire_days: 30,
+            slot_ms: 300_000,
+            slots_per_user: 8,
+            eager_bytes: 64 * 1024,
+            link_rate: 0,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -186,6 +237,7 @@ impl NodeConfig {
             archive_bytes_total: 256 * 1024 * 1024,
             roster_limit: 1000,
             roster_bytes: 512 * 1024,
+            upload: UploadConfig::new(domain),
         }
     }
 }

@@ -532,6 +532,13 @@ impl Ctx<'_> {
                             .attr("jid", self.cfg.muc_service.clone())
                             .attr("name", "Chatrooms"),
                     );
+                    if self.cfg.upload.enabled {
+                        q = q.child(
+                            Element::new("item", ns::DISCO_ITEMS)
+                                .attr("jid", format!("upload.{}", self.cfg.domain))
+                                .attr("name", "HTTP File Upload"),
+                        );
+                    }
                 }
                 self.send_el(conn, &reply(Some(q)));
             }

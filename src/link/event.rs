@@ -135,7 +135,10 @@ impl LinkEvent {
             LinkEvent::Groupchat { message, .. } => {
                 !message.has_child("body", ns::CLIENT) && !message.has_child("subject", ns::CLIENT)
             }
-            LinkEvent::Routes { .. } => true,
+            LinkEvent::Routes { .. }
+            | LinkEvent::FileWant { .. }
+            | LinkEvent::FileChunk { .. }
+            | LinkEvent::FileMissing { .. } => true,
             LinkEvent::Relay { stanza, .. } => relay_may_be_transient(stanza),
             _ => false,
         }
@@ -287,6 +290,40 @@ impl LinkEvent {
                     e = e.child(el("domain").text(d.clone()));
                 }
                 e
+            }
+            LinkEvent::FileWant {
+                origin,
+                id,
+                offset,
+                len,
+            } => el("fw")
+                .attr("o", origin.clone())
+                .attr("i", id.clone())
+                .attr("at", offset.to_string())
+                .attr("n", len.to_string()),
+            LinkEvent::FileChunk {
+                origin,
+                id,
+                offset,
+                meta,
+                data,
+            } => {
+                use base64::Engine;
+                let mut e = el("fc")
+                    .attr("o", origin.clone())
+                    .attr("i", id.clone())
+                    .attr("at", offset.to_string());
+                if let Some(m) = meta {
+                    e = e
+                        .attr("size", m.size.to_string())
+                        .attr("sha", m.sha256.clone())
+                        .attr("type", m.content_type.clone())
+                        .attr("name", m.name.clone());
+                }
+                e.text(base64::engine::general_purpose::STANDARD.encode(data))
+            }
+            LinkEvent::FileMissing { origin, id } => {
+                el("fm").attr("o", origin.clone()).attr("i", id.clone())
             }
             LinkEvent::Vcard { room, vcard } => {
                 let e = el("vcard").attr("room", room.clone());
@@ -478,6 +515,38 @@ impl LinkEvent {
                 }
                 LinkEvent::Routes { domains }
             }
+            "fw" => LinkEvent::FileWant {
+                origin: attr("o")?,
+                id: attr("i")?,
+                offset: number(&attr("at")?)?,
+                len: u32::try_from(number(&attr("n")?)?).map_err(|_| bad("len too large"))?,
+            },
+            "fc" => {
+                use base64::Engine;
+                let meta = match e.get_attr("size") {
+                    Some(size) => Some(crate::files::FileMeta {
+                        size: number(size)?,
+                        sha256: attr("sha")?,
+                        content_type: attr("type")?,
+                        name: attr("name")?,
+                    }),
+                    None => None,
+                };
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(e.text_content().trim())
+                    .map_err(|_| bad("a file chunk that is not base64"))?;
+                LinkEvent::FileChunk {
+                    origin: attr("o")?,
+                    id: attr("i")?,
+                    offset: number(&attr("at")?)?,
+                    meta,
+                    data,
+                }
+            }
+            "fm" => LinkEvent::FileMissing {
+                origin: attr("o")?,
+                id: attr("i")?,
+            },
             "vcard" => LinkEvent::Vcard {
                 room: attr("room")?,
                 vcard: e.get_child("vCard", crate::im::NS_VCARD).cloned(),

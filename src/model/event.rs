@@ -143,6 +143,29 @@ pub enum LinkEvent {
     Routes {
         domains: Vec<String>,
     },
+
+    // ---- files, either way, unnumbered (the file lane) ----------------------
+    /// Asks for `len` bytes of a file from `offset` (0 bytes: its
+    /// description alone).
+    FileWant {
+        origin: String,
+        id: String,
+        offset: u64,
+        len: u32,
+    },
+    /// Part of a file; the first (at offset 0) describes it.
+    FileChunk {
+        origin: String,
+        id: String,
+        offset: u64,
+        meta: Option<crate::files::FileMeta>,
+        data: Vec<u8>,
+    },
+    /// No such file here (or it could not be fetched).
+    FileMissing {
+        origin: String,
+        id: String,
+    },
 }
 
 /// Domains a master may name in `Routes`.

@@ -121,7 +121,10 @@ impl Node {
 
     fn on_link_notice(&mut self, notice: LinkOutput) {
         match &notice {
-            LinkOutput::Down { .. } => self.refresh_routes(),
+            LinkOutput::Down { peer } => {
+                self.files_link_down(peer);
+                self.refresh_routes()
+            }
             LinkOutput::GraceExpired { peer } => self.link_gone(peer),
             _ => {}
         }
@@ -140,7 +143,16 @@ impl Node {
     fn on_from_peer(&mut self, from: FromPeer) {
         match from {
             FromPeer::Event { peer, seq, event } => {
-                match *event {
+                let mut event = *event;
+                if let Ok(ev) = &mut event {
+                    self.localise_file_links(ev);
+                }
+                match event {
+                    Ok(
+                        ev @ (LinkEvent::FileWant { .. }
+                        | LinkEvent::FileChunk { .. }
+                        | LinkEvent::FileMissing { .. }),
+                    ) => self.on_file_event(&peer, ev),
                     Ok(ev) if self.is_site(&peer) => self.on_site_event(&peer, ev),
                     Ok(ev) => self.on_upstream_event(&peer, ev),
                     // A well-framed event we cannot use is refused, not retried forever.
@@ -180,6 +192,7 @@ impl Node {
                     self.site_linked(&peer);
                 }
                 self.refresh_routes();
+                self.files_link_up();
             }
             FromPeer::Skipped { peer } => self.with_mirrors(|m| m.resync_upstream(&peer)),
         }

@@ -3,6 +3,7 @@
 //! the time arrives with every call and all output is an [`Action`].
 
 mod checks;
+mod files;
 mod held;
 mod links;
 mod mirrors;
@@ -50,6 +51,8 @@ pub enum AdminCommand {
     },
     /// The admin password's hash, to check a login against.
     AdminPasswordGet,
+    /// The upload HTTP server's questions (and the transfers shown).
+    File(crate::files::FileAsk),
 }
 
 /// A room and who is in it, as this node shows it.
@@ -107,6 +110,7 @@ pub enum AdminReply {
     Status(NodeStatus),
     AdminPassword(Option<Credentials>),
     Error(String),
+    File(crate::files::FileAnswer),
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +205,11 @@ pub struct Node {
     /// (a link down, a grace period over) waiting to be acted on.
     pub(crate) link_out: Vec<crate::link::LinkOutput>,
     pub(crate) link_notices: std::collections::VecDeque<crate::link::LinkOutput>,
+    /// Uploads, and files crossing the links (its durable side is
+    /// `state.files`).
+    pub(crate) files: crate::files::Files,
+    /// When files past their age are next looked for.
+    files_expiry_due: u64,
     rng: ChaCha20Rng,
     actions: Vec<Action>,
     pub(crate) now: Now,
@@ -238,6 +247,7 @@ impl Node {
         let mut im_seed = [0u8; 32];
         rng.fill_bytes(&mut im_seed);
         let im = crate::im::Router::new(cfg.clone(), im_seed);
+        let files = crate::files::Files::new(cfg.upload.clone(), &cfg.domain);
         let mut node = Node {
             cfg,
             state,
@@ -248,6 +258,8 @@ impl Node {
             links,
             link_out: Vec::new(),
             link_notices: std::collections::VecDeque::new(),
+            files,
+            files_expiry_due: 0,
             rng,
             actions: Vec::new(),
             now: Now::default(),
@@ -322,6 +334,10 @@ impl Node {
             Event::Disconnected { conn } => self.clients.disconnected(now.mono_ms, conn),
             Event::LinkUp { conn, peer } => self.on_link_up(conn, peer),
             Event::DialFailed { peer } => self.links.dial_failed(now.mono_ms, &peer),
+            Event::Admin {
+                req,
+                cmd: AdminCommand::File(ask),
+            } => self.on_file_ask(req, ask),
             Event::Admin { req, cmd } => {
                 let reply = self.on_admin(cmd);
                 self.actions.push(Action::AdminReply { req, reply });
@@ -335,6 +351,7 @@ impl Node {
                 self.im.reconfigure(self.cfg.clone());
                 self.muc.reconfigure(self.cfg.clone());
                 self.mirrors.reconfigure(self.cfg.clone());
+                self.files.reconfigure(self.cfg.upload.clone());
                 self.keep_archives_within_total();
                 self.keep_account_archives_within_total();
                 self.refresh_routes();
@@ -350,7 +367,11 @@ impl Node {
         let links = self.links.poll_timeout();
         let idle = self.mirrors.poll_timeout();
         let queries = self.im.next_deadline();
-        [timer, links, idle, queries].into_iter().flatten().min()
+        let files = self.files_deadline();
+        [timer, links, idle, queries, files]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
@@ -367,6 +388,7 @@ impl Node {
                 .expire_remote_queries();
             self.drain_im();
         }
+        self.files_timeouts();
         self.pump_clients();
     }
 
@@ -515,6 +537,7 @@ impl Node {
                 AdminReply::Done
             }
             AdminCommand::AdminPasswordGet => AdminReply::AdminPassword(self.state.admin.clone()),
+            AdminCommand::File(_) => unreachable!("answered by on_file_ask"),
         }
     }
 }

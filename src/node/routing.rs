@@ -43,6 +43,7 @@ impl Node {
                 self.on_muc_stanza(&origin, el, t)
             }
             Some(t) if self.is_mirrored_service(&t) => self.on_mirror_stanza(conn, el, t),
+            Some(t) if self.is_upload_service(&t) => self.on_upload_stanza(conn, from, el),
             to => {
                 self.im
                     .ctx(&mut self.state.accounts, &self.clients, self.now)

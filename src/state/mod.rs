@@ -255,6 +255,7 @@ impl From<LegacyState> for State {
             secret: None,
             held_sessions: Vec::new(),
             kept_epoch: None,
+            files: Default::default(),
         }
     }
 }
@@ -285,6 +286,9 @@ pub struct State {
     /// its sessions (those that ended said so over the links).
     #[serde(skip)]
     pub kept_epoch: Option<String>,
+    /// Files kept here: uploads and other nodes' files (see `files`).
+    #[serde(default)]
+    pub files: crate::files::FileIndex,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -422,6 +426,15 @@ pub enum Record {
     LinkRoutes {
         peer: PeerId,
         domains: Vec<String>,
+    },
+    /// A file kept here: an upload, or another node's file (its fetch
+    /// begun, or done when `complete`).
+    FileStored {
+        key: crate::files::FileKey,
+        file: crate::files::StoredFile,
+    },
+    FileRemoved {
+        key: crate::files::FileKey,
     },
 }
 
@@ -712,6 +725,9 @@ impl State {
                 self.kept_epoch = None;
             }
             Record::LinkEpochKept { epoch } => self.kept_epoch = Some(epoch.clone()),
+            Record::FileStored { .. } | Record::FileRemoved { .. } => {
+                crate::files::apply(&mut self.files, record)
+            }
         }
     }
 }

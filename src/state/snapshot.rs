@@ -197,6 +197,11 @@ pub enum SnapshotPart {
         peer: PeerId,
         domains: Vec<String>,
     },
+    /// A file kept here (format 7, added later: older nodes kept none).
+    File {
+        key: crate::files::FileKey,
+        file: crate::files::StoredFile,
+    },
 }
 
 impl SnapshotPart {
@@ -235,6 +240,7 @@ impl State {
             Entity::Mirror(key) => drop(self.mirrors.remove(key)),
             Entity::Admin => self.admin = None,
             Entity::Secret => self.secret = None,
+            Entity::File(key) => drop(self.files.remove(key)),
         }
     }
 
@@ -389,6 +395,9 @@ impl State {
                     r.vcard_seq = *seq;
                 }
             }
+            SnapshotPart::File { key, file } => {
+                self.files.insert(key.clone(), file.clone());
+            }
             SnapshotPart::MirrorVcard { key, vcard } => {
                 if let Some(m) = self.mirrors.get_mut(key) {
                     m.state.vcard = Some(vcard.clone());
@@ -499,6 +508,7 @@ pub enum Entity {
     Mirror(String),
     Admin,
     Secret,
+    File(crate::files::FileKey),
 }
 
 impl Entity {
@@ -532,6 +542,7 @@ impl Entity {
             | SnapshotPart::MirrorVcard { key, .. } => Entity::Mirror(key.clone()),
             SnapshotPart::Admin { .. } => Entity::Admin,
             SnapshotPart::Secret { .. } => Entity::Secret,
+            SnapshotPart::File { key, .. } => Entity::File(key.clone()),
         }
     }
 
@@ -561,6 +572,9 @@ impl Entity {
             Record::Mirror { key, .. } => Entity::Mirror(key.clone()),
             Record::AdminPassword { .. } => Entity::Admin,
             Record::ServerSecret { .. } => Entity::Secret,
+            Record::FileStored { key, .. } | Record::FileRemoved { key } => {
+                Entity::File(key.clone())
+            }
             // Kept only from a stop to the next start (see `State::held_sessions`).
             Record::SessionHeld(_) | Record::HeldSessionsTaken | Record::LinkEpochKept { .. } => {
                 return None
@@ -588,6 +602,7 @@ impl Entity {
         let mirror = |k| first_after(&state.mirrors, k).map(Entity::Mirror);
         let admin = || state.admin.as_ref().map(|_| Entity::Admin);
         let secret = || state.secret.as_ref().map(|_| Entity::Secret);
+        let file = |k| first_after(&state.files, k).map(Entity::File);
         // The rest of `after`'s kind, then every later kind from its start.
         match after {
             None => account(None)
@@ -595,25 +610,33 @@ impl Entity {
                 .or_else(|| link(None))
                 .or_else(|| mirror(None))
                 .or_else(admin)
-                .or_else(secret),
+                .or_else(secret)
+                .or_else(|| file(None)),
             Some(Entity::Account(k)) => account(Some(k))
                 .or_else(|| room(None))
                 .or_else(|| link(None))
                 .or_else(|| mirror(None))
                 .or_else(admin)
-                .or_else(secret),
+                .or_else(secret)
+                .or_else(|| file(None)),
             Some(Entity::Room(k)) => room(Some(k))
                 .or_else(|| link(None))
                 .or_else(|| mirror(None))
                 .or_else(admin)
-                .or_else(secret),
+                .or_else(secret)
+                .or_else(|| file(None)),
             Some(Entity::Link(k)) => link(Some(k))
                 .or_else(|| mirror(None))
                 .or_else(admin)
-                .or_else(secret),
-            Some(Entity::Mirror(k)) => mirror(Some(k)).or_else(admin).or_else(secret),
-            Some(Entity::Admin) => secret(),
-            Some(Entity::Secret) => None,
+                .or_else(secret)
+                .or_else(|| file(None)),
+            Some(Entity::Mirror(k)) => mirror(Some(k))
+                .or_else(admin)
+                .or_else(secret)
+                .or_else(|| file(None)),
+            Some(Entity::Admin) => secret().or_else(|| file(None)),
+            Some(Entity::Secret) => file(None),
+            Some(Entity::File(k)) => file(Some(k)),
         }
     }
 }
@@ -850,6 +873,12 @@ pub fn write_entity(
             if let Some(secret) = &state.secret {
                 let secret = secret.clone();
                 part(SnapshotPart::Secret { secret }, emit)?;
+            }
+        }
+        Entity::File(key) => {
+            if let Some(file) = state.files.get(key) {
+                let (key, file) = (key.clone(), file.clone());
+                part(SnapshotPart::File { key, file }, emit)?;
             }
         }
     }
