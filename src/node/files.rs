@@ -19,6 +19,16 @@ impl Node {
         format!("upload.{}", self.cfg.domain)
     }
 
+    /// Bytes here of another node's file being fetched (for tests and
+    /// the admin page).
+    pub fn files_fetch_have(&self, key: &FileKey) -> Option<u64> {
+        self.files.fetch(key).map(|f| f.have)
+    }
+
+    pub fn files_in_progress(&self) -> usize {
+        self.files.transfers(self.now.mono_ms).len()
+    }
+
     pub(crate) fn is_upload_service(&self, jid: &Jid) -> bool {
         self.cfg.upload.enabled && jid.local().is_none() && jid.domain() == self.upload_service()
     }

@@ -4,7 +4,10 @@
 //! issues grow it into a multi-node network with shaped links.
 
 mod blocks;
+mod files;
 mod network;
+
+pub use files::{sha256_hex, MemFiles};
 
 pub use network::{Network, Shape};
 
@@ -27,13 +30,15 @@ pub struct SimNode {
     next_conn: ConnId,
     outbox: HashMap<ConnId, Vec<u8>>,
     closed: HashSet<ConnId>,
-    admin_replies: Vec<AdminReply>,
+    admin_replies: Vec<(u64, AdminReply)>,
     /// Upstreams the node asked to dial, oldest first.
     pub dials: Vec<String>,
     /// Records persisted so far (for assertions on durability order).
     pub persisted: usize,
     /// Where sealed archive blocks go after each commit (see `blocks`).
     blocks: std::rc::Rc<blocks::MemBlocks>,
+    /// The node's file bytes (its `data_dir/files`).
+    pub files: std::rc::Rc<MemFiles>,
 }
 
 fn seed_bytes(seed: u64) -> [u8; 32] {
@@ -58,8 +63,11 @@ impl SimNode {
         // Installed first: a replay may read blocks.
         let blocks = blocks::store();
         let (log, state) = replay(storage);
+        let files = std::rc::Rc::new(MemFiles::default());
+        let mut node = Node::new(cfg.clone(), state, seed_bytes(seed));
+        node.install_file_store(files.clone());
         let mut sim = SimNode {
-            node: Node::new(cfg.clone(), state, seed_bytes(seed)),
+            node,
             log,
             cfg,
             seed,
@@ -74,6 +82,7 @@ impl SimNode {
             dials: Vec::new(),
             persisted: 0,
             blocks,
+            files,
         };
         sim.node.start(sim.now);
         sim.process();
@@ -110,7 +119,7 @@ impl SimNode {
                 Action::Close { conn } => {
                     self.closed.insert(conn);
                 }
-                Action::AdminReply { reply, .. } => self.admin_replies.push(reply),
+                Action::AdminReply { req, reply } => self.admin_replies.push((req, reply)),
                 Action::Dial { peer } => self.dials.push(peer.to_string()),
             }
         }
@@ -232,7 +241,30 @@ impl SimNode {
 
     pub fn admin(&mut self, cmd: AdminCommand) -> AdminReply {
         self.event(Event::Admin { req: 0, cmd });
-        self.admin_replies.pop().expect("admin reply")
+        self.admin_replies.pop().expect("admin reply").1
+    }
+
+    /// Ask what the upload HTTP server asks, as request `req`: the answer
+    /// if it came at once.
+    pub fn file_ask(
+        &mut self,
+        req: u64,
+        ask: crate::files::FileAsk,
+    ) -> Option<crate::files::FileAnswer> {
+        self.event(Event::Admin {
+            req,
+            cmd: AdminCommand::File(ask),
+        });
+        self.file_answer(req)
+    }
+
+    /// The answer to request `req`, if it came (taken).
+    pub fn file_answer(&mut self, req: u64) -> Option<crate::files::FileAnswer> {
+        let at = self.admin_replies.iter().position(|(r, _)| *r == req)?;
+        match self.admin_replies.remove(at).1 {
+            AdminReply::File(answer) => Some(answer),
+            other => panic!("not a file answer: {other:?}"),
+        }
     }
 
     pub fn add_user(&mut self, user: &str, password: &str) {
@@ -255,6 +287,7 @@ impl SimNode {
         let (log, state) = replay(storage);
         self.seed += 1;
         self.node = Node::new(self.cfg.clone(), state, seed_bytes(self.seed));
+        self.node.install_file_store(self.files.clone());
         self.log = log;
         self.outbox.clear();
         for c in 1..self.next_conn {

@@ -413,10 +413,48 @@ fn records() -> Vec<Record> {
             peer: crate::common::PeerId::new(PEER),
             domains: vec!["hq.example".into(), "durham.example".into()],
         },
+        Record::FileStored {
+            key: file_key("0123456789abcdef0123456789abcdef"),
+            file: crate::files::StoredFile {
+                meta: crate::files::FileMeta {
+                    size: 5000,
+                    sha256: "ab".repeat(32),
+                    content_type: "image/jpeg".into(),
+                    name: "site photo.jpg".into(),
+                },
+                owner: Some("alice".into()),
+                stamp_ms: 1_795_000_000_000,
+                complete: true,
+            },
+        },
+        Record::FileStored {
+            key: file_key("fedcba9876543210fedcba9876543210"),
+            file: crate::files::StoredFile {
+                meta: crate::files::FileMeta {
+                    size: 1,
+                    sha256: "cd".repeat(32),
+                    content_type: "application/octet-stream".into(),
+                    name: "gone.bin".into(),
+                },
+                owner: None,
+                stamp_ms: 1_795_000_000_000,
+                complete: false,
+            },
+        },
+        Record::FileRemoved {
+            key: file_key("fedcba9876543210fedcba9876543210"),
+        },
         // Taken back by the start: the snapshot has none.
         Record::HeldSessionsTaken,
     ]);
     records
+}
+
+fn file_key(id: &str) -> crate::files::FileKey {
+    crate::files::FileKey {
+        origin: "localhost".into(),
+        id: id.into(),
+    }
 }
 
 /// A one-to-one message in alice's archive.
