@@ -64,6 +64,48 @@ pub struct Config {
     pub upstream: Vec<Upstream>,
     #[serde(default)]
     pub admin: Admin,
+    /// File upload (XEP-0363) over HTTPS; none: this node takes no
+    /// uploads (it still fetches and serves other nodes' files for its
+    /// links).
+    pub upload: Option<Upload>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upload {
+    pub listen: SocketAddr,
+    /// Where clients reach `listen` (an organisation-wide host name goes
+    /// here); default `https://<domain>:<listen's port>`.
+    pub public_url: Option<String>,
+    /// The certificate for `public_url`'s host; default the c2s one.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub max_file_bytes: u64,
+    pub user_quota_bytes: u64,
+    pub total_bytes: u64,
+    pub cache_bytes: u64,
+    pub expire_days: u64,
+    pub eager_bytes: u64,
+    pub link_rate: u64,
+}
+
+impl Default for Upload {
+    fn default() -> Upload {
+        let core = crate::settings::UploadConfig::new("localhost");
+        Upload {
+            listen: "127.0.0.1:5281".parse().expect("literal"),
+            public_url: None,
+            cert: None,
+            key: None,
+            max_file_bytes: core.max_file_bytes,
+            user_quota_bytes: core.user_quota_bytes,
+            total_bytes: core.total_bytes,
+            cache_bytes: core.cache_bytes,
+            expire_days: core.expire_days,
+            eager_bytes: core.eager_bytes,
+            link_rate: core.link_rate,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -407,6 +449,34 @@ impl Config {
                 "[c2s] archive_bytes_per_account must be at most archive_bytes_total".into(),
             );
         }
+        if let Some(u) = &self.upload {
+            if u.max_file_bytes == 0 || u.max_file_bytes > u.user_quota_bytes {
+                return Err(
+                    "[upload] max_file_bytes must be at least 1 and at most user_quota_bytes"
+                        .into(),
+                );
+            }
+            if u.user_quota_bytes > u.total_bytes {
+                return Err("[upload] user_quota_bytes must be at most total_bytes".into());
+            }
+            if u.expire_days > 36_500 {
+                return Err(
+                    "[upload] expire_days must be at most 36500 (0: kept until a bound needs room)"
+                        .into(),
+                );
+            }
+            if u.cert.is_some() != u.key.is_some() {
+                return Err("[upload] cert and key go together".into());
+            }
+            if let Some(url) = &u.public_url {
+                let rest = url.strip_prefix("https://").unwrap_or("");
+                if rest.is_empty() || rest.contains('/') || rest.contains('?') {
+                    return Err(format!(
+                        "[upload] public_url must be https://host[:port] with no path, not {url:?}"
+                    ));
+                }
+            }
+        }
         if self.muc_service() == self.domain.0 {
             return Err("[muc] service must differ from domain".into());
         }
@@ -521,8 +591,34 @@ impl Config {
             archive_days: c.archive_days,
             archive_bytes_total: c.archive_bytes_total,
             roster_limit: c.roster_limit,
+            upload: self.upload_config(),
             // Not configurable: the bounds the node keeps fixed.
             ..NodeConfig::new(&self.domain.0)
+        }
+    }
+
+    pub fn upload_config(&self) -> crate::settings::UploadConfig {
+        let core = crate::settings::UploadConfig::new(&self.domain.0);
+        let Some(u) = &self.upload else {
+            return crate::settings::UploadConfig {
+                enabled: false,
+                ..core
+            };
+        };
+        crate::settings::UploadConfig {
+            enabled: true,
+            public_url: u
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("https://{}:{}", self.domain.0, u.listen.port())),
+            max_file_bytes: u.max_file_bytes,
+            user_quota_bytes: u.user_quota_bytes,
+            total_bytes: u.total_bytes,
+            cache_bytes: u.cache_bytes,
+            expire_days: u.expire_days,
+            eager_bytes: u.eager_bytes,
+            link_rate: u.link_rate,
+            ..core
         }
     }
 

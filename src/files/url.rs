@@ -35,6 +35,11 @@ pub fn parse_path(path: &str) -> Option<(FileKey, String)> {
     Some((key, name))
 }
 
+/// A key a peer may name: it becomes a path under `data_dir/files`.
+pub fn is_key(key: &FileKey) -> bool {
+    is_domain(&key.origin) && is_id(&key.id)
+}
+
 /// Ids are 32 lowercase hex digits (128 random bits).
 pub fn is_id(id: &str) -> bool {
     id.len() == 32
@@ -64,7 +69,8 @@ pub fn is_name(name: &str) -> bool {
             .any(|c| c == '/' || c == '\\' || c.is_control())
 }
 
-fn encode(name: &str) -> String {
+/// Percent-encode a file name for a URL path or a header.
+pub fn encode(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -174,6 +174,19 @@ impl Node {
     /// A file event from a peer.
     pub(crate) fn on_file_event(&mut self, peer: &PeerId, ev: LinkEvent) {
         let now = self.now;
+        let named = match &ev {
+            LinkEvent::FileWant { origin, id, .. }
+            | LinkEvent::FileChunk { origin, id, .. }
+            | LinkEvent::FileMissing { origin, id } => FileKey {
+                origin: origin.clone(),
+                id: id.clone(),
+            },
+            _ => return,
+        };
+        if !crate::files::url::is_key(&named) {
+            log::warn!("link {peer}: refused a file event naming {named}");
+            return;
+        }
         match ev {
             LinkEvent::FileWant {
                 origin,

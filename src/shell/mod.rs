@@ -14,6 +14,7 @@ mod conn;
 mod console;
 pub mod data;
 mod file_storage;
+pub mod files;
 pub use file_storage::FileStorage;
 pub mod datadir;
 pub mod demo;
@@ -22,6 +23,7 @@ pub mod logger;
 mod relay;
 pub mod stdout;
 mod tls;
+mod upload;
 mod web;
 
 use crate::config::Config;
@@ -132,6 +134,11 @@ async fn serve(
         ),
         (cfg.admin.http, "[admin] http", "the admin page"),
         (cfg.link.listen, "[link] listen", "links"),
+        (
+            cfg.upload.as_ref().map(|u| u.listen),
+            "[upload] listen",
+            "uploads",
+        ),
     ];
     drop(listen(clients.0, clients.1, clients.2)?);
     for (addr, setting, what) in optional {
@@ -160,9 +167,15 @@ async fn serve(
     let tls = futures_rustls::TlsAcceptor::from(tls_config.clone());
     let mut node = Node::new(cfg.node_config(), state, random_seed());
     let listener = listen(clients.0, clients.1, clients.2)?;
-    let [c2s_tls, web, links] = optional
+    let [c2s_tls, web, links, upload] = optional
         .map(|(addr, setting, what)| addr.map(|addr| listen(addr, setting, what)).transpose());
-    let (direct_tls_listener, web_listener, link_listener) = (c2s_tls?, web?, links?);
+    let (direct_tls_listener, web_listener, link_listener, upload_listener) =
+        (c2s_tls?, web?, links?, upload?);
+    let disk_files = Rc::new(
+        files::DiskFiles::open(&cfg.data_dir)
+            .map_err(|e| format!("cannot open {}/files: {e}", cfg.data_dir.display()))?,
+    );
+    node.install_file_store(disk_files.clone());
 
     let sock_path = admin_socket(&cfg.data_dir);
     let _ = std::fs::remove_file(&sock_path); // Stale from a crash; we hold the lock.
@@ -236,6 +249,22 @@ async fn serve(
         );
         ex.spawn(web::serve(ex, listener, tls.clone(), ops.clone()))
             .detach();
+    }
+    if let Some(listener) = upload_listener {
+        let upload_tls = futures_rustls::TlsAcceptor::from(tls::upload_config(&cfg, &tls_config)?);
+        log::info!(
+            "upload: files served on {} as {}",
+            cfg.upload.as_ref().expect("bound").listen,
+            node.config().upload.public_url
+        );
+        ex.spawn(upload::serve(
+            ex,
+            listener,
+            upload_tls,
+            ops.clone(),
+            disk_files,
+        ))
+        .detach();
     }
     let signals =
         async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])

@@ -18,13 +18,30 @@ pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, String> {
             cert_path.display()
         );
     }
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+    load(&cert_path, &key_path)
+}
+
+/// The upload server's: `[upload] cert` and `key` (an organisation-wide
+/// host name's certificate), or the c2s one.
+pub fn upload_config(cfg: &Config, c2s: &Arc<ServerConfig>) -> Result<Arc<ServerConfig>, String> {
+    match cfg
+        .upload
+        .as_ref()
+        .and_then(|u| u.cert.as_ref().zip(u.key.as_ref()))
+    {
+        Some((cert, key)) => load(cert, key),
+        None => Ok(c2s.clone()),
+    }
+}
+
+fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .and_then(|it| it.collect())
         .map_err(|e| format!("cannot read certificate {}: {e}", cert_path.display()))?;
     if certs.is_empty() {
         return Err(format!("no certificate found in {}", cert_path.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&key_path)
+    let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| format!("cannot read private key {}: {e}", key_path.display()))?;
     let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
         .with_safe_default_protocol_versions()
