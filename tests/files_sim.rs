@@ -5,7 +5,7 @@
 //! it asks the core (`FileAsk`), with the bytes written as it writes them.
 
 use outpost::files::{FileAnswer, FileAsk, FileKey, FileStore};
-use outpost::node::{Event, NodeConfig};
+use outpost::node::{AdminCommand, AdminReply, Event, NodeConfig};
 use outpost::sim::{between, sha256_hex, Network, Shape};
 
 const HQ: usize = 0;
@@ -406,6 +406,14 @@ fn a_cut_and_a_restart_mid_transfer_resume_where_the_file_stopped() {
     w.net.advance(6_000);
     let have = w.net.node(RALEIGH).node.files_fetch_have(&key).unwrap();
     assert!(have > 0, "some came before the cut");
+    // The console and the web page show it: how far, how fast, from where.
+    let AdminReply::Status(status) = w.net.node(RALEIGH).admin(AdminCommand::Status) else {
+        panic!("no status");
+    };
+    let t = &status.transfers[0];
+    assert_eq!((t.have, t.size), (have, Some(20_000)));
+    assert_eq!(t.peer.as_deref(), Some("conference.fairfax.example"));
+    assert!(t.rate > 0 && t.name == "resume.jpg", "{t:?}");
     w.net.cut(RALEIGH);
     w.net.advance(30_000);
     w.net.restore(RALEIGH);

@@ -65,6 +65,12 @@ pub fn status(s: &NodeStatus, facts: &Facts, cfg: &Config) -> String {
         st.account_archive_bytes,
         st.account_archive_budget
     );
+    let _ = writeln!(
+        out,
+        "files: uploads {} of {} bytes; other nodes' files kept {} of {} bytes",
+        st.upload_bytes, st.upload_budget, st.file_cache_bytes, st.file_cache_budget
+    );
+    out.push_str(&transfers(&s.transfers));
     if facts.restart_pending {
         let _ = writeln!(
             out,
@@ -73,6 +79,26 @@ pub fn status(s: &NodeStatus, facts: &Facts, cfg: &Config) -> String {
     }
     out.push_str(&links(&s.links, facts, cfg));
     out.push_str(&rooms(&s.rooms));
+    out
+}
+
+/// Files coming over the links now: how far, how fast.
+pub fn transfers(transfers: &[crate::files::TransferStatus]) -> String {
+    let mut out = String::new();
+    for t in transfers {
+        let size = t.size.map_or("?".to_string(), |s| s.to_string());
+        let percent = t.size.map_or(0, |s| t.have * 100 / s.max(1));
+        let _ = writeln!(
+            out,
+            "transfer {} ({}) from {}: {} of {} bytes ({percent}%), {} bytes/s",
+            t.file,
+            t.name,
+            t.peer.as_deref().unwrap_or("(link down)"),
+            t.have,
+            size,
+            t.rate
+        );
+    }
     out
 }
 

@@ -496,6 +496,30 @@ fn render_dashboard(v: &View, csrf: &str, flash: Option<Result<String, String>>)
         .collect();
     b += "<h2>Rooms</h2>";
     b += &table("rooms", &["Room", "Occupants"], rooms, "No rooms.");
+    b += &format!(
+        "<h2>Files</h2><p>Uploads: {} of {} bytes. Other nodes' files kept: {} of {} bytes.</p>",
+        st.upload_bytes, st.upload_budget, st.file_cache_bytes, st.file_cache_budget
+    );
+    let transfers = s
+        .transfers
+        .iter()
+        .map(|t| {
+            let size = t.size.map_or("?".to_string(), |s| s.to_string());
+            let percent = t.size.map_or(0, |s| t.have * 100 / s.max(1));
+            vec![
+                format!("{}<br><small>{}</small>", escape(&t.name), escape(&t.file)),
+                escape(t.peer.as_deref().unwrap_or("(link down)")),
+                format!("{} of {size} bytes ({percent}%)", t.have),
+                format!("{} bytes/s", t.rate),
+            ]
+        })
+        .collect();
+    b += &table(
+        "transfers",
+        &["File", "From", "Progress", "Rate"],
+        transfers,
+        "No file is crossing a link.",
+    );
 
     let c = v.config;
     b += &format!("<h2>Configuration</h2><p>Saved in <code>{}</code>. Changes are checked before they are saved; most apply after a restart.</p>", escape(&v.facts.config_file));

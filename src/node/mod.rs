@@ -74,6 +74,8 @@ pub struct NodeStatus {
     pub rooms: Vec<RoomStatus>,
     pub links: Vec<LinkStatus>,
     pub storage: StorageStatus,
+    /// Other nodes' files coming here now.
+    pub transfers: Vec<crate::files::TransferStatus>,
 }
 
 /// What the node keeps, against the budgets that bound it.
@@ -100,6 +102,12 @@ pub struct StorageStatus {
     pub account_archive_bytes: u64,
     /// `[c2s] archive_bytes_total`.
     pub account_archive_budget: u64,
+    /// Files this node's users uploaded, and `[upload] total_bytes`.
+    pub upload_bytes: u64,
+    pub upload_budget: u64,
+    /// Other nodes' files kept here, and `[upload] cache_bytes`.
+    pub file_cache_bytes: u64,
+    pub file_cache_budget: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

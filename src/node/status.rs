@@ -54,6 +54,7 @@ impl Node {
             rooms,
             links: self.link_status(),
             storage: self.storage_status(),
+            transfers: self.files.transfers(self.now.mono_ms),
         }
     }
 
@@ -83,6 +84,10 @@ impl Node {
             account_archive_messages: account_archives.map(|a| a.len() as u64).sum(),
             account_archive_bytes: super::retention::account_archive_bytes(s),
             account_archive_budget: self.cfg.archive_bytes_total,
+            upload_bytes: crate::files::Files::usage(&s.files).0,
+            upload_budget: self.cfg.upload.total_bytes,
+            file_cache_bytes: crate::files::Files::usage(&s.files).1,
+            file_cache_budget: self.cfg.upload.cache_bytes,
         }
     }
 }
