@@ -189,6 +189,10 @@ pub struct UploadConfig {
     /// Bytes per second of file chunks one link may carry; 0: as many as
     /// the link takes without delaying chat (the chunk window adapts).
     pub link_rate: u64,
+    /// Files one account may have stored (each costs the index memory
+    /// however small it is), and files kept in all, cache included.
+    pub files_per_user: usize,
+    pub files_total: usize,
 }
 
 impl UploadConfig {
@@ -205,6 +209,8 @@ impl UploadConfig {
             slots_per_user: 8,
             eager_bytes: 64 * 1024,
             link_rate: 0,
+            files_per_user: 1_000,
+            files_total: 20_000,
         }
     }
 }

@@ -560,3 +560,34 @@ fn a_link_that_asks_for_files_can_make_a_node_hold_little() {
     assert_eq!(hq.node.files_in_progress(), 0);
     let _ = (w.wayne, w.dana);
 }
+
+#[test]
+fn an_account_keeps_a_bounded_count_of_files_however_small() {
+    let mut w = world(Shape::default(), |c| {
+        c.upload.files_per_user = 5;
+        c.upload.files_total = 8;
+    });
+    for i in 0..5 {
+        upload(&mut w.net, HQ, w.kevin, &format!("f{i}.txt"), &[i]);
+    }
+    let sixth = ask_slot(&mut w.net, HQ, w.kevin, "f5.txt", 1);
+    assert!(
+        sixth.contains("<resource-constraint") && sixth.contains("most one account"),
+        "{sixth}"
+    );
+    // The node's count bound: other nodes' files make room for its own.
+    let remote: Vec<String> = (0..3)
+        .map(|i| upload(&mut w.net, RALEIGH, w.wayne, &format!("r{i}.txt"), &[9, i]))
+        .collect();
+    for p in &remote {
+        download(&mut w.net, HQ, p).unwrap();
+    }
+    assert_eq!(w.net.node(HQ).node.state().files.len(), 8);
+    w.net.node(HQ).add_user("kim", "k");
+    let kim = online(&mut w.net, HQ, "kim", "k");
+    upload(&mut w.net, HQ, kim, "k.txt", b"kim");
+    let files = &w.net.node(HQ).node.state().files;
+    assert_eq!(files.len(), 8, "a cached file went for kim's");
+    assert_eq!(files.values().filter(|f| f.owner.is_none()).count(), 2);
+    let _ = w.dana;
+}

@@ -533,14 +533,15 @@ impl Files {
     }
 
     /// Evict the least recently used complete files of other nodes until
-    /// `size` more fits the cache; false if it cannot.
-    fn make_room(&mut self, index: &mut FileIndex, size: u64) -> bool {
+    /// one more file, of `size` bytes in the cache, fits (in bytes, and in
+    /// count: `files_total`); false if it cannot.
+    pub(super) fn make_room(&mut self, index: &mut FileIndex, size: u64) -> bool {
         if size > self.cfg.cache_bytes {
             return false;
         }
         loop {
             let (_, cached) = Files::usage(index);
-            if cached + size <= self.cfg.cache_bytes {
+            if cached + size <= self.cfg.cache_bytes && index.len() < self.cfg.files_total {
                 return true;
             }
             let victim = index

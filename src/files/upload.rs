@@ -105,6 +105,29 @@ impl Files {
             });
         }
         let held = self.slots.values().filter(|s| s.owner == owner).count();
+        let stored = index
+            .values()
+            .filter(|f| f.owner.as_deref() == Some(owner))
+            .count();
+        if stored + held >= self.cfg.files_per_user {
+            return Err(slot_refused(
+                "resource-constraint",
+                format!(
+                    "you have {} files here, the most one account may keep",
+                    self.cfg.files_per_user
+                ),
+            ));
+        }
+        if index.len() + self.slots.len() >= self.cfg.files_total {
+            // Other nodes' files make room for this node's own.
+            let cached = index.values().filter(|f| f.owner.is_none()).count();
+            if cached == 0 {
+                return Err(slot_refused(
+                    "resource-constraint",
+                    "this node keeps as many files as it may",
+                ));
+            }
+        }
         if held >= self.cfg.slots_per_user {
             return Err(slot_refused(
                 "resource-constraint",
@@ -200,6 +223,9 @@ impl Files {
             }
         }
         self.slots.remove(token);
+        // Counted against `files_total` when the slot was granted; a
+        // cached file makes room if one must.
+        self.make_room(index, 0);
         let file = StoredFile {
             meta: FileMeta {
                 size: len,
