@@ -26,10 +26,34 @@ pub fn http(data: &[u8]) {
         whole, pieces,
         "how the request was split changed the outcome"
     );
+    upload_head(request);
     if let Parsed::Done(req) = whole {
         assert!(req.body.len() <= MAX_BODY);
         assert!(req.path.starts_with('/'));
         let _ = req.form();
         let _ = req.cookie("session");
     }
+}
+
+/// The upload server's head parser, ranges and file paths, on the same
+/// bytes: a path it accepts names a file the way `url::path` writes it,
+/// and a range lies within the file.
+fn upload_head(request: &[u8]) {
+    use crate::files::http::{parse_head, range, HeadParse, Range};
+    use crate::files::url;
+    let HeadParse::Done(head, used) = parse_head(request) else {
+        return;
+    };
+    assert!(used <= request.len());
+    if let Some((key, name)) = url::parse_path(head.path()) {
+        assert!(url::is_key(&key) && url::is_name(&name));
+        assert_eq!(url::parse_path(&url::path(&key, &name)), Some((key, name)));
+    }
+    for size in [0u64, 1, 511, 1 << 20] {
+        if let Range::Part { start, end } = range(head.header("range"), size) {
+            assert!(start <= end && end < size, "{start}-{end} of {size}");
+        }
+    }
+    let _ = head.content_length();
+    let _ = head.query("token");
 }
