@@ -186,6 +186,9 @@ pub struct UploadConfig {
     /// message names them (thumbnails, voice notes); larger ones when
     /// someone opens them.
     pub eager_bytes: u64,
+    /// Rooms (bare JIDs) whose messages' files cross at once whatever
+    /// their size: a room whose photos everyone at the site looks at.
+    pub eager_rooms: Vec<String>,
     /// Bytes per second of file chunks one link may carry; 0: as many as
     /// the link takes without delaying chat (the chunk window adapts).
     pub link_rate: u64,
@@ -208,6 +211,7 @@ impl UploadConfig {
             slot_ms: 300_000,
             slots_per_user: 8,
             eager_bytes: 64 * 1024,
+            eager_rooms: Vec::new(),
             link_rate: 0,
             files_per_user: 1_000,
             files_total: 20_000,

@@ -591,3 +591,53 @@ fn an_account_keeps_a_bounded_count_of_files_however_small() {
     assert_eq!(files.values().filter(|f| f.owner.is_none()).count(), 2);
     let _ = w.dana;
 }
+
+fn join(net: &mut Network, node: usize, conn: u64, nick: &str) {
+    net.node(node).send(
+        conn,
+        &format!("<presence to='ops@conference.fairfax.example/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"),
+    );
+    net.settle();
+    net.node(node).take(conn);
+}
+
+#[test]
+fn a_rooms_photos_come_to_a_site_at_once_when_its_policy_says_so() {
+    let mut w = world(Shape::default(), |c| {
+        c.upload.eager_bytes = 1_000;
+        if c.domain == "raleigh.example" {
+            c.upload.eager_rooms = vec!["ops@conference.fairfax.example".into()];
+        }
+    });
+    join(&mut w.net, HQ, w.kevin, "kevin");
+    w.net.node(HQ).send(
+        w.kevin,
+        "<iq type='set' id='cfg' to='ops@conference.fairfax.example'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>",
+    );
+    w.net.settle();
+    join(&mut w.net, RALEIGH, w.wayne, "wayne");
+    join(&mut w.net, DURHAM, w.dana, "dana");
+    let data = photo(20_000, 40);
+    let path = upload(&mut w.net, HQ, w.kevin, "crane.jpg", &data);
+    w.net.node(HQ).send(
+        w.kevin,
+        &format!("<message to='ops@conference.fairfax.example' type='groupchat' id='g'><body>https://fairfax.example:5281{path}</body></message>"),
+    );
+    w.net.settle();
+    w.net.advance(10_000);
+    w.net.settle();
+    let got = w.net.node(RALEIGH).take(w.wayne);
+    assert!(
+        got.contains(&format!("<body>https://raleigh.example:5281{path}</body>")),
+        "{got}"
+    );
+    let key = key_of(&path);
+    // Raleigh's policy fetched it whole; Durham's (none) did not.
+    assert_eq!(w.net.node(RALEIGH).files.file(&key), Some(data));
+    assert!(w.net.node(DURHAM).files.file(&key).is_none());
+    let got = w.net.node(DURHAM).take(w.dana);
+    assert!(
+        got.contains(&format!("<body>https://durham.example:5281{path}</body>")),
+        "{got}"
+    );
+}

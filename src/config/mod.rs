@@ -86,6 +86,7 @@ pub struct Upload {
     pub cache_bytes: u64,
     pub expire_days: u64,
     pub eager_bytes: u64,
+    pub eager_rooms: Vec<String>,
     pub link_rate: u64,
 }
 
@@ -103,6 +104,7 @@ impl Default for Upload {
             cache_bytes: core.cache_bytes,
             expire_days: core.expire_days,
             eager_bytes: core.eager_bytes,
+            eager_rooms: core.eager_rooms,
             link_rate: core.link_rate,
         }
     }
@@ -465,6 +467,15 @@ impl Config {
                         .into(),
                 );
             }
+            for room in &u.eager_rooms {
+                if crate::jid::Jid::parse(room)
+                    .map_or(true, |j| j.local().is_none() || j.resource().is_some())
+                {
+                    return Err(format!(
+                        "[upload] eager_rooms: {room:?} is not a room's address"
+                    ));
+                }
+            }
             if u.cert.is_some() != u.key.is_some() {
                 return Err("[upload] cert and key go together".into());
             }
@@ -617,6 +628,7 @@ impl Config {
             cache_bytes: u.cache_bytes,
             expire_days: u.expire_days,
             eager_bytes: u.eager_bytes,
+            eager_rooms: u.eager_rooms.clone(),
             link_rate: u.link_rate,
             ..core
         }

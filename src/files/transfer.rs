@@ -202,8 +202,16 @@ impl Files {
         }
     }
 
-    /// A message named another node's file: fetch it now if it is small.
-    pub fn noticed(&mut self, index: &mut FileIndex, now_ms: u64, key: &FileKey, route: Route) {
+    /// A message named another node's file: fetch it now if it is small,
+    /// or whatever its size if `whole` (a room whose files come at once).
+    pub fn noticed(
+        &mut self,
+        index: &mut FileIndex,
+        now_ms: u64,
+        key: &FileKey,
+        whole: bool,
+        route: Route,
+    ) {
         if key.origin == self.domain || index.contains_key(key) || self.fetches.contains_key(key) {
             return;
         }
@@ -211,7 +219,7 @@ impl Files {
             // Eager fetches never take the slots readers need.
             return;
         }
-        let _ = self.start_fetch(now_ms, key, route, true);
+        let _ = self.start_fetch(now_ms, key, route, !whole);
     }
 
     fn start_fetch(

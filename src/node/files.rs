@@ -255,7 +255,13 @@ impl Node {
     /// A message from another node names files: its links point at this
     /// node (which fetches them once for every reader here), and small
     /// files start coming at once.
-    pub(crate) fn localise_file_links(&mut self, ev: &mut LinkEvent) {
+    pub(crate) fn localise_file_links(&mut self, peer: &PeerId, ev: &mut LinkEvent) {
+        let room = match &*ev {
+            LinkEvent::Message { room, .. } => Some(format!("{room}@{peer}")),
+            LinkEvent::Groupchat { room, .. } => Some(format!("{room}@{}", self.cfg.muc_service)),
+            _ => None,
+        };
+        let whole = room.is_some_and(|r| self.cfg.upload.eager_rooms.contains(&r));
         let keys = {
             let (links, store) = (&self.links, &self.state.links);
             let known = |domain: &str| links.route_for(domain, store).is_some();
@@ -284,7 +290,7 @@ impl Node {
         };
         let now_ms = self.now.mono_ms;
         for key in keys {
-            self.with_files(|files, index, route| files.noticed(index, now_ms, &key, route));
+            self.with_files(|files, index, route| files.noticed(index, now_ms, &key, whole, route));
         }
     }
 }

@@ -145,7 +145,7 @@ impl Node {
             FromPeer::Event { peer, seq, event } => {
                 let mut event = *event;
                 if let Ok(ev) = &mut event {
-                    self.localise_file_links(ev);
+                    self.localise_file_links(&peer, ev);
                 }
                 match event {
                     Ok(

@@ -11,9 +11,11 @@ class Federation:
     """HQ (fairfax.example, kevin) masters rooms for two sites that link to
     it over TLS with pinned keys: raleigh.example (wayne, keith) and
     durham.example (dana). With `relayed`, raleigh dials HQ through a
-    `Relay` the test can cut and restore."""
+    `Relay` the test can cut and restore. With `upload` (a dict of
+    [upload] options, possibly empty), every node serves XEP-0363 uploads
+    and files over HTTPS (`Node.enable_upload`)."""
 
-    def __init__(self, tmp_path, relayed=False):
+    def __init__(self, tmp_path, relayed=False, upload=None):
         self.hq = Node(tmp_path / "hq", domain="fairfax.example")
         self.raleigh = Node(tmp_path / "raleigh", domain="raleigh.example")
         self.durham = Node(tmp_path / "durham", domain="durham.example")
@@ -25,6 +27,9 @@ class Federation:
             port = self.relay.port if self.relay and site is self.raleigh else self.link_port
             site.append_config(f'[[upstream]]\nmuc = "{HQ_MUC}"\nconnect = "127.0.0.1:{port}"\n'
                                f'fingerprint = "{self.hq.fingerprint()}"\n')
+        if upload is not None:
+            for n in (self.hq, *self.sites):
+                n.enable_upload(**upload)
 
     @property
     def sites(self):

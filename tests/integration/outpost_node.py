@@ -50,6 +50,15 @@ class Node:
         with open(self.config, "a") as f:
             f.write(text)
 
+    def enable_upload(self, **options):
+        """Append an [upload] section: HTTPS on a free port, the default
+        public_url (https://<domain>:<port>), and `options` as given (TOML
+        values)."""
+        self.upload_port = free_port()
+        self.public_url = f"https://{self.domain}:{self.upload_port}"
+        lines = ["[upload]", f'listen = "127.0.0.1:{self.upload_port}"'] + [f"{k} = {v}" for k, v in options.items()]
+        self.append_config("\n".join(lines) + "\n")
+
     def fingerprint(self):
         out = self.cli("check").stdout
         return next(line.split()[-1] for line in out.splitlines() if "link key fingerprint" in line)
@@ -91,6 +100,8 @@ class Node:
         self.proc = subprocess.Popen([str(BINARY), "run", "-c", str(self.config)], stdout=log, stderr=log,
                                      preexec_fn=limits)
         wait_for_port(self.port, self.proc)
+        if getattr(self, "upload_port", None):
+            wait_for_port(self.upload_port, self.proc)
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
