@@ -280,7 +280,7 @@ fn ten_readers_at_a_site_cost_the_link_one_copy_of_the_file() {
     assert_eq!(download(&mut w.net, RALEIGH, &path).unwrap(), data);
     let (up, down) = w.net.link_bytes(RALEIGH);
     assert!(
-        (200_000..210_000).contains(&down),
+        (200_000..230_000).contains(&down),
         "one copy crossed: {down}"
     );
     for _ in 0..9 {
@@ -302,7 +302,7 @@ fn a_site_reads_another_sites_file_through_hq_which_keeps_a_copy() {
     w.net.reset_counters();
     assert_eq!(download(&mut w.net, DURHAM, &path).unwrap(), data);
     let (raleigh_up, raleigh_down) = w.net.link_bytes(RALEIGH);
-    assert!((30_000..33_000).contains(&raleigh_up), "{raleigh_up}");
+    assert!((30_000..34_500).contains(&raleigh_up), "{raleigh_up}");
     assert!(raleigh_down < 3_000, "{raleigh_down}");
     // HQ kept it: HQ's reader costs Raleigh's link nothing.
     let before = w.net.link_bytes(RALEIGH);
@@ -344,7 +344,7 @@ fn chat_waits_at_most_a_chunk_behind_a_file_on_a_9600_bit_link() {
     };
     let mut w = world(shape, |_| {});
     let idle = chat_latencies(&mut w, 5, 3_000);
-    let data = photo(40_000, 5);
+    let data = photo(100_000, 5);
     let path = upload(&mut w.net, HQ, w.kevin, "big.jpg", &data);
     // Kevin's photo crosses to Raleigh while Wayne chats to Kevin, the
     // other way; and HQ answers Wayne on the way the file goes.
@@ -377,7 +377,7 @@ fn chat_waits_at_most_a_chunk_behind_a_file_on_a_9600_bit_link() {
     }
     let fetch = w.net.node(RALEIGH).node.files_fetch_have(&key);
     assert!(
-        fetch.is_some_and(|h| h > 0 && h < 40_000),
+        fetch.is_some_and(|h| h > 0 && h < 100_000),
         "still crossing: {fetch:?}"
     );
     let idle_max = *idle.iter().max().unwrap();

@@ -1,14 +1,16 @@
 //! Files across the links: a node fetches another node's file once, into
 //! its cache, and serves every local reader from there. Chunks travel in
 //! a lane of their own, unnumbered and asked for one by one by the
-//! receiver, so chat never queues behind more than a chunk or two:
+//! receiver, so chat never queues behind more than a chunk:
 //!
-//! * The receiver keeps a window of chunks asked and not yet here. It
-//!   grows while chunks come back as fast as the quickest one did, and
-//!   shrinks when they come later (a queue is building on the link),
-//!   after LEDBAT (RFC 6817): the file takes what the link has spare.
-//! * Chat is sent the moment it exists; a chunk only when asked. What a
-//!   message waits behind is what the window put on the wire.
+//! * The receiver asks for chunks one at a time, spaced to a rate it
+//!   adapts: up while chunks come back as fast as the quickest one did,
+//!   down when they come later (a queue is building on the link), after
+//!   LEDBAT (RFC 6817). The file takes what the link has spare.
+//! * The file's node answers each request at once, alone: chunks go on the
+//!   wire spaced as they were asked, never in a burst, and chat is sent
+//!   the moment it exists, so a message waits behind one chunk at most
+//!   (plus the little queue the rate control allows).
 //! * `link_rate` caps the lane's bytes per second on top.
 //! * A cut or a restart loses nothing: the part file is on disk, and the
 //!   fetch asks again from its end. The whole is checked by SHA-256
@@ -28,10 +30,13 @@ use std::collections::VecDeque;
 /// Bytes of file in one chunk: at 9600 bit/s, under half a second on the
 /// wire, the most a chat message waits behind one.
 pub const CHUNK: u32 = 512;
-const WINDOW_START: usize = 2;
-const WINDOW_MAX: usize = 64;
-/// Queueing the window tolerates before it shrinks.
-const TARGET_QUEUE_MS: u64 = 300;
+/// The rate a fetch starts at, and the least it goes down to (bytes/s).
+const RATE_START: u64 = 1_024;
+const RATE_MIN: u64 = 128;
+/// Queueing the rate control tolerates before it slows down.
+const TARGET_QUEUE_MS: u64 = 100;
+/// Requests out at once, at most, whatever the rate.
+const INFLIGHT_MAX: usize = 64;
 /// Fetches at once (every reader of one file shares one).
 pub const MAX_FETCHES: usize = 16;
 /// HTTP requests waiting for bytes, in all.
@@ -39,9 +44,9 @@ const MAX_WAITERS: usize = 256;
 /// A waiting HTTP request is answered after this even with nothing new.
 const WAIT_MS: u64 = 20_000;
 /// Peers' requests waiting on a fetch here, per fetch.
-const PARKED_MAX: usize = WINDOW_MAX;
+const PARKED_MAX: usize = INFLIGHT_MAX;
 /// Chunks waiting for the lane's rate, per peer.
-const LANE_MAX: usize = WINDOW_MAX;
+const LANE_MAX: usize = INFLIGHT_MAX;
 /// Chunks asked and not here after this are asked again.
 const STALL_MS: u64 = 60_000;
 /// How far back the rate shown is measured.
@@ -59,11 +64,13 @@ pub struct Fetch {
     next: u64,
     /// Asked and not here: (offset, length, when asked).
     inflight: VecDeque<(u64, u32, u64)>,
-    window: usize,
+    /// The rate chunks are asked at (bytes/s), and when the next may be.
+    pace: u64,
+    next_ask_ms: u64,
     /// The quickest answer seen: the link's delay with no queue.
     base_delay: Option<u64>,
-    /// Chunks answered since the window last changed.
-    answered: usize,
+    /// The pace changes at most once a round trip.
+    steady_until_ms: u64,
     /// Only asked because a message named it: dropped once its size is
     /// known to be above `eager_bytes`, unless someone opened it meanwhile.
     eager: bool,
@@ -103,8 +110,8 @@ pub struct TransferStatus {
     pub have: u64,
     /// Bytes per second over the last ten seconds.
     pub rate: u64,
-    /// Chunks asked at once now.
-    pub window: usize,
+    /// The rate chunks are asked at now (bytes/s).
+    pub pace: u64,
 }
 
 /// Where a domain's files come from: the link that reaches it, if up.
@@ -118,9 +125,10 @@ impl Fetch {
             have,
             next: have,
             inflight: VecDeque::new(),
-            window: WINDOW_START,
+            pace: RATE_START,
+            next_ask_ms: 0,
             base_delay: None,
-            answered: 0,
+            steady_until_ms: 0,
             eager,
             parked: Vec::new(),
             recent: VecDeque::new(),
@@ -137,25 +145,37 @@ impl Fetch {
         bytes * 1000 / RATE_WINDOW_MS
     }
 
-    /// A chunk came `delay` ms after it was asked: grow the window while
-    /// nothing queues, shrink it when something does.
-    fn adapt(&mut self, delay: u64) {
-        let base = *self.base_delay.get_or_insert(delay);
-        let base = base.min(delay);
+    /// A chunk came `delay` ms after it was asked: ask faster while
+    /// nothing queues, slower when something does (once a round trip).
+    fn adapt(&mut self, now_ms: u64, delay: u64) {
+        let base = self.base_delay.map_or(delay, |b| b.min(delay));
         self.base_delay = Some(base);
-        self.answered += 1;
-        if delay > base + TARGET_QUEUE_MS {
-            if self.answered >= self.window && self.window > 1 {
-                self.window -= 1;
-                self.answered = 0;
-            }
-        } else if delay <= base + TARGET_QUEUE_MS / 2
-            && self.answered >= self.window
-            && self.window < WINDOW_MAX
-        {
-            self.window += 1;
-            self.answered = 0;
+        if now_ms < self.steady_until_ms {
+            return;
         }
+        let queued = delay - base;
+        if queued > TARGET_QUEUE_MS {
+            self.pace = (self.pace * 7 / 8).max(RATE_MIN);
+        } else if queued <= TARGET_QUEUE_MS / 2 {
+            self.pace += self.pace / 16 + u64::from(CHUNK) / 8;
+        } else {
+            return;
+        }
+        self.steady_until_ms = now_ms + delay;
+    }
+
+    /// Whether it has more to ask for over a link that is up, and room to.
+    fn wants_to_ask(&self) -> bool {
+        let size = self.meta.as_ref().map_or(0, |m| m.size);
+        self.peer.is_some() && self.next < size && self.inflight.len() < self.inflight_cap()
+    }
+
+    /// Requests that may be out at once: what the pace asks for in a
+    /// round trip and the queue allowed, and two at least.
+    fn inflight_cap(&self) -> usize {
+        let span = self.base_delay.unwrap_or(1_000) + TARGET_QUEUE_MS;
+        let chunks = self.pace * span / 1000 / u64::from(CHUNK);
+        (chunks as usize).clamp(2, INFLIGHT_MAX)
     }
 }
 
@@ -170,7 +190,7 @@ impl Files {
                 size: f.meta.as_ref().map(|m| m.size),
                 have: f.have,
                 rate: f.rate(now_ms),
-                window: f.window,
+                pace: f.pace,
             })
             .collect()
     }
@@ -271,9 +291,11 @@ impl Files {
             }
             None => return,
         };
-        while f.inflight.len() < f.window && f.next < size {
+        while f.inflight.len() < f.inflight_cap() && f.next < size && f.next_ask_ms <= now_ms {
             let len = (size - f.next).min(u64::from(CHUNK)) as u32;
             f.inflight.push_back((f.next, len, now_ms));
+            // One request now, the next when the pace allows.
+            f.next_ask_ms = now_ms.max(f.next_ask_ms) + u64::from(len) * 1000 / f.pace;
             let event = want(key, f.next, len);
             f.next += u64::from(len);
             self.out.push(FilesOutput::Link {
@@ -477,7 +499,7 @@ impl Files {
             {
                 f.recent.pop_front();
             }
-            f.adapt(now_ms.saturating_sub(asked_ms));
+            f.adapt(now_ms, now_ms.saturating_sub(asked_ms));
         }
         let f = self.fetches.get(&key).expect("present");
         if f.have == size {
@@ -570,6 +592,13 @@ impl Files {
             return;
         };
         let meta = self.fetches[key].meta.clone().expect("complete");
+        if meta.size == 0 {
+            // No chunk carried bytes, so no part file was made.
+            if let Err(e) = store.write_part(key, 0, &[]) {
+                log::warn!("files: storing {key}: {e}");
+                return self.fail(index, key, 507, "the file could not be stored");
+            }
+        }
         match store.complete(key, &meta.sha256) {
             Ok(true) => {}
             Ok(false) => return self.fail(index, key, 502, "the file's SHA-256 does not match"),
@@ -757,6 +786,10 @@ impl Files {
                 f.peer = Some(peer);
                 f.inflight.clear();
                 f.next = f.have;
+                // Another connection, maybe another path: measured anew.
+                f.base_delay = None;
+                f.pace = RATE_START;
+                f.next_ask_ms = now_ms;
                 self.ask_chunks(now_ms, &key);
             }
         }
@@ -781,6 +814,15 @@ impl Files {
         for peer in peers {
             self.release_lane(now_ms, &peer);
         }
+        let paced: Vec<FileKey> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.wants_to_ask() && f.next_ask_ms <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in paced {
+            self.ask_chunks(now_ms, &key);
+        }
         let stalled: Vec<FileKey> = self
             .fetches
             .iter()
@@ -796,7 +838,7 @@ impl Files {
             let f = self.fetches.get_mut(&key).expect("present");
             f.inflight.clear();
             f.next = f.have;
-            f.window = 1;
+            f.pace = RATE_START;
             self.ask_chunks(now_ms, &key);
         }
         let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
@@ -823,7 +865,12 @@ impl Files {
             .filter(|f| f.peer.is_some())
             .filter_map(|f| f.inflight.front().map(|(_, _, at)| at + STALL_MS));
         let waiters = self.waiters.iter().map(|w| w.since_ms + WAIT_MS);
-        lanes.chain(stalls).chain(waiters).min()
+        let asks = self
+            .fetches
+            .values()
+            .filter(|f| f.wants_to_ask())
+            .map(|f| f.next_ask_ms);
+        lanes.chain(stalls).chain(waiters).chain(asks).min()
     }
 }
 

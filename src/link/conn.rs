@@ -36,6 +36,8 @@ pub struct LinkConn {
     pub(crate) established: bool,
     pub(crate) last_rx: u64,
     pub(crate) last_tx: u64,
+    /// A write since the last flush was `write_bulk`.
+    bulk: bool,
     pub(crate) unacked_in: u32,
     pub(crate) ack_due: Option<u64>,
     pub(crate) keepalive_ms: u64,
@@ -82,6 +84,7 @@ impl LinkConn {
             established: false,
             last_rx: now,
             last_tx: now,
+            bulk: false,
             unacked_in: 0,
             ack_due: None,
             keepalive_ms: timing.0,
@@ -136,6 +139,14 @@ impl LinkConn {
         self.out.extend_from_slice(bytes);
     }
 
+    /// A write that is part of a stream of small ones (a file's chunk
+    /// requests): compressed, and it keeps the compressor, as a large
+    /// write does; sent stored, each would cost three times as much.
+    pub(crate) fn write_bulk(&mut self, now: u64, bytes: &[u8]) {
+        self.write(now, bytes);
+        self.bulk = true;
+    }
+
     /// What was written since the last flush, as it goes on the wire.
     pub(crate) fn flush(&mut self) -> Option<Vec<u8>> {
         let plain = std::mem::take(&mut self.out);
@@ -147,12 +158,13 @@ impl LinkConn {
             wire.extend(plain);
             return Some(wire);
         }
-        if self.deflate.is_none() && plain.len() <= compress::STORED_MAX {
+        let bulk = std::mem::take(&mut self.bulk);
+        if self.deflate.is_none() && plain.len() <= compress::STORED_MAX && !bulk {
             // A keepalive or an ack on an idle link: a stream of its own.
             wire.extend(compress::stored_stream(&plain));
             return Some(wire);
         }
-        if plain.len() > compress::STORED_MAX {
+        if plain.len() > compress::STORED_MAX || bulk {
             self.deflate_used = self.last_tx;
         }
         let d = self.deflate.get_or_insert_with(compress::Deflater::new);

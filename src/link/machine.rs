@@ -815,9 +815,13 @@ impl Links {
     /// having at once (chat states).
     pub fn send_transient(&mut self, now: u64, peer: &PeerId, ev: &LinkEvent) {
         if let Some(&conn) = self.of_peer.get(peer) {
-            if self.conns[&conn].is_established() {
+            if let Some(l) = self.conns.get_mut(&conn).filter(|l| l.is_established()) {
                 let xml = ev.encode().to_xml(DMUC);
-                self.write(now, conn, format!("<t>{xml}</t>").as_bytes());
+                let bytes = format!("<t>{xml}</t>");
+                match ev {
+                    LinkEvent::FileWant { .. } => l.write_bulk(now, bytes.as_bytes()),
+                    _ => l.write(now, bytes.as_bytes()),
+                }
             }
         }
     }

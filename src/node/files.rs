@@ -80,6 +80,23 @@ impl Node {
     /// A question of the HTTP server: answered now, or later for `req`.
     pub(crate) fn on_file_ask(&mut self, req: u64, ask: FileAsk) {
         let now = self.now;
+        if let FileAsk::Get { path } = &ask {
+            // A file of a domain no link reaches is no file of the network.
+            let unknown = crate::files::url::parse_path(path).is_some_and(|(key, _)| {
+                key.origin != self.cfg.domain
+                    && self
+                        .links
+                        .route_for(&key.origin, &self.state.links)
+                        .is_none()
+            });
+            if unknown {
+                let reply = AdminReply::File(crate::files::FileAnswer::Refused {
+                    status: 404,
+                    why: "no such file".into(),
+                });
+                return self.push_action(Action::AdminReply { req, reply });
+            }
+        }
         let answer = self.with_files(|files, index, route| files.ask(index, now, req, ask, route));
         if let Some(answer) = answer {
             self.push_action(Action::AdminReply {

@@ -220,6 +220,30 @@ async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, status: u16, why: &str) -> Res
     Ok(false)
 }
 
+/// Most of a refused PUT's body read and dropped before the connection
+/// closes, so a client that sends it all before reading sees the answer.
+const DRAIN_MAX: u64 = 16 * 1024 * 1024;
+
+/// Refuse a PUT whose body (`remaining` bytes of it) is still coming.
+async fn refuse_put<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    status: u16,
+    why: &str,
+    remaining: u64,
+) -> Result<bool, String> {
+    refuse(s, status, why).await?;
+    let mut left = remaining.min(DRAIN_MAX);
+    let mut buf = vec![0u8; BUF];
+    while left > 0 {
+        let want = (left as usize).min(BUF);
+        match within(IDLE_TIMEOUT, "the refused upload", s.read(&mut buf[..want])).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left -= n as u64,
+        }
+    }
+    Ok(false)
+}
+
 /// A PUT: the slot's token says who may; the body goes to the part file,
 /// hashed on the way; the node checks and indexes it.
 async fn put<S: AsyncRead + AsyncWrite + Unpin>(
@@ -248,13 +272,17 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     .await?
     {
         FileAnswer::PutAccepted { key } => key,
-        FileAnswer::Refused { status, why } => return refuse(s, status, &why).await,
+        FileAnswer::Refused { status, why } => {
+            // A client waiting for 100 Continue sends no body.
+            let remaining = match expects_continue(head) {
+                true => 0,
+                false => len.saturating_sub(first.len() as u64),
+            };
+            return refuse_put(s, status, &why, remaining).await;
+        }
         other => return Err(format!("unexpected answer: {other:?}")),
     };
-    if head
-        .header("expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-    {
+    if expects_continue(head) {
         within(
             IDLE_TIMEOUT,
             "100-continue",
@@ -290,6 +318,11 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
         }
         other => Err(format!("unexpected answer: {other:?}")),
     }
+}
+
+fn expects_continue(head: &Head) -> bool {
+    head.header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
 }
 
 /// Exactly `len` bytes of body into `key`'s part file; their SHA-256.

@@ -7,6 +7,7 @@ in mid-transfer that costs neither the file nor a second copy; and links
 to another node's file in a message rewritten to the reader's node."""
 
 import asyncio
+import http.client
 import os
 import secrets
 import time
@@ -46,10 +47,9 @@ def upload_node(tmp_path):
 @pytest.fixture
 def upload_network(tmp_path):
     """HQ and two sites, raleigh through a counting relay, every node
-    taking uploads; durham has a second user, dave."""
+    taking uploads at its default public_url https://<domain>:<port>."""
     fed = Federation(tmp_path, relayed=True, upload={})
     fed.start()
-    fed.durham.add_user("dave", "v-password")
     yield fed
     fed.stop()
 
@@ -64,12 +64,12 @@ async def upload(client, path, domain, ctx):
     """Upload with slixmpp's plugin, as a client app does: disco of the
     domain to find the service, a slot, the PUT. The GET URL."""
     with plugin_https(ctx):
-        return await client["xep_0363"].upload_file(path, domain=JID(domain), timeout=TIMEOUT)
+        return await client.plugin["xep_0363"].upload_file(path, domain=JID(domain), timeout=TIMEOUT)
 
 
 async def slot(client, service, filename, size, content_type="application/octet-stream"):
-    """A slot (put URL, get URL), or the IqError that refused it."""
-    iq = await client["xep_0363"].request_slot(JID(service), filename, size, content_type, timeout=TIMEOUT)
+    """A slot: (put URL, get URL); IqError if refused."""
+    iq = await client.plugin["xep_0363"].request_slot(JID(service), filename, size, content_type, timeout=TIMEOUT)
     s = iq["http_upload_slot"]
     return s["put"]["url"], s["get"]["url"]
 
@@ -111,27 +111,27 @@ def test_slixmpp_uploads_a_file_and_its_get_url_serves_the_same_bytes(upload_nod
 
     async def scenario():
         alice = await uploader(node.port, "alice@localhost/phone", "wonderland")
-        items = await alice["xep_0030"].get_items(jid="localhost", timeout=TIMEOUT)
+        items = await alice.plugin["xep_0030"].get_items(jid="localhost", timeout=TIMEOUT)
         assert "upload.localhost" in {item[0] for item in items["disco_items"]["items"]}
-        info = await alice["xep_0030"].get_info(jid="upload.localhost", timeout=TIMEOUT)
+        info = await alice.plugin["xep_0030"].get_info(jid="upload.localhost", timeout=TIMEOUT)
         assert NS_UPLOAD in info["disco_info"]["features"]
 
         url = await upload(alice, photo, "localhost", ctx)
         # The service was found by disco, and its form read.
-        assert alice["xep_0363"].upload_service == JID("upload.localhost")
-        assert alice["xep_0363"].max_file_size == MAX_FILE
+        assert alice.plugin["xep_0363"].upload_service == JID("upload.localhost")
+        assert alice.plugin["xep_0363"].max_file_size == MAX_FILE
         assert url.startswith(f"{node.public_url}/files/localhost/"), url
         assert url.endswith("/holiday%20photo.jpg"), url
 
         # Any HTTP client, here aiohttp with verification on.
         connector = aiohttp.TCPConnector(ssl=ctx, resolver=LoopbackResolver())
-        async with aiohttp.ClientSession(connector=connector) as http:
-            async with http.get(url) as r:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.get(url) as r:
                 assert r.status == 200
                 assert await r.read() == data
                 assert r.headers["Content-Type"] == "image/jpeg"  # what the plugin declared
                 assert r.headers["Accept-Ranges"] == "bytes"
-            async with http.head(url) as r:
+            async with session.head(url) as r:
                 assert r.status == 200
                 assert int(r.headers["Content-Length"]) == len(data)
                 assert await r.read() == b""
@@ -267,8 +267,8 @@ def test_a_sites_file_is_read_everywhere_and_crosses_its_link_about_once(upload_
 
         before = net.relay.bytes
         durham_before = net.durham.links()[HQ_MUC][1]
-        # Kevin at HQ, Dana and Dave at durham, each through their own
-        # node's URL, at once; then Dana and Dave again.
+        # Kevin at HQ and two readers at durham (the URL needs no account),
+        # each through their own node's URL, at once; then both again.
         at_hq, at_durham = on_node(net.hq, url), on_node(net.durham, url)
         assert at_hq.startswith("https://fairfax.example:") and "/files/raleigh.example/" in at_hq
         first = await asyncio.gather(download(at_hq, ctx), download(at_durham, ctx), download(at_durham, ctx))
@@ -303,68 +303,145 @@ def test_a_cut_in_mid_transfer_costs_neither_the_file_nor_a_second_copy(upload_n
         wayne = await uploader(net.raleigh.port, "wayne@raleigh.example/laptop", "w-password")
         url = await upload(wayne, video, "raleigh.example", ctx)
         net.relay.rate = 40_000  # bytes per second each way: about 5 s for the file
-        before = net.relay.bytes
+        before, durham_before = net.relay.bytes, net.durham.links()[HQ_MUC][1]
         at_hq = on_node(net.hq, url)
         third = asyncio.Event()
         # Kevin's browser keeps its connection through the cut; Keith's
         # phone at HQ drops its own at a quarter and resumes with a Range.
         kevin = asyncio.create_task(download(at_hq, ctx, progress=lambda n: n >= len(data) // 3 and third.set()))
         phone = asyncio.create_task(download(at_hq, ctx, stop_after=len(data) // 4))
+        # Dana at durham reads it through HQ, which is fetching it.
+        dana = asyncio.create_task(download(on_node(net.durham, url), ctx))
         await asyncio.wait_for(third.wait(), TIMEOUT)
         assert not kevin.done(), "the transfer was over before the cut"
         net.relay.cut()
         await asyncio.to_thread(net.hq.wait_link_down, "raleigh.example")
         net.relay.restore()
         await asyncio.to_thread(net.raleigh.wait_link_up, HQ_MUC, 30)
-        for task in (kevin, phone):
-            body, responses = await asyncio.wait_for(task, 90)
-            assert body == data, f"{len(body)} bytes of {len(data)}, in {len(responses)} responses"
-        dropped, resumed = responses[0], responses[1]
+        done = {}
+        for name, task in (("dana", dana), ("kevin", kevin), ("phone", phone)):
+            body, done[name] = await asyncio.wait_for(task, 90)
+            assert body == data, f"{name}: {len(body)} bytes of {len(data)}, in {len(done[name])} responses"
+        dropped, resumed = done["phone"][:2]
         assert not dropped.whole and len(dropped.body) >= len(data) // 4
         assert resumed.status == 206, resumed.status
         assert resumed.header("content-range") == f"bytes {len(dropped.body)}-{len(data) - 1}/{len(data)}"
         carried = net.relay.bytes - before
         assert carried <= 1.5 * len(data), f"the link carried {carried} bytes for a {len(data)}-byte file"
+        into_durham = net.durham.links()[HQ_MUC][1] - durham_before
+        assert into_durham <= 1.5 * len(data), f"durham took in {into_durham} bytes"
         wayne.disconnect()
     run(scenario())
 
 
 # ---- 5. links in messages point at the reader's node --------------------------
 
-def test_a_link_to_an_hq_file_reaches_a_site_rewritten_and_small_files_come_eagerly(upload_network, tmp_path):
+def test_links_to_hq_files_reach_a_site_rewritten_and_small_files_come_eagerly(upload_network, tmp_path):
     net = upload_network
     ctx = trusting(net.hq, *net.sites)
-    data = os.urandom(20_000)  # under eager_bytes (64 KiB)
-    plan = tmp_path / "floor plan.png"
-    plan.write_bytes(data)
+    small, big = os.urandom(20_000), os.urandom(200_000)  # under and over eager_bytes (64 KiB)
+    (tmp_path / "floor plan.png").write_bytes(small)
+    (tmp_path / "survey.bin").write_bytes(big)
+    room = JID(f"ops@{HQ_MUC}")
+
+    def kept_at_raleigh(url, whole=False):
+        """Whether raleigh keeps the file (or, unless `whole`, any part of
+        it): data_dir/files/<origin>/<id>[.part]."""
+        origin, file_id = path_of(url).split("/")[2:4]
+        d = net.raleigh.dir / "data" / "files" / origin
+        return (d / file_id).exists() or (not whole and (d / f"{file_id}.part").exists())
 
     async def scenario():
         kevin = await uploader(net.hq.port, "kevin@fairfax.example/desk", "k-password")
         kevin.register_plugin("xep_0066")
         wayne = await login(net.raleigh.port, "wayne@raleigh.example/phone", "w-password")
-        url = await upload(kevin, plan, "fairfax.example", ctx)
-        assert url.startswith(f"{net.hq.public_url}/files/fairfax.example/"), url
-        msg = kevin.make_message(mto=JID("wayne@raleigh.example"), mbody=f"the plan:\n{url} (new)", mtype="chat")
-        msg["oob"]["url"] = url
+        small_url = await upload(kevin, tmp_path / "floor plan.png", "fairfax.example", ctx)
+        big_url = await upload(kevin, tmp_path / "survey.bin", "fairfax.example", ctx)
+        assert small_url.startswith(f"{net.hq.public_url}/files/fairfax.example/"), small_url
+        before = net.relay.bytes
+
+        kevin.send_message(mto=JID("wayne@raleigh.example"), mbody=f"the survey: {big_url}", mtype="chat")
+        msg = kevin.make_message(mto=JID("wayne@raleigh.example"), mbody=f"the plan:\n{small_url} (new)", mtype="chat")
+        msg["oob"]["url"] = small_url
         msg.send()
-        await wayne.wait_for(lambda: wayne.bodies(), "kevin's message")
-        got = wayne.messages[-1]
-        local = on_node(net.raleigh, url)
-        assert local.startswith(f"https://raleigh.example:{net.raleigh.upload_port}/files/fairfax.example/")
-        assert got["body"] == f"the plan:\n{local} (new)", got["body"]
-        oob = got.xml.find("{jabber:x:oob}x/{jabber:x:oob}url")
-        assert oob is not None and oob.text == local, str(got)
-        # Small: raleigh fetched it without anyone opening it, so it reads
-        # with the link cut.
-        key = path_of(url).split("/")[2:4]  # fairfax.example, <id>
-        cached = net.raleigh.dir / "data" / "files" / key[0] / key[1]
-        await asyncio.to_thread(wait_until, cached.exists, f"{cached} (an eager fetch)")
+        await wayne.wait_for(lambda: len(wayne.bodies()) == 2, "kevin's messages")
+        local_small, local_big = on_node(net.raleigh, small_url), on_node(net.raleigh, big_url)
+        assert local_small.startswith(f"https://raleigh.example:{net.raleigh.upload_port}/files/fairfax.example/")
+        assert wayne.bodies() == [f"the survey: {local_big}", f"the plan:\n{local_small} (new)"]
+        oob = wayne.messages[-1].xml.find("{jabber:x:oob}x/{jabber:x:oob}url")
+        assert oob is not None and oob.text == local_small, str(wayne.messages[-1])
+
+        # The small file comes without anyone opening it; the large one
+        # only when someone does.
+        await asyncio.to_thread(wait_until, lambda: kept_at_raleigh(small_url, whole=True), "an eager fetch of the small file")
+        assert not kept_at_raleigh(big_url)
+        assert net.relay.bytes - before < len(small) + 20_000, net.relay.bytes - before
+
+        # A room message is rewritten the same way.
+        await kevin.plugin["xep_0045"].join_muc_wait(room, "Kevin", timeout=TIMEOUT)
+        await kevin.plugin["xep_0045"].set_room_config(room, kevin.plugin["xep_0004"].make_form(ftype="submit"))
+        await wayne.plugin["xep_0045"].join_muc_wait(room, "Wayne", maxstanzas=0, timeout=TIMEOUT)
+        kevin.send_message(mto=room, mbody=f"plan: {small_url}", mtype="groupchat")
+        await wayne.wait_for(lambda: f"plan: {local_small}" in wayne.bodies(), "the room message, rewritten")
+
+        # Kept at raleigh: it reads with the link cut.
         net.relay.cut()
         await asyncio.to_thread(net.hq.wait_link_down, "raleigh.example")
-        r = await request(local, ctx)
-        assert (r.status, r.body) == (200, data)
+        r = await request(local_small, ctx)
+        assert (r.status, r.body) == (200, small)
         assert r.header("content-type") == "image/png"
         net.relay.restore()
         kevin.disconnect()
         wayne.disconnect()
     run(scenario())
+
+
+# ---- edge cases: empty files, unknown domains, refused bodies -----------------
+
+def test_an_empty_file_reads_at_the_other_nodes(upload_network):
+    net = upload_network
+    ctx = trusting(net.hq, *net.sites)
+
+    async def scenario():
+        wayne = await uploader(net.raleigh.port, "wayne@raleigh.example/laptop", "w-password")
+        put_url, get_url = await slot(wayne, "upload.raleigh.example", "empty.txt", 0, "text/plain")
+        assert (await put(put_url, ctx, b"", "text/plain")).status == 201
+        r = await request(get_url, ctx)
+        assert (r.status, r.body) == (200, b"")  # at its own node: fine
+        for node in (net.hq, net.durham):
+            r = await request(on_node(node, get_url), ctx)
+            assert (r.status, r.body) == (200, b""), (node.domain, r.status, r.body)
+        wayne.disconnect()
+    run(scenario())
+
+
+def test_a_file_of_a_domain_outside_the_network_is_not_found(upload_node):
+    ctx = trusting(upload_node)
+    url = f"{upload_node.public_url}/files/elsewhere.example/{secrets.token_hex(16)}/x.bin"
+    r = run(request(url, ctx))
+    assert r.status == 404, (r.status, r.body)
+
+
+def test_a_refused_put_is_answered_to_a_client_that_sends_its_body_first(upload_node):
+    ctx = trusting(upload_node)
+    data = os.urandom(MAX_FILE)
+
+    async def a_slot():
+        alice = await uploader(upload_node.port, "alice@localhost/phone", "wonderland")
+        put_url, _ = await slot(alice, "upload.localhost", "f.bin", len(data))
+        alice.disconnect()
+        return put_url
+
+    put_url = run(a_slot())
+    target = put_url.split("?token=")[0].split(f":{upload_node.upload_port}", 1)[1]
+    statuses = []
+    for _ in range(10):
+        c = http.client.HTTPSConnection("localhost", upload_node.upload_port, context=ctx, timeout=TIMEOUT)
+        try:
+            c.request("PUT", f"{target}?token={secrets.token_hex(16)}", body=data)
+            statuses.append(c.getresponse().status)
+        except (OSError, http.client.HTTPException) as e:
+            statuses.append(type(e).__name__)
+        finally:
+            c.close()
+    assert statuses == [403] * 10, statuses

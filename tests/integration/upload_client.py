@@ -146,7 +146,7 @@ async def request(url, ctx, method="GET", headers=None, body=b"", target=None, p
             await writer.wait_closed()
 
 
-async def download(url, ctx, progress=None, attempts=5, stop_after=None):
+async def download(url, ctx, progress=None, attempts=50, stop_after=None):
     """The whole file at `url`, resuming with a Range request wherever a
     response stops short, as a browser or a phone would; with `stop_after`,
     the first response is dropped after that many bytes. Returns (bytes,
@@ -155,8 +155,13 @@ async def download(url, ctx, progress=None, attempts=5, stop_after=None):
     for attempt in range(attempts):
         headers = {"Range": f"bytes={len(data)}-"} if data else {}
         base = len(data)
-        resp = await request(url, ctx, headers=headers, stop_after=stop_after if attempt == 0 else None,
-                             progress=progress and (lambda n: progress(base + n)))
+        try:
+            resp = await request(url, ctx, headers=headers, stop_after=stop_after if attempt == 0 else None,
+                                 progress=progress and (lambda n: progress(base + n)))
+        except ConnectionRefusedError:
+            # The node is restarting: try again shortly, as a phone would.
+            await asyncio.sleep(0.2)
+            continue
         responses.append(resp)
         assert resp.status in (200, 206), (resp.status, resp.body[:200])
         data = resp.body if resp.status == 200 else data + resp.body
