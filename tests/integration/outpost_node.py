@@ -101,7 +101,7 @@ class Node:
                                      preexec_fn=limits)
         wait_for_port(self.port, self.proc)
         if getattr(self, "upload_port", None):
-            wait_for_port(self.upload_port, self.proc)
+            wait_for_port(self.upload_port, self.proc, host=getattr(self, "upload_host", "127.0.0.1"))
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)

@@ -77,16 +77,18 @@ def split(url):
     return parts.hostname, parts.port or 443, target
 
 
-async def request(url, ctx, method="GET", headers=None, body=b"", target=None, progress=None, stop_after=None):
+async def request(url, ctx, method="GET", headers=None, body=b"", target=None, progress=None, stop_after=None,
+                  address="127.0.0.1"):
     """One request on a new connection; `target` overrides the URL's path
     and query byte for byte. `progress(n)` is called as body bytes arrive.
     A connection closed mid-body gives a Response with whole=False; so does
     one this client closes after `stop_after` bytes of body (a phone that
-    lost its Wi-Fi)."""
+    lost its Wi-Fi). `address` is where the URL's host name resolves to
+    (what a hosts file or the site's DNS says)."""
     host, port, url_target = split(url)
     target = target or url_target
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=host), TIMEOUT)
+        asyncio.open_connection(address, port, ssl=ctx, server_hostname=host), TIMEOUT)
     try:
         head = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
         hdrs = dict(headers or {})
