@@ -19,17 +19,15 @@
 //!
 //!     cargo bench --bench file_lane
 
-use outpost::files::{FileAnswer, FileAsk, FileStore};
-use outpost::node::NodeConfig;
-use outpost::sim::{between, sha256_hex, Network, Shape};
+use outpost::files::{FileAnswer, FileAsk};
+use outpost::sim::{Network, Shape};
 
 #[allow(dead_code)] // Each bench uses its own part of it.
 mod common;
+#[path = "../tests/common/files_world.rs"]
+mod files_world;
 use common::chat_line;
-
-const HQ: usize = 0;
-const RALEIGH: usize = 1;
-const DURHAM: usize = 2;
+use files_world::{photo, upload, World, HQ, RALEIGH};
 
 const LINK: Shape = Shape {
     latency_ms: 300,
@@ -40,91 +38,14 @@ const IDLE_MESSAGES: usize = 100;
 /// The driver's step: latencies are measured to this.
 const TICK_MS: u64 = 10;
 
-struct World {
-    net: Network,
-    kevin: u64,
-    wayne: u64,
-}
-
+/// The network of tests/files_sim.rs, let settle and go quiet before
+/// anything is measured.
 fn world(shape: Shape) -> World {
-    let mut net = Network::new();
-    let mut hq = NodeConfig::new("fairfax.example");
-    hq.link.peers = vec!["raleigh.example".into(), "durham.example".into()];
-    net.add_node(hq, 1);
-    for (domain, seed) in [("raleigh.example", 12), ("durham.example", 13)] {
-        let mut site = NodeConfig::new(domain);
-        site.link.upstreams = vec!["conference.fairfax.example".into()];
-        net.add_node(site, seed);
-    }
-    net.add_link(RALEIGH, HQ, shape);
-    net.add_link(DURHAM, HQ, shape);
-    net.node(HQ).add_user("kevin", "k");
-    net.node(RALEIGH).add_user("wayne", "w");
-    net.node(DURHAM).add_user("dana", "d");
-    let kevin = online(&mut net, HQ, "kevin", "k");
-    let wayne = online(&mut net, RALEIGH, "wayne", "w");
-    online(&mut net, DURHAM, "dana", "d");
-    net.advance(100);
-    net.settle();
-    // Let the links come up and go quiet before anything is measured.
-    net.advance(30_000);
-    net.node(HQ).take(kevin);
-    net.node(RALEIGH).take(wayne);
-    World { net, kevin, wayne }
-}
-
-fn online(net: &mut Network, node: usize, user: &str, pw: &str) -> u64 {
-    let c = net.node(node).login(user, pw, "r");
-    net.node(node).send(c, "<presence/>");
-    net.node(node).take(c);
-    c
-}
-
-/// Deterministic bytes that do not compress (as a photo does not).
-fn photo(len: usize, seed: u8) -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
-/// Upload `data` as `name` the way the HTTP server does: the file's path.
-fn upload(net: &mut Network, node: usize, conn: u64, name: &str, data: &[u8]) -> String {
-    let domain = net.node(node).cfg.domain.clone();
-    net.node(node).send(
-        conn,
-        &format!("<iq type='get' id='slot' to='upload.{domain}'><request xmlns='urn:xmpp:http:upload:0' filename='{name}' size='{}' content-type='image/jpeg'/></iq>", data.len()),
-    );
-    let reply = net.node(node).take(conn);
-    let put = between(&reply, "<put url='", "'").expect("a put URL");
-    let put = put.replace("&amp;", "&");
-    let path = put[put.find("/files/").expect("a file path")..].to_string();
-    let (path, token) = path.split_once("?token=").expect("a token");
-    let (path, token) = (path.to_string(), token.to_string());
-    let n = net.node(node);
-    let len = data.len() as u64;
-    let ask = FileAsk::Put {
-        path: path.clone(),
-        token: token.clone(),
-        len,
-    };
-    let Some(FileAnswer::PutAccepted { key }) = n.file_ask(1, ask) else {
-        panic!("the PUT is refused");
-    };
-    n.files.write_part(&key, 0, data).unwrap();
-    let done = FileAsk::PutDone {
-        path: path.clone(),
-        token,
-        len,
-        sha256: sha256_hex(data),
-    };
-    assert_eq!(n.file_ask(2, done), Some(FileAnswer::Stored));
-    path
+    let mut w = files_world::world(shape, |_| {});
+    w.net.advance(30_000);
+    w.net.node(HQ).take(w.kevin);
+    w.net.node(RALEIGH).take(w.wayne);
+    w
 }
 
 /// One HTTP GET at a node, followed as the HTTP server follows it (as
