@@ -150,3 +150,30 @@ pub fn rooms(rooms: &[RoomStatus]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::files::TransferStatus;
+
+    #[test]
+    fn a_transfer_shows_its_progress_rate_and_link() {
+        let t = |peer: Option<&str>, size| TransferStatus {
+            file: "hq.example/0123".into(),
+            name: "crane.jpg".into(),
+            peer: peer.map(str::to_string),
+            size,
+            have: 250_000,
+            rate: 980,
+            pace: 1_000,
+        };
+        let text = super::transfers(&[
+            t(Some("conference.hq.example"), Some(1_000_000)),
+            t(None, None),
+        ]);
+        assert_eq!(
+            text,
+            "transfer hq.example/0123 (crane.jpg) from conference.hq.example: 250000 of 1000000 bytes (25%), 980 bytes/s\n\
+             transfer hq.example/0123 (crane.jpg) from (link down): 250000 of ? bytes (0%), 980 bytes/s\n"
+        );
+    }
+}
