@@ -62,9 +62,13 @@ struct Reader {
 impl Reader {
     fn get(net: &mut Network, node: usize, path: &str, req: u64) -> Reader {
         let started_ms = net.now_ms;
-        let answer = net
-            .node(node)
-            .file_ask(req, FileAsk::Get { path: path.into() });
+        let answer = net.node(node).file_ask(
+            req,
+            FileAsk::Get {
+                path: path.into(),
+                head: false,
+            },
+        );
         let mut r = Reader {
             node,
             req,

@@ -304,9 +304,9 @@ async def chat(kevin, wayne, link, label, rng, count=None, until=None, settle=60
     """Alternating one-to-one messages, one every 2-3 s: `count` a way, or
     until `until` is set. Returns one row per message: (direction, latency
     in seconds or None if it never came, link bytes queued its way when it
-    was sent)."""
+    was sent, seconds from the first send to its own)."""
     sent = []
-    i = 0
+    i, began = 0, time.monotonic()
     while (count is None or i < 2 * count) and not (until is not None and until.is_set()):
         up = i % 2 == 0  # site -> HQ first
         tag = f"{label}{i}"
@@ -325,7 +325,7 @@ async def chat(kevin, wayne, link, label, rng, count=None, until=None, settle=60
     end = time.monotonic() + settle
     while time.monotonic() < end and not all(tag in r.arrived for _, tag, _, r, _ in sent):
         await asyncio.sleep(0.1)
-    return [(d, r.arrived[tag] - t if tag in r.arrived else None, q) for d, tag, t, r, q in sent]
+    return [(d, r.arrived[tag] - t if tag in r.arrived else None, q, t - began) for d, tag, t, r, q in sent]
 
 
 async def scenario(name, work, link, args):
@@ -421,6 +421,9 @@ def report(results, args):
                 lat = [x[1] * 1000 for x in rows if x[1] is not None]
                 queued = [x[2] for x in rows]
                 label = "idle link" if cond == "idle" else "file crossing"
+                if not lat:
+                    print(f"{name:8} {label:14} {direction:9} {len(rows):>8} {len(rows):>4}   (none arrived)")
+                    continue
                 print(f"{name:8} {label:14} {direction:9} {len(rows):>8} {len(rows) - len(lat):>4} "
                       f"{percentile(lat, 50):>6.0f}ms {percentile(lat, 99):>6.0f}ms {max(lat):>6.0f}ms  "
                       f"{percentile(queued, 50):>13} / {max(queued):<6}")
@@ -460,7 +463,7 @@ def main():
     ap.add_argument("--segment", type=int, default=512, help="most bytes the link reads from a connection at once")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--only", choices=("outpost", "prosody"))
-    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--json", help="write the results here (default: results.json in the scratch directory)")
     args = ap.parse_args()
     if not OUTPOST.exists():
         sys.exit("build first: cargo build --release")
@@ -479,8 +482,9 @@ def main():
         t = time.monotonic()
         results[name] = run(name, work, args)
         print(f"{name}: done in {time.monotonic() - t:.0f} s (work dir {work})", file=sys.stderr, flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    saved = Path(args.json) if args.json else tmp / "results.json"
+    saved.write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    print(f"per-message rows: {saved}", file=sys.stderr)
     report(results, args)
 
 

@@ -6,7 +6,7 @@
 
 use outpost::files::{FileAnswer, FileAsk, FileKey, FileStore};
 use outpost::node::{AdminCommand, AdminReply, Event};
-use outpost::sim::{between, sha256_hex, Network, Shape};
+use outpost::sim::{between, Network, Shape};
 
 #[path = "common/files_world.rs"]
 mod files_world;
@@ -22,9 +22,13 @@ fn key_of(path: &str) -> FileKey {
 /// file is whole: what it served.
 fn download(net: &mut Network, node: usize, path: &str) -> Result<Vec<u8>, (u16, String)> {
     let mut req = 100;
-    let mut answer = net
-        .node(node)
-        .file_ask(req, FileAsk::Get { path: path.into() });
+    let mut answer = net.node(node).file_ask(
+        req,
+        FileAsk::Get {
+            path: path.into(),
+            head: false,
+        },
+    );
     loop {
         match answer {
             Some(FileAnswer::Serve {
@@ -47,8 +51,13 @@ fn download(net: &mut Network, node: usize, path: &str) -> Result<Vec<u8>, (u16,
 }
 
 fn local(net: &mut Network, node: usize, path: &str) -> Option<FileAnswer> {
-    net.node(node)
-        .file_ask(7, FileAsk::Get { path: path.into() })
+    net.node(node).file_ask(
+        7,
+        FileAsk::Get {
+            path: path.into(),
+            head: false,
+        },
+    )
 }
 
 #[test]
@@ -127,23 +136,33 @@ fn slots_are_bounded_per_file_per_user_and_per_node_and_bad_puts_store_nothing()
         n.file_ask(1, put(&trick, &token, 9_000)),
         Some(FileAnswer::Refused { status: 404, .. })
     ));
-    // A body whose bytes are not what the PUT said: nothing is stored.
+    // One PUT at a time takes a slot; a second is refused while it runs.
     let Some(FileAnswer::PutAccepted { key }) = n.file_ask(1, put(&path, &token, 9_000)) else {
         panic!("refused");
     };
-    n.files.write_part(&key, 0, &photo(9_000, 2)).unwrap();
-    let done = FileAsk::PutDone {
-        path: path.clone(),
-        token: token.clone(),
-        len: 9_000,
-        sha256: sha256_hex(b"something else"),
-    };
     assert!(matches!(
-        n.file_ask(2, done),
-        Some(FileAnswer::Refused { .. })
+        n.file_ask(1, put(&path, &token, 9_000)),
+        Some(FileAnswer::Refused { status: 409, .. })
     ));
+    // A body that ended early: the PUT gives the slot back, nothing stored.
+    n.files.write_part(&key, 0, &photo(4_000, 2)).unwrap();
+    n.files.remove(&key);
+    let failed = FileAsk::PutFailed {
+        token: token.clone(),
+    };
+    n.file_ask(2, failed);
     assert_eq!(n.files.stored(), (0, 0));
     assert!(n.node.state().files.is_empty());
+    assert!(matches!(
+        n.file_ask(1, put(&path, &token, 9_000)),
+        Some(FileAnswer::PutAccepted { .. })
+    ));
+    n.file_ask(
+        2,
+        FileAsk::PutFailed {
+            token: token.clone(),
+        },
+    );
     // Slots expire, with their bytes, and give their quota back.
     w.net.advance(301_000);
     let n = w.net.node(hq);
@@ -538,4 +557,199 @@ fn a_rooms_photos_come_to_a_site_at_once_when_its_policy_says_so() {
         got.contains(&format!("<body>https://durham.example:5281{path}</body>")),
         "{got}"
     );
+}
+
+/// A raw link at HQ as Raleigh (replacing the real one), its hello said.
+fn forge_raleigh(net: &mut Network) -> u64 {
+    let hq = net.node(HQ);
+    let conn = hq.alloc_conn();
+    hq.event(Event::LinkUp {
+        conn,
+        peer: "raleigh.example".into(),
+    });
+    hq.take(conn);
+    hq.send(conn, "<stream:stream xmlns='urn:xmpp:dmuc:0' xmlns:stream='http://etherx.jabber.org/streams' from='raleigh.example' version='1.0'><hello received='0'/>");
+    hq.take(conn);
+    conn
+}
+
+#[test]
+fn a_peer_asking_for_chunks_it_does_not_read_makes_the_node_hold_little() {
+    let mut w = world(Shape::default(), |c| c.link.compress = false);
+    let data = photo(100_000, 12);
+    let key = key_of(&upload(&mut w.net, HQ, w.kevin, "x.jpg", &data));
+    let conn = forge_raleigh(&mut w.net);
+    let want = format!(
+        "<t><fw o='fairfax.example' i='{}' at='0' n='512'/></t>",
+        key.id
+    );
+    let hq = w.net.node(HQ);
+    hq.send(conn, &want.repeat(10_000));
+    // Ten thousand chunks asked (5 MB); what waits for the peer to read is
+    // the lane's backlog, not what it asked for.
+    let held = hq.unread_bytes();
+    assert!(
+        held < 80 * 1024,
+        "{held} bytes held for a peer that does not read"
+    );
+    // As it reads, more goes, a backlog at a time; the asks past what the
+    // lane keeps (what an honest receiver asks at once) were dropped.
+    let mut chunks = 0;
+    loop {
+        let read = hq.take_some(conn, 64 * 1024);
+        if read.is_empty() {
+            break;
+        }
+        chunks += read.matches("<fc ").count();
+        assert!(hq.unread_bytes() < 80 * 1024);
+    }
+    assert!(chunks < 200, "{chunks} chunks for 10,000 asks");
+}
+
+#[test]
+fn a_site_looking_at_another_sites_file_through_hq_does_not_bring_it_over() {
+    let mut w = world(Shape::default(), |c| c.upload.eager_bytes = 4_000);
+    let data = photo(200_000, 13);
+    let path = upload(&mut w.net, RALEIGH, w.wayne, "survey.bin", &data);
+    w.net.reset_counters();
+    w.net.node(RALEIGH).send(
+        w.wayne,
+        &format!("<message to='dana@durham.example' type='chat' id='s'><body>https://raleigh.example:5281{path}</body></message>"),
+    );
+    w.net.settle();
+    w.net.advance(10_000);
+    w.net.settle();
+    let (up, _) = w.net.link_bytes(RALEIGH);
+    assert!(up < 5_000, "only the message and the size crossed: {up}");
+    assert!(!w
+        .net
+        .node(HQ)
+        .node
+        .state()
+        .files
+        .contains_key(&key_of(&path)));
+    // A HEAD at Durham learns the size without the file crossing either.
+    let head = w.net.node(DURHAM).file_ask(
+        50,
+        FileAsk::Get {
+            path: path.clone(),
+            head: true,
+        },
+    );
+    let answer = match head {
+        Some(a) => a,
+        None => {
+            w.net.settle();
+            w.net.node(DURHAM).file_answer(50).expect("an answer")
+        }
+    };
+    assert!(
+        matches!(&answer, FileAnswer::Serve { meta, .. } if meta.size == 200_000),
+        "{answer:?}"
+    );
+    w.net.advance(10_000);
+    w.net.settle();
+    let (up, _) = w.net.link_bytes(RALEIGH);
+    assert!(up < 5_000, "{up}");
+    let _ = (w.kevin, w.dana);
+}
+
+#[test]
+fn a_peer_declaring_a_huge_file_or_going_silent_keeps_neither_the_cache_nor_a_fetch() {
+    let mut w = world(Shape::default(), |c| {
+        c.link.compress = false;
+        c.upload.max_file_bytes = 50_000;
+        c.upload.cache_bytes = 100_000;
+    });
+    // Two of Durham's files in HQ's cache.
+    for i in 0..2 {
+        let p = upload(
+            &mut w.net,
+            DURHAM,
+            w.dana,
+            &format!("d{i}.jpg"),
+            &photo(20_000, 20 + i),
+        );
+        download(&mut w.net, HQ, &p).unwrap();
+    }
+    assert_eq!(w.net.node(HQ).node.state().files.len(), 2);
+    let conn = forge_raleigh(&mut w.net);
+    let id = "0123456789abcdef0123456789abcdef";
+    let path = format!("/files/raleigh.example/{id}/big.bin");
+    assert_eq!(local(&mut w.net, HQ, &path), None);
+    // It says the file is larger than this node takes.
+    let hq = w.net.node(HQ);
+    hq.take(conn);
+    let sha = "ab".repeat(32);
+    hq.send(conn, &format!("<t><fc o='raleigh.example' i='{id}' at='0' size='100000' sha='{sha}' type='a/b' name='big.bin'>AAAA</fc></t>"));
+    assert_eq!(hq.node.state().files.len(), 2, "the cache kept its files");
+    assert_eq!(hq.node.files_in_progress(), 0);
+    // Another fetch, and the peer goes silent after the size: it fails
+    // after a few stalls, with nothing kept.
+    let path = format!("/files/raleigh.example/{}/quiet.bin", "1".repeat(32));
+    let get = FileAsk::Get { path, head: false };
+    assert_eq!(w.net.node(HQ).file_ask(8, get), None);
+    let hq = w.net.node(HQ);
+    hq.take(conn);
+    let first = format!("<t><fc o='raleigh.example' i='{}' at='0' size='30000' sha='{sha}' type='a/b' name='quiet.bin'>{}=</fc></t>", "1".repeat(32), "A".repeat(683));
+    hq.send(conn, &first);
+    assert_eq!(hq.node.files_in_progress(), 1);
+    for _ in 0..10 {
+        hq.advance(61_000);
+        hq.take(conn);
+        hq.send(conn, " "); // alive, answering nothing
+    }
+    assert_eq!(hq.node.files_in_progress(), 0);
+    assert_eq!(hq.node.state().files.len(), 2);
+    assert!(hq.files.parts.borrow().is_empty());
+    let _ = (w.kevin, w.wayne);
+}
+
+#[test]
+fn a_file_crosses_a_link_with_no_delay_without_its_pace_running_away() {
+    let mut w = world(
+        Shape {
+            latency_ms: 0,
+            rate: 0,
+        },
+        |_| {},
+    );
+    let data = photo(2_000_000, 14);
+    let path = upload(&mut w.net, HQ, w.kevin, "big.bin", &data);
+    w.net.node(HQ).cfg.upload.max_file_bytes = 4_000_000;
+    assert_eq!(download(&mut w.net, RALEIGH, &path).unwrap(), data);
+    let _ = w.dana;
+}
+
+#[test]
+fn an_upload_that_outlasts_its_slot_is_kept() {
+    let mut w = world(Shape::default(), |_| {});
+    let reply = ask_slot(&mut w.net, HQ, w.kevin, "slow.jpg", 1_000);
+    let (path, token) = put_target(&reply);
+    let n = w.net.node(HQ);
+    let put = FileAsk::Put {
+        path: path.clone(),
+        token: token.clone(),
+        len: 1_000,
+    };
+    let Some(FileAnswer::PutAccepted { key }) = n.file_ask(1, put) else {
+        panic!("refused");
+    };
+    // A slow phone: six minutes for the body, past the slot's five.
+    n.files.write_part(&key, 0, &photo(500, 15)).unwrap();
+    n.advance(360_000);
+    assert_eq!(
+        n.files.part_len(&key),
+        500,
+        "the part stays while the PUT runs"
+    );
+    n.files.write_part(&key, 500, &photo(500, 16)).unwrap();
+    let done = FileAsk::PutDone {
+        path,
+        token,
+        len: 1_000,
+        sha256: "unused".into(),
+    };
+    assert_eq!(n.file_ask(2, done), Some(FileAnswer::Stored));
+    assert!(n.node.state().files.contains_key(&key));
 }

@@ -111,8 +111,7 @@ class SharedLink:
         asyncio.set_event_loop(self.loop)
         self.to = {side: Direction(self.loop, self.rate, self.delay, self.queue, self.segment)
                    for side in ("hq", "site")}
-        for d in self.to.values():
-            self.loop.create_task(d.line())
+        self.lines = [self.loop.create_task(d.line()) for d in self.to.values()]
         self.ready.set()
         self.loop.run_forever()
 
@@ -177,6 +176,9 @@ class SharedLink:
                 s.close()
             for w in list(self.writers):
                 w.close()
+            for t in self.lines:
+                t.cancel()
+            await asyncio.gather(*self.lines, return_exceptions=True)
         try:
             self._call(stop())
         finally:

@@ -50,12 +50,14 @@ impl Head {
         if self.header("transfer-encoding").is_some() {
             return Err((411, "send Content-Length, not a chunked body"));
         }
-        match self.header("content-length") {
-            None => Err((411, "Content-Length is required")),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| (400, "Content-Length is not a number")),
+        let mut lengths = self.headers.iter().filter(|(n, _)| n == "content-length");
+        match (lengths.next(), lengths.next()) {
+            (None, _) => Err((411, "Content-Length is required")),
+            (Some(_), Some(_)) => Err((400, "Content-Length is given twice")),
+            (Some((_, v)), None) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                v.parse().map_err(|_| (400, "Content-Length is too large"))
+            }
+            (Some(_), None) => Err((400, "Content-Length is not a number")),
         }
     }
 }

@@ -88,8 +88,11 @@ pub trait FileStore {
     /// Bytes in the part file (0 if none).
     fn part_len(&self, key: &FileKey) -> u64;
     /// Make the part file the file if its SHA-256 is `sha256` (hex);
-    /// otherwise remove it and say so.
-    fn complete(&self, key: &FileKey, sha256: &str) -> std::io::Result<bool>;
+    /// otherwise remove it and say so. `None`: the caller hashed the
+    /// bytes as they were written; the part is made the file as it is.
+    fn complete(&self, key: &FileKey, sha256: Option<&str>) -> std::io::Result<bool>;
+    /// Whether the (complete) file is there.
+    fn has_file(&self, key: &FileKey) -> bool;
     /// Remove the file and its part file.
     fn remove(&self, key: &FileKey);
     /// Every file and part file kept (for removing what the index lost).
@@ -112,8 +115,12 @@ pub enum FileAsk {
         len: u64,
         sha256: String,
     },
-    /// A GET (or HEAD) of `path`.
-    Get { path: String },
+    /// The PUT that took the slot `token` ended without its body: the
+    /// slot may be used again while it lives.
+    PutFailed { token: String },
+    /// A GET of `path`; a HEAD (`head`) wants the size alone, which does
+    /// not bring another node's file over the link.
+    Get { path: String, head: bool },
     /// Answer when more than `have` bytes of `key` are here, it is
     /// complete, or the fetch failed (or after a while, with what is).
     Wait { key: FileKey, have: u64 },
@@ -283,8 +290,14 @@ impl Files {
                 len,
                 sha256,
             } => Some(self.put_done(index, now, &path, &token, len, &sha256)),
-            FileAsk::Get { path } => self.get(index, now.mono_ms, req, &path, route),
-            FileAsk::Wait { key, have } => self.wait(index, now.mono_ms, req, key, Some(have)),
+            FileAsk::PutFailed { token } => {
+                self.put_failed(&token);
+                Some(FileAnswer::Stored)
+            }
+            FileAsk::Get { path, head } => self.get(index, now.mono_ms, req, &path, head, route),
+            FileAsk::Wait { key, have } => {
+                self.wait(index, now.mono_ms, req, key, Some(have), false)
+            }
             FileAsk::Transfers => Some(FileAnswer::Transfers(self.transfers(now.mono_ms))),
         }
     }

@@ -139,3 +139,25 @@ fn links_to_network_files_are_rewritten_others_and_encrypted_ones_are_not() {
     let url = format!("https://files.example.org/files/hq.example/{ID}/p.jpg");
     assert_eq!(org.url(&url), Some((url.clone(), key("hq.example"))));
 }
+
+#[test]
+fn a_content_length_is_digits_given_once() {
+    let head = |h: &str| match parse_head(format!("PUT / HTTP/1.1\r\n{h}\r\n\r\n").as_bytes()) {
+        HeadParse::Done(head, _) => head,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(head("Content-Length: 12").content_length(), Ok(12));
+    for bad in [
+        "Content-Length: +5",
+        "Content-Length: 5 5",
+        "Content-Length: -1",
+        "Content-Length: 5\r\nContent-Length: 5",
+        "Content-Length: 99999999999999999999999",
+    ] {
+        assert_eq!(
+            head(bad).content_length().map_err(|e| e.0),
+            Err(400),
+            "{bad}"
+        );
+    }
+}

@@ -45,10 +45,21 @@ const MAX_WAITERS: usize = 256;
 const WAIT_MS: u64 = 20_000;
 /// Peers' requests waiting on a fetch here, per fetch.
 const PARKED_MAX: usize = INFLIGHT_MAX;
-/// Chunks waiting for the lane's rate, per peer.
+/// Chunks waiting in a peer's lane, at most.
 const LANE_MAX: usize = INFLIGHT_MAX;
+/// Bytes a link may have been handed and not written yet before its lane
+/// waits: a peer that asks and does not read makes the node hold this,
+/// not what it asked for.
+pub const LANE_BACKLOG: u64 = 64 * 1024;
 /// Chunks asked and not here after this are asked again.
 const STALL_MS: u64 = 60_000;
+/// A fetch asked again this many times in a row for nothing fails: a
+/// peer that stops answering holds a fetch (and its room in the cache)
+/// for minutes, not for ever.
+const STALLS_MAX: u32 = 3;
+/// The fastest pace (bytes/s), so that it cannot overflow on a link with
+/// no delay.
+const RATE_MAX: u64 = INFLIGHT_MAX as u64 * CHUNK as u64 * 1000;
 /// How far back the rate shown is measured.
 const RATE_WINDOW_MS: u64 = 10_000;
 
@@ -78,6 +89,21 @@ pub struct Fetch {
     parked: Vec<(PeerId, u64, u32)>,
     /// Bytes received recently: (when, how many), for the rate shown.
     recent: VecDeque<(u64, u32)>,
+    /// SHA-256 of the bytes so far, taken as they come (none after a
+    /// restart: the whole part is hashed at the end then).
+    hasher: Option<Hasher>,
+    /// Times in a row the fetch was asked again with nothing new.
+    stalls: u32,
+}
+
+/// A fetch's running SHA-256 (the digest context, shown by name only).
+#[derive(Clone)]
+struct Hasher(ring::digest::Context);
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("Hasher")
+    }
 }
 
 /// Chunks for one peer waiting for the lane's rate.
@@ -97,6 +123,8 @@ pub(super) struct Waiter {
     /// None: waiting for the size (the first answer).
     have: Option<u64>,
     since_ms: u64,
+    /// A HEAD: the size is all it waits for.
+    head: bool,
 }
 
 /// A transfer in progress, for the console and the web page.
@@ -132,6 +160,8 @@ impl Fetch {
             eager,
             parked: Vec::new(),
             recent: VecDeque::new(),
+            hasher: (have == 0).then(|| Hasher(ring::digest::Context::new(&ring::digest::SHA256))),
+            stalls: 0,
         }
     }
 
@@ -157,11 +187,11 @@ impl Fetch {
         if queued > TARGET_QUEUE_MS {
             self.pace = (self.pace * 7 / 8).max(RATE_MIN);
         } else if queued <= TARGET_QUEUE_MS / 2 {
-            self.pace += self.pace / 16 + u64::from(CHUNK) / 8;
+            self.pace = (self.pace + self.pace / 16 + u64::from(CHUNK) / 8).min(RATE_MAX);
         } else {
             return;
         }
-        self.steady_until_ms = now_ms + delay;
+        self.steady_until_ms = now_ms + delay.max(1);
     }
 
     /// Whether it has more to ask for over a link that is up, and room to.
@@ -205,6 +235,17 @@ impl Files {
         let Some(store) = self.store.clone() else {
             return;
         };
+        // Bytes are removed before the record saying so is durable: a crash
+        // between the two leaves an entry with nothing behind it.
+        let lost: Vec<FileKey> = index
+            .iter()
+            .filter(|(k, f)| f.complete && !store.has_file(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in lost {
+            log::warn!("files: {key} is indexed but not on disk; forgotten");
+            self.remove_file(index, &key);
+        }
         let partial: Vec<(FileKey, FileMeta)> = index
             .iter()
             .filter(|(_, f)| !f.complete)
@@ -327,9 +368,10 @@ impl Files {
         if key.origin == self.domain {
             return self.send_missing(from, &key);
         }
-        // Not for the peer it comes from (that would loop).
+        // Not for the peer it comes from (that would loop). A request for
+        // the size alone (the other node's eager look) looks here too.
         let via = |d: &str| route(d).filter(|p| p != from);
-        if let Err(why) = self.start_fetch(now_ms, &key, &via, false) {
+        if let Err(why) = self.start_fetch(now_ms, &key, &via, len == 0) {
             log::debug!("files: {from} asked for {key}: {why:?}");
             return self.send_missing(from, &key);
         }
@@ -384,48 +426,55 @@ impl Files {
         self.lane_send(now_ms, peer, event);
     }
 
-    /// Through the lane's rate cap, if there is one.
-    fn lane_send(&mut self, now_ms: u64, peer: &PeerId, event: LinkEvent) {
-        let rate = self.cfg.link_rate;
-        if rate == 0 {
-            self.out.push(FilesOutput::Link {
-                peer: peer.clone(),
-                event,
-            });
-            return;
-        }
+    /// Into the peer's lane; it leaves with `release_lanes`.
+    fn lane_send(&mut self, _now_ms: u64, peer: &PeerId, event: LinkEvent) {
         let lane = self.lanes.entry(peer.clone()).or_default();
         if lane.queue.len() >= LANE_MAX {
-            // The receiver asks again after a stall.
+            // More than an honest receiver asks at once: it asks again
+            // after a stall.
             return;
         }
         lane.queue.push_back(event);
-        self.release_lane(now_ms, peer);
     }
 
-    fn release_lane(&mut self, now_ms: u64, peer: &PeerId) {
+    /// Chunks leave each lane while the link has taken what it was given
+    /// (`backlog`: bytes handed to the shell for the peer and not written
+    /// yet), within `link_rate` if one is set. A peer asking for chunks
+    /// faster than it reads them gets no more than `LANE_BACKLOG` ahead.
+    pub fn release_lanes(&mut self, now_ms: u64, backlog: &dyn Fn(&PeerId) -> u64) {
         let rate = self.cfg.link_rate;
-        let Some(lane) = self.lanes.get_mut(peer) else {
-            return;
-        };
         let burst = u64::from(CHUNK) * 2;
-        let earned = now_ms.saturating_sub(lane.refilled_ms) * rate / 1000;
-        if earned > 0 {
-            lane.allowance = (lane.allowance + earned).min(burst);
-            lane.refilled_ms = now_ms;
-        }
-        while let Some(LinkEvent::FileChunk { data, .. }) = lane.queue.front() {
-            let cost = data.len() as u64;
-            if lane.allowance < cost.min(burst) {
-                break;
+        for (peer, lane) in self.lanes.iter_mut() {
+            if rate > 0 {
+                let earned = now_ms.saturating_sub(lane.refilled_ms) * rate / 1000;
+                if earned > 0 {
+                    lane.allowance = (lane.allowance + earned).min(burst);
+                    lane.refilled_ms = now_ms;
+                }
             }
-            lane.allowance -= cost.min(burst);
-            let event = lane.queue.pop_front().expect("front");
-            self.out.push(FilesOutput::Link {
-                peer: peer.clone(),
-                event,
-            });
+            let mut handed = backlog(peer);
+            while let Some(LinkEvent::FileChunk { data, .. }) = lane.queue.front() {
+                let cost = data.len() as u64;
+                if handed >= LANE_BACKLOG || (rate > 0 && lane.allowance < cost.min(burst)) {
+                    break;
+                }
+                if rate > 0 {
+                    lane.allowance -= cost.min(burst);
+                }
+                handed += cost;
+                let event = lane.queue.pop_front().expect("front");
+                self.out.push(FilesOutput::Link {
+                    peer: peer.clone(),
+                    event,
+                });
+            }
         }
+        self.lanes.retain(|_, l| !l.queue.is_empty() || rate > 0);
+    }
+
+    /// Whether a lane has chunks waiting.
+    pub fn lanes_waiting(&self) -> bool {
+        self.lanes.values().any(|l| !l.queue.is_empty())
     }
 
     /// A peer sent part of a file this node asked for.
@@ -490,6 +539,10 @@ impl Files {
                 return self.fail(index, &key, 507, "the file could not be stored");
             }
             let f = self.fetches.get_mut(&key).expect("present");
+            if let Some(h) = &mut f.hasher {
+                h.0.update(&data);
+            }
+            f.stalls = 0;
             f.have += data.len() as u64;
             f.recent.push_back((now_ms, data.len() as u32));
             while f
@@ -534,11 +587,43 @@ impl Files {
             content_type: super::http::content_type(Some(&meta.content_type)),
             ..meta
         };
-        let waited_on = !f.parked.is_empty() || self.waiters.iter().any(|w| w.key == *key);
+        let waited_on = f.parked.iter().any(|(_, _, len)| *len > 0)
+            || self.waiters.iter().any(|w| w.key == *key && !w.head);
         if f.eager && meta.size > self.cfg.eager_bytes && !waited_on {
-            // Large: it crosses when someone opens it.
-            self.fetches.remove(key);
+            // Large: it crosses when someone opens it. Whoever asked for
+            // the size alone (a HEAD, another node's look) has it.
+            let fetch = self.fetches.remove(key).expect("present");
+            let (heads, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+                .into_iter()
+                .partition(|w| w.key == *key);
+            self.waiters = others;
+            let answer = FileAnswer::Serve {
+                key: key.clone(),
+                meta: meta.clone(),
+                have: 0,
+                complete: false,
+            };
+            for w in heads {
+                self.out.push(FilesOutput::Reply {
+                    req: w.req,
+                    answer: answer.clone(),
+                });
+            }
+            for (peer, _, _) in fetch.parked {
+                let event = LinkEvent::FileChunk {
+                    origin: key.origin.clone(),
+                    id: key.id.clone(),
+                    offset: 0,
+                    meta: Some(meta.clone()),
+                    data: Vec::new(),
+                };
+                self.lane_send(now.mono_ms, &peer, event);
+            }
             return Ok(());
+        }
+        if meta.size > self.cfg.max_file_bytes {
+            // What it may cost the cache is what a file may be here.
+            return Err("the file is larger than this node takes");
         }
         if !self.make_room(index, meta.size) {
             return Err("the cache has no room for the file");
@@ -569,22 +654,31 @@ impl Files {
         if size > self.cfg.cache_bytes {
             return false;
         }
-        loop {
-            let (_, cached) = Files::usage(index);
-            if cached + size <= self.cfg.cache_bytes && index.len() < self.cfg.files_total {
-                return true;
-            }
-            let victim = index
-                .iter()
-                .filter(|(_, f)| f.owner.is_none() && f.complete)
-                .min_by_key(|(k, f)| (self.used.get(*k).copied().unwrap_or(0), f.stamp_ms))
-                .map(|(k, _)| k.clone());
-            let Some(victim) = victim else {
-                return false;
-            };
+        let (_, mut cached) = Files::usage(index);
+        let (budget, most) = (self.cfg.cache_bytes, self.cfg.files_total);
+        let fits = |cached: u64, count: usize| cached + size <= budget && count < most;
+        if fits(cached, index.len()) {
+            return true;
+        }
+        // Least recently opened first; sorted once, however many go.
+        let mut victims: Vec<(u64, u64, FileKey, u64)> = index
+            .iter()
+            .filter(|(_, f)| f.owner.is_none() && f.complete)
+            .map(|(k, f)| {
+                let used = self.used.get(k).copied().unwrap_or(0);
+                (used, f.stamp_ms, k.clone(), f.meta.size)
+            })
+            .collect();
+        victims.sort();
+        for (_, _, victim, bytes) in victims {
             log::info!("files: {victim} leaves the cache to make room");
             self.remove_file(index, &victim);
+            cached -= bytes;
+            if fits(cached, index.len()) {
+                return true;
+            }
         }
+        false
     }
 
     fn finish(&mut self, index: &mut FileIndex, now: crate::common::Now, key: &FileKey) {
@@ -592,6 +686,13 @@ impl Files {
             return;
         };
         let meta = self.fetches[key].meta.clone().expect("complete");
+        // Hashed as it came, unless a restart came between: then the part
+        // file is hashed whole now.
+        let hashed = self.fetches.get_mut(key).and_then(|f| f.hasher.take());
+        let checked = hashed.is_some();
+        if hashed.is_some_and(|h| crate::common::hex(h.0.finish().as_ref()) != meta.sha256) {
+            return self.fail(index, key, 502, "the file's SHA-256 does not match");
+        }
         if meta.size == 0 {
             // No chunk carried bytes, so no part file was made.
             if let Err(e) = store.write_part(key, 0, &[]) {
@@ -599,7 +700,7 @@ impl Files {
                 return self.fail(index, key, 507, "the file could not be stored");
             }
         }
-        match store.complete(key, &meta.sha256) {
+        match store.complete(key, (!checked).then_some(meta.sha256.as_str())) {
             Ok(true) => {}
             Ok(false) => return self.fail(index, key, 502, "the file's SHA-256 does not match"),
             Err(e) => {
@@ -719,12 +820,13 @@ impl Files {
         now_ms: u64,
         req: u64,
         path: &str,
+        head: bool,
         route: Route,
     ) -> Option<FileAnswer> {
         let Some((key, _)) = super::url::parse_path(path) else {
             return Some(refused(404, "no such file"));
         };
-        if let Some(f) = self.fetches.get_mut(&key) {
+        if let Some(f) = self.fetches.get_mut(&key).filter(|_| !head) {
             f.eager = false;
         }
         if let Some(answer) = self.answer_for(index, &key) {
@@ -736,10 +838,11 @@ impl Files {
         if key.origin == self.domain {
             return Some(refused(404, "no such file"));
         }
-        if let Err((status, why)) = self.start_fetch(now_ms, &key, route, false) {
+        // A HEAD looks at the size only: the file does not cross for it.
+        if let Err((status, why)) = self.start_fetch(now_ms, &key, route, head) {
             return Some(refused(status, why));
         }
-        self.wait(index, now_ms, req, key, None)
+        self.wait(index, now_ms, req, key, None, head)
     }
 
     pub(super) fn wait(
@@ -749,6 +852,7 @@ impl Files {
         req: u64,
         key: FileKey,
         have: Option<u64>,
+        head: bool,
     ) -> Option<FileAnswer> {
         match self.answer_for(index, &key) {
             Some(answer @ FileAnswer::Serve { complete: true, .. }) => return Some(answer),
@@ -770,6 +874,7 @@ impl Files {
             key,
             have,
             since_ms: now_ms,
+            head,
         });
         None
     }
@@ -810,10 +915,6 @@ impl Files {
     }
 
     pub(super) fn handle_transfer_timeouts(&mut self, index: &mut FileIndex, now_ms: u64) {
-        let peers: Vec<PeerId> = self.lanes.keys().cloned().collect();
-        for peer in peers {
-            self.release_lane(now_ms, &peer);
-        }
         let paced: Vec<FileKey> = self
             .fetches
             .iter()
@@ -836,6 +937,11 @@ impl Files {
             .collect();
         for key in stalled {
             let f = self.fetches.get_mut(&key).expect("present");
+            f.stalls += 1;
+            if f.stalls > STALLS_MAX {
+                self.fail(index, &key, 504, "the file's node stopped answering");
+                continue;
+            }
             f.inflight.clear();
             f.next = f.have;
             f.pace = RATE_START;
@@ -857,8 +963,8 @@ impl Files {
         let lanes = self
             .lanes
             .values()
-            .filter(|l| !l.queue.is_empty())
-            .map(|l| l.refilled_ms + 1000 * u64::from(CHUNK) / self.cfg.link_rate.max(1));
+            .filter(|l| !l.queue.is_empty() && self.cfg.link_rate > 0)
+            .map(|l| l.refilled_ms + 1000 * u64::from(CHUNK) / self.cfg.link_rate);
         let stalls = self
             .fetches
             .values()

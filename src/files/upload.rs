@@ -18,6 +18,21 @@ pub struct Slot {
     pub content_type: String,
     /// Monotonic time after which the PUT is refused.
     pub expires_ms: u64,
+    /// A PUT took it: no other may, and it does not expire until that
+    /// PUT's own deadline (a large file on a slow phone takes a while).
+    pub uploading_until: Option<u64>,
+}
+
+/// How long one PUT may take once it started.
+const PUT_MS: u64 = 3_600_000;
+
+impl Slot {
+    fn live(&self, now_ms: u64) -> bool {
+        match self.uploading_until {
+            Some(until) => until > now_ms,
+            None => self.expires_ms > now_ms,
+        }
+    }
 }
 
 /// Why a slot was refused: the stanza error's condition, and its text.
@@ -166,6 +181,7 @@ impl Files {
                 size,
                 content_type,
                 expires_ms: now_ms + self.cfg.slot_ms,
+                uploading_until: None,
             },
         );
         Ok(SlotUrls { put, get })
@@ -177,22 +193,36 @@ impl Files {
             return Err((404, "no such file"));
         };
         match self.slots.get(token) {
-            Some(s) if s.key == key && s.expires_ms > now_ms => Ok(s),
+            Some(s) if s.key == key && s.live(now_ms) => Ok(s),
             Some(s) if s.key == key => Err((403, "the slot expired; ask for another")),
             _ => Err((403, "no slot for this URL with this token")),
         }
     }
 
     pub(super) fn put(&mut self, now_ms: u64, path: &str, token: &str, len: u64) -> FileAnswer {
-        match self.slot_for(now_ms, path, token) {
-            Ok(slot) if slot.size != len => refused(
-                400,
-                format!("the slot is for {} bytes, not {len}", slot.size),
-            ),
-            Ok(slot) => FileAnswer::PutAccepted {
-                key: slot.key.clone(),
-            },
-            Err((status, why)) => refused(status, why),
+        let key = match self.slot_for(now_ms, path, token) {
+            Ok(slot) if slot.size != len => {
+                return refused(
+                    400,
+                    format!("the slot is for {} bytes, not {len}", slot.size),
+                )
+            }
+            Ok(slot) if slot.uploading_until.is_some() => {
+                return refused(409, "an upload to this slot is under way")
+            }
+            Ok(slot) => slot.key.clone(),
+            Err((status, why)) => return refused(status, why),
+        };
+        let slot = self.slots.get_mut(token).expect("found");
+        slot.uploading_until = Some(now_ms + PUT_MS);
+        FileAnswer::PutAccepted { key }
+    }
+
+    /// The PUT that took `token`'s slot failed: the slot may be used again
+    /// while it lives.
+    pub(super) fn put_failed(&mut self, token: &str) {
+        if let Some(slot) = self.slots.get_mut(token) {
+            slot.uploading_until = None;
         }
     }
 
@@ -206,14 +236,16 @@ impl Files {
         sha256: &str,
     ) -> FileAnswer {
         let slot = match self.slot_for(now.mono_ms, path, token) {
-            Ok(slot) if slot.size == len => slot.clone(),
-            Ok(_) => return refused(400, "the body's length is not the slot's"),
+            Ok(slot) if slot.size == len && slot.uploading_until.is_some() => slot.clone(),
+            Ok(_) => return refused(400, "no PUT of the slot's length took this slot"),
             Err((status, why)) => return refused(status, why),
         };
         let Some(store) = self.store.clone() else {
             return refused(503, "this node keeps no files");
         };
-        match store.complete(&slot.key, sha256) {
+        // The shell hashed the body as it wrote it: the part is the file.
+        let _ = sha256;
+        match store.complete(&slot.key, None) {
             Ok(true) => {}
             Ok(false) => return refused(500, "the file as stored is not the file received"),
             Err(e) => {
@@ -252,7 +284,7 @@ impl Files {
         let gone: Vec<String> = self
             .slots
             .iter()
-            .filter(|(_, s)| s.expires_ms <= now_ms)
+            .filter(|(_, s)| !s.live(now_ms))
             .map(|(t, _)| t.clone())
             .collect();
         for token in gone {
@@ -265,7 +297,10 @@ impl Files {
     }
 
     pub(super) fn next_slot_expiry(&self) -> Option<u64> {
-        self.slots.values().map(|s| s.expires_ms).min()
+        self.slots
+            .values()
+            .map(|s| s.uploading_until.unwrap_or(s.expires_ms))
+            .min()
     }
 
     /// The disco#info of the upload service (XEP-0363 §2).

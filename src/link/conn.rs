@@ -38,6 +38,8 @@ pub struct LinkConn {
     pub(crate) last_tx: u64,
     /// A write since the last flush was `write_bulk`.
     bulk: bool,
+    /// Bytes handed to the shell and not written to the socket yet.
+    pub(crate) unwritten: u64,
     pub(crate) unacked_in: u32,
     pub(crate) ack_due: Option<u64>,
     pub(crate) keepalive_ms: u64,
@@ -85,6 +87,7 @@ impl LinkConn {
             last_rx: now,
             last_tx: now,
             bulk: false,
+            unwritten: 0,
             unacked_in: 0,
             ack_due: None,
             keepalive_ms: timing.0,
@@ -145,6 +148,11 @@ impl LinkConn {
     pub(crate) fn write_bulk(&mut self, now: u64, bytes: &[u8]) {
         self.write(now, bytes);
         self.bulk = true;
+    }
+
+    /// Bytes written since the last flush.
+    pub(crate) fn buffered(&self) -> usize {
+        self.out.len() + self.wire_out.len()
     }
 
     /// What was written since the last flush, as it goes on the wire.

@@ -222,6 +222,22 @@ impl Links {
     }
 
     /// A link to `peer` is up and its hello has come.
+    /// The shell wrote `n` bytes of a link's output.
+    pub fn written(&mut self, conn: ConnId, n: usize) {
+        if let Some(l) = self.conns.get_mut(&conn) {
+            l.unwritten = l.unwritten.saturating_sub(n as u64);
+        }
+    }
+
+    /// Bytes for `peer`'s link not written to its socket yet: handed to
+    /// the shell, or still to be flushed this turn.
+    pub fn unwritten(&self, peer: &PeerId) -> u64 {
+        self.of_peer
+            .get(peer)
+            .and_then(|c| self.conns.get(c))
+            .map_or(0, |l| l.unwritten + l.buffered() as u64)
+    }
+
     pub fn is_up(&self, peer: &str) -> bool {
         self.of_peer
             .get(peer)
@@ -411,6 +427,7 @@ impl Links {
             return;
         };
         if let Some(bytes) = l.flush() {
+            l.unwritten += bytes.len() as u64;
             self.traffic.entry(l.peer.clone()).or_default().bytes_out += bytes.len() as u64;
             out.push(LinkOutput::Send { conn, bytes });
         }

@@ -60,8 +60,18 @@ impl Node {
                 .filter(|p| links.is_up(p.as_str()))
         };
         let result = f(&mut self.files, &mut self.state.files, &route);
-        self.drain_files();
+        self.release_file_lanes();
         result
+    }
+
+    /// Chunks waiting in the lanes go as far as the links take them.
+    pub(crate) fn release_file_lanes(&mut self) {
+        if self.files.lanes_waiting() {
+            let links = &self.links;
+            let backlog = |peer: &PeerId| links.unwritten(peer);
+            self.files.release_lanes(self.now.mono_ms, &backlog);
+        }
+        self.drain_files();
     }
 
     fn drain_files(&mut self) {
@@ -80,7 +90,7 @@ impl Node {
     /// A question of the HTTP server: answered now, or later for `req`.
     pub(crate) fn on_file_ask(&mut self, req: u64, ask: FileAsk) {
         let now = self.now;
-        if let FileAsk::Get { path } = &ask {
+        if let FileAsk::Get { path, .. } = &ask {
             // A file of a domain no link reaches is no file of the network.
             let unknown = crate::files::url::parse_path(path).is_some_and(|(key, _)| {
                 key.origin != self.cfg.domain

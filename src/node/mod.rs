@@ -449,6 +449,10 @@ impl Node {
     /// The shell wrote `n` bytes of a session's output: carry out what was
     /// waiting for them, open the window, read input held meanwhile.
     fn on_written(&mut self, transport: ConnId, n: usize) {
+        if self.links.is_link(transport) {
+            self.links.written(transport, n);
+            return self.release_file_lanes();
+        }
         let Some((conn, completions)) = self.clients.written(self.now.mono_ms, transport, n) else {
             return;
         };

@@ -77,16 +77,22 @@ impl FileStore for DiskFiles {
         fs::metadata(self.part_path(key)).map_or(0, |m| m.len())
     }
 
-    fn complete(&self, key: &FileKey, sha256: &str) -> io::Result<bool> {
+    fn complete(&self, key: &FileKey, sha256: Option<&str>) -> io::Result<bool> {
         let part = self.part_path(key);
-        if sha256_of(&part)? != sha256 {
-            let _ = fs::remove_file(&part);
-            return Ok(false);
+        if let Some(sha256) = sha256 {
+            if sha256_of(&part)? != sha256 {
+                let _ = fs::remove_file(&part);
+                return Ok(false);
+            }
         }
         File::open(&part)?.sync_all()?;
         fs::rename(&part, self.path(key))?;
         File::open(self.dir(key))?.sync_all()?;
         Ok(true)
+    }
+
+    fn has_file(&self, key: &FileKey) -> bool {
+        self.path(key).is_file()
     }
 
     fn remove(&self, key: &FileKey) {

@@ -33,6 +33,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// a file still crossing the link gives up (the client resumes with a range).
 const STALLED_WAITS: u32 = 3;
 const BUF: usize = 16 * 1024;
+/// A request's head, or the next request on a kept connection, must come
+/// within this.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub async fn serve(
     ex: &'static LocalExecutor<'static>,
@@ -83,29 +86,58 @@ async fn handle(
     store: &DiskFiles,
 ) -> Result<(), String> {
     let mut s = within(HANDSHAKE_TIMEOUT, "the TLS handshake", tls.accept(stream)).await?;
-    // One request after another on the connection, while the client wants.
+    // One request after another on the connection, while the client
+    // wants; bytes past one request (pipelined) start the next.
     let mut buf = Vec::new();
     loop {
-        let (head, rest) = match read_head(&mut s, std::mem::take(&mut buf)).await? {
+        let head_read = read_head(&mut s, std::mem::take(&mut buf));
+        let (head, rest) = match within_total(HEAD_TIMEOUT, head_read).await? {
             Some(parsed) => parsed,
             None => return Ok(()), // closed between requests
         };
+        let bodied = head.header("transfer-encoding").is_some()
+            || head.content_length().is_ok_and(|n| n > 0);
         let keep = match head.method.as_str() {
-            "PUT" => put(&mut s, &head, rest, ops, store).await?,
-            "GET" | "HEAD" => get(&mut s, &head, ops, store).await?,
+            "PUT" => match put(&mut s, &head, rest, ops, store).await? {
+                Some(after) => {
+                    buf = after;
+                    true
+                }
+                None => false,
+            },
+            // A body where none belongs would be read as the next request.
+            _ if bodied => refuse(&mut s, 400, "this request takes no body").await?,
+            "GET" | "HEAD" => {
+                buf = rest;
+                get(&mut s, &head, ops, store).await?
+            }
             "OPTIONS" => {
+                buf = rest;
                 respond(&mut s, 204, &[], b"").await?;
                 true
             }
-            _ => {
-                respond(&mut s, 405, &[], b"method not allowed\n").await?;
-                false
-            }
+            _ => refuse(&mut s, 405, "method not allowed").await?,
         };
-        if !keep || head.header("connection") == Some("close") {
+        let close = head
+            .header("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        if !keep || close {
             return flush_close(&mut s).await;
         }
     }
+}
+
+/// A head (a request's, or the wait for the next on a kept connection)
+/// must come whole within `limit`, however slowly its bytes trickle.
+async fn within_total<T>(
+    limit: Duration,
+    work: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    future::or(work, async {
+        Timer::after(limit).await;
+        Err(format!("no whole request within {} s", limit.as_secs()))
+    })
+    .await
 }
 
 async fn flush_close<S: AsyncWrite + Unpin>(s: &mut S) -> Result<(), String> {
@@ -252,25 +284,22 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     first: Vec<u8>,
     ops: &AdminOps,
     store: &DiskFiles,
-) -> Result<bool, String> {
+) -> Result<Option<Vec<u8>>, String> {
+    let closed = |r: Result<bool, String>| r.map(|_| None);
     let len = match head.content_length() {
         Ok(len) => len,
-        Err((status, why)) => return refuse(s, status, why).await,
+        Err((status, why)) => return closed(refuse(s, status, why).await),
     };
     let (path, token) = (
         head.path().to_string(),
         head.query("token").unwrap_or("").to_string(),
     );
-    let key = match ask(
-        ops,
-        FileAsk::Put {
-            path: path.clone(),
-            token: token.clone(),
-            len,
-        },
-    )
-    .await?
-    {
+    let put = FileAsk::Put {
+        path: path.clone(),
+        token: token.clone(),
+        len,
+    };
+    let key = match ask(ops, put).await? {
         FileAnswer::PutAccepted { key } => key,
         FileAnswer::Refused { status, why } => {
             // A client waiting for 100 Continue sends no body.
@@ -278,43 +307,40 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(
                 true => 0,
                 false => len.saturating_sub(first.len() as u64),
             };
-            return refuse_put(s, status, &why, remaining).await;
+            return closed(refuse_put(s, status, &why, remaining).await);
         }
         other => return Err(format!("unexpected answer: {other:?}")),
     };
-    if expects_continue(head) {
-        within(
-            IDLE_TIMEOUT,
-            "100-continue",
-            s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n"),
-        )
-        .await?;
-    }
-    let sha256 = match receive_body(s, &key, first, len, store).await {
-        Ok(sha) => sha,
+    let received = async {
+        if expects_continue(head) {
+            let go = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+            within(IDLE_TIMEOUT, "100-continue", go).await?;
+        }
+        receive_body(s, &key, first, len, store).await
+    };
+    let (sha256, after) = match received.await {
+        Ok(got) => got,
         Err(e) => {
+            // Nothing kept; the slot may be used again while it lives.
             store.remove(&key);
+            ask(ops, FileAsk::PutFailed { token }).await?;
             return Err(e);
         }
     };
-    match ask(
-        ops,
-        FileAsk::PutDone {
-            path,
-            token,
-            len,
-            sha256,
-        },
-    )
-    .await?
-    {
+    let done = FileAsk::PutDone {
+        path,
+        token,
+        len,
+        sha256,
+    };
+    match ask(ops, done).await? {
         FileAnswer::Stored => {
             respond(s, 201, &[], b"").await?;
-            Ok(true)
+            Ok(Some(after))
         }
         FileAnswer::Refused { status, why } => {
             store.remove(&key);
-            refuse(s, status, &why).await
+            closed(refuse(s, status, &why).await)
         }
         other => Err(format!("unexpected answer: {other:?}")),
     }
@@ -325,29 +351,28 @@ fn expects_continue(head: &Head) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
 }
 
-/// Exactly `len` bytes of body into `key`'s part file; their SHA-256.
+/// Exactly `len` bytes of body into `key`'s part file: their SHA-256, and
+/// what came after them (the next request, pipelined).
 async fn receive_body<S: AsyncRead + Unpin>(
     s: &mut S,
     key: &FileKey,
-    first: Vec<u8>,
+    mut pending: Vec<u8>,
     len: u64,
     store: &DiskFiles,
-) -> Result<String, String> {
+) -> Result<(String, Vec<u8>), String> {
     let io = |e: std::io::Error| format!("storing the upload: {e}");
     let mut file = store.create_part(key).map_err(io)?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut got = 0u64;
     let mut buf = vec![0u8; BUF];
-    let mut pending = first;
-    loop {
-        if pending.len() as u64 > len - got {
-            return Err("more body than Content-Length".into());
-        }
+    let after = loop {
+        let take = pending.len().min((len - got) as usize);
+        let after = pending.split_off(take);
         file.write_all(&pending).map_err(io)?;
         ctx.update(&pending);
         got += pending.len() as u64;
         if got == len {
-            break;
+            break after;
         }
         let want = ((len - got) as usize).min(BUF);
         let n = within(IDLE_TIMEOUT, "the upload", s.read(&mut buf[..want])).await?;
@@ -355,9 +380,9 @@ async fn receive_body<S: AsyncRead + Unpin>(
             return Err("the upload ended early".into());
         }
         pending = buf[..n].to_vec();
-    }
+    };
     file.sync_all().map_err(io)?;
-    Ok(crate::common::hex(ctx.finish().as_ref()))
+    Ok((crate::common::hex(ctx.finish().as_ref()), after))
 }
 
 /// A GET or HEAD: the whole file or one range of it. A file still
@@ -369,7 +394,15 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     store: &DiskFiles,
 ) -> Result<bool, String> {
     let path = head.path().to_string();
-    let (key, meta, mut have, mut complete) = match ask(ops, FileAsk::Get { path }).await? {
+    let (key, meta, mut have, mut complete) = match ask(
+        ops,
+        FileAsk::Get {
+            path,
+            head: head.method == "HEAD",
+        },
+    )
+    .await?
+    {
         FileAnswer::Serve {
             key,
             meta,

@@ -57,15 +57,19 @@ impl FileStore for MemFiles {
         self.parts.borrow().get(key).map_or(0, |p| p.len() as u64)
     }
 
-    fn complete(&self, key: &FileKey, sha256: &str) -> io::Result<bool> {
+    fn complete(&self, key: &FileKey, sha256: Option<&str>) -> io::Result<bool> {
         let Some(part) = self.parts.borrow_mut().remove(key) else {
             return Err(io::Error::from(io::ErrorKind::NotFound));
         };
-        if sha256_hex(&part) != sha256 {
+        if sha256.is_some_and(|sha| sha256_hex(&part) != sha) {
             return Ok(false);
         }
         self.files.borrow_mut().insert(key.clone(), part);
         Ok(true)
+    }
+
+    fn has_file(&self, key: &FileKey) -> bool {
+        self.files.borrow().contains_key(key)
     }
 
     fn remove(&self, key: &FileKey) {
