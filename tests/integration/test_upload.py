@@ -10,6 +10,8 @@ import asyncio
 import http.client
 import os
 import secrets
+import socket
+import ssl
 import time
 
 import aiohttp
@@ -445,3 +447,33 @@ def test_a_refused_put_is_answered_to_a_client_that_sends_its_body_first(upload_
         finally:
             c.close()
     assert statuses == [403] * 10, statuses
+
+
+def test_pipelined_requests_are_each_answered_and_a_body_where_none_belongs_is_refused(upload_node):
+    """Two requests in one write get two answers; an OPTIONS with a body
+    is refused rather than its body read as the next request."""
+    ctx = trusting(upload_node)
+    port = upload_node.upload_port
+
+    def exchange(raw):
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as tcp:
+            with ctx.wrap_socket(tcp, server_hostname="localhost") as tls:
+                tls.sendall(raw)
+                got = b""
+                while True:
+                    try:
+                        chunk = tls.recv(65536)
+                    except (ssl.SSLError, OSError):
+                        break
+                    if not chunk:
+                        break
+                    got += chunk
+                return got
+
+    two = b"OPTIONS /files/x HTTP/1.1\r\nHost: localhost\r\n\r\n" \
+          b"OPTIONS /files/y HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    assert exchange(two).count(b"HTTP/1.1 204") == 2
+    smuggled = b"OPTIONS /files/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 40\r\n\r\n" \
+               b"GET /files/y HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    answers = exchange(smuggled)
+    assert answers.startswith(b"HTTP/1.1 400") and answers.count(b"HTTP/1.1") == 1, answers
