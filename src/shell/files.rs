@@ -31,6 +31,11 @@ impl DiskFiles {
         self.dir(key).join(format!("{}.part", key.id))
     }
 
+    /// The file, or its part file while it is written.
+    pub fn open_file(&self, key: &FileKey) -> io::Result<File> {
+        File::open(self.path(key)).or_else(|_| File::open(self.part_path(key)))
+    }
+
     /// A new, empty part file for an upload's body.
     pub fn create_part(&self, key: &FileKey) -> io::Result<File> {
         fs::create_dir_all(self.dir(key))?;
@@ -53,13 +58,17 @@ fn sha256_of(path: &Path) -> io::Result<String> {
     Ok(crate::common::hex(ctx.finish().as_ref()))
 }
 
+/// Up to `len` bytes of `file` at `offset`.
+pub fn read_at(file: &mut File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut out = Vec::with_capacity(len);
+    file.take(len as u64).read_to_end(&mut out)?;
+    Ok(out)
+}
+
 impl FileStore for DiskFiles {
     fn read(&self, key: &FileKey, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut file = File::open(self.path(key)).or_else(|_| File::open(self.part_path(key)))?;
-        file.seek(SeekFrom::Start(offset))?;
-        let mut out = Vec::with_capacity(len);
-        file.take(len as u64).read_to_end(&mut out)?;
-        Ok(out)
+        read_at(&mut self.open_file(key)?, offset, len)
     }
 
     fn write_part(&self, key: &FileKey, offset: u64, data: &[u8]) -> io::Result<()> {

@@ -455,6 +455,11 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         within(IDLE_TIMEOUT, "the response", s.flush()).await?;
         return Ok(true);
     }
+    // Opened once: a file evicted from the cache (or a part file made the
+    // file) while it is served stays readable to the end of the response.
+    let mut file = store
+        .open_file(&key)
+        .map_err(|e| format!("opening {key}: {e}"))?;
     let mut at = start;
     let mut stalled = 0;
     while at < end {
@@ -488,9 +493,8 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let upto = if complete { end } else { end.min(have) };
         let len = ((upto - at) as usize).min(BUF);
-        let bytes = store
-            .read(&key, at, len)
-            .map_err(|e| format!("reading {key}: {e}"))?;
+        let bytes =
+            super::files::read_at(&mut file, at, len).map_err(|e| format!("reading {key}: {e}"))?;
         if bytes.is_empty() {
             return Err(format!("{key} is shorter than its size"));
         }
