@@ -753,3 +753,51 @@ fn an_upload_that_outlasts_its_slot_is_kept() {
     assert_eq!(n.file_ask(2, done), Some(FileAnswer::Stored));
     assert!(n.node.state().files.contains_key(&key));
 }
+
+#[test]
+fn readers_can_make_a_node_fetch_sixteen_files_at_once_not_more() {
+    let shape = Shape {
+        latency_ms: 300,
+        rate: 1200,
+    };
+    let mut w = world(shape, |_| {});
+    let paths: Vec<String> = (0..17)
+        .map(|i| {
+            upload(
+                &mut w.net,
+                RALEIGH,
+                w.wayne,
+                &format!("p{i}.jpg"),
+                &photo(20_000, i),
+            )
+        })
+        .collect();
+    for (i, path) in paths.iter().enumerate().take(16) {
+        let get = FileAsk::Get {
+            path: path.clone(),
+            head: false,
+        };
+        assert_eq!(
+            w.net.node(HQ).file_ask(200 + i as u64, get),
+            None,
+            "fetch {i} starts"
+        );
+    }
+    assert_eq!(w.net.node(HQ).node.files_in_progress(), 16);
+    let get = FileAsk::Get {
+        path: paths[16].clone(),
+        head: false,
+    };
+    assert!(matches!(
+        w.net.node(HQ).file_ask(300, get),
+        Some(FileAnswer::Refused { status: 503, .. })
+    ));
+    // One finished is one more that may start.
+    w.net.advance(600_000);
+    assert!(w.net.node(HQ).node.files_in_progress() < 16);
+    assert_eq!(
+        download(&mut w.net, HQ, &paths[16]).unwrap(),
+        photo(20_000, 16)
+    );
+    let _ = (w.kevin, w.dana);
+}

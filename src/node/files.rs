@@ -201,7 +201,7 @@ impl Node {
     /// A file event from a peer.
     pub(crate) fn on_file_event(&mut self, peer: &PeerId, ev: LinkEvent) {
         let now = self.now;
-        let named = match &ev {
+        let key = match &ev {
             LinkEvent::FileWant { origin, id, .. }
             | LinkEvent::FileChunk { origin, id, .. }
             | LinkEvent::FileMissing { origin, id } => FileKey {
@@ -210,40 +210,19 @@ impl Node {
             },
             _ => return,
         };
-        if !crate::files::url::is_key(&named) {
-            log::warn!("link {peer}: refused a file event naming {named}");
+        if !crate::files::url::is_key(&key) {
+            log::warn!("link {peer}: refused a file event naming {key}");
             return;
         }
-        match ev {
-            LinkEvent::FileWant {
-                origin,
-                id,
-                offset,
-                len,
-            } => {
-                let key = FileKey { origin, id };
-                self.with_files(|files, index, route| {
-                    files.on_want(index, now.mono_ms, peer, key, offset, len, route)
-                })
+        self.with_files(|files, index, route| match ev {
+            LinkEvent::FileWant { offset, len, .. } => {
+                files.on_want(index, now.mono_ms, peer, key, offset, len, route)
             }
             LinkEvent::FileChunk {
-                origin,
-                id,
-                offset,
-                meta,
-                data,
-            } => {
-                let key = FileKey { origin, id };
-                self.with_files(|files, index, _| {
-                    files.on_chunk(index, now, peer, key, offset, meta, data)
-                })
-            }
-            LinkEvent::FileMissing { origin, id } => {
-                let key = FileKey { origin, id };
-                self.with_files(|files, index, _| files.on_missing(index, peer, &key))
-            }
-            _ => {}
-        }
+                offset, meta, data, ..
+            } => files.on_chunk(index, now, peer, key, offset, meta, data),
+            _ => files.on_missing(index, peer, &key),
+        })
     }
 
     /// A link is up (its hello done): fetches it serves go on.
