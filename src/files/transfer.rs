@@ -312,7 +312,7 @@ impl Files {
         Ok(())
     }
 
-    /// Ask for chunks until the window is full.
+    /// Ask for chunks as the pace allows, up to what may be out at once.
     fn ask_chunks(&mut self, now_ms: u64, key: &FileKey) {
         let Some(f) = self.fetches.get_mut(key) else {
             return;
